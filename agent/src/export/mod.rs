@@ -1,0 +1,33 @@
+//! Outputs derived from a [`Recording`]: one [`Exporter`] per format, one file per exporter.
+use std::path::{Path, PathBuf};
+
+use crate::{trace::Recording, Result};
+
+mod flamegraph;
+mod folded;
+
+pub use flamegraph::FlameGraph;
+pub use folded::{folded_stacks, Folded};
+
+/// Writes one output format for a recording into an output directory.
+pub trait Exporter {
+    /// Short name, for messages.
+    fn name(&self) -> &'static str;
+    /// Writes the files; returns their paths (none when the recording has nothing for it).
+    fn export(&self, recording: &Recording, dir: &Path) -> Result<Vec<PathBuf>>;
+}
+
+/// The exporters every recording gets.
+pub fn default_exporters() -> Vec<Box<dyn Exporter>> {
+    vec![Box::new(Folded), Box::new(FlameGraph)]
+}
+
+/// Runs every default exporter; returns all files written.
+pub fn export_all(recording: &Recording, dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut written = Vec::new();
+    for exporter in default_exporters() {
+        log::debug!("exporting {}", exporter.name());
+        written.extend(exporter.export(recording, dir)?);
+    }
+    Ok(written)
+}

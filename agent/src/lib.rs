@@ -1,0 +1,40 @@
+//! modelprobe: attach to an unmodified process and record where its time goes.
+//!
+//! The library does the work; the `modelprobe` binary is a thin CLI over it. A recording flows
+//! through these modules, in order:
+//!
+//! - [`preflight`]: privileges, kernel features, tracefs, output directory, all checked before
+//!   anything is attached, each failure a one-line [`Error`] with its own exit code;
+//! - [`target`]: the process to watch, found by pid or launched held at a gate until the
+//!   sampler is ready;
+//! - [`sampler`]: loads the BPF programs, attaches `cpu-clock` perf events and scheduler
+//!   tracepoints, and pumps stack events out of the ring buffer;
+//! - [`procmaps`]: snapshots of each target's memory mappings (with open handles on the mapped
+//!   files), taken while it lives, so symbolization works after it exits;
+//! - [`symbolize`]: turns addresses into functions with blazesym (ELF, DWARF, kallsyms, perf maps);
+//! - [`trace`]: the recording model and its versioned on-disk format;
+//! - [`export`]: folded stacks and flame graph SVGs;
+//! - [`report`]: the end-of-run summary.
+//!
+//! [`session`] ties them together:
+//!
+//! ```no_run
+//! use modelprobe::session::{self, RecordOptions, Target};
+//! let opts = RecordOptions::new(Target::Pid(4242), "out".into());
+//! let outcome = session::record(&opts)?;
+//! println!("{} samples", outcome.recording.cpu_sample_count());
+//! # Ok::<(), modelprobe::Error>(())
+//! ```
+
+pub mod error;
+pub mod export;
+pub mod preflight;
+pub mod procmaps;
+pub mod report;
+pub mod sampler;
+pub mod session;
+pub mod symbolize;
+pub mod target;
+pub mod trace;
+
+pub use error::{Error, Result};

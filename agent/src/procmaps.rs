@@ -1,0 +1,211 @@
+//! What each target has mapped, captured while it lives.
+//!
+//! Symbolization happens after recording, when a target may be long gone. So for every process
+//! seen, the executable mappings of `/proc/PID/maps` are kept, and every mapped file is opened
+//! once (through `/proc/PID/map_files`, which works for deleted files and other mount
+//! namespaces). The open handle keeps the file readable after the process exits.
+use std::{
+    collections::HashMap,
+    fs::File,
+    os::{fd::AsRawFd, unix::fs::MetadataExt},
+    path::PathBuf,
+};
+
+/// Index of a [`Module`] in a [`MapsRegistry`].
+pub type ModuleId = u32;
+
+/// A mapped file, opened while its process lived.
+#[derive(Debug)]
+pub struct Module {
+    /// The path as the target saw it (from `/proc/PID/maps`).
+    pub path: String,
+    /// An open handle (None if the file could not be opened).
+    file: Option<File>,
+    /// A path this process can open the same file by.
+    pub open_path: Option<PathBuf>,
+}
+
+impl Module {
+    /// The file name, for display (`libc.so.6`).
+    pub fn name(&self) -> &str {
+        self.path.rsplit('/').next().unwrap_or(&self.path)
+    }
+
+    /// True when the file was opened and can be read for symbols.
+    pub fn is_readable(&self) -> bool {
+        self.file.is_some()
+    }
+}
+
+/// One executable mapping of a process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mapping {
+    /// First address.
+    pub start: u64,
+    /// One past the last address.
+    pub end: u64,
+    /// File offset of `start`.
+    pub offset: u64,
+    /// The file mapped, or a pseudo name (`[vdso]`) / empty for anonymous memory.
+    pub path: String,
+    /// The opened file, for file-backed mappings.
+    pub module: Option<ModuleId>,
+}
+
+/// Every module and every process's mappings seen during a recording.
+#[derive(Debug, Default)]
+pub struct MapsRegistry {
+    modules: Vec<Module>,
+    by_inode: HashMap<(u64, u64), ModuleId>,
+    procs: HashMap<u32, Vec<Mapping>>,
+}
+
+/// A parsed line of `/proc/PID/maps`.
+struct MapsLine<'a> {
+    start: u64,
+    end: u64,
+    exec: bool,
+    offset: u64,
+    inode: u64,
+    path: &'a str,
+}
+
+fn parse_line(line: &str) -> Option<MapsLine<'_>> {
+    let mut it = line.splitn(6, ' ');
+    let range = it.next()?;
+    let perms = it.next()?;
+    let offset = u64::from_str_radix(it.next()?, 16).ok()?;
+    let _dev = it.next()?;
+    let inode = it.next()?.parse().ok()?;
+    let path = it.next().unwrap_or("").trim_start();
+    let (start, end) = range.split_once('-')?;
+    Some(MapsLine {
+        start: u64::from_str_radix(start, 16).ok()?,
+        end: u64::from_str_radix(end, 16).ok()?,
+        exec: perms.as_bytes().get(2) == Some(&b'x'),
+        offset,
+        inode,
+        path,
+    })
+}
+
+impl MapsRegistry {
+    /// Reads `/proc/PID/maps` and merges its executable mappings into what is known of `pid`.
+    /// Returns false if the process is gone.
+    pub fn capture(&mut self, pid: u32) -> bool {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
+            return false;
+        };
+        let mut fresh = Vec::new();
+        for line in text.lines().filter_map(parse_line).filter(|l| l.exec) {
+            let module = (line.inode != 0 && line.path.starts_with('/'))
+                .then(|| self.open_module(pid, &line))
+                .flatten();
+            fresh.push(Mapping {
+                start: line.start,
+                end: line.end,
+                offset: line.offset,
+                path: line.path.to_string(),
+                module,
+            });
+        }
+        let known = self.procs.entry(pid).or_default();
+        for m in fresh {
+            if known.contains(&m) {
+                continue;
+            }
+            // A new mapping replaces whatever it overlaps (an unmap and remap at runtime).
+            known.retain(|k| k.end <= m.start || k.start >= m.end);
+            known.push(m);
+        }
+        known.sort_by_key(|m| m.start);
+        true
+    }
+
+    fn open_module(&mut self, pid: u32, line: &MapsLine<'_>) -> Option<ModuleId> {
+        let by_map_files = format!("/proc/{pid}/map_files/{:x}-{:x}", line.start, line.end);
+        let by_root = format!("/proc/{pid}/root{}", line.path);
+        let file = File::open(&by_map_files)
+            .or_else(|_| File::open(&by_root))
+            .ok();
+        let key = file
+            .as_ref()
+            .and_then(|f| f.metadata().ok())
+            .map(|md| (md.dev(), md.ino()));
+        if let Some(id) = key.and_then(|k| self.by_inode.get(&k)) {
+            return Some(*id);
+        }
+        // Prefer the plain path when it names the same file here (debug links resolve next
+        // to it); otherwise read through our own open descriptor.
+        let same_file_here = std::fs::metadata(line.path)
+            .ok()
+            .map(|md| (md.dev(), md.ino()))
+            .is_some_and(|k| Some(k) == key);
+        let open_path = match &file {
+            Some(_) if same_file_here => Some(PathBuf::from(line.path)),
+            Some(f) => Some(PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()))),
+            None => None,
+        };
+        let id = self.modules.len() as ModuleId;
+        self.modules.push(Module {
+            path: line.path.to_string(),
+            file,
+            open_path,
+        });
+        if let Some(k) = key {
+            self.by_inode.insert(k, id);
+        }
+        Some(id)
+    }
+
+    /// True if `pid` has been captured at least once.
+    pub fn knows(&self, pid: u32) -> bool {
+        self.procs.contains_key(&pid)
+    }
+
+    /// The mapping of `pid` that contains `addr`.
+    pub fn lookup(&self, pid: u32, addr: u64) -> Option<&Mapping> {
+        let maps = self.procs.get(&pid)?;
+        let i = maps.partition_point(|m| m.start <= addr);
+        let m = maps.get(i.checked_sub(1)?)?;
+        (addr < m.end).then_some(m)
+    }
+
+    /// The module with this id.
+    pub fn module(&self, id: ModuleId) -> &Module {
+        &self.modules[id as usize]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_maps_lines() {
+        let l = parse_line(
+            "7f1c2a000000-7f1c2a1d5000 r-xp 00028000 fe:01 1234   /usr/lib/x86_64-linux-gnu/libc.so.6",
+        )
+        .unwrap();
+        assert_eq!((l.start, l.end, l.offset, l.inode), (0x7f1c2a000000, 0x7f1c2a1d5000, 0x28000, 1234));
+        assert!(l.exec);
+        assert_eq!(l.path, "/usr/lib/x86_64-linux-gnu/libc.so.6");
+        let anon = parse_line("7ffd1000-7ffd3000 rw-p 00000000 00:00 0").unwrap();
+        assert!(!anon.exec);
+        assert_eq!(anon.path, "");
+        let deleted = parse_line("1000-2000 r-xp 0 00:01 9 /tmp/x (deleted)").unwrap();
+        assert_eq!(deleted.path, "/tmp/x (deleted)");
+    }
+
+    #[test]
+    fn captures_own_process_and_finds_own_code() {
+        let mut reg = MapsRegistry::default();
+        assert!(reg.capture(std::process::id()));
+        let here = captures_own_process_and_finds_own_code as *const () as u64;
+        let m = reg.lookup(std::process::id(), here).expect("own code is mapped");
+        let module = reg.module(m.module.expect("file backed"));
+        assert!(module.is_readable());
+        assert!(module.path.contains("modelprobe"), "{}", module.path);
+        assert!(reg.lookup(std::process::id(), 8).is_none());
+    }
+}

@@ -1,0 +1,199 @@
+//! CPU and off-CPU stack sampling with BPF.
+//!
+//! [`Sampler::start`] loads the embedded BPF object (see `ebpf/`), patches this kernel's
+//! tracepoint offsets into it, attaches a `cpu-clock` perf event on every online CPU plus the
+//! scheduler tracepoints, and from then on [`Sampler::drain`] hands out [`StackEvent`]s. The BPF
+//! side filters by the `TARGETS` table, which the agent seeds with [`Sampler::add_target`] and
+//! the kernel grows on every fork. Dropping the sampler detaches everything: nothing is pinned,
+//! so even a killed agent leaves no probe behind.
+use std::{os::fd::AsRawFd, path::Path, time::Duration};
+
+use aya::{
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    programs::{
+        perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
+        PerfEvent, TracePoint,
+    },
+    util::online_cpus,
+    Ebpf, EbpfLoader,
+};
+use modelprobe_common::{lost, Config, StackEvent};
+
+use crate::{Error, Result};
+
+pub mod tracefs;
+
+/// The BPF object built by `cargo xtask build-ebpf`, embedded at compile time.
+static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/modelprobe.bpf.o"));
+
+/// What to sample.
+#[derive(Debug, Clone)]
+pub struct SamplerOptions {
+    /// `cpu-clock` samples per second per CPU.
+    pub frequency_hz: u64,
+    /// Also record blocked (off-CPU) intervals.
+    pub off_cpu: bool,
+    /// Blocked intervals shorter than this are not recorded.
+    pub off_cpu_min: Duration,
+}
+
+/// Per-cause drop counters summed over CPUs, indexed by `modelprobe_common::lost`.
+pub type LostCounts = [u64; lost::COUNT as usize];
+
+/// Loaded and attached BPF programs, and the maps the agent talks through.
+pub struct Sampler {
+    bpf: Ebpf,
+    events: RingBuf<MapData>,
+    targets: HashMap<MapData, u32, u32>,
+    cpus: u32,
+}
+
+/// The highest sampling frequency the kernel allows (`perf_event_max_sample_rate`).
+pub fn max_frequency() -> u64 {
+    std::fs::read_to_string("/proc/sys/kernel/perf_event_max_sample_rate")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100_000)
+}
+
+impl Sampler {
+    /// Loads the programs and attaches them. Samples flow once a target is added.
+    pub fn start(opts: &SamplerOptions, tracefs_root: &Path) -> Result<Sampler> {
+        if BPF_OBJECT.is_empty() {
+            return Err(Error::MissingBpfObject);
+        }
+        let prev_state = tracefs::field(tracefs_root, "sched", "sched_switch", "prev_state")?;
+        let config = Config {
+            switch_prev_state_off: prev_state.offset,
+            switch_prev_state_size: prev_state.size,
+            switch_next_pid_off: tracefs::field(tracefs_root, "sched", "sched_switch", "next_pid")?
+                .offset,
+            fork_child_pid_off: tracefs::field(tracefs_root, "sched", "sched_process_fork", "child_pid")?
+                .offset,
+            exit_group_dead_off: tracefs::field(tracefs_root, "sched", "sched_process_exit", "group_dead")
+                .map(|f| f.offset)
+                .unwrap_or(u32::MAX),
+            offcpu_min_ns: opts.off_cpu_min.as_nanos().min(u32::MAX as u128) as u32,
+        };
+        let mut bpf = EbpfLoader::new()
+            .override_global("CONFIG", &config, true)
+            .load(BPF_OBJECT)
+            .map_err(|e| Error::bpf("loading the BPF object", e))?;
+
+        attach_tracepoint(&mut bpf, "mp_sched_fork", "sched_process_fork")?;
+        attach_tracepoint(&mut bpf, "mp_sched_exit", "sched_process_exit")?;
+        if opts.off_cpu {
+            attach_tracepoint(&mut bpf, "mp_sched_switch", "sched_switch")?;
+        }
+
+        let cpus = online_cpus().map_err(|(what, e)| Error::io(format!("reading {what}"), e))?;
+        let prog: &mut PerfEvent = program(&mut bpf, "mp_cpu_sample")?;
+        prog.load().map_err(|e| Error::bpf("loading mp_cpu_sample", e))?;
+        for &cpu in &cpus {
+            prog.attach(
+                PerfEventConfig::Software(SoftwareEvent::CpuClock),
+                PerfEventScope::AllProcessesOneCpu { cpu },
+                SamplePolicy::Frequency(opts.frequency_hz),
+                false,
+            )
+            .map_err(|e| {
+                Error::UnsupportedKernel(format!("cannot open a cpu-clock perf event on CPU {cpu}: {e}"))
+            })?;
+        }
+
+        let events = RingBuf::try_from(take_map(&mut bpf, "EVENTS")?)
+            .map_err(|e| Error::bpf("opening the EVENTS ring buffer", e))?;
+        let targets = HashMap::try_from(take_map(&mut bpf, "TARGETS")?)
+            .map_err(|e| Error::bpf("opening the TARGETS map", e))?;
+        Ok(Sampler {
+            bpf,
+            events,
+            targets,
+            cpus: cpus.len() as u32,
+        })
+    }
+
+    /// Number of CPUs sampled.
+    pub fn cpus(&self) -> u32 {
+        self.cpus
+    }
+
+    /// Starts sampling process `pid` (and, from now on, every process it forks).
+    pub fn add_target(&mut self, pid: u32) -> Result<()> {
+        self.targets
+            .insert(pid, 1, 0)
+            .map_err(|e| Error::bpf(format!("adding pid {pid} to the target table"), e))
+    }
+
+    /// Waits up to `timeout` for events; true if some are ready.
+    pub fn wait(&self, timeout: Duration) -> bool {
+        let mut pfd = libc::pollfd {
+            fd: self.events.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: `pfd` is one valid pollfd for the duration of the call.
+        let n = unsafe { libc::poll(&mut pfd, 1, timeout.as_millis() as i32) };
+        n > 0
+    }
+
+    /// Hands every ready event to `sink`; returns how many there were.
+    pub fn drain(&mut self, mut sink: impl FnMut(&StackEvent)) -> usize {
+        let mut n = 0;
+        while let Some(item) = self.events.next() {
+            if item.len() < size_of::<StackEvent>() {
+                log::warn!("short event of {} bytes ignored", item.len());
+                continue;
+            }
+            // SAFETY: the item holds at least size_of::<StackEvent>() bytes written by the BPF
+            // side as a StackEvent (layouts checked in modelprobe-common); any bit pattern of
+            // it is valid, and read_unaligned copes with the ring buffer's 8-byte alignment.
+            let ev = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<StackEvent>()) };
+            sink(&ev);
+            n += 1;
+        }
+        n
+    }
+
+    /// Drop counters, summed over CPUs.
+    pub fn lost(&self) -> Result<LostCounts> {
+        let map = self.bpf.map("LOST").ok_or_else(|| missing("LOST"))?;
+        let array = PerCpuArray::<_, u64>::try_from(map)
+            .map_err(|e| Error::bpf("opening the LOST counters", e))?;
+        let mut out = [0u64; lost::COUNT as usize];
+        for (i, slot) in out.iter_mut().enumerate() {
+            let values = array
+                .get(&(i as u32), 0)
+                .map_err(|e| Error::bpf("reading the LOST counters", e))?;
+            *slot = values.iter().sum();
+        }
+        Ok(out)
+    }
+}
+
+fn missing(name: &str) -> Error {
+    Error::bpf(
+        format!("finding {name} in the BPF object"),
+        std::io::Error::new(std::io::ErrorKind::NotFound, "not in this object"),
+    )
+}
+
+fn take_map(bpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {
+    bpf.take_map(name).ok_or_else(|| missing(name))
+}
+
+fn program<'a, T>(bpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    let prog = bpf.program_mut(name).ok_or_else(|| missing(name))?;
+    prog.try_into().map_err(|e| Error::bpf(format!("opening {name}"), e))
+}
+
+fn attach_tracepoint(bpf: &mut Ebpf, prog_name: &str, event: &str) -> Result<()> {
+    let prog: &mut TracePoint = program(bpf, prog_name)?;
+    prog.load().map_err(|e| Error::bpf(format!("loading {prog_name}"), e))?;
+    prog.attach("sched", event)
+        .map_err(|e| Error::bpf(format!("attaching {prog_name} to sched/{event}"), e))?;
+    Ok(())
+}

@@ -1,0 +1,297 @@
+//! One profiling session, start to finish: checks, attach, the event loop, and finalization
+//! into a [`Recording`] plus its exports.
+//!
+//! Whatever ends the session (its duration, a signal, the target exiting), the same
+//! finalization runs: drain the ring buffer, read the drop counters, detach, symbolize, write.
+use std::{
+    ffi::OsString,
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant, SystemTime},
+};
+
+use modelprobe_common::lost;
+
+use crate::{
+    export,
+    preflight,
+    sampler::{max_frequency, Sampler, SamplerOptions},
+    target::{self, GatedChild},
+    trace::{Lost, Meta, Recording},
+    Error, Result,
+};
+
+mod collect;
+
+use collect::Collector;
+
+/// What to profile.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// A running process (and the children it forks from now on).
+    Pid(u32),
+    /// A command to launch and profile for its whole life, children included.
+    Command(Vec<OsString>),
+}
+
+/// Everything a recording needs to know.
+#[derive(Debug, Clone)]
+pub struct RecordOptions {
+    /// What to profile.
+    pub target: Target,
+    /// Where outputs go (created if missing).
+    pub output_dir: PathBuf,
+    /// CPU samples per second.
+    pub frequency_hz: u64,
+    /// Stop after this long (attach only; `run` follows the command's life).
+    pub duration: Option<Duration>,
+    /// Also record blocked time.
+    pub off_cpu: bool,
+    /// Shortest blocked interval recorded.
+    pub off_cpu_min: Duration,
+    /// Set to a signal number (by the caller's signal handler) to stop the session.
+    pub stop: Arc<AtomicUsize>,
+}
+
+impl RecordOptions {
+    /// Defaults: 99 Hz, no time limit, CPU only.
+    pub fn new(target: Target, output_dir: PathBuf) -> Self {
+        RecordOptions {
+            target,
+            output_dir,
+            frequency_hz: 99,
+            duration: None,
+            off_cpu: false,
+            off_cpu_min: Duration::from_micros(1),
+            stop: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+}
+
+/// What a finished session produced.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The recording, as written.
+    pub recording: Recording,
+    /// Every file written.
+    pub files: Vec<PathBuf>,
+}
+
+/// CLOCK_MONOTONIC now, in nanoseconds: the clock BPF's `bpf_ktime_get_ns` reads.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// True when `SIGINT` most likely came from the terminal, which already delivered it to the
+/// launched command (same foreground process group).
+fn sigint_from_terminal() -> bool {
+    // SAFETY: both calls only read process state; tcgetpgrp fails harmlessly without a tty.
+    unsafe { libc::tcgetpgrp(libc::STDIN_FILENO) == libc::getpgrp() }
+}
+
+/// Runs a whole session: checks, attaches, records until done, writes outputs.
+pub fn record(opts: &RecordOptions) -> Result<Outcome> {
+    let max = max_frequency();
+    if opts.frequency_hz == 0 || opts.frequency_hz > max {
+        return Err(Error::InvalidArgument(format!(
+            "--freq {} is out of range: use 1..={max} Hz (kernel.perf_event_max_sample_rate)",
+            opts.frequency_hz
+        )));
+    }
+    preflight::check_privileges()?;
+    preflight::check_kernel()?;
+    if let Target::Pid(pid) = opts.target {
+        if pid == std::process::id() {
+            return Err(Error::InvalidArgument("refusing to profile modelprobe itself".into()));
+        }
+        target::check_pid(pid)?;
+    }
+    preflight::prepare_output_dir(&opts.output_dir)?;
+    let tracefs = preflight::ensure_tracefs()?;
+
+    let mut child = match &opts.target {
+        Target::Command(argv) => Some(GatedChild::spawn(argv)?),
+        Target::Pid(_) => None,
+    };
+    let sampler_opts = SamplerOptions {
+        frequency_hz: opts.frequency_hz,
+        off_cpu: opts.off_cpu,
+        off_cpu_min: opts.off_cpu_min,
+    };
+    let started = Sampler::start(&sampler_opts, &tracefs).and_then(|mut sampler| {
+        match (&opts.target, &child) {
+            (Target::Pid(pid), _) => {
+                sampler.add_target(*pid)?;
+                for d in target::descendants(*pid) {
+                    sampler.add_target(d)?;
+                }
+            }
+            (Target::Command(_), Some(c)) => sampler.add_target(c.pid)?,
+            (Target::Command(_), None) => unreachable!("a command target always has a child"),
+        }
+        Ok(sampler)
+    });
+    let mut sampler = match started {
+        Ok(s) => s,
+        Err(e) => {
+            if let Some(c) = child.take() {
+                let pid = c.pid;
+                drop(c); // closes the gate: the child exits without running the command
+                while target::try_wait(pid).is_none() {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+            return Err(e);
+        }
+    };
+
+    let (target_pid, command) = match (&opts.target, &mut child) {
+        (Target::Pid(pid), _) => (
+            *pid,
+            target::cmdline(*pid)
+                .or_else(|| target::comm(*pid))
+                .unwrap_or_default(),
+        ),
+        (Target::Command(argv), Some(c)) => {
+            c.release()?;
+            let cmd: Vec<String> = argv.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+            (c.pid, cmd.join(" "))
+        }
+        (Target::Command(_), None) => unreachable!("a command target always has a child"),
+    };
+
+    let mut collector = Collector::new();
+    collector.watch(target_pid);
+    if child.is_none() {
+        for d in target::descendants(target_pid) {
+            collector.watch(d);
+        }
+    }
+
+    let start_ns = monotonic_ns();
+    let start_unix_ms = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let started_at = Instant::now();
+    match &child {
+        Some(_) => log::info!("recording `{command}` (pid {target_pid}) at {} Hz", opts.frequency_hz),
+        None => log::info!(
+            "recording pid {target_pid} ({command}) at {} Hz{}; Ctrl-C to stop",
+            opts.frequency_hz,
+            opts.duration
+                .map(|d| format!(" for {}", humantime::format_duration(d)))
+                .unwrap_or_default()
+        ),
+    }
+
+    let mut exit_status = None;
+    let mut forwarded_at: Option<Instant> = None;
+    let end_reason;
+    loop {
+        if sampler.wait(Duration::from_millis(100)) {
+            sampler.drain(|ev| collector.ingest(ev));
+        }
+        if let Some(c) = &child {
+            if let Some(status) = target::try_wait(c.pid) {
+                exit_status = Some(status);
+                end_reason = "target-exited";
+                break;
+            }
+        } else if !target::is_alive(target_pid) {
+            end_reason = "target-exited";
+            break;
+        }
+        let signal = opts.stop.load(Ordering::Relaxed);
+        if signal != 0 {
+            match (&child, forwarded_at) {
+                (None, _) => {
+                    end_reason = "signal";
+                    break;
+                }
+                (Some(c), None) => {
+                    if !(signal == libc::SIGINT as usize && sigint_from_terminal()) {
+                        // SAFETY: kill has no memory-safety preconditions.
+                        unsafe { libc::kill(c.pid as i32, signal as i32) };
+                    }
+                    log::info!("signal {signal}: waiting up to 5s for the command to exit");
+                    forwarded_at = Some(Instant::now());
+                }
+                (Some(_), Some(at)) if at.elapsed() > Duration::from_secs(5) => {
+                    log::warn!("the command is still running; finalizing the recording without it");
+                    exit_status = Some(128 + signal as i32);
+                    end_reason = "signal";
+                    break;
+                }
+                _ => {}
+            }
+        }
+        if child.is_none() && opts.duration.is_some_and(|d| started_at.elapsed() >= d) {
+            end_reason = "duration";
+            break;
+        }
+    }
+    let end_ns = monotonic_ns();
+    sampler.drain(|ev| collector.ingest(ev));
+    let counts = sampler.lost()?;
+    let cpus = sampler.cpus();
+    drop(sampler); // detach before the heavy lifting, so the target runs unobserved again
+    log::info!(
+        "stopped ({end_reason}) after {:.1}s; symbolizing {} samples",
+        started_at.elapsed().as_secs_f64(),
+        collector.sample_count()
+    );
+
+    let meta = Meta {
+        modelprobe_version: env!("CARGO_PKG_VERSION").to_string(),
+        mode: match opts.target {
+            Target::Pid(_) => "attach".into(),
+            Target::Command(_) => "run".into(),
+        },
+        command,
+        target_pid,
+        start_ns,
+        end_ns,
+        start_unix_ms,
+        frequency_hz: opts.frequency_hz,
+        off_cpu: opts.off_cpu,
+        kernel: kernel_release(),
+        hostname: hostname(),
+        cpus,
+        end_reason: end_reason.into(),
+        exit_status,
+        lost: Lost {
+            cpu_samples: counts[lost::CPU_SAMPLE as usize],
+            off_cpu_events: counts[lost::OFF_CPU as usize],
+            off_cpu_untracked: counts[lost::OFF_CPU_TABLE_FULL as usize],
+            children_untracked: counts[lost::TARGETS_FULL as usize],
+            ..Lost::default()
+        },
+    };
+    let recording = collector.finish(meta);
+    recording.write(&opts.output_dir)?;
+    let mut files = vec![opts.output_dir.join(crate::trace::FILE_NAME)];
+    files.extend(export::export_all(&recording, &opts.output_dir)?);
+    Ok(Outcome { recording, files })
+}

@@ -1,0 +1,298 @@
+//! The process being profiled: found by pid, or launched and held at a gate until the sampler
+//! is watching it, so `run` sees the command from its first instruction.
+use std::{
+    ffi::{CString, OsStr, OsString},
+    fs,
+    io::{self, Read},
+    os::{
+        fd::{AsRawFd, FromRawFd, OwnedFd},
+        unix::ffi::OsStrExt,
+    },
+    path::{Path, PathBuf},
+};
+
+use crate::{Error, Result};
+
+/// The state letter of `/proc/PID/stat`, or `None` when the process is gone.
+pub fn process_state(pid: u32) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&stat).map(|(state, _)| state)
+}
+
+/// Parses `(state, ppid)` out of a `/proc/PID/stat` line (the command name may hold spaces or
+/// parentheses, so fields are counted after the last `)`).
+fn parse_stat(stat: &str) -> Option<(char, u32)> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some((state, ppid))
+}
+
+/// True while `pid` exists and is not a zombie.
+pub fn is_alive(pid: u32) -> bool {
+    matches!(process_state(pid), Some(s) if s != 'Z' && s != 'X')
+}
+
+/// Checks that `pid` names a live process.
+pub fn check_pid(pid: u32) -> Result<()> {
+    match process_state(pid) {
+        None => Err(Error::NoSuchProcess(pid)),
+        Some('Z') | Some('X') => Err(Error::ProcessExited(pid)),
+        Some(_) => Ok(()),
+    }
+}
+
+/// The process's `comm` (its main thread's name), if it is still there.
+pub fn comm(pid: u32) -> Option<String> {
+    fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|s| s.trim_end().to_string())
+}
+
+/// The process's command line, arguments joined by spaces.
+pub fn cmdline(pid: u32) -> Option<String> {
+    let raw = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let parts: Vec<String> = raw
+        .split(|&b| b == 0)
+        .filter(|p| !p.is_empty())
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(" "))
+}
+
+/// All live descendants of `root` (children, grandchildren, ...), from one scan of `/proc`.
+pub fn descendants(root: u32) -> Vec<u32> {
+    let mut parent_of = Vec::new();
+    if let Ok(dir) = fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            if let Some((_, ppid)) = fs::read_to_string(entry.path().join("stat"))
+                .ok()
+                .as_deref()
+                .and_then(parse_stat)
+            {
+                parent_of.push((pid, ppid));
+            }
+        }
+    }
+    let mut found = vec![root];
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        found.extend(
+            parent_of
+                .iter()
+                .filter(|(_, ppid)| *ppid == parent)
+                .map(|(pid, _)| *pid),
+        );
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
+/// A child process forked and waiting, before `execve`, for [`GatedChild::release`].
+#[derive(Debug)]
+pub struct GatedChild {
+    /// The child's pid (unchanged by the exec).
+    pub pid: u32,
+    gate: Option<OwnedFd>,
+    exec_error: OwnedFd,
+}
+
+/// Looks `program` up like a shell does: as a path if it has a `/`, else along `$PATH`.
+pub fn resolve_program(program: &OsStr) -> Result<PathBuf> {
+    let not_found = |reason: &str| Error::CommandNotFound {
+        command: program.to_string_lossy().into_owned(),
+        reason: reason.to_string(),
+    };
+    let is_exec = |p: &Path| {
+        let c = CString::new(p.as_os_str().as_bytes()).ok();
+        // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
+        c.is_some_and(|c| unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0) && p.is_file()
+    };
+    if program.as_bytes().contains(&b'/') {
+        let path = PathBuf::from(program);
+        if !path.exists() {
+            return Err(not_found("no such file"));
+        }
+        if !is_exec(&path) {
+            return Err(not_found("not an executable file"));
+        }
+        return Ok(path);
+    }
+    let path_var = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+    std::env::split_paths(&path_var)
+        .map(|dir| dir.join(program))
+        .find(|p| is_exec(p))
+        .ok_or_else(|| not_found("command not found in $PATH"))
+}
+
+fn cstring(s: &OsStr) -> Result<CString> {
+    CString::new(s.as_bytes()).map_err(|_| Error::CommandNotFound {
+        command: s.to_string_lossy().into_owned(),
+        reason: "argument contains a NUL byte".into(),
+    })
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is a valid two-int array for pipe2 to fill.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(Error::io("creating a pipe", io::Error::last_os_error()));
+    }
+    // SAFETY: pipe2 succeeded, so both fds are open and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+impl GatedChild {
+    /// Forks a child that will exec `argv` (with this process's environment) once released.
+    ///
+    /// The child inherits stdin, stdout and stderr, and stays in this process group so that a
+    /// terminal's Ctrl-C reaches it as it would without modelprobe.
+    pub fn spawn(argv: &[OsString]) -> Result<Self> {
+        let program = argv.first().ok_or_else(|| Error::CommandNotFound {
+            command: String::new(),
+            reason: "no command given".into(),
+        })?;
+        let path = cstring(resolve_program(program)?.as_os_str())?;
+        let args: Vec<CString> = argv.iter().map(|a| cstring(a)).collect::<Result<_>>()?;
+        let env: Vec<CString> = std::env::vars_os()
+            .map(|(k, v)| {
+                let mut kv = k;
+                kv.push("=");
+                kv.push(v);
+                cstring(&kv)
+            })
+            .collect::<Result<_>>()?;
+        let mut arg_ptrs: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
+        arg_ptrs.push(std::ptr::null());
+        let mut env_ptrs: Vec<*const libc::c_char> = env.iter().map(|e| e.as_ptr()).collect();
+        env_ptrs.push(std::ptr::null());
+
+        let (gate_r, gate_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        // SAFETY: the child only calls async-signal-safe functions (read, execve, write,
+        // _exit) on memory prepared before the fork, so forking a threaded process is sound.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(Error::io("fork", io::Error::last_os_error()));
+        }
+        if pid == 0 {
+            // SAFETY: see above; every pointer refers to memory allocated before the fork.
+            unsafe {
+                let mut byte = 0u8;
+                loop {
+                    let n = libc::read(gate_r.as_raw_fd(), (&mut byte as *mut u8).cast(), 1);
+                    if n == 1 {
+                        break;
+                    }
+                    if n == 0 || *libc::__errno_location() != libc::EINTR {
+                        // The agent went away before releasing us: do not run unobserved.
+                        libc::_exit(exit_code_gate_closed());
+                    }
+                }
+                libc::execve(path.as_ptr(), arg_ptrs.as_ptr(), env_ptrs.as_ptr());
+                let errno = *libc::__errno_location();
+                libc::write(
+                    err_w.as_raw_fd(),
+                    (&errno as *const i32).cast(),
+                    size_of::<i32>(),
+                );
+                libc::_exit(crate::error::exit_code::COMMAND_NOT_FOUND);
+            }
+        }
+        drop(gate_r);
+        drop(err_w);
+        Ok(GatedChild {
+            pid: pid as u32,
+            gate: Some(gate_w),
+            exec_error: err_r,
+        })
+    }
+
+    /// Lets the child exec; returns once the exec has happened or failed.
+    pub fn release(&mut self) -> Result<()> {
+        let Some(gate) = self.gate.take() else {
+            return Ok(());
+        };
+        let mut file = fs::File::from(gate);
+        std::io::Write::write_all(&mut file, b"g").map_err(|e| Error::io("releasing child", e))?;
+        drop(file);
+        let mut errno = [0u8; 4];
+        let mut err = fs::File::from(self.exec_error.try_clone().map_err(|e| Error::io("dup", e))?);
+        match err.read(&mut errno) {
+            Ok(4) => Err(Error::CommandNotFound {
+                command: format!("pid {}", self.pid),
+                reason: io::Error::from_raw_os_error(i32::from_ne_bytes(errno)).to_string(),
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Exit status of a gated child whose agent died before releasing it.
+const fn exit_code_gate_closed() -> i32 {
+    125
+}
+
+/// Non-blocking reap of a child: `Some(status)` once it has exited, as a shell reports it
+/// (the exit code, or 128 + the signal number).
+pub fn try_wait(pid: u32) -> Option<i32> {
+    let mut status = 0;
+    // SAFETY: `status` is a valid out-pointer; WNOHANG makes the call non-blocking.
+    let rc = unsafe { libc::waitpid(pid as i32, &mut status, libc::WNOHANG) };
+    if rc != pid as i32 {
+        return None;
+    }
+    if libc::WIFEXITED(status) {
+        Some(libc::WEXITSTATUS(status))
+    } else if libc::WIFSIGNALED(status) {
+        Some(128 + libc::WTERMSIG(status))
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_with_odd_comm() {
+        let line = "42 (a) b (c)) S 7 42 42 0 -1 4194304";
+        assert_eq!(parse_stat(line), Some(('S', 7)));
+    }
+
+    #[test]
+    fn own_process_is_alive_and_bogus_pid_is_not() {
+        assert!(is_alive(std::process::id()));
+        assert!(matches!(check_pid(u32::MAX - 1), Err(Error::NoSuchProcess(_))));
+    }
+
+    #[test]
+    fn resolves_programs_like_a_shell() {
+        assert!(resolve_program(OsStr::new("sh")).is_ok());
+        let err = resolve_program(OsStr::new("no-such-command-xyz")).unwrap_err();
+        assert_eq!(err.exit_code(), 127);
+        assert!(err.to_string().contains("no-such-command-xyz"));
+    }
+
+    #[test]
+    fn gated_child_runs_only_when_released() {
+        let mut child = GatedChild::spawn(&["true".into()]).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert_eq!(try_wait(child.pid), None, "child must wait at the gate");
+        child.release().unwrap();
+        let status = loop {
+            if let Some(s) = try_wait(child.pid) {
+                break s;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        };
+        assert_eq!(status, 0);
+    }
+}

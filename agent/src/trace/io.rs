@@ -1,0 +1,106 @@
+//! Writing and reading recordings (`recording.json`), with a format name and version check.
+use std::{
+    fs::File,
+    io::{BufReader, BufWriter, Write},
+    path::Path,
+};
+
+use super::Recording;
+use crate::{Error, Result};
+
+/// The `format` field of every recording.
+pub const FORMAT_NAME: &str = "modelprobe-recording";
+/// Current format version; bumped on any incompatible change.
+pub const FORMAT_VERSION: u32 = 1;
+/// File name of the recording inside an output directory.
+pub const FILE_NAME: &str = "recording.json";
+
+impl Recording {
+    /// Writes `dir/recording.json` (via a temporary file, so a crash never leaves half a file).
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        let path = dir.join(FILE_NAME);
+        let tmp = dir.join(format!(".{FILE_NAME}.tmp"));
+        let err = |e| Error::io(format!("writing {}", path.display()), e);
+        let mut w = BufWriter::new(File::create(&tmp).map_err(err)?);
+        serde_json::to_writer(&mut w, self).map_err(|e| err(e.into()))?;
+        w.write_all(b"\n").map_err(err)?;
+        w.into_inner()
+            .map_err(|e| err(e.into_error()))?
+            .sync_all()
+            .map_err(err)?;
+        std::fs::rename(&tmp, &path).map_err(err)
+    }
+
+    /// Reads a recording from a directory (its `recording.json`) or from the file itself.
+    pub fn read(path: &Path) -> Result<Recording> {
+        let file_path = if path.is_dir() {
+            path.join(FILE_NAME)
+        } else {
+            path.to_path_buf()
+        };
+        let bad = |reason: String| Error::BadRecording {
+            path: file_path.clone(),
+            reason,
+        };
+        let file = File::open(&file_path).map_err(|e| bad(e.to_string()))?;
+        let value: serde_json::Value = serde_json::from_reader(BufReader::new(file))
+            .map_err(|e| bad(format!("not valid JSON ({e})")))?;
+        match value.get("format").and_then(|f| f.as_str()) {
+            Some(FORMAT_NAME) => {}
+            _ => return Err(bad("not a modelprobe recording (no format field)".into())),
+        }
+        let version = value.get("version").and_then(|v| v.as_u64()).unwrap_or(0);
+        if version != FORMAT_VERSION as u64 {
+            return Err(bad(format!(
+                "format version {version}, this modelprobe reads version {FORMAT_VERSION}"
+            )));
+        }
+        serde_json::from_value(value).map_err(|e| bad(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::{Frame, FrameKind, Meta, Sample, SampleKind};
+
+    #[test]
+    fn round_trips_and_checks_the_version() {
+        let dir = std::env::temp_dir().join(format!("mp-rec-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut rec = Recording::new(Meta {
+            mode: "run".into(),
+            ..Meta::default()
+        });
+        rec.frames.push(Frame {
+            name: "main".into(),
+            module: Some("app".into()),
+            file: None,
+            line: None,
+            kind: FrameKind::User,
+            inlined: false,
+        });
+        rec.stacks.push(vec![0]);
+        rec.samples.push(Sample {
+            kind: SampleKind::Cpu,
+            time_ns: 5,
+            pid: 1,
+            tid: 1,
+            stack: 0,
+            weight: 1,
+        });
+        rec.write(&dir).unwrap();
+        let back = Recording::read(&dir).unwrap();
+        assert_eq!(back.frames, rec.frames);
+        assert_eq!(back.cpu_sample_count(), 1);
+
+        let text = std::fs::read_to_string(dir.join(FILE_NAME)).unwrap();
+        std::fs::write(dir.join(FILE_NAME), text.replace("\"version\":1", "\"version\":99"))
+            .unwrap();
+        let err = Recording::read(&dir).unwrap_err().to_string();
+        assert!(err.contains("format version 99"), "{err}");
+        std::fs::write(dir.join(FILE_NAME), "{}").unwrap();
+        assert!(Recording::read(&dir).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,223 @@
+//! The recording model: what one profiling session captured, symbolized and self-contained.
+//!
+//! A [`Recording`] is what every output is derived from, and what later commands read back
+//! ([`Recording::read`]). Frames and stacks are interned: a sample names a stack, a stack lists
+//! frame indices outermost first. All times are CLOCK_MONOTONIC nanoseconds, the clock the
+//! kernel side stamps events with. The on-disk format is described in `docs/recording-format.md`.
+use serde::{Deserialize, Serialize};
+
+mod io;
+
+pub use io::{FILE_NAME, FORMAT_NAME, FORMAT_VERSION};
+
+/// One recording.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Recording {
+    /// Always [`FORMAT_NAME`].
+    pub format: String,
+    /// [`FORMAT_VERSION`] when written by this build.
+    pub version: u32,
+    /// How and when it was recorded, and what was lost.
+    pub meta: Meta,
+    /// Processes seen.
+    pub processes: Vec<Process>,
+    /// Threads seen, with their last name.
+    pub threads: Vec<Thread>,
+    /// Interned frames.
+    pub frames: Vec<Frame>,
+    /// Interned stacks: indices into `frames`, outermost (root) first.
+    pub stacks: Vec<Vec<u32>>,
+    /// Samples in time order.
+    pub samples: Vec<Sample>,
+}
+
+/// Session metadata.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Meta {
+    /// Version of the modelprobe that recorded it.
+    pub modelprobe_version: String,
+    /// `attach` or `run`.
+    pub mode: String,
+    /// The target's command line.
+    pub command: String,
+    /// The pid attached to or launched.
+    pub target_pid: u32,
+    /// CLOCK_MONOTONIC ns when recording started.
+    pub start_ns: u64,
+    /// CLOCK_MONOTONIC ns when recording stopped.
+    pub end_ns: u64,
+    /// Wall-clock start, milliseconds since the Unix epoch.
+    pub start_unix_ms: u64,
+    /// CPU sampling frequency in Hz.
+    pub frequency_hz: u64,
+    /// Whether off-CPU (blocked) time was recorded.
+    pub off_cpu: bool,
+    /// `uname -r`.
+    pub kernel: String,
+    /// Host name.
+    pub hostname: String,
+    /// Online CPUs sampled.
+    pub cpus: u32,
+    /// Why recording stopped: `duration`, `signal` or `target-exited`.
+    pub end_reason: String,
+    /// For `run`: the command's exit status (128 + signal if killed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_status: Option<i32>,
+    /// Everything dropped.
+    pub lost: Lost,
+}
+
+/// Counts of data dropped, by cause. Never silent: the summary prints any that are non-zero.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lost {
+    /// CPU samples dropped because the ring buffer was full.
+    pub cpu_samples: u64,
+    /// Off-CPU events dropped because the ring buffer was full.
+    pub off_cpu_events: u64,
+    /// Blocked intervals not tracked because the in-kernel table was full.
+    pub off_cpu_untracked: u64,
+    /// Child processes not followed because the in-kernel target table was full.
+    pub children_untracked: u64,
+    /// Samples whose user stack could not be read (kernel threads, faults).
+    pub user_stack_errors: u64,
+    /// Samples whose kernel stack could not be read.
+    pub kernel_stack_errors: u64,
+}
+
+impl Lost {
+    /// Events that were dropped outright (stack read errors excluded).
+    pub fn dropped(&self) -> u64 {
+        self.cpu_samples + self.off_cpu_events + self.off_cpu_untracked + self.children_untracked
+    }
+}
+
+/// A process seen during the recording.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Process {
+    /// Process id.
+    pub pid: u32,
+    /// Name (`comm` of the main thread).
+    pub name: String,
+    /// Command line, when it could be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmdline: Option<String>,
+}
+
+/// A thread seen during the recording.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Thread {
+    /// Owning process id.
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// Thread name (`comm`), as last seen.
+    pub name: String,
+}
+
+/// Where a frame's code lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FrameKind {
+    /// Native user-space code in a file-backed mapping.
+    User,
+    /// Kernel code.
+    Kernel,
+    /// JIT code named by a perf map (`/tmp/perf-PID.map`).
+    Jit,
+    /// Not symbolized: `name` says the module and offset, or the bare address.
+    Unknown,
+}
+
+/// A symbolized frame.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Frame {
+    /// Function name (demangled), or `[module+0xoffset]` / `[unknown 0xaddr]` if unknown.
+    pub name: String,
+    /// File name of the module (`libc.so.6`, `[kernel]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module: Option<String>,
+    /// Source file, where debug info has it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// Source line, where debug info has it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+    /// Where the code lives.
+    pub kind: FrameKind,
+    /// True for a function inlined into its caller (it has no frame of its own).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub inlined: bool,
+}
+
+/// What a sample measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SampleKind {
+    /// A thread running on a CPU; weight 1.
+    Cpu,
+    /// A thread blocked; weight is nanoseconds blocked, time is when it blocked.
+    OffCpu,
+}
+
+/// One sample.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Sample {
+    /// What it measures.
+    pub kind: SampleKind,
+    /// CLOCK_MONOTONIC ns.
+    #[serde(rename = "t")]
+    pub time_ns: u64,
+    /// Process id.
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// Index into [`Recording::stacks`].
+    pub stack: u32,
+    /// 1 for CPU samples; nanoseconds for off-CPU samples.
+    #[serde(rename = "w")]
+    pub weight: u64,
+}
+
+impl Recording {
+    /// An empty recording of the current format.
+    pub fn new(meta: Meta) -> Self {
+        Recording {
+            format: FORMAT_NAME.to_string(),
+            version: FORMAT_VERSION,
+            meta,
+            processes: Vec::new(),
+            threads: Vec::new(),
+            frames: Vec::new(),
+            stacks: Vec::new(),
+            samples: Vec::new(),
+        }
+    }
+
+    /// Number of CPU samples.
+    pub fn cpu_sample_count(&self) -> u64 {
+        self.samples.iter().filter(|s| s.kind == SampleKind::Cpu).count() as u64
+    }
+
+    /// Total off-CPU time recorded, in nanoseconds.
+    pub fn off_cpu_ns(&self) -> u64 {
+        self.samples
+            .iter()
+            .filter(|s| s.kind == SampleKind::OffCpu)
+            .map(|s| s.weight)
+            .sum()
+    }
+
+    /// Recorded duration in nanoseconds.
+    pub fn duration_ns(&self) -> u64 {
+        self.meta.end_ns.saturating_sub(self.meta.start_ns)
+    }
+
+    /// Name of process `pid`, or `pid-N` if it was never named.
+    pub fn process_name(&self, pid: u32) -> String {
+        self.processes
+            .iter()
+            .find(|p| p.pid == pid)
+            .map(|p| p.name.clone())
+            .unwrap_or_else(|| format!("pid-{pid}"))
+    }
+}

@@ -1,0 +1,153 @@
+//! Types shared by modelprobe's BPF programs (`ebpf/`) and its agent (`agent/`).
+//!
+//! Everything here is `#[repr(C)]`, `Copy`, and laid out with no implicit padding, so the kernel
+//! side and the user side agree byte for byte. The `layout` assertions at the bottom fail the
+//! build of either side if a field moves.
+//!
+//! ```
+//! use modelprobe_common::{StackEvent, MAX_STACK_DEPTH};
+//! assert_eq!(core::mem::size_of::<StackEvent>(), 88 + 2 * 8 * MAX_STACK_DEPTH);
+//! ```
+#![no_std]
+
+/// Deepest stack (kernel or user) one event carries; the kernel's `perf_event_max_stack` default.
+pub const MAX_STACK_DEPTH: usize = 127;
+
+/// Length of a task's `comm` (thread name), NUL padded.
+pub const TASK_COMM_LEN: usize = 16;
+
+/// What a [`StackEvent`] records.
+pub mod kind {
+    /// A `cpu-clock` sample of a running thread; `weight` is 1.
+    pub const CPU_SAMPLE: u32 = 1;
+    /// A thread that blocked (switched out while not runnable) and has now been switched back
+    /// in; `time_ns` is when it blocked and `weight` is how long it was off CPU, in nanoseconds.
+    pub const OFF_CPU: u32 = 2;
+}
+
+/// Bits of [`StackEvent::flags`].
+pub mod flags {
+    /// `user_ip`, `user_sp` and `user_bp` hold the interrupted user-mode registers. They are the
+    /// seed a DWARF stack-copy unwinder needs; the frame-pointer walk does not use them.
+    pub const USER_REGS: u32 = 1 << 0;
+    /// Reading the user stack failed (for example a kernel thread, or a fault reading memory).
+    pub const USTACK_ERROR: u32 = 1 << 1;
+    /// Reading the kernel stack failed.
+    pub const KSTACK_ERROR: u32 = 1 << 2;
+}
+
+/// Indices of the per-CPU `LOST` counter array.
+pub mod lost {
+    /// CPU samples dropped because the ring buffer was full.
+    pub const CPU_SAMPLE: u32 = 0;
+    /// Off-CPU events dropped because the ring buffer was full.
+    pub const OFF_CPU: u32 = 1;
+    /// Off-CPU intervals not tracked because the blocked-thread table was full.
+    pub const OFF_CPU_TABLE_FULL: u32 = 2;
+    /// New child processes not followed because the target table was full.
+    pub const TARGETS_FULL: u32 = 3;
+    /// Number of counters.
+    pub const COUNT: u32 = 4;
+}
+
+/// One stack event, as written to the ring buffer.
+///
+/// Stacks are stored inline (not as stack-map ids) so that nothing is lost to hash collisions
+/// and an event is complete on its own. Frames are addresses, innermost first; only the first
+/// `kstack_len` / `ustack_len` entries are meaningful.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct StackEvent {
+    /// One of the [`kind`] constants.
+    pub kind: u32,
+    /// CPU the event was taken on.
+    pub cpu: u32,
+    /// Process id (the kernel's tgid).
+    pub pid: u32,
+    /// Thread id (the kernel's pid).
+    pub tid: u32,
+    /// CLOCK_MONOTONIC nanoseconds (`bpf_ktime_get_ns`).
+    pub time_ns: u64,
+    /// 1 for a CPU sample; nanoseconds off CPU for an off-CPU event.
+    pub weight: u64,
+    /// User instruction pointer when [`flags::USER_REGS`] is set.
+    pub user_ip: u64,
+    /// User stack pointer when [`flags::USER_REGS`] is set.
+    pub user_sp: u64,
+    /// User frame pointer when [`flags::USER_REGS`] is set.
+    pub user_bp: u64,
+    /// Thread name, NUL padded.
+    pub comm: [u8; TASK_COMM_LEN],
+    /// Number of valid entries in `kstack`.
+    pub kstack_len: u32,
+    /// Number of valid entries in `ustack`.
+    pub ustack_len: u32,
+    /// [`flags`] bits.
+    pub flags: u32,
+    /// Explicit padding; always 0.
+    pub _pad: u32,
+    /// Kernel frames, innermost first.
+    pub kstack: [u64; MAX_STACK_DEPTH],
+    /// User frames, innermost first.
+    pub ustack: [u64; MAX_STACK_DEPTH],
+}
+
+/// Settings the agent writes into the BPF object before loading it (a read-only global).
+///
+/// Tracepoint field offsets differ between kernels (for example `sched_process_fork` moved to
+/// `__data_loc` strings in 6.x), so the agent reads them from tracefs at run time.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// Offset of `prev_state` in `sched/sched_switch`.
+    pub switch_prev_state_off: u32,
+    /// Size in bytes of `prev_state` (4 or 8).
+    pub switch_prev_state_size: u32,
+    /// Offset of `next_pid` in `sched/sched_switch`.
+    pub switch_next_pid_off: u32,
+    /// Offset of `child_pid` in `sched/sched_process_fork`.
+    pub fork_child_pid_off: u32,
+    /// Offset of `group_dead` in `sched/sched_process_exit` (`u32::MAX` if the kernel lacks it).
+    pub exit_group_dead_off: u32,
+    /// Blocked intervals shorter than this are not reported, in nanoseconds.
+    pub offcpu_min_ns: u32,
+}
+
+// SAFETY: both types are `repr(C)`, `Copy`, contain only integers and integer arrays, and have
+// no implicit padding (checked by the `layout` assertions below), so any bit pattern is valid.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for StackEvent {}
+// SAFETY: as above.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for Config {}
+
+/// Compile-time layout checks: a change here must be made on both sides at once.
+mod layout {
+    use core::mem::{offset_of, size_of};
+
+    use super::*;
+
+    const _: () = assert!(offset_of!(StackEvent, time_ns) == 16);
+    const _: () = assert!(offset_of!(StackEvent, weight) == 24);
+    const _: () = assert!(offset_of!(StackEvent, user_ip) == 32);
+    const _: () = assert!(offset_of!(StackEvent, comm) == 56);
+    const _: () = assert!(offset_of!(StackEvent, kstack_len) == 72);
+    const _: () = assert!(offset_of!(StackEvent, flags) == 80);
+    const _: () = assert!(offset_of!(StackEvent, kstack) == 88);
+    const _: () = assert!(offset_of!(StackEvent, ustack) == 88 + 8 * MAX_STACK_DEPTH);
+    const _: () = assert!(size_of::<StackEvent>() == 88 + 16 * MAX_STACK_DEPTH);
+    const _: () = assert!(size_of::<Config>() == 24);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stack_event_is_padding_free() {
+        // Sum of field sizes equals the struct size: no hidden padding for the kernel to leak.
+        let fields = 4 * 4 + 8 * 5 + TASK_COMM_LEN + 4 * 4 + 2 * 8 * MAX_STACK_DEPTH;
+        assert_eq!(fields, core::mem::size_of::<StackEvent>());
+        assert_eq!(core::mem::align_of::<StackEvent>(), 8);
+    }
+}

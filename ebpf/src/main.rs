@@ -1,0 +1,289 @@
+//! modelprobe's BPF programs.
+//!
+//! - `mp_cpu_sample` (perf event, `cpu-clock` on every CPU): a thread of a target process was
+//!   running; copy its kernel and user stacks into the ring buffer.
+//! - `mp_sched_switch` (tracepoint `sched/sched_switch`): a target thread blocked; stash its
+//!   stacks, and when it is switched back in emit one off-CPU event weighted by the time blocked.
+//! - `mp_sched_fork` / `mp_sched_exit` (tracepoints): follow the target's process tree in the
+//!   kernel, so children are sampled from their first instruction.
+//!
+//! Filtering happens here, before anything is copied: only processes in `TARGETS` cost more
+//! than a hash lookup. Every dropped event increments a per-CPU `LOST` counter the agent reports.
+#![no_std]
+#![no_main]
+
+use core::{ffi::c_void, mem::size_of};
+
+use aya_ebpf::{
+    bindings::{BPF_F_NO_PREALLOC, BPF_F_USER_STACK},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
+        generated::bpf_get_stack,
+    },
+    macros::{map, perf_event, tracepoint},
+    maps::{HashMap, PerCpuArray, RingBuf},
+    programs::{PerfEventContext, TracePointContext},
+    EbpfContext,
+};
+use modelprobe_common::{flags, kind, lost, Config, StackEvent, MAX_STACK_DEPTH};
+
+/// Written by the agent before load (`EbpfLoader::set_global`).
+#[no_mangle]
+static CONFIG: Config = Config {
+    switch_prev_state_off: 0,
+    switch_prev_state_size: 0,
+    switch_next_pid_off: 0,
+    fork_child_pid_off: 0,
+    exit_group_dead_off: 0,
+    offcpu_min_ns: 0,
+};
+
+/// Processes (tgids) being profiled, and thread ids created by them (removed when they exit).
+#[map]
+static TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(65536, 0);
+
+/// Stack events to the agent.
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
+
+/// Per-CPU drop counters, indexed by `modelprobe_common::lost`.
+#[map]
+static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(lost::COUNT, 0);
+
+/// Per-CPU scratch space: a `StackEvent` is far larger than the 512-byte BPF stack.
+#[map]
+static SCRATCH: PerCpuArray<StackEvent> = PerCpuArray::with_max_entries(1, 0);
+
+/// Threads of a target that are blocked right now, with the stacks they blocked in.
+#[map]
+static BLOCKED: HashMap<u32, StackEvent> = HashMap::with_max_entries(16384, BPF_F_NO_PREALLOC);
+
+const STACK_BYTES: u32 = (MAX_STACK_DEPTH * size_of::<u64>()) as u32;
+
+#[inline(always)]
+fn config() -> Config {
+    // SAFETY: CONFIG is a plain-data static; the volatile read stops the compiler from folding
+    // the placeholder value, since the loader rewrites it before the program runs.
+    unsafe { core::ptr::read_volatile(&CONFIG) }
+}
+
+#[inline(always)]
+fn count_lost(index: u32) {
+    if let Some(counter) = LOST.get_ptr_mut(index) {
+        // SAFETY: the pointer comes from a per-CPU array slot owned by this CPU, and BPF
+        // programs on one CPU do not preempt each other for the same program type.
+        unsafe { *counter += 1 };
+    }
+}
+
+#[inline(always)]
+fn is_target(tgid: u32) -> bool {
+    // SAFETY: the value is only tested for presence, never held across helper calls.
+    unsafe { TARGETS.get(&tgid) }.is_some()
+}
+
+/// Fills everything but `weight` and the user registers: ids, time, name and both stacks.
+///
+/// # Safety
+/// `ev` must point to writable memory of at least `size_of::<StackEvent>()` bytes.
+#[inline(always)]
+unsafe fn fill<C: EbpfContext>(ctx: &C, ev: *mut StackEvent, event_kind: u32, pid_tgid: u64) {
+    // SAFETY (whole body): the caller guarantees `ev` is valid for writes.
+    let ev = unsafe { &mut *ev };
+    ev.kind = event_kind;
+    // SAFETY: no preconditions.
+    ev.cpu = unsafe { bpf_get_smp_processor_id() };
+    ev.pid = (pid_tgid >> 32) as u32;
+    ev.tid = pid_tgid as u32;
+    // SAFETY: no preconditions.
+    ev.time_ns = unsafe { bpf_ktime_get_ns() };
+    ev.weight = 0;
+    ev.user_ip = 0;
+    ev.user_sp = 0;
+    ev.user_bp = 0;
+    ev.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    ev.flags = 0;
+    ev._pad = 0;
+    // SAFETY: the destination is the `kstack` array of `ev`, STACK_BYTES long.
+    let k = unsafe {
+        bpf_get_stack(ctx.as_ptr(), ev.kstack.as_mut_ptr() as *mut c_void, STACK_BYTES, 0)
+    };
+    if k < 0 {
+        ev.kstack_len = 0;
+        ev.flags |= flags::KSTACK_ERROR;
+    } else {
+        ev.kstack_len = (k as u32) / 8;
+    }
+    // SAFETY: the destination is the `ustack` array of `ev`, STACK_BYTES long.
+    let u = unsafe {
+        bpf_get_stack(
+            ctx.as_ptr(),
+            ev.ustack.as_mut_ptr() as *mut c_void,
+            STACK_BYTES,
+            BPF_F_USER_STACK as u64,
+        )
+    };
+    if u < 0 {
+        ev.ustack_len = 0;
+        ev.flags |= flags::USTACK_ERROR;
+    } else {
+        ev.ustack_len = (u as u32) / 8;
+    }
+}
+
+#[perf_event]
+pub fn mp_cpu_sample(ctx: PerfEventContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if pid_tgid as u32 == 0 || !is_target((pid_tgid >> 32) as u32) {
+        return 0;
+    }
+    let Some(mut entry) = EVENTS.reserve::<StackEvent>(0) else {
+        count_lost(lost::CPU_SAMPLE);
+        return 0;
+    };
+    let ev = entry.as_mut_ptr();
+    // SAFETY: `ev` points into a ring-buffer reservation of size_of::<StackEvent>() bytes.
+    unsafe {
+        fill(&ctx, ev, kind::CPU_SAMPLE, pid_tgid);
+        (*ev).weight = 1;
+        save_user_regs(&ctx, ev);
+    }
+    entry.submit(0);
+    0
+}
+
+/// Records the interrupted registers when the sample hit user mode (x86-64 only for now).
+///
+/// # Safety
+/// `ev` must point to a valid, writable `StackEvent`.
+#[inline(always)]
+unsafe fn save_user_regs(ctx: &PerfEventContext, ev: *mut StackEvent) {
+    #[cfg(bpf_target_arch = "x86_64")]
+    {
+        // SAFETY: a perf_event program's context is a `bpf_perf_event_data` the kernel owns for
+        // the duration of the call; `ev` is valid per the caller.
+        unsafe {
+            let regs = &(*ctx.ctx).regs;
+            if regs.cs & 3 == 3 {
+                (*ev).user_ip = regs.rip;
+                (*ev).user_sp = regs.rsp;
+                (*ev).user_bp = regs.rbp;
+                (*ev).flags |= flags::USER_REGS;
+            }
+        }
+    }
+    #[cfg(not(bpf_target_arch = "x86_64"))]
+    let _ = (ctx, ev);
+}
+
+#[tracepoint]
+pub fn mp_sched_switch(ctx: TracePointContext) -> u32 {
+    let _ = try_sched_switch(&ctx);
+    0
+}
+
+fn try_sched_switch(ctx: &TracePointContext) -> Result<(), i64> {
+    let cfg = config();
+    // The tracepoint runs in the context of `prev`, the task being switched out.
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    if tid != 0 && is_target((pid_tgid >> 32) as u32) {
+        let off = cfg.switch_prev_state_off as usize;
+        // SAFETY: the offset comes from this kernel's tracepoint format; read_at uses
+        // bpf_probe_read, which fails cleanly on a bad address.
+        let state: u64 = unsafe {
+            if cfg.switch_prev_state_size == 8 {
+                ctx.read_at::<u64>(off)?
+            } else {
+                ctx.read_at::<u32>(off)? as u64
+            }
+        };
+        // Low bits set: the task blocked (sleeping, disk, stopped...). 0 is runnable and
+        // TASK_REPORT_MAX (0x100 and up) marks preemption; neither is off-CPU time.
+        if state & 0xff != 0 {
+            if let Some(scratch) = SCRATCH.get_ptr_mut(0) {
+                // SAFETY: `scratch` is this CPU's scratch slot, a whole StackEvent.
+                unsafe {
+                    fill(ctx, scratch, kind::OFF_CPU, pid_tgid);
+                    if BLOCKED.insert(&tid, &*scratch, 0).is_err() {
+                        count_lost(lost::OFF_CPU_TABLE_FULL);
+                    }
+                }
+            }
+        }
+    }
+
+    // SAFETY: as above, an offset from this kernel's tracepoint format.
+    let next = unsafe { ctx.read_at::<i32>(cfg.switch_next_pid_off as usize)? } as u32;
+    if let Some(ev) = BLOCKED.get_ptr_mut(&next) {
+        // SAFETY: a map value pointer stays valid until this program returns; it is only
+        // removed below, after the last use.
+        unsafe {
+            // SAFETY: no preconditions.
+            let now = bpf_ktime_get_ns();
+            let blocked = now.saturating_sub((*ev).time_ns);
+            if blocked >= cfg.offcpu_min_ns as u64 {
+                (*ev).weight = blocked;
+                if EVENTS.output::<StackEvent>(&*ev, 0).is_err() {
+                    count_lost(lost::OFF_CPU);
+                }
+            }
+        }
+        let _ = BLOCKED.remove(&next);
+    }
+    Ok(())
+}
+
+#[tracepoint]
+pub fn mp_sched_fork(ctx: TracePointContext) -> u32 {
+    let _ = try_sched_fork(&ctx);
+    0
+}
+
+fn try_sched_fork(ctx: &TracePointContext) -> Result<(), i64> {
+    // Runs in the parent. A new thread gets a tid entry (harmless, removed at its exit); a new
+    // process gets its tgid entry, so it is sampled from its first instruction.
+    if !is_target((bpf_get_current_pid_tgid() >> 32) as u32) {
+        return Ok(());
+    }
+    // SAFETY: offset from this kernel's tracepoint format, read with bpf_probe_read.
+    let child = unsafe { ctx.read_at::<i32>(config().fork_child_pid_off as usize)? } as u32;
+    if TARGETS.insert(&child, &1, 0).is_err() {
+        count_lost(lost::TARGETS_FULL);
+    }
+    Ok(())
+}
+
+#[tracepoint]
+pub fn mp_sched_exit(ctx: TracePointContext) -> u32 {
+    let _ = try_sched_exit(&ctx);
+    0
+}
+
+fn try_sched_exit(ctx: &TracePointContext) -> Result<(), i64> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+    if !is_target(tgid) {
+        return Ok(());
+    }
+    let _ = BLOCKED.remove(&tid);
+    if tid != tgid {
+        let _ = TARGETS.remove(&tid);
+    }
+    let off = config().exit_group_dead_off;
+    if off != u32::MAX {
+        // SAFETY: offset from this kernel's tracepoint format, read with bpf_probe_read.
+        let group_dead = unsafe { ctx.read_at::<u8>(off as usize)? };
+        if group_dead != 0 {
+            // The last thread of the process is gone: stop matching its (reusable) pid.
+            let _ = TARGETS.remove(&tgid);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}

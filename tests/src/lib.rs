@@ -1,0 +1,161 @@
+//! Helpers for modelprobe's end-to-end tests: finding the built binaries, running them, reading
+//! their outputs, and deciding whether a test that needs root and BPF may run here.
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+/// `target/<profile>` of the build these tests belong to.
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test-binary>
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps")
+        .to_path_buf()
+}
+
+/// Path of the `modelprobe` binary (built by `cargo xtask test` before the tests run).
+pub fn modelprobe_bin() -> PathBuf {
+    let p = target_dir().join("modelprobe");
+    assert!(
+        p.exists(),
+        "{} is missing: run the tests with `cargo xtask test`, which builds it",
+        p.display()
+    );
+    p
+}
+
+/// Path of the fixture workload.
+pub fn workload_bin() -> PathBuf {
+    let p = target_dir().join("mp-workload");
+    assert!(p.exists(), "{} is missing: run `cargo xtask test`", p.display());
+    p
+}
+
+/// Why root BPF tests cannot run here, if they cannot.
+pub fn bpf_unavailable() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("not running as root".into());
+    }
+    if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        return Some("kernel has no BTF".into());
+    }
+    if !Path::new("/proc/sys/kernel/unprivileged_bpf_disabled").exists() {
+        return Some("kernel has no BPF syscall".into());
+    }
+    None
+}
+
+/// Returns true if a root BPF test may run. Otherwise prints why it is skipped, or panics when
+/// `MODELPROBE_REQUIRE_BPF=1` (set by `cargo xtask test`, so CI never passes on skipped tests).
+pub fn require_bpf(test: &str) -> bool {
+    match bpf_unavailable() {
+        None => true,
+        Some(why) => {
+            if std::env::var("MODELPROBE_REQUIRE_BPF").as_deref() == Ok("1") {
+                panic!("{test}: BPF tests are required here but cannot run: {why}");
+            }
+            eprintln!("SKIPPED {test}: {why} (needs root and a kernel with BPF and BTF)");
+            false
+        }
+    }
+}
+
+/// A fresh, empty directory under the system temp dir.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mp-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create scratch dir");
+    dir
+}
+
+/// A child process that is killed when dropped, so a failing test leaves nothing running.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the workload with `args`, waits for its `ready` line, returns it.
+pub fn start_workload(args: &[&str]) -> KillOnDrop {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(workload_bin())
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start workload");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read ready line");
+    assert!(line.starts_with("ready "), "unexpected first line {line:?}");
+    KillOnDrop(child)
+}
+
+/// Runs a command to completion with a time limit; panics if it overruns.
+pub fn run_with_timeout(cmd: &mut Command, limit: Duration) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let start = Instant::now();
+    loop {
+        if child.try_wait().expect("try_wait").is_some() {
+            return child.wait_with_output().expect("collect output");
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("collect output");
+            panic!(
+                "command overran {limit:?}: stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Parses a folded-stacks file into `(stack, count)` pairs.
+pub fn read_folded(path: &Path) -> Vec<(String, u64)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+        .lines()
+        .map(|l| {
+            let (stack, n) = l.rsplit_once(' ').expect("folded line has a count");
+            (stack.to_string(), n.parse().expect("count is an integer"))
+        })
+        .collect()
+}
+
+/// Sum of counts of stacks whose innermost real user frame is `func`: kernel frames (`_[k]`,
+/// a page fault or interrupt taken there) and functions inlined into it (`_[i]`) may follow.
+pub fn self_weight(folded: &[(String, u64)], func: &str) -> u64 {
+    folded
+        .iter()
+        .filter(|(stack, _)| {
+            stack
+                .split(';')
+                .rev()
+                .find(|f| !f.ends_with("_[k]") && !f.ends_with("_[i]"))
+                .is_some_and(|leaf| leaf == func)
+        })
+        .map(|(_, n)| n)
+        .sum()
+}
+
+/// Sum of counts of stacks that contain `func` anywhere.
+pub fn total_weight(folded: &[(String, u64)], func: &str) -> u64 {
+    folded
+        .iter()
+        .filter(|(stack, _)| stack.split(';').any(|f| f == func))
+        .map(|(_, n)| n)
+        .sum()
+}

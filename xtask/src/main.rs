@@ -1,0 +1,286 @@
+//! Project automation, run as `cargo xtask <command>`.
+//!
+//! Every command installs what it needs first (idempotently, saying what it does), so the
+//! README's two commands work on a fresh Debian machine:
+//!
+//! - `cargo xtask demo`: profile the bundled example workload and print where the outputs are;
+//! - `cargo xtask test`: lints and the whole test suite, BPF tests included (never skipped).
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+/// LLVM major version bpf-linker is built against.
+const LLVM: &str = "22";
+/// bpf-linker release known to work with LLVM 22 and this toolchain.
+const BPF_LINKER_VERSION: &str = "0.13.0";
+/// Where the agent's build script looks for the BPF object.
+const BPF_OBJECT: &str = "target/bpf/modelprobe.bpf.o";
+
+#[derive(Parser)]
+#[command(about = "modelprobe project tasks", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building and testing need: nightly rust-src, LLVM 22, bpf-linker, tracefs.
+    Setup,
+    /// Build the BPF programs (ebpf/) into target/bpf/modelprobe.bpf.o for the agent to embed.
+    BuildEbpf,
+    /// Build a release `modelprobe` with its BPF programs: target/release/modelprobe.
+    Build,
+    /// Profile the bundled example workload with `modelprobe run` (needs root).
+    Demo,
+    /// Check formatting and clippy, then run every test (needs root for the BPF tests).
+    Test {
+        /// Skip `cargo fmt --check` and `cargo clippy`.
+        #[arg(long)]
+        no_lint: bool,
+    },
+    /// `cargo fmt --check` and `cargo clippy -D warnings` over the workspace.
+    Lint,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root();
+    std::env::set_current_dir(&root).context("entering the workspace root")?;
+    match cli.command {
+        Task::Setup => setup(),
+        Task::BuildEbpf => {
+            setup()?;
+            build_ebpf(&root)
+        }
+        Task::Build => {
+            setup()?;
+            build_ebpf(&root)?;
+            cargo(&["build", "--release", "-p", "modelprobe"])
+        }
+        Task::Demo => demo(&root),
+        Task::Test { no_lint } => {
+            setup()?;
+            build_ebpf(&root)?;
+            if !no_lint {
+                lint()?;
+            }
+            test()
+        }
+        Task::Lint => lint(),
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn say(msg: &str) {
+    eprintln!("xtask: {msg}");
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Runs a command, failing with its name if it does not succeed.
+fn run(cmd: &mut Command) -> Result<()> {
+    let shown = format!("{cmd:?}");
+    let status = cmd.status().with_context(|| format!("starting {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed with {status}");
+    }
+    Ok(())
+}
+
+/// True if the command runs and exits 0 (output discarded).
+fn succeeds(cmd: &mut Command) -> bool {
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn cargo_bin() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+fn cargo(args: &[&str]) -> Result<()> {
+    run(Command::new(cargo_bin()).args(args))
+}
+
+fn cargo_home_bin() -> PathBuf {
+    std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .unwrap_or_else(|| PathBuf::from("/root/.cargo"))
+        .join("bin")
+}
+
+fn setup() -> Result<()> {
+    ensure_tracefs();
+    ensure_nightly_rust_src()?;
+    ensure_bpf_linker()
+}
+
+fn ensure_tracefs() {
+    if Path::new("/sys/kernel/tracing/events").is_dir() {
+        return;
+    }
+    if !is_root() {
+        say("tracefs is not mounted (modelprobe mounts it itself when run as root)");
+        return;
+    }
+    say("mounting tracefs at /sys/kernel/tracing");
+    if !succeeds(Command::new("mount").args(["-t", "tracefs", "tracefs", "/sys/kernel/tracing"])) {
+        say("warning: mounting tracefs failed; tracepoint programs will not attach");
+    }
+}
+
+fn ensure_nightly_rust_src() -> Result<()> {
+    let installed = Command::new("rustup")
+        .args(["component", "list", "--toolchain", "nightly", "--installed"])
+        .output();
+    match installed {
+        Ok(out) if out.status.success() => {
+            if String::from_utf8_lossy(&out.stdout).lines().any(|l| l.starts_with("rust-src")) {
+                return Ok(());
+            }
+            say("adding the rust-src component to the nightly toolchain (BPF programs build core)");
+            run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+        }
+        _ => {
+            say("installing the nightly toolchain with rust-src (BPF programs need it)");
+            run(Command::new("rustup").args([
+                "toolchain",
+                "install",
+                "nightly",
+                "--profile",
+                "minimal",
+                "--component",
+                "rust-src",
+            ]))
+        }
+    }
+}
+
+fn bpf_linker_works() -> bool {
+    let local = cargo_home_bin().join("bpf-linker");
+    succeeds(Command::new(&local).arg("--version")) || succeeds(Command::new("bpf-linker").arg("--version"))
+}
+
+fn ensure_bpf_linker() -> Result<()> {
+    if bpf_linker_works() {
+        return Ok(());
+    }
+    let packages = [
+        format!("llvm-{LLVM}-dev"),
+        format!("libpolly-{LLVM}-dev"),
+        "libzstd-dev".to_string(),
+    ];
+    let missing: Vec<&String> = packages
+        .iter()
+        .filter(|p| !succeeds(Command::new("dpkg").args(["-s", p])))
+        .collect();
+    if !missing.is_empty() {
+        if !is_root() {
+            bail!(
+                "bpf-linker needs {} from apt: run `sudo apt-get install -y {}` and try again",
+                packages.join(", "),
+                packages.join(" ")
+            );
+        }
+        say(&format!("installing {} with apt (bpf-linker links against LLVM {LLVM})", packages.join(" ")));
+        run(Command::new("apt-get").args(["update", "-qq"]))?;
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&packages)
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    }
+    say(&format!("building bpf-linker {BPF_LINKER_VERSION} against LLVM {LLVM} (a few minutes, once)"));
+    let path = format!(
+        "/usr/lib/llvm-{LLVM}/bin:{}",
+        std::env::var("PATH").unwrap_or_default()
+    );
+    run(Command::new(cargo_bin())
+        .args([
+            "install",
+            "bpf-linker",
+            "--version",
+            BPF_LINKER_VERSION,
+            "--no-default-features",
+            "--features",
+        ])
+        .arg(format!("llvm-{LLVM}"))
+        .env("PATH", path))
+}
+
+fn build_ebpf(root: &Path) -> Result<()> {
+    say("building BPF programs (ebpf/, nightly, bpfel-unknown-none)");
+    let mut cmd = Command::new("rustup");
+    cmd.args(["run", "nightly", "cargo", "build", "--release", "--locked"])
+        .current_dir(root.join("ebpf"))
+        .env("CARGO_RESOLVER_INCOMPATIBLE_RUST_VERSIONS", "fallback")
+        .env(
+            "PATH",
+            format!("{}:{}", cargo_home_bin().display(), std::env::var("PATH").unwrap_or_default()),
+        );
+    // Let ebpf/rust-toolchain.toml and ebpf/.cargo/config.toml decide, not the outer cargo.
+    for var in ["RUSTUP_TOOLCHAIN", "RUSTC", "RUSTC_WRAPPER", "RUSTFLAGS", "CARGO", "CARGO_TARGET_DIR"] {
+        cmd.env_remove(var);
+    }
+    run(&mut cmd)?;
+    let built = root.join("ebpf/target/bpfel-unknown-none/release/modelprobe-ebpf");
+    let dest = root.join(BPF_OBJECT);
+    let bytes = std::fs::read(&built).with_context(|| format!("reading {}", built.display()))?;
+    if std::fs::read(&dest).ok().as_deref() != Some(&bytes[..]) {
+        std::fs::create_dir_all(dest.parent().expect("has parent"))?;
+        std::fs::write(&dest, &bytes).with_context(|| format!("writing {}", dest.display()))?;
+        say(&format!("wrote {}", dest.display()));
+    }
+    Ok(())
+}
+
+fn lint() -> Result<()> {
+    say("cargo fmt --check");
+    cargo(&["fmt", "--all", "--check"])?;
+    say("cargo clippy -D warnings");
+    cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])
+}
+
+fn test() -> Result<()> {
+    say("building the agent and fixtures");
+    cargo(&["build", "--workspace", "--bins"])?;
+    say("running all tests (BPF tests required: MODELPROBE_REQUIRE_BPF=1)");
+    run(Command::new(cargo_bin())
+        .args(["test", "--workspace"])
+        .env("MODELPROBE_REQUIRE_BPF", "1"))
+}
+
+fn demo(root: &Path) -> Result<()> {
+    if !is_root() {
+        bail!("the demo attaches BPF programs and needs root: run `sudo -E cargo xtask demo`");
+    }
+    setup()?;
+    build_ebpf(root)?;
+    cargo(&["build", "--release", "-p", "modelprobe", "-p", "modelprobe-tests", "--bins"])?;
+    let out = root.join("out/demo");
+    say("profiling the example workload for 5 s (CPU hot spots 3:1, a sleeping thread, a child process)");
+    run(Command::new(root.join("target/release/modelprobe"))
+        .args(["run", "--off-cpu", "-o"])
+        .arg(&out)
+        .arg("--")
+        .arg(root.join("target/release/mp-workload"))
+        .args(["--seconds", "5", "--child"]))?;
+    say(&format!("flame graph: {}", out.join("flamegraph.svg").display()));
+    say(&format!("off-CPU flame graph: {}", out.join("offcpu-flamegraph.svg").display()));
+    Ok(())
+}
