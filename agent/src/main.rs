@@ -44,7 +44,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Profile a running process (and the children it starts) until --duration or Ctrl-C.
-    #[command(after_help = "Examples:\n  sudo modelprobe attach --pid 4242 --duration 30s\n  sudo modelprobe attach --pid 4242 --off-cpu -o /tmp/server-profile")]
+    #[command(
+        after_help = "Examples:\n  sudo modelprobe attach --pid 4242 --duration 30s\n  sudo modelprobe attach --pid 4242 --off-cpu -o /tmp/server-profile"
+    )]
     Attach {
         /// Process id to profile.
         #[arg(short, long)]
@@ -56,12 +58,19 @@ enum Command {
         record: RecordArgs,
     },
     /// Launch a command and profile its whole life, children included; exits with its status.
-    #[command(after_help = "Examples:\n  sudo modelprobe run -- python3 serve.py --port 8000\n  sudo modelprobe run --off-cpu -o out -- ./llama-cli -m model.gguf -p hi")]
+    #[command(
+        after_help = "Examples:\n  sudo modelprobe run -- python3 serve.py --port 8000\n  sudo modelprobe run --off-cpu -o out -- ./llama-cli -m model.gguf -p hi"
+    )]
     Run {
         #[command(flatten)]
         record: RecordArgs,
         /// The command and its arguments (after `--`).
-        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
+        #[arg(
+            required = true,
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "CMD"
+        )]
         command: Vec<OsString>,
     },
     /// Print the summary of a recording made earlier (a directory or its recording.json).
@@ -105,15 +114,19 @@ fn init_logging(verbose: u8, quiet: bool) {
         (_, 1) => "debug",
         _ => "trace",
     };
-    env_logger::Builder::from_env(env_logger::Env::default().filter_or(
-        "MODELPROBE_LOG",
-        format!("warn,modelprobe={level}"),
-    ))
+    env_logger::Builder::from_env(
+        env_logger::Env::default().filter_or("MODELPROBE_LOG", format!("warn,modelprobe={level}")),
+    )
     .format(|buf, record| {
         use std::io::Write;
         match record.level() {
             log::Level::Info => writeln!(buf, "modelprobe: {}", record.args()),
-            level => writeln!(buf, "modelprobe: {}: {}", level.as_str().to_lowercase(), record.args()),
+            level => writeln!(
+                buf,
+                "modelprobe: {}: {}",
+                level.as_str().to_lowercase(),
+                record.args()
+            ),
         }
     })
     .init();
@@ -128,7 +141,12 @@ fn register_signals() -> anyhow::Result<Arc<AtomicUsize>> {
     Ok(stop)
 }
 
-fn record(target: Target, label: &str, duration: Option<Duration>, args: RecordArgs) -> anyhow::Result<i32> {
+fn record(
+    target: Target,
+    label: &str,
+    duration: Option<Duration>,
+    args: RecordArgs,
+) -> anyhow::Result<i32> {
     let output = args.output.unwrap_or_else(|| default_output(label));
     let mut opts = RecordOptions::new(target, output);
     opts.frequency_hz = args.freq;
@@ -160,10 +178,15 @@ fn label_for(command: &[OsString]) -> String {
 
 fn real_main(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
-        Command::Attach { pid, duration, record: args } => {
-            record(Target::Pid(pid), &pid.to_string(), duration, args)
-        }
-        Command::Run { record: args, command } => {
+        Command::Attach {
+            pid,
+            duration,
+            record: args,
+        } => record(Target::Pid(pid), &pid.to_string(), duration, args),
+        Command::Run {
+            record: args,
+            command,
+        } => {
             let label = label_for(&command);
             record(Target::Command(command), &label, None, args)
         }

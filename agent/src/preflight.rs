@@ -123,6 +123,8 @@ mod tests {
     fn unwritable_output_dir_is_an_output_error() {
         let err = prepare_output_dir(Path::new("/proc/self/modelprobe-cannot-exist")).unwrap_err();
         assert_eq!(err.exit_code(), crate::error::exit_code::OUTPUT);
-        assert!(err.to_string().contains("/proc/self/modelprobe-cannot-exist"));
+        assert!(err
+            .to_string()
+            .contains("/proc/self/modelprobe-cannot-exist"));
     }
 }

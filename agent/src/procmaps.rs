@@ -187,7 +187,10 @@ mod tests {
             "7f1c2a000000-7f1c2a1d5000 r-xp 00028000 fe:01 1234   /usr/lib/x86_64-linux-gnu/libc.so.6",
         )
         .unwrap();
-        assert_eq!((l.start, l.end, l.offset, l.inode), (0x7f1c2a000000, 0x7f1c2a1d5000, 0x28000, 1234));
+        assert_eq!(
+            (l.start, l.end, l.offset, l.inode),
+            (0x7f1c2a000000, 0x7f1c2a1d5000, 0x28000, 1234)
+        );
         assert!(l.exec);
         assert_eq!(l.path, "/usr/lib/x86_64-linux-gnu/libc.so.6");
         let anon = parse_line("7ffd1000-7ffd3000 rw-p 00000000 00:00 0").unwrap();
@@ -202,7 +205,9 @@ mod tests {
         let mut reg = MapsRegistry::default();
         assert!(reg.capture(std::process::id()));
         let here = captures_own_process_and_finds_own_code as *const () as u64;
-        let m = reg.lookup(std::process::id(), here).expect("own code is mapped");
+        let m = reg
+            .lookup(std::process::id(), here)
+            .expect("own code is mapped");
         let module = reg.module(m.module.expect("file backed"));
         assert!(module.is_readable());
         assert!(module.path.contains("modelprobe"), "{}", module.path);

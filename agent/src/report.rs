@@ -16,6 +16,9 @@ pub struct FunctionShare {
 }
 
 /// Per-function CPU sample counts, sorted by self then total samples, descending.
+///
+/// As in `perf report`, time is attributed to real functions: frames of inlined functions
+/// (shown in the flame graph) count toward the function they were inlined into.
 pub fn function_shares(rec: &Recording) -> Vec<FunctionShare> {
     let mut by_name: HashMap<String, (u64, u64)> = HashMap::new();
     let mut per_stack: HashMap<u32, u64> = HashMap::new();
@@ -23,7 +26,11 @@ pub fn function_shares(rec: &Recording) -> Vec<FunctionShare> {
         *per_stack.entry(s.stack).or_default() += 1;
     }
     for (stack, n) in per_stack {
-        let frames = &rec.stacks[stack as usize];
+        let frames: Vec<u32> = rec.stacks[stack as usize]
+            .iter()
+            .copied()
+            .filter(|&f| !rec.frames[f as usize].inlined)
+            .collect();
         let label = |i: u32| {
             let f = &rec.frames[i as usize];
             if f.kind == FrameKind::Kernel {
@@ -33,7 +40,7 @@ pub fn function_shares(rec: &Recording) -> Vec<FunctionShare> {
             }
         };
         let mut seen = Vec::with_capacity(frames.len());
-        for &f in frames {
+        for &f in &frames {
             let name = label(f);
             if !seen.contains(&name) {
                 by_name.entry(name.clone()).or_default().1 += n;
@@ -83,7 +90,11 @@ pub fn summary(rec: &Recording, top: usize) -> String {
         out,
         "recorded {:.2}s of {} (pid {}): {} CPU samples at {} Hz, {} process{}, {} thread{}",
         rec.duration_ns() as f64 / 1e9,
-        if rec.meta.command.is_empty() { "?" } else { &rec.meta.command },
+        if rec.meta.command.is_empty() {
+            "?"
+        } else {
+            &rec.meta.command
+        },
         rec.meta.target_pid,
         samples,
         rec.meta.frequency_hz,
@@ -93,7 +104,11 @@ pub fn summary(rec: &Recording, top: usize) -> String {
         if threads == 1 { "" } else { "s" },
     );
     if rec.meta.off_cpu {
-        let _ = writeln!(out, "off-CPU: {:.3}s blocked in total", rec.off_cpu_ns() as f64 / 1e9);
+        let _ = writeln!(
+            out,
+            "off-CPU: {:.3}s blocked in total",
+            rec.off_cpu_ns() as f64 / 1e9
+        );
     }
     let rows = function_shares(rec);
     if samples > 0 && !rows.is_empty() {
@@ -122,7 +137,10 @@ pub fn summary(rec: &Recording, top: usize) -> String {
             );
         }
     } else {
-        let _ = writeln!(out, "\nno CPU samples: the target was idle or exited at once");
+        let _ = writeln!(
+            out,
+            "\nno CPU samples: the target was idle or exited at once"
+        );
     }
     let lost = &rec.meta.lost;
     let _ = write!(out, "\nlost: {} CPU samples", lost.cpu_samples);
@@ -133,7 +151,11 @@ pub fn summary(rec: &Recording, top: usize) -> String {
             lost.off_cpu_events, lost.off_cpu_untracked
         );
     }
-    let _ = writeln!(out, ", {} child processes unfollowed", lost.children_untracked);
+    let _ = writeln!(
+        out,
+        ", {} child processes unfollowed",
+        lost.children_untracked
+    );
     if lost.user_stack_errors + lost.kernel_stack_errors > 0 {
         let _ = writeln!(
             out,
@@ -150,11 +172,17 @@ mod tests {
 
     #[test]
     fn self_and_total_shares() {
-        let rec = crate::export::folded::tests::sample_recording();
+        let rec = crate::trace::fixtures::sample_recording();
         let rows = function_shares(&rec);
         let get = |n: &str| rows.iter().find(|r| r.name == n).unwrap().clone();
-        assert_eq!((get("main").self_samples, get("main").total_samples), (0, 3));
-        assert_eq!((get("hot;a").self_samples, get("hot;a").total_samples), (2, 2));
+        assert_eq!(
+            (get("main").self_samples, get("main").total_samples),
+            (0, 3)
+        );
+        assert_eq!(
+            (get("hot;a").self_samples, get("hot;a").total_samples),
+            (2, 2)
+        );
         assert_eq!(get("do_syscall_64 [k]").self_samples, 1);
         assert_eq!(rows[0].name, "hot;a");
         let text = summary(&rec, 5);

@@ -16,8 +16,7 @@ use std::{
 use modelprobe_common::lost;
 
 use crate::{
-    export,
-    preflight,
+    export, preflight,
     sampler::{max_frequency, Sampler, SamplerOptions},
     target::{self, GatedChild},
     trace::{Lost, Meta, Recording},
@@ -123,7 +122,9 @@ pub fn record(opts: &RecordOptions) -> Result<Outcome> {
     preflight::check_kernel()?;
     if let Target::Pid(pid) = opts.target {
         if pid == std::process::id() {
-            return Err(Error::InvalidArgument("refusing to profile modelprobe itself".into()));
+            return Err(Error::InvalidArgument(
+                "refusing to profile modelprobe itself".into(),
+            ));
         }
         target::check_pid(pid)?;
     }
@@ -175,7 +176,10 @@ pub fn record(opts: &RecordOptions) -> Result<Outcome> {
         ),
         (Target::Command(argv), Some(c)) => {
             c.release()?;
-            let cmd: Vec<String> = argv.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+            let cmd: Vec<String> = argv
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
             (c.pid, cmd.join(" "))
         }
         (Target::Command(_), None) => unreachable!("a command target always has a child"),
@@ -196,7 +200,10 @@ pub fn record(opts: &RecordOptions) -> Result<Outcome> {
         .unwrap_or(0);
     let started_at = Instant::now();
     match &child {
-        Some(_) => log::info!("recording `{command}` (pid {target_pid}) at {} Hz", opts.frequency_hz),
+        Some(_) => log::info!(
+            "recording `{command}` (pid {target_pid}) at {} Hz",
+            opts.frequency_hz
+        ),
         None => log::info!(
             "recording pid {target_pid} ({command}) at {} Hz{}; Ctrl-C to stop",
             opts.frequency_hz,

@@ -117,7 +117,10 @@ pub fn symbolize_stacks(stacks: &[RawStack], maps: &MapsRegistry) -> SymbolizedS
         for (i, &off) in offsets.iter().enumerate() {
             let frames = match results.get(i) {
                 Some(Symbolized::Sym(sym)) => sym_frames(sym, Some(module.name()), FrameKind::User),
-                _ => vec![unknown(format!("[{}+{off:#x}]", module.name()), Some(module.name()))],
+                _ => vec![unknown(
+                    format!("[{}+{off:#x}]", module.name()),
+                    Some(module.name()),
+                )],
             };
             let ids = frames.into_iter().map(|f| interner.id(f)).collect();
             resolved.insert(Location::File(id, off), ids);
@@ -267,7 +270,11 @@ impl PerfMap {
                 let mut it = line.splitn(3, ' ');
                 let start = hex(it.next()?)?;
                 let size = hex(it.next()?)?;
-                Some((start, start.checked_add(size)?, it.next()?.trim().to_string()))
+                Some((
+                    start,
+                    start.checked_add(size)?,
+                    it.next()?.trim().to_string(),
+                ))
             })
             .collect();
         entries.sort_by_key(|e| e.0);

@@ -66,7 +66,11 @@ pub fn descendants(root: u32) -> Vec<u32> {
     let mut parent_of = Vec::new();
     if let Ok(dir) = fs::read_dir("/proc") {
         for entry in dir.flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
                 continue;
             };
             if let Some((_, ppid)) = fs::read_to_string(entry.path().join("stat"))
@@ -99,6 +103,7 @@ pub fn descendants(root: u32) -> Vec<u32> {
 pub struct GatedChild {
     /// The child's pid (unchanged by the exec).
     pub pid: u32,
+    program: String,
     gate: Option<OwnedFd>,
     exec_error: OwnedFd,
 }
@@ -209,6 +214,7 @@ impl GatedChild {
         drop(err_w);
         Ok(GatedChild {
             pid: pid as u32,
+            program: program.to_string_lossy().into_owned(),
             gate: Some(gate_w),
             exec_error: err_r,
         })
@@ -223,12 +229,22 @@ impl GatedChild {
         std::io::Write::write_all(&mut file, b"g").map_err(|e| Error::io("releasing child", e))?;
         drop(file);
         let mut errno = [0u8; 4];
-        let mut err = fs::File::from(self.exec_error.try_clone().map_err(|e| Error::io("dup", e))?);
+        let mut err = fs::File::from(
+            self.exec_error
+                .try_clone()
+                .map_err(|e| Error::io("dup", e))?,
+        );
         match err.read(&mut errno) {
-            Ok(4) => Err(Error::CommandNotFound {
-                command: format!("pid {}", self.pid),
-                reason: io::Error::from_raw_os_error(i32::from_ne_bytes(errno)).to_string(),
-            }),
+            Ok(4) => {
+                // The child _exits right after reporting; reap it so no zombie is left.
+                let mut status = 0;
+                // SAFETY: `status` is a valid out-pointer.
+                unsafe { libc::waitpid(self.pid as i32, &mut status, 0) };
+                Err(Error::CommandNotFound {
+                    command: self.program.clone(),
+                    reason: io::Error::from_raw_os_error(i32::from_ne_bytes(errno)).to_string(),
+                })
+            }
             _ => Ok(()),
         }
     }
@@ -270,7 +286,10 @@ mod tests {
     #[test]
     fn own_process_is_alive_and_bogus_pid_is_not() {
         assert!(is_alive(std::process::id()));
-        assert!(matches!(check_pid(u32::MAX - 1), Err(Error::NoSuchProcess(_))));
+        assert!(matches!(
+            check_pid(u32::MAX - 1),
+            Err(Error::NoSuchProcess(_))
+        ));
     }
 
     #[test]

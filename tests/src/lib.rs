@@ -30,7 +30,11 @@ pub fn modelprobe_bin() -> PathBuf {
 /// Path of the fixture workload.
 pub fn workload_bin() -> PathBuf {
     let p = target_dir().join("mp-workload");
-    assert!(p.exists(), "{} is missing: run `cargo xtask test`", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo xtask test`",
+        p.display()
+    );
     p
 }
 
@@ -92,10 +96,11 @@ pub fn start_workload(args: &[&str]) -> KillOnDrop {
         .expect("start workload");
     let stdout = child.stdout.take().expect("piped stdout");
     let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("read ready line");
+    let mut reader = BufReader::new(stdout);
+    reader.read_line(&mut line).expect("read ready line");
     assert!(line.starts_with("ready "), "unexpected first line {line:?}");
+    // Keep draining, so the workload's last lines never hit a closed pipe.
+    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
     KillOnDrop(child)
 }
 
@@ -158,4 +163,34 @@ pub fn total_weight(folded: &[(String, u64)], func: &str) -> u64 {
         .filter(|(stack, _)| stack.split(';').any(|f| f == func))
         .map(|(_, n)| n)
         .sum()
+}
+
+/// Serializes tests that load BPF programs, so that "nothing left behind" checks see only
+/// their own agent.
+pub fn bpf_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The recording's JSON, parsed.
+pub fn read_recording(dir: &Path) -> serde_json::Value {
+    let path = dir.join("recording.json");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    serde_json::from_str(&text).expect("recording.json is JSON")
+}
+
+/// Asserts that `path` is a well-formed SVG flame graph that names each of `funcs`.
+pub fn assert_svg_names(path: &Path, funcs: &[&str]) {
+    let svg =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    assert!(svg.starts_with("<?xml"), "{} is not XML", path.display());
+    assert!(
+        svg.trim_end().ends_with("</svg>"),
+        "{} is truncated",
+        path.display()
+    );
+    for f in funcs {
+        assert!(svg.contains(f), "{} does not mention {f}", path.display());
+    }
 }

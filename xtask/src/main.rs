@@ -151,11 +151,20 @@ fn ensure_nightly_rust_src() -> Result<()> {
         .output();
     match installed {
         Ok(out) if out.status.success() => {
-            if String::from_utf8_lossy(&out.stdout).lines().any(|l| l.starts_with("rust-src")) {
+            if String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .any(|l| l.starts_with("rust-src"))
+            {
                 return Ok(());
             }
             say("adding the rust-src component to the nightly toolchain (BPF programs build core)");
-            run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+            run(Command::new("rustup").args([
+                "component",
+                "add",
+                "rust-src",
+                "--toolchain",
+                "nightly",
+            ]))
         }
         _ => {
             say("installing the nightly toolchain with rust-src (BPF programs need it)");
@@ -174,7 +183,8 @@ fn ensure_nightly_rust_src() -> Result<()> {
 
 fn bpf_linker_works() -> bool {
     let local = cargo_home_bin().join("bpf-linker");
-    succeeds(Command::new(&local).arg("--version")) || succeeds(Command::new("bpf-linker").arg("--version"))
+    succeeds(Command::new(&local).arg("--version"))
+        || succeeds(Command::new("bpf-linker").arg("--version"))
 }
 
 fn ensure_bpf_linker() -> Result<()> {
@@ -198,14 +208,19 @@ fn ensure_bpf_linker() -> Result<()> {
                 packages.join(" ")
             );
         }
-        say(&format!("installing {} with apt (bpf-linker links against LLVM {LLVM})", packages.join(" ")));
+        say(&format!(
+            "installing {} with apt (bpf-linker links against LLVM {LLVM})",
+            packages.join(" ")
+        ));
         run(Command::new("apt-get").args(["update", "-qq"]))?;
         run(Command::new("apt-get")
             .args(["install", "-y", "-qq", "--no-install-recommends"])
             .args(&packages)
             .env("DEBIAN_FRONTEND", "noninteractive"))?;
     }
-    say(&format!("building bpf-linker {BPF_LINKER_VERSION} against LLVM {LLVM} (a few minutes, once)"));
+    say(&format!(
+        "building bpf-linker {BPF_LINKER_VERSION} against LLVM {LLVM} (a few minutes, once)"
+    ));
     let path = format!(
         "/usr/lib/llvm-{LLVM}/bin:{}",
         std::env::var("PATH").unwrap_or_default()
@@ -231,10 +246,21 @@ fn build_ebpf(root: &Path) -> Result<()> {
         .env("CARGO_RESOLVER_INCOMPATIBLE_RUST_VERSIONS", "fallback")
         .env(
             "PATH",
-            format!("{}:{}", cargo_home_bin().display(), std::env::var("PATH").unwrap_or_default()),
+            format!(
+                "{}:{}",
+                cargo_home_bin().display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
         );
     // Let ebpf/rust-toolchain.toml and ebpf/.cargo/config.toml decide, not the outer cargo.
-    for var in ["RUSTUP_TOOLCHAIN", "RUSTC", "RUSTC_WRAPPER", "RUSTFLAGS", "CARGO", "CARGO_TARGET_DIR"] {
+    for var in [
+        "RUSTUP_TOOLCHAIN",
+        "RUSTC",
+        "RUSTC_WRAPPER",
+        "RUSTFLAGS",
+        "CARGO",
+        "CARGO_TARGET_DIR",
+    ] {
         cmd.env_remove(var);
     }
     run(&mut cmd)?;
@@ -253,7 +279,14 @@ fn lint() -> Result<()> {
     say("cargo fmt --check");
     cargo(&["fmt", "--all", "--check"])?;
     say("cargo clippy -D warnings");
-    cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])
+    cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])
 }
 
 fn test() -> Result<()> {
@@ -271,7 +304,15 @@ fn demo(root: &Path) -> Result<()> {
     }
     setup()?;
     build_ebpf(root)?;
-    cargo(&["build", "--release", "-p", "modelprobe", "-p", "modelprobe-tests", "--bins"])?;
+    cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "modelprobe",
+        "-p",
+        "modelprobe-tests",
+        "--bins",
+    ])?;
     let out = root.join("out/demo");
     say("profiling the example workload for 5 s (CPU hot spots 3:1, a sleeping thread, a child process)");
     run(Command::new(root.join("target/release/modelprobe"))
@@ -280,7 +321,13 @@ fn demo(root: &Path) -> Result<()> {
         .arg("--")
         .arg(root.join("target/release/mp-workload"))
         .args(["--seconds", "5", "--child"]))?;
-    say(&format!("flame graph: {}", out.join("flamegraph.svg").display()));
-    say(&format!("off-CPU flame graph: {}", out.join("offcpu-flamegraph.svg").display()));
+    say(&format!(
+        "flame graph: {}",
+        out.join("flamegraph.svg").display()
+    ));
+    say(&format!(
+        "off-CPU flame graph: {}",
+        out.join("offcpu-flamegraph.svg").display()
+    ));
     Ok(())
 }

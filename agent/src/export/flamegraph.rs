@@ -24,7 +24,10 @@ pub struct FlameGraph;
 fn describe(rec: &Recording) -> String {
     let secs = rec.duration_ns() as f64 / 1e9;
     let command = if rec.meta.command.chars().count() > 80 {
-        format!("{}...", rec.meta.command.chars().take(77).collect::<String>())
+        format!(
+            "{}...",
+            rec.meta.command.chars().take(77).collect::<String>()
+        )
     } else {
         rec.meta.command.clone()
     };
@@ -36,7 +39,12 @@ fn render(rec: &Recording, kind: SampleKind, path: &Path) -> Result<()> {
     let mut opts = Options::default();
     let (title, count_name, palette) = match kind {
         SampleKind::Cpu => (
-            format!("CPU: {}, {} samples at {} Hz", describe(rec), rec.cpu_sample_count(), rec.meta.frequency_hz),
+            format!(
+                "CPU: {}, {} samples at {} Hz",
+                describe(rec),
+                rec.cpu_sample_count(),
+                rec.meta.frequency_hz
+            ),
             "samples".to_string(),
             Palette::Basic(BasicPalette::Hot),
         ),
@@ -65,12 +73,18 @@ fn render(rec: &Recording, kind: SampleKind, path: &Path) -> Result<()> {
         );
         return std::fs::write(path, svg).map_err(err);
     }
-    flamegraph::from_lines(&mut opts, text.iter().map(String::as_str), BufWriter::new(file))
-        .map_err(err)
+    flamegraph::from_lines(
+        &mut opts,
+        text.iter().map(String::as_str),
+        BufWriter::new(file),
+    )
+    .map_err(err)
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 impl Exporter for FlameGraph {
@@ -96,7 +110,7 @@ mod tests {
 
     #[test]
     fn renders_both_graphs() {
-        let rec = crate::export::folded::tests::sample_recording();
+        let rec = crate::trace::fixtures::sample_recording();
         let dir = std::env::temp_dir().join(format!("mp-fg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let files = FlameGraph.export(&rec, &dir).unwrap();

@@ -91,53 +91,9 @@ impl Exporter for Folded {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use crate::trace::{Frame, Meta, Process, Sample};
-
-    fn frame(name: &str, kind: FrameKind) -> Frame {
-        Frame {
-            name: name.into(),
-            module: None,
-            file: None,
-            line: None,
-            kind,
-            inlined: false,
-        }
-    }
-
-    pub(crate) fn sample_recording() -> Recording {
-        let mut rec = Recording::new(Meta {
-            off_cpu: true,
-            ..Meta::default()
-        });
-        rec.processes.push(Process {
-            pid: 7,
-            name: "app".into(),
-            cmdline: None,
-        });
-        rec.frames = vec![
-            frame("main", FrameKind::User),
-            frame("hot;a", FrameKind::User),
-            frame("do_syscall_64", FrameKind::Kernel),
-        ];
-        rec.stacks = vec![vec![0, 1], vec![0, 2]];
-        let s = |kind, stack, weight| Sample {
-            kind,
-            time_ns: 0,
-            pid: 7,
-            tid: 7,
-            stack,
-            weight,
-        };
-        rec.samples = vec![
-            s(SampleKind::Cpu, 0, 1),
-            s(SampleKind::Cpu, 0, 1),
-            s(SampleKind::Cpu, 1, 1),
-            s(SampleKind::OffCpu, 1, 2_500_000),
-        ];
-        rec
-    }
+    use crate::trace::fixtures::sample_recording;
 
     #[test]
     fn folds_with_annotations_and_units() {

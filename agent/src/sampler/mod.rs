@@ -24,7 +24,8 @@ use crate::{Error, Result};
 pub mod tracefs;
 
 /// The BPF object built by `cargo xtask build-ebpf`, embedded at compile time.
-static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/modelprobe.bpf.o"));
+static BPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/modelprobe.bpf.o"));
 
 /// What to sample.
 #[derive(Debug, Clone)]
@@ -68,11 +69,21 @@ impl Sampler {
             switch_prev_state_size: prev_state.size,
             switch_next_pid_off: tracefs::field(tracefs_root, "sched", "sched_switch", "next_pid")?
                 .offset,
-            fork_child_pid_off: tracefs::field(tracefs_root, "sched", "sched_process_fork", "child_pid")?
-                .offset,
-            exit_group_dead_off: tracefs::field(tracefs_root, "sched", "sched_process_exit", "group_dead")
-                .map(|f| f.offset)
-                .unwrap_or(u32::MAX),
+            fork_child_pid_off: tracefs::field(
+                tracefs_root,
+                "sched",
+                "sched_process_fork",
+                "child_pid",
+            )?
+            .offset,
+            exit_group_dead_off: tracefs::field(
+                tracefs_root,
+                "sched",
+                "sched_process_exit",
+                "group_dead",
+            )
+            .map(|f| f.offset)
+            .unwrap_or(u32::MAX),
             offcpu_min_ns: opts.off_cpu_min.as_nanos().min(u32::MAX as u128) as u32,
         };
         let mut bpf = EbpfLoader::new()
@@ -88,7 +99,8 @@ impl Sampler {
 
         let cpus = online_cpus().map_err(|(what, e)| Error::io(format!("reading {what}"), e))?;
         let prog: &mut PerfEvent = program(&mut bpf, "mp_cpu_sample")?;
-        prog.load().map_err(|e| Error::bpf("loading mp_cpu_sample", e))?;
+        prog.load()
+            .map_err(|e| Error::bpf("loading mp_cpu_sample", e))?;
         for &cpu in &cpus {
             prog.attach(
                 PerfEventConfig::Software(SoftwareEvent::CpuClock),
@@ -97,7 +109,9 @@ impl Sampler {
                 false,
             )
             .map_err(|e| {
-                Error::UnsupportedKernel(format!("cannot open a cpu-clock perf event on CPU {cpu}: {e}"))
+                Error::UnsupportedKernel(format!(
+                    "cannot open a cpu-clock perf event on CPU {cpu}: {e}"
+                ))
             })?;
         }
 
@@ -187,12 +201,14 @@ where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
 {
     let prog = bpf.program_mut(name).ok_or_else(|| missing(name))?;
-    prog.try_into().map_err(|e| Error::bpf(format!("opening {name}"), e))
+    prog.try_into()
+        .map_err(|e| Error::bpf(format!("opening {name}"), e))
 }
 
 fn attach_tracepoint(bpf: &mut Ebpf, prog_name: &str, event: &str) -> Result<()> {
     let prog: &mut TracePoint = program(bpf, prog_name)?;
-    prog.load().map_err(|e| Error::bpf(format!("loading {prog_name}"), e))?;
+    prog.load()
+        .map_err(|e| Error::bpf(format!("loading {prog_name}"), e))?;
     prog.attach("sched", event)
         .map_err(|e| Error::bpf(format!("attaching {prog_name} to sched/{event}"), e))?;
     Ok(())

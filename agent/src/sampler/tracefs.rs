@@ -14,7 +14,11 @@ pub struct Field {
 
 /// Finds `field` in the format description of tracepoint `category/name`.
 pub fn field(tracefs: &Path, category: &str, name: &str, field: &str) -> Result<Field> {
-    let path = tracefs.join("events").join(category).join(name).join("format");
+    let path = tracefs
+        .join("events")
+        .join(category)
+        .join(name)
+        .join("format");
     let text = std::fs::read_to_string(&path).map_err(|e| {
         Error::UnsupportedKernel(format!("tracepoint {category}/{name} unavailable ({e})"))
     })?;
@@ -56,9 +60,27 @@ mod tests {
 
     #[test]
     fn finds_fields_by_name() {
-        assert_eq!(parse_field(SWITCH, "prev_state"), Some(Field { offset: 32, size: 8 }));
-        assert_eq!(parse_field(SWITCH, "next_pid"), Some(Field { offset: 56, size: 4 }));
-        assert_eq!(parse_field(SWITCH, "prev_comm"), Some(Field { offset: 8, size: 16 }));
+        assert_eq!(
+            parse_field(SWITCH, "prev_state"),
+            Some(Field {
+                offset: 32,
+                size: 8
+            })
+        );
+        assert_eq!(
+            parse_field(SWITCH, "next_pid"),
+            Some(Field {
+                offset: 56,
+                size: 4
+            })
+        );
+        assert_eq!(
+            parse_field(SWITCH, "prev_comm"),
+            Some(Field {
+                offset: 8,
+                size: 16
+            })
+        );
         assert_eq!(parse_field(SWITCH, "pid"), None);
     }
 }

@@ -114,14 +114,22 @@ impl Collector {
             kernel: ev.kstack[..klen].to_vec(),
             // A frame-pointer walk through code built without frame pointers can end in
             // zeros; they are not frames.
-            user: ev.ustack[..ulen].iter().copied().filter(|&a| a != 0).collect(),
+            user: ev.ustack[..ulen]
+                .iter()
+                .copied()
+                .filter(|&a| a != 0)
+                .collect(),
         };
         let stack = match self.stack_ids.get(&raw) {
             Some(&id) => id,
             None => {
                 // A stack not seen before: make sure its code is in a known mapping while the
                 // process can still be asked.
-                if raw.user.iter().any(|&a| self.maps.lookup(ev.pid, a).is_none()) {
+                if raw
+                    .user
+                    .iter()
+                    .any(|&a| self.maps.lookup(ev.pid, a).is_none())
+                {
                     self.watch(ev.pid);
                 }
                 let id = self.stacks.len() as u32;

@@ -95,8 +95,11 @@ mod tests {
         assert_eq!(back.cpu_sample_count(), 1);
 
         let text = std::fs::read_to_string(dir.join(FILE_NAME)).unwrap();
-        std::fs::write(dir.join(FILE_NAME), text.replace("\"version\":1", "\"version\":99"))
-            .unwrap();
+        std::fs::write(
+            dir.join(FILE_NAME),
+            text.replace("\"version\":1", "\"version\":99"),
+        )
+        .unwrap();
         let err = Recording::read(&dir).unwrap_err().to_string();
         assert!(err.contains("format version 99"), "{err}");
         std::fs::write(dir.join(FILE_NAME), "{}").unwrap();

@@ -195,7 +195,10 @@ impl Recording {
 
     /// Number of CPU samples.
     pub fn cpu_sample_count(&self) -> u64 {
-        self.samples.iter().filter(|s| s.kind == SampleKind::Cpu).count() as u64
+        self.samples
+            .iter()
+            .filter(|s| s.kind == SampleKind::Cpu)
+            .count() as u64
     }
 
     /// Total off-CPU time recorded, in nanoseconds.
@@ -219,5 +222,55 @@ impl Recording {
             .find(|p| p.pid == pid)
             .map(|p| p.name.clone())
             .unwrap_or_else(|| format!("pid-{pid}"))
+    }
+}
+
+/// Small recordings with known contents, for unit tests of the exporters and the report.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::*;
+
+    fn frame(name: &str, kind: FrameKind) -> Frame {
+        Frame {
+            name: name.into(),
+            module: None,
+            file: None,
+            line: None,
+            kind,
+            inlined: false,
+        }
+    }
+
+    pub fn sample_recording() -> Recording {
+        let mut rec = Recording::new(Meta {
+            off_cpu: true,
+            ..Meta::default()
+        });
+        rec.processes.push(Process {
+            pid: 7,
+            name: "app".into(),
+            cmdline: None,
+        });
+        rec.frames = vec![
+            frame("main", FrameKind::User),
+            frame("hot;a", FrameKind::User),
+            frame("do_syscall_64", FrameKind::Kernel),
+        ];
+        rec.stacks = vec![vec![0, 1], vec![0, 2]];
+        let s = |kind, stack, weight| Sample {
+            kind,
+            time_ns: 0,
+            pid: 7,
+            tid: 7,
+            stack,
+            weight,
+        };
+        rec.samples = vec![
+            s(SampleKind::Cpu, 0, 1),
+            s(SampleKind::Cpu, 0, 1),
+            s(SampleKind::Cpu, 1, 1),
+            s(SampleKind::OffCpu, 1, 2_500_000),
+        ];
+        rec
     }
 }

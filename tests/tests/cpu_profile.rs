@@ -1,0 +1,278 @@
+//! End-to-end CPU and off-CPU profiling, as root, on the real kernel: `modelprobe run` and
+//! `modelprobe attach` against the fixture workload, whose hot spots are known (`mp_hot_a` does
+//! three times the work of `mp_hot_b`; `mp_sleep` only sleeps; `mp_child_burn` runs in a child).
+use std::{process::Command, time::Duration};
+
+use modelprobe_tests::*;
+
+/// The 3:1 split of work between the hot functions, allowing for sampling noise and call
+/// overhead (a 99 Hz sample of 2 s gives ~200 samples).
+fn assert_three_to_one(folded: &[(String, u64)]) {
+    let a = self_weight(folded, "mp_hot_a");
+    let b = self_weight(folded, "mp_hot_b");
+    assert!(
+        a > 40 && b > 10,
+        "too few samples: mp_hot_a {a}, mp_hot_b {b}"
+    );
+    let ratio = a as f64 / b as f64;
+    assert!(
+        (2.2..=4.2).contains(&ratio),
+        "mp_hot_a/mp_hot_b = {ratio:.2} ({a}/{b}), want ~3"
+    );
+}
+
+#[test]
+fn run_profiles_the_whole_process_tree_and_its_blocked_time() {
+    if !require_bpf("run_profiles_the_whole_process_tree_and_its_blocked_time") {
+        return;
+    }
+    let _bpf = bpf_lock();
+    let out = scratch_dir("run");
+    let result = run_with_timeout(
+        Command::new(modelprobe_bin())
+            .args(["run", "--off-cpu", "-o"])
+            .arg(&out)
+            .arg("--")
+            .arg(workload_bin())
+            .args(["--seconds", "3", "--child", "--exit-code", "3"]),
+        Duration::from_secs(60),
+    );
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(
+        result.status.code(),
+        Some(3),
+        "run must exit with the command's status: {stderr}"
+    );
+    assert!(stderr.contains("CPU samples"), "summary missing: {stderr}");
+    assert!(
+        stderr.contains("lost: 0 CPU samples"),
+        "unexpected loss: {stderr}"
+    );
+
+    let folded = read_folded(&out.join("stacks.folded"));
+    assert_three_to_one(&folded);
+    let child = self_weight(&folded, "mp_child_burn");
+    assert!(
+        child > 50,
+        "child process not followed: mp_child_burn has {child} samples"
+    );
+    assert_svg_names(
+        &out.join("flamegraph.svg"),
+        &["mp_hot_a", "mp_hot_b", "mp_child_burn", "samples"],
+    );
+
+    // The sleeper spends ~3 s blocked in mp_sleep; off-CPU weights are microseconds.
+    let off = read_folded(&out.join("offcpu.folded"));
+    let slept = self_weight(&off, "mp_sleep");
+    let total: u64 = off.iter().map(|(_, n)| n).sum();
+    assert!(slept > 2_000_000, "mp_sleep blocked only {slept} us");
+    assert!(
+        slept * 2 > total,
+        "mp_sleep should dominate off-CPU time: {slept} of {total} us"
+    );
+    assert_eq!(
+        self_weight(&off, "mp_hot_a"),
+        0,
+        "a CPU-bound function is never blocked"
+    );
+    assert_svg_names(&out.join("offcpu-flamegraph.svg"), &["mp_sleep", "Off-CPU"]);
+
+    let rec = read_recording(&out);
+    assert_eq!(rec["format"], "modelprobe-recording");
+    assert_eq!(rec["version"], 1);
+    assert_eq!(rec["meta"]["mode"], "run");
+    assert_eq!(rec["meta"]["exit_status"], 3);
+    assert_eq!(rec["meta"]["end_reason"], "target-exited");
+    let processes = rec["processes"].as_array().expect("processes");
+    assert!(
+        processes.len() >= 2,
+        "parent and child expected: {processes:?}"
+    );
+    let threads = rec["threads"].as_array().expect("threads");
+    assert!(
+        threads.iter().any(|t| t["name"] == "mp-sleeper"),
+        "thread names missing: {threads:?}"
+    );
+
+    // The recording reads back.
+    let report = run_with_timeout(
+        Command::new(modelprobe_bin()).arg("report").arg(&out),
+        Duration::from_secs(30),
+    );
+    assert!(report.status.success());
+    let text = String::from_utf8_lossy(&report.stdout);
+    assert!(
+        text.contains("mp_hot_a") && text.contains("top functions"),
+        "{text}"
+    );
+}
+
+#[test]
+fn attach_profiles_a_running_process_for_a_duration() {
+    if !require_bpf("attach_profiles_a_running_process_for_a_duration") {
+        return;
+    }
+    let _bpf = bpf_lock();
+    let workload = start_workload(&["--seconds", "30"]);
+    let pid = workload.0.id();
+    let out = scratch_dir("attach");
+    let result = run_with_timeout(
+        Command::new(modelprobe_bin())
+            .args([
+                "attach",
+                "--pid",
+                &pid.to_string(),
+                "--duration",
+                "2s",
+                "-o",
+            ])
+            .arg(&out),
+        Duration::from_secs(60),
+    );
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    assert_three_to_one(&read_folded(&out.join("stacks.folded")));
+    assert_svg_names(
+        &out.join("flamegraph.svg"),
+        &["mp_hot_a", "mp_hot_b", &format!("pid {pid}")],
+    );
+    let rec = read_recording(&out);
+    assert_eq!(rec["meta"]["end_reason"], "duration");
+    assert_eq!(rec["meta"]["target_pid"], pid);
+    let secs = (rec["meta"]["end_ns"].as_u64().unwrap() - rec["meta"]["start_ns"].as_u64().unwrap())
+        as f64
+        / 1e9;
+    assert!(
+        (1.9..4.0).contains(&secs),
+        "recorded {secs}s for --duration 2s"
+    );
+    assert!(!out.join("offcpu.folded").exists(), "off-CPU is opt-in");
+}
+
+#[test]
+fn attach_finalizes_when_the_target_exits() {
+    if !require_bpf("attach_finalizes_when_the_target_exits") {
+        return;
+    }
+    let _bpf = bpf_lock();
+    let workload = start_workload(&["--seconds", "1.5"]);
+    let out = scratch_dir("target-exit");
+    let result = run_with_timeout(
+        Command::new(modelprobe_bin())
+            .args([
+                "attach",
+                "--duration",
+                "60s",
+                "--pid",
+                &workload.0.id().to_string(),
+                "-o",
+            ])
+            .arg(&out),
+        Duration::from_secs(30),
+    );
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let rec = read_recording(&out);
+    assert_eq!(rec["meta"]["end_reason"], "target-exited");
+    // The process is gone, yet its frames were symbolized from what was captured while it ran.
+    let folded = read_folded(&out.join("stacks.folded"));
+    assert!(self_weight(&folded, "mp_hot_a") > 0, "{folded:?}");
+}
+
+fn program_names() -> Vec<String> {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter_map(|p| p.name_as_str().map(str::to_string))
+        .collect()
+}
+
+fn ours(names: &[String]) -> Vec<&String> {
+    names.iter().filter(|n| n.starts_with("mp_")).collect()
+}
+
+fn stop_with_signal(signal: i32, name: &str) {
+    let workload = start_workload(&["--seconds", "30"]);
+    let out = scratch_dir(name);
+    let mut agent = KillOnDrop(
+        Command::new(modelprobe_bin())
+            .args([
+                "attach",
+                "--off-cpu",
+                "--pid",
+                &workload.0.id().to_string(),
+                "-o",
+            ])
+            .arg(&out)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start agent"),
+    );
+    // Wait until the agent has attached (its programs are loaded), then let it sample a while.
+    let start = std::time::Instant::now();
+    while ours(&program_names()).len() < 4 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "agent never attached"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(agent.0.id() as i32, signal) };
+    let status = loop {
+        if let Some(s) = agent.0.try_wait().expect("try_wait") {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "agent did not stop on signal {signal}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        status.success(),
+        "a signal is the normal way to end attach: {status}"
+    );
+    let rec = read_recording(&out);
+    assert_eq!(rec["meta"]["end_reason"], "signal");
+    assert!(self_weight(&read_folded(&out.join("stacks.folded")), "mp_hot_a") > 0);
+    assert!(out.join("offcpu-flamegraph.svg").exists());
+    let left = program_names();
+    assert!(
+        ours(&left).is_empty(),
+        "BPF programs left behind: {:?}",
+        ours(&left)
+    );
+    assert!(
+        workload_still_running(&workload),
+        "the target must not be disturbed"
+    );
+}
+
+fn workload_still_running(w: &KillOnDrop) -> bool {
+    std::path::Path::new(&format!("/proc/{}", w.0.id())).exists()
+}
+
+#[test]
+fn sigterm_finalizes_the_recording_and_leaves_nothing_attached() {
+    if !require_bpf("sigterm_finalizes_the_recording_and_leaves_nothing_attached") {
+        return;
+    }
+    let _bpf = bpf_lock();
+    stop_with_signal(libc::SIGTERM, "sigterm");
+}
+
+#[test]
+fn sigint_finalizes_the_recording_and_leaves_nothing_attached() {
+    if !require_bpf("sigint_finalizes_the_recording_and_leaves_nothing_attached") {
+        return;
+    }
+    let _bpf = bpf_lock();
+    stop_with_signal(libc::SIGINT, "sigint");
+}
