@@ -62,7 +62,14 @@ impl Interner {
 
 /// Symbolizes every stack. Return addresses (all but the innermost frame) are looked up at
 /// `addr - 1` so that the call site, not the next instruction, is named.
-pub fn symbolize_stacks(stacks: &[RawStack], maps: &MapsRegistry) -> SymbolizedStacks {
+///
+/// `perf_maps` holds JIT symbol maps read while their processes lived; a process missing from it
+/// has its map read now, if it still exists.
+pub fn symbolize_stacks(
+    stacks: &[RawStack],
+    maps: &MapsRegistry,
+    perf_maps: &HashMap<u32, PerfMap>,
+) -> SymbolizedStacks {
     let symbolizer = Symbolizer::builder()
         .enable_code_info(true)
         .enable_inlined_fns(true)
@@ -127,7 +134,7 @@ pub fn symbolize_stacks(stacks: &[RawStack], maps: &MapsRegistry) -> SymbolizedS
         }
     }
 
-    let mut perf_maps: HashMap<u32, PerfMap> = HashMap::new();
+    let mut late_perf_maps: HashMap<u32, PerfMap> = HashMap::new();
     let mut user_frames = |loc: Location, interner: &mut Interner| -> Vec<u32> {
         if let Some(ids) = resolved.get(&loc) {
             return ids.clone();
@@ -135,7 +142,12 @@ pub fn symbolize_stacks(stacks: &[RawStack], maps: &MapsRegistry) -> SymbolizedS
         let Location::Other(pid, addr) = loc else {
             unreachable!("file locations are all resolved above")
         };
-        let pm = perf_maps.entry(pid).or_insert_with(|| PerfMap::load(pid));
+        let pm = match perf_maps.get(&pid) {
+            Some(pm) => pm,
+            None => late_perf_maps
+                .entry(pid)
+                .or_insert_with(|| PerfMap::load(pid)),
+        };
         let frame = match (pm.lookup(addr), maps.lookup(pid, addr)) {
             (Some(name), _) => Frame {
                 name: name.to_string(),
@@ -214,11 +226,9 @@ fn sym_frames(sym: &Sym<'_>, module: Option<&str>, kind: FrameKind) -> Vec<Frame
     let code = |ci: Option<&blazesym::symbolize::CodeInfo<'_>>| {
         ci.map(|c| (c.to_path().display().to_string(), c.line))
     };
-    let outer_code = if sym.inlined.is_empty() {
-        code(sym.code_info.as_deref())
-    } else {
-        None
-    };
+    // blazesym gives each frame its own position: the outer function's is the call site of
+    // the first inlined function, the innermost one's is the instruction itself.
+    let outer_code = code(sym.code_info.as_deref());
     let mut frames = vec![Frame {
         name: sym.name.to_string(),
         module: module.map(str::to_string),
@@ -248,6 +258,11 @@ pub struct PerfMap {
 }
 
 impl PerfMap {
+    /// True if the map names no symbol.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     /// Loads the map of `pid` from its own root (containers) or from this `/tmp`.
     pub fn load(pid: u32) -> PerfMap {
         let candidates = [
@@ -321,7 +336,7 @@ mod tests {
             kernel: vec![],
             user: vec![addr + 1, unmapped],
         }];
-        let out = symbolize_stacks(&stacks, &maps);
+        let out = symbolize_stacks(&stacks, &maps, &HashMap::new());
         let names: Vec<&str> = out.stacks[0]
             .iter()
             .map(|&i| out.frames[i as usize].name.as_str())

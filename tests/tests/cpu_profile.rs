@@ -276,3 +276,48 @@ fn sigint_finalizes_the_recording_and_leaves_nothing_attached() {
     let _bpf = bpf_lock();
     stop_with_signal(libc::SIGINT, "sigint");
 }
+
+#[test]
+fn jit_frames_are_named_from_a_perf_map_read_while_the_process_lived() {
+    if !require_bpf("jit_frames_are_named_from_a_perf_map_read_while_the_process_lived") {
+        return;
+    }
+    let _bpf = bpf_lock();
+    let out = scratch_dir("jit");
+    let result = run_with_timeout(
+        Command::new(modelprobe_bin())
+            .args(["run", "-o"])
+            .arg(&out)
+            .arg("--")
+            .arg(workload_bin())
+            .args(["--seconds", "2", "--jit"]),
+        Duration::from_secs(60),
+    );
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    // The workload deleted its perf map when it exited, before symbolization.
+    let folded = read_folded(&out.join("stacks.folded"));
+    let jit = self_weight(&folded, "mp_jit_spin_[j]");
+    assert!(jit > 10, "JIT frames not named: {jit} samples; {folded:?}");
+    let rec = read_recording(&out);
+    let frames = rec["frames"].as_array().expect("frames");
+    let jit_frame = frames
+        .iter()
+        .find(|f| f["name"] == "mp_jit_spin")
+        .expect("JIT frame");
+    assert_eq!(jit_frame["kind"], "jit");
+    // DWARF line info for the native hot spot.
+    let hot = frames
+        .iter()
+        .find(|f| f["name"] == "mp_hot_a")
+        .expect("mp_hot_a frame");
+    assert!(
+        hot["file"]
+            .as_str()
+            .is_some_and(|f| f.ends_with("mp-workload.rs")),
+        "no source file for mp_hot_a: {hot}"
+    );
+}

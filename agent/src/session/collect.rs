@@ -10,7 +10,7 @@ use modelprobe_common::{flags, kind, StackEvent};
 
 use crate::{
     procmaps::MapsRegistry,
-    symbolize::{symbolize_stacks, RawStack},
+    symbolize::{symbolize_stacks, PerfMap, RawStack},
     target,
     trace::{Meta, Process, Recording, Sample, SampleKind, Thread},
 };
@@ -23,6 +23,7 @@ struct ProcessInfo {
     name: Option<String>,
     cmdline: Option<String>,
     last_capture: Option<Instant>,
+    last_perf_map: Option<Instant>,
 }
 
 /// Accumulates one session's events.
@@ -34,6 +35,7 @@ pub struct Collector {
     samples: Vec<Sample>,
     threads: HashMap<u32, Thread>,
     processes: HashMap<u32, ProcessInfo>,
+    perf_maps: HashMap<u32, PerfMap>,
     user_stack_errors: u64,
     kernel_stack_errors: u64,
 }
@@ -70,6 +72,22 @@ impl Collector {
             info.name = Some(name);
         }
         self.maps.capture(pid);
+    }
+
+    /// Re-reads `/tmp/perf-PID.map`, at most every [`RECAPTURE_EVERY`].
+    fn refresh_perf_map(&mut self, pid: u32) {
+        let info = self.processes.entry(pid).or_default();
+        if info
+            .last_perf_map
+            .is_some_and(|at| at.elapsed() < RECAPTURE_EVERY)
+        {
+            return;
+        }
+        info.last_perf_map = Some(Instant::now());
+        let map = PerfMap::load(pid);
+        if !map.is_empty() {
+            self.perf_maps.insert(pid, map);
+        }
     }
 
     /// Adds one event from the BPF side.
@@ -132,6 +150,15 @@ impl Collector {
                 {
                     self.watch(ev.pid);
                 }
+                // Code outside any file (JIT output): read the JIT's perf map while it exists.
+                let maps = &self.maps;
+                if raw
+                    .user
+                    .iter()
+                    .any(|&a| maps.lookup(ev.pid, a).is_none_or(|m| m.module.is_none()))
+                {
+                    self.refresh_perf_map(ev.pid);
+                }
                 let id = self.stacks.len() as u32;
                 self.stack_ids.insert(raw.clone(), id);
                 self.stacks.push(raw);
@@ -152,7 +179,7 @@ impl Collector {
     pub fn finish(mut self, mut meta: Meta) -> Recording {
         meta.lost.user_stack_errors = self.user_stack_errors;
         meta.lost.kernel_stack_errors = self.kernel_stack_errors;
-        let symbolized = symbolize_stacks(&self.stacks, &self.maps);
+        let symbolized = symbolize_stacks(&self.stacks, &self.maps, &self.perf_maps);
         let mut rec = Recording::new(meta);
         rec.frames = symbolized.frames;
         rec.stacks = symbolized.stacks;

@@ -2,9 +2,13 @@
 //!
 //! - `mp_hot_a` and `mp_hot_b` burn CPU on the main thread in a 3:1 ratio of work;
 //! - `mp_sleep` (on its own thread) blocks in `nanosleep` in a loop: pure off-CPU time;
-//! - with `--child`, a forked child process burns CPU in `mp_child_burn`.
+//! - with `--child`, a forked child process burns CPU in `mp_child_burn`;
+//! - with `--jit`, the main thread also runs generated machine code in anonymous executable
+//!   memory, named `mp_jit_spin` in `/tmp/perf-PID.map` (as JITs do), and deletes that map on
+//!   exit.
 //!
-//! `mp-workload [--seconds S] [--child] [--exit-code N]`; prints `ready <pid>` when started.
+//! `mp-workload [--seconds S] [--child] [--jit] [--exit-code N]`; prints `ready <pid>` when
+//! started.
 //! Built with frame pointers (see `.cargo/config.toml`), as the sampler unwinds by them.
 use std::{hint::black_box, io::Write, time::Instant};
 
@@ -66,6 +70,55 @@ pub extern "C" fn mp_sleep(ms: u64) {
     }
 }
 
+/// Generated code: a count-down loop (`mov rcx, 2^22; 1: dec rcx; jnz 1b; ret`) in anonymous
+/// executable memory, announced in the perf map like a JIT would.
+struct Jit {
+    run: extern "C" fn(),
+    map_path: String,
+}
+
+impl Jit {
+    #[cfg(target_arch = "x86_64")]
+    fn new() -> Jit {
+        const CODE: [u8; 13] = [
+            0x48, 0xc7, 0xc1, 0x00, 0x00, 0x40, 0x00, // mov rcx, 0x400000
+            0x48, 0xff, 0xc9, // dec rcx
+            0x75, 0xfb, // jnz -5
+            0xc3, // ret
+        ];
+        // SAFETY: a fresh anonymous mapping, written before it is executed and never unmapped
+        // while `run` can be called; the code is a self-contained leaf that only uses rcx.
+        unsafe {
+            let mem = libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            assert_ne!(mem, libc::MAP_FAILED, "mmap for JIT code");
+            std::ptr::copy_nonoverlapping(CODE.as_ptr(), mem.cast::<u8>(), CODE.len());
+            let map_path = format!("/tmp/perf-{}.map", std::process::id());
+            std::fs::write(
+                &map_path,
+                format!("{:x} {:x} mp_jit_spin\n", mem as usize, CODE.len()),
+            )
+            .expect("write perf map");
+            Jit {
+                run: std::mem::transmute::<*mut libc::c_void, extern "C" fn()>(mem),
+                map_path,
+            }
+        }
+    }
+}
+
+impl Drop for Jit {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.map_path);
+    }
+}
+
 fn arg_value(args: &[String], name: &str) -> Option<String> {
     args.iter()
         .position(|a| a == name)
@@ -112,11 +165,16 @@ fn main() {
         })
         .expect("spawn sleeper");
 
+    let jit = args.iter().any(|a| a == "--jit").then(Jit::new);
     let mut acc = 0u64;
     while !deadline() {
         acc = acc.wrapping_add(mp_hot_a());
         acc = acc.wrapping_add(mp_hot_b());
+        if let Some(jit) = &jit {
+            (jit.run)();
+        }
     }
+    drop(jit);
     sleeper.join().expect("sleeper thread");
     if let Some(mut c) = child {
         c.wait().expect("wait child");
