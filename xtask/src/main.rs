@@ -45,6 +45,15 @@ enum Task {
     },
     /// `cargo fmt --check` and `cargo clippy -D warnings` over the workspace.
     Lint,
+    /// Measure target slowdown and agent peak RSS under `modelprobe run` (needs root).
+    Overhead {
+        /// Baseline/profiled pairs per frequency.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Work rounds per thread (about 1 ms each).
+        #[arg(long, default_value_t = 4000)]
+        rounds: u64,
+    },
 }
 
 fn main() -> Result<()> {
@@ -72,8 +81,11 @@ fn main() -> Result<()> {
             test()
         }
         Task::Lint => lint(),
+        Task::Overhead { runs, rounds } => overhead::run(&root, runs, rounds),
     }
 }
+
+mod overhead;
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -82,17 +94,17 @@ fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-fn say(msg: &str) {
+pub(crate) fn say(msg: &str) {
     eprintln!("xtask: {msg}");
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
 
 /// Runs a command, failing with its name if it does not succeed.
-fn run(cmd: &mut Command) -> Result<()> {
+pub(crate) fn run(cmd: &mut Command) -> Result<()> {
     let shown = format!("{cmd:?}");
     let status = cmd.status().with_context(|| format!("starting {shown}"))?;
     if !status.success() {
@@ -113,7 +125,7 @@ fn cargo_bin() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
 }
 
-fn cargo(args: &[&str]) -> Result<()> {
+pub(crate) fn cargo(args: &[&str]) -> Result<()> {
     run(Command::new(cargo_bin()).args(args))
 }
 
@@ -125,7 +137,7 @@ fn cargo_home_bin() -> PathBuf {
         .join("bin")
 }
 
-fn setup() -> Result<()> {
+pub(crate) fn setup() -> Result<()> {
     ensure_tracefs();
     ensure_nightly_rust_src()?;
     ensure_bpf_linker()
@@ -238,7 +250,7 @@ fn ensure_bpf_linker() -> Result<()> {
         .env("PATH", path))
 }
 
-fn build_ebpf(root: &Path) -> Result<()> {
+pub(crate) fn build_ebpf(root: &Path) -> Result<()> {
     say("building BPF programs (ebpf/, nightly, bpfel-unknown-none)");
     let mut cmd = Command::new("rustup");
     cmd.args(["run", "nightly", "cargo", "build", "--release", "--locked"])

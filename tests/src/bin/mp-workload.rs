@@ -9,6 +9,10 @@
 //!
 //! `mp-workload [--seconds S] [--child] [--jit] [--exit-code N]`; prints `ready <pid>` when
 //! started.
+//!
+//! `mp-workload --work ROUNDS [--threads T]` is the benchmark shape instead: T threads each do
+//! a fixed amount of work (ROUNDS calls of `mp_hot_a` + `mp_hot_b`), then it prints
+//! `elapsed_ms <ms>` and exits, so slowdown under a profiler is a ratio of elapsed times.
 //! Built with frame pointers (see `.cargo/config.toml`), as the sampler unwinds by them.
 use std::{hint::black_box, io::Write, time::Instant};
 
@@ -125,6 +129,25 @@ fn arg_value(args: &[String], name: &str) -> Option<String> {
         .and_then(|i| args.get(i + 1).cloned())
 }
 
+fn fixed_work(rounds: u64, threads: usize) {
+    let start = Instant::now();
+    let workers: Vec<_> = (0..threads)
+        .map(|_| {
+            std::thread::spawn(move || {
+                (0..rounds).fold(0u64, |acc, _| {
+                    acc.wrapping_add(mp_hot_a()).wrapping_add(mp_hot_b())
+                })
+            })
+        })
+        .collect();
+    let sum = workers
+        .into_iter()
+        .map(|w| w.join().expect("worker"))
+        .fold(0u64, u64::wrapping_add);
+    println!("checksum {sum:x}");
+    println!("elapsed_ms {:.3}", start.elapsed().as_secs_f64() * 1e3);
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let seconds: f64 = arg_value(&args, "--seconds")
@@ -134,6 +157,14 @@ fn main() {
         .map(|s| s.parse().expect("--exit-code takes an integer"))
         .unwrap_or(0);
     let role_child = args.iter().any(|a| a == "--role-child");
+    if let Some(rounds) = arg_value(&args, "--work") {
+        let rounds: u64 = rounds.parse().expect("--work takes an integer");
+        let threads: usize = arg_value(&args, "--threads")
+            .map(|s| s.parse().expect("--threads takes an integer"))
+            .unwrap_or(1);
+        fixed_work(rounds, threads);
+        return;
+    }
     let start = Instant::now();
     let deadline = || start.elapsed().as_secs_f64() >= seconds;
 
