@@ -120,6 +120,16 @@ pub fn record(opts: &RecordOptions) -> Result<Outcome> {
     }
     preflight::check_privileges()?;
     preflight::check_kernel()?;
+    let mut opts = std::borrow::Cow::Borrowed(opts);
+    if let Target::Pid(pid) = opts.target {
+        target::check_pid(pid)?;
+        // A thread id stands for its process: sampling filters on processes.
+        if let Some(tgid) = target::thread_group(pid).filter(|&t| t != pid) {
+            log::info!("{pid} is a thread of process {tgid}: profiling the process");
+            opts.to_mut().target = Target::Pid(tgid);
+        }
+    }
+    let opts = opts.as_ref();
     if let Target::Pid(pid) = opts.target {
         if pid == std::process::id() {
             return Err(Error::InvalidArgument(

@@ -43,6 +43,16 @@ pub fn check_pid(pid: u32) -> Result<()> {
     }
 }
 
+/// The process a thread id belongs to (`Tgid:` of `/proc/TID/status`); a process id maps to
+/// itself.
+pub fn thread_group(tid: u32) -> Option<u32> {
+    let status = fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// The process's `comm` (its main thread's name), if it is still there.
 pub fn comm(pid: u32) -> Option<String> {
     fs::read_to_string(format!("/proc/{pid}/comm"))
@@ -286,6 +296,19 @@ mod tests {
     #[test]
     fn own_process_is_alive_and_bogus_pid_is_not() {
         assert!(is_alive(std::process::id()));
+        assert_eq!(thread_group(std::process::id()), Some(std::process::id()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let worker = std::thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            tx.send(unsafe { libc::gettid() } as u32).unwrap();
+            let _ = done_rx.recv();
+        });
+        let tid = rx.recv().unwrap();
+        assert_ne!(tid, std::process::id());
+        assert_eq!(thread_group(tid), Some(std::process::id()));
+        done_tx.send(()).unwrap();
+        worker.join().unwrap();
         assert!(matches!(
             check_pid(u32::MAX - 1),
             Err(Error::NoSuchProcess(_))

@@ -75,6 +75,13 @@ fn run_profiles_the_whole_process_tree_and_its_blocked_time() {
         0,
         "a CPU-bound function is never blocked"
     );
+    // Kernel frames (from kallsyms) show where in the kernel it blocked.
+    assert!(
+        off.iter().any(|(s, _)| s.contains(";mp_sleep;")
+            && s.contains("nanosleep")
+            && s.ends_with("_[k]")),
+        "no kernel frames below mp_sleep: {off:?}"
+    );
     assert_svg_names(&out.join("offcpu-flamegraph.svg"), &["mp_sleep", "Off-CPU"]);
 
     let rec = read_recording(&out);
