@@ -29,6 +29,7 @@
 pub mod error;
 pub mod export;
 pub mod preflight;
+pub mod probes;
 pub mod procmaps;
 pub mod report;
 pub mod sampler;

@@ -11,6 +11,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use modelprobe::{
     error::exit_code,
+    probes::ProbeSpec,
     report,
     session::{self, RecordOptions, Target},
     trace::Recording,
@@ -92,12 +93,21 @@ struct RecordArgs {
     /// blocked: offcpu-flamegraph.svg.
     #[arg(long)]
     off_cpu: bool,
+    /// Record a span for every call of a function: TARGET:SYMBOL[@N], where TARGET is a binary
+    /// or library (path or file name, e.g. libllama.so), SYMBOL a function name or glob
+    /// (handle_*), and @N keeps its first N integer arguments (max 6). Repeatable.
+    #[arg(long = "probe", value_name = "SPEC", value_parser = parse_probe)]
+    probes: Vec<ProbeSpec>,
     /// Output directory [default: ./modelprobe-<target>-<time>].
     #[arg(short, long, value_name = "DIR")]
     output: Option<PathBuf>,
     /// Rows in the summary's top-function tables.
     #[arg(long, default_value_t = 10)]
     top: usize,
+}
+
+fn parse_probe(s: &str) -> Result<ProbeSpec, String> {
+    ProbeSpec::parse(s).map_err(|e| e.to_string())
 }
 
 fn default_output(label: &str) -> PathBuf {
@@ -152,6 +162,7 @@ fn record(
     opts.frequency_hz = args.freq;
     opts.duration = duration;
     opts.off_cpu = args.off_cpu;
+    opts.probes = args.probes;
     opts.stop = register_signals()?;
     let outcome = session::record(&opts)?;
     let rec = &outcome.recording;

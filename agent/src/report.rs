@@ -142,6 +142,60 @@ pub fn summary(rec: &Recording, top: usize) -> String {
             "\nno CPU samples: the target was idle or exited at once"
         );
     }
+    if !rec.probes.is_empty() {
+        let _ = writeln!(out, "\nspans:");
+        let _ = writeln!(
+            out,
+            "  {:>8} {:>11} {:>11} {:>11}  function",
+            "calls", "total ms", "mean ms", "max ms"
+        );
+        for (i, p) in rec.probes.iter().enumerate() {
+            let durations: Vec<u64> = rec
+                .spans
+                .iter()
+                .filter(|s| s.probe == i as u32)
+                .map(|s| s.end_ns - s.start_ns)
+                .collect();
+            let total: u64 = durations.iter().sum();
+            let max = durations.iter().copied().max().unwrap_or(0);
+            let mean = if durations.is_empty() {
+                0.0
+            } else {
+                total as f64 / durations.len() as f64
+            };
+            let _ = writeln!(
+                out,
+                "  {:>8} {:>11.3} {:>11.3} {:>11.3}  {}",
+                durations.len(),
+                total as f64 / 1e6,
+                mean / 1e6,
+                max as f64 / 1e6,
+                p.function
+            );
+        }
+    }
+    let notable: Vec<&crate::trace::Event> = rec
+        .events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e.kind,
+                crate::trace::EventKind::FatalSignal | crate::trace::EventKind::Exec
+            )
+        })
+        .collect();
+    if !notable.is_empty() {
+        let _ = writeln!(out, "\nevents:");
+        for e in notable.iter().take(top) {
+            let _ = writeln!(
+                out,
+                "  +{:.3}s  pid {}  {}",
+                e.time_ns.saturating_sub(rec.meta.start_ns) as f64 / 1e9,
+                e.pid,
+                e.message
+            );
+        }
+    }
     let lost = &rec.meta.lost;
     let _ = write!(out, "\nlost: {} CPU samples", lost.cpu_samples);
     if rec.meta.off_cpu {
@@ -151,11 +205,19 @@ pub fn summary(rec: &Recording, top: usize) -> String {
             lost.off_cpu_events, lost.off_cpu_untracked
         );
     }
-    let _ = writeln!(
+    let _ = write!(
         out,
         ", {} child processes unfollowed",
         lost.children_untracked
     );
+    if !rec.probes.is_empty() {
+        let _ = write!(
+            out,
+            ", {} span records, {} returns without entry",
+            lost.span_records, lost.unmatched_span_returns
+        );
+    }
+    let _ = writeln!(out, ", {} process/thread records", lost.task_records);
     if lost.user_stack_errors + lost.kernel_stack_errors > 0 {
         let _ = writeln!(
             out,

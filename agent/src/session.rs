@@ -17,6 +17,7 @@ use modelprobe_common::lost;
 
 use crate::{
     export, preflight,
+    probes::{ProbeSet, ProbeSpec, SearchContext},
     sampler::{max_frequency, Sampler, SamplerOptions},
     target::{self, GatedChild},
     trace::{Lost, Meta, Recording},
@@ -25,7 +26,7 @@ use crate::{
 
 mod collect;
 
-use collect::Collector;
+use collect::{Collector, Lifecycle};
 
 /// What to profile.
 #[derive(Debug, Clone)]
@@ -53,6 +54,8 @@ pub struct RecordOptions {
     pub off_cpu_min: Duration,
     /// Set to a signal number (by the caller's signal handler) to stop the session.
     pub stop: Arc<AtomicUsize>,
+    /// Functions to record spans of (`--probe`).
+    pub probes: Vec<ProbeSpec>,
 }
 
 impl RecordOptions {
@@ -66,6 +69,7 @@ impl RecordOptions {
             off_cpu: false,
             off_cpu_min: Duration::from_micros(1),
             stop: Arc::new(AtomicUsize::new(0)),
+            probes: Vec::new(),
         }
     }
 }
@@ -145,6 +149,20 @@ pub fn record(opts: &RecordOptions) -> Result<Outcome> {
         Target::Command(argv) => Some(GatedChild::spawn(argv)?),
         Target::Pid(_) => None,
     };
+    // Resolve probes before attaching anything, so a typo is one clear error.
+    let probe_ctx = match (&opts.target, &child) {
+        (Target::Pid(pid), _) => SearchContext::for_process(*pid),
+        (Target::Command(_), Some(c)) => SearchContext::for_command(&c.program_path),
+        (Target::Command(_), None) => unreachable!("a command target always has a child"),
+    };
+    let probes = ProbeSet::resolve(&opts.probes, &probe_ctx);
+    let mut probes = match probes {
+        Ok(p) => p,
+        Err(e) => {
+            abandon(child.take());
+            return Err(e);
+        }
+    };
     let sampler_opts = SamplerOptions {
         frequency_hz: opts.frequency_hz,
         off_cpu: opts.off_cpu,
@@ -154,11 +172,19 @@ pub fn record(opts: &RecordOptions) -> Result<Outcome> {
         match (&opts.target, &child) {
             (Target::Pid(pid), _) => {
                 sampler.add_target(*pid)?;
+                probes.attach_to(&mut sampler, *pid)?;
                 for d in target::descendants(*pid) {
                     sampler.add_target(d)?;
+                    if let Err(e) = probes.attach_to(&mut sampler, d) {
+                        log::warn!("probes not attached to child {d}: {e}");
+                    }
                 }
             }
-            (Target::Command(_), Some(c)) => sampler.add_target(c.pid)?,
+            (Target::Command(_), Some(c)) => {
+                sampler.add_target(c.pid)?;
+                // Uprobes live on files: attached now, they fire from the command's first call.
+                probes.attach_to(&mut sampler, c.pid)?;
+            }
             (Target::Command(_), None) => unreachable!("a command target always has a child"),
         }
         Ok(sampler)
@@ -166,16 +192,13 @@ pub fn record(opts: &RecordOptions) -> Result<Outcome> {
     let mut sampler = match started {
         Ok(s) => s,
         Err(e) => {
-            if let Some(c) = child.take() {
-                let pid = c.pid;
-                drop(c); // closes the gate: the child exits without running the command
-                while target::try_wait(pid).is_none() {
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-            }
+            abandon(child.take());
             return Err(e);
         }
     };
+    if !probes.is_empty() {
+        log::info!("probing {} function(s)", probes.function_count());
+    }
 
     let (target_pid, command) = match (&opts.target, &mut child) {
         (Target::Pid(pid), _) => (
@@ -196,6 +219,7 @@ pub fn record(opts: &RecordOptions) -> Result<Outcome> {
     };
 
     let mut collector = Collector::new();
+    collector.set_span_args(probes.table().iter().map(|p| p.args).collect());
     collector.watch(target_pid);
     if child.is_none() {
         for d in target::descendants(target_pid) {
@@ -228,7 +252,8 @@ pub fn record(opts: &RecordOptions) -> Result<Outcome> {
     let end_reason;
     loop {
         if sampler.wait(Duration::from_millis(100)) {
-            sampler.drain(|ev| collector.ingest(ev));
+            sampler.drain(&mut collector);
+            follow_lifecycle(&mut collector, &mut sampler, &mut probes);
         }
         if let Some(c) = &child {
             if let Some(status) = target::try_wait(c.pid) {
@@ -270,7 +295,7 @@ pub fn record(opts: &RecordOptions) -> Result<Outcome> {
         }
     }
     let end_ns = monotonic_ns();
-    sampler.drain(|ev| collector.ingest(ev));
+    sampler.drain(&mut collector);
     let counts = sampler.lost()?;
     let cpus = sampler.cpus();
     drop(sampler); // detach before the heavy lifting, so the target runs unobserved again
@@ -303,12 +328,43 @@ pub fn record(opts: &RecordOptions) -> Result<Outcome> {
             off_cpu_events: counts[lost::OFF_CPU as usize],
             off_cpu_untracked: counts[lost::OFF_CPU_TABLE_FULL as usize],
             children_untracked: counts[lost::TARGETS_FULL as usize],
+            span_records: counts[lost::SPAN as usize],
+            task_records: counts[lost::TASK as usize],
             ..Lost::default()
         },
     };
-    let recording = collector.finish(meta);
+    let mut recording = collector.finish(meta);
+    recording.probes = probes.table();
     recording.write(&opts.output_dir)?;
     let mut files = vec![opts.output_dir.join(crate::trace::FILE_NAME)];
     files.extend(export::export_all(&recording, &opts.output_dir)?);
     Ok(Outcome { recording, files })
+}
+
+/// Lets a gated child that will never be released exit, and reaps it.
+fn abandon(child: Option<GatedChild>) {
+    if let Some(c) = child {
+        let pid = c.pid;
+        drop(c); // closes the gate: the child exits without running the command
+        while target::try_wait(pid).is_none() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// Attaches probes to processes the target forked, and re-resolves them after an exec.
+fn follow_lifecycle(collector: &mut Collector, sampler: &mut Sampler, probes: &mut ProbeSet) {
+    if probes.is_empty() {
+        collector.take_lifecycle();
+        return;
+    }
+    for change in collector.take_lifecycle() {
+        let result = match change {
+            Lifecycle::NewProcess(pid) => probes.attach_to(sampler, pid),
+            Lifecycle::Exec(pid) => probes.on_exec(sampler, pid),
+        };
+        if let Err(e) = result {
+            log::warn!("probes not attached after {change:?}: {e}");
+        }
+    }
 }

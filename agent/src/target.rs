@@ -113,6 +113,8 @@ pub fn descendants(root: u32) -> Vec<u32> {
 pub struct GatedChild {
     /// The child's pid (unchanged by the exec).
     pub pid: u32,
+    /// The program that will be executed, resolved like a shell does.
+    pub program_path: PathBuf,
     program: String,
     gate: Option<OwnedFd>,
     exec_error: OwnedFd,
@@ -173,7 +175,8 @@ impl GatedChild {
             command: String::new(),
             reason: "no command given".into(),
         })?;
-        let path = cstring(resolve_program(program)?.as_os_str())?;
+        let program_path = resolve_program(program)?;
+        let path = cstring(program_path.as_os_str())?;
         let args: Vec<CString> = argv.iter().map(|a| cstring(a)).collect::<Result<_>>()?;
         let env: Vec<CString> = std::env::vars_os()
             .map(|(k, v)| {
@@ -199,6 +202,9 @@ impl GatedChild {
         if pid == 0 {
             // SAFETY: see above; every pointer refers to memory allocated before the fork.
             unsafe {
+                // Only the agent may hold the gate's write end, or its exit could not open it.
+                libc::close(gate_w.as_raw_fd());
+                libc::close(err_r.as_raw_fd());
                 let mut byte = 0u8;
                 loop {
                     let n = libc::read(gate_r.as_raw_fd(), (&mut byte as *mut u8).cast(), 1);
@@ -224,6 +230,7 @@ impl GatedChild {
         drop(err_w);
         Ok(GatedChild {
             pid: pid as u32,
+            program_path,
             program: program.to_string_lossy().into_owned(),
             gate: Some(gate_w),
             exec_error: err_r,
@@ -321,6 +328,25 @@ mod tests {
         let err = resolve_program(OsStr::new("no-such-command-xyz")).unwrap_err();
         assert_eq!(err.exit_code(), 127);
         assert!(err.to_string().contains("no-such-command-xyz"));
+    }
+
+    #[test]
+    fn gated_child_exits_when_the_agent_abandons_it() {
+        let child = GatedChild::spawn(&["true".into()]).unwrap();
+        let pid = child.pid;
+        drop(child);
+        let start = std::time::Instant::now();
+        let status = loop {
+            if let Some(s) = try_wait(pid) {
+                break s;
+            }
+            assert!(
+                start.elapsed().as_secs() < 5,
+                "abandoned child still waiting at the gate"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        };
+        assert_eq!(status, exit_code_gate_closed());
     }
 
     #[test]

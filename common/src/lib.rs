@@ -23,6 +23,25 @@ pub mod kind {
     /// A thread that blocked (switched out while not runnable) and has now been switched back
     /// in; `time_ns` is when it blocked and `weight` is how long it was off CPU, in nanoseconds.
     pub const OFF_CPU: u32 = 2;
+    /// [`Record`](super::Record): a probed function was entered; `id` is the probe's cookie,
+    /// `args` its first six integer arguments.
+    pub const SPAN_ENTER: u32 = 3;
+    /// [`Record`](super::Record): a probed function returned; `id` is the probe's cookie,
+    /// `args[0]` the return value.
+    pub const SPAN_EXIT: u32 = 4;
+    /// [`Record`](super::Record): a target created a task; `id` is the new task's id, `args[0]`
+    /// the clone flags (`CLONE_THREAD` set for a thread).
+    pub const TASK_NEW: u32 = 5;
+    /// [`Record`](super::Record): a target called `execve`; `comm` is the new name.
+    pub const EXEC: u32 = 6;
+    /// [`Record`](super::Record): a target task exited; `args[0]` is 1 if it was the last of
+    /// its process.
+    pub const TASK_EXIT: u32 = 7;
+    /// [`Record`](super::Record): a thread renamed itself; `comm` is the new name.
+    pub const RENAME: u32 = 8;
+    /// [`Record`](super::Record): a signal is being delivered; `id` is the signal number,
+    /// `args` = [code, sa_handler, sa_flags].
+    pub const SIGNAL: u32 = 9;
 }
 
 /// Bits of [`StackEvent::flags`].
@@ -46,8 +65,12 @@ pub mod lost {
     pub const OFF_CPU_TABLE_FULL: u32 = 2;
     /// New child processes not followed because the target table was full.
     pub const TARGETS_FULL: u32 = 3;
+    /// Span records (enter or exit) dropped because the record ring buffer was full.
+    pub const SPAN: u32 = 4;
+    /// Process, thread and signal records dropped because the record ring buffer was full.
+    pub const TASK: u32 = 5;
     /// Number of counters.
-    pub const COUNT: u32 = 4;
+    pub const COUNT: u32 = 6;
 }
 
 /// One stack event, as written to the ring buffer.
@@ -92,6 +115,31 @@ pub struct StackEvent {
     pub ustack: [u64; MAX_STACK_DEPTH],
 }
 
+/// A span, process, thread or signal record, as written to the `RECORDS` ring buffer.
+///
+/// One fixed layout for every [`kind`] from `SPAN_ENTER` on; the kind says how `id` and `args`
+/// are read.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Record {
+    /// One of the [`kind`] constants.
+    pub kind: u32,
+    /// CPU it was recorded on.
+    pub cpu: u32,
+    /// Process id (tgid) of the current task.
+    pub pid: u32,
+    /// Thread id of the current task.
+    pub tid: u32,
+    /// CLOCK_MONOTONIC nanoseconds.
+    pub time_ns: u64,
+    /// Probe cookie, new task id or signal number, by kind.
+    pub id: u64,
+    /// Arguments, return value or details, by kind.
+    pub args: [u64; 6],
+    /// The current task's name, NUL padded.
+    pub comm: [u8; TASK_COMM_LEN],
+}
+
 /// Settings the agent writes into the BPF object before loading it (a read-only global).
 ///
 /// Tracepoint field offsets differ between kernels (for example `sched_process_fork` moved to
@@ -105,12 +153,24 @@ pub struct Config {
     pub switch_prev_state_size: u32,
     /// Offset of `next_pid` in `sched/sched_switch`.
     pub switch_next_pid_off: u32,
-    /// Offset of `child_pid` in `sched/sched_process_fork`.
-    pub fork_child_pid_off: u32,
     /// Offset of `group_dead` in `sched/sched_process_exit` (`u32::MAX` if the kernel lacks it).
     pub exit_group_dead_off: u32,
     /// Blocked intervals shorter than this are not reported, in nanoseconds.
     pub offcpu_min_ns: u32,
+    /// Offset of `clone_flags` in `task/task_newtask`.
+    pub newtask_flags_off: u32,
+    /// Offset of `pid` in `task/task_newtask`.
+    pub newtask_pid_off: u32,
+    /// Offset of `newcomm` in `task/task_rename`.
+    pub rename_newcomm_off: u32,
+    /// Offset of `sig` in `signal/signal_deliver`.
+    pub deliver_sig_off: u32,
+    /// Offset of `code` in `signal/signal_deliver`.
+    pub deliver_code_off: u32,
+    /// Offset of `sa_handler` in `signal/signal_deliver`.
+    pub deliver_handler_off: u32,
+    /// Explicit padding; always 0.
+    pub _pad: u32,
 }
 
 // SAFETY: both types are `repr(C)`, `Copy`, contain only integers and integer arrays, and have
@@ -120,6 +180,9 @@ unsafe impl aya::Pod for StackEvent {}
 // SAFETY: as above.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for Config {}
+// SAFETY: as above.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for Record {}
 
 /// Compile-time layout checks: a change here must be made on both sides at once.
 mod layout {
@@ -136,7 +199,12 @@ mod layout {
     const _: () = assert!(offset_of!(StackEvent, kstack) == 88);
     const _: () = assert!(offset_of!(StackEvent, ustack) == 88 + 8 * MAX_STACK_DEPTH);
     const _: () = assert!(size_of::<StackEvent>() == 88 + 16 * MAX_STACK_DEPTH);
-    const _: () = assert!(size_of::<Config>() == 24);
+    const _: () = assert!(size_of::<Config>() == 48);
+    const _: () = assert!(offset_of!(Record, time_ns) == 16);
+    const _: () = assert!(offset_of!(Record, id) == 24);
+    const _: () = assert!(offset_of!(Record, args) == 32);
+    const _: () = assert!(offset_of!(Record, comm) == 80);
+    const _: () = assert!(size_of::<Record>() == 96);
 }
 
 #[cfg(test)]

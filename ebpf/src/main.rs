@@ -4,8 +4,11 @@
 //!   running; copy its kernel and user stacks into the ring buffer.
 //! - `mp_sched_switch` (tracepoint `sched/sched_switch`): a target thread blocked; stash its
 //!   stacks, and when it is switched back in emit one off-CPU event weighted by the time blocked.
-//! - `mp_sched_fork` / `mp_sched_exit` (tracepoints): follow the target's process tree in the
-//!   kernel, so children are sampled from their first instruction.
+//! - `mp_task_newtask` / `mp_sched_exit` (tracepoints): follow the target's process tree in the
+//!   kernel, so children are sampled from their first instruction; with `mp_sched_exec`,
+//!   `mp_task_rename` and `mp_signal_deliver`, report lifecycle events as `Record`s.
+//! - `mp_span_enter` / `mp_span_exit` (uprobe / uretprobe): a probed function was entered or
+//!   returned; the attach cookie says which probe.
 //!
 //! Filtering happens here, before anything is copied: only processes in `TARGETS` cost more
 //! than a hash lookup. Every dropped event increments a per-CPU `LOST` counter the agent reports.
@@ -18,14 +21,17 @@ use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, BPF_F_USER_STACK},
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
-        generated::bpf_get_stack,
+        generated::{bpf_get_attach_cookie, bpf_get_stack},
     },
-    macros::{map, perf_event, tracepoint},
+    macros::{map, perf_event, tracepoint, uprobe, uretprobe},
     maps::{HashMap, PerCpuArray, RingBuf},
-    programs::{PerfEventContext, TracePointContext},
+    programs::{PerfEventContext, ProbeContext, RetProbeContext, TracePointContext},
     EbpfContext,
 };
-use modelprobe_common::{flags, kind, lost, Config, StackEvent, MAX_STACK_DEPTH};
+use modelprobe_common::{flags, kind, lost, Config, Record, StackEvent, MAX_STACK_DEPTH};
+
+/// `CLONE_THREAD` from `linux/sched.h`: the new task is a thread of the same process.
+const CLONE_THREAD: u64 = 0x0001_0000;
 
 /// Written by the agent before load (`EbpfLoader::set_global`).
 #[no_mangle]
@@ -33,18 +39,29 @@ static CONFIG: Config = Config {
     switch_prev_state_off: 0,
     switch_prev_state_size: 0,
     switch_next_pid_off: 0,
-    fork_child_pid_off: 0,
     exit_group_dead_off: 0,
     offcpu_min_ns: 0,
+    newtask_flags_off: 0,
+    newtask_pid_off: 0,
+    rename_newcomm_off: 0,
+    deliver_sig_off: 0,
+    deliver_code_off: 0,
+    deliver_handler_off: 0,
+    _pad: 0,
 };
 
-/// Processes (tgids) being profiled, and thread ids created by them (removed when they exit).
+/// Processes (tgids) being profiled.
 #[map]
 static TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(65536, 0);
 
 /// Stack events to the agent.
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
+
+/// Span, lifecycle and signal records to the agent (apart from stacks, so neither starves the
+/// other).
+#[map]
+static RECORDS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
 
 /// Per-CPU drop counters, indexed by `modelprobe_common::lost`.
 #[map]
@@ -234,24 +251,146 @@ fn try_sched_switch(ctx: &TracePointContext) -> Result<(), i64> {
     Ok(())
 }
 
+/// Reserves and fills a record for the current task; `None` (counted as lost) when full.
+#[inline(always)]
+fn emit(record_kind: u32, id: u64, args: [u64; 6], lost_index: u32) -> Option<()> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(mut entry) = RECORDS.reserve::<Record>(0) else {
+        count_lost(lost_index);
+        return None;
+    };
+    entry.write(Record {
+        kind: record_kind,
+        // SAFETY: no preconditions.
+        cpu: unsafe { bpf_get_smp_processor_id() },
+        pid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+        // SAFETY: no preconditions.
+        time_ns: unsafe { bpf_ktime_get_ns() },
+        id,
+        args,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    });
+    entry.submit(0);
+    Some(())
+}
+
+#[inline(always)]
+fn current_is_target() -> bool {
+    is_target((bpf_get_current_pid_tgid() >> 32) as u32)
+}
+
 #[tracepoint]
-pub fn mp_sched_fork(ctx: TracePointContext) -> u32 {
-    let _ = try_sched_fork(&ctx);
+pub fn mp_task_newtask(ctx: TracePointContext) -> u32 {
+    let _ = try_task_newtask(&ctx);
     0
 }
 
-fn try_sched_fork(ctx: &TracePointContext) -> Result<(), i64> {
-    // Runs in the parent. A new thread gets a tid entry (harmless, removed at its exit); a new
-    // process gets its tgid entry, so it is sampled from its first instruction.
-    if !is_target((bpf_get_current_pid_tgid() >> 32) as u32) {
+fn try_task_newtask(ctx: &TracePointContext) -> Result<(), i64> {
+    // Runs in the parent, before the new task first runs: a new process is a target from its
+    // first instruction.
+    if !current_is_target() {
         return Ok(());
     }
-    // SAFETY: offset from this kernel's tracepoint format, read with bpf_probe_read.
-    let child = unsafe { ctx.read_at::<i32>(config().fork_child_pid_off as usize)? } as u32;
-    if TARGETS.insert(&child, &1, 0).is_err() {
+    let cfg = config();
+    // SAFETY: offsets from this kernel's tracepoint format, read with bpf_probe_read.
+    let (child, clone_flags) = unsafe {
+        (
+            ctx.read_at::<i32>(cfg.newtask_pid_off as usize)? as u32,
+            ctx.read_at::<u64>(cfg.newtask_flags_off as usize)?,
+        )
+    };
+    if clone_flags & CLONE_THREAD == 0 && TARGETS.insert(&child, &1, 0).is_err() {
         count_lost(lost::TARGETS_FULL);
     }
+    emit(kind::TASK_NEW, child as u64, [clone_flags, 0, 0, 0, 0, 0], lost::TASK);
     Ok(())
+}
+
+#[tracepoint]
+pub fn mp_sched_exec(_ctx: TracePointContext) -> u32 {
+    if current_is_target() {
+        emit(kind::EXEC, 0, [0; 6], lost::TASK);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn mp_task_rename(ctx: TracePointContext) -> u32 {
+    if !current_is_target() {
+        return 0;
+    }
+    // SAFETY: offset from this kernel's tracepoint format, read with bpf_probe_read.
+    let Ok(new) = (unsafe { ctx.read_at::<[u8; 16]>(config().rename_newcomm_off as usize) }) else {
+        return 0;
+    };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if let Some(mut entry) = RECORDS.reserve::<Record>(0) {
+        entry.write(Record {
+            kind: kind::RENAME,
+            // SAFETY: no preconditions.
+            cpu: unsafe { bpf_get_smp_processor_id() },
+            pid: (pid_tgid >> 32) as u32,
+            tid: pid_tgid as u32,
+            // SAFETY: no preconditions.
+            time_ns: unsafe { bpf_ktime_get_ns() },
+            id: 0,
+            args: [0; 6],
+            comm: new,
+        });
+        entry.submit(0);
+    } else {
+        count_lost(lost::TASK);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn mp_signal_deliver(ctx: TracePointContext) -> u32 {
+    let _ = try_signal_deliver(&ctx);
+    0
+}
+
+fn try_signal_deliver(ctx: &TracePointContext) -> Result<(), i64> {
+    // Runs in the receiving task.
+    if !current_is_target() {
+        return Ok(());
+    }
+    let cfg = config();
+    // SAFETY: offsets from this kernel's tracepoint format, read with bpf_probe_read.
+    let (sig, code, handler) = unsafe {
+        (
+            ctx.read_at::<i32>(cfg.deliver_sig_off as usize)?,
+            ctx.read_at::<i32>(cfg.deliver_code_off as usize)?,
+            ctx.read_at::<u64>(cfg.deliver_handler_off as usize)?,
+        )
+    };
+    emit(kind::SIGNAL, sig as u64, [code as u64, handler, 0, 0, 0, 0], lost::TASK);
+    Ok(())
+}
+
+#[uprobe]
+pub fn mp_span_enter(ctx: ProbeContext) -> u32 {
+    if !current_is_target() {
+        return 0;
+    }
+    // SAFETY: called from a uprobe program, whose context the helper accepts.
+    let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
+    let a = |i| ctx.arg::<u64>(i).unwrap_or(0);
+    emit(kind::SPAN_ENTER, cookie, [a(0), a(1), a(2), a(3), a(4), a(5)], lost::SPAN);
+    0
+}
+
+#[uretprobe]
+pub fn mp_span_exit(ctx: RetProbeContext) -> u32 {
+    if !current_is_target() {
+        return 0;
+    }
+    // SAFETY: called from a uretprobe program, whose context the helper accepts.
+    let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
+    let ret: u64 = ctx.ret();
+    emit(kind::SPAN_EXIT, cookie, [ret, 0, 0, 0, 0, 0], lost::SPAN);
+    0
 }
 
 #[tracepoint]
@@ -267,17 +406,17 @@ fn try_sched_exit(ctx: &TracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     let _ = BLOCKED.remove(&tid);
-    if tid != tgid {
-        let _ = TARGETS.remove(&tid);
-    }
     let off = config().exit_group_dead_off;
-    if off != u32::MAX {
+    let group_dead = if off != u32::MAX {
         // SAFETY: offset from this kernel's tracepoint format, read with bpf_probe_read.
-        let group_dead = unsafe { ctx.read_at::<u8>(off as usize)? };
-        if group_dead != 0 {
-            // The last thread of the process is gone: stop matching its (reusable) pid.
-            let _ = TARGETS.remove(&tgid);
-        }
+        unsafe { ctx.read_at::<u8>(off as usize)? }
+    } else {
+        0
+    };
+    emit(kind::TASK_EXIT, 0, [group_dead as u64, 0, 0, 0, 0, 0], lost::TASK);
+    if group_dead != 0 {
+        // The last thread of the process is gone: stop matching its (reusable) pid.
+        let _ = TARGETS.remove(&tgid);
     }
     Ok(())
 }

@@ -12,12 +12,13 @@ use aya::{
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
     programs::{
         perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
-        PerfEvent, TracePoint,
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
+        PerfEvent, TracePoint, UProbe,
     },
     util::online_cpus,
     Ebpf, EbpfLoader,
 };
-use modelprobe_common::{lost, Config, StackEvent};
+use modelprobe_common::{lost, Config, Record, StackEvent};
 
 use crate::{Error, Result};
 
@@ -45,8 +46,18 @@ pub type LostCounts = [u64; lost::COUNT as usize];
 pub struct Sampler {
     bpf: Ebpf,
     events: RingBuf<MapData>,
+    records: RingBuf<MapData>,
     targets: HashMap<MapData, u32, u32>,
     cpus: u32,
+    uprobes_loaded: bool,
+}
+
+/// Receives what the BPF side reports.
+pub trait EventSink {
+    /// A CPU or off-CPU stack sample.
+    fn stack(&mut self, ev: &StackEvent);
+    /// A span, lifecycle or signal record.
+    fn record(&mut self, rec: &Record);
 }
 
 /// The highest sampling frequency the kernel allows (`perf_event_max_sample_rate`).
@@ -63,38 +74,36 @@ impl Sampler {
         if BPF_OBJECT.is_empty() {
             return Err(Error::MissingBpfObject);
         }
-        let prev_state = tracefs::field(tracefs_root, "sched", "sched_switch", "prev_state")?;
+        let f = |cat: &str, ev: &str, field: &str| tracefs::field(tracefs_root, cat, ev, field);
+        let prev_state = f("sched", "sched_switch", "prev_state")?;
         let config = Config {
             switch_prev_state_off: prev_state.offset,
             switch_prev_state_size: prev_state.size,
-            switch_next_pid_off: tracefs::field(tracefs_root, "sched", "sched_switch", "next_pid")?
-                .offset,
-            fork_child_pid_off: tracefs::field(
-                tracefs_root,
-                "sched",
-                "sched_process_fork",
-                "child_pid",
-            )?
-            .offset,
-            exit_group_dead_off: tracefs::field(
-                tracefs_root,
-                "sched",
-                "sched_process_exit",
-                "group_dead",
-            )
-            .map(|f| f.offset)
-            .unwrap_or(u32::MAX),
+            switch_next_pid_off: f("sched", "sched_switch", "next_pid")?.offset,
+            exit_group_dead_off: f("sched", "sched_process_exit", "group_dead")
+                .map(|f| f.offset)
+                .unwrap_or(u32::MAX),
             offcpu_min_ns: opts.off_cpu_min.as_nanos().min(u32::MAX as u128) as u32,
+            newtask_flags_off: f("task", "task_newtask", "clone_flags")?.offset,
+            newtask_pid_off: f("task", "task_newtask", "pid")?.offset,
+            rename_newcomm_off: f("task", "task_rename", "newcomm")?.offset,
+            deliver_sig_off: f("signal", "signal_deliver", "sig")?.offset,
+            deliver_code_off: f("signal", "signal_deliver", "code")?.offset,
+            deliver_handler_off: f("signal", "signal_deliver", "sa_handler")?.offset,
+            _pad: 0,
         };
         let mut bpf = EbpfLoader::new()
             .override_global("CONFIG", &config, true)
             .load(BPF_OBJECT)
             .map_err(|e| Error::bpf("loading the BPF object", e))?;
 
-        attach_tracepoint(&mut bpf, "mp_sched_fork", "sched_process_fork")?;
-        attach_tracepoint(&mut bpf, "mp_sched_exit", "sched_process_exit")?;
+        attach_tracepoint(&mut bpf, "mp_task_newtask", "task", "task_newtask")?;
+        attach_tracepoint(&mut bpf, "mp_sched_exit", "sched", "sched_process_exit")?;
+        attach_tracepoint(&mut bpf, "mp_sched_exec", "sched", "sched_process_exec")?;
+        attach_tracepoint(&mut bpf, "mp_task_rename", "task", "task_rename")?;
+        attach_tracepoint(&mut bpf, "mp_signal_deliver", "signal", "signal_deliver")?;
         if opts.off_cpu {
-            attach_tracepoint(&mut bpf, "mp_sched_switch", "sched_switch")?;
+            attach_tracepoint(&mut bpf, "mp_sched_switch", "sched", "sched_switch")?;
         }
 
         let cpus = online_cpus().map_err(|(what, e)| Error::io(format!("reading {what}"), e))?;
@@ -117,13 +126,17 @@ impl Sampler {
 
         let events = RingBuf::try_from(take_map(&mut bpf, "EVENTS")?)
             .map_err(|e| Error::bpf("opening the EVENTS ring buffer", e))?;
+        let records = RingBuf::try_from(take_map(&mut bpf, "RECORDS")?)
+            .map_err(|e| Error::bpf("opening the RECORDS ring buffer", e))?;
         let targets = HashMap::try_from(take_map(&mut bpf, "TARGETS")?)
             .map_err(|e| Error::bpf("opening the TARGETS map", e))?;
         Ok(Sampler {
             bpf,
             events,
+            records,
             targets,
             cpus: cpus.len() as u32,
+            uprobes_loaded: false,
         })
     }
 
@@ -141,32 +154,72 @@ impl Sampler {
 
     /// Waits up to `timeout` for events; true if some are ready.
     pub fn wait(&self, timeout: Duration) -> bool {
-        let mut pfd = libc::pollfd {
-            fd: self.events.as_raw_fd(),
+        let mut pfds = [self.events.as_raw_fd(), self.records.as_raw_fd()].map(|fd| libc::pollfd {
+            fd,
             events: libc::POLLIN,
             revents: 0,
-        };
-        // SAFETY: `pfd` is one valid pollfd for the duration of the call.
-        let n = unsafe { libc::poll(&mut pfd, 1, timeout.as_millis() as i32) };
+        });
+        // SAFETY: `pfds` is an array of two valid pollfds for the duration of the call.
+        let n = unsafe { libc::poll(pfds.as_mut_ptr(), 2, timeout.as_millis() as i32) };
         n > 0
     }
 
     /// Hands every ready event to `sink`; returns how many there were.
-    pub fn drain(&mut self, mut sink: impl FnMut(&StackEvent)) -> usize {
+    pub fn drain(&mut self, sink: &mut impl EventSink) -> usize {
         let mut n = 0;
-        while let Some(item) = self.events.next() {
-            if item.len() < size_of::<StackEvent>() {
-                log::warn!("short event of {} bytes ignored", item.len());
-                continue;
+        // Records first: a span's or process's record should be seen before samples inside it.
+        while let Some(item) = self.records.next() {
+            if let Some(rec) = read_pod::<Record>(&item) {
+                sink.record(&rec);
+                n += 1;
             }
-            // SAFETY: the item holds at least size_of::<StackEvent>() bytes written by the BPF
-            // side as a StackEvent (layouts checked in modelprobe-common); any bit pattern of
-            // it is valid, and read_unaligned copes with the ring buffer's 8-byte alignment.
-            let ev = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<StackEvent>()) };
-            sink(&ev);
-            n += 1;
+        }
+        while let Some(item) = self.events.next() {
+            if let Some(ev) = read_pod::<StackEvent>(&item) {
+                sink.stack(&ev);
+                n += 1;
+            }
         }
         n
+    }
+
+    /// Attaches the span programs to the function at `file_offset` of `path`, for process `pid`
+    /// only; records carry `cookie`.
+    pub fn attach_span(
+        &mut self,
+        path: &Path,
+        file_offset: u64,
+        cookie: u64,
+        pid: u32,
+    ) -> Result<()> {
+        if !self.uprobes_loaded {
+            for name in ["mp_span_enter", "mp_span_exit"] {
+                let prog: &mut UProbe = program(&mut self.bpf, name)?;
+                prog.load()
+                    .map_err(|e| Error::bpf(format!("loading {name}"), e))?;
+            }
+            self.uprobes_loaded = true;
+        }
+        let scope = UProbeScope::OneProcess(
+            std::num::NonZeroU32::new(pid).ok_or_else(|| Error::InvalidArgument("pid 0".into()))?,
+        );
+        for name in ["mp_span_enter", "mp_span_exit"] {
+            let prog: &mut UProbe = program(&mut self.bpf, name)?;
+            let point = UProbeAttachPoint {
+                location: UProbeAttachLocation::AbsoluteOffset(file_offset),
+                cookie: Some(cookie),
+            };
+            prog.attach(point, path, scope).map_err(|e| {
+                Error::bpf(
+                    format!(
+                        "attaching {name} to {}+{file_offset:#x} in pid {pid}",
+                        path.display()
+                    ),
+                    e,
+                )
+            })?;
+        }
+        Ok(())
     }
 
     /// Drop counters, summed over CPUs.
@@ -205,11 +258,23 @@ where
         .map_err(|e| Error::bpf(format!("opening {name}"), e))
 }
 
-fn attach_tracepoint(bpf: &mut Ebpf, prog_name: &str, event: &str) -> Result<()> {
+fn attach_tracepoint(bpf: &mut Ebpf, prog_name: &str, category: &str, event: &str) -> Result<()> {
     let prog: &mut TracePoint = program(bpf, prog_name)?;
     prog.load()
         .map_err(|e| Error::bpf(format!("loading {prog_name}"), e))?;
-    prog.attach("sched", event)
-        .map_err(|e| Error::bpf(format!("attaching {prog_name} to sched/{event}"), e))?;
+    prog.attach(category, event)
+        .map_err(|e| Error::bpf(format!("attaching {prog_name} to {category}/{event}"), e))?;
     Ok(())
+}
+
+/// Copies a `T` out of a ring-buffer item, or `None` (logged) if the item is too short.
+fn read_pod<T: aya::Pod>(item: &[u8]) -> Option<T> {
+    if item.len() < size_of::<T>() {
+        log::warn!("short ring-buffer item of {} bytes ignored", item.len());
+        return None;
+    }
+    // SAFETY: the item holds at least size_of::<T>() bytes written by the BPF side as a T
+    // (layouts checked in modelprobe-common); T is Pod, so any bit pattern is valid, and
+    // read_unaligned copes with the ring buffer's 8-byte alignment.
+    Some(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<T>()) })
 }

@@ -6,14 +6,35 @@ use std::{
     time::{Duration, Instant},
 };
 
-use modelprobe_common::{flags, kind, StackEvent};
+use modelprobe_common::{flags, kind, Record, StackEvent};
 
 use crate::{
     procmaps::MapsRegistry,
+    sampler::EventSink,
     symbolize::{symbolize_stacks, PerfMap, RawStack},
     target,
-    trace::{Meta, Process, Recording, Sample, SampleKind, Thread},
+    trace::{Event, EventKind, Meta, Process, Recording, Sample, SampleKind, Span, Thread},
 };
+
+/// `CLONE_THREAD` from `linux/sched.h`.
+const CLONE_THREAD: u64 = 0x0001_0000;
+
+/// A probed call that has not returned yet.
+#[derive(Debug, Clone)]
+struct OpenSpan {
+    probe: u32,
+    start_ns: u64,
+    args: [u64; 6],
+}
+
+/// Something the session must act on: a new process to attach probes to, or an exec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifecycle {
+    /// A new process was forked by a target.
+    NewProcess(u32),
+    /// A target process replaced its image.
+    Exec(u32),
+}
 
 /// Shortest gap between two re-reads of one process's mappings.
 const RECAPTURE_EVERY: Duration = Duration::from_millis(100);
@@ -36,6 +57,12 @@ pub struct Collector {
     threads: HashMap<u32, Thread>,
     processes: HashMap<u32, ProcessInfo>,
     perf_maps: HashMap<u32, PerfMap>,
+    open_spans: HashMap<u32, Vec<OpenSpan>>,
+    spans: Vec<Span>,
+    events: Vec<Event>,
+    lifecycle: Vec<Lifecycle>,
+    span_args: Vec<u8>,
+    unmatched_returns: u64,
     user_stack_errors: u64,
     kernel_stack_errors: u64,
 }
@@ -87,6 +114,140 @@ impl Collector {
         let map = PerfMap::load(pid);
         if !map.is_empty() {
             self.perf_maps.insert(pid, map);
+        }
+    }
+
+    /// How many arguments spans of each probe keep (indexed by probe id).
+    pub fn set_span_args(&mut self, args: Vec<u8>) {
+        self.span_args = args;
+    }
+
+    /// Lifecycle changes since the last call, for the session to act on.
+    pub fn take_lifecycle(&mut self) -> Vec<Lifecycle> {
+        std::mem::take(&mut self.lifecycle)
+    }
+
+    fn event(&mut self, rec: &Record, kind: EventKind, message: String, value: Option<i64>) {
+        self.events.push(Event {
+            time_ns: rec.time_ns,
+            pid: rec.pid,
+            tid: rec.tid,
+            kind,
+            message,
+            value,
+        });
+    }
+
+    /// Adds one span, lifecycle or signal record.
+    pub fn ingest_record(&mut self, rec: &Record) {
+        let comm = comm_str(&rec.comm);
+        match rec.kind {
+            kind::SPAN_ENTER => {
+                self.open_spans.entry(rec.tid).or_default().push(OpenSpan {
+                    probe: rec.id as u32,
+                    start_ns: rec.time_ns,
+                    args: rec.args,
+                });
+            }
+            kind::SPAN_EXIT => {
+                let stack = self.open_spans.entry(rec.tid).or_default();
+                let Some(pos) = stack.iter().rposition(|s| s.probe == rec.id as u32) else {
+                    self.unmatched_returns += 1;
+                    return;
+                };
+                // Anything opened above it lost its return: drop those, count them.
+                self.unmatched_returns += (stack.len() - pos - 1) as u64;
+                stack.truncate(pos + 1);
+                let open = stack.pop().expect("pos is in range");
+                let keep = self
+                    .span_args
+                    .get(open.probe as usize)
+                    .copied()
+                    .unwrap_or(0) as usize;
+                self.spans.push(Span {
+                    probe: open.probe,
+                    pid: rec.pid,
+                    tid: rec.tid,
+                    start_ns: open.start_ns,
+                    end_ns: rec.time_ns,
+                    depth: pos as u32,
+                    args: open.args[..keep.min(6)].to_vec(),
+                    ret: Some(rec.args[0]),
+                });
+            }
+            kind::TASK_NEW => {
+                let child = rec.id as u32;
+                if rec.args[0] & CLONE_THREAD != 0 {
+                    self.event(
+                        rec,
+                        EventKind::ThreadStart,
+                        format!("thread {child} started"),
+                        Some(child as i64),
+                    );
+                } else {
+                    self.event(
+                        rec,
+                        EventKind::ProcessStart,
+                        format!("{comm} forked process {child}"),
+                        Some(child as i64),
+                    );
+                    self.lifecycle.push(Lifecycle::NewProcess(child));
+                    self.watch(child);
+                }
+            }
+            kind::EXEC => {
+                self.event(rec, EventKind::Exec, format!("exec {comm}"), None);
+                if let Some(p) = self.processes.get_mut(&rec.pid) {
+                    p.name = Some(comm.clone());
+                    p.cmdline = None;
+                    p.last_capture = None;
+                }
+                self.watch(rec.pid);
+                self.lifecycle.push(Lifecycle::Exec(rec.pid));
+            }
+            kind::TASK_EXIT => {
+                let (kind, msg) = if rec.args[0] != 0 {
+                    (
+                        EventKind::ProcessExit,
+                        format!("process {} ({comm}) exited", rec.pid),
+                    )
+                } else {
+                    (
+                        EventKind::ThreadExit,
+                        format!("thread {} ({comm}) exited", rec.tid),
+                    )
+                };
+                self.event(rec, kind, msg, None);
+            }
+            kind::RENAME => {
+                self.event(
+                    rec,
+                    EventKind::ThreadRename,
+                    format!("thread {} renamed to {comm}", rec.tid),
+                    None,
+                );
+                if let Some(t) = self.threads.get_mut(&rec.tid) {
+                    t.name = comm;
+                }
+            }
+            kind::SIGNAL => {
+                let sig = rec.id as i32;
+                let fatal = rec.args[1] == 0 && default_action_terminates(sig);
+                let name = signal_name(sig);
+                let (kind, msg) = if fatal {
+                    (
+                        EventKind::FatalSignal,
+                        format!("fatal signal {name} in thread {} ({comm})", rec.tid),
+                    )
+                } else {
+                    (
+                        EventKind::Signal,
+                        format!("signal {name} delivered to thread {} ({comm})", rec.tid),
+                    )
+                };
+                self.event(rec, kind, msg, Some(sig as i64));
+            }
+            other => log::debug!("unknown record kind {other}"),
         }
     }
 
@@ -179,12 +340,38 @@ impl Collector {
     pub fn finish(mut self, mut meta: Meta) -> Recording {
         meta.lost.user_stack_errors = self.user_stack_errors;
         meta.lost.kernel_stack_errors = self.kernel_stack_errors;
+        meta.lost.unmatched_span_returns = self.unmatched_returns;
+        // Calls still running at the end become spans up to the end, with no return value.
+        for (tid, stack) in std::mem::take(&mut self.open_spans) {
+            let pid = self.threads.get(&tid).map(|t| t.pid).unwrap_or(tid);
+            for (depth, open) in stack.into_iter().enumerate() {
+                let keep = self
+                    .span_args
+                    .get(open.probe as usize)
+                    .copied()
+                    .unwrap_or(0) as usize;
+                self.spans.push(Span {
+                    probe: open.probe,
+                    pid,
+                    tid,
+                    start_ns: open.start_ns,
+                    end_ns: meta.end_ns.max(open.start_ns),
+                    depth: depth as u32,
+                    args: open.args[..keep.min(6)].to_vec(),
+                    ret: None,
+                });
+            }
+        }
+        self.spans.sort_by_key(|s| (s.start_ns, s.depth));
+        self.events.sort_by_key(|e| e.time_ns);
         let symbolized = symbolize_stacks(&self.stacks, &self.maps, &self.perf_maps);
         let mut rec = Recording::new(meta);
         rec.frames = symbolized.frames;
         rec.stacks = symbolized.stacks;
         self.samples.sort_by_key(|s| s.time_ns);
         rec.samples = self.samples;
+        rec.spans = self.spans;
+        rec.events = self.events;
         let mut processes: Vec<Process> = self
             .processes
             .into_iter()
@@ -200,5 +387,131 @@ impl Collector {
         threads.sort_by_key(|t| (t.pid, t.tid));
         rec.threads = threads;
         rec
+    }
+}
+
+impl EventSink for Collector {
+    fn stack(&mut self, ev: &StackEvent) {
+        self.ingest(ev);
+    }
+
+    fn record(&mut self, rec: &Record) {
+        self.ingest_record(rec);
+    }
+}
+
+/// True for signals whose default action ends the process (with or without a core dump).
+fn default_action_terminates(sig: i32) -> bool {
+    !matches!(
+        sig,
+        libc::SIGCHLD
+            | libc::SIGCONT
+            | libc::SIGSTOP
+            | libc::SIGTSTP
+            | libc::SIGTTIN
+            | libc::SIGTTOU
+            | libc::SIGURG
+            | libc::SIGWINCH
+    ) && sig > 0
+        && sig < 32
+}
+
+/// `SIGSEGV`, or `signal N` for numbers without a name.
+fn signal_name(sig: i32) -> String {
+    let name = match sig {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGTRAP => "SIGTRAP",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGUSR1 => "SIGUSR1",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGUSR2 => "SIGUSR2",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGALRM => "SIGALRM",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGCHLD => "SIGCHLD",
+        libc::SIGCONT => "SIGCONT",
+        libc::SIGSTOP => "SIGSTOP",
+        libc::SIGSYS => "SIGSYS",
+        _ => return format!("signal {sig}"),
+    };
+    name.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(kind: u32, tid: u32, t: u64, id: u64, a0: u64) -> Record {
+        Record {
+            kind,
+            cpu: 0,
+            pid: 1,
+            tid,
+            time_ns: t,
+            id,
+            args: [a0, 2, 3, 4, 5, 6],
+            comm: *b"app\0\0\0\0\0\0\0\0\0\0\0\0\0",
+        }
+    }
+
+    #[test]
+    fn pairs_nested_spans_and_counts_lost_returns() {
+        let mut c = Collector::new();
+        c.set_span_args(vec![2, 0]);
+        c.ingest_record(&rec(kind::SPAN_ENTER, 7, 10, 0, 42));
+        c.ingest_record(&rec(kind::SPAN_ENTER, 7, 20, 1, 0));
+        c.ingest_record(&rec(kind::SPAN_EXIT, 7, 30, 1, 9));
+        c.ingest_record(&rec(kind::SPAN_EXIT, 7, 40, 0, 84));
+        c.ingest_record(&rec(kind::SPAN_EXIT, 7, 50, 0, 0)); // no entry
+        c.ingest_record(&rec(kind::SPAN_ENTER, 8, 60, 0, 1)); // never returns
+        let r = c.finish(Meta {
+            end_ns: 100,
+            ..Meta::default()
+        });
+        assert_eq!(r.spans.len(), 3);
+        let outer = &r.spans[0];
+        assert_eq!(
+            (outer.start_ns, outer.end_ns, outer.depth, outer.ret),
+            (10, 40, 0, Some(84))
+        );
+        assert_eq!(outer.args, vec![42, 2]);
+        let inner = &r.spans[1];
+        assert_eq!((inner.start_ns, inner.end_ns, inner.depth), (20, 30, 1));
+        assert!(inner.args.is_empty());
+        let open = &r.spans[2];
+        assert_eq!((open.end_ns, open.ret), (100, None));
+        assert_eq!(r.meta.lost.unmatched_span_returns, 1);
+    }
+
+    #[test]
+    fn lifecycle_and_signals_become_events() {
+        let mut c = Collector::new();
+        c.ingest_record(&rec(kind::TASK_NEW, 1, 1, 5, CLONE_THREAD));
+        c.ingest_record(&rec(kind::TASK_NEW, 1, 2, 6, 0));
+        let mut segv = rec(kind::SIGNAL, 1, 3, libc::SIGSEGV as u64, 0);
+        segv.args[1] = 0; // SIG_DFL: the default action, death
+        c.ingest_record(&segv);
+        let mut handled = rec(kind::SIGNAL, 1, 4, libc::SIGUSR1 as u64, 0);
+        handled.args[1] = 0x1234; // a handler is installed
+        c.ingest_record(&handled);
+        assert_eq!(c.take_lifecycle(), vec![Lifecycle::NewProcess(6)]);
+        let r = c.finish(Meta::default());
+        let kinds: Vec<EventKind> = r.events.iter().map(|e| e.kind).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                EventKind::ThreadStart,
+                EventKind::ProcessStart,
+                EventKind::FatalSignal,
+                EventKind::Signal
+            ]
+        );
+        assert!(r.events[2].message.contains("SIGSEGV"));
     }
 }

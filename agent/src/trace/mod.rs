@@ -29,6 +29,92 @@ pub struct Recording {
     pub stacks: Vec<Vec<u32>>,
     /// Samples in time order.
     pub samples: Vec<Sample>,
+    /// Span probes that were attached; spans refer to them by index.
+    #[serde(default)]
+    pub probes: Vec<ProbeInfo>,
+    /// Spans from probes, in start order.
+    #[serde(default)]
+    pub spans: Vec<Span>,
+    /// Process, thread and signal events, in time order.
+    #[serde(default)]
+    pub events: Vec<Event>,
+}
+
+/// One attached span probe: a function in a file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeInfo {
+    /// The `--probe` spec it came from.
+    pub spec: String,
+    /// The file, as the target sees it.
+    pub path: String,
+    /// The function.
+    pub function: String,
+    /// How many integer arguments spans keep.
+    pub args: u8,
+}
+
+/// One call of a probed function.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Span {
+    /// Index into [`Recording::probes`].
+    pub probe: u32,
+    /// Process id.
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// CLOCK_MONOTONIC ns at entry.
+    pub start_ns: u64,
+    /// CLOCK_MONOTONIC ns at return (the recording's end if it never returned).
+    pub end_ns: u64,
+    /// Probed calls already open on this thread when it was entered.
+    pub depth: u32,
+    /// The first integer arguments, as many as the probe keeps.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<u64>,
+    /// Return value (as a 64-bit integer), when it returned while recording.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ret: Option<u64>,
+}
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A target forked a new process (`value`: its pid).
+    ProcessStart,
+    /// A process's last thread exited.
+    ProcessExit,
+    /// A thread was created (`value`: its tid).
+    ThreadStart,
+    /// A thread exited.
+    ThreadExit,
+    /// A thread renamed itself (`message`: the new name).
+    ThreadRename,
+    /// A process called `execve` (`message`: its new name).
+    Exec,
+    /// A signal was delivered and handled or ignored (`value`: the signal number).
+    Signal,
+    /// A signal was delivered whose default action ends the process (`value`: the number).
+    FatalSignal,
+}
+
+/// A process, thread or signal event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// CLOCK_MONOTONIC ns.
+    #[serde(rename = "t")]
+    pub time_ns: u64,
+    /// Process id.
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// What happened.
+    pub kind: EventKind,
+    /// Human-readable description.
+    pub message: String,
+    /// A number the kind defines (pid, tid, signal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<i64>,
 }
 
 /// Session metadata.
@@ -82,12 +168,26 @@ pub struct Lost {
     pub user_stack_errors: u64,
     /// Samples whose kernel stack could not be read.
     pub kernel_stack_errors: u64,
+    /// Span records (entries or returns) dropped because the record ring buffer was full.
+    #[serde(default)]
+    pub span_records: u64,
+    /// Process, thread and signal records dropped because the record ring buffer was full.
+    #[serde(default)]
+    pub task_records: u64,
+    /// Returns seen without their entry (the entry was lost or came before attaching).
+    #[serde(default)]
+    pub unmatched_span_returns: u64,
 }
 
 impl Lost {
     /// Events that were dropped outright (stack read errors excluded).
     pub fn dropped(&self) -> u64 {
-        self.cpu_samples + self.off_cpu_events + self.off_cpu_untracked + self.children_untracked
+        self.cpu_samples
+            + self.off_cpu_events
+            + self.off_cpu_untracked
+            + self.children_untracked
+            + self.span_records
+            + self.task_records
     }
 }
 
@@ -190,6 +290,9 @@ impl Recording {
             frames: Vec::new(),
             stacks: Vec::new(),
             samples: Vec::new(),
+            probes: Vec::new(),
+            spans: Vec::new(),
+            events: Vec::new(),
         }
     }
 

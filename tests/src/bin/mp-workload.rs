@@ -10,6 +10,10 @@
 //! `mp-workload [--seconds S] [--child] [--jit] [--exit-code N]`; prints `ready <pid>` when
 //! started.
 //!
+//! `mp-workload --calls N` calls `mp_span_outer(i)` for i in 0..N, each calling
+//! `mp_span_target(i)`, which sleeps 2 ms and returns 2i; then it exits. `--segv` makes it die
+//! of SIGSEGV after its `ready` line.
+//!
 //! `mp-workload --work ROUNDS [--threads T]` is the benchmark shape instead: T threads each do
 //! a fixed amount of work (ROUNDS calls of `mp_hot_a` + `mp_hot_b`), then it prints
 //! `elapsed_ms <ms>` and exits, so slowdown under a profiler is a ratio of elapsed times.
@@ -123,6 +127,21 @@ impl Drop for Jit {
     }
 }
 
+/// A probe target with a known duration (2 ms) and result (2i).
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn mp_span_target(i: u64) -> u64 {
+    mp_sleep(2);
+    black_box(i * 2)
+}
+
+/// Calls `mp_span_target`, so spans nest.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn mp_span_outer(i: u64) -> u64 {
+    black_box(mp_span_target(black_box(i))) + 1
+}
+
 fn arg_value(args: &[String], name: &str) -> Option<String> {
     args.iter()
         .position(|a| a == name)
@@ -179,6 +198,17 @@ fn main() {
 
     println!("ready {}", std::process::id());
     std::io::stdout().flush().expect("flush stdout");
+
+    if let Some(n) = arg_value(&args, "--calls") {
+        let n: u64 = n.parse().expect("--calls takes an integer");
+        let sum: u64 = (0..n).map(|i| mp_span_outer(i)).sum();
+        println!("calls {n} sum {sum}");
+        return;
+    }
+    if args.iter().any(|a| a == "--segv") {
+        // SAFETY: deliberately not safe: the fixture must die of SIGSEGV.
+        unsafe { std::ptr::write_volatile(std::ptr::null_mut::<u64>(), 1) };
+    }
 
     let child = args.iter().any(|a| a == "--child").then(|| {
         std::process::Command::new(std::env::current_exe().expect("current_exe"))

@@ -1,0 +1,198 @@
+//! Span probes and lifecycle events, as root, on the real kernel: a `--probe` on fixture
+//! functions with a known call count, nesting, arguments, results and duration; a fatal signal;
+//! probe-spec errors naming close matches.
+use std::{process::Command, time::Duration};
+
+use modelprobe_tests::*;
+
+#[test]
+fn probe_records_every_call_with_args_result_depth_and_duration() {
+    if !require_bpf("probe_records_every_call_with_args_result_depth_and_duration") {
+        return;
+    }
+    let _bpf = bpf_lock();
+    let out = scratch_dir("spans");
+    let result = run_with_timeout(
+        Command::new(modelprobe_bin())
+            .args(["run", "--probe", "mp-workload:mp_span_*@1", "-o"])
+            .arg(&out)
+            .arg("--")
+            .arg(workload_bin())
+            .args(["--calls", "25"]),
+        Duration::from_secs(60),
+    );
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(result.status.success(), "{stderr}");
+    assert!(stderr.contains("probing 2 function(s)"), "{stderr}");
+
+    let rec = read_recording(&out);
+    let probes = rec["probes"].as_array().expect("probes");
+    let id_of = |f: &str| {
+        probes
+            .iter()
+            .position(|p| p["function"] == f)
+            .unwrap_or_else(|| panic!("{f} not probed: {probes:?}")) as u64
+    };
+    let (outer, target) = (id_of("mp_span_outer"), id_of("mp_span_target"));
+    let spans = rec["spans"].as_array().expect("spans");
+    let of = |id: u64| -> Vec<&serde_json::Value> {
+        spans.iter().filter(|s| s["probe"] == id).collect()
+    };
+    let (outers, targets) = (of(outer), of(target));
+    assert_eq!(
+        outers.len(),
+        25,
+        "every call of mp_span_outer, exactly once"
+    );
+    assert_eq!(
+        targets.len(),
+        25,
+        "every call of mp_span_target, exactly once"
+    );
+    for (i, (o, t)) in outers.iter().zip(&targets).enumerate() {
+        let i = i as u64;
+        assert_eq!(o["args"], serde_json::json!([i]), "outer args");
+        assert_eq!(t["args"], serde_json::json!([i]), "target args");
+        assert_eq!(t["ret"], 2 * i, "mp_span_target returns 2i");
+        assert_eq!(o["ret"], 2 * i + 1, "mp_span_outer returns 2i+1");
+        assert_eq!(
+            (o["depth"].as_u64(), t["depth"].as_u64()),
+            (Some(0), Some(1))
+        );
+        let dur =
+            |s: &serde_json::Value| s["end_ns"].as_u64().unwrap() - s["start_ns"].as_u64().unwrap();
+        // mp_span_target sleeps 2 ms; allow generous scheduling noise above.
+        assert!(
+            (2_000_000..50_000_000).contains(&dur(t)),
+            "span {i} lasted {} ns",
+            dur(t)
+        );
+        assert!(
+            o["start_ns"].as_u64() <= t["start_ns"].as_u64()
+                && t["end_ns"].as_u64() <= o["end_ns"].as_u64()
+        );
+    }
+    assert_eq!(rec["meta"]["lost"]["span_records"], 0);
+    assert_eq!(rec["meta"]["lost"]["unmatched_span_returns"], 0);
+    assert!(
+        stderr.contains("mp_span_target"),
+        "summary lists spans: {stderr}"
+    );
+}
+
+#[test]
+fn probe_errors_name_close_matches() {
+    if !require_bpf("probe_errors_name_close_matches") {
+        return;
+    }
+    let out = scratch_dir("probe-errors");
+    let run = |spec: &str| {
+        run_with_timeout(
+            Command::new(modelprobe_bin())
+                .args(["run", "--probe", spec, "-o"])
+                .arg(&out)
+                .arg("--")
+                .arg(workload_bin())
+                .args(["--calls", "1"]),
+            Duration::from_secs(30),
+        )
+    };
+    let typo = run("mp-workload:mp_span_targt");
+    let stderr = String::from_utf8_lossy(&typo.stderr);
+    assert_eq!(typo.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("no function mp_span_targt") && stderr.contains("mp_span_target"),
+        "{stderr}"
+    );
+    assert!(
+        !out.join("recording.json").exists(),
+        "nothing recorded on a bad spec"
+    );
+
+    let lib = run("libnothere.so:f");
+    let stderr = String::from_utf8_lossy(&lib.stderr);
+    assert_eq!(lib.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("no file named libnothere.so"), "{stderr}");
+
+    let syntax = run("no-colon");
+    assert_eq!(syntax.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&syntax.stderr).contains("TARGET:SYMBOL"));
+}
+
+#[test]
+fn a_crash_is_an_event_and_the_recording_is_finalized() {
+    if !require_bpf("a_crash_is_an_event_and_the_recording_is_finalized") {
+        return;
+    }
+    let _bpf = bpf_lock();
+    let out = scratch_dir("segv");
+    let result = run_with_timeout(
+        Command::new(modelprobe_bin())
+            .args(["run", "-o"])
+            .arg(&out)
+            .arg("--")
+            .arg(workload_bin())
+            .arg("--segv"),
+        Duration::from_secs(60),
+    );
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(128 + libc::SIGSEGV), "{stderr}");
+    let rec = read_recording(&out);
+    assert_eq!(rec["meta"]["exit_status"], 128 + libc::SIGSEGV);
+    let events = rec["events"].as_array().expect("events");
+    let fatal: Vec<_> = events
+        .iter()
+        .filter(|e| e["kind"] == "fatal_signal")
+        .collect();
+    assert_eq!(fatal.len(), 1, "{events:?}");
+    assert_eq!(fatal[0]["value"], libc::SIGSEGV);
+    assert!(fatal[0]["message"].as_str().unwrap().contains("SIGSEGV"));
+    assert!(events.iter().any(|e| e["kind"] == "exec"), "{events:?}");
+    assert!(
+        events.iter().any(|e| e["kind"] == "process_exit"),
+        "{events:?}"
+    );
+    assert!(
+        stderr.contains("fatal signal SIGSEGV"),
+        "summary shows the crash: {stderr}"
+    );
+}
+
+#[test]
+fn children_and_threads_are_events() {
+    if !require_bpf("children_and_threads_are_events") {
+        return;
+    }
+    let _bpf = bpf_lock();
+    let out = scratch_dir("lifecycle");
+    let result = run_with_timeout(
+        Command::new(modelprobe_bin())
+            .args(["run", "-o"])
+            .arg(&out)
+            .arg("--")
+            .arg(workload_bin())
+            .args(["--seconds", "1", "--child"]),
+        Duration::from_secs(60),
+    );
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let rec = read_recording(&out);
+    let events = rec["events"].as_array().expect("events");
+    let count = |k: &str| events.iter().filter(|e| e["kind"] == k).count();
+    assert_eq!(count("process_start"), 1, "one child process: {events:?}");
+    assert!(count("thread_start") >= 1, "the sleeper thread: {events:?}");
+    assert_eq!(
+        count("process_exit"),
+        2,
+        "parent and child exit: {events:?}"
+    );
+    assert!(
+        events.iter().any(|e| e["kind"] == "thread_rename"
+            && e["message"].as_str().unwrap().contains("mp-sleeper")),
+        "thread names are events: {events:?}"
+    );
+}
