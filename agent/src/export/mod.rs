@@ -5,9 +5,11 @@ use crate::{trace::Recording, Result};
 
 mod flamegraph;
 mod folded;
+mod timeline;
 
 pub use flamegraph::FlameGraph;
 pub use folded::{folded_stacks, Folded};
+pub use timeline::{trace_events, Timeline};
 
 /// Writes one output format for a recording into an output directory.
 pub trait Exporter {
@@ -19,7 +21,7 @@ pub trait Exporter {
 
 /// The exporters every recording gets.
 pub fn default_exporters() -> Vec<Box<dyn Exporter>> {
-    vec![Box::new(Folded), Box::new(FlameGraph)]
+    vec![Box::new(Folded), Box::new(FlameGraph), Box::new(Timeline)]
 }
 
 /// Runs every default exporter; returns all files written.
