@@ -28,6 +28,7 @@
 
 pub mod error;
 pub mod export;
+pub mod logs;
 pub mod preflight;
 pub mod probes;
 pub mod procmaps;

@@ -98,6 +98,9 @@ struct RecordArgs {
     /// (handle_*), and @N keeps its first N integer arguments (max 6). Repeatable.
     #[arg(long = "probe", value_name = "SPEC", value_parser = parse_probe)]
     probes: Vec<ProbeSpec>,
+    /// Do not capture the target's stdout/stderr or its model-file opens.
+    #[arg(long)]
+    no_logs: bool,
     /// Output directory [default: ./modelprobe-<target>-<time>].
     #[arg(short, long, value_name = "DIR")]
     output: Option<PathBuf>,
@@ -163,6 +166,7 @@ fn record(
     opts.duration = duration;
     opts.off_cpu = args.off_cpu;
     opts.probes = args.probes;
+    opts.capture_io = !args.no_logs;
     opts.stop = register_signals()?;
     let outcome = session::record(&opts)?;
     let rec = &outcome.recording;

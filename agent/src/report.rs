@@ -180,7 +180,9 @@ pub fn summary(rec: &Recording, top: usize) -> String {
         .filter(|e| {
             matches!(
                 e.kind,
-                crate::trace::EventKind::FatalSignal | crate::trace::EventKind::Exec
+                crate::trace::EventKind::FatalSignal
+                    | crate::trace::EventKind::Exec
+                    | crate::trace::EventKind::ModelLoad
             )
         })
         .collect();
@@ -194,6 +196,29 @@ pub fn summary(rec: &Recording, top: usize) -> String {
                 e.pid,
                 e.message
             );
+        }
+    }
+    if !rec.logs.is_empty() {
+        use crate::logs::Level;
+        let count = |l: Level| rec.logs.iter().filter(|x| x.level == Some(l)).count();
+        let _ = writeln!(
+            out,
+            "\nlogs: {} lines ({} fatal, {} error, {} warn, {} info, {} debug, {} unleveled)",
+            rec.logs.len(),
+            count(Level::Fatal),
+            count(Level::Error),
+            count(Level::Warn),
+            count(Level::Info),
+            count(Level::Debug),
+            rec.logs.iter().filter(|x| x.level.is_none()).count()
+        );
+        for l in rec
+            .logs
+            .iter()
+            .filter(|l| l.level >= Some(Level::Error))
+            .take(5)
+        {
+            let _ = writeln!(out, "  pid {}: {}", l.pid, truncate(&l.message, 120));
         }
     }
     let lost = &rec.meta.lost;
@@ -217,7 +242,18 @@ pub fn summary(rec: &Recording, top: usize) -> String {
             lost.span_records, lost.unmatched_span_returns
         );
     }
-    let _ = writeln!(out, ", {} process/thread records", lost.task_records);
+    let _ = writeln!(
+        out,
+        ", {} process/thread records, {} log writes, {} file opens",
+        lost.task_records, lost.log_writes, lost.file_opens
+    );
+    if lost.log_bytes_cut > 0 {
+        let _ = writeln!(
+            out,
+            "log bytes cut (over-long writes or lines): {}",
+            lost.log_bytes_cut
+        );
+    }
     if lost.user_stack_errors + lost.kernel_stack_errors > 0 {
         let _ = writeln!(
             out,

@@ -56,6 +56,8 @@ pub struct RecordOptions {
     pub stop: Arc<AtomicUsize>,
     /// Functions to record spans of (`--probe`).
     pub probes: Vec<ProbeSpec>,
+    /// Capture the target's stdout/stderr and model-file opens.
+    pub capture_io: bool,
 }
 
 impl RecordOptions {
@@ -70,6 +72,7 @@ impl RecordOptions {
             off_cpu_min: Duration::from_micros(1),
             stop: Arc::new(AtomicUsize::new(0)),
             probes: Vec::new(),
+            capture_io: true,
         }
     }
 }
@@ -167,6 +170,7 @@ pub fn record(opts: &RecordOptions) -> Result<Outcome> {
         frequency_hz: opts.frequency_hz,
         off_cpu: opts.off_cpu,
         off_cpu_min: opts.off_cpu_min,
+        capture_io: opts.capture_io,
     };
     let started = Sampler::start(&sampler_opts, &tracefs).and_then(|mut sampler| {
         match (&opts.target, &child) {
@@ -330,6 +334,8 @@ pub fn record(opts: &RecordOptions) -> Result<Outcome> {
             children_untracked: counts[lost::TARGETS_FULL as usize],
             span_records: counts[lost::SPAN as usize],
             task_records: counts[lost::TASK as usize],
+            log_writes: counts[lost::LOG as usize],
+            file_opens: counts[lost::OPEN as usize],
             ..Lost::default()
         },
     };

@@ -42,7 +42,15 @@ pub mod kind {
     /// [`Record`](super::Record): a signal is being delivered; `id` is the signal number,
     /// `args` = [code, sa_handler, sa_flags].
     pub const SIGNAL: u32 = 9;
+    /// [`DataRecord`](super::DataRecord): bytes a target wrote to stdout (fd 1) or stderr (2).
+    pub const LOG: u32 = 10;
+    /// [`DataRecord`](super::DataRecord): a target opened a file; `data` is its path.
+    pub const OPEN: u32 = 11;
 }
+
+/// Most bytes of one write (or one path) a [`DataRecord`] carries; longer writes are cut and
+/// the cut counted.
+pub const DATA_CAPTURE: usize = 2048;
 
 /// Bits of [`StackEvent::flags`].
 pub mod flags {
@@ -69,8 +77,12 @@ pub mod lost {
     pub const SPAN: u32 = 4;
     /// Process, thread and signal records dropped because the record ring buffer was full.
     pub const TASK: u32 = 5;
+    /// Log writes dropped because the record ring buffer was full.
+    pub const LOG: u32 = 6;
+    /// File opens dropped because the record ring buffer was full.
+    pub const OPEN: u32 = 7;
     /// Number of counters.
-    pub const COUNT: u32 = 6;
+    pub const COUNT: u32 = 8;
 }
 
 /// One stack event, as written to the ring buffer.
@@ -140,6 +152,34 @@ pub struct Record {
     pub comm: [u8; TASK_COMM_LEN],
 }
 
+/// A record with a variable-length payload (log bytes, a path), as written to `RECORDS`: only
+/// the header and the first `len` bytes of `data` are sent.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct DataRecord {
+    /// [`kind::LOG`] or [`kind::OPEN`].
+    pub kind: u32,
+    /// CPU it was recorded on.
+    pub cpu: u32,
+    /// Process id (tgid).
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// CLOCK_MONOTONIC nanoseconds.
+    pub time_ns: u64,
+    /// LOG: bytes the write asked for (more than `len` when cut). OPEN: the open flags.
+    pub count: u64,
+    /// LOG: the file descriptor. OPEN: unused.
+    pub fd: u32,
+    /// Valid bytes in `data`.
+    pub len: u32,
+    /// The payload.
+    pub data: [u8; DATA_CAPTURE],
+}
+
+/// Size of a [`DataRecord`]'s header, before `data`.
+pub const DATA_HEADER: usize = 40;
+
 /// Settings the agent writes into the BPF object before loading it (a read-only global).
 ///
 /// Tracepoint field offsets differ between kernels (for example `sched_process_fork` moved to
@@ -183,6 +223,9 @@ unsafe impl aya::Pod for Config {}
 // SAFETY: as above.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for Record {}
+// SAFETY: as above.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for DataRecord {}
 
 /// Compile-time layout checks: a change here must be made on both sides at once.
 mod layout {
@@ -205,6 +248,8 @@ mod layout {
     const _: () = assert!(offset_of!(Record, args) == 32);
     const _: () = assert!(offset_of!(Record, comm) == 80);
     const _: () = assert!(size_of::<Record>() == 96);
+    const _: () = assert!(offset_of!(DataRecord, data) == DATA_HEADER);
+    const _: () = assert!(size_of::<DataRecord>() == DATA_HEADER + DATA_CAPTURE);
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, BPF_F_USER_STACK},
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
+        bpf_probe_read_user, bpf_probe_read_user_buf, bpf_probe_read_user_str_bytes,
         generated::{bpf_get_attach_cookie, bpf_get_stack},
     },
     macros::{map, perf_event, tracepoint, uprobe, uretprobe},
@@ -28,7 +29,10 @@ use aya_ebpf::{
     programs::{PerfEventContext, ProbeContext, RetProbeContext, TracePointContext},
     EbpfContext,
 };
-use modelprobe_common::{flags, kind, lost, Config, Record, StackEvent, MAX_STACK_DEPTH};
+use modelprobe_common::{
+    flags, kind, lost, Config, DataRecord, Record, StackEvent, DATA_CAPTURE, DATA_HEADER,
+    MAX_STACK_DEPTH,
+};
 
 /// `CLONE_THREAD` from `linux/sched.h`: the new task is a thread of the same process.
 const CLONE_THREAD: u64 = 0x0001_0000;
@@ -62,6 +66,10 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
 /// other).
 #[map]
 static RECORDS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
+
+/// Per-CPU scratch for records with a payload (larger than the BPF stack).
+#[map]
+static DATA_SCRATCH: PerCpuArray<DataRecord> = PerCpuArray::with_max_entries(1, 0);
 
 /// Per-CPU drop counters, indexed by `modelprobe_common::lost`.
 #[map]
@@ -418,6 +426,146 @@ fn try_sched_exit(ctx: &TracePointContext) -> Result<(), i64> {
         // The last thread of the process is gone: stop matching its (reusable) pid.
         let _ = TARGETS.remove(&tgid);
     }
+    Ok(())
+}
+
+/// Offsets of a syscall tracepoint's arguments: `struct syscall_trace_enter` is the common
+/// header, `int nr` at 8, then `unsigned long args[6]` from 16, on every kernel.
+const SYSCALL_ARG0: usize = 16;
+
+/// Copies up to DATA_CAPTURE bytes from user memory at `src` into a record and sends the header
+/// plus those bytes. `as_str` reads a NUL-terminated string instead of `count` bytes.
+#[inline(always)]
+fn emit_data(record_kind: u32, fd: u32, src: u64, count: u64, as_str: bool, lost_index: u32) {
+    let Some(scratch) = DATA_SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: `scratch` is this CPU's slot, a whole DataRecord; programs on one CPU do not
+    // interleave.
+    let r = unsafe { &mut *scratch };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    r.kind = record_kind;
+    // SAFETY: no preconditions.
+    r.cpu = unsafe { bpf_get_smp_processor_id() };
+    r.pid = (pid_tgid >> 32) as u32;
+    r.tid = pid_tgid as u32;
+    // SAFETY: no preconditions.
+    r.time_ns = unsafe { bpf_ktime_get_ns() };
+    r.count = count;
+    r.fd = fd;
+    let mut len = if count > DATA_CAPTURE as u64 { DATA_CAPTURE } else { count as usize };
+    if as_str {
+        // SAFETY: bpf_probe_read_user_str faults safely on bad user pointers.
+        len = match unsafe { bpf_probe_read_user_str_bytes(src as *const u8, &mut r.data) } {
+            Ok(s) => s.len(),
+            Err(_) => 0,
+        };
+    } else if len > 0 {
+        let Some(dst) = r.data.get_mut(..len) else {
+            return;
+        };
+        // SAFETY: bpf_probe_read_user faults safely on bad user pointers.
+        if unsafe { bpf_probe_read_user_buf(src as *const u8, dst) }.is_err() {
+            len = 0;
+        }
+    }
+    if len > DATA_CAPTURE {
+        len = DATA_CAPTURE;
+    }
+    r.len = len as u32;
+    // SAFETY: the slice covers the header and the first `len` payload bytes of the scratch
+    // record, all within its DATA_HEADER + DATA_CAPTURE bytes.
+    let bytes = unsafe { core::slice::from_raw_parts(scratch as *const u8, DATA_HEADER + len) };
+    if RECORDS.output::<[u8]>(bytes, 0).is_err() {
+        count_lost(lost_index);
+    }
+}
+
+#[tracepoint]
+pub fn mp_sys_write(ctx: TracePointContext) -> u32 {
+    let _ = try_sys_write(&ctx);
+    0
+}
+
+fn try_sys_write(ctx: &TracePointContext) -> Result<(), i64> {
+    if !current_is_target() {
+        return Ok(());
+    }
+    // SAFETY: syscall tracepoint arguments at fixed offsets, read with bpf_probe_read.
+    let (fd, buf, count) = unsafe {
+        (
+            ctx.read_at::<u64>(SYSCALL_ARG0)?,
+            ctx.read_at::<u64>(SYSCALL_ARG0 + 8)?,
+            ctx.read_at::<u64>(SYSCALL_ARG0 + 16)?,
+        )
+    };
+    if fd == 1 || fd == 2 {
+        emit_data(kind::LOG, fd as u32, buf, count, false, lost::LOG);
+    }
+    Ok(())
+}
+
+/// `struct iovec`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct IoVec {
+    base: u64,
+    len: u64,
+}
+
+/// iovecs of one writev captured; the rest are counted as cut.
+const MAX_IOVECS: u64 = 8;
+
+#[tracepoint]
+pub fn mp_sys_writev(ctx: TracePointContext) -> u32 {
+    let _ = try_sys_writev(&ctx);
+    0
+}
+
+fn try_sys_writev(ctx: &TracePointContext) -> Result<(), i64> {
+    if !current_is_target() {
+        return Ok(());
+    }
+    // SAFETY: syscall tracepoint arguments at fixed offsets, read with bpf_probe_read.
+    let (fd, vec, vlen) = unsafe {
+        (
+            ctx.read_at::<u64>(SYSCALL_ARG0)?,
+            ctx.read_at::<u64>(SYSCALL_ARG0 + 8)?,
+            ctx.read_at::<u64>(SYSCALL_ARG0 + 16)?,
+        )
+    };
+    if fd != 1 && fd != 2 {
+        return Ok(());
+    }
+    for i in 0..MAX_IOVECS {
+        if i >= vlen {
+            break;
+        }
+        // SAFETY: reads the user's iovec array with a faulting-safe helper.
+        let iov: IoVec = unsafe { bpf_probe_read_user((vec + i * 16) as *const IoVec)? };
+        emit_data(kind::LOG, fd as u32, iov.base, iov.len, false, lost::LOG);
+    }
+    Ok(())
+}
+
+#[tracepoint]
+pub fn mp_sys_openat(ctx: TracePointContext) -> u32 {
+    let _ = try_sys_openat(&ctx);
+    0
+}
+
+fn try_sys_openat(ctx: &TracePointContext) -> Result<(), i64> {
+    if !current_is_target() {
+        return Ok(());
+    }
+    // SAFETY: syscall tracepoint arguments at fixed offsets, read with bpf_probe_read.
+    let (path, open_flags) = unsafe {
+        (
+            ctx.read_at::<u64>(SYSCALL_ARG0 + 8)?,
+            ctx.read_at::<u64>(SYSCALL_ARG0 + 16)?,
+        )
+    };
+    emit_data(kind::OPEN, 0, path, open_flags, true, lost::OPEN);
     Ok(())
 }
 

@@ -219,3 +219,131 @@ fn children_and_threads_are_events() {
         "thread names are events: {events:?}"
     );
 }
+
+#[test]
+fn stdout_and_stderr_become_leveled_lines_and_model_loads_are_events() {
+    if !require_bpf("stdout_and_stderr_become_leveled_lines_and_model_loads_are_events") {
+        return;
+    }
+    let _bpf = bpf_lock();
+    let out = scratch_dir("logs");
+    let model = out.join("tiny.safetensors");
+    std::fs::write(&model, vec![7u8; 3 * 1024 * 1024]).unwrap();
+    let result = run_with_timeout(
+        Command::new(modelprobe_bin())
+            .args(["run", "-o"])
+            .arg(&out)
+            .arg("--")
+            .arg(workload_bin())
+            .arg("--model")
+            .arg(&model)
+            .arg("--logs"),
+        Duration::from_secs(60),
+    );
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(result.status.success(), "{stderr}");
+    let rec = read_recording(&out);
+    let lines: Vec<(String, String, Option<String>)> = rec["logs"]
+        .as_array()
+        .expect("logs")
+        .iter()
+        .filter(|l| {
+            !l["message"].as_str().unwrap().starts_with("ready ")
+                && !l["message"].as_str().unwrap().starts_with("read ")
+        })
+        .map(|l| {
+            (
+                l["stream"].as_str().unwrap().to_string(),
+                l["message"].as_str().unwrap().to_string(),
+                l["level"].as_str().map(str::to_string),
+            )
+        })
+        .collect();
+    let want = [
+        ("stdout", "INFO: starting up", Some("INFO")),
+        ("stderr", "WARNING:model:slow layer 3", Some("WARN")),
+        (
+            "stdout",
+            "E1124 13:01:02.123456  42 server.cc:10] CUDA error out of memory",
+            Some("ERROR"),
+        ),
+        ("stderr", "[DEBUG] vectored write", Some("DEBUG")),
+        ("stdout", "plain line without level", None),
+        ("stderr", "CRITICAL: giving up", Some("FATAL")),
+    ];
+    let want: Vec<(String, String, Option<String>)> = want
+        .iter()
+        .map(|(s, m, l)| (s.to_string(), m.to_string(), l.map(str::to_string)))
+        .collect();
+    assert_eq!(lines, want);
+
+    let events = rec["events"].as_array().expect("events");
+    let loads: Vec<_> = events
+        .iter()
+        .filter(|e| e["kind"] == "model_load")
+        .collect();
+    assert_eq!(loads.len(), 1, "{events:?}");
+    assert_eq!(loads[0]["value"], 3 * 1024 * 1024);
+    assert!(loads[0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("tiny.safetensors"));
+    assert!(
+        stderr.contains("logs: ") && stderr.contains("1 error"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_write_flood_overflows_the_ring_buffer_and_every_write_is_accounted_for() {
+    if !require_bpf("a_write_flood_overflows_the_ring_buffer_and_every_write_is_accounted_for") {
+        return;
+    }
+    let _bpf = bpf_lock();
+    let out = scratch_dir("flood");
+    const WRITES: u64 = 400_000;
+    let start = std::time::Instant::now();
+    let result = run_with_timeout(
+        Command::new(modelprobe_bin())
+            .args(["run", "-o"])
+            .arg(&out)
+            .arg("--")
+            .arg("sh")
+            .arg("-c")
+            .arg(format!(
+                "exec {} --flood {WRITES} 2>/dev/null",
+                workload_bin().display()
+            )),
+        Duration::from_secs(120),
+    );
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(
+        result.status.success(),
+        "the agent survives a flood: {stderr}"
+    );
+    let rec = read_recording(&out);
+    let captured = rec["logs"]
+        .as_array()
+        .expect("logs")
+        .iter()
+        .filter(|l| l["stream"] == "stderr" && l["message"].as_str().unwrap().len() == 999)
+        .count() as u64;
+    let lost = rec["meta"]["lost"]["log_writes"].as_u64().unwrap();
+    assert!(
+        lost > 0,
+        "a {WRITES}-write flood should overflow the ring buffer (captured {captured})"
+    );
+    assert_eq!(
+        captured + lost,
+        WRITES,
+        "every write is either recorded or counted as lost"
+    );
+    assert!(
+        stderr.contains(&format!("{lost} log writes")),
+        "the summary reports the loss: {stderr}"
+    );
+    eprintln!(
+        "flood: {captured} captured, {lost} lost in {:?}",
+        start.elapsed()
+    );
+}

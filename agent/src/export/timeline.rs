@@ -122,6 +122,22 @@ pub fn trace_events(rec: &Recording) -> Vec<Value> {
         events.push(json!({"ph": "C", "name": "CPU %", "pid": pid, "tid": pid,
             "ts": us(bin * COUNTER_BIN_NS), "args": {"cpu": 100.0 * n as f64 / per_bin}}));
     }
+    for l in &rec.logs {
+        let name = match l.level {
+            Some(level) => serde_json::to_value(level)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            None => serde_json::to_value(l.stream)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+        };
+        events.push(
+            json!({"ph": "i", "s": "t", "cat": "log", "name": name, "pid": l.pid,
+            "tid": l.tid, "ts": us(l.time_ns), "args": {"message": l.message, "stream": l.stream}}),
+        );
+    }
     for e in &rec.events {
         let kind = serde_json::to_value(e.kind).unwrap_or(Value::Null);
         let scope = match e.kind {

@@ -18,7 +18,7 @@ use aya::{
     util::online_cpus,
     Ebpf, EbpfLoader,
 };
-use modelprobe_common::{lost, Config, Record, StackEvent};
+use modelprobe_common::{kind, lost, Config, Record, StackEvent, DATA_HEADER};
 
 use crate::{Error, Result};
 
@@ -37,6 +37,27 @@ pub struct SamplerOptions {
     pub off_cpu: bool,
     /// Blocked intervals shorter than this are not recorded.
     pub off_cpu_min: Duration,
+    /// Capture stdout/stderr writes and file opens.
+    pub capture_io: bool,
+}
+
+/// A record with a payload, borrowed from the ring buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct DataView<'a> {
+    /// `kind::LOG` or `kind::OPEN`.
+    pub kind: u32,
+    /// Process id.
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// CLOCK_MONOTONIC ns.
+    pub time_ns: u64,
+    /// LOG: bytes requested; OPEN: open flags.
+    pub count: u64,
+    /// LOG: file descriptor.
+    pub fd: u32,
+    /// The payload.
+    pub bytes: &'a [u8],
 }
 
 /// Per-cause drop counters summed over CPUs, indexed by `modelprobe_common::lost`.
@@ -58,6 +79,8 @@ pub trait EventSink {
     fn stack(&mut self, ev: &StackEvent);
     /// A span, lifecycle or signal record.
     fn record(&mut self, rec: &Record);
+    /// A log write or file open.
+    fn data(&mut self, data: &DataView<'_>);
 }
 
 /// The highest sampling frequency the kernel allows (`perf_event_max_sample_rate`).
@@ -104,6 +127,11 @@ impl Sampler {
         attach_tracepoint(&mut bpf, "mp_signal_deliver", "signal", "signal_deliver")?;
         if opts.off_cpu {
             attach_tracepoint(&mut bpf, "mp_sched_switch", "sched", "sched_switch")?;
+        }
+        if opts.capture_io {
+            attach_tracepoint(&mut bpf, "mp_sys_write", "syscalls", "sys_enter_write")?;
+            attach_tracepoint(&mut bpf, "mp_sys_writev", "syscalls", "sys_enter_writev")?;
+            attach_tracepoint(&mut bpf, "mp_sys_openat", "syscalls", "sys_enter_openat")?;
         }
 
         let cpus = online_cpus().map_err(|(what, e)| Error::io(format!("reading {what}"), e))?;
@@ -169,7 +197,15 @@ impl Sampler {
         let mut n = 0;
         // Records first: a span's or process's record should be seen before samples inside it.
         while let Some(item) = self.records.next() {
-            if let Some(rec) = read_pod::<Record>(&item) {
+            let record_kind = item
+                .get(..4)
+                .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+            if matches!(record_kind, Some(kind::LOG | kind::OPEN)) {
+                if let Some(view) = data_view(&item) {
+                    sink.data(&view);
+                    n += 1;
+                }
+            } else if let Some(rec) = read_pod::<Record>(&item) {
                 sink.record(&rec);
                 n += 1;
             }
@@ -265,6 +301,27 @@ fn attach_tracepoint(bpf: &mut Ebpf, prog_name: &str, category: &str, event: &st
     prog.attach(category, event)
         .map_err(|e| Error::bpf(format!("attaching {prog_name} to {category}/{event}"), e))?;
     Ok(())
+}
+
+/// Reads a variable-length data record: a fixed header, then `len` payload bytes.
+fn data_view(item: &[u8]) -> Option<DataView<'_>> {
+    if item.len() < DATA_HEADER {
+        log::warn!("short data record of {} bytes ignored", item.len());
+        return None;
+    }
+    let u32_at = |o: usize| u32::from_ne_bytes(item[o..o + 4].try_into().expect("4 bytes"));
+    let u64_at = |o: usize| u64::from_ne_bytes(item[o..o + 8].try_into().expect("8 bytes"));
+    // Offsets of DataRecord's fields (checked in modelprobe-common's layout assertions).
+    let len = (u32_at(36) as usize).min(item.len() - DATA_HEADER);
+    Some(DataView {
+        kind: u32_at(0),
+        pid: u32_at(8),
+        tid: u32_at(12),
+        time_ns: u64_at(16),
+        count: u64_at(24),
+        fd: u32_at(32),
+        bytes: &item[DATA_HEADER..DATA_HEADER + len],
+    })
 }
 
 /// Copies a `T` out of a ring-buffer item, or `None` (logged) if the item is too short.

@@ -9,8 +9,9 @@ use std::{
 use modelprobe_common::{flags, kind, Record, StackEvent};
 
 use crate::{
+    logs::LogAssembler,
     procmaps::MapsRegistry,
-    sampler::EventSink,
+    sampler::{DataView, EventSink},
     symbolize::{symbolize_stacks, PerfMap, RawStack},
     target,
     trace::{Event, EventKind, Meta, Process, Recording, Sample, SampleKind, Span, Thread},
@@ -63,6 +64,7 @@ pub struct Collector {
     lifecycle: Vec<Lifecycle>,
     span_args: Vec<u8>,
     unmatched_returns: u64,
+    logs: LogAssembler,
     user_stack_errors: u64,
     kernel_stack_errors: u64,
 }
@@ -341,6 +343,8 @@ impl Collector {
         meta.lost.user_stack_errors = self.user_stack_errors;
         meta.lost.kernel_stack_errors = self.kernel_stack_errors;
         meta.lost.unmatched_span_returns = self.unmatched_returns;
+        let (logs, cut) = std::mem::take(&mut self.logs).finish();
+        meta.lost.log_bytes_cut = cut;
         // Calls still running at the end become spans up to the end, with no return value.
         for (tid, stack) in std::mem::take(&mut self.open_spans) {
             let pid = self.threads.get(&tid).map(|t| t.pid).unwrap_or(tid);
@@ -372,6 +376,7 @@ impl Collector {
         rec.samples = self.samples;
         rec.spans = self.spans;
         rec.events = self.events;
+        rec.logs = logs;
         let mut processes: Vec<Process> = self
             .processes
             .into_iter()
@@ -390,7 +395,73 @@ impl Collector {
     }
 }
 
+/// File name endings of model weights and engines.
+const MODEL_EXTENSIONS: &[&str] = &[
+    ".safetensors",
+    ".gguf",
+    ".bin",
+    ".pt",
+    ".pth",
+    ".onnx",
+    ".engine",
+    ".ckpt",
+    ".h5",
+    ".plan",
+];
+
+/// True for a path that names model weights.
+pub fn is_model_file(path: &str) -> bool {
+    let lower = path.to_ascii_lowercase();
+    MODEL_EXTENSIONS.iter().any(|ext| lower.ends_with(ext))
+}
+
+impl Collector {
+    /// Adds one log write or file open.
+    pub fn ingest_data(&mut self, d: &DataView<'_>) {
+        match d.kind {
+            kind::LOG => self
+                .logs
+                .write(d.time_ns, d.pid, d.tid, d.fd, d.bytes, d.count),
+            kind::OPEN => {
+                let path =
+                    String::from_utf8_lossy(d.bytes.split(|&b| b == 0).next().unwrap_or(&[]))
+                        .into_owned();
+                if !is_model_file(&path) {
+                    return;
+                }
+                // Sized now, while the process (and its view of the file) is there.
+                let seen_from = if path.starts_with('/') {
+                    format!("/proc/{}/root{path}", d.pid)
+                } else {
+                    format!("/proc/{}/cwd/{path}", d.pid)
+                };
+                let size = std::fs::metadata(&seen_from).ok().map(|m| m.len() as i64);
+                let message = match size {
+                    Some(n) => format!(
+                        "opened model file {path} ({:.1} MiB)",
+                        n as f64 / (1 << 20) as f64
+                    ),
+                    None => format!("opened model file {path}"),
+                };
+                self.events.push(Event {
+                    time_ns: d.time_ns,
+                    pid: d.pid,
+                    tid: d.tid,
+                    kind: EventKind::ModelLoad,
+                    message,
+                    value: size,
+                });
+            }
+            other => log::debug!("unknown data record kind {other}"),
+        }
+    }
+}
+
 impl EventSink for Collector {
+    fn data(&mut self, d: &DataView<'_>) {
+        self.ingest_data(d);
+    }
+
     fn stack(&mut self, ev: &StackEvent) {
         self.ingest(ev);
     }

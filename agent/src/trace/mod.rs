@@ -38,6 +38,9 @@ pub struct Recording {
     /// Process, thread and signal events, in time order.
     #[serde(default)]
     pub events: Vec<Event>,
+    /// Lines the target wrote to stdout and stderr, in time order.
+    #[serde(default)]
+    pub logs: Vec<crate::logs::LogLine>,
 }
 
 /// One attached span probe: a function in a file.
@@ -96,6 +99,8 @@ pub enum EventKind {
     Signal,
     /// A signal was delivered whose default action ends the process (`value`: the number).
     FatalSignal,
+    /// A model-weight file was opened (`message`: its path, `value`: its size in bytes).
+    ModelLoad,
 }
 
 /// A process, thread or signal event.
@@ -177,6 +182,15 @@ pub struct Lost {
     /// Returns seen without their entry (the entry was lost or came before attaching).
     #[serde(default)]
     pub unmatched_span_returns: u64,
+    /// stdout/stderr writes dropped because the record ring buffer was full.
+    #[serde(default)]
+    pub log_writes: u64,
+    /// Log bytes not kept: writes longer than one capture, or lines over the line limit.
+    #[serde(default)]
+    pub log_bytes_cut: u64,
+    /// File opens dropped because the record ring buffer was full.
+    #[serde(default)]
+    pub file_opens: u64,
 }
 
 impl Lost {
@@ -188,6 +202,8 @@ impl Lost {
             + self.children_untracked
             + self.span_records
             + self.task_records
+            + self.log_writes
+            + self.file_opens
     }
 }
 
@@ -293,6 +309,7 @@ impl Recording {
             probes: Vec::new(),
             spans: Vec::new(),
             events: Vec::new(),
+            logs: Vec::new(),
         }
     }
 

@@ -14,6 +14,10 @@
 //! `mp_span_target(i)`, which sleeps 2 ms and returns 2i; then it exits. `--segv` makes it die
 //! of SIGSEGV after its `ready` line.
 //!
+//! `--logs` prints a known set of lines in several log formats and write shapes (split writes,
+//! writev); `--model PATH` opens and reads a model file; `--flood N` writes N lines of 1000
+//! bytes to stderr as fast as it can, one `write` each. All three then exit.
+//!
 //! `mp-workload --work ROUNDS [--threads T]` is the benchmark shape instead: T threads each do
 //! a fixed amount of work (ROUNDS calls of `mp_hot_a` + `mp_hot_b`), then it prints
 //! `elapsed_ms <ms>` and exits, so slowdown under a profiler is a ratio of elapsed times.
@@ -142,6 +146,33 @@ pub extern "C" fn mp_span_outer(i: u64) -> u64 {
     black_box(mp_span_target(black_box(i))) + 1
 }
 
+fn raw_write(fd: i32, bytes: &[u8]) {
+    // SAFETY: `bytes` is valid for its length; a short or failed write is fine for a fixture.
+    unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+}
+
+/// The lines `--logs` prints, one write shape each.
+fn print_logs() {
+    raw_write(1, b"INFO: starting up\n");
+    raw_write(2, b"WARNING:model:slow layer 3\n");
+    // One line in two writes.
+    raw_write(1, b"E1124 13:01:02.123456  42 server.cc:10] CUDA error ");
+    raw_write(1, b"out of memory\n");
+    // One line from a writev of two pieces.
+    let parts: [&[u8]; 2] = [b"[DEBUG] vec", b"tored write\n"];
+    let iov: Vec<libc::iovec> = parts
+        .iter()
+        .map(|p| libc::iovec {
+            iov_base: p.as_ptr() as *mut libc::c_void,
+            iov_len: p.len(),
+        })
+        .collect();
+    // SAFETY: `iov` points at live buffers for the duration of the call.
+    unsafe { libc::writev(2, iov.as_ptr(), iov.len() as i32) };
+    raw_write(1, b"plain line without level\n");
+    raw_write(2, b"CRITICAL: giving up");
+}
+
 fn arg_value(args: &[String], name: &str) -> Option<String> {
     args.iter()
         .position(|a| a == name)
@@ -199,6 +230,27 @@ fn main() {
     println!("ready {}", std::process::id());
     std::io::stdout().flush().expect("flush stdout");
 
+    if let Some(path) = arg_value(&args, "--model") {
+        use std::io::Read;
+        let mut head = [0u8; 64];
+        let n = std::fs::File::open(&path)
+            .and_then(|mut f| f.read(&mut head))
+            .expect("read model file");
+        println!("read {n} bytes of {path}");
+    }
+    if args.iter().any(|a| a == "--logs") {
+        print_logs();
+        return;
+    }
+    if let Some(n) = arg_value(&args, "--flood") {
+        let n: u64 = n.parse().expect("--flood takes an integer");
+        let mut line = vec![b'x'; 999];
+        line.push(b'\n');
+        for _ in 0..n {
+            raw_write(2, &line);
+        }
+        return;
+    }
     if let Some(n) = arg_value(&args, "--calls") {
         let n: u64 = n.parse().expect("--calls takes an integer");
         let sum: u64 = (0..n).map(|i| mp_span_outer(i)).sum();

@@ -1,0 +1,258 @@
+//! The target's stdout and stderr, captured in the kernel write by write and reassembled here
+//! into lines per (process, stream), each with a detected level.
+//!
+//! Levels are recognized in the common shapes: Python `logging` (`ERROR:name:msg`,
+//! `2024-01-01 12:00:00,123 - name - WARNING - msg`), glog (`E1124 13:01:02.123456 42 f.cc:10]`),
+//! bracketed or bare prefixes (`[INFO]`, `WARN:`), and `level=error` key/value logs.
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Longest line kept; longer ones are cut (the cut is counted).
+pub const MAX_LINE: usize = 16 * 1024;
+
+/// Severity of a log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Level {
+    /// Debug or trace.
+    Debug,
+    /// Informational.
+    Info,
+    /// Warning.
+    Warn,
+    /// Error.
+    Error,
+    /// Fatal or critical.
+    Fatal,
+}
+
+/// Which stream a line was written to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stream {
+    /// File descriptor 1.
+    Stdout,
+    /// File descriptor 2.
+    Stderr,
+}
+
+/// One line the target printed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// CLOCK_MONOTONIC ns of the write that started the line.
+    #[serde(rename = "t")]
+    pub time_ns: u64,
+    /// Process id.
+    pub pid: u32,
+    /// Thread that wrote it (the first write's).
+    pub tid: u32,
+    /// stdout or stderr.
+    pub stream: Stream,
+    /// Detected level, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<Level>,
+    /// The text, without the newline (invalid UTF-8 replaced).
+    pub message: String,
+}
+
+fn level_word(word: &str) -> Option<Level> {
+    match word.to_ascii_uppercase().as_str() {
+        "TRACE" | "DEBUG" | "DBG" => Some(Level::Debug),
+        "INFO" | "INF" | "NOTICE" => Some(Level::Info),
+        "WARN" | "WARNING" | "WRN" => Some(Level::Warn),
+        "ERROR" | "ERR" | "EXCEPTION" => Some(Level::Error),
+        "FATAL" | "CRITICAL" | "CRIT" | "PANIC" => Some(Level::Fatal),
+        _ => None,
+    }
+}
+
+/// The level of a line, from its first few tokens.
+pub fn detect_level(line: &str) -> Option<Level> {
+    let t = line.trim_start();
+    // glog: [IWEF]MMDD hh:mm:ss.uuuuuu
+    let b = t.as_bytes();
+    if b.len() > 6
+        && matches!(b[0], b'I' | b'W' | b'E' | b'F')
+        && b[1..5].iter().all(u8::is_ascii_digit)
+        && b[5] == b' '
+    {
+        return Some(match b[0] {
+            b'I' => Level::Info,
+            b'W' => Level::Warn,
+            b'E' => Level::Error,
+            _ => Level::Fatal,
+        });
+    }
+    // key=value logs
+    if let Some(pos) = t.find("level=") {
+        let v = t[pos + 6..].trim_start_matches('"');
+        let word: String = v.chars().take_while(|c| c.is_ascii_alphabetic()).collect();
+        if let Some(l) = level_word(&word) {
+            return Some(l);
+        }
+    }
+    // A level word among the first tokens: `ERROR:x:msg`, `[WARN] msg`, `... - INFO - msg`.
+    t.split(|c: char| !c.is_ascii_alphabetic())
+        .filter(|w| !w.is_empty())
+        .take(8)
+        .find(|w| w.len() >= 3 && w.chars().all(|c| c.is_ascii_uppercase()))
+        .and_then(level_word)
+}
+
+#[derive(Debug, Default)]
+struct Partial {
+    bytes: Vec<u8>,
+    time_ns: u64,
+    tid: u32,
+}
+
+/// Reassembles writes into lines.
+#[derive(Debug, Default)]
+pub struct LogAssembler {
+    partial: HashMap<(u32, u32), Partial>,
+    lines: Vec<LogLine>,
+    /// Bytes not captured: writes longer than the kernel side copies, or lines over MAX_LINE.
+    pub cut_bytes: u64,
+}
+
+impl LogAssembler {
+    /// Adds the bytes of one write; `requested` is what the write asked to write.
+    pub fn write(
+        &mut self,
+        time_ns: u64,
+        pid: u32,
+        tid: u32,
+        fd: u32,
+        bytes: &[u8],
+        requested: u64,
+    ) {
+        self.cut_bytes += requested.saturating_sub(bytes.len() as u64);
+        let stream = if fd == 2 {
+            Stream::Stderr
+        } else {
+            Stream::Stdout
+        };
+        let p = self.partial.entry((pid, fd)).or_default();
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            if p.bytes.is_empty() {
+                p.time_ns = time_ns;
+                p.tid = tid;
+            }
+            match rest.iter().position(|&b| b == b'\n') {
+                Some(i) => {
+                    push_capped(&mut p.bytes, &rest[..i], &mut self.cut_bytes);
+                    let bytes = std::mem::take(&mut p.bytes);
+                    self.lines
+                        .push(make_line(p.time_ns, pid, p.tid, stream, &bytes));
+                    rest = &rest[i + 1..];
+                }
+                None => {
+                    push_capped(&mut p.bytes, rest, &mut self.cut_bytes);
+                    rest = &[];
+                }
+            }
+        }
+    }
+
+    /// Every line, unterminated last lines included, in time order.
+    pub fn finish(mut self) -> (Vec<LogLine>, u64) {
+        for ((pid, fd), p) in std::mem::take(&mut self.partial) {
+            if !p.bytes.is_empty() {
+                let stream = if fd == 2 {
+                    Stream::Stderr
+                } else {
+                    Stream::Stdout
+                };
+                self.lines
+                    .push(make_line(p.time_ns, pid, p.tid, stream, &p.bytes));
+            }
+        }
+        self.lines.sort_by_key(|l| l.time_ns);
+        (self.lines, self.cut_bytes)
+    }
+}
+
+fn push_capped(buf: &mut Vec<u8>, bytes: &[u8], cut: &mut u64) {
+    let room = MAX_LINE.saturating_sub(buf.len());
+    buf.extend_from_slice(&bytes[..bytes.len().min(room)]);
+    *cut += bytes.len().saturating_sub(room) as u64;
+}
+
+fn make_line(time_ns: u64, pid: u32, tid: u32, stream: Stream, bytes: &[u8]) -> LogLine {
+    let text = String::from_utf8_lossy(bytes);
+    let message = text.strip_suffix('\r').unwrap_or(&text).to_string();
+    LogLine {
+        time_ns,
+        pid,
+        tid,
+        stream,
+        level: detect_level(&message),
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detects_levels_in_common_formats() {
+        let cases = [
+            ("ERROR:root:model failed to load", Some(Level::Error)),
+            ("WARNING:vllm.engine:slow step", Some(Level::Warn)),
+            (
+                "2024-05-01 12:00:00,123 - uvicorn - INFO - started",
+                Some(Level::Info),
+            ),
+            (
+                "E1124 13:01:02.123456  4242 server.cc:10] CUDA error",
+                Some(Level::Error),
+            ),
+            (
+                "I1124 13:01:02.123456  4242 server.cc:10] ready",
+                Some(Level::Info),
+            ),
+            (
+                "F1124 13:01:02.123456  4242 server.cc:10] check failed",
+                Some(Level::Fatal),
+            ),
+            ("[WARN] queue full", Some(Level::Warn)),
+            ("time=2024 level=debug msg=tick", Some(Level::Debug)),
+            ("CRITICAL: out of memory", Some(Level::Fatal)),
+            ("Traceback (most recent call last):", None),
+            ("loaded 32 layers", None),
+            ("Information about INFOrmal text", None),
+        ];
+        for (line, want) in cases {
+            assert_eq!(detect_level(line), want, "{line}");
+        }
+    }
+
+    #[test]
+    fn reassembles_lines_across_writes_and_streams() {
+        let mut a = LogAssembler::default();
+        a.write(10, 1, 1, 1, b"hello ", 6);
+        a.write(11, 1, 1, 2, b"ERROR: bad\nsecond", 17);
+        a.write(12, 1, 2, 1, b"world\nnext\n", 11);
+        a.write(13, 1, 1, 1, b"cut", 100);
+        let (lines, cut) = a.finish();
+        let text: Vec<(&str, Stream, u64)> = lines
+            .iter()
+            .map(|l| (l.message.as_str(), l.stream, l.time_ns))
+            .collect();
+        assert_eq!(
+            text,
+            vec![
+                ("hello world", Stream::Stdout, 10),
+                ("ERROR: bad", Stream::Stderr, 11),
+                ("second", Stream::Stderr, 11),
+                ("next", Stream::Stdout, 12),
+                ("cut", Stream::Stdout, 13),
+            ]
+        );
+        assert_eq!(lines[1].level, Some(Level::Error));
+        assert_eq!(cut, 97);
+    }
+}
