@@ -101,6 +101,10 @@ struct RecordArgs {
     /// Do not capture the target's stdout/stderr or its model-file opens.
     #[arg(long)]
     no_logs: bool,
+    /// Size of the ring buffer for spans, events and logs, in KiB (a power of two). Raise it if
+    /// the summary reports lost records.
+    #[arg(long, default_value_t = 4096, value_name = "KIB")]
+    ring_buffer_kib: u32,
     /// Output directory [default: ./modelprobe-<target>-<time>].
     #[arg(short, long, value_name = "DIR")]
     output: Option<PathBuf>,
@@ -167,6 +171,7 @@ fn record(
     opts.off_cpu = args.off_cpu;
     opts.probes = args.probes;
     opts.capture_io = !args.no_logs;
+    opts.records_ring_bytes = args.ring_buffer_kib.saturating_mul(1024);
     opts.stop = register_signals()?;
     let outcome = session::record(&opts)?;
     let rec = &outcome.recording;

@@ -58,6 +58,8 @@ pub struct RecordOptions {
     pub probes: Vec<ProbeSpec>,
     /// Capture the target's stdout/stderr and model-file opens.
     pub capture_io: bool,
+    /// Size of the ring buffer for spans, events and logs, in bytes.
+    pub records_ring_bytes: u32,
 }
 
 impl RecordOptions {
@@ -73,6 +75,7 @@ impl RecordOptions {
             stop: Arc::new(AtomicUsize::new(0)),
             probes: Vec::new(),
             capture_io: true,
+            records_ring_bytes: crate::sampler::DEFAULT_RECORDS_RING,
         }
     }
 }
@@ -125,6 +128,13 @@ pub fn record(opts: &RecordOptions) -> Result<Outcome> {
             opts.frequency_hz
         )));
     }
+    let ring = opts.records_ring_bytes;
+    if !ring.is_power_of_two() || ring < 4096 {
+        return Err(Error::InvalidArgument(format!(
+            "--ring-buffer-kib {} is not a power of two of at least 4",
+            ring / 1024
+        )));
+    }
     preflight::check_privileges()?;
     preflight::check_kernel()?;
     let mut opts = std::borrow::Cow::Borrowed(opts);
@@ -171,6 +181,7 @@ pub fn record(opts: &RecordOptions) -> Result<Outcome> {
         off_cpu: opts.off_cpu,
         off_cpu_min: opts.off_cpu_min,
         capture_io: opts.capture_io,
+        records_ring_bytes: opts.records_ring_bytes,
     };
     let started = Sampler::start(&sampler_opts, &tracefs).and_then(|mut sampler| {
         match (&opts.target, &child) {

@@ -18,7 +18,10 @@
 use core::{ffi::c_void, mem::size_of};
 
 use aya_ebpf::{
-    bindings::{BPF_F_NO_PREALLOC, BPF_F_USER_STACK},
+    bindings::{
+        BPF_F_NO_PREALLOC, BPF_F_USER_STACK, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP,
+        BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE,
+    },
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
         bpf_probe_read_user, bpf_probe_read_user_buf, bpf_probe_read_user_str_bytes,
@@ -84,6 +87,18 @@ static SCRATCH: PerCpuArray<StackEvent> = PerCpuArray::with_max_entries(1, 0);
 static BLOCKED: HashMap<u32, StackEvent> = HashMap::with_max_entries(16384, BPF_F_NO_PREALLOC);
 
 const STACK_BYTES: u32 = (MAX_STACK_DEPTH * size_of::<u64>()) as u32;
+
+/// Submit flags for `ring`: wake the agent only once an eighth of the buffer is unread. Below
+/// that, records wait for the agent's own poll (every 100 ms): a wakeup per record would cost
+/// the target a context switch per call.
+#[inline(always)]
+fn wakeup_flags(ring: &RingBuf) -> u64 {
+    if ring.query(BPF_RB_AVAIL_DATA as u64) >= ring.query(BPF_RB_RING_SIZE as u64) / 8 {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}
 
 #[inline(always)]
 fn config() -> Config {
@@ -173,7 +188,7 @@ pub fn mp_cpu_sample(ctx: PerfEventContext) -> u32 {
         (*ev).weight = 1;
         save_user_regs(&ctx, ev);
     }
-    entry.submit(0);
+    entry.submit(wakeup_flags(&EVENTS));
     0
 }
 
@@ -249,7 +264,7 @@ fn try_sched_switch(ctx: &TracePointContext) -> Result<(), i64> {
             let blocked = now.saturating_sub((*ev).time_ns);
             if blocked >= cfg.offcpu_min_ns as u64 {
                 (*ev).weight = blocked;
-                if EVENTS.output::<StackEvent>(&*ev, 0).is_err() {
+                if EVENTS.output::<StackEvent>(&*ev, wakeup_flags(&EVENTS)).is_err() {
                     count_lost(lost::OFF_CPU);
                 }
             }
@@ -279,7 +294,14 @@ fn emit(record_kind: u32, id: u64, args: [u64; 6], lost_index: u32) -> Option<()
         args,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     });
-    entry.submit(0);
+    // Lifecycle records are rare and the agent acts on them (snapshotting a new process's
+    // mappings while it lives): wake it at once. Spans wait for the batch.
+    let wake = if record_kind == kind::SPAN_ENTER || record_kind == kind::SPAN_EXIT {
+        wakeup_flags(&RECORDS)
+    } else {
+        BPF_RB_FORCE_WAKEUP as u64
+    };
+    entry.submit(wake);
     Some(())
 }
 
@@ -346,7 +368,7 @@ pub fn mp_task_rename(ctx: TracePointContext) -> u32 {
             args: [0; 6],
             comm: new,
         });
-        entry.submit(0);
+        entry.submit(wakeup_flags(&RECORDS));
     } else {
         count_lost(lost::TASK);
     }
@@ -476,7 +498,7 @@ fn emit_data(record_kind: u32, fd: u32, src: u64, count: u64, as_str: bool, lost
     // SAFETY: the slice covers the header and the first `len` payload bytes of the scratch
     // record, all within its DATA_HEADER + DATA_CAPTURE bytes.
     let bytes = unsafe { core::slice::from_raw_parts(scratch as *const u8, DATA_HEADER + len) };
-    if RECORDS.output::<[u8]>(bytes, 0).is_err() {
+    if RECORDS.output::<[u8]>(bytes, wakeup_flags(&RECORDS)).is_err() {
         count_lost(lost_index);
     }
 }

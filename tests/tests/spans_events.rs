@@ -305,7 +305,8 @@ fn a_write_flood_overflows_the_ring_buffer_and_every_write_is_accounted_for() {
     let start = std::time::Instant::now();
     let result = run_with_timeout(
         Command::new(modelprobe_bin())
-            .args(["run", "-o"])
+            // A small ring, so the flood overflows it whatever the machine's speed.
+            .args(["run", "--ring-buffer-kib", "64", "-o"])
             .arg(&out)
             .arg("--")
             .arg("sh")

@@ -45,7 +45,8 @@ enum Task {
     },
     /// `cargo fmt --check` and `cargo clippy -D warnings` over the workspace.
     Lint,
-    /// Measure target slowdown and agent peak RSS under `modelprobe run` (needs root).
+    /// Measure target slowdown and agent RSS, probe-hit cost (against bpftrace) and the
+    /// zero-loss event rate (needs root).
     Overhead {
         /// Baseline/profiled pairs per frequency.
         #[arg(long, default_value_t = 5)]
@@ -53,6 +54,9 @@ enum Task {
         /// Work rounds per thread (about 1 ms each).
         #[arg(long, default_value_t = 4000)]
         rounds: u64,
+        /// Only one part: `cpu` (sampling slowdown), `probe` (per-call cost) or `events`.
+        #[arg(long)]
+        only: Option<String>,
     },
 }
 
@@ -81,7 +85,9 @@ fn main() -> Result<()> {
             test()
         }
         Task::Lint => lint(),
-        Task::Overhead { runs, rounds } => overhead::run(&root, runs, rounds),
+        Task::Overhead { runs, rounds, only } => {
+            overhead::run(&root, runs, rounds, only.as_deref())
+        }
     }
 }
 

@@ -39,7 +39,13 @@ pub struct SamplerOptions {
     pub off_cpu_min: Duration,
     /// Capture stdout/stderr writes and file opens.
     pub capture_io: bool,
+    /// Size of the ring buffer for spans, events and logs, in bytes (a power of two, at least
+    /// one page).
+    pub records_ring_bytes: u32,
 }
+
+/// Default size of the record ring buffer.
+pub const DEFAULT_RECORDS_RING: u32 = 4 << 20;
 
 /// A record with a payload, borrowed from the ring buffer.
 #[derive(Debug, Clone, Copy)]
@@ -117,6 +123,7 @@ impl Sampler {
         };
         let mut bpf = EbpfLoader::new()
             .override_global("CONFIG", &config, true)
+            .map_max_entries("RECORDS", opts.records_ring_bytes)
             .load(BPF_OBJECT)
             .map_err(|e| Error::bpf("loading the BPF object", e))?;
 

@@ -435,7 +435,11 @@ impl Collector {
                 } else {
                     format!("/proc/{}/cwd/{path}", d.pid)
                 };
-                let size = std::fs::metadata(&seen_from).ok().map(|m| m.len() as i64);
+                // Through the process's own view while it lives; the plain path after.
+                let size = std::fs::metadata(&seen_from)
+                    .or_else(|_| std::fs::metadata(&path))
+                    .ok()
+                    .map(|m| m.len() as i64);
                 let message = match size {
                     Some(n) => format!(
                         "opened model file {path} ({:.1} MiB)",

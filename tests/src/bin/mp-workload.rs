@@ -18,6 +18,9 @@
 //! writev); `--model PATH` opens and reads a model file; `--flood N` writes N lines of 1000
 //! bytes to stderr as fast as it can, one `write` each. All three then exit.
 //!
+//! `--tight N` calls the tiny `mp_tiny` N times and prints `elapsed_ms` (probe-hit cost);
+//! `--flood N --rate R` paces the flood at R lines per second and prints `elapsed_ms`.
+//!
 //! `mp-workload --work ROUNDS [--threads T]` is the benchmark shape instead: T threads each do
 //! a fixed amount of work (ROUNDS calls of `mp_hot_a` + `mp_hot_b`), then it prints
 //! `elapsed_ms <ms>` and exits, so slowdown under a profiler is a ratio of elapsed times.
@@ -131,6 +134,13 @@ impl Drop for Jit {
     }
 }
 
+/// The cheapest function worth probing: the probe's cost dominates its own.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn mp_tiny(x: u64) -> u64 {
+    black_box(x) ^ 1
+}
+
 /// A probe target with a known duration (2 ms) and result (2i).
 #[no_mangle]
 #[inline(never)]
@@ -242,13 +252,31 @@ fn main() {
         print_logs();
         return;
     }
+    if let Some(n) = arg_value(&args, "--tight") {
+        let n: u64 = n.parse().expect("--tight takes an integer");
+        let start = Instant::now();
+        let sum = (0..n).fold(0u64, |acc, i| acc.wrapping_add(mp_tiny(i)));
+        println!("checksum {sum:x}");
+        println!("elapsed_ms {:.3}", start.elapsed().as_secs_f64() * 1e3);
+        return;
+    }
     if let Some(n) = arg_value(&args, "--flood") {
         let n: u64 = n.parse().expect("--flood takes an integer");
+        let rate: Option<f64> =
+            arg_value(&args, "--rate").map(|r| r.parse().expect("--rate takes a number"));
         let mut line = vec![b'x'; 999];
         line.push(b'\n');
-        for _ in 0..n {
+        let start = Instant::now();
+        for i in 0..n {
+            if let Some(rate) = rate {
+                // Pace: line i is due at i / rate seconds.
+                while start.elapsed().as_secs_f64() < i as f64 / rate {
+                    std::hint::spin_loop();
+                }
+            }
             raw_write(2, &line);
         }
+        println!("elapsed_ms {:.3}", start.elapsed().as_secs_f64() * 1e3);
         return;
     }
     if let Some(n) = arg_value(&args, "--calls") {
