@@ -74,6 +74,19 @@ enum Command {
         )]
         command: Vec<OsString>,
     },
+    /// Show where --probe specs would attach in a process (file, function, offset), without
+    /// attaching anything.
+    #[command(
+        after_help = "Example:\n  modelprobe probes --pid 4242 --probe 'libllama.so:llama_*' --probe libc.so.6:malloc"
+    )]
+    Probes {
+        /// Process to resolve the specs against.
+        #[arg(short, long)]
+        pid: u32,
+        /// TARGET:SYMBOL[@N] specs, as for attach and run.
+        #[arg(long = "probe", value_name = "SPEC", value_parser = parse_probe, required = true)]
+        probes: Vec<ProbeSpec>,
+    },
     /// Print the summary of a recording made earlier (a directory or its recording.json).
     Report {
         /// Output directory of an earlier attach or run.
@@ -209,6 +222,34 @@ fn real_main(cli: Cli) -> anyhow::Result<i32> {
         } => {
             let label = label_for(&command);
             record(Target::Command(command), &label, None, args)
+        }
+        Command::Probes { pid, probes } => {
+            modelprobe::target::check_pid(pid)?;
+            let ctx = modelprobe::probes::SearchContext::for_process(pid);
+            for spec in &probes {
+                let found = modelprobe::probes::resolve(spec, &ctx)?;
+                let mapped = found
+                    .first()
+                    .is_some_and(|r| ctx.mapped.contains(&r.target_path));
+                println!(
+                    "{}: {} function(s) in {}{}",
+                    spec.text,
+                    found.len(),
+                    found
+                        .first()
+                        .map(|r| r.target_path.display().to_string())
+                        .unwrap_or_default(),
+                    if mapped {
+                        ""
+                    } else {
+                        " (not mapped yet: attached on the file, so a later dlopen is covered)"
+                    }
+                );
+                for r in &found {
+                    println!("  {:#010x}  {}", r.file_offset, r.symbol);
+                }
+            }
+            Ok(0)
         }
         Command::Report { path, top } => {
             let rec = Recording::read(&path)?;

@@ -38,6 +38,17 @@ pub fn workload_bin() -> PathBuf {
     p
 }
 
+/// Directory of the C fixture libraries (built by the tests crate's build script).
+pub fn fixture_lib_dir() -> PathBuf {
+    let d = target_dir().join("fixtures");
+    assert!(
+        d.join("libmpfixture.so").exists(),
+        "{} lacks the fixture libraries",
+        d.display()
+    );
+    d
+}
+
 /// Why root BPF tests cannot run here, if they cannot.
 pub fn bpf_unavailable() -> Option<String> {
     // SAFETY: geteuid has no preconditions.

@@ -214,3 +214,29 @@ fn run_of_a_missing_command() {
         "garbage: Exec format error",
     );
 }
+
+#[test]
+fn probes_lists_where_specs_attach_without_attaching() {
+    let workload = start_workload(&["--seconds", "20"]);
+    let pid = workload.0.id().to_string();
+    let out = modelprobe(&[
+        "probes",
+        "--pid",
+        &pid,
+        "--probe",
+        "mp-workload:mp_span_*@2",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("2 function(s)"), "{text}");
+    assert!(
+        text.contains("mp_span_outer") && text.contains("mp_span_target"),
+        "{text}"
+    );
+    let typo = modelprobe(&["probes", "--pid", &pid, "--probe", "mp-workload:mp_hot_c"]);
+    assert_one_line_error(&typo, 2, "close matches: mp_hot_a");
+}

@@ -348,3 +348,44 @@ fn a_write_flood_overflows_the_ring_buffer_and_every_write_is_accounted_for() {
         start.elapsed()
     );
 }
+
+#[test]
+fn a_library_dlopened_after_start_is_probed_from_its_first_call() {
+    if !require_bpf("a_library_dlopened_after_start_is_probed_from_its_first_call") {
+        return;
+    }
+    let _bpf = bpf_lock();
+    let out = scratch_dir("dlopen");
+    let libs = fixture_lib_dir();
+    let result = run_with_timeout(
+        Command::new(modelprobe_bin())
+            .args(["run", "--probe", "libmpfixture.so:mp_lib_work@1", "-o"])
+            .arg(&out)
+            .arg("--")
+            .arg(workload_bin())
+            .args(["--dlopen", "libmpfixture.so", "--calls", "12"])
+            .env("LD_LIBRARY_PATH", &libs),
+        Duration::from_secs(60),
+    );
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(result.status.success(), "{stderr}");
+    let rec = read_recording(&out);
+    assert!(
+        rec["probes"][0]["path"]
+            .as_str()
+            .unwrap()
+            .ends_with("fixtures/libmpfixture.so"),
+        "resolved through LD_LIBRARY_PATH before it was loaded: {}",
+        rec["probes"]
+    );
+    let spans = rec["spans"].as_array().expect("spans");
+    assert_eq!(
+        spans.len(),
+        12,
+        "every call after the late dlopen: {spans:?}"
+    );
+    for (i, s) in spans.iter().enumerate() {
+        assert_eq!(s["args"], serde_json::json!([i]));
+        assert_eq!(s["ret"], 3 * i as u64);
+    }
+}

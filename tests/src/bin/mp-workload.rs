@@ -18,6 +18,9 @@
 //! writev); `--model PATH` opens and reads a model file; `--flood N` writes N lines of 1000
 //! bytes to stderr as fast as it can, one `write` each. All three then exit.
 //!
+//! `--dlopen LIB --calls N` waits 300 ms, then loads LIB with dlopen and calls its
+//! `mp_lib_work(i)` N times (the late-dlopen case).
+//!
 //! `--tight N` calls the tiny `mp_tiny` N times and prints `elapsed_ms` (probe-hit cost);
 //! `--flood N --rate R` paces the flood at R lines per second and prints `elapsed_ms`.
 //!
@@ -277,6 +280,23 @@ fn main() {
             raw_write(2, &line);
         }
         println!("elapsed_ms {:.3}", start.elapsed().as_secs_f64() * 1e3);
+        return;
+    }
+    if let Some(lib) = arg_value(&args, "--dlopen") {
+        let n: i64 = arg_value(&args, "--calls")
+            .map_or(10, |n| n.parse().expect("--calls takes an integer"));
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let name = std::ffi::CString::new(lib.clone()).expect("no NUL in path");
+        // SAFETY: dlopen/dlsym with valid C strings; the symbol has the C signature declared.
+        let sum: i64 = unsafe {
+            let handle = libc::dlopen(name.as_ptr(), libc::RTLD_NOW);
+            assert!(!handle.is_null(), "dlopen {lib} failed");
+            let sym = libc::dlsym(handle, c"mp_lib_work".as_ptr());
+            assert!(!sym.is_null(), "no mp_lib_work in {lib}");
+            let work: extern "C" fn(i64) -> i64 = std::mem::transmute(sym);
+            (0..n).map(|i| work(i)).sum()
+        };
+        println!("dlopen calls {n} sum {sum}");
         return;
     }
     if let Some(n) = arg_value(&args, "--calls") {
