@@ -2,6 +2,9 @@
 //! (`target/<profile>/fixtures/libmpfixture.so`).
 use std::{env, path::PathBuf, process::Command};
 
+/// C sources and the shared libraries they become.
+const FIXTURES: &[(&str, &str)] = &[("fixtures/mpfixture.c", "libmpfixture.so")];
+
 fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let out = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR"));
@@ -13,7 +16,7 @@ fn main() {
         .join("fixtures");
     std::fs::create_dir_all(&dir).expect("create fixtures dir");
     let cc = env::var("CC").unwrap_or_else(|_| "cc".into());
-    for (src, lib) in [("fixtures/mpfixture.c", "libmpfixture.so")] {
+    for (src, lib) in FIXTURES {
         println!("cargo:rerun-if-changed={src}");
         let status = Command::new(&cc)
             .args(["-shared", "-fPIC", "-O1", "-fno-omit-frame-pointer", "-o"])
