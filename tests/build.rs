@@ -2,8 +2,26 @@
 //! (`target/<profile>/fixtures/libmpfixture.so`).
 use std::{env, path::PathBuf, process::Command};
 
-/// C sources and the shared libraries they become.
-const FIXTURES: &[(&str, &str)] = &[("fixtures/mpfixture.c", "libmpfixture.so")];
+/// C sources, what they become (relative to `target/<profile>/fixtures`), and extra flags.
+const FIXTURES: &[(&str, &str, &[&str])] = &[
+    (
+        "fixtures/mpfixture.c",
+        "libmpfixture.so",
+        &["-shared", "-fPIC"],
+    ),
+    // Stand-ins named like the real CUDA libraries, in a directory of their own.
+    (
+        "fixtures/cudart_standin.c",
+        "cuda/libcudart.so.12",
+        &["-shared", "-fPIC"],
+    ),
+    (
+        "fixtures/cuda_standin.c",
+        "cuda/libcuda.so.1",
+        &["-shared", "-fPIC"],
+    ),
+    ("fixtures/cuda_app.c", "mp-cuda-app", &["-ldl"]),
+];
 
 fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
@@ -16,12 +34,14 @@ fn main() {
         .join("fixtures");
     std::fs::create_dir_all(&dir).expect("create fixtures dir");
     let cc = env::var("CC").unwrap_or_else(|_| "cc".into());
-    for (src, lib) in FIXTURES {
+    std::fs::create_dir_all(dir.join("cuda")).expect("create fixtures/cuda");
+    for (src, lib, flags) in FIXTURES {
         println!("cargo:rerun-if-changed={src}");
         let status = Command::new(&cc)
-            .args(["-shared", "-fPIC", "-O1", "-fno-omit-frame-pointer", "-o"])
+            .args(["-O1", "-fno-omit-frame-pointer", "-o"])
             .arg(dir.join(lib))
             .arg(manifest.join(src))
+            .args(*flags)
             .status()
             .unwrap_or_else(|e| panic!("running {cc} for {src}: {e} (install gcc)"));
         assert!(status.success(), "{cc} failed on {src}");

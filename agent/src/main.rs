@@ -84,7 +84,7 @@ enum Command {
         #[arg(short, long)]
         pid: u32,
         /// TARGET:SYMBOL[@N] specs, as for attach and run.
-        #[arg(long = "probe", value_name = "SPEC", value_parser = parse_probe, required = true)]
+        #[arg(long = "probe", value_name = "SPEC", value_parser = parse_probe)]
         probes: Vec<ProbeSpec>,
     },
     /// Print the summary of a recording made earlier (a directory or its recording.json).
@@ -111,6 +111,10 @@ struct RecordArgs {
     /// (handle_*), and @N keeps its first N integer arguments (max 6). Repeatable.
     #[arg(long = "probe", value_name = "SPEC", value_parser = parse_probe)]
     probes: Vec<ProbeSpec>,
+    /// Do not switch on the built-in probe packs (CUDA runtime and driver APIs) when their
+    /// libraries are in the target.
+    #[arg(long)]
+    no_packs: bool,
     /// Do not capture the target's stdout/stderr or its model-file opens.
     #[arg(long)]
     no_logs: bool,
@@ -184,6 +188,7 @@ fn record(
     opts.off_cpu = args.off_cpu;
     opts.probes = args.probes;
     opts.capture_io = !args.no_logs;
+    opts.packs = !args.no_packs;
     opts.records_ring_bytes = args.ring_buffer_kib.saturating_mul(1024);
     opts.stop = register_signals()?;
     let outcome = session::record(&opts)?;
@@ -247,6 +252,28 @@ fn real_main(cli: Cli) -> anyhow::Result<i32> {
                 );
                 for r in &found {
                     println!("  {:#010x}  {}", r.file_offset, r.symbol);
+                }
+            }
+            let packs = modelprobe::probes::packs::resolve_packs(&ctx);
+            for pack in modelprobe::probes::packs::PACKS {
+                let fns: Vec<_> = packs.iter().filter(|p| p.pack == pack.name).collect();
+                match fns.first() {
+                    Some(first) => {
+                        println!(
+                            "pack {}: {} function(s) in {}",
+                            pack.name,
+                            fns.len(),
+                            first.resolved.target_path.display()
+                        );
+                        for p in &fns {
+                            println!("  {:#010x}  {}", p.resolved.file_offset, p.resolved.symbol);
+                        }
+                    }
+                    None => println!(
+                        "pack {}: not found ({} absent)",
+                        pack.name,
+                        pack.libraries.join(", ")
+                    ),
                 }
             }
             Ok(0)

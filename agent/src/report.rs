@@ -156,6 +156,9 @@ pub fn summary(rec: &Recording, top: usize) -> String {
                 .filter(|s| s.probe == i as u32)
                 .map(|s| s.end_ns - s.start_ns)
                 .collect();
+            if durations.is_empty() && p.pack.is_some() {
+                continue; // a pack function the target never called
+            }
             let total: u64 = durations.iter().sum();
             let max = durations.iter().copied().max().unwrap_or(0);
             let mean = if durations.is_empty() {
@@ -183,6 +186,7 @@ pub fn summary(rec: &Recording, top: usize) -> String {
                 crate::trace::EventKind::FatalSignal
                     | crate::trace::EventKind::Exec
                     | crate::trace::EventKind::ModelLoad
+                    | crate::trace::EventKind::ApiError
             )
         })
         .collect();

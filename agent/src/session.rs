@@ -60,6 +60,8 @@ pub struct RecordOptions {
     pub capture_io: bool,
     /// Size of the ring buffer for spans, events and logs, in bytes.
     pub records_ring_bytes: u32,
+    /// Switch on the built-in probe packs (CUDA) where their libraries are found.
+    pub packs: bool,
 }
 
 impl RecordOptions {
@@ -76,6 +78,7 @@ impl RecordOptions {
             probes: Vec::new(),
             capture_io: true,
             records_ring_bytes: crate::sampler::DEFAULT_RECORDS_RING,
+            packs: true,
         }
     }
 }
@@ -176,6 +179,20 @@ pub fn record(opts: &RecordOptions) -> Result<Outcome> {
             return Err(e);
         }
     };
+    if opts.packs {
+        probes.enable_packs(&probe_ctx);
+        for pack in crate::probes::packs::PACKS {
+            let fns = probes.pack_functions(pack.name);
+            if let Some(first) = fns.first() {
+                log::info!(
+                    "{} pack: {} functions in {}",
+                    pack.name,
+                    fns.len(),
+                    first.path
+                );
+            }
+        }
+    }
     let sampler_opts = SamplerOptions {
         frequency_hz: opts.frequency_hz,
         off_cpu: opts.off_cpu,
@@ -211,7 +228,7 @@ pub fn record(opts: &RecordOptions) -> Result<Outcome> {
             return Err(e);
         }
     };
-    if !probes.is_empty() {
+    if probes.function_count() > 0 {
         log::info!("probing {} function(s)", probes.function_count());
     }
 
@@ -234,7 +251,7 @@ pub fn record(opts: &RecordOptions) -> Result<Outcome> {
     };
 
     let mut collector = Collector::new();
-    collector.set_span_args(probes.table().iter().map(|p| p.args).collect());
+    collector.set_probes(probes.table());
     collector.watch(target_pid);
     if child.is_none() {
         for d in target::descendants(target_pid) {
@@ -350,8 +367,8 @@ pub fn record(opts: &RecordOptions) -> Result<Outcome> {
             ..Lost::default()
         },
     };
-    let mut recording = collector.finish(meta);
-    recording.probes = probes.table();
+    collector.set_probes(probes.table());
+    let recording = collector.finish(meta);
     recording.write(&opts.output_dir)?;
     let mut files = vec![opts.output_dir.join(crate::trace::FILE_NAME)];
     files.extend(export::export_all(&recording, &opts.output_dir)?);

@@ -78,6 +78,9 @@ pub fn trace_events(rec: &Recording) -> Vec<Value> {
     for s in &rec.spans {
         let probe = &rec.probes[s.probe as usize];
         let mut args = json!({"depth": s.depth, "file": probe.path});
+        for (k, v) in &s.attrs {
+            args[k] = v.clone();
+        }
         if !s.args.is_empty() {
             args["args"] = json!(s.args);
         }
@@ -204,6 +207,7 @@ mod tests {
             path: "/app".into(),
             function: "f".into(),
             args: 1,
+            pack: None,
         });
         rec.spans.push(Span {
             probe: 0,
@@ -214,6 +218,7 @@ mod tests {
             depth: 0,
             args: vec![4],
             ret: Some(8),
+            attrs: [("bytes".to_string(), json!(64))].into(),
         });
         let events = trace_events(&rec);
         let span = events
@@ -226,6 +231,7 @@ mod tests {
         );
         assert_eq!(span["args"]["ret"], 8);
         assert_eq!(span["args"]["args"], json!([4]));
+        assert_eq!(span["args"]["bytes"], 64, "decoded attributes travel with the span");
         let off = events.iter().find(|e| e["cat"] == "off_cpu").unwrap();
         assert_eq!(off["dur"].as_f64(), Some(2500.0));
         assert!(events

@@ -7,6 +7,7 @@
 //! `@N` keeps the first N integer arguments (at most 6) as span attributes; the return value is
 //! always kept.
 mod elf;
+pub mod packs;
 mod resolve;
 mod set;
 mod spec;

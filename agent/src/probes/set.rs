@@ -1,7 +1,10 @@
 //! The probes of one session: resolved once, attached to every process of the target tree.
 use std::collections::HashSet;
 
-use super::{resolve, ProbeSpec, ResolvedProbe, SearchContext};
+use super::{
+    packs::{resolve_packs, PackProbe},
+    resolve, ProbeSpec, ResolvedProbe, SearchContext,
+};
 use crate::{sampler::Sampler, trace::ProbeInfo, Result};
 
 /// Specs, what they resolved to, and where they are attached.
@@ -11,6 +14,7 @@ pub struct ProbeSet {
     resolved: Vec<(ResolvedProbe, u32)>,
     table: Vec<ProbeInfo>,
     attached: HashSet<(u32, u32)>,
+    packs: bool,
 }
 
 impl ProbeSet {
@@ -22,18 +26,19 @@ impl ProbeSet {
         };
         for spec in specs {
             for r in resolve::resolve(spec, ctx)? {
-                set.add(spec, r);
+                set.add(spec, r, None);
             }
         }
         Ok(set)
     }
 
-    fn add(&mut self, spec: &ProbeSpec, r: ResolvedProbe) -> u32 {
+    fn add(&mut self, spec: &ProbeSpec, r: ResolvedProbe, pack: Option<&str>) -> u32 {
         let info = ProbeInfo {
             spec: spec.text.clone(),
             path: r.target_path.display().to_string(),
             function: r.symbol.clone(),
             args: spec.args,
+            pack: pack.map(str::to_string),
         };
         if let Some(i) = self.table.iter().position(|p| *p == info) {
             return i as u32;
@@ -44,9 +49,9 @@ impl ProbeSet {
         id
     }
 
-    /// True when no probe was asked for.
+    /// True when nothing is probed (no spec, no pack found).
     pub fn is_empty(&self) -> bool {
-        self.specs.is_empty()
+        self.specs.is_empty() && !self.packs
     }
 
     /// Number of functions probed.
@@ -69,7 +74,7 @@ impl ProbeSet {
     /// After `pid` exec'd a new image: resolve the specs again in it and attach what matches.
     /// Best effort: a spec the new image lacks is skipped with a debug log.
     pub fn on_exec(&mut self, sampler: &mut Sampler, pid: u32) -> Result<usize> {
-        if self.specs.is_empty() {
+        if self.is_empty() {
             return Ok(0);
         }
         let ctx = SearchContext::for_process(pid);
@@ -77,13 +82,39 @@ impl ProbeSet {
             match resolve::resolve(&spec, &ctx) {
                 Ok(found) => {
                     for r in found {
-                        self.add(&spec, r);
+                        self.add(&spec, r, None);
                     }
                 }
                 Err(e) => log::debug!("after exec of pid {pid}: {e}"),
             }
         }
+        if self.packs {
+            self.add_packs(resolve_packs(&ctx));
+        }
         self.attach_to(sampler, pid)
+    }
+
+    /// Turns the built-in packs on: adds the pack functions found in the target (returns how
+    /// many), and from then on searches every exec'd image for them too.
+    pub fn enable_packs(&mut self, ctx: &SearchContext) -> usize {
+        self.packs = true;
+        self.add_packs(resolve_packs(ctx))
+    }
+
+    fn add_packs(&mut self, found: Vec<PackProbe>) -> usize {
+        let before = self.table.len();
+        for p in found {
+            self.add(&p.spec, p.resolved, Some(p.pack));
+        }
+        self.table.len() - before
+    }
+
+    /// The probe table entries of `pack`.
+    pub fn pack_functions(&self, pack: &str) -> Vec<&ProbeInfo> {
+        self.table
+            .iter()
+            .filter(|p| p.pack.as_deref() == Some(pack))
+            .collect()
     }
 
     /// The probe table for the recording.

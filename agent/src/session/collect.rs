@@ -62,7 +62,7 @@ pub struct Collector {
     spans: Vec<Span>,
     events: Vec<Event>,
     lifecycle: Vec<Lifecycle>,
-    span_args: Vec<u8>,
+    probes: Vec<crate::trace::ProbeInfo>,
     unmatched_returns: u64,
     logs: LogAssembler,
     user_stack_errors: u64,
@@ -119,9 +119,16 @@ impl Collector {
         }
     }
 
-    /// How many arguments spans of each probe keep (indexed by probe id).
-    pub fn set_span_args(&mut self, args: Vec<u8>) {
-        self.span_args = args;
+    /// The probe table (indexed by probe id): how many arguments spans keep, which pack
+    /// decodes them.
+    pub fn set_probes(&mut self, probes: Vec<crate::trace::ProbeInfo>) {
+        self.probes = probes;
+    }
+
+    fn kept_args(&self, probe: u32) -> usize {
+        self.probes
+            .get(probe as usize)
+            .map_or(0, |p| p.args.min(6) as usize)
     }
 
     /// Lifecycle changes since the last call, for the session to act on.
@@ -161,11 +168,7 @@ impl Collector {
                 self.unmatched_returns += (stack.len() - pos - 1) as u64;
                 stack.truncate(pos + 1);
                 let open = stack.pop().expect("pos is in range");
-                let keep = self
-                    .span_args
-                    .get(open.probe as usize)
-                    .copied()
-                    .unwrap_or(0) as usize;
+                let keep = self.kept_args(open.probe);
                 self.spans.push(Span {
                     probe: open.probe,
                     pid: rec.pid,
@@ -173,8 +176,9 @@ impl Collector {
                     start_ns: open.start_ns,
                     end_ns: rec.time_ns,
                     depth: pos as u32,
-                    args: open.args[..keep.min(6)].to_vec(),
+                    args: open.args[..keep].to_vec(),
                     ret: Some(rec.args[0]),
+                    attrs: Default::default(),
                 });
             }
             kind::TASK_NEW => {
@@ -349,11 +353,7 @@ impl Collector {
         for (tid, stack) in std::mem::take(&mut self.open_spans) {
             let pid = self.threads.get(&tid).map(|t| t.pid).unwrap_or(tid);
             for (depth, open) in stack.into_iter().enumerate() {
-                let keep = self
-                    .span_args
-                    .get(open.probe as usize)
-                    .copied()
-                    .unwrap_or(0) as usize;
+                let keep = self.kept_args(open.probe);
                 self.spans.push(Span {
                     probe: open.probe,
                     pid,
@@ -361,8 +361,9 @@ impl Collector {
                     start_ns: open.start_ns,
                     end_ns: meta.end_ns.max(open.start_ns),
                     depth: depth as u32,
-                    args: open.args[..keep.min(6)].to_vec(),
+                    args: open.args[..keep].to_vec(),
                     ret: None,
+                    attrs: Default::default(),
                 });
             }
         }
@@ -374,7 +375,9 @@ impl Collector {
         rec.stacks = symbolized.stacks;
         self.samples.sort_by_key(|s| s.time_ns);
         rec.samples = self.samples;
+        decode_pack_spans(&mut self.spans, &mut self.events, &self.probes, &self.maps);
         rec.spans = self.spans;
+        rec.probes = self.probes;
         rec.events = self.events;
         rec.logs = logs;
         let mut processes: Vec<Process> = self
@@ -393,6 +396,61 @@ impl Collector {
         rec.threads = threads;
         rec
     }
+}
+
+/// Fills in what packs decode from span arguments, and turns failed pack calls into events.
+fn decode_pack_spans(
+    spans: &mut [Span],
+    events: &mut Vec<Event>,
+    probes: &[crate::trace::ProbeInfo],
+    maps: &crate::procmaps::MapsRegistry,
+) {
+    use crate::probes::packs;
+    // Kernel names: host stub addresses, symbolized like stack frames, once each.
+    let mut names: HashMap<(u32, u64), Option<String>> = HashMap::new();
+    for s in spans.iter_mut() {
+        let Some(info) = probes.get(s.probe as usize) else {
+            continue;
+        };
+        let Some((pack, pf)) = info
+            .pack
+            .as_deref()
+            .and_then(|p| packs::lookup(p, &info.function))
+        else {
+            continue;
+        };
+        let pid = s.pid;
+        let mut symbol = |addr: u64| {
+            names
+                .entry((pid, addr))
+                .or_insert_with(|| {
+                    let raw = [RawStack {
+                        pid,
+                        kernel: vec![],
+                        user: vec![addr],
+                    }];
+                    let out = symbolize_stacks(&raw, maps, &HashMap::new());
+                    let f = out.stacks.first()?.first()?;
+                    let frame = &out.frames[*f as usize];
+                    (frame.kind != crate::trace::FrameKind::Unknown).then(|| frame.name.clone())
+                })
+                .clone()
+        };
+        s.attrs = packs::decode(pf.decoder, &s.args, &mut symbol);
+        if let Some(ret) = s.ret.filter(|r| r & 0xffff_ffff != 0) {
+            let name = packs::error_name(pack, ret);
+            s.attrs.insert("error".into(), serde_json::json!(name));
+            events.push(Event {
+                time_ns: s.end_ns,
+                pid: s.pid,
+                tid: s.tid,
+                kind: EventKind::ApiError,
+                message: format!("{} returned {} ({name})", info.function, ret & 0xffff_ffff),
+                value: Some((ret & 0xffff_ffff) as i64),
+            });
+        }
+    }
+    events.sort_by_key(|e| e.time_ns);
 }
 
 /// File name endings of model weights and engines.
@@ -538,7 +596,14 @@ mod tests {
     #[test]
     fn pairs_nested_spans_and_counts_lost_returns() {
         let mut c = Collector::new();
-        c.set_span_args(vec![2, 0]);
+        let probe = |args| crate::trace::ProbeInfo {
+            spec: String::new(),
+            path: String::new(),
+            function: "f".into(),
+            args,
+            pack: None,
+        };
+        c.set_probes(vec![probe(2), probe(0)]);
         c.ingest_record(&rec(kind::SPAN_ENTER, 7, 10, 0, 42));
         c.ingest_record(&rec(kind::SPAN_ENTER, 7, 20, 1, 0));
         c.ingest_record(&rec(kind::SPAN_EXIT, 7, 30, 1, 9));

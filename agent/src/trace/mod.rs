@@ -54,6 +54,9 @@ pub struct ProbeInfo {
     pub function: String,
     /// How many integer arguments spans keep.
     pub args: u8,
+    /// The built-in pack it belongs to (`cuda-runtime`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pack: Option<String>,
 }
 
 /// One call of a probed function.
@@ -77,6 +80,9 @@ pub struct Span {
     /// Return value (as a 64-bit integer), when it returned while recording.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ret: Option<u64>,
+    /// What a pack decoded from the arguments (kernel name, grid, bytes, direction...).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub attrs: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 /// What happened.
@@ -101,6 +107,8 @@ pub enum EventKind {
     FatalSignal,
     /// A model-weight file was opened (`message`: its path, `value`: its size in bytes).
     ModelLoad,
+    /// A call of a pack's API (CUDA) returned an error (`value`: the error code).
+    ApiError,
 }
 
 /// A process, thread or signal event.

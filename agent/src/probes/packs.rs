@@ -1,0 +1,354 @@
+//! Built-in probe packs: the CUDA runtime and driver APIs, switched on when their library is in
+//! the target (mapped, on its library path, or linked into its executable).
+//!
+//! A pack is a table of functions and how to read their arguments. The kernel side records
+//! integer arguments and the return value like any span probe; [`decode`] turns them into span
+//! attributes (kernel name, grid and block, bytes and direction) and error events.
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+
+use super::{resolve, ProbeSpec, ResolvedProbe, SearchContext};
+
+/// How a pack function's arguments read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decoder {
+    /// `cudaLaunchKernel(func, dim3 grid, dim3 block, ...)`: arg0 is the host stub (named by
+    /// its symbol), the dim3s arrive as (x | y << 32, z) register pairs.
+    RuntimeLaunch,
+    /// `cudaLaunchKernelExC(config, func, args)`: arg1 is the host stub.
+    RuntimeLaunchEx,
+    /// `cuLaunchKernel(f, gx, gy, gz, bx, by, ...)`: a function handle and dims.
+    DriverLaunch,
+    /// A copy of `bytes = args[n]` in direction `args[k]` (a `cudaMemcpyKind`), or implied.
+    Copy {
+        /// Index of the byte count.
+        bytes: usize,
+        /// Index of the `cudaMemcpyKind`, or `None` when the function implies it.
+        kind: Option<usize>,
+        /// The direction when implied.
+        implied: &'static str,
+    },
+    /// A set or an allocation of `args[n]` bytes.
+    Bytes(usize),
+    /// Nothing to read beyond the call itself (sync, free, graph launch).
+    Plain,
+}
+
+/// One function of a pack.
+#[derive(Debug, Clone, Copy)]
+pub struct PackFn {
+    /// Symbol name.
+    pub name: &'static str,
+    /// How to read it.
+    pub decoder: Decoder,
+}
+
+/// A pack: libraries it looks for and the functions it probes in them.
+#[derive(Debug)]
+pub struct Pack {
+    /// Short name (`cuda-runtime`).
+    pub name: &'static str,
+    /// Library file names, as for `--probe` targets.
+    pub libraries: &'static [&'static str],
+    /// Functions probed where present.
+    pub functions: &'static [PackFn],
+    /// How a non-zero return is named (`cudaError_t` or `CUresult`).
+    pub error_names: fn(u64) -> &'static str,
+}
+
+const fn f(name: &'static str, decoder: Decoder) -> PackFn {
+    PackFn { name, decoder }
+}
+
+const fn copy(bytes: usize, kind: usize) -> Decoder {
+    Decoder::Copy {
+        bytes,
+        kind: Some(kind),
+        implied: "",
+    }
+}
+
+const fn copy_dir(bytes: usize, implied: &'static str) -> Decoder {
+    Decoder::Copy {
+        bytes,
+        kind: None,
+        implied,
+    }
+}
+
+/// The built-in packs.
+pub static PACKS: &[Pack] = &[
+    Pack {
+        name: "cuda-runtime",
+        libraries: &["libcudart.so"],
+        functions: &[
+            f("cudaLaunchKernel", Decoder::RuntimeLaunch),
+            f("cudaLaunchKernelExC", Decoder::RuntimeLaunchEx),
+            f("cudaGraphLaunch", Decoder::Plain),
+            f("cudaMemcpy", copy(2, 3)),
+            f("cudaMemcpyAsync", copy(2, 3)),
+            f(
+                "cudaMemcpyPeer",
+                Decoder::Copy {
+                    bytes: 4,
+                    kind: None,
+                    implied: "DtoD (peer)",
+                },
+            ),
+            f(
+                "cudaMemcpyPeerAsync",
+                Decoder::Copy {
+                    bytes: 4,
+                    kind: None,
+                    implied: "DtoD (peer)",
+                },
+            ),
+            f("cudaMemset", Decoder::Bytes(2)),
+            f("cudaMemsetAsync", Decoder::Bytes(2)),
+            f("cudaMalloc", Decoder::Bytes(1)),
+            f("cudaMallocHost", Decoder::Bytes(1)),
+            f("cudaHostAlloc", Decoder::Bytes(1)),
+            f("cudaMallocAsync", Decoder::Bytes(1)),
+            f("cudaMallocManaged", Decoder::Bytes(1)),
+            f("cudaFree", Decoder::Plain),
+            f("cudaFreeHost", Decoder::Plain),
+            f("cudaFreeAsync", Decoder::Plain),
+            f("cudaDeviceSynchronize", Decoder::Plain),
+            f("cudaStreamSynchronize", Decoder::Plain),
+            f("cudaEventSynchronize", Decoder::Plain),
+        ],
+        error_names: runtime_error_name,
+    },
+    Pack {
+        name: "cuda-driver",
+        libraries: &["libcuda.so"],
+        functions: &[
+            f("cuLaunchKernel", Decoder::DriverLaunch),
+            f("cuLaunchKernelEx", Decoder::Plain),
+            f("cuGraphLaunch", Decoder::Plain),
+            f("cuMemcpyHtoD_v2", copy_dir(2, "HtoD")),
+            f("cuMemcpyDtoH_v2", copy_dir(2, "DtoH")),
+            f("cuMemcpyDtoD_v2", copy_dir(2, "DtoD")),
+            f("cuMemcpyHtoDAsync_v2", copy_dir(2, "HtoD")),
+            f("cuMemcpyDtoHAsync_v2", copy_dir(2, "DtoH")),
+            f("cuMemcpyDtoDAsync_v2", copy_dir(2, "DtoD")),
+            f("cuMemsetD8_v2", Decoder::Bytes(2)),
+            f("cuMemAlloc_v2", Decoder::Bytes(1)),
+            f("cuMemAllocHost_v2", Decoder::Bytes(1)),
+            f("cuMemAllocAsync", Decoder::Bytes(1)),
+            f("cuMemFree_v2", Decoder::Plain),
+            f("cuMemFreeAsync", Decoder::Plain),
+            f("cuCtxSynchronize", Decoder::Plain),
+            f("cuStreamSynchronize", Decoder::Plain),
+            f("cuEventSynchronize", Decoder::Plain),
+        ],
+        error_names: driver_error_name,
+    },
+];
+
+/// Integer arguments a decoder reads.
+fn args_needed(d: Decoder) -> u8 {
+    match d {
+        Decoder::RuntimeLaunch | Decoder::DriverLaunch => 6,
+        Decoder::RuntimeLaunchEx => 2,
+        Decoder::Copy { bytes, kind, .. } => (bytes.max(kind.unwrap_or(0)) + 1) as u8,
+        Decoder::Bytes(n) => n as u8 + 1,
+        Decoder::Plain => 0,
+    }
+}
+
+/// A pack function found in the target, ready to attach.
+#[derive(Debug, Clone)]
+pub struct PackProbe {
+    /// The pack.
+    pub pack: &'static str,
+    /// The spec it stands for (`libcudart.so:cudaMemcpy@4`).
+    pub spec: ProbeSpec,
+    /// Where it attaches.
+    pub resolved: ResolvedProbe,
+}
+
+/// Every pack function present in the target. A pack whose library is absent contributes
+/// nothing; functions a library version lacks are skipped.
+pub fn resolve_packs(ctx: &SearchContext) -> Vec<PackProbe> {
+    let mut out = Vec::new();
+    for pack in PACKS {
+        // The library, or a statically linked runtime in the executable.
+        let exe_name = ctx
+            .exe
+            .as_ref()
+            .and_then(|e| e.file_name()?.to_str().map(str::to_string));
+        let targets = pack.libraries.iter().map(|l| l.to_string()).chain(exe_name);
+        for target in targets {
+            let mut found_any = false;
+            for pf in pack.functions {
+                let spec = ProbeSpec {
+                    text: format!("{target}:{}@{}", pf.name, args_needed(pf.decoder)),
+                    target: target.clone(),
+                    symbol: pf.name.to_string(),
+                    args: args_needed(pf.decoder),
+                };
+                if let Ok(found) = resolve(&spec, ctx) {
+                    for r in found {
+                        found_any = true;
+                        out.push(PackProbe {
+                            pack: pack.name,
+                            spec: spec.clone(),
+                            resolved: r,
+                        });
+                    }
+                }
+            }
+            if found_any {
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// The pack function behind a probe, by pack name and function.
+pub fn lookup(pack: &str, function: &str) -> Option<(&'static Pack, PackFn)> {
+    let p = PACKS.iter().find(|p| p.name == pack)?;
+    let f = p.functions.iter().find(|f| f.name == function)?;
+    Some((p, *f))
+}
+
+fn memcpy_kind(kind: u64) -> &'static str {
+    match kind {
+        0 => "HtoH",
+        1 => "HtoD",
+        2 => "DtoH",
+        3 => "DtoD",
+        4 => "default",
+        _ => "unknown",
+    }
+}
+
+/// Span attributes for a pack call. `symbol` names a host address (the kernel stub).
+pub fn decode(
+    decoder: Decoder,
+    args: &[u64],
+    symbol: &mut dyn FnMut(u64) -> Option<String>,
+) -> BTreeMap<String, Value> {
+    let arg = |i: usize| args.get(i).copied().unwrap_or(0);
+    let dims = |xy: u64, z: u64| json!([xy & 0xffff_ffff, xy >> 32, z & 0xffff_ffff]);
+    let mut a = BTreeMap::new();
+    match decoder {
+        Decoder::RuntimeLaunch => {
+            let stub = arg(0);
+            a.insert(
+                "kernel".into(),
+                json!(symbol(stub).unwrap_or_else(|| format!("{stub:#x}"))),
+            );
+            a.insert("grid".into(), dims(arg(1), arg(2)));
+            a.insert("block".into(), dims(arg(3), arg(4)));
+        }
+        Decoder::RuntimeLaunchEx => {
+            let stub = arg(1);
+            a.insert(
+                "kernel".into(),
+                json!(symbol(stub).unwrap_or_else(|| format!("{stub:#x}"))),
+            );
+        }
+        Decoder::DriverLaunch => {
+            a.insert("function_handle".into(), json!(format!("{:#x}", arg(0))));
+            a.insert("grid".into(), json!([arg(1), arg(2), arg(3)]));
+            a.insert("block_xy".into(), json!([arg(4), arg(5)]));
+        }
+        Decoder::Copy {
+            bytes,
+            kind,
+            implied,
+        } => {
+            a.insert("bytes".into(), json!(arg(bytes)));
+            let dir = kind.map_or(implied, |k| memcpy_kind(arg(k)));
+            a.insert("direction".into(), json!(dir));
+        }
+        Decoder::Bytes(n) => {
+            a.insert("bytes".into(), json!(arg(n)));
+        }
+        Decoder::Plain => {}
+    }
+    a
+}
+
+fn runtime_error_name(code: u64) -> &'static str {
+    match code {
+        1 => "cudaErrorInvalidValue",
+        2 => "cudaErrorMemoryAllocation",
+        3 => "cudaErrorInitializationError",
+        4 => "cudaErrorCudartUnloading",
+        98 => "cudaErrorInvalidDeviceFunction",
+        100 => "cudaErrorNoDevice",
+        101 => "cudaErrorInvalidDevice",
+        209 => "cudaErrorNoKernelImageForDevice",
+        400 => "cudaErrorInvalidResourceHandle",
+        700 => "cudaErrorIllegalAddress",
+        701 => "cudaErrorLaunchOutOfResources",
+        702 => "cudaErrorLaunchTimeout",
+        719 => "cudaErrorLaunchFailure",
+        _ => "cudaError",
+    }
+}
+
+fn driver_error_name(code: u64) -> &'static str {
+    match code {
+        1 => "CUDA_ERROR_INVALID_VALUE",
+        2 => "CUDA_ERROR_OUT_OF_MEMORY",
+        3 => "CUDA_ERROR_NOT_INITIALIZED",
+        100 => "CUDA_ERROR_NO_DEVICE",
+        101 => "CUDA_ERROR_INVALID_DEVICE",
+        201 => "CUDA_ERROR_INVALID_CONTEXT",
+        400 => "CUDA_ERROR_INVALID_HANDLE",
+        500 => "CUDA_ERROR_NOT_FOUND",
+        700 => "CUDA_ERROR_ILLEGAL_ADDRESS",
+        701 => "CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES",
+        719 => "CUDA_ERROR_LAUNCH_FAILED",
+        _ => "CUresult",
+    }
+}
+
+/// The error name of a non-zero return of a pack function (the API returns a 32-bit enum).
+pub fn error_name(pack: &Pack, ret: u64) -> &'static str {
+    (pack.error_names)(ret & 0xffff_ffff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_launches_and_copies() {
+        let mut names = |addr: u64| (addr == 0x1000).then(|| "vectorAdd(float*, int)".to_string());
+        let launch = decode(
+            Decoder::RuntimeLaunch,
+            &[0x1000, (1 << 32) | 256, 1, (1 << 32) | 128, 1, 0],
+            &mut names,
+        );
+        assert_eq!(launch["kernel"], json!("vectorAdd(float*, int)"));
+        assert_eq!(launch["grid"], json!([256, 1, 1]));
+        assert_eq!(launch["block"], json!([128, 1, 1]));
+        let unnamed = decode(Decoder::RuntimeLaunch, &[0x2000, 0, 0, 0, 0, 0], &mut names);
+        assert_eq!(unnamed["kernel"], json!("0x2000"));
+        let (_, memcpy) = lookup("cuda-runtime", "cudaMemcpy").unwrap();
+        let copy = decode(memcpy.decoder, &[0, 0, 4096, 2], &mut names);
+        assert_eq!(
+            (copy["bytes"].clone(), copy["direction"].clone()),
+            (json!(4096), json!("DtoH"))
+        );
+        let (_, htod) = lookup("cuda-driver", "cuMemcpyHtoD_v2").unwrap();
+        assert_eq!(
+            decode(htod.decoder, &[0, 0, 8], &mut names)["direction"],
+            json!("HtoD")
+        );
+        assert_eq!(args_needed(memcpy.decoder), 4);
+        let (pack, _) = lookup("cuda-runtime", "cudaFree").unwrap();
+        assert_eq!(error_name(pack, 1), "cudaErrorInvalidValue");
+        assert_eq!(
+            error_name(pack, 0xffff_ffff_0000_0002),
+            "cudaErrorMemoryAllocation"
+        );
+    }
+}

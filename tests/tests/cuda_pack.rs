@@ -1,0 +1,143 @@
+//! The CUDA probe pack, as root, without a GPU: stand-in `libcudart.so.12` and `libcuda.so.1`
+//! export the real symbols with the real signatures; `mp-cuda-app` loads them late with dlopen
+//! and calls them in a known pattern. The recording must hold exactly the expected spans,
+//! bytes, directions, kernel name, dims and error event.
+use std::{process::Command, time::Duration};
+
+use modelprobe_tests::*;
+use serde_json::{json, Value};
+
+#[test]
+fn cuda_runtime_and_driver_calls_are_spans_with_decoded_attributes() {
+    if !require_bpf("cuda_runtime_and_driver_calls_are_spans_with_decoded_attributes") {
+        return;
+    }
+    let _bpf = bpf_lock();
+    let fixtures = fixture_lib_dir();
+    let out = scratch_dir("cuda");
+    let result = run_with_timeout(
+        Command::new(modelprobe_bin())
+            .args(["run", "-o"])
+            .arg(&out)
+            .arg("--")
+            .arg(fixtures.join("mp-cuda-app"))
+            .env("LD_LIBRARY_PATH", fixtures.join("cuda")),
+        Duration::from_secs(60),
+    );
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(result.status.success(), "{stderr}");
+    assert!(stderr.contains("cuda-runtime pack:"), "{stderr}");
+
+    let rec = read_recording(&out);
+    let probes = rec["probes"].as_array().expect("probes");
+    let spans: Vec<(String, Value, u64)> = rec["spans"]
+        .as_array()
+        .expect("spans")
+        .iter()
+        .map(|s| {
+            let p = &probes[s["probe"].as_u64().unwrap() as usize];
+            assert!(p["pack"].is_string(), "a pack probe: {p}");
+            (
+                p["function"].as_str().unwrap().to_string(),
+                s["attrs"].clone(),
+                s["ret"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let big = 64u64 << 20;
+    let launch = json!({"kernel": "vectorAdd(float const*, float const*, float*, int)",
+        "grid": [256, 2, 1], "block": [128, 1, 1]});
+    let mut want: Vec<(&str, Value, u64)> = vec![
+        ("cudaMalloc", json!({"bytes": big}), 0),
+        ("cudaMalloc", json!({"bytes": big}), 0),
+        ("cudaMemcpy", json!({"bytes": big, "direction": "HtoD"}), 0),
+    ];
+    want.extend(std::iter::repeat_n(("cudaLaunchKernel", launch, 0), 5));
+    want.extend([
+        ("cudaDeviceSynchronize", Value::Null, 0),
+        ("cudaMemcpy", json!({"bytes": big, "direction": "DtoH"}), 0),
+        (
+            "cudaMemcpy",
+            json!({"bytes": 16, "direction": "HtoD", "error": "cudaErrorInvalidValue"}),
+            1,
+        ),
+        ("cudaFree", Value::Null, 0),
+        ("cudaFree", Value::Null, 0),
+        (
+            "cuLaunchKernel",
+            json!({"function_handle": "0x1234", "grid": [64, 2, 1], "block_xy": [32, 4]}),
+            0,
+        ),
+    ]);
+    let want: Vec<(String, Value, u64)> = want
+        .into_iter()
+        .map(|(f, a, r)| (f.to_string(), a, r))
+        .collect();
+    assert_eq!(spans, want, "exactly the calls the fixture makes, in order");
+
+    let errors: Vec<&Value> = rec["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["kind"] == "api_error")
+        .collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(
+        errors[0]["message"],
+        "cudaMemcpy returned 1 (cudaErrorInvalidValue)"
+    );
+    assert!(
+        stderr.contains("cudaMemcpy returned 1"),
+        "the summary shows the error: {stderr}"
+    );
+
+    let check = run_with_timeout(
+        Command::new("python3")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tools/check_trace.py"))
+            .arg(out.join("trace.json"))
+            .args([
+                "--expect-slice",
+                "cudaLaunchKernel:5",
+                "--expect-slice",
+                "cudaMemcpy:3",
+            ]),
+        Duration::from_secs(60),
+    );
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+    let trace = std::fs::read_to_string(out.join("trace.json")).unwrap();
+    assert!(
+        trace.contains("vectorAdd(float const*, float const*, float*, int)"),
+        "kernel names in the timeline"
+    );
+}
+
+#[test]
+fn no_packs_turns_the_cuda_pack_off() {
+    if !require_bpf("no_packs_turns_the_cuda_pack_off") {
+        return;
+    }
+    let _bpf = bpf_lock();
+    let fixtures = fixture_lib_dir();
+    let out = scratch_dir("cuda-off");
+    let result = run_with_timeout(
+        Command::new(modelprobe_bin())
+            .args(["run", "--no-packs", "-o"])
+            .arg(&out)
+            .arg("--")
+            .arg(fixtures.join("mp-cuda-app"))
+            .env("LD_LIBRARY_PATH", fixtures.join("cuda")),
+        Duration::from_secs(60),
+    );
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let rec = read_recording(&out);
+    assert_eq!(rec["probes"].as_array().map_or(0, Vec::len), 0);
+    assert_eq!(rec["spans"].as_array().map_or(0, Vec::len), 0);
+}
