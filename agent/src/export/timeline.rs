@@ -231,7 +231,10 @@ mod tests {
         );
         assert_eq!(span["args"]["ret"], 8);
         assert_eq!(span["args"]["args"], json!([4]));
-        assert_eq!(span["args"]["bytes"], 64, "decoded attributes travel with the span");
+        assert_eq!(
+            span["args"]["bytes"], 64,
+            "decoded attributes travel with the span"
+        );
         let off = events.iter().find(|e| e["cat"] == "off_cpu").unwrap();
         assert_eq!(off["dur"].as_f64(), Some(2500.0));
         assert!(events
