@@ -20,6 +20,16 @@ const FIXTURES: &[(&str, &str, &[&str])] = &[
         "cuda/libcuda.so.1",
         &["-shared", "-fPIC"],
     ),
+    (
+        "fixtures/cublas_nccl_standin.c",
+        "cuda/libcublas.so.12",
+        &["-shared", "-fPIC", "-DMP_CUBLAS"],
+    ),
+    (
+        "fixtures/cublas_nccl_standin.c",
+        "cuda/libnccl.so.2",
+        &["-shared", "-fPIC", "-DMP_NCCL"],
+    ),
     ("fixtures/cuda_app.c", "mp-cuda-app", &["-ldl"]),
 ];
 

@@ -1,5 +1,5 @@
-//! The CUDA probe pack, as root, without a GPU: stand-in `libcudart.so.12` and `libcuda.so.1`
-//! export the real symbols with the real signatures; `mp-cuda-app` loads them late with dlopen
+//! The CUDA probe packs, as root, without a GPU: stand-in `libcudart.so.12`, `libcuda.so.1`,
+//! `libcublas.so.12` and `libnccl.so.2` export the real symbols with the real signatures; `mp-cuda-app` loads them late with dlopen
 //! and calls them in a known pattern. The recording must hold exactly the expected spans,
 //! bytes, directions, kernel name, dims and error event.
 use std::{process::Command, time::Duration};
@@ -68,6 +68,21 @@ fn cuda_runtime_and_driver_calls_are_spans_with_decoded_attributes() {
             json!({"function_handle": "0x1234", "grid": [64, 2, 1], "block_xy": [32, 4]}),
             0,
         ),
+        (
+            "cublasSgemm_v2",
+            json!({"m": 512, "n": 256, "k": 128, "flops": 2 * 512 * 256 * 128}),
+            0,
+        ),
+        (
+            "ncclAllReduce",
+            json!({"count": 1 << 20, "dtype": "bfloat16", "bytes": 2 << 20}),
+            0,
+        ),
+        (
+            "ncclSend",
+            json!({"count": 4096, "dtype": "float32", "bytes": 16384, "error": "ncclInvalidArgument"}),
+            4,
+        ),
     ]);
     let want: Vec<(String, Value, u64)> = want
         .into_iter()
@@ -81,10 +96,14 @@ fn cuda_runtime_and_driver_calls_are_spans_with_decoded_attributes() {
         .iter()
         .filter(|e| e["kind"] == "api_error")
         .collect();
-    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors.len(), 2, "{errors:?}");
     assert_eq!(
         errors[0]["message"],
         "cudaMemcpy returned 1 (cudaErrorInvalidValue)"
+    );
+    assert_eq!(
+        errors[1]["message"],
+        "ncclSend returned 4 (ncclInvalidArgument)"
     );
     assert!(
         stderr.contains("cudaMemcpy returned 1"),

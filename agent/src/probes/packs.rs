@@ -1,5 +1,6 @@
-//! Built-in probe packs: the CUDA runtime and driver APIs, switched on when their library is in
-//! the target (mapped, on its library path, or linked into its executable).
+//! Built-in probe packs: the CUDA runtime and driver APIs, cuBLAS GEMMs and NCCL collectives,
+//! switched on when their library is in the target (mapped, on its library path, or linked
+//! into its executable).
 //!
 //! A pack is a table of functions and how to read their arguments. The kernel side records
 //! integer arguments and the return value like any span probe; [`decode`] turns them into span
@@ -31,6 +32,15 @@ pub enum Decoder {
     },
     /// A set or an allocation of `args[n]` bytes.
     Bytes(usize),
+    /// A GEMM whose m, n, k are `args[3..6]` (cuBLAS): FLOPs are 2mnk.
+    Gemm,
+    /// A collective moving `args[count]` elements of NCCL data type `args[dtype]`.
+    Collective {
+        /// Index of the element count.
+        count: usize,
+        /// Index of the `ncclDataType_t`.
+        dtype: usize,
+    },
     /// Nothing to read beyond the call itself (sync, free, graph launch).
     Plain,
 }
@@ -145,6 +155,45 @@ pub static PACKS: &[Pack] = &[
         ],
         error_names: driver_error_name,
     },
+    Pack {
+        name: "cublas",
+        libraries: &["libcublas.so"],
+        functions: &[
+            f("cublasSgemm_v2", Decoder::Gemm),
+            f("cublasDgemm_v2", Decoder::Gemm),
+            f("cublasHgemm", Decoder::Gemm),
+            f("cublasGemmEx", Decoder::Gemm),
+            f("cublasSgemmStridedBatched", Decoder::Gemm),
+            f("cublasHgemmStridedBatched", Decoder::Gemm),
+            f("cublasGemmStridedBatchedEx", Decoder::Gemm),
+            f("cublasGemmBatchedEx", Decoder::Gemm),
+        ],
+        error_names: cublas_error_name,
+    },
+    Pack {
+        name: "cublaslt",
+        libraries: &["libcublasLt.so"],
+        functions: &[f("cublasLtMatmul", Decoder::Plain)],
+        error_names: cublas_error_name,
+    },
+    Pack {
+        name: "nccl",
+        libraries: &["libnccl.so"],
+        functions: &[
+            f("ncclAllReduce", Decoder::Collective { count: 2, dtype: 3 }),
+            f("ncclBroadcast", Decoder::Collective { count: 2, dtype: 3 }),
+            f("ncclReduce", Decoder::Collective { count: 2, dtype: 3 }),
+            f("ncclAllGather", Decoder::Collective { count: 2, dtype: 3 }),
+            f(
+                "ncclReduceScatter",
+                Decoder::Collective { count: 2, dtype: 3 },
+            ),
+            f("ncclSend", Decoder::Collective { count: 1, dtype: 2 }),
+            f("ncclRecv", Decoder::Collective { count: 1, dtype: 2 }),
+            f("ncclGroupEnd", Decoder::Plain),
+        ],
+        error_names: nccl_error_name,
+    },
 ];
 
 /// Integer arguments a decoder reads.
@@ -154,6 +203,8 @@ fn args_needed(d: Decoder) -> u8 {
         Decoder::RuntimeLaunchEx => 2,
         Decoder::Copy { bytes, kind, .. } => (bytes.max(kind.unwrap_or(0)) + 1) as u8,
         Decoder::Bytes(n) => n as u8 + 1,
+        Decoder::Gemm => 6,
+        Decoder::Collective { count, dtype } => (count.max(dtype) + 1) as u8,
         Decoder::Plain => 0,
     }
 }
@@ -269,9 +320,75 @@ pub fn decode(
         Decoder::Bytes(n) => {
             a.insert("bytes".into(), json!(arg(n)));
         }
+        Decoder::Gemm => {
+            // int m, n, k: the low 32 bits of their registers.
+            let (m, n, k) = (
+                arg(3) & 0xffff_ffff,
+                arg(4) & 0xffff_ffff,
+                arg(5) & 0xffff_ffff,
+            );
+            a.insert("m".into(), json!(m));
+            a.insert("n".into(), json!(n));
+            a.insert("k".into(), json!(k));
+            a.insert("flops".into(), json!(2 * m * n * k));
+        }
+        Decoder::Collective { count, dtype } => {
+            let (name, size) = nccl_type(arg(dtype) & 0xffff_ffff);
+            a.insert("count".into(), json!(arg(count)));
+            a.insert("dtype".into(), json!(name));
+            if size > 0 {
+                a.insert("bytes".into(), json!(arg(count) * size));
+            }
+        }
         Decoder::Plain => {}
     }
     a
+}
+
+/// Name and element size of an `ncclDataType_t`.
+fn nccl_type(t: u64) -> (&'static str, u64) {
+    match t {
+        0 => ("int8", 1),
+        1 => ("uint8", 1),
+        2 => ("int32", 4),
+        3 => ("uint32", 4),
+        4 => ("int64", 8),
+        5 => ("uint64", 8),
+        6 => ("float16", 2),
+        7 => ("float32", 4),
+        8 => ("float64", 8),
+        9 => ("bfloat16", 2),
+        10 => ("float8e4m3", 1),
+        11 => ("float8e5m2", 1),
+        _ => ("unknown", 0),
+    }
+}
+
+fn cublas_error_name(code: u64) -> &'static str {
+    match code {
+        1 => "CUBLAS_STATUS_NOT_INITIALIZED",
+        3 => "CUBLAS_STATUS_ALLOC_FAILED",
+        7 => "CUBLAS_STATUS_INVALID_VALUE",
+        8 => "CUBLAS_STATUS_ARCH_MISMATCH",
+        11 => "CUBLAS_STATUS_MAPPING_ERROR",
+        13 => "CUBLAS_STATUS_EXECUTION_FAILED",
+        14 => "CUBLAS_STATUS_INTERNAL_ERROR",
+        15 => "CUBLAS_STATUS_NOT_SUPPORTED",
+        _ => "cublasStatus_t",
+    }
+}
+
+fn nccl_error_name(code: u64) -> &'static str {
+    match code {
+        1 => "ncclUnhandledCudaError",
+        2 => "ncclSystemError",
+        3 => "ncclInternalError",
+        4 => "ncclInvalidArgument",
+        5 => "ncclInvalidUsage",
+        6 => "ncclRemoteError",
+        7 => "ncclInProgress",
+        _ => "ncclResult_t",
+    }
 }
 
 fn runtime_error_name(code: u64) -> &'static str {
@@ -344,6 +461,23 @@ mod tests {
             json!("HtoD")
         );
         assert_eq!(args_needed(memcpy.decoder), 4);
+        let (_, gemm) = lookup("cublas", "cublasSgemm_v2").unwrap();
+        let g = decode(
+            gemm.decoder,
+            &[0, 0, 0, 0xffff_ffff_0000_0040, 32, 16],
+            &mut names,
+        );
+        assert_eq!(
+            (g["m"].clone(), g["n"].clone(), g["k"].clone()),
+            (json!(64), json!(32), json!(16))
+        );
+        assert_eq!(g["flops"], json!(2 * 64 * 32 * 16));
+        let (_, ar) = lookup("nccl", "ncclAllReduce").unwrap();
+        let c = decode(ar.decoder, &[0, 0, 1000, 9], &mut names);
+        assert_eq!(
+            (c["dtype"].clone(), c["bytes"].clone()),
+            (json!("bfloat16"), json!(2000))
+        );
         let (pack, _) = lookup("cuda-runtime", "cudaFree").unwrap();
         assert_eq!(error_name(pack, 1), "cudaErrorInvalidValue");
         assert_eq!(
