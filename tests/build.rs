@@ -31,6 +31,7 @@ const FIXTURES: &[(&str, &str, &[&str])] = &[
         &["-shared", "-fPIC", "-DMP_NCCL"],
     ),
     ("fixtures/cuda_app.c", "mp-cuda-app", &["-ldl"]),
+    ("fixtures/llama_app.c", "mp-llama-app", &[]),
 ];
 
 fn main() {

@@ -65,6 +65,47 @@ pub fn function_shares(rec: &Recording) -> Vec<FunctionShare> {
     rows
 }
 
+/// Tokens per second from llama.cpp pack spans: prompt (prefill) and generation (decode).
+pub fn llama_throughput(rec: &Recording) -> Option<String> {
+    let phase = |name: &str| {
+        let spans: Vec<(u64, u64)> = rec
+            .spans
+            .iter()
+            .filter(|s| s.attrs.get("phase").and_then(|p| p.as_str()) == Some(name))
+            .map(|s| {
+                let n = s
+                    .attrs
+                    .get("n_tokens")
+                    .and_then(|n| n.as_u64())
+                    .unwrap_or(0);
+                (n, s.end_ns - s.start_ns)
+            })
+            .collect();
+        let tokens: u64 = spans.iter().map(|s| s.0).sum();
+        let ns: u64 = spans.iter().map(|s| s.1).sum();
+        (tokens, ns)
+    };
+    let (pre_tok, pre_ns) = phase("prefill");
+    let (dec_tok, dec_ns) = phase("decode");
+    if pre_tok + dec_tok == 0 {
+        return None;
+    }
+    let rate = |t: u64, ns: u64| {
+        if ns == 0 {
+            0.0
+        } else {
+            t as f64 / (ns as f64 / 1e9)
+        }
+    };
+    Some(format!(
+        "llama.cpp: prefill {pre_tok} tokens in {:.1} ms ({:.1} tok/s), decode {dec_tok} tokens in {:.1} ms ({:.1} tok/s)",
+        pre_ns as f64 / 1e6,
+        rate(pre_tok, pre_ns),
+        dec_ns as f64 / 1e6,
+        rate(dec_tok, dec_ns)
+    ))
+}
+
 fn pct(n: u64, total: u64) -> f64 {
     if total == 0 {
         0.0
@@ -176,6 +217,9 @@ pub fn summary(rec: &Recording, top: usize) -> String {
                 p.function
             );
         }
+    }
+    if let Some(line) = llama_throughput(rec) {
+        let _ = writeln!(out, "{line}");
     }
     let notable: Vec<&crate::trace::Event> = rec
         .events

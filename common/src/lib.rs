@@ -24,7 +24,8 @@ pub mod kind {
     /// in; `time_ns` is when it blocked and `weight` is how long it was off CPU, in nanoseconds.
     pub const OFF_CPU: u32 = 2;
     /// [`Record`](super::Record): a probed function was entered; `id` is the probe's cookie,
-    /// `args` its first six integer arguments.
+    /// `args[0..6]` its first six integer arguments, `args[6..8]` the first two 8-byte words of
+    /// its stack arguments (where structs larger than 16 bytes and arguments past the sixth go).
     pub const SPAN_ENTER: u32 = 3;
     /// [`Record`](super::Record): a probed function returned; `id` is the probe's cookie,
     /// `args[0]` the return value.
@@ -147,7 +148,7 @@ pub struct Record {
     /// Probe cookie, new task id or signal number, by kind.
     pub id: u64,
     /// Arguments, return value or details, by kind.
-    pub args: [u64; 6],
+    pub args: [u64; 8],
     /// The current task's name, NUL padded.
     pub comm: [u8; TASK_COMM_LEN],
 }
@@ -246,8 +247,8 @@ mod layout {
     const _: () = assert!(offset_of!(Record, time_ns) == 16);
     const _: () = assert!(offset_of!(Record, id) == 24);
     const _: () = assert!(offset_of!(Record, args) == 32);
-    const _: () = assert!(offset_of!(Record, comm) == 80);
-    const _: () = assert!(size_of::<Record>() == 96);
+    const _: () = assert!(offset_of!(Record, comm) == 96);
+    const _: () = assert!(size_of::<Record>() == 112);
     const _: () = assert!(offset_of!(DataRecord, data) == DATA_HEADER);
     const _: () = assert!(size_of::<DataRecord>() == DATA_HEADER + DATA_CAPTURE);
 }

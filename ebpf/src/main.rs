@@ -276,7 +276,7 @@ fn try_sched_switch(ctx: &TracePointContext) -> Result<(), i64> {
 
 /// Reserves and fills a record for the current task; `None` (counted as lost) when full.
 #[inline(always)]
-fn emit(record_kind: u32, id: u64, args: [u64; 6], lost_index: u32) -> Option<()> {
+fn emit(record_kind: u32, id: u64, args: [u64; 8], lost_index: u32) -> Option<()> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let Some(mut entry) = RECORDS.reserve::<Record>(0) else {
         count_lost(lost_index);
@@ -333,14 +333,14 @@ fn try_task_newtask(ctx: &TracePointContext) -> Result<(), i64> {
     if clone_flags & CLONE_THREAD == 0 && TARGETS.insert(&child, &1, 0).is_err() {
         count_lost(lost::TARGETS_FULL);
     }
-    emit(kind::TASK_NEW, child as u64, [clone_flags, 0, 0, 0, 0, 0], lost::TASK);
+    emit(kind::TASK_NEW, child as u64, [clone_flags, 0, 0, 0, 0, 0, 0, 0], lost::TASK);
     Ok(())
 }
 
 #[tracepoint]
 pub fn mp_sched_exec(_ctx: TracePointContext) -> u32 {
     if current_is_target() {
-        emit(kind::EXEC, 0, [0; 6], lost::TASK);
+        emit(kind::EXEC, 0, [0; 8], lost::TASK);
     }
     0
 }
@@ -365,7 +365,7 @@ pub fn mp_task_rename(ctx: TracePointContext) -> u32 {
             // SAFETY: no preconditions.
             time_ns: unsafe { bpf_ktime_get_ns() },
             id: 0,
-            args: [0; 6],
+            args: [0; 8],
             comm: new,
         });
         entry.submit(wakeup_flags(&RECORDS));
@@ -395,7 +395,7 @@ fn try_signal_deliver(ctx: &TracePointContext) -> Result<(), i64> {
             ctx.read_at::<u64>(cfg.deliver_handler_off as usize)?,
         )
     };
-    emit(kind::SIGNAL, sig as u64, [code as u64, handler, 0, 0, 0, 0], lost::TASK);
+    emit(kind::SIGNAL, sig as u64, [code as u64, handler, 0, 0, 0, 0, 0, 0], lost::TASK);
     Ok(())
 }
 
@@ -407,8 +407,31 @@ pub fn mp_span_enter(ctx: ProbeContext) -> u32 {
     // SAFETY: called from a uprobe program, whose context the helper accepts.
     let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
     let a = |i| ctx.arg::<u64>(i).unwrap_or(0);
-    emit(kind::SPAN_ENTER, cookie, [a(0), a(1), a(2), a(3), a(4), a(5)], lost::SPAN);
+    let (s0, s1) = stack_args(&ctx);
+    emit(kind::SPAN_ENTER, cookie, [a(0), a(1), a(2), a(3), a(4), a(5), s0, s1], lost::SPAN);
     0
+}
+
+/// The first two 8-byte words of a function's stack arguments, read at its entry (x86-64:
+/// just above the return address). Zeros where unreadable or on other architectures.
+#[inline(always)]
+fn stack_args(ctx: &ProbeContext) -> (u64, u64) {
+    #[cfg(bpf_target_arch = "x86_64")]
+    {
+        // SAFETY: a uprobe's context is the task's pt_regs, valid for the call; user memory is
+        // read with a faulting-safe helper.
+        unsafe {
+            let sp = (*ctx.regs).rsp;
+            let w0 = bpf_probe_read_user((sp + 8) as *const u64).unwrap_or(0);
+            let w1 = bpf_probe_read_user((sp + 16) as *const u64).unwrap_or(0);
+            (w0, w1)
+        }
+    }
+    #[cfg(not(bpf_target_arch = "x86_64"))]
+    {
+        let _ = ctx;
+        (0, 0)
+    }
 }
 
 #[uretprobe]
@@ -419,7 +442,7 @@ pub fn mp_span_exit(ctx: RetProbeContext) -> u32 {
     // SAFETY: called from a uretprobe program, whose context the helper accepts.
     let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
     let ret: u64 = ctx.ret();
-    emit(kind::SPAN_EXIT, cookie, [ret, 0, 0, 0, 0, 0], lost::SPAN);
+    emit(kind::SPAN_EXIT, cookie, [ret, 0, 0, 0, 0, 0, 0, 0], lost::SPAN);
     0
 }
 
@@ -443,7 +466,7 @@ fn try_sched_exit(ctx: &TracePointContext) -> Result<(), i64> {
     } else {
         0
     };
-    emit(kind::TASK_EXIT, 0, [group_dead as u64, 0, 0, 0, 0, 0], lost::TASK);
+    emit(kind::TASK_EXIT, 0, [group_dead as u64, 0, 0, 0, 0, 0, 0, 0], lost::TASK);
     if group_dead != 0 {
         // The last thread of the process is gone: stop matching its (reusable) pid.
         let _ = TARGETS.remove(&tgid);

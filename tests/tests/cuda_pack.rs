@@ -160,3 +160,64 @@ fn no_packs_turns_the_cuda_pack_off() {
     assert_eq!(rec["probes"].as_array().map_or(0, Vec::len), 0);
     assert_eq!(rec["spans"].as_array().map_or(0, Vec::len), 0);
 }
+
+#[test]
+fn llama_cpp_pack_in_a_static_binary_gives_prefill_and_decode_tokens() {
+    if !require_bpf("llama_cpp_pack_in_a_static_binary_gives_prefill_and_decode_tokens") {
+        return;
+    }
+    let _bpf = bpf_lock();
+    let fixtures = fixture_lib_dir();
+    let out = scratch_dir("llama");
+    let result = run_with_timeout(
+        Command::new(modelprobe_bin())
+            .args(["run", "-o"])
+            .arg(&out)
+            .arg("--")
+            .arg(fixtures.join("mp-llama-app")),
+        Duration::from_secs(60),
+    );
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(result.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("llama.cpp pack:"),
+        "found in the executable itself: {stderr}"
+    );
+    let rec = read_recording(&out);
+    let probes = rec["probes"].as_array().expect("probes");
+    let function = |s: &Value| {
+        probes[s["probe"].as_u64().unwrap() as usize]["function"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let spans = rec["spans"].as_array().expect("spans");
+    let decodes: Vec<&Value> = spans
+        .iter()
+        .filter(|s| function(s) == "llama_decode")
+        .collect();
+    assert_eq!(decodes.len(), 21);
+    assert_eq!(
+        decodes[0]["attrs"],
+        json!({"n_tokens": 12, "phase": "prefill"})
+    );
+    for d in &decodes[1..] {
+        assert_eq!(d["attrs"], json!({"n_tokens": 1, "phase": "decode"}));
+    }
+    let tokenize: Vec<&Value> = spans
+        .iter()
+        .filter(|s| function(s) == "llama_tokenize")
+        .collect();
+    assert_eq!(tokenize.len(), 1);
+    assert_eq!(tokenize[0]["ret"], 12);
+    let samples: Vec<u64> = spans
+        .iter()
+        .filter(|s| function(s) == "llama_sampler_sample")
+        .map(|s| s["ret"].as_u64().unwrap())
+        .collect();
+    assert_eq!(samples, (1000..1020).collect::<Vec<u64>>());
+    assert!(
+        stderr.contains("llama.cpp: prefill 12 tokens") && stderr.contains("decode 20 tokens"),
+        "tokens per second in the summary: {stderr}"
+    );
+}

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
-use super::{resolve, ProbeSpec, ResolvedProbe, SearchContext};
+use super::{function_symbols, resolve_target, ProbeSpec, ResolvedProbe, SearchContext};
 
 /// How a pack function's arguments read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +32,13 @@ pub enum Decoder {
     },
     /// A set or an allocation of `args[n]` bytes.
     Bytes(usize),
+    /// `llama_decode(ctx, llama_batch batch)` / `llama_encode`: the batch travels on the stack;
+    /// its first field, `int32_t n_tokens`, is the low half of stack word 0 (`args[6]`).
+    LlamaBatch,
+    /// A function whose return value is a count of tokens (`llama_tokenize`).
+    TokenCount,
+    /// A function whose return value is a token id (`llama_sampler_sample`).
+    Token,
     /// A GEMM whose m, n, k are `args[3..6]` (cuBLAS): FLOPs are 2mnk.
     Gemm,
     /// A collective moving `args[count]` elements of NCCL data type `args[dtype]`.
@@ -52,6 +59,8 @@ pub struct PackFn {
     pub name: &'static str,
     /// How to read it.
     pub decoder: Decoder,
+    /// Whether it returns a status code (non-zero: an error event) rather than a value.
+    pub returns_status: bool,
 }
 
 /// A pack: libraries it looks for and the functions it probes in them.
@@ -68,7 +77,20 @@ pub struct Pack {
 }
 
 const fn f(name: &'static str, decoder: Decoder) -> PackFn {
-    PackFn { name, decoder }
+    PackFn {
+        name,
+        decoder,
+        returns_status: true,
+    }
+}
+
+/// A function that returns a value (a count, a token, a pointer), not a status.
+const fn value(name: &'static str, decoder: Decoder) -> PackFn {
+    PackFn {
+        name,
+        decoder,
+        returns_status: false,
+    }
 }
 
 const fn copy(bytes: usize, kind: usize) -> Decoder {
@@ -156,6 +178,20 @@ pub static PACKS: &[Pack] = &[
         error_names: driver_error_name,
     },
     Pack {
+        name: "llama.cpp",
+        libraries: &["libllama.so"],
+        functions: &[
+            f("llama_decode", Decoder::LlamaBatch),
+            f("llama_encode", Decoder::LlamaBatch),
+            value("llama_tokenize", Decoder::TokenCount),
+            value("llama_sampler_sample", Decoder::Token),
+            value("llama_model_load_from_file", Decoder::Plain),
+            value("llama_load_model_from_file", Decoder::Plain),
+            value("llama_init_from_model", Decoder::Plain),
+        ],
+        error_names: llama_error_name,
+    },
+    Pack {
         name: "cublas",
         libraries: &["libcublas.so"],
         functions: &[
@@ -204,6 +240,8 @@ fn args_needed(d: Decoder) -> u8 {
         Decoder::Copy { bytes, kind, .. } => (bytes.max(kind.unwrap_or(0)) + 1) as u8,
         Decoder::Bytes(n) => n as u8 + 1,
         Decoder::Gemm => 6,
+        Decoder::LlamaBatch => 8,
+        Decoder::TokenCount | Decoder::Token => 0,
         Decoder::Collective { count, dtype } => (count.max(dtype) + 1) as u8,
         Decoder::Plain => 0,
     }
@@ -221,37 +259,59 @@ pub struct PackProbe {
 }
 
 /// Every pack function present in the target. A pack whose library is absent contributes
-/// nothing; functions a library version lacks are skipped.
+/// nothing; functions a library version lacks are skipped. Each file's symbols are read once.
 pub fn resolve_packs(ctx: &SearchContext) -> Vec<PackProbe> {
     let mut out = Vec::new();
+    let exe_name = ctx
+        .exe
+        .as_ref()
+        .and_then(|e| e.file_name()?.to_str().map(str::to_string));
+    let mut symbols_of: std::collections::HashMap<std::path::PathBuf, Vec<super::FunctionSymbol>> =
+        std::collections::HashMap::new();
     for pack in PACKS {
-        // The library, or a statically linked runtime in the executable.
-        let exe_name = ctx
-            .exe
-            .as_ref()
-            .and_then(|e| e.file_name()?.to_str().map(str::to_string));
-        let targets = pack.libraries.iter().map(|l| l.to_string()).chain(exe_name);
+        // The library, or the runtime linked statically into the executable.
+        let targets = pack
+            .libraries
+            .iter()
+            .map(|l| l.to_string())
+            .chain(exe_name.clone());
         for target in targets {
-            let mut found_any = false;
+            let probe_target = ProbeSpec {
+                text: target.clone(),
+                target: target.clone(),
+                symbol: String::new(),
+                args: 0,
+            };
+            let Ok(path) = resolve_target(&probe_target, ctx) else {
+                continue;
+            };
+            let host_path = ctx.host_path(&path);
+            let symbols = symbols_of
+                .entry(host_path.clone())
+                .or_insert_with(|| function_symbols(&host_path).unwrap_or_default());
+            let before = out.len();
             for pf in pack.functions {
-                let spec = ProbeSpec {
-                    text: format!("{target}:{}@{}", pf.name, args_needed(pf.decoder)),
-                    target: target.clone(),
-                    symbol: pf.name.to_string(),
-                    args: args_needed(pf.decoder),
+                let Some(sym) = symbols.iter().find(|s| s.name == pf.name) else {
+                    continue;
                 };
-                if let Ok(found) = resolve(&spec, ctx) {
-                    for r in found {
-                        found_any = true;
-                        out.push(PackProbe {
-                            pack: pack.name,
-                            spec: spec.clone(),
-                            resolved: r,
-                        });
-                    }
-                }
+                let args = args_needed(pf.decoder);
+                out.push(PackProbe {
+                    pack: pack.name,
+                    spec: ProbeSpec {
+                        text: format!("{target}:{}@{args}", pf.name),
+                        target: target.clone(),
+                        symbol: pf.name.to_string(),
+                        args,
+                    },
+                    resolved: ResolvedProbe {
+                        target_path: path.clone(),
+                        host_path: host_path.clone(),
+                        symbol: sym.name.clone(),
+                        file_offset: sym.file_offset,
+                    },
+                });
             }
-            if found_any {
+            if out.len() > before {
                 break;
             }
         }
@@ -320,6 +380,15 @@ pub fn decode(
         Decoder::Bytes(n) => {
             a.insert("bytes".into(), json!(arg(n)));
         }
+        Decoder::LlamaBatch => {
+            let n = arg(6) & 0xffff_ffff;
+            a.insert("n_tokens".into(), json!(n));
+            a.insert(
+                "phase".into(),
+                json!(if n > 1 { "prefill" } else { "decode" }),
+            );
+        }
+        Decoder::TokenCount | Decoder::Token => {}
         Decoder::Gemm => {
             // int m, n, k: the low 32 bits of their registers.
             let (m, n, k) = (
@@ -361,6 +430,15 @@ fn nccl_type(t: u64) -> (&'static str, u64) {
         10 => ("float8e4m3", 1),
         11 => ("float8e5m2", 1),
         _ => ("unknown", 0),
+    }
+}
+
+fn llama_error_name(code: u64) -> &'static str {
+    // llama_decode: 1 = no KV slot for the batch, 2 = aborted, negative = error.
+    match code {
+        1 => "no KV cache slot",
+        2 => "aborted",
+        _ => "llama error",
     }
 }
 

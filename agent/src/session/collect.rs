@@ -25,7 +25,7 @@ const CLONE_THREAD: u64 = 0x0001_0000;
 struct OpenSpan {
     probe: u32,
     start_ns: u64,
-    args: [u64; 6],
+    args: [u64; 8],
 }
 
 /// Something the session must act on: a new process to attach probes to, or an exec.
@@ -128,7 +128,7 @@ impl Collector {
     fn kept_args(&self, probe: u32) -> usize {
         self.probes
             .get(probe as usize)
-            .map_or(0, |p| p.args.min(6) as usize)
+            .map_or(0, |p| p.args.min(8) as usize)
     }
 
     /// Lifecycle changes since the last call, for the session to act on.
@@ -437,7 +437,7 @@ fn decode_pack_spans(
                 .clone()
         };
         s.attrs = packs::decode(pf.decoder, &s.args, &mut symbol);
-        if let Some(ret) = s.ret.filter(|r| r & 0xffff_ffff != 0) {
+        if let Some(ret) = s.ret.filter(|r| pf.returns_status && r & 0xffff_ffff != 0) {
             let name = packs::error_name(pack, ret);
             s.attrs.insert("error".into(), serde_json::json!(name));
             events.push(Event {
@@ -588,7 +588,7 @@ mod tests {
             tid,
             time_ns: t,
             id,
-            args: [a0, 2, 3, 4, 5, 6],
+            args: [a0, 2, 3, 4, 5, 6, 7, 8],
             comm: *b"app\0\0\0\0\0\0\0\0\0\0\0\0\0",
         }
     }
