@@ -91,35 +91,40 @@ fn parse_line(line: &str) -> Option<MapsLine<'_>> {
 
 impl MapsRegistry {
     /// Reads `/proc/PID/maps` and merges its executable mappings into what is known of `pid`.
-    /// Returns false if the process is gone.
-    pub fn capture(&mut self, pid: u32) -> bool {
-        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
-            return false;
-        };
-        let mut fresh = Vec::new();
+    /// Returns the paths of file-backed mappings new since the last capture, or `None` if the
+    /// process is gone. Mappings already known cost no file open.
+    pub fn capture(&mut self, pid: u32) -> Option<Vec<String>> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+        let mut added = Vec::new();
         for line in text.lines().filter_map(parse_line).filter(|l| l.exec) {
+            let known = self.procs.entry(pid).or_default();
+            let same = |k: &Mapping| {
+                (k.start, k.end, k.offset) == (line.start, line.end, line.offset)
+                    && k.path == line.path
+            };
+            if known.iter().any(same) {
+                continue;
+            }
             let module = (line.inode != 0 && line.path.starts_with('/'))
                 .then(|| self.open_module(pid, &line))
                 .flatten();
-            fresh.push(Mapping {
+            if module.is_some() {
+                added.push(line.path.to_string());
+            }
+            let m = Mapping {
                 start: line.start,
                 end: line.end,
                 offset: line.offset,
                 path: line.path.to_string(),
                 module,
-            });
-        }
-        let known = self.procs.entry(pid).or_default();
-        for m in fresh {
-            if known.contains(&m) {
-                continue;
-            }
+            };
+            let known = self.procs.entry(pid).or_default();
             // A new mapping replaces whatever it overlaps (an unmap and remap at runtime).
             known.retain(|k| k.end <= m.start || k.start >= m.end);
-            known.push(m);
+            let at = known.partition_point(|k| k.start < m.start);
+            known.insert(at, m);
         }
-        known.sort_by_key(|m| m.start);
-        true
+        Some(added)
     }
 
     fn open_module(&mut self, pid: u32, line: &MapsLine<'_>) -> Option<ModuleId> {
@@ -203,7 +208,13 @@ mod tests {
     #[test]
     fn captures_own_process_and_finds_own_code() {
         let mut reg = MapsRegistry::default();
-        assert!(reg.capture(std::process::id()));
+        let added = reg.capture(std::process::id()).expect("own process");
+        assert!(added.iter().any(|p| p.contains("libc")), "{added:?}");
+        assert_eq!(
+            reg.capture(std::process::id()),
+            Some(vec![]),
+            "nothing new the second time"
+        );
         let here = captures_own_process_and_finds_own_code as *const () as u64;
         let m = reg
             .lookup(std::process::id(), here)

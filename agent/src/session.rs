@@ -280,12 +280,22 @@ pub fn record(opts: &RecordOptions) -> Result<Outcome> {
     }
 
     let mut exit_status = None;
+    let mut last_rescan = Instant::now();
     let mut forwarded_at: Option<Instant> = None;
     let end_reason;
     loop {
         if sampler.wait(Duration::from_millis(100)) {
             sampler.drain(&mut collector);
             follow_lifecycle(&mut collector, &mut sampler, &mut probes);
+        }
+        // Libraries loaded from outside any search path (a wheel's RPATH): found by rescanning.
+        if last_rescan.elapsed() >= Duration::from_secs(1) {
+            last_rescan = Instant::now();
+            for (pid, files) in collector.rescan_maps() {
+                if let Err(e) = probes.on_new_files(&mut sampler, pid, &files) {
+                    log::warn!("probes not attached to new libraries of pid {pid}: {e}");
+                }
+            }
         }
         if let Some(c) = &child {
             if let Some(status) = target::try_wait(c.pid) {

@@ -109,6 +109,30 @@ impl ProbeSet {
         self.table.len() - before
     }
 
+    /// `pid` mapped new files: if one is a pack library, resolve the packs in it and attach.
+    pub fn on_new_files(
+        &mut self,
+        sampler: &mut Sampler,
+        pid: u32,
+        files: &[String],
+    ) -> Result<usize> {
+        let pack_lib = |f: &String| {
+            let name = f.rsplit('/').next().unwrap_or(f);
+            crate::probes::packs::PACKS
+                .iter()
+                .flat_map(|p| p.libraries)
+                .any(|lib| name == *lib || name.starts_with(&format!("{lib}.")))
+        };
+        if !self.packs || !files.iter().any(pack_lib) {
+            return Ok(0);
+        }
+        let added = self.add_packs(resolve_packs(&SearchContext::for_process(pid)));
+        if added > 0 {
+            log::info!("pid {pid} loaded a pack library: probing {added} more function(s)");
+        }
+        self.attach_to(sampler, pid)
+    }
+
     /// The probe table entries of `pack`.
     pub fn pack_functions(&self, pack: &str) -> Vec<&ProbeInfo> {
         self.table

@@ -65,6 +65,7 @@ pub struct Collector {
     probes: Vec<crate::trace::ProbeInfo>,
     unmatched_returns: u64,
     logs: LogAssembler,
+    exited: std::collections::HashSet<u32>,
     user_stack_errors: u64,
     kernel_stack_errors: u64,
 }
@@ -103,6 +104,28 @@ impl Collector {
         self.maps.capture(pid);
     }
 
+    /// Re-reads the mappings of every live process seen; returns the pids that mapped a file
+    /// not seen before, with those files' paths.
+    pub fn rescan_maps(&mut self) -> Vec<(u32, Vec<String>)> {
+        let pids: Vec<u32> = self
+            .processes
+            .keys()
+            .copied()
+            .filter(|p| !self.exited.contains(p))
+            .collect();
+        let mut out = Vec::new();
+        for pid in pids {
+            match self.maps.capture(pid) {
+                Some(added) if !added.is_empty() => out.push((pid, added)),
+                Some(_) => {}
+                None => {
+                    self.exited.insert(pid);
+                }
+            }
+        }
+        out
+    }
+
     /// Re-reads `/tmp/perf-PID.map`, at most every [`RECAPTURE_EVERY`].
     fn refresh_perf_map(&mut self, pid: u32) {
         let info = self.processes.entry(pid).or_default();
@@ -123,12 +146,6 @@ impl Collector {
     /// decodes them.
     pub fn set_probes(&mut self, probes: Vec<crate::trace::ProbeInfo>) {
         self.probes = probes;
-    }
-
-    fn kept_args(&self, probe: u32) -> usize {
-        self.probes
-            .get(probe as usize)
-            .map_or(0, |p| p.args.min(8) as usize)
     }
 
     /// Lifecycle changes since the last call, for the session to act on.
@@ -168,7 +185,6 @@ impl Collector {
                 self.unmatched_returns += (stack.len() - pos - 1) as u64;
                 stack.truncate(pos + 1);
                 let open = stack.pop().expect("pos is in range");
-                let keep = self.kept_args(open.probe);
                 self.spans.push(Span {
                     probe: open.probe,
                     pid: rec.pid,
@@ -176,7 +192,7 @@ impl Collector {
                     start_ns: open.start_ns,
                     end_ns: rec.time_ns,
                     depth: pos as u32,
-                    args: open.args[..keep].to_vec(),
+                    args: open.args.to_vec(),
                     ret: Some(rec.args[0]),
                     attrs: Default::default(),
                 });
@@ -212,6 +228,9 @@ impl Collector {
                 self.lifecycle.push(Lifecycle::Exec(rec.pid));
             }
             kind::TASK_EXIT => {
+                if rec.args[0] != 0 {
+                    self.exited.insert(rec.pid);
+                }
                 let (kind, msg) = if rec.args[0] != 0 {
                     (
                         EventKind::ProcessExit,
@@ -353,7 +372,6 @@ impl Collector {
         for (tid, stack) in std::mem::take(&mut self.open_spans) {
             let pid = self.threads.get(&tid).map(|t| t.pid).unwrap_or(tid);
             for (depth, open) in stack.into_iter().enumerate() {
-                let keep = self.kept_args(open.probe);
                 self.spans.push(Span {
                     probe: open.probe,
                     pid,
@@ -361,7 +379,7 @@ impl Collector {
                     start_ns: open.start_ns,
                     end_ns: meta.end_ns.max(open.start_ns),
                     depth: depth as u32,
-                    args: open.args[..keep].to_vec(),
+                    args: open.args.to_vec(),
                     ret: None,
                     attrs: Default::default(),
                 });
@@ -375,7 +393,16 @@ impl Collector {
         rec.stacks = symbolized.stacks;
         self.samples.sort_by_key(|s| s.time_ns);
         rec.samples = self.samples;
+        // Spans carry every captured word until here: probes attached mid-recording (packs found
+        // by a rescan) were not in the table when their spans were paired.
         decode_pack_spans(&mut self.spans, &mut self.events, &self.probes, &self.maps);
+        for s in &mut self.spans {
+            let keep = self
+                .probes
+                .get(s.probe as usize)
+                .map_or(0, |p| p.args.min(8) as usize);
+            s.args.truncate(keep);
+        }
         rec.spans = self.spans;
         rec.probes = self.probes;
         rec.events = self.events;
