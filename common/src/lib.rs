@@ -47,7 +47,14 @@ pub mod kind {
     pub const LOG: u32 = 10;
     /// [`DataRecord`](super::DataRecord): a target opened a file; `data` is its path.
     pub const OPEN: u32 = 11;
+    /// [`StackEvent`](super::StackEvent): a probed function returned a non-zero status; the
+    /// stacks are its caller's, `weight` is the probe's cookie.
+    pub const API_ERROR_STACK: u32 = 12;
 }
+
+/// Set in a span probe's cookie when its function returns a status code: a non-zero return
+/// (low 32 bits) also records the calling stack ([`kind::API_ERROR_STACK`]).
+pub const STATUS_COOKIE: u64 = 1 << 63;
 
 /// Most bytes of one write (or one path) a [`DataRecord`] carries; longer writes are cut and
 /// the cut counted.

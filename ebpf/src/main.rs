@@ -34,7 +34,7 @@ use aya_ebpf::{
 };
 use modelprobe_common::{
     flags, kind, lost, Config, DataRecord, Record, StackEvent, DATA_CAPTURE, DATA_HEADER,
-    MAX_STACK_DEPTH,
+    MAX_STACK_DEPTH, STATUS_COOKIE,
 };
 
 /// `CLONE_THREAD` from `linux/sched.h`: the new task is a thread of the same process.
@@ -443,6 +443,22 @@ pub fn mp_span_exit(ctx: RetProbeContext) -> u32 {
     let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
     let ret: u64 = ctx.ret();
     emit(kind::SPAN_EXIT, cookie, [ret, 0, 0, 0, 0, 0, 0, 0], lost::SPAN);
+    if cookie & STATUS_COOKIE != 0 && ret as u32 != 0 {
+        // A failed API call: keep where it was called from (the caller's stack, as the return
+        // probe runs on the way back to it).
+        match EVENTS.reserve::<StackEvent>(0) {
+            Some(mut entry) => {
+                let ev = entry.as_mut_ptr();
+                // SAFETY: `ev` points into a reservation of size_of::<StackEvent>() bytes.
+                unsafe {
+                    fill(&ctx, ev, kind::API_ERROR_STACK, bpf_get_current_pid_tgid());
+                    (*ev).weight = cookie;
+                }
+                entry.submit(BPF_RB_FORCE_WAKEUP as u64);
+            }
+            None => count_lost(lost::SPAN),
+        }
+    }
     0
 }
 

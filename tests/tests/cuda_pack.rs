@@ -122,12 +122,30 @@ fn check_cuda_app(name: &str, env: &[(&str, std::path::PathBuf)]) {
     assert_eq!(errors.len(), 2, "{errors:?}");
     assert_eq!(
         errors[0]["message"],
-        "cudaMemcpy returned 1 (cudaErrorInvalidValue)"
+        "cudaMemcpy returned 1 (cudaErrorInvalidValue), called from main"
     );
     assert_eq!(
         errors[1]["message"],
-        "ncclSend returned 4 (ncclInvalidArgument)"
+        "ncclSend returned 4 (ncclInvalidArgument), called from main"
     );
+    // Each error carries the launching stack, symbolized like any sample's.
+    for e in &errors {
+        let stack = e["stack"].as_u64().expect("an error has its stack") as usize;
+        let frames: Vec<&str> = rec["stacks"][stack]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                rec["frames"][f.as_u64().unwrap() as usize]["name"]
+                    .as_str()
+                    .unwrap()
+            })
+            .collect();
+        assert!(
+            frames.contains(&"main"),
+            "launching stack names main: {frames:?}"
+        );
+    }
     assert!(
         stderr.contains("cudaMemcpy returned 1"),
         "the summary shows the error: {stderr}"

@@ -64,7 +64,19 @@ impl ProbeSet {
         let mut n = 0;
         for (r, id) in &self.resolved {
             if self.attached.insert((pid, *id)) {
-                sampler.attach_span(&r.host_path, r.file_offset, *id as u64, pid)?;
+                let info = &self.table[*id as usize];
+                let status = info
+                    .pack
+                    .as_deref()
+                    .and_then(|p| crate::probes::packs::lookup(p, &info.function))
+                    .is_some_and(|(_, f)| f.returns_status);
+                let cookie = *id as u64
+                    | if status {
+                        modelprobe_common::STATUS_COOKIE
+                    } else {
+                        0
+                    };
+                sampler.attach_span(&r.host_path, r.file_offset, cookie, pid)?;
                 n += 1;
             }
         }

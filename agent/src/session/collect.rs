@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use modelprobe_common::{flags, kind, Record, StackEvent};
+use modelprobe_common::{flags, kind, Record, StackEvent, STATUS_COOKIE};
 
 use crate::{
     logs::LogAssembler,
@@ -65,6 +65,7 @@ pub struct Collector {
     probes: Vec<crate::trace::ProbeInfo>,
     unmatched_returns: u64,
     logs: LogAssembler,
+    error_stacks: Vec<(u32, u64, u32)>,
     exited: std::collections::HashSet<u32>,
     user_stack_errors: u64,
     kernel_stack_errors: u64,
@@ -161,6 +162,7 @@ impl Collector {
             kind,
             message,
             value,
+            stack: None,
         });
     }
 
@@ -170,14 +172,15 @@ impl Collector {
         match rec.kind {
             kind::SPAN_ENTER => {
                 self.open_spans.entry(rec.tid).or_default().push(OpenSpan {
-                    probe: rec.id as u32,
+                    probe: (rec.id & !STATUS_COOKIE) as u32,
                     start_ns: rec.time_ns,
                     args: rec.args,
                 });
             }
             kind::SPAN_EXIT => {
                 let stack = self.open_spans.entry(rec.tid).or_default();
-                let Some(pos) = stack.iter().rposition(|s| s.probe == rec.id as u32) else {
+                let probe = (rec.id & !STATUS_COOKIE) as u32;
+                let Some(pos) = stack.iter().rposition(|s| s.probe == probe) else {
                     self.unmatched_returns += 1;
                     return;
                 };
@@ -276,11 +279,60 @@ impl Collector {
         }
     }
 
+    /// Interns an event's stacks; a stack not seen before makes sure its code is known.
+    fn intern_stack(&mut self, ev: &StackEvent) -> u32 {
+        let klen = (ev.kstack_len as usize).min(ev.kstack.len());
+        let ulen = (ev.ustack_len as usize).min(ev.ustack.len());
+        let raw = RawStack {
+            pid: ev.pid,
+            kernel: ev.kstack[..klen].to_vec(),
+            // A frame-pointer walk through code built without frame pointers can end in
+            // zeros; they are not frames.
+            user: ev.ustack[..ulen]
+                .iter()
+                .copied()
+                .filter(|&a| a != 0)
+                .collect(),
+        };
+        match self.stack_ids.get(&raw) {
+            Some(&id) => id,
+            None => {
+                // A stack not seen before: make sure its code is in a known mapping while the
+                // process can still be asked.
+                if raw
+                    .user
+                    .iter()
+                    .any(|&a| self.maps.lookup(ev.pid, a).is_none())
+                {
+                    self.watch(ev.pid);
+                }
+                // Code outside any file (JIT output): read the JIT's perf map while it exists.
+                let maps = &self.maps;
+                if raw
+                    .user
+                    .iter()
+                    .any(|&a| maps.lookup(ev.pid, a).is_none_or(|m| m.module.is_none()))
+                {
+                    self.refresh_perf_map(ev.pid);
+                }
+                let id = self.stacks.len() as u32;
+                self.stack_ids.insert(raw.clone(), id);
+                self.stacks.push(raw);
+                id
+            }
+        }
+    }
+
     /// Adds one event from the BPF side.
     pub fn ingest(&mut self, ev: &StackEvent) {
         let kind = match ev.kind {
             kind::CPU_SAMPLE => SampleKind::Cpu,
             kind::OFF_CPU => SampleKind::OffCpu,
+            kind::API_ERROR_STACK => {
+                let stack = self.intern_stack(ev);
+                self.error_stacks.push((ev.tid, ev.time_ns, stack));
+                return;
+            }
             other => {
                 log::debug!("unknown event kind {other}");
                 return;
@@ -311,46 +363,7 @@ impl Collector {
                 name,
             });
 
-        let klen = (ev.kstack_len as usize).min(ev.kstack.len());
-        let ulen = (ev.ustack_len as usize).min(ev.ustack.len());
-        let raw = RawStack {
-            pid: ev.pid,
-            kernel: ev.kstack[..klen].to_vec(),
-            // A frame-pointer walk through code built without frame pointers can end in
-            // zeros; they are not frames.
-            user: ev.ustack[..ulen]
-                .iter()
-                .copied()
-                .filter(|&a| a != 0)
-                .collect(),
-        };
-        let stack = match self.stack_ids.get(&raw) {
-            Some(&id) => id,
-            None => {
-                // A stack not seen before: make sure its code is in a known mapping while the
-                // process can still be asked.
-                if raw
-                    .user
-                    .iter()
-                    .any(|&a| self.maps.lookup(ev.pid, a).is_none())
-                {
-                    self.watch(ev.pid);
-                }
-                // Code outside any file (JIT output): read the JIT's perf map while it exists.
-                let maps = &self.maps;
-                if raw
-                    .user
-                    .iter()
-                    .any(|&a| maps.lookup(ev.pid, a).is_none_or(|m| m.module.is_none()))
-                {
-                    self.refresh_perf_map(ev.pid);
-                }
-                let id = self.stacks.len() as u32;
-                self.stack_ids.insert(raw.clone(), id);
-                self.stacks.push(raw);
-                id
-            }
-        };
+        let stack = self.intern_stack(ev);
         self.samples.push(Sample {
             kind,
             time_ns: ev.time_ns,
@@ -396,6 +409,7 @@ impl Collector {
         // Spans carry every captured word until here: probes attached mid-recording (packs found
         // by a rescan) were not in the table when their spans were paired.
         decode_pack_spans(&mut self.spans, &mut self.events, &self.probes, &self.maps);
+        attach_error_stacks(&mut self.events, &self.error_stacks, &rec);
         for s in &mut self.spans {
             let keep = self
                 .probes
@@ -474,10 +488,37 @@ fn decode_pack_spans(
                 kind: EventKind::ApiError,
                 message: format!("{} returned {} ({name})", info.function, ret & 0xffff_ffff),
                 value: Some((ret & 0xffff_ffff) as i64),
+                stack: None,
             });
         }
     }
     events.sort_by_key(|e| e.time_ns);
+}
+
+/// Gives each API error event the stack its failed call returned to (recorded by the return
+/// probe of the same thread, nanoseconds after the return record), and names the caller.
+fn attach_error_stacks(events: &mut [Event], stacks: &[(u32, u64, u32)], rec: &Recording) {
+    for e in events.iter_mut().filter(|e| e.kind == EventKind::ApiError) {
+        let found = stacks
+            .iter()
+            .filter(|(tid, t, _)| *tid == e.tid && t.abs_diff(e.time_ns) < 1_000_000)
+            .min_by_key(|(_, t, _)| t.abs_diff(e.time_ns));
+        let Some(&(_, _, stack)) = found else {
+            continue;
+        };
+        e.stack = Some(stack);
+        // The innermost real user frame is the caller (the return probe runs on its way back).
+        let caller = rec.stacks.get(stack as usize).and_then(|frames| {
+            frames
+                .iter()
+                .rev()
+                .map(|&f| &rec.frames[f as usize])
+                .find(|f| f.kind != crate::trace::FrameKind::Kernel && !f.inlined)
+        });
+        if let Some(f) = caller {
+            e.message.push_str(&format!(", called from {}", f.name));
+        }
+    }
 }
 
 /// File name endings of model weights and engines.
@@ -539,6 +580,7 @@ impl Collector {
                     kind: EventKind::ModelLoad,
                     message,
                     value: size,
+                    stack: None,
                 });
             }
             other => log::debug!("unknown data record kind {other}"),

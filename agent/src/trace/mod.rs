@@ -128,6 +128,10 @@ pub struct Event {
     /// A number the kind defines (pid, tid, signal).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<i64>,
+    /// Where it happened, when known (index into [`Recording::stacks`]): for `api_error`, the
+    /// stack of the failed call's caller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack: Option<u32>,
 }
 
 /// Session metadata.
