@@ -50,11 +50,25 @@ pub mod kind {
     /// [`StackEvent`](super::StackEvent): a probed function returned a non-zero status; the
     /// stacks are its caller's, `weight` is the probe's cookie.
     pub const API_ERROR_STACK: u32 = 12;
+    /// [`DataRecord`](super::DataRecord): a string argument of a probed call (see
+    /// [`STRING_ARG2_COOKIE`](super::STRING_ARG2_COOKIE)); `count` is the probe id.
+    pub const ARG_STRING: u32 = 13;
 }
 
 /// Set in a span probe's cookie when its function returns a status code: a non-zero return
 /// (low 32 bits) also records the calling stack ([`kind::API_ERROR_STACK`]).
 pub const STATUS_COOKIE: u64 = 1 << 63;
+
+/// Set in a span probe's cookie when argument 0 is an out-parameter: the return record's
+/// `args[1]` is the u64 it points to, read at return (`cuModuleGetFunction`'s handle).
+pub const DEREF_ARG0_COOKIE: u64 = 1 << 62;
+
+/// Set in a span probe's cookie when argument 2 is a C string to keep: the entry also sends it
+/// as a [`DataRecord`] of kind [`kind::ARG_STRING`] with `count` = the probe id.
+pub const STRING_ARG2_COOKIE: u64 = 1 << 61;
+
+/// The probe id part of a cookie.
+pub const COOKIE_ID_MASK: u64 = 0xffff_ffff;
 
 /// Most bytes of one write (or one path) a [`DataRecord`] carries; longer writes are cut and
 /// the cut counted.

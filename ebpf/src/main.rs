@@ -34,7 +34,7 @@ use aya_ebpf::{
 };
 use modelprobe_common::{
     flags, kind, lost, Config, DataRecord, Record, StackEvent, DATA_CAPTURE, DATA_HEADER,
-    MAX_STACK_DEPTH, STATUS_COOKIE,
+    MAX_STACK_DEPTH, COOKIE_ID_MASK, DEREF_ARG0_COOKIE, STATUS_COOKIE, STRING_ARG2_COOKIE,
 };
 
 /// `CLONE_THREAD` from `linux/sched.h`: the new task is a thread of the same process.
@@ -69,6 +69,10 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
 /// other).
 #[map]
 static RECORDS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
+
+/// Out-parameter pointers of calls in progress, by thread (see `DEREF_ARG0_COOKIE`).
+#[map]
+static PENDING_OUT: HashMap<u32, u64> = HashMap::with_max_entries(16384, 0);
 
 /// Per-CPU scratch for records with a payload (larger than the BPF stack).
 #[map]
@@ -409,6 +413,12 @@ pub fn mp_span_enter(ctx: ProbeContext) -> u32 {
     let a = |i| ctx.arg::<u64>(i).unwrap_or(0);
     let (s0, s1) = stack_args(&ctx);
     emit(kind::SPAN_ENTER, cookie, [a(0), a(1), a(2), a(3), a(4), a(5), s0, s1], lost::SPAN);
+    if cookie & DEREF_ARG0_COOKIE != 0 {
+        let _ = PENDING_OUT.insert(&(bpf_get_current_pid_tgid() as u32), &a(0), 0);
+    }
+    if cookie & STRING_ARG2_COOKIE != 0 {
+        emit_data(kind::ARG_STRING, 0, a(2), cookie & COOKIE_ID_MASK, true, lost::SPAN);
+    }
     0
 }
 
@@ -442,7 +452,17 @@ pub fn mp_span_exit(ctx: RetProbeContext) -> u32 {
     // SAFETY: called from a uretprobe program, whose context the helper accepts.
     let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
     let ret: u64 = ctx.ret();
-    emit(kind::SPAN_EXIT, cookie, [ret, 0, 0, 0, 0, 0, 0, 0], lost::SPAN);
+    let mut out = 0;
+    if cookie & DEREF_ARG0_COOKIE != 0 {
+        let tid = bpf_get_current_pid_tgid() as u32;
+        // SAFETY: the value is copied out before the entry is removed.
+        if let Some(&ptr) = unsafe { PENDING_OUT.get(&tid) } {
+            // SAFETY: faulting-safe read of the caller's out-parameter.
+            out = unsafe { bpf_probe_read_user(ptr as *const u64) }.unwrap_or(0);
+        }
+        let _ = PENDING_OUT.remove(&tid);
+    }
+    emit(kind::SPAN_EXIT, cookie, [ret, out, 0, 0, 0, 0, 0, 0], lost::SPAN);
     if cookie & STATUS_COOKIE != 0 && ret as u32 != 0 {
         // A failed API call: keep where it was called from (the caller's stack, as the return
         // probe runs on the way back to it).

@@ -87,8 +87,14 @@ fn check_cuda_app(name: &str, env: &[(&str, std::path::PathBuf)]) {
         ("cudaFree", Value::Null, 0),
         ("cudaFree", Value::Null, 0),
         (
+            "cuModuleGetFunction",
+            json!({"name": "_Z9vectorAddPKfS0_Pfi", "handle": "0x1234"}),
+            0,
+        ),
+        (
             "cuLaunchKernel",
-            json!({"function_handle": "0x1234", "grid": [64, 2, 1], "block_xy": [32, 4]}),
+            json!({"function_handle": "0x1234", "grid": [64, 2, 1], "block_xy": [32, 4],
+                "kernel": "vectorAdd(float const*, float const*, float*, int)"}),
             0,
         ),
         (

@@ -19,8 +19,12 @@ pub enum Decoder {
     RuntimeLaunch,
     /// `cudaLaunchKernelExC(config, func, args)`: arg1 is the host stub.
     RuntimeLaunchEx,
-    /// `cuLaunchKernel(f, gx, gy, gz, bx, by, ...)`: a function handle and dims.
+    /// `cuLaunchKernel(f, gx, gy, gz, bx, by, ...)`: a function handle and dims; the kernel is
+    /// named from the `GetFunction` call that returned the handle.
     DriverLaunch,
+    /// `cuModuleGetFunction(CUfunction *out, CUmodule, const char *name)` and
+    /// `cuLibraryGetKernel`: the name is read at entry, the handle through `out` at return.
+    GetFunction,
     /// A copy of `bytes = args[n]` in direction `args[k]` (a `cudaMemcpyKind`), or implied.
     Copy {
         /// Index of the byte count.
@@ -157,6 +161,8 @@ pub static PACKS: &[Pack] = &[
         libraries: &["libcuda.so"],
         functions: &[
             f("cuLaunchKernel", Decoder::DriverLaunch),
+            f("cuModuleGetFunction", Decoder::GetFunction),
+            f("cuLibraryGetKernel", Decoder::GetFunction),
             f("cuLaunchKernelEx", Decoder::Plain),
             f("cuGraphLaunch", Decoder::Plain),
             f("cuMemcpyHtoD_v2", copy_dir(2, "HtoD")),
@@ -240,6 +246,7 @@ fn args_needed(d: Decoder) -> u8 {
         Decoder::Copy { bytes, kind, .. } => (bytes.max(kind.unwrap_or(0)) + 1) as u8,
         Decoder::Bytes(n) => n as u8 + 1,
         Decoder::Gemm => 6,
+        Decoder::GetFunction => 0,
         Decoder::LlamaBatch => 8,
         Decoder::TokenCount | Decoder::Token => 0,
         Decoder::Collective { count, dtype } => (count.max(dtype) + 1) as u8,
@@ -388,7 +395,7 @@ pub fn decode(
                 json!(if n > 1 { "prefill" } else { "decode" }),
             );
         }
-        Decoder::TokenCount | Decoder::Token => {}
+        Decoder::TokenCount | Decoder::Token | Decoder::GetFunction => {}
         Decoder::Gemm => {
             // int m, n, k: the low 32 bits of their registers.
             let (m, n, k) = (

@@ -65,17 +65,20 @@ impl ProbeSet {
         for (r, id) in &self.resolved {
             if self.attached.insert((pid, *id)) {
                 let info = &self.table[*id as usize];
-                let status = info
+                let pack_fn = info
                     .pack
                     .as_deref()
                     .and_then(|p| crate::probes::packs::lookup(p, &info.function))
-                    .is_some_and(|(_, f)| f.returns_status);
-                let cookie = *id as u64
-                    | if status {
-                        modelprobe_common::STATUS_COOKIE
-                    } else {
-                        0
-                    };
+                    .map(|(_, f)| f);
+                let mut cookie = *id as u64;
+                if pack_fn.is_some_and(|f| f.returns_status) {
+                    cookie |= modelprobe_common::STATUS_COOKIE;
+                }
+                if pack_fn.is_some_and(|f| f.decoder == crate::probes::packs::Decoder::GetFunction)
+                {
+                    cookie |= modelprobe_common::DEREF_ARG0_COOKIE
+                        | modelprobe_common::STRING_ARG2_COOKIE;
+                }
                 sampler.attach_span(&r.host_path, r.file_offset, cookie, pid)?;
                 n += 1;
             }

@@ -207,7 +207,7 @@ impl Sampler {
             let record_kind = item
                 .get(..4)
                 .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
-            if matches!(record_kind, Some(kind::LOG | kind::OPEN)) {
+            if matches!(record_kind, Some(kind::LOG | kind::OPEN | kind::ARG_STRING)) {
                 if let Some(view) = data_view(&item) {
                     sink.data(&view);
                     n += 1;

@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use modelprobe_common::{flags, kind, Record, StackEvent, STATUS_COOKIE};
+use modelprobe_common::{flags, kind, Record, StackEvent, COOKIE_ID_MASK, DEREF_ARG0_COOKIE};
 
 use crate::{
     logs::LogAssembler,
@@ -26,6 +26,8 @@ struct OpenSpan {
     probe: u32,
     start_ns: u64,
     args: [u64; 8],
+    /// A string argument sent with the entry (a kernel name).
+    text: Option<String>,
 }
 
 /// Something the session must act on: a new process to attach probes to, or an exec.
@@ -172,14 +174,15 @@ impl Collector {
         match rec.kind {
             kind::SPAN_ENTER => {
                 self.open_spans.entry(rec.tid).or_default().push(OpenSpan {
-                    probe: (rec.id & !STATUS_COOKIE) as u32,
+                    probe: (rec.id & COOKIE_ID_MASK) as u32,
                     start_ns: rec.time_ns,
                     args: rec.args,
+                    text: None,
                 });
             }
             kind::SPAN_EXIT => {
                 let stack = self.open_spans.entry(rec.tid).or_default();
-                let probe = (rec.id & !STATUS_COOKIE) as u32;
+                let probe = (rec.id & COOKIE_ID_MASK) as u32;
                 let Some(pos) = stack.iter().rposition(|s| s.probe == probe) else {
                     self.unmatched_returns += 1;
                     return;
@@ -188,6 +191,16 @@ impl Collector {
                 self.unmatched_returns += (stack.len() - pos - 1) as u64;
                 stack.truncate(pos + 1);
                 let open = stack.pop().expect("pos is in range");
+                let mut attrs = std::collections::BTreeMap::new();
+                if let Some(text) = open.text {
+                    attrs.insert("name".to_string(), serde_json::json!(text));
+                }
+                if rec.id & DEREF_ARG0_COOKIE != 0 {
+                    attrs.insert(
+                        "handle".to_string(),
+                        serde_json::json!(format!("{:#x}", rec.args[1])),
+                    );
+                }
                 self.spans.push(Span {
                     probe: open.probe,
                     pid: rec.pid,
@@ -197,7 +210,7 @@ impl Collector {
                     depth: pos as u32,
                     args: open.args.to_vec(),
                     ret: Some(rec.args[0]),
-                    attrs: Default::default(),
+                    attrs,
                 });
             }
             kind::TASK_NEW => {
@@ -447,8 +460,11 @@ fn decode_pack_spans(
     maps: &crate::procmaps::MapsRegistry,
 ) {
     use crate::probes::packs;
-    // Kernel names: host stub addresses, symbolized like stack frames, once each.
+    // Kernel names: host stub addresses, symbolized like stack frames, once each; driver
+    // function handles, named by the cuModuleGetFunction calls that returned them (in time
+    // order, so a lookup always precedes the launches that use it).
     let mut names: HashMap<(u32, u64), Option<String>> = HashMap::new();
+    let mut handles: HashMap<(u32, String), String> = HashMap::new();
     for s in spans.iter_mut() {
         let Some(info) = probes.get(s.probe as usize) else {
             continue;
@@ -477,7 +493,25 @@ fn decode_pack_spans(
                 })
                 .clone()
         };
-        s.attrs = packs::decode(pf.decoder, &s.args, &mut symbol);
+        s.attrs
+            .extend(packs::decode(pf.decoder, &s.args, &mut symbol));
+        if pf.decoder == packs::Decoder::GetFunction {
+            if let (Some(name), Some(handle)) = (s.attrs.get("name"), s.attrs.get("handle")) {
+                if let (Some(name), Some(handle)) = (name.as_str(), handle.as_str()) {
+                    handles.insert((s.pid, handle.to_string()), demangle(name));
+                }
+            }
+        }
+        if pf.decoder == packs::Decoder::DriverLaunch {
+            let handle = s
+                .attrs
+                .get("function_handle")
+                .and_then(|h| h.as_str())
+                .map(str::to_string);
+            if let Some(name) = handle.and_then(|h| handles.get(&(s.pid, h))) {
+                s.attrs.insert("kernel".into(), serde_json::json!(name));
+            }
+        }
         if let Some(ret) = s.ret.filter(|r| pf.returns_status && r & 0xffff_ffff != 0) {
             let name = packs::error_name(pack, ret);
             s.attrs.insert("error".into(), serde_json::json!(name));
@@ -493,6 +527,14 @@ fn decode_pack_spans(
         }
     }
     events.sort_by_key(|e| e.time_ns);
+}
+
+/// A C++ mangled name demangled (`_Z9vectorAddPfi` -> `vectorAdd(float*, int)`), or as is.
+fn demangle(name: &str) -> String {
+    cpp_demangle::Symbol::new(name)
+        .ok()
+        .map(|s| s.to_string())
+        .unwrap_or_else(|| name.to_string())
 }
 
 /// Gives each API error event the stack its failed call returned to (recorded by the return
@@ -548,6 +590,18 @@ impl Collector {
             kind::LOG => self
                 .logs
                 .write(d.time_ns, d.pid, d.tid, d.fd, d.bytes, d.count),
+            kind::ARG_STRING => {
+                let text =
+                    String::from_utf8_lossy(d.bytes.split(|&b| b == 0).next().unwrap_or(&[]))
+                        .into_owned();
+                let open = self
+                    .open_spans
+                    .get_mut(&d.tid)
+                    .and_then(|stack| stack.iter_mut().rev().find(|s| s.probe == d.count as u32));
+                if let Some(open) = open {
+                    open.text = Some(text);
+                }
+            }
             kind::OPEN => {
                 let path =
                     String::from_utf8_lossy(d.bytes.split(|&b| b == 0).next().unwrap_or(&[]))
