@@ -260,6 +260,9 @@ pub fn record(opts: &RecordOptions) -> Result<Outcome> {
     }
 
     let start_ns = monotonic_ns();
+    if child.is_none() {
+        collector.note_loaded_models(target_pid, start_ns);
+    }
     let start_unix_ms = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)

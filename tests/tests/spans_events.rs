@@ -389,3 +389,52 @@ fn a_library_dlopened_after_start_is_probed_from_its_first_call() {
         assert_eq!(s["ret"], 3 * i as u64);
     }
 }
+
+#[test]
+fn attach_reports_model_files_loaded_before_it() {
+    if !require_bpf("attach_reports_model_files_loaded_before_it") {
+        return;
+    }
+    let _bpf = bpf_lock();
+    let out = scratch_dir("attach-models");
+    let model = out.join("weights.gguf");
+    std::fs::write(&model, vec![1u8; 2 * 1024 * 1024]).unwrap();
+    let workload = start_workload(&[
+        "--model",
+        model.to_str().unwrap(),
+        "--hold",
+        "--seconds",
+        "20",
+    ]);
+    let result = run_with_timeout(
+        Command::new(modelprobe_bin())
+            .args([
+                "attach",
+                "--duration",
+                "1s",
+                "--pid",
+                &workload.0.id().to_string(),
+                "-o",
+            ])
+            .arg(&out),
+        Duration::from_secs(60),
+    );
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let rec = read_recording(&out);
+    let loads: Vec<&serde_json::Value> = rec["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["kind"] == "model_load")
+        .collect();
+    assert_eq!(loads.len(), 1, "one model file, open and mapped: {loads:?}");
+    assert_eq!(loads[0]["value"], 2 * 1024 * 1024);
+    assert!(loads[0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("already loaded at attach"));
+}

@@ -577,6 +577,47 @@ const MODEL_EXTENSIONS: &[&str] = &[
     ".plan",
 ];
 
+impl Collector {
+    /// Records the model files `pid` already has open or mapped (for `attach`: they were
+    /// loaded before recording began, so no open will be seen).
+    pub fn note_loaded_models(&mut self, pid: u32, now_ns: u64) {
+        let mut paths: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::read_link(e.path()).ok())
+            .map(|p| p.display().to_string())
+            .collect();
+        paths.extend(
+            std::fs::read_to_string(format!("/proc/{pid}/maps"))
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| l.split_whitespace().nth(5).map(str::to_string)),
+        );
+        paths.retain(|p| p.starts_with('/') && is_model_file(p));
+        paths.sort();
+        paths.dedup();
+        for path in paths {
+            let size = std::fs::metadata(format!("/proc/{pid}/root{path}"))
+                .ok()
+                .map(|m| m.len() as i64);
+            self.events.push(Event {
+                time_ns: now_ns,
+                pid,
+                tid: pid,
+                kind: EventKind::ModelLoad,
+                message: format!(
+                    "model file {path} already loaded at attach{}",
+                    size.map(|n| format!(" ({:.1} MiB)", n as f64 / (1 << 20) as f64))
+                        .unwrap_or_default()
+                ),
+                value: size,
+                stack: None,
+            });
+        }
+    }
+}
+
 /// True for a path that names model weights.
 pub fn is_model_file(path: &str) -> bool {
     let lower = path.to_ascii_lowercase();

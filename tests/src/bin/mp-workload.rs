@@ -28,7 +28,7 @@
 //! a fixed amount of work (ROUNDS calls of `mp_hot_a` + `mp_hot_b`), then it prints
 //! `elapsed_ms <ms>` and exits, so slowdown under a profiler is a ratio of elapsed times.
 //! Built with frame pointers (see `.cargo/config.toml`), as the sampler unwinds by them.
-use std::{hint::black_box, io::Write, time::Instant};
+use std::{hint::black_box, io::Write, os::fd::AsRawFd, time::Instant};
 
 const UNIT: u64 = 200_000;
 
@@ -250,6 +250,25 @@ fn main() {
             .and_then(|mut f| f.read(&mut head))
             .expect("read model file");
         println!("read {n} bytes of {path}");
+        if args.iter().any(|a| a == "--hold") {
+            // Keep it open (and mapped, as safetensors loaders do) while the workload runs.
+            let file = std::fs::File::open(&path).expect("open model file");
+            let len = file.metadata().expect("stat model file").len() as usize;
+            // SAFETY: a private read-only mapping of a file this fixture owns; never unmapped,
+            // never written.
+            let map = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ,
+                    libc::MAP_PRIVATE,
+                    file.as_raw_fd(),
+                    0,
+                )
+            };
+            assert_ne!(map, libc::MAP_FAILED, "mmap model file");
+            std::mem::forget(file);
+        }
     }
     if args.iter().any(|a| a == "--logs") {
         print_logs();
