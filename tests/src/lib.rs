@@ -205,3 +205,22 @@ pub fn assert_svg_names(path: &Path, funcs: &[&str]) {
         assert!(svg.contains(f), "{} does not mention {f}", path.display());
     }
 }
+
+/// Checks `dir/trace.json` with the independent reader (`tests/tools/check_trace.py`: Python's
+/// json and the trace-event rules), with its `--expect-slice NAME:N` / `--expect-instant NAME`
+/// options; panics with the reader's complaint.
+pub fn check_trace(dir: &Path, expectations: &[&str]) {
+    let out = run_with_timeout(
+        Command::new("python3")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tools/check_trace.py"))
+            .arg(dir.join("trace.json"))
+            .args(expectations),
+        Duration::from_secs(60),
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.contains("check_trace: ok"),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -102,25 +102,15 @@ fn run_profiles_the_whole_process_tree_and_its_blocked_time() {
     );
 
     // The timeline parses in an independent reader, with samples, off-CPU slices and events.
-    let check = run_with_timeout(
-        Command::new("python3")
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tools/check_trace.py"))
-            .arg(out.join("trace.json"))
-            .args([
-                "--expect-instant",
-                "mp_hot_a",
-                "--expect-instant",
-                "process_start",
-            ]),
-        Duration::from_secs(60),
+    check_trace(
+        &out,
+        &[
+            "--expect-instant",
+            "mp_hot_a",
+            "--expect-instant",
+            "process_start",
+        ],
     );
-    let said = String::from_utf8_lossy(&check.stdout);
-    assert!(
-        check.status.success(),
-        "{said}{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
-    assert!(said.contains("check_trace: ok"), "{said}");
     let trace = std::fs::read_to_string(out.join("trace.json")).unwrap();
     assert!(
         trace.contains("off-CPU: mp_sleep"),

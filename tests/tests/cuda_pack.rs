@@ -157,22 +157,14 @@ fn check_cuda_app(name: &str, env: &[(&str, std::path::PathBuf)]) {
         "the summary shows the error: {stderr}"
     );
 
-    let check = run_with_timeout(
-        Command::new("python3")
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tools/check_trace.py"))
-            .arg(out.join("trace.json"))
-            .args([
-                "--expect-slice",
-                "cudaLaunchKernel:5",
-                "--expect-slice",
-                "cudaMemcpy:3",
-            ]),
-        Duration::from_secs(60),
-    );
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stdout)
+    check_trace(
+        &out,
+        &[
+            "--expect-slice",
+            "cudaLaunchKernel:5",
+            "--expect-slice",
+            "cudaMemcpy:3",
+        ],
     );
     let trace = std::fs::read_to_string(out.join("trace.json")).unwrap();
     assert!(

@@ -80,27 +80,17 @@ fn probe_records_every_call_with_args_result_depth_and_duration() {
     );
 
     // The timeline parses in an independent reader and holds exactly those spans.
-    let check = run_with_timeout(
-        Command::new("python3")
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tools/check_trace.py"))
-            .arg(out.join("trace.json"))
-            .args([
-                "--expect-slice",
-                "mp_span_outer:25",
-                "--expect-slice",
-                "mp_span_target:25",
-                "--expect-instant",
-                "exec",
-            ]),
-        Duration::from_secs(60),
+    check_trace(
+        &out,
+        &[
+            "--expect-slice",
+            "mp_span_outer:25",
+            "--expect-slice",
+            "mp_span_target:25",
+            "--expect-instant",
+            "exec",
+        ],
     );
-    let said = String::from_utf8_lossy(&check.stdout);
-    assert!(
-        check.status.success(),
-        "{said}{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
-    assert!(said.contains("check_trace: ok"), "{said}");
 }
 
 #[test]

@@ -316,10 +316,9 @@ fn test() -> Result<()> {
         .env("MODELPROBE_REQUIRE_BPF", "1"))
 }
 
-fn demo(root: &Path) -> Result<()> {
-    if !is_root() {
-        bail!("the demo attaches BPF programs and needs root: run `sudo -E cargo xtask demo`");
-    }
+/// Everything the demo and the measurements run: set-up, the BPF object, and release builds of
+/// the agent and the fixture workloads.
+pub(crate) fn build_release_with_fixtures(root: &Path) -> Result<()> {
     setup()?;
     build_ebpf(root)?;
     cargo(&[
@@ -330,7 +329,14 @@ fn demo(root: &Path) -> Result<()> {
         "-p",
         "modelprobe-tests",
         "--bins",
-    ])?;
+    ])
+}
+
+fn demo(root: &Path) -> Result<()> {
+    if !is_root() {
+        bail!("the demo attaches BPF programs and needs root: run `sudo -E cargo xtask demo`");
+    }
+    build_release_with_fixtures(root)?;
     let out = root.join("out/demo");
     say("profiling the example workload for 5 s (CPU hot spots 3:1, a sleeping thread, a child process)");
     run(Command::new(root.join("target/release/modelprobe"))

@@ -8,7 +8,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use crate::{build_ebpf, cargo, is_root, say, setup};
+use crate::{build_release_with_fixtures, is_root, say};
 
 struct Run {
     elapsed_ms: f64,
@@ -57,17 +57,7 @@ pub fn run(root: &Path, runs: usize, rounds: u64, only: Option<&str>) -> Result<
     if !is_root() {
         bail!("measuring overhead attaches BPF programs and needs root: run `sudo -E cargo xtask overhead`");
     }
-    setup()?;
-    build_ebpf(root)?;
-    cargo(&[
-        "build",
-        "--release",
-        "-p",
-        "modelprobe",
-        "-p",
-        "modelprobe-tests",
-        "--bins",
-    ])?;
+    build_release_with_fixtures(root)?;
     match only {
         None | Some("cpu") => cpu_slowdown(root, runs, rounds)?,
         Some("probe" | "events") => {}
