@@ -353,5 +353,9 @@ fn demo(root: &Path) -> Result<()> {
         "off-CPU flame graph: {}",
         out.join("offcpu-flamegraph.svg").display()
     ));
+    say(&format!(
+        "timeline (open it in Perfetto UI): {}",
+        out.join("trace.json").display()
+    ));
     Ok(())
 }
