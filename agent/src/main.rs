@@ -289,6 +289,7 @@ fn real_main(cli: Cli) -> anyhow::Result<i32> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.quiet);
+    modelprobe::preflight::restrict_new_files();
     match real_main(cli) {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(err) => {

@@ -92,17 +92,51 @@ pub fn ensure_tracefs() -> Result<PathBuf> {
     Ok(PathBuf::from(TRACEFS))
 }
 
+/// Makes files this process creates private to their owner and group (0640, directories
+/// 0750): a profile shows a process's code, arguments and output.
+pub fn restrict_new_files() {
+    // SAFETY: umask only changes this process's file-creation mask.
+    unsafe { libc::umask(0o027) };
+}
+
+/// The user who ran `sudo modelprobe`, from `SUDO_UID` / `SUDO_GID`, when running as root.
+pub fn invoking_user() -> Option<(u32, u32)> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return None;
+    }
+    let id = |var| std::env::var(var).ok()?.parse::<u32>().ok();
+    Some((id("SUDO_UID")?, id("SUDO_GID")?))
+}
+
+/// Under sudo, gives the files written (and the output directory, when this run created it)
+/// to the invoking user, so they can read their profile without root. An existing directory
+/// is left alone (`-o /tmp` must not give away `/tmp`). Failures are logged, not fatal: the
+/// recording is complete either way.
+pub fn hand_over(dir: Option<&Path>, files: &[PathBuf]) {
+    let Some((uid, gid)) = invoking_user() else {
+        return;
+    };
+    for path in dir.into_iter().chain(files.iter().map(PathBuf::as_path)) {
+        if let Err(e) = std::os::unix::fs::chown(path, Some(uid), Some(gid)) {
+            log::warn!("could not give {} to uid {uid}: {e}", path.display());
+        }
+    }
+}
+
 /// Creates `dir` (and parents) and proves it writable by creating and removing a file in it.
-pub fn prepare_output_dir(dir: &Path) -> Result<()> {
+/// Returns true if this call created it.
+pub fn prepare_output_dir(dir: &Path) -> Result<bool> {
     let fail = |source| Error::Output {
         path: dir.to_path_buf(),
         source,
     };
+    let created = !dir.exists();
     fs::create_dir_all(dir).map_err(fail)?;
     let probe = dir.join(".modelprobe-write-test");
     fs::write(&probe, b"").map_err(fail)?;
     let _ = fs::remove_file(&probe);
-    Ok(())
+    Ok(created)
 }
 
 #[cfg(test)]

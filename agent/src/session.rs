@@ -158,7 +158,7 @@ pub fn record(opts: &RecordOptions) -> Result<Outcome> {
         }
         target::check_pid(pid)?;
     }
-    preflight::prepare_output_dir(&opts.output_dir)?;
+    let created_output_dir = preflight::prepare_output_dir(&opts.output_dir)?;
     let tracefs = preflight::ensure_tracefs()?;
 
     let mut child = match &opts.target {
@@ -385,6 +385,10 @@ pub fn record(opts: &RecordOptions) -> Result<Outcome> {
     recording.write(&opts.output_dir)?;
     let mut files = vec![opts.output_dir.join(crate::trace::FILE_NAME)];
     files.extend(export::export_all(&recording, &opts.output_dir)?);
+    preflight::hand_over(
+        created_output_dir.then_some(opts.output_dir.as_path()),
+        &files,
+    );
     Ok(Outcome { recording, files })
 }
 

@@ -1,0 +1,281 @@
+//! Fault tests, as root, on the real kernel: the agent killed with SIGKILL, two agents on one
+//! process, a target already under ptrace, 100 attach/detach cycles, and output files under
+//! sudo. The target must never notice, and nothing of the agent's may stay in the kernel.
+use std::{
+    os::unix::fs::{MetadataExt, PermissionsExt},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use modelprobe_tests::*;
+
+/// Names of the kernel's loaded BPF programs that are ours (`mp_*`).
+fn our_programs() -> Vec<String> {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter_map(|p| p.name_as_str().map(str::to_string))
+        .filter(|n| n.starts_with("mp_"))
+        .collect()
+}
+
+/// Waits (up to 5 s: program teardown is deferred in the kernel) until none of ours remain.
+fn assert_nothing_left(context: &str) {
+    let start = Instant::now();
+    while !our_programs().is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{context}: BPF programs left behind: {:?}",
+            our_programs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+fn attach(pid: u32, out: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    run_with_timeout(
+        Command::new(modelprobe_bin())
+            .args(["attach", "--pid", &pid.to_string(), "-o"])
+            .arg(out)
+            .args(extra),
+        Duration::from_secs(60),
+    )
+}
+
+#[test]
+fn sigkill_of_the_agent_leaves_no_probe_and_the_target_runs_on() {
+    if !require_bpf("sigkill_of_the_agent_leaves_no_probe_and_the_target_runs_on") {
+        return;
+    }
+    let _bpf = bpf_lock();
+    let workload = start_workload(&["--seconds", "30"]);
+    let pid = workload.0.id();
+    let out = scratch_dir("sigkill");
+    let mut agent = KillOnDrop(
+        Command::new(modelprobe_bin())
+            .args([
+                "attach",
+                "--off-cpu",
+                "--probe",
+                "mp-workload:mp_hot_b",
+                "--pid",
+                &pid.to_string(),
+                "-o",
+            ])
+            .arg(&out)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start agent"),
+    );
+    let start = Instant::now();
+    while our_programs().len() < 6 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "agent never attached"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    agent.0.kill().expect("SIGKILL the agent");
+    agent.0.wait().expect("reap agent");
+    assert_nothing_left("after SIGKILL");
+    // The target keeps running, and its probed function still runs normally.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        target_alive(pid),
+        "the target must survive the agent's death"
+    );
+}
+
+fn target_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        !s.rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
+}
+
+#[test]
+fn two_agents_on_one_process_both_record() {
+    if !require_bpf("two_agents_on_one_process_both_record") {
+        return;
+    }
+    let _bpf = bpf_lock();
+    let workload = start_workload(&["--seconds", "30"]);
+    let pid = workload.0.id().to_string();
+    let (a, b) = (scratch_dir("two-a"), scratch_dir("two-b"));
+    let spawn = |out: &std::path::Path| {
+        Command::new(modelprobe_bin())
+            .args([
+                "attach",
+                "--duration",
+                "2s",
+                "--probe",
+                "mp-workload:mp_hot_b",
+                "--pid",
+                &pid,
+                "-o",
+            ])
+            .arg(out)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start agent")
+    };
+    let (first, second) = (spawn(&a), spawn(&b));
+    for (agent, out) in [(first, &a), (second, &b)] {
+        let result = agent.wait_with_output().expect("agent output");
+        assert!(
+            result.status.success(),
+            "{}",
+            String::from_utf8_lossy(&result.stderr)
+        );
+        assert!(self_weight(&read_folded(&out.join("stacks.folded")), "mp_hot_a") > 20);
+        let rec = read_recording(out);
+        assert!(
+            rec["spans"].as_array().is_some_and(|s| s.len() > 10),
+            "each agent sees the calls"
+        );
+    }
+    assert_nothing_left("after two agents");
+}
+
+#[test]
+fn a_target_under_ptrace_is_profiled_normally() {
+    if !require_bpf("a_target_under_ptrace_is_profiled_normally") {
+        return;
+    }
+    let _bpf = bpf_lock();
+    let workload = start_workload(&["--seconds", "30"]);
+    let pid = workload.0.id();
+    // This test process becomes its tracer (PTRACE_SEIZE does not stop it).
+    // SAFETY: ptrace on our own child with null addr/data, as PTRACE_SEIZE takes.
+    let rc = unsafe { libc::ptrace(libc::PTRACE_SEIZE, pid as libc::pid_t, 0, 0) };
+    assert_eq!(rc, 0, "PTRACE_SEIZE: {}", std::io::Error::last_os_error());
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("TracerPid:") && !l.ends_with("\t0")),
+        "{status}"
+    );
+    let out = scratch_dir("ptraced");
+    let result = attach(pid, &out, &["--duration", "1s"]);
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    assert!(self_weight(&read_folded(&out.join("stacks.folded")), "mp_hot_a") > 10);
+    assert!(target_alive(pid));
+}
+
+#[test]
+fn a_hundred_attach_detach_cycles_leak_nothing() {
+    if !require_bpf("a_hundred_attach_detach_cycles_leak_nothing") {
+        return;
+    }
+    let _bpf = bpf_lock();
+    let workload = start_workload(&["--seconds", "300"]);
+    let pid = workload.0.id();
+    let target_fds = fd_count(pid);
+    let out = scratch_dir("cycles");
+    let start = Instant::now();
+    for i in 0..100 {
+        let result = attach(pid, &out, &["--duration", "20ms", "--no-logs", "-q"]);
+        assert!(
+            result.status.success(),
+            "cycle {i}: {}",
+            String::from_utf8_lossy(&result.stderr)
+        );
+        assert!(
+            out.join("recording.json").exists(),
+            "cycle {i} wrote its recording"
+        );
+    }
+    assert_nothing_left("after 100 cycles");
+    assert_eq!(
+        fd_count(pid),
+        target_fds,
+        "the target's file descriptors are untouched"
+    );
+    assert!(target_alive(pid));
+    eprintln!("100 attach/detach cycles in {:?}", start.elapsed());
+}
+
+#[test]
+fn outputs_belong_to_the_sudo_user_and_are_not_world_readable() {
+    if !require_bpf("outputs_belong_to_the_sudo_user_and_are_not_world_readable") {
+        return;
+    }
+    let _bpf = bpf_lock();
+    let parent = scratch_dir("sudo-owner");
+    let out = parent.join("profile");
+    let result = run_with_timeout(
+        Command::new(modelprobe_bin())
+            .args(["run", "-o"])
+            .arg(&out)
+            .arg("--")
+            .arg(workload_bin())
+            .args(["--calls", "2"])
+            .env("SUDO_UID", "65534")
+            .env("SUDO_GID", "65534"),
+        Duration::from_secs(60),
+    );
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let dir = std::fs::metadata(&out).unwrap();
+    assert_eq!(
+        (dir.uid(), dir.gid()),
+        (65534, 65534),
+        "the directory it created"
+    );
+    assert_eq!(
+        dir.permissions().mode() & 0o007,
+        0,
+        "directory not world-accessible"
+    );
+    let mut files = 0;
+    for entry in std::fs::read_dir(&out).unwrap() {
+        let md = entry.unwrap().metadata().unwrap();
+        assert_eq!((md.uid(), md.gid()), (65534, 65534));
+        assert_eq!(
+            md.permissions().mode() & 0o007,
+            0,
+            "files not world-readable"
+        );
+        files += 1;
+    }
+    assert!(
+        files >= 4,
+        "recording, folded stacks, flame graph, timeline"
+    );
+    // A directory that already existed is not given away.
+    let parent_md = std::fs::metadata(&parent).unwrap();
+    assert_eq!(parent_md.uid(), 0);
+    let result = run_with_timeout(
+        Command::new(modelprobe_bin())
+            .args(["run", "-o"])
+            .arg(&parent)
+            .arg("--")
+            .arg(workload_bin())
+            .args(["--calls", "1"])
+            .env("SUDO_UID", "65534")
+            .env("SUDO_GID", "65534"),
+        Duration::from_secs(60),
+    );
+    assert!(result.status.success());
+    assert_eq!(
+        std::fs::metadata(&parent).unwrap().uid(),
+        0,
+        "an existing -o directory keeps its owner"
+    );
+}
