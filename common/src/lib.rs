@@ -67,6 +67,10 @@ pub const DEREF_ARG0_COOKIE: u64 = 1 << 62;
 /// as a [`DataRecord`] of kind [`kind::ARG_STRING`] with `count` = the probe id.
 pub const STRING_ARG2_COOKIE: u64 = 1 << 61;
 
+/// Set in a span probe's cookie when it needs its first two stack-argument words (`args[6..8]`
+/// of the entry record); without it they are not read, which keeps the common probe cheap.
+pub const STACK_ARGS_COOKIE: u64 = 1 << 60;
+
 /// The probe id part of a cookie.
 pub const COOKIE_ID_MASK: u64 = 0xffff_ffff;
 

@@ -34,7 +34,8 @@ use aya_ebpf::{
 };
 use modelprobe_common::{
     flags, kind, lost, Config, DataRecord, Record, StackEvent, DATA_CAPTURE, DATA_HEADER,
-    MAX_STACK_DEPTH, COOKIE_ID_MASK, DEREF_ARG0_COOKIE, STATUS_COOKIE, STRING_ARG2_COOKIE,
+    MAX_STACK_DEPTH, COOKIE_ID_MASK, DEREF_ARG0_COOKIE, STACK_ARGS_COOKIE, STATUS_COOKIE,
+    STRING_ARG2_COOKIE,
 };
 
 /// `CLONE_THREAD` from `linux/sched.h`: the new task is a thread of the same process.
@@ -411,7 +412,11 @@ pub fn mp_span_enter(ctx: ProbeContext) -> u32 {
     // SAFETY: called from a uprobe program, whose context the helper accepts.
     let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
     let a = |i| ctx.arg::<u64>(i).unwrap_or(0);
-    let (s0, s1) = stack_args(&ctx);
+    let (s0, s1) = if cookie & STACK_ARGS_COOKIE != 0 {
+        stack_args(&ctx)
+    } else {
+        (0, 0)
+    };
     emit(kind::SPAN_ENTER, cookie, [a(0), a(1), a(2), a(3), a(4), a(5), s0, s1], lost::SPAN);
     if cookie & DEREF_ARG0_COOKIE != 0 {
         let _ = PENDING_OUT.insert(&(bpf_get_current_pid_tgid() as u32), &a(0), 0);

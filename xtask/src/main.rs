@@ -45,9 +45,10 @@ enum Task {
     },
     /// `cargo fmt --check` and `cargo clippy -D warnings` over the workspace.
     Lint,
-    /// Measure target slowdown and agent RSS, probe-hit cost (against bpftrace) and the
-    /// zero-loss event rate (needs root).
-    Overhead {
+    /// Benchmarks (needs root): target slowdown under sampling against perf and bpftrace,
+    /// cost per probed call against bpftrace, zero-loss event rate; writes
+    /// bench/results/<date>.json and .md.
+    Bench {
         /// Baseline/profiled pairs per frequency.
         #[arg(long, default_value_t = 5)]
         runs: usize,
@@ -85,13 +86,11 @@ fn main() -> Result<()> {
             test()
         }
         Task::Lint => lint(),
-        Task::Overhead { runs, rounds, only } => {
-            overhead::run(&root, runs, rounds, only.as_deref())
-        }
+        Task::Bench { runs, rounds, only } => bench::run(&root, runs, rounds, only.as_deref()),
     }
 }
 
-mod overhead;
+mod bench;
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

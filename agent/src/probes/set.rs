@@ -71,6 +71,9 @@ impl ProbeSet {
                     .and_then(|p| crate::probes::packs::lookup(p, &info.function))
                     .map(|(_, f)| f);
                 let mut cookie = *id as u64;
+                if info.args > 6 {
+                    cookie |= modelprobe_common::STACK_ARGS_COOKIE;
+                }
                 if pack_fn.is_some_and(|f| f.returns_status) {
                     cookie |= modelprobe_common::STATUS_COOKIE;
                 }
