@@ -238,6 +238,17 @@ pub static PACKS: &[Pack] = &[
     },
 ];
 
+impl Decoder {
+    /// Which argument holds a host code address to name (a kernel's host stub), if any.
+    pub fn host_stub_arg(self) -> Option<usize> {
+        match self {
+            Decoder::RuntimeLaunch => Some(0),
+            Decoder::RuntimeLaunchEx => Some(1),
+            _ => None,
+        }
+    }
+}
+
 /// Integer arguments a decoder reads.
 fn args_needed(d: Decoder) -> u8 {
     match d {

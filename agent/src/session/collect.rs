@@ -413,7 +413,26 @@ impl Collector {
         }
         self.spans.sort_by_key(|s| (s.start_ns, s.depth));
         self.events.sort_by_key(|e| e.time_ns);
-        let symbolized = symbolize_stacks(&self.stacks, &self.maps, &self.perf_maps);
+        // Kernel host stubs are named in the same pass as the stacks: one symbolizer, each
+        // module parsed once.
+        let stubs = host_stubs(&self.spans, &self.probes);
+        let mut raw = std::mem::take(&mut self.stacks);
+        let sample_stacks = raw.len();
+        raw.extend(stubs.iter().map(|&(pid, addr)| RawStack {
+            pid,
+            kernel: vec![],
+            user: vec![addr],
+        }));
+        let mut symbolized = symbolize_stacks(&raw, &self.maps, &self.perf_maps);
+        let stub_stacks = symbolized.stacks.split_off(sample_stacks);
+        let stub_names: HashMap<(u32, u64), String> = stubs
+            .into_iter()
+            .zip(stub_stacks)
+            .filter_map(|(key, stack)| {
+                let frame = &symbolized.frames[*stack.first()? as usize];
+                (frame.kind != crate::trace::FrameKind::Unknown).then(|| (key, frame.name.clone()))
+            })
+            .collect();
         let mut rec = Recording::new(meta);
         rec.frames = symbolized.frames;
         rec.stacks = symbolized.stacks;
@@ -421,7 +440,7 @@ impl Collector {
         rec.samples = self.samples;
         // Spans carry every captured word until here: probes attached mid-recording (packs found
         // by a rescan) were not in the table when their spans were paired.
-        decode_pack_spans(&mut self.spans, &mut self.events, &self.probes, &self.maps);
+        decode_pack_spans(&mut self.spans, &mut self.events, &self.probes, &stub_names);
         attach_error_stacks(&mut self.events, &self.error_stacks, &rec);
         for s in &mut self.spans {
             let keep = self
@@ -452,47 +471,51 @@ impl Collector {
     }
 }
 
+/// The pack function a span's probe stands for, if any.
+fn pack_fn(
+    span: &Span,
+    probes: &[crate::trace::ProbeInfo],
+) -> Option<(
+    &'static crate::probes::packs::Pack,
+    crate::probes::packs::PackFn,
+)> {
+    let info = probes.get(span.probe as usize)?;
+    crate::probes::packs::lookup(info.pack.as_deref()?, &info.function)
+}
+
+/// Distinct (pid, host stub address) pairs of pack launches, to be named by the symbolizer.
+fn host_stubs(spans: &[Span], probes: &[crate::trace::ProbeInfo]) -> Vec<(u32, u64)> {
+    let mut stubs: Vec<(u32, u64)> = spans
+        .iter()
+        .filter_map(|s| {
+            let arg = pack_fn(s, probes)?.1.decoder.host_stub_arg()?;
+            Some((s.pid, *s.args.get(arg)?))
+        })
+        .collect();
+    stubs.sort_unstable();
+    stubs.dedup();
+    stubs
+}
+
 /// Fills in what packs decode from span arguments, and turns failed pack calls into events.
+/// `stub_names` names kernel host stubs (see [`host_stubs`]).
 fn decode_pack_spans(
     spans: &mut [Span],
     events: &mut Vec<Event>,
     probes: &[crate::trace::ProbeInfo],
-    maps: &crate::procmaps::MapsRegistry,
+    stub_names: &HashMap<(u32, u64), String>,
 ) {
     use crate::probes::packs;
-    // Kernel names: host stub addresses, symbolized like stack frames, once each; driver
-    // function handles, named by the cuModuleGetFunction calls that returned them (in time
-    // order, so a lookup always precedes the launches that use it).
-    let mut names: HashMap<(u32, u64), Option<String>> = HashMap::new();
+    // Driver function handles are named by the cuModuleGetFunction calls that returned them
+    // (in time order, so a lookup always precedes the launches that use it).
     let mut handles: HashMap<(u32, String), String> = HashMap::new();
     for s in spans.iter_mut() {
-        let Some(info) = probes.get(s.probe as usize) else {
+        let Some((pack, pf)) = pack_fn(s, probes) else {
             continue;
         };
-        let Some((pack, pf)) = info
-            .pack
-            .as_deref()
-            .and_then(|p| packs::lookup(p, &info.function))
-        else {
-            continue;
-        };
+        let info = &probes[s.probe as usize];
         let pid = s.pid;
-        let mut symbol = |addr: u64| {
-            names
-                .entry((pid, addr))
-                .or_insert_with(|| {
-                    let raw = [RawStack {
-                        pid,
-                        kernel: vec![],
-                        user: vec![addr],
-                    }];
-                    let out = symbolize_stacks(&raw, maps, &HashMap::new());
-                    let f = out.stacks.first()?.first()?;
-                    let frame = &out.frames[*f as usize];
-                    (frame.kind != crate::trace::FrameKind::Unknown).then(|| frame.name.clone())
-                })
-                .clone()
-        };
+        let mut symbol = |addr: u64| stub_names.get(&(pid, addr)).cloned();
         s.attrs
             .extend(packs::decode(pf.decoder, &s.args, &mut symbol));
         if pf.decoder == packs::Decoder::GetFunction {
