@@ -224,3 +224,26 @@ pub fn check_trace(dir: &Path, expectations: &[&str]) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Names of the kernel's loaded BPF programs that are the agent's (`mp_*`).
+pub fn our_bpf_programs() -> Vec<String> {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter_map(|p| p.name_as_str().map(str::to_string))
+        .filter(|n| n.starts_with("mp_"))
+        .collect()
+}
+
+/// Waits (up to 5 s: program teardown is deferred in the kernel) until none of the agent's
+/// BPF programs remain; panics naming those left.
+pub fn assert_no_bpf_left(context: &str) {
+    let start = Instant::now();
+    while !our_bpf_programs().is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{context}: BPF programs left behind: {:?}",
+            our_bpf_programs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -208,17 +208,6 @@ fn attach_finalizes_when_the_target_exits() {
     assert!(self_weight(&folded, "mp_hot_a") > 0, "{folded:?}");
 }
 
-fn program_names() -> Vec<String> {
-    aya::programs::loaded_programs()
-        .filter_map(Result::ok)
-        .filter_map(|p| p.name_as_str().map(str::to_string))
-        .collect()
-}
-
-fn ours(names: &[String]) -> Vec<&String> {
-    names.iter().filter(|n| n.starts_with("mp_")).collect()
-}
-
 fn stop_with_signal(signal: i32, name: &str) {
     let workload = start_workload(&["--seconds", "30"]);
     let out = scratch_dir(name);
@@ -238,7 +227,7 @@ fn stop_with_signal(signal: i32, name: &str) {
     );
     // Wait until the agent has attached (its programs are loaded), then let it sample a while.
     let start = std::time::Instant::now();
-    while ours(&program_names()).len() < 4 {
+    while our_bpf_programs().len() < 4 {
         assert!(
             start.elapsed() < Duration::from_secs(20),
             "agent never attached"
@@ -266,12 +255,7 @@ fn stop_with_signal(signal: i32, name: &str) {
     assert_eq!(rec["meta"]["end_reason"], "signal");
     assert!(self_weight(&read_folded(&out.join("stacks.folded")), "mp_hot_a") > 0);
     assert!(out.join("offcpu-flamegraph.svg").exists());
-    let left = program_names();
-    assert!(
-        ours(&left).is_empty(),
-        "BPF programs left behind: {:?}",
-        ours(&left)
-    );
+    assert_no_bpf_left("after the signal");
     assert!(
         workload_still_running(&workload),
         "the target must not be disturbed"

@@ -9,28 +9,6 @@ use std::{
 
 use modelprobe_tests::*;
 
-/// Names of the kernel's loaded BPF programs that are ours (`mp_*`).
-fn our_programs() -> Vec<String> {
-    aya::programs::loaded_programs()
-        .filter_map(Result::ok)
-        .filter_map(|p| p.name_as_str().map(str::to_string))
-        .filter(|n| n.starts_with("mp_"))
-        .collect()
-}
-
-/// Waits (up to 5 s: program teardown is deferred in the kernel) until none of ours remain.
-fn assert_nothing_left(context: &str) {
-    let start = Instant::now();
-    while !our_programs().is_empty() {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "{context}: BPF programs left behind: {:?}",
-            our_programs()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
@@ -71,7 +49,7 @@ fn sigkill_of_the_agent_leaves_no_probe_and_the_target_runs_on() {
             .expect("start agent"),
     );
     let start = Instant::now();
-    while our_programs().len() < 6 {
+    while our_bpf_programs().len() < 6 {
         assert!(
             start.elapsed() < Duration::from_secs(20),
             "agent never attached"
@@ -81,7 +59,7 @@ fn sigkill_of_the_agent_leaves_no_probe_and_the_target_runs_on() {
     std::thread::sleep(Duration::from_millis(500));
     agent.0.kill().expect("SIGKILL the agent");
     agent.0.wait().expect("reap agent");
-    assert_nothing_left("after SIGKILL");
+    assert_no_bpf_left("after SIGKILL");
     // The target keeps running, and its probed function still runs normally.
     std::thread::sleep(Duration::from_millis(300));
     assert!(
@@ -142,7 +120,7 @@ fn two_agents_on_one_process_both_record() {
             "each agent sees the calls"
         );
     }
-    assert_nothing_left("after two agents");
+    assert_no_bpf_left("after two agents");
 }
 
 #[test]
@@ -198,7 +176,7 @@ fn a_hundred_attach_detach_cycles_leak_nothing() {
             "cycle {i} wrote its recording"
         );
     }
-    assert_nothing_left("after 100 cycles");
+    assert_no_bpf_left("after 100 cycles");
     assert_eq!(
         fd_count(pid),
         target_fds,
