@@ -151,6 +151,8 @@ fn target_pid_problems() {
     let me = std::process::id();
     let out_of_range = modelprobe(&["attach", "--pid", &me.to_string(), "--freq", "0", "-o", o]);
     assert_one_line_error(&out_of_range, 2, "--freq 0 is out of range");
+    let ring = modelprobe(&["run", "--ring-buffer-kib", "100", "-o", o, "--", "true"]);
+    assert_one_line_error(&ring, 2, "--ring-buffer-kib 100 is not a power of two");
 }
 
 #[test]
