@@ -90,6 +90,26 @@ pub enum Error {
         reason: String,
     },
 
+    /// A config file has an unknown key or a bad value (or cannot be read).
+    #[error("config {}:{line}: {message}", path.display())]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line (0 when the whole file is at fault).
+        line: usize,
+        /// What is wrong, naming the key.
+        message: String,
+    },
+
+    /// An environment variable has a bad value.
+    #[error("environment variable {name}: {message}")]
+    BadEnv {
+        /// The variable.
+        name: String,
+        /// What is wrong.
+        message: String,
+    },
+
     /// An I/O operation failed.
     #[error("{what}: {source}")]
     Io {
@@ -105,7 +125,9 @@ impl Error {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::InvalidArgument(_) => exit_code::USAGE,
+            Error::InvalidArgument(_) | Error::Config { .. } | Error::BadEnv { .. } => {
+                exit_code::USAGE
+            }
             Error::Permission => exit_code::PERMISSION,
             Error::NoSuchProcess(_) | Error::ProcessExited(_) => exit_code::NO_SUCH_PROCESS,
             Error::UnsupportedKernel(_) => exit_code::UNSUPPORTED_KERNEL,

@@ -26,17 +26,21 @@
 //! # Ok::<(), modelprobe::Error>(())
 //! ```
 
+pub mod analyze;
+pub mod config;
 pub mod error;
 pub mod export;
 pub mod logs;
 pub mod preflight;
 pub mod probes;
 pub mod procmaps;
+pub mod progress;
 pub mod report;
 pub mod sampler;
 pub mod session;
 pub mod symbolize;
 pub mod target;
 pub mod trace;
+pub mod view;
 
 pub use error::{Error, Result};

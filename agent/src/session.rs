@@ -20,7 +20,7 @@ use crate::{
     probes::{ProbeSet, ProbeSpec, SearchContext},
     sampler::{max_frequency, Sampler, SamplerOptions},
     target::{self, GatedChild},
-    trace::{Lost, Meta, Recording},
+    trace::{AgentUsage, Lost, Meta, Recording},
     Error, Result,
 };
 
@@ -62,6 +62,16 @@ pub struct RecordOptions {
     pub records_ring_bytes: u32,
     /// Switch on the built-in probe packs (CUDA) where their libraries are found.
     pub packs: bool,
+    /// Include the GPU packs (CUDA, cuBLAS, NCCL) when `packs` is on.
+    pub gpu_packs: bool,
+    /// Sample CPU stacks (off: spans, events and logs only).
+    pub cpu: bool,
+    /// Log lines below this level are not kept (unleveled lines count as INFO).
+    pub min_log_level: crate::logs::Level,
+    /// Fraction of each probe's spans kept (spans with errors are always kept).
+    pub span_sample_rate: f64,
+    /// Show progress on stderr when it is a terminal.
+    pub progress: bool,
 }
 
 impl RecordOptions {
@@ -79,6 +89,11 @@ impl RecordOptions {
             capture_io: true,
             records_ring_bytes: crate::sampler::DEFAULT_RECORDS_RING,
             packs: true,
+            gpu_packs: true,
+            cpu: true,
+            min_log_level: crate::logs::Level::Debug,
+            span_sample_rate: 1.0,
+            progress: false,
         }
     }
 }
@@ -180,7 +195,12 @@ pub fn record(opts: &RecordOptions) -> Result<Outcome> {
         }
     };
     if opts.packs {
-        probes.enable_packs(&probe_ctx);
+        let skip = if opts.gpu_packs {
+            &[][..]
+        } else {
+            crate::probes::packs::GPU_PACKS
+        };
+        probes.enable_packs(&probe_ctx, skip);
         for pack in crate::probes::packs::PACKS {
             let fns = probes.pack_functions(pack.name);
             if let Some(first) = fns.first() {
@@ -198,6 +218,7 @@ pub fn record(opts: &RecordOptions) -> Result<Outcome> {
         off_cpu: opts.off_cpu,
         off_cpu_min: opts.off_cpu_min,
         capture_io: opts.capture_io,
+        cpu: opts.cpu,
         records_ring_bytes: opts.records_ring_bytes,
     };
     let started = Sampler::start(&sampler_opts, &tracefs).and_then(|mut sampler| {
@@ -286,7 +307,13 @@ pub fn record(opts: &RecordOptions) -> Result<Outcome> {
     let mut last_rescan = Instant::now();
     let mut forwarded_at: Option<Instant> = None;
     let end_reason;
+    let progress = crate::progress::Progress::new(opts.progress);
+    let mut last_progress = Instant::now();
     loop {
+        if progress.is_active() && last_progress.elapsed() >= Duration::from_millis(500) {
+            last_progress = Instant::now();
+            progress.set(&collector.progress_line(started_at.elapsed()));
+        }
         if sampler.wait(Duration::from_millis(100)) {
             sampler.drain(&mut collector);
             follow_lifecycle(&mut collector, &mut sampler, &mut probes);
@@ -341,9 +368,14 @@ pub fn record(opts: &RecordOptions) -> Result<Outcome> {
     }
     let end_ns = monotonic_ns();
     sampler.drain(&mut collector);
+    let (recording_cpu_ns, recording_peak_rss_kib) = AgentUsage::now();
     let counts = sampler.lost()?;
     let cpus = sampler.cpus();
     drop(sampler); // detach before the heavy lifting, so the target runs unobserved again
+    progress.set(&format!(
+        "stopped; symbolizing {} samples",
+        collector.sample_count()
+    ));
     log::info!(
         "stopped ({end_reason}) after {:.1}s; symbolizing {} samples",
         started_at.elapsed().as_secs_f64(),
@@ -361,7 +393,7 @@ pub fn record(opts: &RecordOptions) -> Result<Outcome> {
         start_ns,
         end_ns,
         start_unix_ms,
-        frequency_hz: opts.frequency_hz,
+        frequency_hz: if opts.cpu { opts.frequency_hz } else { 0 },
         off_cpu: opts.off_cpu,
         kernel: kernel_release(),
         hostname: hostname(),
@@ -379,12 +411,25 @@ pub fn record(opts: &RecordOptions) -> Result<Outcome> {
             file_opens: counts[lost::OPEN as usize],
             ..Lost::default()
         },
+        span_sample_rate: None,
+        agent: None,
     };
     collector.set_probes(probes.table());
-    let recording = collector.finish(meta);
+    let mut recording = collector.finish(meta);
+    recording.keep_logs_from(opts.min_log_level);
+    recording.sample_spans(opts.span_sample_rate);
+    let (total_cpu_ns, peak_rss_kib) = AgentUsage::now();
+    recording.meta.agent = Some(AgentUsage {
+        recording_cpu_ns,
+        recording_peak_rss_kib,
+        total_cpu_ns,
+        peak_rss_kib,
+    });
+    progress.set("writing the recording and flame graphs");
     recording.write(&opts.output_dir)?;
     let mut files = vec![opts.output_dir.join(crate::trace::FILE_NAME)];
     files.extend(export::export_all(&recording, &opts.output_dir)?);
+    progress.done();
     preflight::hand_over(
         created_output_dir.then_some(opts.output_dir.as_path()),
         &files,

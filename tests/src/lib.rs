@@ -191,6 +191,37 @@ pub fn read_recording(dir: &Path) -> serde_json::Value {
     serde_json::from_str(&text).expect("recording.json is JSON")
 }
 
+/// The rows of section `id` of `modelprobe report --json DIR` (empty when the section is
+/// absent), so tests check figures, not text layout.
+pub fn report_rows(dir: &Path, id: &str) -> Vec<Vec<serde_json::Value>> {
+    let out = Command::new(modelprobe_bin())
+        .args(["report", "--json"])
+        .arg(dir)
+        .output()
+        .expect("running modelprobe report");
+    assert!(
+        out.status.success(),
+        "report --json failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("report is JSON");
+    let section = report["sections"]
+        .as_array()
+        .expect("sections")
+        .iter()
+        .find(|s| s["id"] == id)
+        .unwrap_or_else(|| panic!("no section {id}"))
+        .clone();
+    serde_json::from_value(section["rows"].clone()).expect("rows")
+}
+
+/// The row of `rows` whose first cell is `key`.
+pub fn row<'a>(rows: &'a [Vec<serde_json::Value>], key: &str) -> &'a [serde_json::Value] {
+    rows.iter()
+        .find(|r| r[0] == key)
+        .unwrap_or_else(|| panic!("no row {key} in {rows:?}"))
+}
+
 /// Asserts that `path` is a well-formed SVG flame graph that names each of `funcs`.
 pub fn assert_svg_names(path: &Path, funcs: &[&str]) {
     let svg =

@@ -171,6 +171,34 @@ fn check_cuda_app(name: &str, env: &[(&str, std::path::PathBuf)]) {
         trace.contains("vectorAdd(float const*, float const*, float*, int)"),
         "kernel names in the timeline"
     );
+
+    // The report's figures, exactly: columns span, pack, count, total, mean, p50, p95, p99,
+    // max, errors, error %.
+    let spans = report_rows(&out, "spans");
+    assert_eq!(
+        row(&spans, "cudaLaunchKernel")[1..3],
+        [json!("cuda-runtime"), json!(5)]
+    );
+    let memcpy = row(&spans, "cudaMemcpy");
+    assert_eq!(
+        (&memcpy[2], &memcpy[9], &memcpy[10]),
+        (&json!(3), &json!(1), &json!(33.33))
+    );
+    assert_eq!(row(&spans, "ncclSend")[9..11], [json!(1), json!(100.0)]);
+    assert_eq!(row(&spans, "cudaMalloc")[9], 0);
+    let launches = report_rows(&out, "kernel_launches");
+    assert_eq!(launches.len(), 1, "{launches:?}");
+    assert_eq!(
+        (&launches[0][0], &launches[0][3]),
+        (
+            &json!(6),
+            &json!("vectorAdd(float const*, float const*, float*, int)")
+        ),
+        "5 runtime launches and 1 driver launch of one kernel"
+    );
+    let copies = report_rows(&out, "memcpy");
+    assert_eq!(row(&copies, "HtoD")[1..3], [json!(2), json!(big + 16)]);
+    assert_eq!(row(&copies, "DtoH")[1..3], [json!(1), json!(big)]);
 }
 
 #[test]
@@ -256,7 +284,10 @@ fn llama_cpp_pack_in_a_static_binary_gives_prefill_and_decode_tokens() {
         .collect();
     assert_eq!(samples, (1000..1020).collect::<Vec<u64>>());
     assert!(
-        stderr.contains("llama.cpp: prefill 12 tokens") && stderr.contains("decode 20 tokens"),
+        stderr.contains("Token throughput (llama.cpp)"),
         "tokens per second in the summary: {stderr}"
     );
+    let tokens = report_rows(&out, "tokens");
+    assert_eq!(row(&tokens, "prefill")[1..3], [json!(1), json!(12)]);
+    assert_eq!(row(&tokens, "decode")[1..3], [json!(20), json!(20)]);
 }

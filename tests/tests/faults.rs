@@ -13,6 +13,35 @@ fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
 
+/// VmRSS of `pid` in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS of the target")
+}
+
+/// Open perf-event file descriptors across every process (`anon_inode:[perf_event]`): an
+/// agent that leaked its sampling or probe events would leave some behind.
+fn open_perf_events() -> usize {
+    let mut n = 0;
+    for proc_dir in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(fds) = std::fs::read_dir(proc_dir.path().join("fd")) else {
+            continue;
+        };
+        n += fds
+            .flatten()
+            .filter(|fd| {
+                std::fs::read_link(fd.path())
+                    .is_ok_and(|l| l.to_string_lossy().contains("perf_event"))
+            })
+            .count();
+    }
+    n
+}
+
 fn attach(pid: u32, out: &std::path::Path, extra: &[&str]) -> std::process::Output {
     run_with_timeout(
         Command::new(modelprobe_bin())
@@ -159,9 +188,12 @@ fn a_hundred_attach_detach_cycles_leak_nothing() {
         return;
     }
     let _bpf = bpf_lock();
-    let workload = start_workload(&["--seconds", "300"]);
+    // Long enough for a slow, loaded machine; the guard kills it at the end.
+    let workload = start_workload(&["--seconds", "1800"]);
     let pid = workload.0.id();
     let target_fds = fd_count(pid);
+    let target_rss = rss_kib(pid);
+    let before = open_perf_events();
     let out = scratch_dir("cycles");
     let start = Instant::now();
     for i in 0..100 {
@@ -183,7 +215,20 @@ fn a_hundred_attach_detach_cycles_leak_nothing() {
         "the target's file descriptors are untouched"
     );
     assert!(target_alive(pid));
-    eprintln!("100 attach/detach cycles in {:?}", start.elapsed());
+    let rss_growth = rss_kib(pid) as i64 - target_rss as i64;
+    assert!(
+        rss_growth < 1024,
+        "the target's resident memory grew {rss_growth} KiB over 100 cycles"
+    );
+    assert_eq!(
+        open_perf_events(),
+        before,
+        "perf event fds held system-wide are back to where they were"
+    );
+    eprintln!(
+        "100 attach/detach cycles in {:?}; target RSS change {rss_growth} KiB",
+        start.elapsed()
+    );
 }
 
 #[test]

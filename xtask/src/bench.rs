@@ -60,8 +60,9 @@ pub fn run(root: &Path, runs: usize, rounds: u64, only: Option<&str>) -> Result<
     if !is_root() {
         bail!("benchmarks attach BPF programs and need root: run `sudo -E cargo xtask bench`");
     }
-    if let Some(other) = only.filter(|o| !["cpu", "probe", "events"].contains(o)) {
-        bail!("--only takes cpu, probe or events, not {other:?}");
+    const SECTIONS: [&str; 6] = ["cpu", "probe", "cuda", "events", "postproc", "fuzz"];
+    if let Some(other) = only.filter(|o| !SECTIONS.contains(o)) {
+        bail!("--only takes one of {}, not {other:?}", SECTIONS.join(", "));
     }
     build_release_with_fixtures(root)?;
     ensure_comparison_tools();
@@ -73,8 +74,17 @@ pub fn run(root: &Path, runs: usize, rounds: u64, only: Option<&str>) -> Result<
     if matches!(only, None | Some("probe")) {
         probe_cost(root, runs, &mut report)?;
     }
+    if matches!(only, None | Some("cuda")) {
+        cuda_cost(root, runs, &mut report)?;
+    }
     if matches!(only, None | Some("events")) {
         event_rate(root, &mut report)?;
+    }
+    if matches!(only, None | Some("postproc")) {
+        postproc(root, &mut report)?;
+    }
+    if matches!(only, None | Some("fuzz")) {
+        crate::fuzz::bench(root, &mut report)?;
     }
     let md = report.markdown();
     println!("{md}");
@@ -137,7 +147,7 @@ fn today() -> String {
 
 /// Tables of results, for the terminal, Markdown and JSON alike.
 #[derive(Default)]
-struct Report {
+pub(crate) struct Report {
     sections: Vec<Section>,
 }
 
@@ -150,7 +160,7 @@ struct Section {
 }
 
 impl Report {
-    fn table(&mut self, id: &str, title: &str, columns: &[&str]) {
+    pub(crate) fn table(&mut self, id: &str, title: &str, columns: &[&str]) {
         if self.sections.last().is_some_and(|s| s.id == id) {
             return;
         }
@@ -162,7 +172,7 @@ impl Report {
         });
     }
 
-    fn row(&mut self, row: Vec<Value>) {
+    pub(crate) fn row(&mut self, row: Vec<Value>) {
         self.sections
             .last_mut()
             .expect("a table first")
@@ -288,6 +298,7 @@ fn cpu_slowdown(root: &Path, runs: usize, rounds: u64, report: &mut Report) -> R
             "peak RSS of the run",
         ],
     );
+    let mut agent_cost = Vec::new();
     for freq in ["99", "999"] {
         let mut variants: Vec<Variant<'_>> = vec![(
             "no profiler".into(),
@@ -352,9 +363,47 @@ fn cpu_slowdown(root: &Path, runs: usize, rounds: u64, report: &mut Report) -> R
                 json!(format!("{rss:.1} MiB")),
             ]);
         }
+        agent_cost.push((freq, agent_usage(&tmp.join("mp"))?));
+    }
+    report.table(
+        "agent_cost",
+        "What the agent itself used (the last modelprobe run of each frequency, from its recording)",
+        &[
+            "frequency",
+            "recorded s",
+            "agent CPU while recording",
+            "% of one CPU",
+            "CPU incl. symbolization",
+            "peak RSS",
+        ],
+    );
+    for (freq, (secs, rec_cpu, total_cpu, rss_kib)) in agent_cost {
+        report.row(vec![
+            json!(format!("{freq} Hz")),
+            json!(round1(secs)),
+            json!(format!("{rec_cpu:.3} s")),
+            json!(format!("{:.2}%", 100.0 * rec_cpu / secs)),
+            json!(format!("{total_cpu:.3} s")),
+            json!(format!("{:.1} MiB", rss_kib / 1024.0)),
+        ]);
     }
     let _ = std::fs::remove_dir_all(&tmp);
     Ok(())
+}
+
+/// (recorded seconds, agent CPU s while recording, agent CPU s in all, peak RSS KiB) from a
+/// recording's `meta`.
+fn agent_usage(dir: &Path) -> Result<(f64, f64, f64, f64)> {
+    let rec: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("recording.json"))?)?;
+    let m = &rec["meta"];
+    let a = &m["agent"];
+    let f = |v: &Value| v.as_f64().unwrap_or(0.0);
+    Ok((
+        (f(&m["end_ns"]) - f(&m["start_ns"])) / 1e9,
+        f(&a["recording_cpu_ns"]) / 1e9,
+        f(&a["total_cpu_ns"]) / 1e9,
+        f(&a["peak_rss_kib"]),
+    ))
 }
 
 fn round1(x: f64) -> f64 {
@@ -496,4 +545,218 @@ fn event_rate(root: &Path, report: &mut Report) -> Result<()> {
     }
     let _ = std::fs::remove_dir_all(&out);
     Ok(())
+}
+
+/// Cost per CUDA API call with the CUDA pack attached: 100,000 `cudaLaunchKernel` calls into
+/// the stand-in runtime (the same symbols as libcudart), against no profiler and a bpftrace
+/// uprobe + uretprobe pair on the same function.
+fn cuda_cost(root: &Path, runs: usize, report: &mut Report) -> Result<()> {
+    let agent = root.join("target/release/modelprobe");
+    let fixtures = root.join("target/release/fixtures/cuda");
+    let app = fixtures.join("mp-cuda-app");
+    let lib = fixtures.join("libcudart.so.12");
+    let calls: u64 = 100_000;
+    let n = calls.to_string();
+    let out = std::env::temp_dir().join("modelprobe-cuda-cost");
+    let with_lib = |c: &mut Command| {
+        c.env("LD_LIBRARY_PATH", &fixtures);
+    };
+    let mut rows: Vec<(&str, Vec<f64>)> = vec![
+        ("no profiler", vec![]),
+        ("modelprobe run (CUDA pack)", vec![]),
+    ];
+    let bpftrace = have("bpftrace");
+    if bpftrace {
+        rows.push(("bpftrace uprobe+uretprobe cudaLaunchKernel", vec![]));
+    }
+    say(&format!(
+        "CUDA pack: {calls} cudaLaunchKernel calls, {runs} runs per variant"
+    ));
+    for _ in 0..runs {
+        let mut c = Command::new(&app);
+        c.args(["--launches", &n]);
+        with_lib(&mut c);
+        rows[0].1.push(elapsed(&mut c)?);
+        let mut c = Command::new(&agent);
+        c.args(["run", "-q", "--no-logs", "-o"])
+            .arg(&out)
+            .arg("--")
+            .arg(&app)
+            .args(["--launches", &n]);
+        with_lib(&mut c);
+        rows[1].1.push(elapsed(&mut c)?);
+        let spans = {
+            let rec: Value =
+                serde_json::from_str(&std::fs::read_to_string(out.join("recording.json"))?)?;
+            rec["spans"].as_array().map_or(0, |s| s.len() as u64)
+        };
+        if spans < calls {
+            bail!("the CUDA pack recorded {spans} spans for {calls} launches");
+        }
+        if bpftrace {
+            let l = lib.display();
+            let mut c = Command::new("bpftrace");
+            c.args([
+                "-q",
+                "-e",
+                &format!(
+                    "uprobe:{l}:cudaLaunchKernel {{ @s[tid] = nsecs; }} uretprobe:{l}:cudaLaunchKernel {{ @d = hist(nsecs - @s[tid]); }}"
+                ),
+                "-c",
+                &format!("{} --launches {n}", app.display()),
+            ]);
+            with_lib(&mut c);
+            rows[2].1.push(elapsed(&mut c)?);
+        }
+    }
+    let base = median(rows[0].1.clone());
+    report.table(
+        "cuda_cost",
+        &format!(
+            "Cost per CUDA API call ({calls} cudaLaunchKernel calls into the stand-in runtime, median of {runs})"
+        ),
+        &["variant", "elapsed ms", "added cost per call"],
+    );
+    for (name, v) in rows {
+        let m = median(v);
+        report.row(vec![
+            json!(name),
+            json!(round1(m)),
+            json!(format!("{:.2} us", (m - base) * 1e3 / calls as f64)),
+        ]);
+    }
+    let _ = std::fs::remove_dir_all(&out);
+    Ok(())
+}
+
+/// Post-processing throughput (the `postproc_bench` example) and inferno's own CLI rendering
+/// the same folded file.
+fn postproc(root: &Path, report: &mut Report) -> Result<()> {
+    crate::cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "modelprobe",
+        "--example",
+        "postproc_bench",
+    ])?;
+    let out = std::env::temp_dir().join("modelprobe-postproc");
+    say("post-processing: symbolization, 1M-sample flame graph, 1M-span timeline and view");
+    let run = Command::new(root.join("target/release/examples/postproc_bench"))
+        .arg(&out)
+        .stderr(Stdio::inherit())
+        .output()?;
+    if !run.status.success() {
+        bail!("postproc_bench failed: {}", run.status);
+    }
+    let results: Vec<Value> = String::from_utf8_lossy(&run.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let get = |what: &str, pass: Option<&str>| {
+        results
+            .iter()
+            .find(|r| r["what"] == what && pass.is_none_or(|p| r["pass"] == p))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    report.table(
+        "postproc",
+        "Post-processing throughput",
+        &["what", "input", "time", "rate"],
+    );
+    for pass in ["cold", "warm"] {
+        let r = get("symbolize", Some(pass));
+        report.row(vec![
+            json!(format!(
+                "symbolization, {pass} (new symbolizer, as each recording)"
+            )),
+            json!(format!(
+                "{} addresses in this binary (DWARF) and its libraries",
+                r["frames"]
+            )),
+            json!(format!("{:.2} s", r["seconds"].as_f64().unwrap_or(0.0))),
+            json!(format!(
+                "{:.0} frames/s",
+                r["frames_per_s"].as_f64().unwrap_or(0.0)
+            )),
+        ]);
+    }
+    let fg = get("flamegraph", None);
+    let samples = fg["samples"].as_u64().unwrap_or(0);
+    report.row(vec![
+        json!("flame graph: modelprobe (fold + inferno library render)"),
+        json!(format!(
+            "{samples} samples, {} distinct stacks",
+            fg["distinct_stacks"]
+        )),
+        json!(format!("{:.2} s", fg["seconds"].as_f64().unwrap_or(0.0))),
+        json!(format!(
+            "{:.0} samples/s",
+            samples as f64 / fg["seconds"].as_f64().unwrap_or(1.0)
+        )),
+    ]);
+    match ensure_inferno() {
+        Some(inferno) => {
+            let svg = std::fs::File::create(out.join("inferno.svg"))?;
+            let t = std::time::Instant::now();
+            let ok = Command::new(&inferno)
+                .arg(out.join("stacks.folded"))
+                .stdout(svg)
+                .status()?
+                .success();
+            let s = t.elapsed().as_secs_f64();
+            if !ok {
+                bail!("inferno-flamegraph failed");
+            }
+            report.row(vec![
+                json!("flame graph: inferno-flamegraph CLI on the same folded file"),
+                json!(format!(
+                    "{samples} samples, {} distinct stacks",
+                    fg["distinct_stacks"]
+                )),
+                json!(format!("{s:.2} s")),
+                json!(format!("{:.0} samples/s", samples as f64 / s)),
+            ]);
+        }
+        None => say("warning: inferno-flamegraph could not be installed; its row is left out"),
+    }
+    for (what, label) in [
+        (
+            "timeline",
+            "timeline trace.json (spans + CPU samples with stacks)",
+        ),
+        ("view", "view.html (self-contained viewer)"),
+    ] {
+        let r = get(what, None);
+        let spans = r["spans"].as_u64().unwrap_or(0);
+        let s = r["seconds"].as_f64().unwrap_or(0.0);
+        report.row(vec![
+            json!(label),
+            json!(format!(
+                "{spans} spans + {} samples -> {:.0} MiB",
+                r["samples"],
+                r["bytes"].as_f64().unwrap_or(0.0) / 1048576.0
+            )),
+            json!(format!("{s:.2} s")),
+            json!(format!(
+                "{:.0} spans+samples/s",
+                (spans + r["samples"].as_u64().unwrap_or(0)) as f64 / s
+            )),
+        ]);
+    }
+    let _ = std::fs::remove_dir_all(&out);
+    Ok(())
+}
+
+/// inferno's own `inferno-flamegraph` (same version as the library we use), installed with
+/// cargo when missing.
+fn ensure_inferno() -> Option<std::path::PathBuf> {
+    let bin = crate::cargo_home_bin().join("inferno-flamegraph");
+    if bin.exists() {
+        return Some(bin);
+    }
+    say("installing inferno 0.12 (its CLI is the flame graph baseline)");
+    crate::cargo(&["install", "inferno", "--version", "^0.12", "--locked"]).ok()?;
+    bin.exists().then_some(bin)
 }

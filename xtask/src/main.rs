@@ -45,8 +45,15 @@ enum Task {
     },
     /// `cargo fmt --check` and `cargo clippy -D warnings` over the workspace.
     Lint,
-    /// Benchmarks (needs root): target slowdown under sampling against perf and bpftrace,
-    /// cost per probed call against bpftrace, zero-loss event rate; writes
+    /// Run every cargo-fuzz target (fuzz/) for a while; fails on a crash.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
+    /// Benchmarks (needs root): target slowdown under sampling against perf and bpftrace, agent
+    /// CPU and memory, cost per probed call and per CUDA call against bpftrace, zero-loss event
+    /// rate, post-processing throughput against inferno's CLI, bounded fuzzing; writes
     /// bench/results/<date>.json and .md.
     Bench {
         /// Baseline/profiled pairs per frequency.
@@ -55,7 +62,8 @@ enum Task {
         /// Work rounds per thread (about 1 ms each).
         #[arg(long, default_value_t = 4000)]
         rounds: u64,
-        /// Only one part: `cpu` (sampling slowdown), `probe` (per-call cost) or `events`.
+        /// Only one part: `cpu` (sampling slowdown, agent cost), `probe` (per-call cost),
+        /// `cuda` (per-CUDA-call cost), `events`, `postproc` or `fuzz`.
         #[arg(long)]
         only: Option<String>,
     },
@@ -86,11 +94,24 @@ fn main() -> Result<()> {
             test()
         }
         Task::Lint => lint(),
+        Task::Fuzz { seconds } => {
+            let (lines, ok) = fuzz::run(&root, seconds)?;
+            for l in lines {
+                println!("{l}");
+            }
+            if !ok {
+                bail!(
+                    "a fuzz target crashed: see fuzz/README.md to turn it into a regression test"
+                );
+            }
+            Ok(())
+        }
         Task::Bench { runs, rounds, only } => bench::run(&root, runs, rounds, only.as_deref()),
     }
 }
 
 mod bench;
+mod fuzz;
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -134,7 +155,7 @@ pub(crate) fn cargo(args: &[&str]) -> Result<()> {
     run(Command::new(cargo_bin()).args(args))
 }
 
-fn cargo_home_bin() -> PathBuf {
+pub(crate) fn cargo_home_bin() -> PathBuf {
     std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
@@ -307,12 +328,37 @@ fn lint() -> Result<()> {
 }
 
 fn test() -> Result<()> {
+    ensure_chromium()?;
     say("building the agent and fixtures");
     cargo(&["build", "--workspace", "--bins"])?;
-    say("running all tests (BPF tests required: MODELPROBE_REQUIRE_BPF=1)");
+    say("running all tests (BPF and browser tests required: MODELPROBE_REQUIRE_BPF=1, MODELPROBE_REQUIRE_BROWSER=1)");
     run(Command::new(cargo_bin())
         .args(["test", "--workspace"])
-        .env("MODELPROBE_REQUIRE_BPF", "1"))
+        .env("MODELPROBE_REQUIRE_BPF", "1")
+        .env("MODELPROBE_REQUIRE_BROWSER", "1"))
+}
+
+/// Headless Chromium, which the viewer test opens `view.html` in (Debian's `chromium`).
+fn ensure_chromium() -> Result<()> {
+    if succeeds(Command::new("chromium").arg("--version")) {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!(
+            "the viewer test needs Chromium: run `sudo apt-get install -y chromium` and try again"
+        );
+    }
+    say("installing chromium with apt (the HTML viewer is tested in headless Chromium)");
+    run(Command::new("apt-get").args(["update", "-qq"]))?;
+    run(Command::new("apt-get")
+        .args([
+            "install",
+            "-y",
+            "-qq",
+            "--no-install-recommends",
+            "chromium",
+        ])
+        .env("DEBIAN_FRONTEND", "noninteractive"))
 }
 
 /// Everything the demo and the measurements run: set-up, the BPF object, and release builds of

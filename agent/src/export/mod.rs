@@ -9,7 +9,7 @@ mod timeline;
 
 pub use flamegraph::FlameGraph;
 pub use folded::{folded_stacks, Folded};
-pub use timeline::{trace_events, Timeline};
+pub use timeline::{trace_events, write_trace_events, Timeline};
 
 /// Writes one output format for a recording into an output directory.
 pub trait Exporter {

@@ -60,20 +60,45 @@ fn leaf_function(rec: &Recording, stack: u32) -> String {
         .unwrap_or_else(|| "[no stack]".into())
 }
 
-/// Every trace event of the timeline, in time order within each kind.
+/// Every trace event of the timeline, parsed back into values (for tests and small
+/// recordings; the exporter streams them with [`write_trace_events`]).
 pub fn trace_events(rec: &Recording) -> Vec<Value> {
-    let mut events = Vec::new();
+    let mut buf = vec![b'['];
+    write_trace_events(rec, &mut buf).expect("writing to memory");
+    buf.push(b']');
+    serde_json::from_slice(&buf).expect("trace events are JSON")
+}
+
+/// Writes every trace event, comma-separated, in time order within each kind. Events are
+/// streamed one by one; a sample's stack is serialized once per distinct stack, so a million
+/// samples cost a million small writes, not a million JSON trees.
+pub fn write_trace_events(rec: &Recording, w: &mut dyn Write) -> std::io::Result<()> {
+    let mut first = true;
+    fn comma(first: &mut bool, w: &mut dyn Write) -> std::io::Result<()> {
+        if !std::mem::take(first) {
+            w.write_all(b",\n")?;
+        }
+        Ok(())
+    }
+    fn emit(first: &mut bool, w: &mut dyn Write, v: &Value) -> std::io::Result<()> {
+        comma(first, w)?;
+        serde_json::to_writer(&mut *w, v).map_err(std::io::Error::from)
+    }
     for p in &rec.processes {
-        events.push(
-            json!({"ph": "M", "name": "process_name", "pid": p.pid, "tid": p.pid,
+        emit(
+            &mut first,
+            w,
+            &json!({"ph": "M", "name": "process_name", "pid": p.pid, "tid": p.pid,
             "args": {"name": format!("{} ({})", p.name, p.pid)}}),
-        );
+        )?;
     }
     for t in &rec.threads {
-        events.push(
-            json!({"ph": "M", "name": "thread_name", "pid": t.pid, "tid": t.tid,
+        emit(
+            &mut first,
+            w,
+            &json!({"ph": "M", "name": "thread_name", "pid": t.pid, "tid": t.tid,
             "args": {"name": t.name}}),
-        );
+        )?;
     }
     for s in &rec.spans {
         let probe = &rec.probes[s.probe as usize];
@@ -89,41 +114,63 @@ pub fn trace_events(rec: &Recording) -> Vec<Value> {
         } else {
             args["unfinished"] = json!(true);
         }
-        events.push(
-            json!({"ph": "X", "cat": "probe", "name": probe.function, "pid": s.pid,
+        emit(
+            &mut first,
+            w,
+            &json!({"ph": "X", "cat": "probe", "name": probe.function, "pid": s.pid,
             "tid": s.tid, "ts": us(s.start_ns), "dur": us(s.end_ns - s.start_ns), "args": args}),
-        );
+        )?;
     }
+    // Per distinct stack: its leaf function's name and its frames, as JSON text.
+    let mut cached: Vec<Option<(String, String)>> = vec![None; rec.stacks.len()];
     let mut cpu_bins: BTreeMap<(u32, u64), u64> = BTreeMap::new();
     for s in &rec.samples {
         match s.kind {
             SampleKind::Cpu => {
-                let stack: Vec<String> = rec.stacks[s.stack as usize]
-                    .iter()
-                    .rev()
-                    .take(STACK_IN_EVENT)
-                    .map(|&f| frame_label(rec, f))
-                    .collect();
-                events.push(
-                    json!({"ph": "i", "s": "t", "cat": "cpu", "name": leaf_function(rec, s.stack),
-                    "pid": s.pid, "tid": s.tid, "ts": us(s.time_ns), "args": {"stack": stack}}),
-                );
+                let (leaf, stack) = cached[s.stack as usize].get_or_insert_with(|| {
+                    let frames: Vec<String> = rec.stacks[s.stack as usize]
+                        .iter()
+                        .rev()
+                        .take(STACK_IN_EVENT)
+                        .map(|&f| frame_label(rec, f))
+                        .collect();
+                    (
+                        Value::from(leaf_function(rec, s.stack)).to_string(),
+                        Value::from(frames).to_string(),
+                    )
+                });
+                comma(&mut first, w)?;
+                write!(
+                    w,
+                    r#"{{"ph":"i","s":"t","cat":"cpu","name":{leaf},"pid":{},"tid":{},"ts":{},"args":{{"stack":{stack}}}}}"#,
+                    s.pid,
+                    s.tid,
+                    Value::from(us(s.time_ns)),
+                )?;
                 *cpu_bins
                     .entry((s.pid, s.time_ns / COUNTER_BIN_NS))
                     .or_default() += 1;
             }
             SampleKind::OffCpu => {
-                events.push(json!({"ph": "X", "cat": "off_cpu",
+                emit(
+                    &mut first,
+                    w,
+                    &json!({"ph": "X", "cat": "off_cpu",
                     "name": format!("off-CPU: {}", leaf_function(rec, s.stack)), "pid": s.pid,
-                    "tid": s.tid, "ts": us(s.time_ns), "dur": us(s.weight)}));
+                    "tid": s.tid, "ts": us(s.time_ns), "dur": us(s.weight)}),
+                )?;
             }
         }
     }
     // CPU use per process: samples per bin over the samples a fully busy CPU would give.
     let per_bin = (rec.meta.frequency_hz as f64 * COUNTER_BIN_NS as f64 / 1e9).max(1.0);
     for ((pid, bin), n) in cpu_bins {
-        events.push(json!({"ph": "C", "name": "CPU %", "pid": pid, "tid": pid,
-            "ts": us(bin * COUNTER_BIN_NS), "args": {"cpu": 100.0 * n as f64 / per_bin}}));
+        emit(
+            &mut first,
+            w,
+            &json!({"ph": "C", "name": "CPU %", "pid": pid, "tid": pid,
+            "ts": us(bin * COUNTER_BIN_NS), "args": {"cpu": 100.0 * n as f64 / per_bin}}),
+        )?;
     }
     for l in &rec.logs {
         let name = match l.level {
@@ -136,10 +183,12 @@ pub fn trace_events(rec: &Recording) -> Vec<Value> {
                 .and_then(|v| v.as_str().map(str::to_string))
                 .unwrap_or_default(),
         };
-        events.push(
-            json!({"ph": "i", "s": "t", "cat": "log", "name": name, "pid": l.pid,
+        emit(
+            &mut first,
+            w,
+            &json!({"ph": "i", "s": "t", "cat": "log", "name": name, "pid": l.pid,
             "tid": l.tid, "ts": us(l.time_ns), "args": {"message": l.message, "stream": l.stream}}),
-        );
+        )?;
     }
     for e in &rec.events {
         let kind = serde_json::to_value(e.kind).unwrap_or(Value::Null);
@@ -149,12 +198,14 @@ pub fn trace_events(rec: &Recording) -> Vec<Value> {
             | crate::trace::EventKind::Exec => "p",
             _ => "t",
         };
-        events.push(
-            json!({"ph": "i", "s": scope, "cat": "event", "name": kind, "pid": e.pid,
+        emit(
+            &mut first,
+            w,
+            &json!({"ph": "i", "s": scope, "cat": "event", "name": kind, "pid": e.pid,
             "tid": e.tid, "ts": us(e.time_ns), "args": {"message": e.message, "value": e.value}}),
-        );
+        )?;
     }
-    events
+    Ok(())
 }
 
 impl Exporter for Timeline {
@@ -183,11 +234,15 @@ impl Exporter for Timeline {
                 "end_reason": meta.end_reason,
                 "lost": meta.lost,
             },
-            "traceEvents": trace_events(rec),
         });
-        let mut w = BufWriter::new(File::create(&path).map_err(err)?);
-        serde_json::to_writer(&mut w, &doc).map_err(|e| err(e.into()))?;
-        w.write_all(b"\n").map_err(err)?;
+        // The document without its events, then the events streamed into its array.
+        let mut w = BufWriter::with_capacity(1 << 20, File::create(&path).map_err(err)?);
+        let head = doc.to_string();
+        w.write_all(&head.as_bytes()[..head.len() - 1])
+            .map_err(err)?;
+        w.write_all(b",\"traceEvents\":[\n").map_err(err)?;
+        write_trace_events(rec, &mut w).map_err(err)?;
+        w.write_all(b"]}\n").map_err(err)?;
         w.flush().map_err(err)?;
         Ok(vec![path])
     }

@@ -15,6 +15,7 @@ pub struct ProbeSet {
     table: Vec<ProbeInfo>,
     attached: HashSet<(u32, u32)>,
     packs: bool,
+    skipped_packs: Vec<&'static str>,
 }
 
 impl ProbeSet {
@@ -114,14 +115,17 @@ impl ProbeSet {
 
     /// Turns the built-in packs on: adds the pack functions found in the target (returns how
     /// many), and from then on searches every exec'd image for them too.
-    pub fn enable_packs(&mut self, ctx: &SearchContext) -> usize {
+    /// Packs named in `skip` stay off.
+    pub fn enable_packs(&mut self, ctx: &SearchContext, skip: &[&'static str]) -> usize {
         self.packs = true;
+        self.skipped_packs = skip.to_vec();
         self.add_packs(resolve_packs(ctx))
     }
 
     fn add_packs(&mut self, found: Vec<PackProbe>) -> usize {
         let before = self.table.len();
-        for p in found {
+        let skipped = self.skipped_packs.clone();
+        for p in found.into_iter().filter(|p| !skipped.contains(&p.pack)) {
             self.add(&p.spec, p.resolved, Some(p.pack));
         }
         self.table.len() - before

@@ -39,6 +39,8 @@ pub struct SamplerOptions {
     pub off_cpu_min: Duration,
     /// Capture stdout/stderr writes and file opens.
     pub capture_io: bool,
+    /// Sample CPU stacks.
+    pub cpu: bool,
     /// Size of the ring buffer for spans, events and logs, in bytes (a power of two, at least
     /// one page).
     pub records_ring_bytes: u32,
@@ -145,7 +147,7 @@ impl Sampler {
         let prog: &mut PerfEvent = program(&mut bpf, "mp_cpu_sample")?;
         prog.load()
             .map_err(|e| Error::bpf("loading mp_cpu_sample", e))?;
-        for &cpu in &cpus {
+        for &cpu in cpus.iter().filter(|_| opts.cpu) {
             prog.attach(
                 PerfEventConfig::Software(SoftwareEvent::CpuClock),
                 PerfEventScope::AllProcessesOneCpu { cpu },

@@ -89,6 +89,17 @@ impl Collector {
         self.samples.len()
     }
 
+    /// What has been collected so far, for the progress line.
+    pub fn progress_line(&self, elapsed: Duration) -> String {
+        format!(
+            "recording {}s: {} samples, {} spans, {} events (Ctrl-C stops)",
+            elapsed.as_secs(),
+            self.samples.len(),
+            self.spans.len(),
+            self.events.len()
+        )
+    }
+
     /// Records what is known of `pid` now: its mappings, name and command line.
     pub fn watch(&mut self, pid: u32) {
         let info = self.processes.entry(pid).or_default();

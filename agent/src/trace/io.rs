@@ -45,6 +45,18 @@ impl Recording {
         let file = File::open(&file_path).map_err(|e| bad(e.to_string()))?;
         let value: serde_json::Value = serde_json::from_reader(BufReader::new(file))
             .map_err(|e| bad(format!("not valid JSON ({e})")))?;
+        Self::from_value(value).map_err(bad)
+    }
+
+    /// Parses a recording from the bytes of a `recording.json`; the error says why it is not one.
+    pub fn from_slice(bytes: &[u8]) -> std::result::Result<Recording, String> {
+        let value: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| format!("not valid JSON ({e})"))?;
+        Self::from_value(value)
+    }
+
+    fn from_value(value: serde_json::Value) -> std::result::Result<Recording, String> {
+        let bad = |reason: String| reason;
         match value.get("format").and_then(|f| f.as_str()) {
             Some(FORMAT_NAME) => {}
             _ => return Err(bad("not a modelprobe recording (no format field)".into())),
@@ -55,7 +67,53 @@ impl Recording {
                 "format version {version}, this modelprobe reads version {FORMAT_VERSION}"
             )));
         }
-        serde_json::from_value(value).map_err(|e| bad(e.to_string()))
+        let rec: Recording = serde_json::from_value(value).map_err(|e| e.to_string())?;
+        rec.validate()?;
+        Ok(rec)
+    }
+
+    /// Checks every cross-reference (stack, frame and probe indices) and every interval, so
+    /// that code reading a recording may index it without further checks.
+    fn validate(&self) -> std::result::Result<(), String> {
+        let (frames, stacks, probes) = (self.frames.len(), self.stacks.len(), self.probes.len());
+        if let Some((i, _)) = self
+            .stacks
+            .iter()
+            .enumerate()
+            .find(|(_, s)| s.iter().any(|&f| f as usize >= frames))
+        {
+            return Err(format!(
+                "stack {i} names a frame beyond the {frames} recorded"
+            ));
+        }
+        if let Some((i, s)) = self
+            .samples
+            .iter()
+            .enumerate()
+            .find(|(_, s)| s.stack as usize >= stacks)
+        {
+            return Err(format!("sample {i} names stack {} of {stacks}", s.stack));
+        }
+        if let Some((i, e)) = self
+            .events
+            .iter()
+            .enumerate()
+            .find(|(_, e)| e.stack.is_some_and(|s| s as usize >= stacks))
+        {
+            return Err(format!("event {i} names stack {:?} of {stacks}", e.stack));
+        }
+        for (i, s) in self.spans.iter().enumerate() {
+            if s.probe as usize >= probes {
+                return Err(format!("span {i} names probe {} of {probes}", s.probe));
+            }
+            if s.end_ns < s.start_ns {
+                return Err(format!("span {i} ends before it starts"));
+            }
+        }
+        if self.meta.end_ns < self.meta.start_ns {
+            return Err("the recording ends before it starts".into());
+        }
+        Ok(())
     }
 }
 

@@ -168,6 +168,39 @@ pub struct Meta {
     pub exit_status: Option<i32>,
     /// Everything dropped.
     pub lost: Lost,
+    /// Fraction of spans kept, when less than all were (`sampling.rate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub span_sample_rate: Option<f64>,
+    /// What the agent itself cost, when it measured it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentUsage>,
+}
+
+/// CPU time and memory of the agent process, from `getrusage(RUSAGE_SELF)`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentUsage {
+    /// CPU time (user + system) from start to the end of recording, in ns.
+    pub recording_cpu_ns: u64,
+    /// Peak resident memory when recording ended, in KiB.
+    pub recording_peak_rss_kib: u64,
+    /// CPU time including symbolization, in ns.
+    pub total_cpu_ns: u64,
+    /// Peak resident memory including symbolization, in KiB.
+    pub peak_rss_kib: u64,
+}
+
+impl AgentUsage {
+    /// This process's CPU time (ns) and peak RSS (KiB) so far.
+    pub fn now() -> (u64, u64) {
+        // SAFETY: an all-zero rusage is a valid value for getrusage to overwrite.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: `ru` is a valid, writable rusage.
+        if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+            return (0, 0);
+        }
+        let ns = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1000;
+        (ns(ru.ru_utime) + ns(ru.ru_stime), ru.ru_maxrss as u64)
+    }
 }
 
 /// Counts of data dropped, by cause. Never silent: the summary prints any that are non-zero.
@@ -340,6 +373,28 @@ impl Recording {
             .filter(|s| s.kind == SampleKind::OffCpu)
             .map(|s| s.weight)
             .sum()
+    }
+
+    /// Drops log lines below `min` (lines without a level count as INFO).
+    pub fn keep_logs_from(&mut self, min: crate::logs::Level) {
+        use crate::logs::Level;
+        self.logs.retain(|l| l.level.unwrap_or(Level::Info) >= min);
+    }
+
+    /// Keeps a `rate` fraction of each probe's spans, evenly spread (every 1/rate-th call);
+    /// spans with an error are always kept.
+    pub fn sample_spans(&mut self, rate: f64) {
+        if rate >= 1.0 {
+            return;
+        }
+        let mut seen: std::collections::HashMap<u32, u64> = std::collections::HashMap::new();
+        self.spans.retain(|s| {
+            let n = seen.entry(s.probe).or_default();
+            *n += 1;
+            let keep = (*n as f64 * rate).floor() > ((*n - 1) as f64 * rate).floor();
+            keep || s.attrs.contains_key("error")
+        });
+        self.meta.span_sample_rate = Some(rate);
     }
 
     /// Recorded duration in nanoseconds.

@@ -1,0 +1,225 @@
+//! The command line, as clap structures.
+use std::{ffi::OsString, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+use modelprobe::{logs::Level, probes::ProbeSpec};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0    recording finished (attach); for run, the command's own exit status
+  1    unexpected failure
+  2    bad usage, an option out of range, a bad config file or environment variable
+  3    not enough privilege (needs root, or CAP_BPF + CAP_PERFMON)
+  4    the target pid does not exist or has already exited
+  5    the kernel lacks BPF, BTF, perf events or the scheduler tracepoints
+  6    the output directory cannot be written
+  127  run: the command cannot be found or executed
+
+Workflow:
+  sudo modelprobe run -o out -- CMD     record a command (or: attach --pid N)
+  modelprobe report out                 where the time went, spans, errors, logs
+  modelprobe analyze out app.log        filter and aggregate recordings and log files
+  modelprobe view out                   one HTML file: timeline, flame graphs, tables";
+
+/// Profile an unmodified process: CPU flame graphs, off-CPU time, spans of library calls
+/// (CUDA, llama.cpp, any function), events and logs, and a recording to read back.
+#[derive(Parser)]
+#[command(name = "modelprobe", version, about, long_about = None, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// More log output (-v: debug, -vv: trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only print errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Settings file [default: $MODELPROBE_CONFIG, else /etc/modelprobe/config.yaml if it
+    /// exists]; see `modelprobe config show --help`.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Profile a running process (and the children it starts) until --duration or Ctrl-C.
+    #[command(
+        after_help = "Examples:\n  sudo modelprobe attach --pid 4242 --duration 30s\n  sudo modelprobe attach --pid 4242 --off-cpu -o /tmp/server-profile"
+    )]
+    Attach {
+        /// Process id to profile.
+        #[arg(short, long)]
+        pid: u32,
+        /// Stop after this long (`30s`, `2m`, `1h`); default: until Ctrl-C or the process exits.
+        #[arg(short, long, value_parser = humantime::parse_duration)]
+        duration: Option<Duration>,
+        #[command(flatten)]
+        record: RecordArgs,
+    },
+    /// Launch a command and profile its whole life, children included; exits with its status.
+    #[command(
+        after_help = "Examples:\n  sudo modelprobe run -- python3 serve.py --port 8000\n  sudo modelprobe run --off-cpu -o out -- ./llama-cli -m model.gguf -p hi"
+    )]
+    Run {
+        #[command(flatten)]
+        record: RecordArgs,
+        /// The command and its arguments (after `--`).
+        #[arg(
+            required = true,
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "CMD"
+        )]
+        command: Vec<OsString>,
+    },
+    /// Show where --probe specs would attach in a process (file, function, offset), without
+    /// attaching anything.
+    #[command(
+        after_help = "Example:\n  modelprobe probes --pid 4242 --probe 'libllama.so:llama_*' --probe libc.so.6:malloc"
+    )]
+    Probes {
+        /// Process to resolve the specs against.
+        #[arg(short, long)]
+        pid: u32,
+        /// TARGET:SYMBOL[@N] specs, as for attach and run.
+        #[arg(long = "probe", value_name = "SPEC", value_parser = parse_probe)]
+        probes: Vec<ProbeSpec>,
+    },
+    /// Tables from a recording: CPU time by function, spans (count, p50/p95/p99, errors), CUDA
+    /// launches and copies, tokens/s, events, logs, lost data.
+    #[command(
+        after_help = "Examples:\n  modelprobe report out\n  modelprobe report out --json | jq '.sections[] | select(.id==\"spans\")'"
+    )]
+    Report {
+        /// Output directory of an earlier attach or run (or its recording.json).
+        path: PathBuf,
+        /// Rows in the ranked tables.
+        #[arg(long, default_value_t = 15)]
+        top: usize,
+        /// Print the same content as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Filter and summarize recordings and plain log files together: counts per level and
+    /// per span, the slowest items, errors grouped by message, a breakdown per input.
+    #[command(
+        after_help = "Examples:\n  modelprobe analyze out --level WARN\n  modelprobe analyze out server.log --pattern 'cuda|timeout' --since 10s\n  modelprobe analyze run1 run2 --min-duration 50ms --json"
+    )]
+    Analyze {
+        /// Recordings (directories or recording.json) and log files.
+        #[arg(required = true, value_name = "INPUT")]
+        inputs: Vec<PathBuf>,
+        /// Only items at or above this level: ERROR, WARN, INFO or DEBUG.
+        #[arg(long, value_parser = parse_level)]
+        level: Option<Level>,
+        /// Only items lasting at least this long (spans): `1s`, `250ms`.
+        #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+        min_duration: Option<Duration>,
+        /// Only items whose name or message matches this regular expression.
+        #[arg(long, value_name = "REGEX")]
+        pattern: Option<String>,
+        /// Only items from this time on: a date-time (`2026-11-24 13:00:00`, RFC 3339) or a
+        /// duration from each input's start (`30s`).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// Only items up to this time (same forms as --since).
+        #[arg(long, value_name = "TIME")]
+        until: Option<String>,
+        /// Rows in the slowest-items and error tables.
+        #[arg(long, default_value_t = 10)]
+        top: usize,
+        /// One JSON object per matching item, then a summary object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write one self-contained HTML file (no network needed) with the timeline, the flame
+    /// graphs and the report tables, to open in a browser.
+    #[command(after_help = "Example:\n  modelprobe view out && xdg-open out/view.html")]
+    View {
+        /// Output directory of an earlier attach or run (or its recording.json).
+        path: PathBuf,
+        /// The HTML file to write [default: DIR/view.html].
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Settings: where they come from and what is in effect.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand)]
+pub enum ConfigCommand {
+    /// Print every setting in effect and where it came from (command line > environment >
+    /// file > default).
+    #[command(after_help = CONFIG_HELP)]
+    Show,
+}
+
+const CONFIG_HELP: &str = "\
+The file (YAML; --config, $MODELPROBE_CONFIG, or /etc/modelprobe/config.yaml):
+  tracing:
+    enabled: true          # spans, events and logs
+    level: INFO            # keep log lines at or above: ERROR, WARN, INFO, DEBUG
+    output_dir: /var/tmp/modelprobe
+  profiling:
+    cpu: true              # sample CPU stacks
+    off_cpu: false         # record blocked time
+    gpu: true              # trace CUDA, cuBLAS, NCCL calls
+    memory: false          # not available yet
+    frequency: 99          # Hz
+  sampling:
+    rate: 1.0              # fraction of spans kept
+  probes:
+    - libllama.so:llama_decode@2
+
+Environment (MODELPROBE_-prefixed names win over plain ones):
+  ENABLE_TRACING, TRACE_LEVEL, TRACE_OUTPUT_DIR, ENABLE_PROFILING, TRACE_SAMPLE_RATE
+Under sudo, pass them with `sudo -E` or `sudo VAR=value modelprobe ...`.";
+
+#[derive(Args)]
+pub struct RecordArgs {
+    /// CPU samples per second on each CPU [default: 99, or the config's profiling.frequency].
+    #[arg(short = 'F', long = "freq", value_name = "HZ")]
+    pub freq: Option<u64>,
+    /// Also record where threads block (sleep, locks, I/O, GPU waits), weighted by time
+    /// blocked: offcpu-flamegraph.svg.
+    #[arg(long)]
+    pub off_cpu: bool,
+    /// Record a span for every call of a function: TARGET:SYMBOL[@N], where TARGET is a binary
+    /// or library (path or file name, e.g. libllama.so), SYMBOL a function name or glob
+    /// (handle_*), and @N keeps its first N integer arguments (max 6). Repeatable; added to
+    /// the config file's probes.
+    #[arg(long = "probe", value_name = "SPEC", value_parser = parse_probe)]
+    pub probes: Vec<ProbeSpec>,
+    /// Do not switch on the built-in probe packs (CUDA runtime and driver, cuBLAS, NCCL,
+    /// llama.cpp) when their libraries are in the target.
+    #[arg(long)]
+    pub no_packs: bool,
+    /// Do not capture the target's stdout/stderr or its model-file opens.
+    #[arg(long)]
+    pub no_logs: bool,
+    /// Keep only log lines at or above this level: ERROR, WARN, INFO or DEBUG.
+    #[arg(long, value_parser = parse_level, value_name = "LEVEL")]
+    pub log_level: Option<Level>,
+    /// Keep this fraction of each function's spans (0 < F <= 1; spans with errors are kept).
+    #[arg(long, value_name = "F", value_parser = modelprobe::config::parse_rate)]
+    pub sample_rate: Option<f64>,
+    /// Size of the ring buffer for spans, events and logs, in KiB (a power of two). Raise it if
+    /// the summary reports lost records.
+    #[arg(long, default_value_t = 4096, value_name = "KIB")]
+    pub ring_buffer_kib: u32,
+    /// Output directory [default: <tracing.output_dir or .>/modelprobe-<target>-<time>].
+    #[arg(short, long, value_name = "DIR")]
+    pub output: Option<PathBuf>,
+    /// Rows in the summary's ranked tables.
+    #[arg(long, default_value_t = 10)]
+    pub top: usize,
+}
+
+fn parse_probe(s: &str) -> Result<ProbeSpec, String> {
+    ProbeSpec::parse(s).map_err(|e| e.to_string())
+}
+
+fn parse_level(s: &str) -> Result<Level, String> {
+    modelprobe::config::parse_level(s)
+}

@@ -1,0 +1,187 @@
+//! Commands that read rather than record: `probes`, `report`, `analyze`, `view`, `config show`.
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use modelprobe::{
+    analyze::{self, AnalyzeOptions},
+    logs::Level,
+    probes::ProbeSpec,
+    report,
+    trace::Recording,
+    Error,
+};
+
+/// `modelprobe probes`: where specs and packs would attach.
+pub fn probes(pid: u32, specs: &[ProbeSpec]) -> anyhow::Result<i32> {
+    modelprobe::target::check_pid(pid)?;
+    let ctx = modelprobe::probes::SearchContext::for_process(pid);
+    for spec in specs {
+        let found = modelprobe::probes::resolve(spec, &ctx)?;
+        let mapped = found
+            .first()
+            .is_some_and(|r| ctx.mapped.contains(&r.target_path));
+        println!(
+            "{}: {} function(s) in {}{}",
+            spec.text,
+            found.len(),
+            found
+                .first()
+                .map(|r| r.target_path.display().to_string())
+                .unwrap_or_default(),
+            if mapped {
+                ""
+            } else {
+                " (not mapped yet: attached on the file, so a later dlopen is covered)"
+            }
+        );
+        for r in &found {
+            println!("  {:#010x}  {}", r.file_offset, r.symbol);
+        }
+    }
+    let packs = modelprobe::probes::packs::resolve_packs(&ctx);
+    for pack in modelprobe::probes::packs::PACKS {
+        let fns: Vec<_> = packs.iter().filter(|p| p.pack == pack.name).collect();
+        match fns.first() {
+            Some(first) => {
+                println!(
+                    "pack {}: {} function(s) in {}",
+                    pack.name,
+                    fns.len(),
+                    first.resolved.target_path.display()
+                );
+                for p in &fns {
+                    println!("  {:#010x}  {}", p.resolved.file_offset, p.resolved.symbol);
+                }
+            }
+            None => println!(
+                "pack {}: not found ({} absent)",
+                pack.name,
+                pack.libraries.join(", ")
+            ),
+        }
+    }
+    Ok(0)
+}
+
+/// `modelprobe report`.
+pub fn report(path: &Path, top: usize, json: bool) -> anyhow::Result<i32> {
+    let rec = Recording::read(path)?;
+    let report = report::build(&rec, top);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+    } else {
+        print!("{}", report.to_text());
+    }
+    Ok(0)
+}
+
+/// Options of `modelprobe analyze`, as given.
+pub struct AnalyzeArgs {
+    pub level: Option<Level>,
+    pub min_duration: Option<Duration>,
+    pub pattern: Option<String>,
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub top: usize,
+    pub json: bool,
+}
+
+/// `modelprobe analyze`.
+pub fn analyze(inputs: &[PathBuf], args: AnalyzeArgs) -> anyhow::Result<i32> {
+    let bad = |what: &str, e: String| Error::InvalidArgument(format!("{what}: {e}"));
+    let pattern = args
+        .pattern
+        .as_deref()
+        .map(analyze::parse_pattern)
+        .transpose()?;
+    let since = args
+        .since
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .map_err(|e: String| bad("--since", e))?;
+    let until = args
+        .until
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .map_err(|e: String| bad("--until", e))?;
+    let opts = AnalyzeOptions {
+        level: args.level,
+        min_duration: args.min_duration,
+        pattern,
+        since,
+        until,
+        top: args.top,
+    };
+    let analysis = analyze::analyze(inputs, &opts)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let written = if args.json {
+        analysis.write_json_lines(&mut out)
+    } else {
+        analysis.write_text(&mut out)
+    }
+    .and_then(|()| out.flush());
+    match written {
+        // `analyze ... | head`: the reader has seen enough.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
+        other => other.map(|()| 0).map_err(Into::into),
+    }
+}
+
+/// `modelprobe view`.
+pub fn view(path: &Path, output: Option<PathBuf>, quiet: bool) -> anyhow::Result<i32> {
+    let started = Instant::now();
+    let progress = modelprobe::progress::Progress::new(!quiet);
+    progress.set(&format!("reading {}", path.display()));
+    let rec = Recording::read(path)?;
+    let output = output.unwrap_or_else(|| {
+        let dir = if path.is_dir() {
+            path.to_path_buf()
+        } else {
+            path.parent().map(Path::to_path_buf).unwrap_or_default()
+        };
+        dir.join("view.html")
+    });
+    progress.set("building the report");
+    let report = report::build(&rec, 50).to_json();
+    progress.set(&format!("writing {}", output.display()));
+    let stats = modelprobe::view::write_html(&rec, &report, &output)?;
+    progress.done();
+    if !quiet {
+        eprintln!(
+            "modelprobe: wrote {} ({:.1} MiB: {} spans, {} events, {} log lines, {} samples) in {:.2}s",
+            output.display(),
+            stats.bytes as f64 / 1048576.0,
+            stats.spans,
+            stats.events,
+            stats.logs,
+            stats.samples,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(0)
+}
+
+/// `modelprobe config show`.
+pub fn config_show(config: Option<&Path>) -> anyhow::Result<i32> {
+    let s = crate::record::settings(config)?;
+    match &s.file {
+        Some(f) => println!("config file: {}", f.display()),
+        None => println!(
+            "config file: none (--config, $MODELPROBE_CONFIG, or {})",
+            modelprobe::config::DEFAULT_PATH
+        ),
+    }
+    let rows = s.rows();
+    let kw = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+    let vw = rows.iter().map(|r| r.1.len()).max().unwrap_or(0);
+    for (key, value, source) in rows {
+        println!("{key:<kw$}  {value:<vw$}  ({source})");
+    }
+    Ok(0)
+}

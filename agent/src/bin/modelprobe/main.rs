@@ -1,0 +1,107 @@
+//! The `modelprobe` command line: parses options, wires signals and logging, calls the library.
+use std::process::ExitCode;
+
+use clap::Parser;
+use modelprobe::error::exit_code;
+
+mod args;
+mod inspect;
+mod record;
+
+use args::{Cli, Command, ConfigCommand};
+
+fn init_logging(verbose: u8, quiet: bool) {
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (_, 0) => "info",
+        (_, 1) => "debug",
+        _ => "trace",
+    };
+    env_logger::Builder::from_env(
+        env_logger::Env::default().filter_or("MODELPROBE_LOG", format!("warn,modelprobe={level}")),
+    )
+    .format(|buf, record| {
+        use std::io::Write;
+        modelprobe::progress::clear();
+        match record.level() {
+            log::Level::Info => writeln!(buf, "modelprobe: {}", record.args()),
+            level => writeln!(
+                buf,
+                "modelprobe: {}: {}",
+                level.as_str().to_lowercase(),
+                record.args()
+            ),
+        }
+    })
+    .init();
+}
+
+fn real_main(cli: Cli) -> anyhow::Result<i32> {
+    let config = cli.config.as_deref();
+    match cli.command {
+        Command::Attach {
+            pid,
+            duration,
+            record: args,
+        } => record::record(config, record::Target::Pid(pid), duration, args, cli.quiet),
+        Command::Run {
+            record: args,
+            command,
+        } => record::record(
+            config,
+            record::Target::Command(command),
+            None,
+            args,
+            cli.quiet,
+        ),
+        Command::Probes { pid, probes } => inspect::probes(pid, &probes),
+        Command::Report { path, top, json } => inspect::report(&path, top, json),
+        Command::Analyze {
+            inputs,
+            level,
+            min_duration,
+            pattern,
+            since,
+            until,
+            top,
+            json,
+        } => inspect::analyze(
+            &inputs,
+            inspect::AnalyzeArgs {
+                level,
+                min_duration,
+                pattern,
+                since,
+                until,
+                top,
+                json,
+            },
+        ),
+        Command::View { path, output } => inspect::view(&path, output, cli.quiet),
+        Command::Config(ConfigCommand::Show) => inspect::config_show(config),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose, cli.quiet);
+    modelprobe::preflight::restrict_new_files();
+    match real_main(cli) {
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        Err(err) => {
+            modelprobe::progress::clear();
+            // Library errors already name their cause in one line; others get anyhow's chain.
+            let code = match err.downcast_ref::<modelprobe::Error>() {
+                Some(e) => {
+                    eprintln!("modelprobe: error: {e}");
+                    e.exit_code()
+                }
+                None => {
+                    eprintln!("modelprobe: error: {err:#}");
+                    exit_code::FAILURE
+                }
+            };
+            ExitCode::from(code as u8)
+        }
+    }
+}

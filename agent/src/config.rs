@@ -1,0 +1,517 @@
+//! Settings for recording, layered: command line > environment > YAML file > defaults.
+//!
+//! The file (`--config FILE`, else `$MODELPROBE_CONFIG`, else [`DEFAULT_PATH`] when it exists):
+//!
+//! ```yaml
+//! tracing:
+//!   enabled: true        # spans (probe packs, file probes), events and logs
+//!   level: INFO          # keep log lines at or above this level: ERROR, WARN, INFO, DEBUG
+//!   output_dir: /var/tmp/modelprobe   # where default output directories are created
+//! profiling:
+//!   cpu: true            # sample CPU stacks
+//!   off_cpu: false       # record blocked time
+//!   gpu: true            # trace CUDA, cuBLAS and NCCL calls
+//!   memory: false        # not available yet: only false is accepted
+//!   frequency: 99        # CPU samples per second
+//! sampling:
+//!   rate: 1.0            # fraction of spans kept (0 < rate <= 1), every 1/rate-th call per function
+//! probes:
+//!   - libllama.so:llama_decode@2
+//! ```
+//!
+//! Environment: `ENABLE_TRACING`, `TRACE_LEVEL`, `TRACE_OUTPUT_DIR`, `ENABLE_PROFILING`,
+//! `TRACE_SAMPLE_RATE`, and the same names prefixed with `MODELPROBE_`, which win over the
+//! plain ones. Every value remembers where it came from ([`Source`]), which
+//! `modelprobe config show` prints. An unknown key or a bad value is an error naming the key
+//! and the file's line.
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Deserializer};
+
+use crate::{logs::Level, probes::ProbeSpec, Error, Result};
+
+/// Where a config file is read from when neither `--config` nor `$MODELPROBE_CONFIG` names one.
+pub const DEFAULT_PATH: &str = "/etc/modelprobe/config.yaml";
+
+/// Highest accepted sampling frequency in a file or the environment (the kernel may allow less).
+const MAX_FREQUENCY: u64 = 100_000;
+
+/// Where a setting's value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// Built-in default.
+    Default,
+    /// The config file.
+    File(PathBuf),
+    /// An environment variable (its name).
+    Env(String),
+    /// A command-line option.
+    Cli,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Default => write!(f, "default"),
+            Source::File(p) => write!(f, "file {}", p.display()),
+            Source::Env(name) => write!(f, "env {name}"),
+            Source::Cli => write!(f, "command line"),
+        }
+    }
+}
+
+/// A value and where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Setting<T> {
+    /// The value in effect.
+    pub value: T,
+    /// Who set it.
+    pub source: Source,
+}
+
+impl<T> Setting<T> {
+    fn default(value: T) -> Self {
+        Setting {
+            value,
+            source: Source::Default,
+        }
+    }
+
+    fn set(&mut self, value: T, source: Source) {
+        *self = Setting { value, source };
+    }
+
+    /// Sets it from the command line, when the option was given.
+    pub fn cli(&mut self, value: Option<T>) {
+        if let Some(v) = value {
+            self.set(v, Source::Cli);
+        }
+    }
+}
+
+/// Every setting in effect.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// The config file read, if any.
+    pub file: Option<PathBuf>,
+    /// Spans, events and logs.
+    pub tracing: Setting<bool>,
+    /// Lowest log level kept.
+    pub level: Setting<Level>,
+    /// Parent of default output directories (`None`: the current directory).
+    pub output_dir: Setting<Option<PathBuf>>,
+    /// CPU stack sampling.
+    pub cpu: Setting<bool>,
+    /// Off-CPU (blocked) time.
+    pub off_cpu: Setting<bool>,
+    /// CUDA, cuBLAS and NCCL tracing.
+    pub gpu: Setting<bool>,
+    /// CPU samples per second.
+    pub frequency_hz: Setting<u64>,
+    /// Fraction of spans kept.
+    pub sample_rate: Setting<f64>,
+    /// Probes from the file (command-line probes are added to these).
+    pub probes: Setting<Vec<ProbeSpec>>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            file: None,
+            tracing: Setting::default(true),
+            level: Setting::default(Level::Debug),
+            output_dir: Setting::default(None),
+            cpu: Setting::default(true),
+            off_cpu: Setting::default(false),
+            gpu: Setting::default(true),
+            frequency_hz: Setting::default(99),
+            sample_rate: Setting::default(1.0),
+            probes: Setting::default(Vec::new()),
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    tracing: Option<TracingFile>,
+    profiling: Option<ProfilingFile>,
+    sampling: Option<SamplingFile>,
+    probes: Option<Vec<SpecValue>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct TracingFile {
+    enabled: Option<bool>,
+    level: Option<LevelValue>,
+    output_dir: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ProfilingFile {
+    cpu: Option<bool>,
+    off_cpu: Option<bool>,
+    gpu: Option<bool>,
+    /// Checked (only `false` is accepted), otherwise unused for now.
+    #[serde(default, rename = "memory", deserialize_with = "memory_off")]
+    _memory: Option<bool>,
+    frequency: Option<FrequencyValue>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct SamplingFile {
+    rate: Option<RateValue>,
+}
+
+/// Parses a log level name as the file and `TRACE_LEVEL` accept it.
+pub fn parse_level(text: &str) -> std::result::Result<Level, String> {
+    match text.trim().to_ascii_uppercase().as_str() {
+        "ERROR" | "FATAL" | "CRITICAL" => Ok(Level::Error),
+        "WARN" | "WARNING" => Ok(Level::Warn),
+        "INFO" => Ok(Level::Info),
+        "DEBUG" | "TRACE" => Ok(Level::Debug),
+        _ => Err(format!(
+            "{text:?} is not a level: use ERROR, WARN, INFO or DEBUG"
+        )),
+    }
+}
+
+fn parse_frequency(text: &str) -> std::result::Result<u64, String> {
+    match text.trim().parse::<u64>() {
+        Ok(f) if (1..=MAX_FREQUENCY).contains(&f) => Ok(f),
+        _ => Err(format!(
+            "{text:?} is not a frequency: use 1..={MAX_FREQUENCY} (Hz)"
+        )),
+    }
+}
+
+/// Parses a span sample rate as the file, `TRACE_SAMPLE_RATE` and `--sample-rate` accept it.
+pub fn parse_rate(text: &str) -> std::result::Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(r) if r > 0.0 && r <= 1.0 => Ok(r),
+        _ => Err(format!(
+            "{text:?} is not a sample rate: use a fraction in (0, 1], e.g. 0.1"
+        )),
+    }
+}
+
+fn parse_bool(text: &str) -> std::result::Result<bool, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(format!("{text:?} is not a boolean: use true or false")),
+    }
+}
+
+/// A YAML scalar as text, for values given as numbers or strings alike.
+fn scalar<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<String, D::Error> {
+    use serde::de::Error as _;
+    match serde_yaml_ng::Value::deserialize(d)? {
+        serde_yaml_ng::Value::String(s) => Ok(s),
+        serde_yaml_ng::Value::Number(n) => Ok(n.to_string()),
+        other => Err(D::Error::custom(format!(
+            "expected a scalar, found {other:?}"
+        ))),
+    }
+}
+
+macro_rules! checked {
+    ($name:ident, $ty:ty, $parse:expr) => {
+        struct $name($ty);
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+                use serde::de::Error as _;
+                let text = scalar(d)?;
+                $parse(&text).map($name).map_err(D::Error::custom)
+            }
+        }
+    };
+}
+checked!(LevelValue, Level, parse_level);
+checked!(FrequencyValue, u64, parse_frequency);
+checked!(RateValue, f64, parse_rate);
+checked!(SpecValue, ProbeSpec, |t: &str| ProbeSpec::parse(t)
+    .map_err(|e| e.to_string()));
+
+fn memory_off<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<bool>, D::Error> {
+    use serde::de::Error as _;
+    match bool::deserialize(d)? {
+        false => Ok(Some(false)),
+        true => Err(D::Error::custom(
+            "memory profiling is not available in this version: only false is accepted",
+        )),
+    }
+}
+
+/// The file to read: `explicit` (`--config`), else `$MODELPROBE_CONFIG`, else
+/// [`DEFAULT_PATH`] if it exists.
+pub fn locate(explicit: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    explicit
+        .map(Path::to_path_buf)
+        .or_else(|| env("MODELPROBE_CONFIG").map(PathBuf::from))
+        .or_else(|| Some(PathBuf::from(DEFAULT_PATH)).filter(|p| p.exists()))
+}
+
+impl Settings {
+    /// Defaults, then the file (if any), then the environment (`env` looks a variable up).
+    pub fn load(file: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Result<Settings> {
+        let mut s = Settings::default();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|e| Error::Config {
+                path: path.to_path_buf(),
+                line: 0,
+                message: format!("cannot read it: {e}"),
+            })?;
+            s.apply_file(path, &text)?;
+        }
+        s.apply_env(env)?;
+        Ok(s)
+    }
+
+    /// Applies a file's text (`path` names it in errors and sources).
+    pub fn apply_file(&mut self, path: &Path, text: &str) -> Result<()> {
+        let parsed: FileConfig = if text.trim().is_empty() {
+            FileConfig::default()
+        } else {
+            serde_yaml_ng::from_str(text).map_err(|e| {
+                let message = e.to_string();
+                // The location goes first, in our own words.
+                let message = match message.rfind(" at line ") {
+                    Some(i) => message[..i].to_string(),
+                    None => message,
+                };
+                Error::Config {
+                    path: path.to_path_buf(),
+                    line: e.location().map_or(0, |l| l.line()),
+                    message,
+                }
+            })?
+        };
+        let src = || Source::File(path.to_path_buf());
+        self.file = Some(path.to_path_buf());
+        if let Some(t) = parsed.tracing {
+            if let Some(v) = t.enabled {
+                self.tracing.set(v, src());
+            }
+            if let Some(v) = t.level {
+                self.level.set(v.0, src());
+            }
+            if let Some(v) = t.output_dir {
+                self.output_dir.set(Some(v), src());
+            }
+        }
+        if let Some(p) = parsed.profiling {
+            if let Some(v) = p.cpu {
+                self.cpu.set(v, src());
+            }
+            if let Some(v) = p.off_cpu {
+                self.off_cpu.set(v, src());
+            }
+            if let Some(v) = p.gpu {
+                self.gpu.set(v, src());
+            }
+            if let Some(v) = p.frequency {
+                self.frequency_hz.set(v.0, src());
+            }
+        }
+        if let Some(v) = parsed.sampling.and_then(|s| s.rate) {
+            self.sample_rate.set(v.0, src());
+        }
+        if let Some(v) = parsed.probes {
+            self.probes.set(v.into_iter().map(|s| s.0).collect(), src());
+        }
+        Ok(())
+    }
+
+    /// Applies the environment: for each setting, `MODELPROBE_NAME` wins over `NAME`.
+    pub fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<()> {
+        fn lookup(env: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<(String, String)> {
+            let prefixed = format!("MODELPROBE_{name}");
+            env(&prefixed)
+                .map(|v| (prefixed, v))
+                .or_else(|| env(name).map(|v| (name.to_string(), v)))
+                .filter(|(_, v)| !v.is_empty())
+        }
+        fn apply<T>(
+            env: &dyn Fn(&str) -> Option<String>,
+            name: &str,
+            setting: &mut Setting<T>,
+            parse: impl Fn(&str) -> std::result::Result<T, String>,
+        ) -> Result<()> {
+            if let Some((var, text)) = lookup(env, name) {
+                let value = parse(&text).map_err(|message| Error::BadEnv {
+                    name: var.clone(),
+                    message,
+                })?;
+                setting.set(value, Source::Env(var));
+            }
+            Ok(())
+        }
+        apply(env, "ENABLE_TRACING", &mut self.tracing, parse_bool)?;
+        apply(env, "TRACE_LEVEL", &mut self.level, parse_level)?;
+        apply(env, "TRACE_OUTPUT_DIR", &mut self.output_dir, |t| {
+            Ok(Some(PathBuf::from(t)))
+        })?;
+        apply(env, "ENABLE_PROFILING", &mut self.cpu, parse_bool)?;
+        apply(env, "TRACE_SAMPLE_RATE", &mut self.sample_rate, parse_rate)?;
+        Ok(())
+    }
+
+    /// Every setting as `(key, value, source)`, for `modelprobe config show`.
+    pub fn rows(&self) -> Vec<(&'static str, String, String)> {
+        fn row<T>(
+            key: &'static str,
+            s: &Setting<T>,
+            show: impl Fn(&T) -> String,
+        ) -> (&'static str, String, String) {
+            (key, show(&s.value), s.source.to_string())
+        }
+        vec![
+            row("tracing.enabled", &self.tracing, |v| v.to_string()),
+            row("tracing.level", &self.level, |v| {
+                format!("{v:?}").to_ascii_uppercase()
+            }),
+            row("tracing.output_dir", &self.output_dir, |v| {
+                v.as_ref().map_or(".".into(), |p| p.display().to_string())
+            }),
+            row("profiling.cpu", &self.cpu, |v| v.to_string()),
+            row("profiling.off_cpu", &self.off_cpu, |v| v.to_string()),
+            row("profiling.gpu", &self.gpu, |v| v.to_string()),
+            row("profiling.memory", &Setting::default(false), |v| {
+                v.to_string()
+            }),
+            row("profiling.frequency", &self.frequency_hz, |v| {
+                format!("{v} Hz")
+            }),
+            row("sampling.rate", &self.sample_rate, |v| v.to_string()),
+            row("probes", &self.probes, |v| {
+                if v.is_empty() {
+                    "(none)".into()
+                } else {
+                    v.iter()
+                        .map(|p| p.text.clone())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            }),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    fn from_file(text: &str) -> Result<Settings> {
+        let mut s = Settings::default();
+        s.apply_file(Path::new("/etc/mp.yaml"), text)?;
+        Ok(s)
+    }
+
+    fn err(text: &str) -> String {
+        from_file(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn file_values_and_sources() {
+        let s = from_file(
+            "tracing:\n  enabled: false\n  level: warn\n  output_dir: /var/tmp/mp\nprofiling:\n  off_cpu: true\n  frequency: 499\nsampling:\n  rate: 0.25\nprobes:\n  - libfoo.so:bar@2\n",
+        )
+        .unwrap();
+        assert!(!s.tracing.value);
+        assert_eq!(s.level.value, Level::Warn);
+        assert_eq!(s.output_dir.value, Some(PathBuf::from("/var/tmp/mp")));
+        assert!(s.off_cpu.value);
+        assert_eq!(s.frequency_hz.value, 499);
+        assert_eq!(s.sample_rate.value, 0.25);
+        assert_eq!(s.probes.value[0].args, 2);
+        assert_eq!(s.frequency_hz.source, Source::File("/etc/mp.yaml".into()));
+        assert_eq!(s.cpu.source, Source::Default);
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_line() {
+        let e = err("tracing:\n  enabled: true\n  levle: INFO\n");
+        assert!(e.contains("/etc/mp.yaml:3:"), "{e}");
+        assert!(e.contains("levle"), "{e}");
+        let e = err("profiling:\n  frequency: 0\n");
+        assert!(e.contains(":2:") && e.contains("frequency"), "{e}");
+        let e = err("profiling:\n  frequency: fast\n");
+        assert!(e.contains(":2:") && e.contains("\"fast\""), "{e}");
+        let e = err("sampling:\n  rate: 2\n");
+        assert!(e.contains(":2:") && e.contains("sample rate"), "{e}");
+        let e = err("tracing:\n  level: loud\n");
+        assert!(e.contains(":2:") && e.contains("not a level"), "{e}");
+        let e = err("profiling:\n  memory: true\n");
+        assert!(e.contains(":2:") && e.contains("memory profiling"), "{e}");
+        let e = err("probes:\n  - nocolon\n");
+        assert!(e.contains(":2:"), "{e}");
+        let e = err("gpu: true\n");
+        assert!(e.contains(":1:") && e.contains("gpu"), "{e}");
+        let e = err("tracing: [1, 2\n");
+        assert!(e.contains("/etc/mp.yaml:"), "{e}");
+        assert!(from_file("").is_ok());
+        assert!(from_file("# only a comment\n").is_ok());
+    }
+
+    #[test]
+    fn precedence_env_over_file_and_prefixed_over_plain() {
+        let mut s = from_file("tracing:\n  level: ERROR\nsampling:\n  rate: 0.5\n").unwrap();
+        s.apply_env(&env(&[
+            ("TRACE_LEVEL", "info"),
+            ("MODELPROBE_TRACE_LEVEL", "debug"),
+            ("TRACE_SAMPLE_RATE", "0.1"),
+            ("ENABLE_PROFILING", "false"),
+        ]))
+        .unwrap();
+        assert_eq!(s.level.value, Level::Debug);
+        assert_eq!(s.level.source, Source::Env("MODELPROBE_TRACE_LEVEL".into()));
+        assert_eq!(s.sample_rate.value, 0.1);
+        assert!(!s.cpu.value);
+        s.frequency_hz.cli(Some(999));
+        s.sample_rate.cli(None);
+        assert_eq!(s.frequency_hz.source, Source::Cli);
+        assert_eq!(s.sample_rate.value, 0.1);
+    }
+
+    #[test]
+    fn bad_environment_values_name_the_variable() {
+        let mut s = Settings::default();
+        let e = s
+            .apply_env(&env(&[("ENABLE_TRACING", "maybe")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ENABLE_TRACING") && e.contains("boolean"), "{e}");
+        let e = s
+            .apply_env(&env(&[("MODELPROBE_TRACE_SAMPLE_RATE", "0")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("MODELPROBE_TRACE_SAMPLE_RATE"), "{e}");
+    }
+
+    #[test]
+    fn locating_the_file() {
+        let none = env(&[]);
+        assert_eq!(
+            locate(Some(Path::new("a.yaml")), &none),
+            Some(PathBuf::from("a.yaml"))
+        );
+        let e = env(&[("MODELPROBE_CONFIG", "/x/b.yaml")]);
+        assert_eq!(locate(None, &e), Some(PathBuf::from("/x/b.yaml")));
+    }
+}
