@@ -385,7 +385,13 @@ fn demo(root: &Path) -> Result<()> {
     let out = root.join("out/demo");
     say("profiling the example workload for 5 s (CPU hot spots 3:1, a sleeping thread, a child process)");
     run(Command::new(root.join("target/release/modelprobe"))
-        .args(["run", "--off-cpu", "-o"])
+        .args([
+            "run",
+            "--off-cpu",
+            "--probe",
+            "mp-workload:mp_sleep@1",
+            "-o",
+        ])
         .arg(&out)
         .arg("--")
         .arg(root.join("target/release/mp-workload"))
@@ -401,6 +407,17 @@ fn demo(root: &Path) -> Result<()> {
     say(&format!(
         "timeline (open it in Perfetto UI): {}",
         out.join("trace.json").display()
+    ));
+    run(Command::new(root.join("target/release/modelprobe"))
+        .arg("view")
+        .arg(&out))?;
+    say(&format!(
+        "everything in one page (open it in a browser): {}",
+        out.join("view.html").display()
+    ));
+    say(&format!(
+        "report: target/release/modelprobe report {}",
+        out.display()
     ));
     Ok(())
 }

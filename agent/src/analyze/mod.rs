@@ -322,6 +322,15 @@ pub fn analyze(inputs: &[PathBuf], opts: &AnalyzeOptions) -> Result<Analysis> {
     })
 }
 
+/// The items of a plain log given as text, parsed exactly as a log file is (for fuzzing and
+/// tests; files go through [`analyze`]).
+pub fn parse_log_text(text: &str) -> Vec<Item> {
+    let mut assembler = logfile::Assembler::new(lineparse::LineParser::new(None), 0);
+    let mut items: Vec<Item> = text.lines().filter_map(|l| assembler.line(l)).collect();
+    items.extend(assembler.finish());
+    items
+}
+
 /// Why a run stopped: reading an input, or the caller's sink.
 enum RunError {
     Read(Error),

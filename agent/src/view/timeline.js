@@ -328,20 +328,34 @@ class Timeline {
     }
   }
 
+  /* Samples as a heat strip: columns wide enough to expect a few samples from a busy thread,
+     shaded by the share of a fully busy thread; zoomed in past that, one tick per sample. */
   drawDensity(ctx, strip, y, W, k) {
-    const t = strip.set.t, n = t.length, hz = strip.def.hz || 0, colW = 2;
+    const t = strip.set.t, n = t.length, hz = strip.def.hz || 0;
     const rgb = SET_COLORS[strip.def.id] || [120, 120, 120];
-    const vs = this.view.s;
-    let i = lowerBound(t, vs, 0, n);
-    const colNs = colW / k;
+    const vs = this.view.s, base = TL.LABEL_W;
+    const pxPerSample = hz ? k * 1e9 / hz : 0;
+    if (pxPerSample > 8) {
+      ctx.fillStyle = 'rgb(' + rgb.join(',') + ')';
+      let i = lowerBound(t, vs - 2 / k, 0, n);
+      while (i < n && t[i] <= this.view.e) {
+        const x = base + (t[i] - vs) * k;
+        ctx.fillRect(Math.round(x) - 1, y, 2, TL.STRIP_H);
+        this.drawn.items++;
+        i = lowerBound(t, vs + (Math.floor(x) + 2 - base) / k, i + 1, n);
+      }
+      return;
+    }
+    const colW = hz ? Math.min(32, Math.max(2, Math.ceil(4 * pxPerSample))) : 2;
     // Expected samples per column for one fully busy thread; without a rate, relative to 4.
-    const full = hz ? colNs * hz / 1e9 : 4;
-    for (let px = TL.LABEL_W; px < W && i < n; px += colW) {
-      const tb = vs + (px + colW - TL.LABEL_W) / k;
-      if (t[i] >= tb) { i = lowerBound(t, tb, i, n); continue; }
+    const full = hz ? colW / pxPerSample : 4;
+    let i = lowerBound(t, vs, 0, n);
+    for (let px = base; px < W && i < n; px += colW) {
+      const tb = vs + (px + colW - base) / k;
+      if (t[i] >= tb) continue;
       const j = lowerBound(t, tb, i, n);
       const u = Math.min(1, (j - i) / full);
-      ctx.fillStyle = 'rgba(' + rgb[0] + ',' + rgb[1] + ',' + rgb[2] + ',' + (0.2 + 0.8 * u).toFixed(2) + ')';
+      ctx.fillStyle = 'rgba(' + rgb[0] + ',' + rgb[1] + ',' + rgb[2] + ',' + (0.15 + 0.85 * u).toFixed(2) + ')';
       ctx.fillRect(px, y, colW, TL.STRIP_H);
       this.drawn.items++;
       i = j;

@@ -151,6 +151,7 @@ pub fn view(path: &Path, output: Option<PathBuf>, quiet: bool) -> anyhow::Result
     let report = report::build(&rec, 50).to_json();
     progress.set(&format!("writing {}", output.display()));
     let stats = modelprobe::view::write_html(&rec, &report, &output)?;
+    modelprobe::preflight::hand_over(None, std::slice::from_ref(&output));
     progress.done();
     if !quiet {
         eprintln!(
