@@ -11,10 +11,11 @@ function showTab(name, views) {
 function header(D) {
   const m = D.meta;
   document.getElementById('mp-title').textContent = m.command || '(unknown command)';
+  const procs = D.groups.filter(g => g.kind === 'process').length;
   const samples = D.tracks.reduce((a, t) => a + (t.sm.cpu ? t.sm.cpu.t.length : 0), 0);
   const parts = [
     fmtDur(m.dur_ns || D.t1 - D.t0),
-    D.groups.length + (D.groups.length === 1 ? ' process' : ' processes'),
+    procs + (procs === 1 ? ' process' : ' processes'),
     D.tracks.filter(t => t.kind === 'thread').length + ' threads',
     fmtCount(D.spanCount) + ' spans',
     fmtCount(samples) + ' CPU samples',
