@@ -45,6 +45,13 @@ enum Task {
     },
     /// `cargo fmt --check` and `cargo clippy -D warnings` over the workspace.
     Lint,
+    /// Regenerate cupti-sys/src/v12.rs and v13.rs from the CUPTI headers of the pinned PyPI
+    /// wheels; with `--check`, fail if the checked-in files differ (the CI drift check).
+    CuptiBindings {
+        /// Compare with a fresh generation instead of writing.
+        #[arg(long)]
+        check: bool,
+    },
     /// Run every cargo-fuzz target (fuzz/) for a while; fails on a crash.
     Fuzz {
         /// Seconds per target.
@@ -91,9 +98,10 @@ fn main() -> Result<()> {
             if !no_lint {
                 lint()?;
             }
-            test()
+            test(&root)
         }
         Task::Lint => lint(),
+        Task::CuptiBindings { check } => cupti::generate(&root, check),
         Task::Fuzz { seconds } => {
             let (lines, ok) = fuzz::run(&root, seconds)?;
             for l in lines {
@@ -111,6 +119,7 @@ fn main() -> Result<()> {
 }
 
 mod bench;
+mod cupti;
 mod fuzz;
 
 fn workspace_root() -> PathBuf {
@@ -327,8 +336,17 @@ fn lint() -> Result<()> {
     ])
 }
 
-fn test() -> Result<()> {
+fn test(root: &Path) -> Result<()> {
     ensure_chromium()?;
+    say("checking cupti-sys's bindings against the pinned CUPTI headers");
+    if let Err(e) = cupti::generate(root, true) {
+        if e.downcast_ref::<cupti::Offline>().is_none() {
+            return Err(e);
+        }
+        say(&format!(
+            "warning: CUPTI binding drift check not run: {e:#}"
+        ));
+    }
     say("building the agent and fixtures");
     cargo(&["build", "--workspace", "--bins"])?;
     say("running all tests (BPF and browser tests required: MODELPROBE_REQUIRE_BPF=1, MODELPROBE_REQUIRE_BROWSER=1)");

@@ -28,7 +28,8 @@ pub struct Folded;
 pub fn folded_stacks(rec: &Recording, kind: SampleKind) -> BTreeMap<String, u64> {
     let mut by_stack: BTreeMap<(u32, u32), u64> = BTreeMap::new();
     for s in rec.samples.iter().filter(|s| s.kind == kind) {
-        *by_stack.entry((s.pid, s.stack)).or_default() += s.weight;
+        let w = by_stack.entry((s.pid, s.stack)).or_default();
+        *w = w.saturating_add(s.weight);
     }
     let mut out = BTreeMap::new();
     for ((pid, stack), weight) in by_stack {
@@ -52,7 +53,8 @@ pub fn folded_stacks(rec: &Recording, kind: SampleKind) -> BTreeMap<String, u64>
                 line.push_str("_[j]");
             }
         }
-        *out.entry(line).or_default() += weight;
+        let w: &mut u64 = out.entry(line).or_default();
+        *w = w.saturating_add(weight);
     }
     out
 }

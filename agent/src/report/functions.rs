@@ -95,13 +95,14 @@ pub fn llama_phases(rec: &Recording) -> Option<[(&'static str, Phase); 2]> {
             .iter()
             .filter(|s| s.attrs.get("phase").and_then(|p| p.as_str()) == Some(name))
         {
-            p.tokens += s
-                .attrs
-                .get("n_tokens")
-                .and_then(|n| n.as_u64())
-                .unwrap_or(0);
+            p.tokens = p.tokens.saturating_add(
+                s.attrs
+                    .get("n_tokens")
+                    .and_then(|n| n.as_u64())
+                    .unwrap_or(0),
+            );
             p.calls += 1;
-            p.ns += s.end_ns.saturating_sub(s.start_ns);
+            p.ns = p.ns.saturating_add(s.end_ns - s.start_ns);
         }
         p
     };

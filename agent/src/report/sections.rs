@@ -4,6 +4,15 @@ use std::collections::{BTreeMap, HashMap};
 use serde_json::{json, Value};
 
 use super::{function_shares, llama_phases, quantile, round, Section};
+
+/// Sums without overflowing (a recording read from disk may hold any values).
+fn sum<'a>(values: impl IntoIterator<Item = &'a u64>) -> u64 {
+    values.into_iter().fold(0, |a, &b| a.saturating_add(b))
+}
+
+fn add(total: &mut u64, x: u64) {
+    *total = total.saturating_add(x);
+}
 use crate::{
     logs::Level,
     trace::{EventKind, FrameKind, Recording, SampleKind},
@@ -164,9 +173,12 @@ pub(super) fn off_cpu(rec: &Recording, top: usize) -> Section {
             .rev()
             .map(|&f| &rec.frames[f as usize])
             .find(|f| f.kind != FrameKind::Kernel);
-        *by_fn
-            .entry(frame.map_or("[kernel only]", |f| f.name.as_str()))
-            .or_default() += s.weight;
+        add(
+            by_fn
+                .entry(frame.map_or("[kernel only]", |f| f.name.as_str()))
+                .or_default(),
+            s.weight,
+        );
     }
     let mut rows: Vec<(&str, u64)> = by_fn.into_iter().collect();
     rows.sort_by(|a, b| (b.1, a.0).cmp(&(a.1, b.0)));
@@ -199,7 +211,7 @@ pub(super) fn spans(rec: &Recording) -> Section {
         g.1 += span.attrs.contains_key("error") as u64;
     }
     let mut rows: Vec<_> = groups.into_iter().collect();
-    rows.sort_by_key(|(_, (d, _))| std::cmp::Reverse(d.iter().sum::<u64>()));
+    rows.sort_by_key(|(_, (d, _))| std::cmp::Reverse(sum(d)));
     let mut s = Section::table(
         id,
         title,
@@ -210,7 +222,7 @@ pub(super) fn spans(rec: &Recording) -> Section {
     );
     for ((name, pack), (mut d, errors)) in rows {
         d.sort_unstable();
-        let total: u64 = d.iter().sum();
+        let total = sum(&d);
         let n = d.len() as u64;
         s.rows.push(vec![
             json!(name),
@@ -239,7 +251,7 @@ pub(super) fn kernel_launches(rec: &Recording, top: usize) -> Section {
         if let Some(k) = span.attrs.get("kernel").and_then(Value::as_str) {
             let e = by_kernel.entry(k).or_default();
             e.0 += 1;
-            e.1 += span.end_ns - span.start_ns;
+            add(&mut e.1, span.end_ns - span.start_ns);
         }
     }
     let mut rows: Vec<_> = by_kernel.into_iter().collect();
@@ -279,10 +291,10 @@ pub(super) fn memcpy(rec: &Recording) -> Section {
         };
         let d = by_dir.entry(dir.to_string()).or_default();
         d.calls += 1;
-        d.bytes += bytes;
+        add(&mut d.bytes, bytes);
         if !rec.probes[span.probe as usize].function.contains("Async") {
-            d.sync_bytes += bytes;
-            d.sync_ns += span.end_ns - span.start_ns;
+            add(&mut d.sync_bytes, bytes);
+            add(&mut d.sync_ns, span.end_ns - span.start_ns);
         }
     }
     let mut s = Section::table(

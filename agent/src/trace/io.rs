@@ -110,6 +110,15 @@ impl Recording {
                 return Err(format!("span {i} ends before it starts"));
             }
         }
+        // Totals must fit in 64 bits: flame graph rendering sums weights without saturating.
+        for kind in [super::SampleKind::Cpu, super::SampleKind::OffCpu] {
+            let mut total: u64 = 0;
+            for s in self.samples.iter().filter(|s| s.kind == kind) {
+                total = total
+                    .checked_add(s.weight)
+                    .ok_or_else(|| format!("the {kind:?} sample weights overflow 64 bits"))?;
+            }
+        }
         if self.meta.end_ns < self.meta.start_ns {
             return Err("the recording ends before it starts".into());
         }

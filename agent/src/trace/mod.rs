@@ -241,14 +241,18 @@ pub struct Lost {
 impl Lost {
     /// Events that were dropped outright (stack read errors excluded).
     pub fn dropped(&self) -> u64 {
-        self.cpu_samples
-            + self.off_cpu_events
-            + self.off_cpu_untracked
-            + self.children_untracked
-            + self.span_records
-            + self.task_records
-            + self.log_writes
-            + self.file_opens
+        [
+            self.cpu_samples,
+            self.off_cpu_events,
+            self.off_cpu_untracked,
+            self.children_untracked,
+            self.span_records,
+            self.task_records,
+            self.log_writes,
+            self.file_opens,
+        ]
+        .into_iter()
+        .fold(0, u64::saturating_add)
     }
 }
 
@@ -371,8 +375,7 @@ impl Recording {
         self.samples
             .iter()
             .filter(|s| s.kind == SampleKind::OffCpu)
-            .map(|s| s.weight)
-            .sum()
+            .fold(0u64, |a, s| a.saturating_add(s.weight))
     }
 
     /// Drops log lines below `min` (lines without a level count as INFO).
