@@ -286,6 +286,18 @@ impl Settings {
                     Some(i) => message[..i].to_string(),
                     None => message,
                 };
+                // Keys quoted from the file may hold line breaks: the error stays one line.
+                let message: String = message
+                    .chars()
+                    .flat_map(|c| {
+                        let escaped: Vec<char> = if c.is_control() {
+                            c.escape_default().collect()
+                        } else {
+                            vec![c]
+                        };
+                        escaped
+                    })
+                    .collect();
                 Error::Config {
                     path: path.to_path_buf(),
                     line: e.location().map_or(0, |l| l.line()),

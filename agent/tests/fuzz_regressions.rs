@@ -10,6 +10,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
+#[path = "../../fuzz/bodies/config.rs"]
+mod config;
+#[path = "../../fuzz/bodies/log_file.rs"]
+mod log_file;
 #[path = "../../fuzz/bodies/log_line.rs"]
 mod log_line;
 #[path = "../../fuzz/bodies/probe_spec.rs"]
@@ -22,6 +26,8 @@ type Body = fn(&[u8]);
 
 /// Every fuzz target: its name (its directory under `fuzz/seeds` and `fuzz/regressions`) and body.
 const TARGETS: &[(&str, Body)] = &[
+    ("config", config::run),
+    ("log_file", log_file::run),
     ("log_line", log_line::run),
     ("probe_spec", probe_spec::run),
     ("recording", recording::run),

@@ -256,7 +256,9 @@ pub(crate) fn epoch_number(x: f64) -> Option<u64> {
         Some((x * 1e6) as u64)
     } else {
         // Seconds with a fraction: whole seconds and the fraction apart, so no precision is lost.
-        Some(x.trunc() as u64 * NS_PER_SEC as u64 + (x.fract() * 1e9).round() as u64)
+        (x.trunc() as u64)
+            .checked_mul(NS_PER_SEC as u64)?
+            .checked_add((x.fract() * 1e9).round() as u64)
     }
 }
 

@@ -61,7 +61,10 @@ pub(super) fn headline(rec: &Recording) -> Vec<(String, String)> {
         "samples",
         format!("{samples} CPU samples at {} Hz", m.frequency_hz),
     );
-    if let Some(cpu_ns) = (samples * 1_000_000_000).checked_div(m.frequency_hz) {
+    if let Some(cpu_ns) = (samples as u128 * 1_000_000_000)
+        .checked_div(m.frequency_hz as u128)
+        .map(|ns| ns.min(u64::MAX as u128) as u64)
+    {
         let cores = cpu_ns as f64 / rec.duration_ns().max(1) as f64;
         push(
             "CPU time",
