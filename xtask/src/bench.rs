@@ -553,13 +553,13 @@ fn event_rate(root: &Path, report: &mut Report) -> Result<()> {
 fn cuda_cost(root: &Path, runs: usize, report: &mut Report) -> Result<()> {
     let agent = root.join("target/release/modelprobe");
     let fixtures = root.join("target/release/fixtures/cuda");
-    let app = fixtures.join("mp-cuda-app");
+    let app = root.join("target/release/fixtures/mp-cuda-app");
     let lib = fixtures.join("libcudart.so.12");
     let calls: u64 = 100_000;
     let n = calls.to_string();
     let out = std::env::temp_dir().join("modelprobe-cuda-cost");
     let with_lib = |c: &mut Command| {
-        c.env("LD_LIBRARY_PATH", &fixtures);
+        c.env("LD_LIBRARY_PATH", &fixtures).env("MP_CUDA_NO_PAUSE", "1");
     };
     let mut rows: Vec<(&str, Vec<f64>)> = vec![
         ("no profiler", vec![]),
