@@ -559,7 +559,8 @@ fn cuda_cost(root: &Path, runs: usize, report: &mut Report) -> Result<()> {
     let n = calls.to_string();
     let out = std::env::temp_dir().join("modelprobe-cuda-cost");
     let with_lib = |c: &mut Command| {
-        c.env("LD_LIBRARY_PATH", &fixtures).env("MP_CUDA_NO_PAUSE", "1");
+        c.env("LD_LIBRARY_PATH", &fixtures)
+            .env("MP_CUDA_NO_PAUSE", "1");
     };
     let mut rows: Vec<(&str, Vec<f64>)> = vec![
         ("no profiler", vec![]),
