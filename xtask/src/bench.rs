@@ -473,12 +473,22 @@ fn probe_cost(root: &Path, runs: usize, report: &mut Report) -> Result<()> {
             ]))?);
         }
     }
-    let base = median(rows[0].1.clone());
-    report.table(
+    cost_table(
+        report,
         "probe_cost",
         &format!("Cost per call of a probed function ({calls} calls of a tiny function, median of {runs})"),
-        &["variant", "elapsed ms", "added cost per call"],
+        rows,
+        calls,
     );
+    let _ = std::fs::remove_dir_all(&out);
+    Ok(())
+}
+
+/// A per-call cost table: each variant's median elapsed ms over `calls` calls, and what it adds
+/// per call over the first variant (the baseline).
+fn cost_table(report: &mut Report, id: &str, title: &str, rows: Vec<(&str, Vec<f64>)>, calls: u64) {
+    let base = median(rows[0].1.clone());
+    report.table(id, title, &["variant", "elapsed ms", "added cost per call"]);
     for (name, v) in rows {
         let m = median(v);
         report.row(vec![
@@ -487,8 +497,6 @@ fn probe_cost(root: &Path, runs: usize, report: &mut Report) -> Result<()> {
             json!(format!("{:.2} us", (m - base) * 1e3 / calls as f64)),
         ]);
     }
-    let _ = std::fs::remove_dir_all(&out);
-    Ok(())
 }
 
 /// The highest stdout/stderr line rate the agent records with zero loss (1000-byte lines,
@@ -610,22 +618,15 @@ fn cuda_cost(root: &Path, runs: usize, report: &mut Report) -> Result<()> {
             rows[2].1.push(elapsed(&mut c)?);
         }
     }
-    let base = median(rows[0].1.clone());
-    report.table(
+    cost_table(
+        report,
         "cuda_cost",
         &format!(
             "Cost per CUDA API call ({calls} cudaLaunchKernel calls into the stand-in runtime, median of {runs})"
         ),
-        &["variant", "elapsed ms", "added cost per call"],
+        rows,
+        calls,
     );
-    for (name, v) in rows {
-        let m = median(v);
-        report.row(vec![
-            json!(name),
-            json!(round1(m)),
-            json!(format!("{:.2} us", (m - base) * 1e3 / calls as f64)),
-        ]);
-    }
     let _ = std::fs::remove_dir_all(&out);
     Ok(())
 }
