@@ -30,6 +30,7 @@ pub mod analyze;
 pub mod config;
 pub mod error;
 pub mod export;
+pub mod gpu;
 pub mod logs;
 pub mod preflight;
 pub mod probes;

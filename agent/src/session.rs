@@ -72,6 +72,8 @@ pub struct RecordOptions {
     pub span_sample_rate: f64,
     /// Show progress on stderr when it is a terminal.
     pub progress: bool,
+    /// Sample NVML device metrics at this interval (`None`: off).
+    pub gpu_metrics: Option<Duration>,
 }
 
 impl RecordOptions {
@@ -94,6 +96,7 @@ impl RecordOptions {
             min_log_level: crate::logs::Level::Debug,
             span_sample_rate: 1.0,
             progress: false,
+            gpu_metrics: Some(crate::gpu::nvml::DEFAULT_INTERVAL),
         }
     }
 }
@@ -306,6 +309,18 @@ pub fn record(opts: &RecordOptions) -> Result<Outcome> {
     let mut exit_status = None;
     let mut last_rescan = Instant::now();
     let mut forwarded_at: Option<Instant> = None;
+    let nvml =
+        opts.gpu_metrics
+            .and_then(|every| match crate::gpu::nvml::NvmlSampler::start(every) {
+                Ok(s) => {
+                    log::info!("GPU metrics: {} GPU(s) every {every:?} (NVML)", s.devices());
+                    Some(s)
+                }
+                Err(why) => {
+                    log::info!("GPU metrics off: {why}");
+                    None
+                }
+            });
     let end_reason;
     let progress = crate::progress::Progress::new(opts.progress);
     let mut last_progress = Instant::now();
@@ -367,6 +382,9 @@ pub fn record(opts: &RecordOptions) -> Result<Outcome> {
         }
     }
     let end_ns = monotonic_ns();
+    let gpu_counters = nvml
+        .map(crate::gpu::nvml::NvmlSampler::finish)
+        .unwrap_or_default();
     sampler.drain(&mut collector);
     let (recording_cpu_ns, recording_peak_rss_kib) = AgentUsage::now();
     let counts = sampler.lost()?;
@@ -416,6 +434,8 @@ pub fn record(opts: &RecordOptions) -> Result<Outcome> {
     };
     collector.set_probes(probes.table());
     let mut recording = collector.finish(meta);
+    let pids = recording.processes.iter().map(|p| p.pid).collect();
+    recording.counters = crate::gpu::nvml::only_processes(gpu_counters, &pids);
     recording.keep_logs_from(opts.min_log_level);
     recording.sample_spans(opts.span_sample_rate);
     let (total_cpu_ns, peak_rss_kib) = AgentUsage::now();

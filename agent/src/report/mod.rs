@@ -87,11 +87,7 @@ pub fn build(rec: &Recording, top: usize) -> Report {
                 "no GPU kernel timings in this recording (they come from CUPTI, which was not active)",
             ),
             sections::memcpy(rec),
-            Section::absent(
-                "gpu_metrics",
-                "GPU utilization and memory",
-                "no NVML device metrics in this recording",
-            ),
+            sections::gpu_metrics(rec),
             sections::tokens(rec),
             sections::events(rec, top),
             sections::logs(rec, top),
@@ -153,6 +149,35 @@ mod tests {
     }
 
     #[test]
+    fn gpu_metrics_average_and_peak_per_counter() {
+        let mut rec = crate::trace::fixtures::sample_recording();
+        assert!(build(&rec, 5)
+            .section("gpu_metrics")
+            .unwrap()
+            .absent
+            .is_some());
+        rec.counters.push(crate::trace::Counter {
+            name: "GPU 0 memory used".into(),
+            unit: "MiB".into(),
+            device: Some(0),
+            pid: None,
+            points: vec![(1, 1000.0), (2, 3000.0), (3, 2000.0)],
+        });
+        let report = build(&rec, 5);
+        let s = report.section("gpu_metrics").unwrap();
+        assert_eq!(
+            s.rows,
+            [vec![
+                json!("GPU 0 memory used"),
+                json!("MiB"),
+                json!(2000.0),
+                json!(3000.0),
+                json!(3)
+            ]]
+        );
+    }
+
+    #[test]
     fn sections_of_the_sample_recording() {
         let rec = crate::trace::fixtures::sample_recording();
         let report = build(&rec, 5);
@@ -163,7 +188,7 @@ mod tests {
         let text = report.to_text();
         assert!(text.contains("3 CPU samples"), "{text}");
         assert!(text.contains("66.7"), "{text}");
-        assert!(text.contains("GPU kernels: none. "), "{text}");
+        assert!(text.contains("GPU kernels: none; "), "{text}");
         let back: Report = serde_json::from_value(report.to_json()).unwrap();
         assert_eq!(back, report);
     }

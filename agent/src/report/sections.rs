@@ -435,3 +435,30 @@ pub(super) fn lost(rec: &Recording) -> Section {
     row("kernel stacks unreadable", l.kernel_stack_errors);
     s
 }
+
+/// NVML device metrics: average and maximum of each counter.
+pub(super) fn gpu_metrics(rec: &Recording) -> Section {
+    let mut s = Section::table(
+        "gpu_metrics",
+        "GPU utilization and memory (NVML)",
+        &["metric", "unit", "avg", "max", "readings"],
+    );
+    for c in &rec.counters {
+        let n = c.points.len();
+        if n == 0 {
+            continue;
+        }
+        let sum: f64 = c.points.iter().map(|p| p.1).sum();
+        let max = c.points.iter().map(|p| p.1).fold(f64::MIN, f64::max);
+        s.rows.push(vec![
+            json!(c.name),
+            json!(c.unit),
+            round(sum / n as f64, 1),
+            round(max, 1),
+            json!(n),
+        ]);
+    }
+    s.or_absent(
+        "no NVML device metrics in this recording (no NVIDIA driver or GPU, or profiling.gpu is off)",
+    )
+}

@@ -34,7 +34,7 @@ pub(super) fn render(report: &Report) -> String {
     }
     for s in &report.sections {
         if let Some(reason) = &s.absent {
-            let _ = writeln!(out, "\n{}: none. {reason}", s.title);
+            let _ = writeln!(out, "\n{}: none; {reason}", s.title);
             continue;
         }
         let _ = writeln!(out, "\n{}", s.title);

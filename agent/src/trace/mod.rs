@@ -41,6 +41,26 @@ pub struct Recording {
     /// Lines the target wrote to stdout and stderr, in time order.
     #[serde(default)]
     pub logs: Vec<crate::logs::LogLine>,
+    /// Quantities sampled over time: NVML device metrics.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub counters: Vec<Counter>,
+}
+
+/// A quantity sampled over time, such as a GPU's utilization.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Counter {
+    /// What it measures (`GPU 0 utilization`).
+    pub name: String,
+    /// Unit of the values (`%`, `MiB`, `W`, `MHz`, `C`, `MB/s`).
+    pub unit: String,
+    /// The GPU it belongs to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<u32>,
+    /// The process it belongs to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// `[CLOCK_MONOTONIC ns, value]` in time order.
+    pub points: Vec<(u64, f64)>,
 }
 
 /// One attached span probe: a function in a file.
@@ -359,6 +379,7 @@ impl Recording {
             spans: Vec::new(),
             events: Vec::new(),
             logs: Vec::new(),
+            counters: Vec::new(),
         }
     }
 

@@ -236,6 +236,18 @@ pub(super) fn write_data(
             }),
         )?;
     }
+    // One group per GPU that NVML counters name, after the processes.
+    let gpus: std::collections::BTreeSet<u32> =
+        rec.counters.iter().map(|c| c.device.unwrap_or(0)).collect();
+    for (i, d) in gpus.iter().enumerate() {
+        if !groups.is_empty() || i > 0 {
+            w.write_all(b",")?;
+        }
+        json(
+            w,
+            &serde_json::json!({"kind": "gpu", "title": format!("GPU {d}"), "sub": "NVML"}),
+        )?;
+    }
     w.write_all(b"],\"tracks\":[")?;
     let mut first_track = true;
     for (gi, g) in groups.iter().enumerate() {
@@ -262,6 +274,36 @@ pub(super) fn write_data(
             )?;
             w.write_all(b"}}")?;
         }
+    }
+    for c in rec.counters.iter().filter(|c| !c.points.is_empty()) {
+        let gi = groups.len()
+            + gpus
+                .iter()
+                .position(|&d| d == c.device.unwrap_or(0))
+                .unwrap_or(0);
+        if !std::mem::take(&mut first_track) {
+            w.write_all(b",")?;
+        }
+        write!(w, "{{\"group\":{gi},\"kind\":\"counter\",\"title\":")?;
+        json(w, &c.name)?;
+        w.write_all(b",\"sub\":")?;
+        json(w, &c.unit)?;
+        w.write_all(b",\"c\":{\"unit\":")?;
+        json(w, &c.unit)?;
+        let mut first = false;
+        column(
+            w,
+            &mut first,
+            "t",
+            &deltas(c.points.iter().map(|p| rel(rec, p.0))),
+        )?;
+        column(
+            w,
+            &mut first,
+            "v",
+            &c.points.iter().map(|p| p.1).collect::<Vec<_>>(),
+        )?;
+        w.write_all(b"}}")?;
     }
     w.write_all(b"],\"frames\":")?;
     write_frames(rec, &mut strings, w)?;

@@ -576,3 +576,32 @@ fn million_spans() {
     assert_eq!(attr("data-mp-ready").as_deref(), Some("1"));
     assert_eq!(attr("data-mp-errors").as_deref(), Some("0"));
 }
+
+#[test]
+fn nvml_counters_become_a_gpu_group_with_counter_tracks() {
+    let mut rec = synthetic(10, 1, 20);
+    let t0 = rec.meta.start_ns;
+    rec.counters.push(crate::trace::Counter {
+        name: "GPU 1 utilization".into(),
+        unit: "%".into(),
+        device: Some(1),
+        pid: None,
+        points: vec![(t0 + 1_000, 40.0), (t0 + 3_000, 90.0)],
+    });
+    let v: Value = serde_json::from_str(embedded(&render_html(&rec, &report()))).unwrap();
+    let groups = v["groups"].as_array().unwrap();
+    let gi = groups
+        .iter()
+        .position(|g| g["kind"] == "gpu" && g["title"] == "GPU 1")
+        .expect("a GPU group");
+    let track = v["tracks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["title"] == "GPU 1 utilization")
+        .expect("the counter's track");
+    assert_eq!(track["group"], gi);
+    assert_eq!(track["kind"], "counter");
+    assert_eq!(undelta(&track["c"]["t"]), [1_000, 3_000]);
+    assert_eq!(track["c"]["v"], json!([40.0, 90.0]));
+}

@@ -103,6 +103,9 @@ pub fn record(
     opts.capture_io = s.tracing.value && !args.no_logs;
     opts.packs = s.tracing.value && !args.no_packs;
     opts.gpu_packs = s.gpu.value;
+    if !s.gpu.value {
+        opts.gpu_metrics = None;
+    }
     opts.records_ring_bytes = args.ring_buffer_kib.saturating_mul(1024);
     opts.stop = register_signals()?;
     opts.progress = !quiet;
