@@ -56,14 +56,42 @@ pub struct LogLine {
     pub message: String,
 }
 
+/// The level an upper-case word names (`WARNING`, `ERR`, `CRITICAL`...).
+pub fn level_of_word(upper: &str) -> Option<Level> {
+    Some(match upper {
+        "TRACE" | "DEBUG" | "DBG" => Level::Debug,
+        "INFO" | "INF" | "NOTICE" => Level::Info,
+        "WARN" | "WARNING" | "WRN" => Level::Warn,
+        "ERROR" | "ERR" | "EXCEPTION" => Level::Error,
+        "FATAL" | "CRITICAL" | "CRIT" | "PANIC" => Level::Fatal,
+        _ => return None,
+    })
+}
+
 fn level_word(word: &str) -> Option<Level> {
-    match word.to_ascii_uppercase().as_str() {
-        "TRACE" | "DEBUG" | "DBG" => Some(Level::Debug),
-        "INFO" | "INF" | "NOTICE" => Some(Level::Info),
-        "WARN" | "WARNING" | "WRN" => Some(Level::Warn),
-        "ERROR" | "ERR" | "EXCEPTION" => Some(Level::Error),
-        "FATAL" | "CRITICAL" | "CRIT" | "PANIC" => Some(Level::Fatal),
-        _ => None,
+    level_of_word(&word.to_ascii_uppercase())
+}
+
+impl Level {
+    /// `DEBUG`, `INFO`, `WARN`, `ERROR` or `FATAL`, as recordings write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Debug => "DEBUG",
+            Level::Info => "INFO",
+            Level::Warn => "WARN",
+            Level::Error => "ERROR",
+            Level::Fatal => "FATAL",
+        }
+    }
+}
+
+impl Stream {
+    /// `stdout` or `stderr`, as recordings write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
     }
 }
 

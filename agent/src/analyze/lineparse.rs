@@ -47,17 +47,7 @@ pub(crate) struct LineParser {
     anchor: Option<(i64, u32)>,
 }
 
-/// The level an upper-case word names (the words `detect_level` knows).
-pub(crate) fn level_of_word(w: &str) -> Option<Level> {
-    Some(match w {
-        "TRACE" | "DEBUG" | "DBG" => Level::Debug,
-        "INFO" | "INF" | "NOTICE" => Level::Info,
-        "WARN" | "WARNING" | "WRN" => Level::Warn,
-        "ERROR" | "ERR" | "EXCEPTION" => Level::Error,
-        "FATAL" | "CRITICAL" | "CRIT" | "PANIC" => Level::Fatal,
-        _ => return None,
-    })
-}
+pub(crate) use crate::logs::level_of_word;
 
 /// The first upper-case level word among the first `max_tokens` whitespace-separated tokens
 /// of `s` (brackets and punctuation around it allowed): its level and byte range.

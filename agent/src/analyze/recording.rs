@@ -46,22 +46,6 @@ impl Clock {
     }
 }
 
-/// The name of an event kind, as the recording format writes it.
-pub(crate) fn event_name(kind: EventKind) -> &'static str {
-    match kind {
-        EventKind::ProcessStart => "process_start",
-        EventKind::ProcessExit => "process_exit",
-        EventKind::ThreadStart => "thread_start",
-        EventKind::ThreadExit => "thread_exit",
-        EventKind::ThreadRename => "thread_rename",
-        EventKind::Exec => "exec",
-        EventKind::Signal => "signal",
-        EventKind::FatalSignal => "fatal_signal",
-        EventKind::ModelLoad => "model_load",
-        EventKind::ApiError => "api_error",
-    }
-}
-
 fn event_level(kind: EventKind) -> Level {
     match kind {
         EventKind::ApiError | EventKind::FatalSignal => Level::Error,
@@ -128,7 +112,7 @@ pub(crate) fn items(rec: &Recording, input: usize) -> Vec<Item> {
             t: Some(clock.wall(e.time_ns)),
             level: Some(event_level(e.kind)),
             kind: ItemKind::Event,
-            name: Some(event_name(e.kind).to_string()),
+            name: Some(e.kind.name().to_string()),
             message: e.message.clone(),
             duration_ns: None,
             counts_as_error: true,

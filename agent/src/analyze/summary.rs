@@ -233,14 +233,7 @@ fn describe_filters(opts: &AnalyzeOptions) -> Vec<String> {
 
 /// `FATAL`, `ERROR`, `WARN`, `INFO`, `DEBUG`, or `none`.
 pub(crate) fn level_name(l: Option<Level>) -> &'static str {
-    match l {
-        Some(Level::Fatal) => "FATAL",
-        Some(Level::Error) => "ERROR",
-        Some(Level::Warn) => "WARN",
-        Some(Level::Info) => "INFO",
-        Some(Level::Debug) => "DEBUG",
-        None => "none",
-    }
+    l.map_or("none", Level::name)
 }
 
 /// The first line of a text, cut to `max` characters.

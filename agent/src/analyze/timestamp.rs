@@ -174,7 +174,13 @@ pub(crate) fn glog(b: &[u8]) -> Option<(Civil, usize)> {
     if !matches!(b.first(), Some(b'I' | b'W' | b'E' | b'F')) || b.get(5) != Some(&b' ') {
         return None;
     }
-    let month = digits(b, 1, 2)?;
+    yearless(b, 1)
+}
+
+/// A yearless date-time: the month's two digits at `month_at`, the day's at byte 3, the time
+/// from byte 6 (glog and vLLM lay them out alike).
+fn yearless(b: &[u8], month_at: usize) -> Option<(Civil, usize)> {
+    let month = digits(b, month_at, 2)?;
     let day = digits(b, 3, 2)?;
     let (hour, minute, second, nanos, end) = hms(b, 6)?;
     let c = Civil {
@@ -192,21 +198,8 @@ pub(crate) fn glog(b: &[u8]) -> Option<(Civil, usize)> {
 
 /// `MM-DD hh:mm:ss[.fff]` (vLLM): no year.
 pub(crate) fn month_day(b: &[u8]) -> Option<(Civil, usize)> {
-    let month = digits(b, 0, 2)?;
     (b.get(2) == Some(&b'-') && b.get(5) == Some(&b' ')).then_some(())?;
-    let day = digits(b, 3, 2)?;
-    let (hour, minute, second, nanos, end) = hms(b, 6)?;
-    let c = Civil {
-        year: None,
-        month,
-        day,
-        hour,
-        minute,
-        second,
-        nanos,
-        offset_s: 0,
-    };
-    c.valid().then_some((c, end))
+    yearless(b, 0)
 }
 
 const MONTHS: [&[u8; 3]; 12] = [

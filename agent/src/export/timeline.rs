@@ -173,16 +173,7 @@ pub fn write_trace_events(rec: &Recording, w: &mut dyn Write) -> std::io::Result
         )?;
     }
     for l in &rec.logs {
-        let name = match l.level {
-            Some(level) => serde_json::to_value(level)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default(),
-            None => serde_json::to_value(l.stream)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default(),
-        };
+        let name = l.level.map_or(l.stream.name(), crate::logs::Level::name);
         emit(
             &mut first,
             w,
@@ -191,7 +182,7 @@ pub fn write_trace_events(rec: &Recording, w: &mut dyn Write) -> std::io::Result
         )?;
     }
     for e in &rec.events {
-        let kind = serde_json::to_value(e.kind).unwrap_or(Value::Null);
+        let kind = e.kind.name();
         let scope = match e.kind {
             crate::trace::EventKind::ProcessStart
             | crate::trace::EventKind::ProcessExit

@@ -90,7 +90,7 @@ pub fn build(rec: &Recording, top: usize) -> Report {
             sections::gpu_metrics(rec),
             sections::tokens(rec),
             sections::events(rec, top),
-            sections::logs(rec, top),
+            sections::logs(rec),
             sections::lost(rec),
         ],
     }

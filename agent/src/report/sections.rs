@@ -93,9 +93,9 @@ pub(super) fn headline(rec: &Recording) -> Vec<(String, String)> {
         );
     }
     if !rec.events.is_empty() {
-        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
         for e in &rec.events {
-            *counts.entry(kind_name(e.kind)).or_default() += 1;
+            *counts.entry(e.kind.name()).or_default() += 1;
         }
         let parts: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
         push("events", parts.join(", "));
@@ -115,13 +115,6 @@ pub(super) fn headline(rec: &Recording) -> Vec<(String, String)> {
     }
     push("lost", format!("{} records dropped", m.lost.dropped()));
     h
-}
-
-fn kind_name(kind: EventKind) -> String {
-    serde_json::to_value(kind)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
 }
 
 /// Top functions by self time, or by total time.
@@ -378,7 +371,7 @@ pub(super) fn events(rec: &Recording, top: usize) -> Section {
         s.rows.push(vec![
             round(e.time_ns.saturating_sub(rec.meta.start_ns) as f64 / 1e9, 3),
             json!(e.pid),
-            json!(kind_name(e.kind)),
+            json!(e.kind.name()),
             json!(e.message),
         ]);
     }
@@ -386,21 +379,21 @@ pub(super) fn events(rec: &Recording, top: usize) -> Section {
 }
 
 /// Log lines per level, with the first of each.
-pub(super) fn logs(rec: &Recording, top: usize) -> Section {
+pub(super) fn logs(rec: &Recording) -> Section {
     let mut s = Section::table("logs", "Logs by level", &["level", "lines", "first line"]);
     let levels = [
-        (Some(Level::Fatal), "FATAL"),
-        (Some(Level::Error), "ERROR"),
-        (Some(Level::Warn), "WARN"),
-        (Some(Level::Info), "INFO"),
-        (Some(Level::Debug), "DEBUG"),
-        (None, "(none)"),
+        Some(Level::Fatal),
+        Some(Level::Error),
+        Some(Level::Warn),
+        Some(Level::Info),
+        Some(Level::Debug),
+        None,
     ];
-    for (level, name) in levels.into_iter().take(top.max(levels.len())) {
+    for level in levels {
         let mut lines = rec.logs.iter().filter(|l| l.level == level);
         if let Some(first) = lines.next() {
             s.rows.push(vec![
-                json!(name),
+                json!(level.map_or("(none)", Level::name)),
                 json!(1 + lines.count()),
                 json!(first.message),
             ]);

@@ -131,6 +131,24 @@ pub enum EventKind {
     ApiError,
 }
 
+impl EventKind {
+    /// The name the recording format writes (`process_start`, `api_error`...).
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::ProcessStart => "process_start",
+            EventKind::ProcessExit => "process_exit",
+            EventKind::ThreadStart => "thread_start",
+            EventKind::ThreadExit => "thread_exit",
+            EventKind::ThreadRename => "thread_rename",
+            EventKind::Exec => "exec",
+            EventKind::Signal => "signal",
+            EventKind::FatalSignal => "fatal_signal",
+            EventKind::ModelLoad => "model_load",
+            EventKind::ApiError => "api_error",
+        }
+    }
+}
+
 /// A process, thread or signal event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {

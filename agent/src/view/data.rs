@@ -47,7 +47,7 @@ use serde::Serialize;
 
 use crate::{
     logs::{Level, Stream},
-    trace::{EventKind, FrameKind, Recording, SampleKind},
+    trace::{FrameKind, Recording, SampleKind},
 };
 
 /// Version of the page's data layout, checked by the page.
@@ -493,13 +493,6 @@ fn write_spans(
     w.write_all(b"}")
 }
 
-fn event_kind_name(kind: EventKind) -> String {
-    serde_json::to_value(kind)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_else(|| format!("{kind:?}"))
-}
-
 fn write_events(
     rec: &Recording,
     idx: &[usize],
@@ -515,9 +508,7 @@ fn write_events(
         "t",
         &deltas(events().map(|e| rel(rec, e.time_ns))),
     )?;
-    let kinds: Vec<u32> = events()
-        .map(|e| strings.id(&event_kind_name(e.kind)))
-        .collect();
+    let kinds: Vec<u32> = events().map(|e| strings.id(e.kind.name())).collect();
     column(w, &mut first, "k", &kinds)?;
     let messages: Vec<u32> = events().map(|e| strings.id(&e.message)).collect();
     column(w, &mut first, "m", &messages)?;
