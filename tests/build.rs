@@ -13,12 +13,12 @@ const FIXTURES: &[(&str, &str, &[&str])] = &[
     (
         "fixtures/cudart_standin.c",
         "cuda/libcudart.so.12",
-        &["-shared", "-fPIC"],
+        &["-shared", "-fPIC", "-Wl,-soname,libcudart.so.12"],
     ),
     (
         "fixtures/cuda_standin.c",
         "cuda/libcuda.so.1",
-        &["-shared", "-fPIC"],
+        &["-shared", "-fPIC", "-Wl,-soname,libcuda.so.1"],
     ),
     (
         "fixtures/cublas_nccl_standin.c",
@@ -30,8 +30,20 @@ const FIXTURES: &[(&str, &str, &[&str])] = &[
         "cuda/libnccl.so.2",
         &["-shared", "-fPIC", "-DMP_NCCL"],
     ),
-    ("fixtures/cuda_app.c", "mp-cuda-app", &["-ldl"]),
+    // -rdynamic: the stand-in runtime names kernels by their host stub's symbol (dladdr).
+    ("fixtures/cuda_app.c", "mp-cuda-app", &["-ldl", "-rdynamic"]),
     ("fixtures/llama_app.c", "mp-llama-app", &[]),
+    // Processes of several shapes to inject into, and the library injected (tests/inject.rs).
+    (
+        "fixtures/inject_target.c",
+        "mp-inject-target",
+        &["-pthread", "-lm"],
+    ),
+    (
+        "fixtures/inject_lib.c",
+        "libmp_inject_test.so",
+        &["-shared", "-fPIC", "-pthread"],
+    ),
 ];
 
 fn main() {

@@ -154,6 +154,7 @@ fn synthetic(samples: usize, spans: usize) -> Recording {
             args: vec![i as u64, 4096],
             ret: Some(0),
             attrs: Default::default(),
+            stack: None,
         });
     }
     rec

@@ -36,6 +36,10 @@ pub enum Error {
     #[error("needs root or CAP_BPF+CAP_PERFMON (and CAP_SYS_PTRACE to read other processes): run with sudo")]
     Permission,
 
+    /// This build has no CUPTI injection library embedded.
+    #[error("this modelprobe was built without its GPU library: run `cargo xtask build-inject`, then rebuild")]
+    MissingGpuLibrary,
+
     /// No process with this pid exists.
     #[error("pid {0} not found: no such process")]
     NoSuchProcess(u32),
@@ -134,6 +138,7 @@ impl Error {
             Error::Output { .. } => exit_code::OUTPUT,
             Error::CommandNotFound { .. } => exit_code::COMMAND_NOT_FOUND,
             Error::MissingBpfObject
+            | Error::MissingGpuLibrary
             | Error::Bpf { .. }
             | Error::BadRecording { .. }
             | Error::Io { .. } => exit_code::FAILURE,

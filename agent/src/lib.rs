@@ -12,8 +12,11 @@
 //! - [`procmaps`]: snapshots of each target's memory mappings (with open handles on the mapped
 //!   files), taken while it lives, so symbolization works after it exits;
 //! - [`symbolize`]: turns addresses into functions with blazesym (ELF, DWARF, kallsyms, perf maps);
+//! - [`gpu`]: GPU timings from the CUPTI injection library inside each CUDA process (joined to
+//!   the launching calls) and NVML device metrics; [`inject`] loads that library into a
+//!   process that is already running;
 //! - [`trace`]: the recording model and its versioned on-disk format;
-//! - [`export`]: folded stacks and flame graph SVGs;
+//! - [`export`]: folded stacks, CPU, off-CPU and GPU flame graph SVGs, the timeline;
 //! - [`report`]: the end-of-run summary.
 //!
 //! [`session`] ties them together:
@@ -31,6 +34,7 @@ pub mod config;
 pub mod error;
 pub mod export;
 pub mod gpu;
+pub mod inject;
 pub mod logs;
 pub mod preflight;
 pub mod probes;

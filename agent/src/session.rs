@@ -74,6 +74,10 @@ pub struct RecordOptions {
     pub progress: bool,
     /// Sample NVML device metrics at this interval (`None`: off).
     pub gpu_metrics: Option<Duration>,
+    /// Get GPU timings from CUPTI through the injection library: `run` sets
+    /// `CUDA_INJECTION64_PATH` for the command, and every target process where the library
+    /// is loaded is asked for its GPU activity.
+    pub gpu_trace: bool,
 }
 
 impl RecordOptions {
@@ -97,6 +101,7 @@ impl RecordOptions {
             span_sample_rate: 1.0,
             progress: false,
             gpu_metrics: Some(crate::gpu::nvml::DEFAULT_INTERVAL),
+            gpu_trace: true,
         }
     }
 }
@@ -180,7 +185,7 @@ pub fn record(opts: &RecordOptions) -> Result<Outcome> {
     let tracefs = preflight::ensure_tracefs()?;
 
     let mut child = match &opts.target {
-        Target::Command(argv) => Some(GatedChild::spawn(argv)?),
+        Target::Command(argv) => Some(GatedChild::spawn(argv, &injection_env(opts))?),
         Target::Pid(_) => None,
     };
     // Resolve probes before attaching anything, so a typo is one clear error.
@@ -197,6 +202,7 @@ pub fn record(opts: &RecordOptions) -> Result<Outcome> {
             return Err(e);
         }
     };
+    probes.keep_launch_stacks(opts.gpu_trace);
     if opts.packs {
         let skip = if opts.gpu_packs {
             &[][..]
@@ -321,6 +327,9 @@ pub fn record(opts: &RecordOptions) -> Result<Outcome> {
                     None
                 }
             });
+    let mut gpu = opts
+        .gpu_trace
+        .then(|| crate::gpu::client::GpuClient::new(Default::default()));
     let end_reason;
     let progress = crate::progress::Progress::new(opts.progress);
     let mut last_progress = Instant::now();
@@ -332,6 +341,11 @@ pub fn record(opts: &RecordOptions) -> Result<Outcome> {
         if sampler.wait(Duration::from_millis(100)) {
             sampler.drain(&mut collector);
             follow_lifecycle(&mut collector, &mut sampler, &mut probes);
+        }
+        if let Some(gpu) = gpu.as_mut() {
+            for line in gpu.poll(&collector.live_pids()) {
+                log::info!("{line}");
+            }
         }
         // Libraries loaded from outside any search path (a wheel's RPATH): found by rescanning.
         if last_rescan.elapsed() >= Duration::from_secs(1) {
@@ -382,6 +396,11 @@ pub fn record(opts: &RecordOptions) -> Result<Outcome> {
         }
     }
     let end_ns = monotonic_ns();
+    // Ask the injection libraries for their last records while the processes still run.
+    let gpu = gpu.map(|g| {
+        progress.set("collecting the last GPU records");
+        g.finish(GPU_FLUSH_WAIT)
+    });
     let gpu_counters = nvml
         .map(crate::gpu::nvml::NvmlSampler::finish)
         .unwrap_or_default();
@@ -438,6 +457,12 @@ pub fn record(opts: &RecordOptions) -> Result<Outcome> {
     recording.counters = crate::gpu::nvml::only_processes(gpu_counters, &pids);
     recording.keep_logs_from(opts.min_log_level);
     recording.sample_spans(opts.span_sample_rate);
+    if let Some((collected, not_injected, lines)) = gpu {
+        for line in lines {
+            log::info!("{line}");
+        }
+        crate::gpu::merge::merge(&mut recording, collected, &not_injected);
+    }
     let (total_cpu_ns, peak_rss_kib) = AgentUsage::now();
     recording.meta.agent = Some(AgentUsage {
         recording_cpu_ns,
@@ -455,6 +480,34 @@ pub fn record(opts: &RecordOptions) -> Result<Outcome> {
         &files,
     );
     Ok(Outcome { recording, files })
+}
+
+/// How long the end of a recording waits for the injection libraries' final flush.
+const GPU_FLUSH_WAIT: Duration = Duration::from_secs(3);
+
+/// The environment that makes a launched command load the CUPTI injection library at
+/// `cuInit`; empty (with the reason logged) when GPU timings are off or the user already
+/// set `CUDA_INJECTION64_PATH`.
+fn injection_env(opts: &RecordOptions) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    use crate::gpu::library;
+    if !opts.gpu_trace {
+        return Vec::new();
+    }
+    if let Some(set) = std::env::var_os(library::ENV) {
+        log::info!(
+            "{} is already set ({}): leaving it; GPU timings come only if that is modelprobe's library",
+            library::ENV,
+            set.to_string_lossy()
+        );
+        return Vec::new();
+    }
+    match library::write_to(&library::default_dir()) {
+        Ok(path) => vec![(library::ENV.into(), path.into_os_string())],
+        Err(e) => {
+            log::warn!("GPU timings off: {e}");
+            Vec::new()
+        }
+    }
 }
 
 /// Lets a gated child that will never be released exit, and reaps it.

@@ -166,11 +166,12 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
 }
 
 impl GatedChild {
-    /// Forks a child that will exec `argv` (with this process's environment) once released.
+    /// Forks a child that will exec `argv` (with this process's environment plus `extra_env`,
+    /// which wins over a variable of the same name) once released.
     ///
     /// The child inherits stdin, stdout and stderr, and stays in this process group so that a
     /// terminal's Ctrl-C reaches it as it would without modelprobe.
-    pub fn spawn(argv: &[OsString]) -> Result<Self> {
+    pub fn spawn(argv: &[OsString], extra_env: &[(OsString, OsString)]) -> Result<Self> {
         let program = argv.first().ok_or_else(|| Error::CommandNotFound {
             command: String::new(),
             reason: "no command given".into(),
@@ -179,6 +180,8 @@ impl GatedChild {
         let path = cstring(program_path.as_os_str())?;
         let args: Vec<CString> = argv.iter().map(|a| cstring(a)).collect::<Result<_>>()?;
         let env: Vec<CString> = std::env::vars_os()
+            .filter(|(k, _)| !extra_env.iter().any(|(e, _)| e == k))
+            .chain(extra_env.iter().cloned())
             .map(|(k, v)| {
                 let mut kv = k;
                 kv.push("=");
@@ -332,7 +335,7 @@ mod tests {
 
     #[test]
     fn gated_child_exits_when_the_agent_abandons_it() {
-        let child = GatedChild::spawn(&["true".into()]).unwrap();
+        let child = GatedChild::spawn(&["true".into()], &[]).unwrap();
         let pid = child.pid;
         drop(child);
         let start = std::time::Instant::now();
@@ -351,7 +354,7 @@ mod tests {
 
     #[test]
     fn gated_child_runs_only_when_released() {
-        let mut child = GatedChild::spawn(&["true".into()]).unwrap();
+        let mut child = GatedChild::spawn(&["true".into()], &[]).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(50));
         assert_eq!(try_wait(child.pid), None, "child must wait at the gate");
         child.release().unwrap();

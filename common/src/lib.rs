@@ -1,4 +1,5 @@
-//! Types shared by modelprobe's BPF programs (`ebpf/`) and its agent (`agent/`).
+//! Types shared by modelprobe's BPF programs (`ebpf/`) and its agent (`agent/`), and, in
+//! [`gpu`], the wire protocol between the agent and its CUPTI injection library.
 //!
 //! Everything here is `#[repr(C)]`, `Copy`, and laid out with no implicit padding, so the kernel
 //! side and the user side agree byte for byte. The `layout` assertions at the bottom fail the
@@ -9,6 +10,8 @@
 //! assert_eq!(core::mem::size_of::<StackEvent>(), 88 + 2 * 8 * MAX_STACK_DEPTH);
 //! ```
 #![no_std]
+
+pub mod gpu;
 
 /// Deepest stack (kernel or user) one event carries; the kernel's `perf_event_max_stack` default.
 pub const MAX_STACK_DEPTH: usize = 127;
@@ -53,6 +56,10 @@ pub mod kind {
     /// [`DataRecord`](super::DataRecord): a string argument of a probed call (see
     /// [`STRING_ARG2_COOKIE`](super::STRING_ARG2_COOKIE)); `count` is the probe id.
     pub const ARG_STRING: u32 = 13;
+    /// [`StackEvent`](super::StackEvent): the calling stack at the entry of a probed call that
+    /// queues GPU work (see [`LAUNCH_STACK_COOKIE`](super::LAUNCH_STACK_COOKIE)); `weight` is
+    /// the probe id.
+    pub const SPAN_STACK: u32 = 14;
 }
 
 /// Set in a span probe's cookie when its function returns a status code: a non-zero return
@@ -71,6 +78,11 @@ pub const STRING_ARG2_COOKIE: u64 = 1 << 61;
 /// of the entry record); without it they are not read, which keeps the common probe cheap.
 pub const STACK_ARGS_COOKIE: u64 = 1 << 60;
 
+/// Set in a span probe's cookie when its calling stack is kept at entry
+/// ([`kind::SPAN_STACK`]): the CUDA calls that queue GPU work, whose GPU time is charged to
+/// that stack.
+pub const LAUNCH_STACK_COOKIE: u64 = 1 << 59;
+
 /// The probe id part of a cookie.
 pub const COOKIE_ID_MASK: u64 = 0xffff_ffff;
 
@@ -87,6 +99,11 @@ pub mod flags {
     pub const USTACK_ERROR: u32 = 1 << 1;
     /// Reading the kernel stack failed.
     pub const KSTACK_ERROR: u32 = 1 << 2;
+    /// A [`SPAN_STACK`](super::kind::SPAN_STACK) taken at a function's first instruction:
+    /// `user_bp` holds the return address read at the stack pointer. A frame-pointer walk
+    /// there misses the caller when the function does not start with `push %rbp` (the
+    /// kernel only fixes that case up), so the agent puts it back from this.
+    pub const ENTRY_RET: u32 = 1 << 3;
 }
 
 /// Indices of the per-CPU `LOST` counter array.

@@ -34,7 +34,8 @@ use aya_ebpf::{
 };
 use modelprobe_common::{
     flags, kind, lost, Config, DataRecord, Record, StackEvent, DATA_CAPTURE, DATA_HEADER,
-    MAX_STACK_DEPTH, COOKIE_ID_MASK, DEREF_ARG0_COOKIE, STACK_ARGS_COOKIE, STATUS_COOKIE,
+    MAX_STACK_DEPTH, COOKIE_ID_MASK, DEREF_ARG0_COOKIE, LAUNCH_STACK_COOKIE, STACK_ARGS_COOKIE,
+    STATUS_COOKIE,
     STRING_ARG2_COOKIE,
 };
 
@@ -423,6 +424,28 @@ pub fn mp_span_enter(ctx: ProbeContext) -> u32 {
     }
     if cookie & STRING_ARG2_COOKIE != 0 {
         emit_data(kind::ARG_STRING, 0, a(2), cookie & COOKIE_ID_MASK, true, lost::SPAN);
+    }
+    if cookie & LAUNCH_STACK_COOKIE != 0 {
+        // The stack that queued GPU work: its GPU time is charged to it.
+        match EVENTS.reserve::<StackEvent>(0) {
+            Some(mut entry) => {
+                let ev = entry.as_mut_ptr();
+                // SAFETY: `ev` points into a reservation of size_of::<StackEvent>() bytes.
+                unsafe {
+                    fill(&ctx, ev, kind::SPAN_STACK, bpf_get_current_pid_tgid());
+                    (*ev).weight = cookie & COOKIE_ID_MASK;
+                    #[cfg(bpf_target_arch = "x86_64")]
+                    {
+                        // At the first instruction the return address is at the stack pointer.
+                        let sp = (*ctx.regs).rsp;
+                        (*ev).user_bp = bpf_probe_read_user(sp as *const u64).unwrap_or(0);
+                        (*ev).flags |= flags::ENTRY_RET;
+                    }
+                }
+                entry.submit(0);
+            }
+            None => count_lost(lost::SPAN),
+        }
     }
     0
 }

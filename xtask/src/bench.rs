@@ -557,7 +557,9 @@ fn event_rate(root: &Path, report: &mut Report) -> Result<()> {
 
 /// Cost per CUDA API call with the CUDA pack attached: 100,000 `cudaLaunchKernel` calls into
 /// the stand-in runtime (the same symbols as libcudart), against no profiler and a bpftrace
-/// uprobe + uretprobe pair on the same function.
+/// uprobe + uretprobe pair on the same function; without GPU timings (no launch stacks), and
+/// with them through the stand-in CUPTI (launch stack, the library's API callback and its
+/// activity records: every launch must come back as a kernel).
 fn cuda_cost(root: &Path, runs: usize, report: &mut Report) -> Result<()> {
     let agent = root.join("target/release/modelprobe");
     let fixtures = root.join("target/release/fixtures/cuda");
@@ -570,9 +572,14 @@ fn cuda_cost(root: &Path, runs: usize, report: &mut Report) -> Result<()> {
         c.env("LD_LIBRARY_PATH", &fixtures)
             .env("MP_CUDA_NO_PAUSE", "1");
     };
+    let cupti = root.join("target/release/examples/libcupti_standin.so");
     let mut rows: Vec<(&str, Vec<f64>)> = vec![
         ("no profiler", vec![]),
-        ("modelprobe run (CUDA pack)", vec![]),
+        ("modelprobe run --no-gpu-timings (CUDA pack)", vec![]),
+        (
+            "modelprobe run (CUDA pack + GPU timings, stand-in CUPTI)",
+            vec![],
+        ),
     ];
     let bpftrace = have("bpftrace");
     if bpftrace {
@@ -587,13 +594,34 @@ fn cuda_cost(root: &Path, runs: usize, report: &mut Report) -> Result<()> {
         with_lib(&mut c);
         rows[0].1.push(elapsed(&mut c)?);
         let mut c = Command::new(&agent);
-        c.args(["run", "-q", "--no-logs", "-o"])
+        c.args(["run", "-q", "--no-logs", "--no-gpu-timings", "-o"])
             .arg(&out)
             .arg("--")
             .arg(&app)
             .args(["--launches", &n]);
         with_lib(&mut c);
         rows[1].1.push(elapsed(&mut c)?);
+        let mut c = Command::new(&agent);
+        c.args(["run", "-q", "--no-logs", "-o"])
+            .arg(&out)
+            .arg("--")
+            .arg(&app)
+            .args(["--launches", &n])
+            .env("MODELPROBE_CUPTI", &cupti)
+            // The GPU library appears at cuInit: let the agent connect before the calls.
+            .env("MP_CUDA_SETTLE_MS", "1500");
+        with_lib(&mut c);
+        rows[2].1.push(elapsed(&mut c)?);
+        let kernels = {
+            let rec: Value =
+                serde_json::from_str(&std::fs::read_to_string(out.join("recording.json"))?)?;
+            rec["gpu"]["ops"].as_array().map_or(0, |o| {
+                o.iter().filter(|o| o["kind"] == "kernel").count() as u64
+            })
+        };
+        if kernels != calls {
+            bail!("GPU timings returned {kernels} kernels for {calls} launches");
+        }
         let spans = {
             let rec: Value =
                 serde_json::from_str(&std::fs::read_to_string(out.join("recording.json"))?)?;
@@ -615,7 +643,7 @@ fn cuda_cost(root: &Path, runs: usize, report: &mut Report) -> Result<()> {
                 &format!("{} --launches {n}", app.display()),
             ]);
             with_lib(&mut c);
-            rows[2].1.push(elapsed(&mut c)?);
+            rows[3].1.push(elapsed(&mut c)?);
         }
     }
     cost_table(

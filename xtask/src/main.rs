@@ -33,7 +33,11 @@ enum Task {
     Setup,
     /// Build the BPF programs (ebpf/) into target/bpf/modelprobe.bpf.o for the agent to embed.
     BuildEbpf,
-    /// Build a release `modelprobe` with its BPF programs: target/release/modelprobe.
+    /// Build the CUPTI injection library (agent/inject/) into
+    /// target/inject/libmodelprobe_inject.so for the agent to embed.
+    BuildInject,
+    /// Build a release `modelprobe` with its BPF programs and GPU library:
+    /// target/release/modelprobe.
     Build,
     /// Profile the bundled example workload with `modelprobe run` (needs root).
     Demo,
@@ -86,15 +90,18 @@ fn main() -> Result<()> {
             setup()?;
             build_ebpf(&root)
         }
+        Task::BuildInject => build_inject(&root),
         Task::Build => {
             setup()?;
             build_ebpf(&root)?;
+            build_inject(&root)?;
             cargo(&["build", "--release", "-p", "modelprobe"])
         }
         Task::Demo => demo(&root),
         Task::Test { no_lint } => {
             setup()?;
             build_ebpf(&root)?;
+            build_inject(&root)?;
             if !no_lint {
                 lint()?;
             }
@@ -322,6 +329,41 @@ pub(crate) fn build_ebpf(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Where the agent's build script finds the injection library to embed.
+pub(crate) const INJECT_LIBRARY: &str = "target/inject/libmodelprobe_inject.so";
+
+/// Builds the CUPTI injection library, optimized and stripped (it is embedded in every agent
+/// and written into CUDA processes), in a target folder of its own so its profile settings
+/// do not rebuild the rest of the workspace.
+pub(crate) fn build_inject(root: &Path) -> Result<()> {
+    say("building the CUPTI injection library (agent/inject/, release, stripped)");
+    run(Command::new(cargo_bin())
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "modelprobe-inject",
+            "--target-dir",
+        ])
+        .arg(root.join("target/inject-build"))
+        .env("CARGO_PROFILE_RELEASE_DEBUG", "0")
+        .env("CARGO_PROFILE_RELEASE_STRIP", "symbols")
+        .env_remove("CARGO_TARGET_DIR"))?;
+    let built = root.join("target/inject-build/release/libmodelprobe_inject.so");
+    let dest = root.join(INJECT_LIBRARY);
+    let bytes = std::fs::read(&built).with_context(|| format!("reading {}", built.display()))?;
+    if std::fs::read(&dest).ok().as_deref() != Some(&bytes[..]) {
+        std::fs::create_dir_all(dest.parent().expect("has parent"))?;
+        std::fs::write(&dest, &bytes).with_context(|| format!("writing {}", dest.display()))?;
+        say(&format!(
+            "wrote {} ({} KiB)",
+            dest.display(),
+            bytes.len() / 1024
+        ));
+    }
+    Ok(())
+}
+
 fn lint() -> Result<()> {
     say("cargo fmt --check");
     cargo(&["fmt", "--all", "--check"])?;
@@ -384,6 +426,7 @@ fn ensure_chromium() -> Result<()> {
 pub(crate) fn build_release_with_fixtures(root: &Path) -> Result<()> {
     setup()?;
     build_ebpf(root)?;
+    build_inject(root)?;
     cargo(&[
         "build",
         "--release",
@@ -392,6 +435,8 @@ pub(crate) fn build_release_with_fixtures(root: &Path) -> Result<()> {
         "-p",
         "modelprobe-tests",
         "--bins",
+        // The stand-in CUPTI (an example cdylib) for the GPU-timings cost.
+        "--examples",
     ])
 }
 

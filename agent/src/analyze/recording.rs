@@ -175,6 +175,7 @@ pub(crate) mod tests {
             args: vec![4096],
             ret: Some(ret),
             attrs: Default::default(),
+            stack: None,
         };
         let mut failed = span(6_000_000_000, 6_003_000_000, 1);
         failed

@@ -5,10 +5,14 @@ use crate::{trace::Recording, Result};
 
 mod flamegraph;
 mod folded;
+mod gpu_flamegraph;
+pub(crate) mod gpu_ops;
 mod timeline;
+mod timeline_gpu;
 
 pub use flamegraph::FlameGraph;
 pub use folded::{folded_stacks, Folded};
+pub use gpu_flamegraph::{gpu_folded, GpuFlameGraph};
 pub use timeline::{trace_events, write_trace_events, Timeline};
 
 /// Writes one output format for a recording into an output directory.
@@ -21,7 +25,12 @@ pub trait Exporter {
 
 /// The exporters every recording gets.
 pub fn default_exporters() -> Vec<Box<dyn Exporter>> {
-    vec![Box::new(Folded), Box::new(FlameGraph), Box::new(Timeline)]
+    vec![
+        Box::new(Folded),
+        Box::new(FlameGraph),
+        Box::new(GpuFlameGraph),
+        Box::new(Timeline),
+    ]
 }
 
 /// Runs every default exporter; returns all files written.

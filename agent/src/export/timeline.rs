@@ -5,7 +5,8 @@
 //! names, spans as complete (`X`) slices on their thread, off-CPU intervals as slices named by
 //! where the thread blocked, CPU samples as instants carrying their stack, lifecycle and signal
 //! events as instants, a per-process CPU counter, and the recording's metadata and drop counts
-//! in `otherData`.
+//! in `otherData`. GPU operations get track groups of their own, with flows from the CPU calls
+//! that launched them (`export/timeline_gpu.rs`).
 use std::{
     collections::BTreeMap,
     fs::File,
@@ -15,7 +16,7 @@ use std::{
 
 use serde_json::{json, Value};
 
-use super::Exporter;
+use super::{timeline_gpu, Exporter};
 use crate::{
     trace::{FrameKind, Recording, SampleKind},
     Error, Result,
@@ -100,7 +101,8 @@ pub fn write_trace_events(rec: &Recording, w: &mut dyn Write) -> std::io::Result
             "args": {"name": t.name}}),
         )?;
     }
-    for s in &rec.spans {
+    let launching = timeline_gpu::launching_spans(rec);
+    for (i, s) in rec.spans.iter().enumerate() {
         let probe = &rec.probes[s.probe as usize];
         let mut args = json!({"depth": s.depth, "file": probe.path});
         for (k, v) in &s.attrs {
@@ -114,12 +116,14 @@ pub fn write_trace_events(rec: &Recording, w: &mut dyn Write) -> std::io::Result
         } else {
             args["unfinished"] = json!(true);
         }
-        emit(
-            &mut first,
-            w,
-            &json!({"ph": "X", "cat": "probe", "name": probe.function, "pid": s.pid,
-            "tid": s.tid, "ts": us(s.start_ns), "dur": us(s.end_ns - s.start_ns), "args": args}),
-        )?;
+        let mut event = json!({"ph": "X", "cat": "probe", "name": probe.function, "pid": s.pid,
+            "tid": s.tid, "ts": us(s.start_ns), "dur": us(s.end_ns - s.start_ns), "args": args});
+        if launching[i] {
+            // The source of the flows to the GPU work this call launched.
+            event["bind_id"] = json!(timeline_gpu::span_flow(i));
+            event["flow_out"] = json!(true);
+        }
+        emit(&mut first, w, &event)?;
     }
     // Per distinct stack: its leaf function's name and its frames, as JSON text.
     let mut cached: Vec<Option<(String, String)>> = vec![None; rec.stacks.len()];
@@ -196,7 +200,7 @@ pub fn write_trace_events(rec: &Recording, w: &mut dyn Write) -> std::io::Result
             "tid": e.tid, "ts": us(e.time_ns), "args": {"message": e.message, "value": e.value}}),
         )?;
     }
-    Ok(())
+    timeline_gpu::write_gpu_events(rec, w, &mut |w| comma(&mut first, w))
 }
 
 impl Exporter for Timeline {
@@ -265,6 +269,7 @@ mod tests {
             args: vec![4],
             ret: Some(8),
             attrs: [("bytes".to_string(), json!(64))].into(),
+            stack: None,
         });
         let events = trace_events(&rec);
         let span = events
@@ -289,5 +294,209 @@ mod tests {
         let samples = events.iter().filter(|e| e["cat"] == "cpu").count();
         assert_eq!(samples, 3);
         assert!(events.iter().any(|e| e["ph"] == "C"));
+    }
+
+    /// The GPU fixture's trace events, with the names of its tracks and track groups.
+    struct GpuEvents {
+        events: Vec<Value>,
+        /// (pid, tid) -> thread (track) name.
+        threads: BTreeMap<(u64, u64), String>,
+        /// pid -> process (track group) name.
+        processes: BTreeMap<u64, String>,
+    }
+
+    fn gpu_fixture_events() -> GpuEvents {
+        let events = trace_events(&crate::export::gpu_ops::fixtures::gpu_recording());
+        let meta = |name: &str| {
+            events
+                .iter()
+                .filter(|e| e["ph"] == "M" && e["name"] == name)
+                .map(|e| {
+                    (
+                        (e["pid"].as_u64().unwrap(), e["tid"].as_u64().unwrap()),
+                        e["args"]["name"].as_str().unwrap().to_string(),
+                    )
+                })
+                .collect::<BTreeMap<_, _>>()
+        };
+        let threads = meta("thread_name");
+        let processes = meta("process_name")
+            .into_iter()
+            .map(|((pid, _), n)| (pid, n))
+            .collect();
+        GpuEvents {
+            events,
+            threads,
+            processes,
+        }
+    }
+
+    #[test]
+    fn gpu_ops_get_track_groups_per_process_and_device() {
+        let GpuEvents {
+            events,
+            threads,
+            processes,
+        } = gpu_fixture_events();
+        let gpu_groups: Vec<&String> = processes
+            .values()
+            .filter(|n| n.starts_with("GPU"))
+            .collect();
+        assert_eq!(
+            gpu_groups,
+            ["GPU 0 (pid 10)", "GPU 0 (pid 20)", "GPU 1 (pid 10)"]
+        );
+        let track = |group: &str, title: &str| {
+            let pid = processes.iter().find(|(_, n)| *n == group).unwrap().0;
+            threads
+                .iter()
+                .find(|((p, _), n)| p == pid && *n == title)
+                .map(|(k, _)| *k)
+                .unwrap_or_else(|| panic!("no track {title} in {group}: {threads:?}"))
+        };
+        let on = |(pid, tid): (u64, u64)| -> Vec<&Value> {
+            events
+                .iter()
+                .filter(|e| e["ph"] == "X" && e["pid"] == pid && e["tid"] == tid)
+                .collect()
+        };
+        let names = |evs: Vec<&Value>| -> Vec<String> {
+            evs.iter()
+                .map(|e| e["name"].as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(
+            names(on(track("GPU 0 (pid 10)", "stream 7"))),
+            [
+                "gemm(float*, float*, int)",
+                "gemm(float*, float*, int)",
+                "relu_kernel",
+                "softmax"
+            ]
+        );
+        assert_eq!(
+            names(on(track("GPU 0 (pid 10)", "stream 9"))),
+            ["memcpy HtoD"]
+        );
+        assert_eq!(names(on(track("GPU 0 (pid 10)", "stream 8"))), ["softmax"]);
+        assert_eq!(
+            names(on(track("GPU 0 (pid 10)", "syncs"))),
+            ["stream synchronize"]
+        );
+        assert_eq!(
+            names(on(track("GPU 0 (pid 20)", "stream 7"))),
+            ["relu_kernel"]
+        );
+        assert_eq!(
+            names(on(track("GPU 1 (pid 10)", "stream 3"))),
+            ["memset", "memcpy DtoH"]
+        );
+        // `load` overlaps the end of `forward` without nesting: a second lane.
+        assert_eq!(
+            names(on(track("GPU 0 (pid 10)", "NVTX ranges"))),
+            ["forward", "step"]
+        );
+        assert_eq!(
+            names(on(track("GPU 0 (pid 10)", "NVTX ranges (2)"))),
+            ["load"]
+        );
+        // Every GPU track's slices nest or are disjoint, as a thread's must.
+        for key in threads.keys() {
+            let mut open: Vec<f64> = Vec::new();
+            for e in on(*key) {
+                let (ts, end) = (
+                    e["ts"].as_f64().unwrap(),
+                    e["ts"].as_f64().unwrap() + e["dur"].as_f64().unwrap(),
+                );
+                while open.last().is_some_and(|&o| o <= ts) {
+                    open.pop();
+                }
+                assert!(
+                    open.last().is_none_or(|&o| end <= o),
+                    "{e} overlaps its track"
+                );
+                open.push(end);
+            }
+        }
+
+        let gemm = on(track("GPU 0 (pid 10)", "stream 7"))[0];
+        assert_eq!(
+            (gemm["ts"].as_f64(), gemm["dur"].as_f64()),
+            (Some(1150.0), Some(100.0))
+        );
+        assert_eq!(
+            gemm["args"],
+            json!({"kind": "kernel", "grid": [128, 1, 1], "block": [256, 1, 1], "registers": 32,
+                "shared_static": 1024, "shared_dynamic": 0, "context": 1, "stream": 7,
+                "correlation": 1, "queue_delay_us": 50.0, "launch": "cudaLaunchKernel",
+                "launch_tid": 10})
+        );
+        let copy = on(track("GPU 0 (pid 10)", "stream 9"))[0];
+        assert_eq!(copy["args"]["bytes"], 1_000_000);
+        assert_eq!(copy["args"]["direction"], "HtoD");
+        assert_eq!(copy["args"]["bandwidth_gbs"], 10.0);
+        assert_eq!(copy["args"]["queue_delay_us"], 100.0);
+        let graph = on(track("GPU 0 (pid 10)", "stream 8"))[0];
+        assert_eq!(
+            (
+                graph["args"]["graph_id"].as_u64(),
+                graph["args"]["graph_node"].as_u64()
+            ),
+            (Some(11), Some(102))
+        );
+        assert_eq!(graph["args"]["queue_delay_us"], 60.0);
+    }
+
+    #[test]
+    fn flows_join_each_gpu_op_to_its_launching_call() {
+        let events = gpu_fixture_events().events;
+        let rec = crate::export::gpu_ops::fixtures::gpu_recording();
+        let sources: Vec<&Value> = events.iter().filter(|e| e["flow_out"] == true).collect();
+        let sinks: Vec<&Value> = events.iter().filter(|e| e["flow_in"] == true).collect();
+        // Spans 0-3 start flows, and the launch known only from its record gets a slice.
+        assert_eq!(sources.len(), 5);
+        let marker = sources.iter().find(|e| e["cat"] == "gpu_launch").unwrap();
+        assert_eq!(
+            (
+                &marker["name"],
+                &marker["pid"],
+                &marker["tid"],
+                marker["ts"].as_f64()
+            ),
+            (
+                &json!("cudaLaunchKernel"),
+                &json!(10),
+                &json!(11),
+                Some(2000.0)
+            )
+        );
+        // Every launched kernel, copy and memset ends one, after its source started.
+        assert_eq!(sinks.len(), 6);
+        for sink in &sinks {
+            let source: Vec<&&Value> = sources
+                .iter()
+                .filter(|s| s["bind_id"] == sink["bind_id"])
+                .collect();
+            assert_eq!(source.len(), 1, "{sink}");
+            assert!(source[0]["ts"].as_f64() <= sink["ts"].as_f64());
+            assert_eq!(source[0]["tid"], sink["args"]["launch_tid"]);
+        }
+        // The graph launch fans out to both its kernels.
+        let graph: Vec<&&Value> = sinks.iter().filter(|e| e["name"] == "softmax").collect();
+        assert_eq!(graph[0]["bind_id"], graph[1]["bind_id"]);
+        let span = sources
+            .iter()
+            .find(|e| e["bind_id"] == graph[0]["bind_id"])
+            .unwrap();
+        assert_eq!(span["name"], "cudaGraphLaunch");
+        assert_eq!(
+            span["ts"].as_f64(),
+            Some(rec.spans[3].start_ns as f64 / 1000.0)
+        );
+        // Ops with no known launch have no flow.
+        assert!(events
+            .iter()
+            .filter(|e| e["cat"] == "gpu" && e["args"]["launch"].is_null())
+            .all(|e| e.get("bind_id").is_none()));
     }
 }

@@ -80,6 +80,17 @@ pub struct Pack {
     pub error_names: fn(u64) -> &'static str,
 }
 
+impl PackFn {
+    /// Whether its calling stack is kept at entry: runtime and driver calls that queue GPU
+    /// work (launches, copies, memsets), whose GPU time the GPU flame graph charges to it.
+    pub fn keeps_launch_stack(&self) -> bool {
+        (self.name.starts_with("cuda") || self.name.starts_with("cu"))
+            && ["Launch", "Memcpy", "Memset"]
+                .iter()
+                .any(|w| self.name.contains(w))
+    }
+}
+
 const fn f(name: &'static str, decoder: Decoder) -> PackFn {
     PackFn {
         name,

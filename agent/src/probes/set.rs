@@ -16,9 +16,16 @@ pub struct ProbeSet {
     attached: HashSet<(u32, u32)>,
     packs: bool,
     skipped_packs: Vec<&'static str>,
+    launch_stacks: bool,
 }
 
 impl ProbeSet {
+    /// Keep the calling stack of CUDA calls that queue GPU work (for GPU timings: the GPU
+    /// flame graph charges GPU time to it). Off by default: it costs a stack walk per call.
+    pub fn keep_launch_stacks(&mut self, on: bool) {
+        self.launch_stacks = on;
+    }
+
     /// Resolves every spec against the target; any failure is an error naming the spec.
     pub fn resolve(specs: &[ProbeSpec], ctx: &SearchContext) -> Result<ProbeSet> {
         let mut set = ProbeSet {
@@ -77,6 +84,9 @@ impl ProbeSet {
                 }
                 if pack_fn.is_some_and(|f| f.returns_status) {
                     cookie |= modelprobe_common::STATUS_COOKIE;
+                }
+                if self.launch_stacks && pack_fn.is_some_and(|f| f.keeps_launch_stack()) {
+                    cookie |= modelprobe_common::LAUNCH_STACK_COOKIE;
                 }
                 if pack_fn.is_some_and(|f| f.decoder == crate::probes::packs::Decoder::GetFunction)
                 {

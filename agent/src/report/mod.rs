@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use crate::trace::Recording;
 
 mod functions;
+mod gpu;
 mod sections;
 mod text;
 
@@ -81,12 +82,12 @@ pub fn build(rec: &Recording, top: usize) -> Report {
             sections::off_cpu(rec, top),
             sections::spans(rec),
             sections::kernel_launches(rec, top),
-            Section::absent(
-                "gpu_kernels",
-                "GPU kernels",
-                "no GPU kernel timings in this recording (they come from CUPTI, which was not active)",
-            ),
+            gpu::kernels(rec, top),
             sections::memcpy(rec),
+            gpu::copies(rec),
+            gpu::utilization(rec, top),
+            gpu::queue_delay(rec),
+            gpu::sources(rec),
             sections::gpu_metrics(rec),
             sections::tokens(rec),
             sections::events(rec, top),
@@ -118,10 +119,10 @@ pub fn summary(rec: &Recording, top: usize) -> String {
     build(rec, top).to_text()
 }
 
-/// The `q` quantile (0..=1) of sorted values, nearest rank.
-fn quantile(sorted: &[u64], q: f64) -> u64 {
+/// The `q` quantile (0..=1) of sorted values, nearest rank (the default value of none).
+fn quantile<T: Copy + Default>(sorted: &[T], q: f64) -> T {
     if sorted.is_empty() {
-        return 0;
+        return T::default();
     }
     let rank = (q * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
@@ -145,7 +146,8 @@ mod tests {
         assert_eq!(quantile(&v, 0.99), 99);
         assert_eq!(quantile(&v, 1.0), 100);
         assert_eq!(quantile(&[7], 0.99), 7);
-        assert_eq!(quantile(&[], 0.5), 0);
+        assert_eq!(quantile::<u64>(&[], 0.5), 0);
+        assert_eq!(quantile(&[-5i64, 3], 0.5), -5);
     }
 
     #[test]

@@ -100,6 +100,9 @@ pub(super) fn headline(rec: &Recording) -> Vec<(String, String)> {
         let parts: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
         push("events", parts.join(", "));
     }
+    if let Some(gpu) = super::gpu::headline(rec) {
+        push("GPU", gpu);
+    }
     push("log lines", rec.logs.len().to_string());
     if let Some(a) = m.agent {
         push(
@@ -424,6 +427,9 @@ pub(super) fn lost(rec: &Recording) -> Section {
     row("log writes", l.log_writes);
     row("log bytes cut (over-long lines)", l.log_bytes_cut);
     row("file opens", l.file_opens);
+    if !rec.gpu.is_empty() || l.gpu_records > 0 {
+        row("GPU activity records (CUPTI)", l.gpu_records);
+    }
     row("user stacks unreadable", l.user_stack_errors);
     row("kernel stacks unreadable", l.kernel_stack_errors);
     s

@@ -68,6 +68,8 @@ pub struct Collector {
     unmatched_returns: u64,
     logs: LogAssembler,
     error_stacks: Vec<(u32, u64, u32)>,
+    /// (tid, time, probe id, stack) of calls that queue GPU work.
+    launch_stacks: Vec<(u32, u64, u32, u32)>,
     exited: std::collections::HashSet<u32>,
     user_stack_errors: u64,
     kernel_stack_errors: u64,
@@ -140,6 +142,15 @@ impl Collector {
         out
     }
 
+    /// Processes seen that have not exited (as far as the collector knows).
+    pub fn live_pids(&self) -> Vec<u32> {
+        self.processes
+            .keys()
+            .copied()
+            .filter(|p| !self.exited.contains(p))
+            .collect()
+    }
+
     /// Re-reads `/tmp/perf-PID.map`, at most every [`RECAPTURE_EVERY`].
     fn refresh_perf_map(&mut self, pid: u32) {
         let info = self.processes.entry(pid).or_default();
@@ -168,6 +179,13 @@ impl Collector {
     }
 
     fn event(&mut self, rec: &Record, kind: EventKind, message: String, value: Option<i64>) {
+        // A thread that never ran into a sample (a library's idle helper thread) still has
+        // events: it must be a known thread, with its name.
+        self.threads.entry(rec.tid).or_insert_with(|| Thread {
+            pid: rec.pid,
+            tid: rec.tid,
+            name: comm_str(&rec.comm),
+        });
         self.events.push(Event {
             time_ns: rec.time_ns,
             pid: rec.pid,
@@ -222,6 +240,7 @@ impl Collector {
                     args: open.args.to_vec(),
                     ret: Some(rec.args[0]),
                     attrs,
+                    stack: None,
                 });
             }
             kind::TASK_NEW => {
@@ -357,6 +376,12 @@ impl Collector {
                 self.error_stacks.push((ev.tid, ev.time_ns, stack));
                 return;
             }
+            kind::SPAN_STACK => {
+                let stack = self.intern_stack(&with_caller(ev));
+                self.launch_stacks
+                    .push((ev.tid, ev.time_ns, ev.weight as u32, stack));
+                return;
+            }
             other => {
                 log::debug!("unknown event kind {other}");
                 return;
@@ -419,11 +444,13 @@ impl Collector {
                     args: open.args.to_vec(),
                     ret: None,
                     attrs: Default::default(),
+                    stack: None,
                 });
             }
         }
         self.spans.sort_by_key(|s| (s.start_ns, s.depth));
         self.events.sort_by_key(|e| e.time_ns);
+        drop_exit_zaps(&mut self.events);
         // Kernel host stubs are named in the same pass as the stacks: one symbolizer, each
         // module parsed once.
         let stubs = host_stubs(&self.spans, &self.probes);
@@ -453,6 +480,7 @@ impl Collector {
         // by a rescan) were not in the table when their spans were paired.
         decode_pack_spans(&mut self.spans, &mut self.events, &self.probes, &stub_names);
         attach_error_stacks(&mut self.events, &self.error_stacks, &rec);
+        attach_launch_stacks(&mut self.spans, &mut self.launch_stacks);
         for s in &mut self.spans {
             let keep = self
                 .probes
@@ -573,6 +601,61 @@ fn demangle(name: &str) -> String {
 
 /// Gives each API error event the stack its failed call returned to (recorded by the return
 /// probe of the same thread, nanoseconds after the return record), and names the caller.
+/// A stack taken at a function's entry, with its caller put back when the frame-pointer walk
+/// skipped it (see [`flags::ENTRY_RET`]).
+fn with_caller(ev: &StackEvent) -> StackEvent {
+    let mut ev = *ev;
+    let ret = ev.user_bp;
+    let len = (ev.ustack_len as usize).min(ev.ustack.len());
+    if ev.flags & flags::ENTRY_RET != 0
+        && ret != 0
+        && len >= 1
+        && len < ev.ustack.len()
+        && (len < 2 || ev.ustack[1] != ret)
+    {
+        ev.ustack.copy_within(1..len, 2);
+        ev.ustack[1] = ret;
+        ev.ustack_len += 1;
+    }
+    ev
+}
+
+/// When a thread calls `exit`, the kernel ends the process's other threads with SIGKILL, and
+/// each of them reports it as delivered: that is a normal exit, not a kill. A real SIGKILL
+/// reaches every thread, the main one included; the zap of an exit never reaches the thread
+/// that exits (normally the main one). So SIGKILLs of a process whose main thread got none
+/// are dropped.
+fn drop_exit_zaps(events: &mut Vec<Event>) {
+    let killed_main: std::collections::HashSet<u32> = events
+        .iter()
+        .filter(|e| is_sigkill(e) && e.tid == e.pid)
+        .map(|e| e.pid)
+        .collect();
+    events.retain(|e| !is_sigkill(e) || killed_main.contains(&e.pid));
+}
+
+fn is_sigkill(e: &Event) -> bool {
+    e.kind == EventKind::FatalSignal && e.value == Some(i64::from(libc::SIGKILL))
+}
+
+/// Gives each span its entry stack: the stack event of the same thread and probe taken during
+/// the span (at its entry; calls on one thread do not overlap, so the match is exact).
+fn attach_launch_stacks(spans: &mut [Span], stacks: &mut [(u32, u64, u32, u32)]) {
+    if stacks.is_empty() {
+        return;
+    }
+    stacks.sort_unstable_by_key(|&(tid, t, _, _)| (tid, t));
+    let probes: std::collections::HashSet<u32> = stacks.iter().map(|s| s.2).collect();
+    for s in spans.iter_mut().filter(|s| probes.contains(&s.probe)) {
+        let from = stacks.partition_point(|&(tid, t, _, _)| (tid, t) < (s.tid, s.start_ns));
+        s.stack = stacks[from..]
+            .iter()
+            .take_while(|&&(tid, t, _, _)| tid == s.tid && t <= s.end_ns)
+            .find(|&&(_, _, probe, _)| probe == s.probe)
+            .map(|&(_, _, _, stack)| stack);
+    }
+}
+
 fn attach_error_stacks(events: &mut [Event], stacks: &[(u32, u64, u32)], rec: &Recording) {
     for e in events.iter_mut().filter(|e| e.kind == EventKind::ApiError) {
         let found = stacks

@@ -110,6 +110,12 @@ impl Recording {
                 return Err(format!("span {i} ends before it starts"));
             }
         }
+        for (i, s) in self.spans.iter().enumerate() {
+            if s.stack.is_some_and(|st| st as usize >= stacks) {
+                return Err(format!("span {i} names stack {:?} of {stacks}", s.stack));
+            }
+        }
+        self.validate_gpu()?;
         // Totals must fit in 64 bits: flame graph rendering sums weights without saturating.
         for kind in [super::SampleKind::Cpu, super::SampleKind::OffCpu] {
             let mut total: u64 = 0;
@@ -121,6 +127,41 @@ impl Recording {
         }
         if self.meta.end_ns < self.meta.start_ns {
             return Err("the recording ends before it starts".into());
+        }
+        Ok(())
+    }
+
+    fn validate_gpu(&self) -> std::result::Result<(), String> {
+        let gpu = &self.gpu;
+        let (names, launches, spans) = (gpu.names.len(), gpu.launches.len(), self.spans.len());
+        for (i, op) in gpu.ops.iter().enumerate() {
+            if op.name as usize >= names {
+                return Err(format!("GPU op {i} names string {} of {names}", op.name));
+            }
+            if op.end_ns < op.start_ns {
+                return Err(format!("GPU op {i} ends before it starts"));
+            }
+            if op.launch_span.is_some_and(|s| s as usize >= spans) {
+                return Err(format!(
+                    "GPU op {i} names span {:?} of {spans}",
+                    op.launch_span
+                ));
+            }
+            if op.launch.is_some_and(|l| l as usize >= launches) {
+                return Err(format!(
+                    "GPU op {i} names launch {:?} of {launches}",
+                    op.launch
+                ));
+            }
+        }
+        if let Some(i) = gpu
+            .launches
+            .iter()
+            .position(|l| l.span.is_some_and(|s| s as usize >= spans))
+        {
+            return Err(format!(
+                "GPU launch {i} names a span beyond the {spans} recorded"
+            ));
         }
         Ok(())
     }

@@ -6,7 +6,10 @@
 //! kernel side stamps events with. The on-disk format is described in `docs/recording-format.md`.
 use serde::{Deserialize, Serialize};
 
+mod gpu;
 mod io;
+
+pub use gpu::{GpuDetail, GpuLaunch, GpuOp, GpuSource, GpuTrace};
 
 pub use io::{FILE_NAME, FORMAT_NAME, FORMAT_VERSION};
 
@@ -44,6 +47,9 @@ pub struct Recording {
     /// Quantities sampled over time: NVML device metrics.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub counters: Vec<Counter>,
+    /// GPU activity from CUPTI, joined to the CPU calls that launched it.
+    #[serde(default, skip_serializing_if = "GpuTrace::is_empty")]
+    pub gpu: GpuTrace,
 }
 
 /// A quantity sampled over time, such as a GPU's utilization.
@@ -103,6 +109,10 @@ pub struct Span {
     /// What a pack decoded from the arguments (kernel name, grid, bytes, direction...).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub attrs: std::collections::BTreeMap<String, serde_json::Value>,
+    /// The calling stack at entry (index into [`Recording::stacks`]), for probes that keep it
+    /// (the CUDA launch and copy calls, whose GPU work is charged to it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack: Option<u32>,
 }
 
 /// What happened.
@@ -274,6 +284,9 @@ pub struct Lost {
     /// File opens dropped because the record ring buffer was full.
     #[serde(default)]
     pub file_opens: u64,
+    /// GPU activity records CUPTI dropped or the injection library could not hand over.
+    #[serde(default)]
+    pub gpu_records: u64,
 }
 
 impl Lost {
@@ -288,6 +301,7 @@ impl Lost {
             self.task_records,
             self.log_writes,
             self.file_opens,
+            self.gpu_records,
         ]
         .into_iter()
         .fold(0, u64::saturating_add)
@@ -398,6 +412,7 @@ impl Recording {
             events: Vec::new(),
             logs: Vec::new(),
             counters: Vec::new(),
+            gpu: GpuTrace::default(),
         }
     }
 

@@ -1,7 +1,6 @@
 //! The viewer's data: a [`Recording`] turned into the compact, columnar JSON the page reads.
 //!
-//! Everything the page draws lives in *tracks* grouped under *groups* (a process today; a GPU
-//! later). A track holds any of these components, each a set of parallel columns sorted by
+//! Everything the page draws lives in *tracks* grouped under *groups* (a process, or a GPU). A track holds any of these components, each a set of parallel columns sorted by
 //! time, with times in nanoseconds relative to `meta.start_ns` and **delta-encoded** (each
 //! value is the difference from the previous one, the first from 0), so a million spans cost
 //! a few bytes each:
@@ -13,8 +12,10 @@
 //!              "dur_ns", "start_unix_ms", "frequency_hz", "off_cpu", "kernel", "hostname",
 //!              "cpus", "end_reason", "exit_status", "version", "lost": {...}},
 //!   "sets":   [{"id": "cpu", "title", "unit": "samples"|"ns", "interval": bool, "hz"}],
-//!   "groups": [{"kind": "process", "title", "sub", "pid", "cmd"}],
+//!   "groups": [{"kind": "process", "title", "sub", "pid", "cmd"} | {"kind": "gpu", "title",
+//!              "sub", "device"}],
 //!   "tracks": [{"group", "kind": "thread"|"spans"|"counter", "title", "sub", "pid", "tid",
+//!       (GPU tracks: "device", "stream", "context")
 //!       "spans": {"s": starts Δ, "d": durations, "n": name (string index), "l": depth,
 //!                 "ac": argument count, "a": arguments (flat), "r": return value or null,
 //!                 "t": attributes (string index + 1 of their JSON; 0: none)},
@@ -23,7 +24,9 @@
 //!       "lg":    {"t": times Δ, "lv": level (0 none, 1 DEBUG .. 5 FATAL), "m": message,
 //!                 "o": stream (0 stdout, 1 stderr)},
 //!       "sm":    {"<set id>": {"t": times Δ, "s": stack, "w": weights (absent: all 1)}},
-//!       "c":     {"unit", "t": times Δ, "v": values}}],
+//!       "c":     {"unit", "t": times Δ, "v": values},
+//!       "gpu":   {"c": correlation, "q": queue delay ns or null, "lt": launching thread's
+//!                 track or -1, "li": launch span's index in it or -1, "la": API or -1}}],
 //!   "frames": {"n": name, "m": module (-1: none), "k": 0 user 1 kernel 2 jit 3 unknown,
 //!              "i": inlined 0/1, "f": file (-1: none), "ln": line (0: none)},
 //!   "stacks": {"o": offsets into "f" (one more than there are stacks), "f": frames, root first},
@@ -36,8 +39,9 @@
 //! Integers that do not fit a JavaScript number exactly (beyond ±2^53: pointers, `-1` as
 //! unsigned) are written as hexadecimal strings. Columns no item uses (`ac`/`a` without
 //! arguments, `r` without return values, `t` without attributes) are left out. A GPU stream is a
-//! `"spans"` track in a `"gpu"` group, an NVML reading a `"counter"` track, and GPU samples
-//! another entry of `sets`: the page draws each kind of component wherever it appears.
+//! `"spans"` track in a `"gpu"` group whose spans are the stream's operations, with a `"gpu"`
+//! component (`view/gpu.rs`); an NVML reading is a `"counter"` track there, and GPU samples
+//! would be another entry of `sets`: the page draws each kind of component wherever it appears.
 use std::{
     collections::{BTreeMap, HashMap},
     io::{self, Write},
@@ -61,13 +65,13 @@ const COUNTER_POINTS: u64 = 600;
 
 /// Interns strings; items refer to them by index.
 #[derive(Default)]
-struct Strings {
+pub(super) struct Strings {
     index: HashMap<String, u32>,
     list: Vec<String>,
 }
 
 impl Strings {
-    fn id(&mut self, s: &str) -> u32 {
+    pub(super) fn id(&mut self, s: &str) -> u32 {
         if let Some(&i) = self.index.get(s) {
             return i;
         }
@@ -155,12 +159,12 @@ fn group(rec: &Recording) -> Vec<Group> {
 }
 
 /// A time relative to the recording's start, in ns.
-fn rel(rec: &Recording, t: u64) -> i64 {
+pub(super) fn rel(rec: &Recording, t: u64) -> i64 {
     t as i64 - rec.meta.start_ns as i64
 }
 
 /// Delta-encodes sorted relative times.
-fn deltas(times: impl Iterator<Item = i64>) -> Vec<i64> {
+pub(super) fn deltas(times: impl Iterator<Item = i64>) -> Vec<i64> {
     let mut prev = 0;
     times
         .map(|t| {
@@ -193,7 +197,12 @@ fn json(w: &mut dyn Write, v: &impl Serialize) -> io::Result<()> {
     serde_json::to_writer(w, v).map_err(io::Error::from)
 }
 
-fn column(w: &mut dyn Write, first: &mut bool, name: &str, v: &impl Serialize) -> io::Result<()> {
+pub(super) fn column(
+    w: &mut dyn Write,
+    first: &mut bool,
+    name: &str,
+    v: &impl Serialize,
+) -> io::Result<()> {
     key(w, first, name)?;
     json(w, v)
 }
@@ -236,28 +245,41 @@ pub(super) fn write_data(
             }),
         )?;
     }
-    // One group per GPU that NVML counters name, after the processes.
-    let gpus: std::collections::BTreeSet<u32> =
-        rec.counters.iter().map(|c| c.device.unwrap_or(0)).collect();
+    // One group per GPU that NVML counters or GPU ops name, after the processes.
+    let gpus: std::collections::BTreeSet<u32> = rec
+        .counters
+        .iter()
+        .map(|c| c.device.unwrap_or(0))
+        .chain(super::gpu::devices(rec))
+        .collect();
     for (i, d) in gpus.iter().enumerate() {
         if !groups.is_empty() || i > 0 {
             w.write_all(b",")?;
         }
         json(
             w,
-            &serde_json::json!({"kind": "gpu", "title": format!("GPU {d}"), "sub": "NVML"}),
+            &serde_json::json!({"kind": "gpu", "title": format!("GPU {d}"),
+                "sub": super::gpu::group_sub(rec, *d), "device": d}),
         )?;
     }
+    let gpu_group =
+        |device: u32| groups.len() + gpus.iter().position(|&d| d == device).unwrap_or(0);
     w.write_all(b"],\"tracks\":[")?;
     let mut first_track = true;
+    // Track indices of threads and positions of spans, for GPU ops to name their launch.
+    let mut launches = super::gpu::LaunchIndex::new(rec);
+    let mut track = 0;
     for (gi, g) in groups.iter().enumerate() {
         for (tid, items) in &g.threads {
             if !std::mem::take(&mut first_track) {
                 w.write_all(b",")?;
             }
             write_thread_track(rec, gi, g.pid, *tid, items, &mut strings, w)?;
+            launches.add_thread(g.pid, *tid, track, &items.spans);
+            track += 1;
         }
         if let Some(counter) = cpu_counter(rec, g) {
+            track += 1;
             w.write_all(b",")?;
             write!(
                 w,
@@ -276,11 +298,7 @@ pub(super) fn write_data(
         }
     }
     for c in rec.counters.iter().filter(|c| !c.points.is_empty()) {
-        let gi = groups.len()
-            + gpus
-                .iter()
-                .position(|&d| d == c.device.unwrap_or(0))
-                .unwrap_or(0);
+        let gi = gpu_group(c.device.unwrap_or(0));
         if !std::mem::take(&mut first_track) {
             w.write_all(b",")?;
         }
@@ -305,6 +323,14 @@ pub(super) fn write_data(
         )?;
         w.write_all(b"}}")?;
     }
+    super::gpu::write_tracks(
+        rec,
+        &launches,
+        &gpu_group,
+        &mut strings,
+        w,
+        &mut first_track,
+    )?;
     w.write_all(b"],\"frames\":")?;
     write_frames(rec, &mut strings, w)?;
     w.write_all(b",\"stacks\":")?;

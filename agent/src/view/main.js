@@ -20,6 +20,7 @@ function header(D) {
     fmtCount(D.spanCount) + ' spans',
     fmtCount(samples) + ' CPU samples',
   ];
+  if (D.gpuOpCount) parts.push(fmtCount(D.gpuOpCount) + ' GPU ops');
   if (m.hostname) parts.push(m.hostname);
   const lost = m.lost ? Object.keys(m.lost).reduce((a, k) => a + (k.endsWith('errors') ? 0 : m.lost[k] || 0), 0) : 0;
   if (lost) parts.push(fmtCount(lost) + ' records lost');

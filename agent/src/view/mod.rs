@@ -5,7 +5,9 @@
 //!
 //! - **Timeline**: one track per thread, grouped by process, with its spans nested by depth,
 //!   events and log lines as markers, CPU samples as a density strip and off-CPU intervals, plus
-//!   counter tracks (CPU usage per process). Wheel zooms around the cursor, drag pans, hover
+//!   counter tracks (CPU usage per process); per GPU, NVML counters and a track per stream of
+//!   GPU operations (kernels, copies, memsets; syncs and NVTX ranges apart), each linked to the
+//!   span of the call that launched it. Wheel zooms around the cursor, drag pans, hover
 //!   shows a tooltip, click shows details. Drawn on a canvas from columnar typed arrays with a
 //!   binary search for the visible window and items narrower than a pixel merged per pixel
 //!   column, so a million spans stay fluid.
@@ -41,16 +43,18 @@ use std::{
 use crate::{trace::Recording, Error, Result};
 
 mod data;
+mod gpu;
 
 /// The page, with `{{TITLE}}`, `{{CSS}}`, `{{DATA}}` and `{{JS}}` placeholders, in this order.
 const TEMPLATE: &str = include_str!("viewer.html");
 /// The page's style sheet.
 const CSS: &str = include_str!("viewer.css");
 /// The page's scripts, in load order.
-const SCRIPTS: [&str; 6] = [
+const SCRIPTS: [&str; 7] = [
     include_str!("util.js"),
     include_str!("timeline.js"),
     include_str!("timeline_ui.js"),
+    include_str!("timeline_gpu.js"),
     include_str!("flame.js"),
     include_str!("report.js"),
     include_str!("main.js"),

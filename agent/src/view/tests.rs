@@ -153,6 +153,7 @@ fn synthetic(spans: usize, threads: u32, samples: usize) -> Recording {
                     ("n_tokens".into(), json!(call % 512)),
                     ("phase".into(), json!("decode")),
                 ]),
+                stack: None,
             });
             made += 1;
             for (a, b) in inner {
@@ -169,6 +170,7 @@ fn synthetic(spans: usize, threads: u32, samples: usize) -> Recording {
                         ("kernel".into(), json!(format!("gemm_f16<{}>", call % 7))),
                         ("grid".into(), json!([64, 1, 1])),
                     ]),
+                    stack: None,
                 });
                 rec.spans.push(Span {
                     probe: 2,
@@ -184,6 +186,7 @@ fn synthetic(spans: usize, threads: u32, samples: usize) -> Recording {
                         Some(u64::MAX)
                     },
                     attrs: BTreeMap::new(),
+                    stack: None,
                 });
                 made += 2;
             }

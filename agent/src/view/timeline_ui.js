@@ -192,7 +192,7 @@ Timeline.prototype.spanInfo = function (tr, i) {
   }
   const ret = sp.ret ? sp.ret[i] : undefined;
   const attrs = sp.attrs && sp.attrs[i] ? JSON.parse(D.S[sp.attrs[i] - 1]) : null;
-  const probe = D.probes.find(p => p.function === name) || null;
+  const probe = tr.gpu ? null : D.probes.find(p => p.function === name) || null;
   return { name, start: sp.start[i], dur: sp.dur[i], depth: sp.depth[i], args, ret, attrs, probe, unfinished: raw && sp.ret && ret === null };
 };
 
@@ -211,6 +211,7 @@ Timeline.prototype.childTime = function (tr, i) {
 
 Timeline.prototype.threadLabel = function (tr) {
   const g = this.D.groups[tr.group];
+  if (tr.gpu) return (g ? g.title + ' ' : '') + tr.title + ' (pid ' + tr.pid + ')';
   return tr.title + (tr.tid !== undefined ? ' (' + tr.tid + ')' : '') + (g ? ' · ' + g.title : '');
 };
 
@@ -218,6 +219,7 @@ Timeline.prototype.threadLabel = function (tr) {
 Timeline.prototype.describe = function (h) {
   const D = this.D;
   const head = (name, color) => '<div class="tt-name">' + (color ? '<span class="swatch" style="background:' + color + '"></span>' : '') + esc(name) + '</div>';
+  if (h.type === 'span' && h.track.gpu) return this.describeGpu(h);
   if (h.type === 'span') {
     const s = this.spanInfo(h.track, h.i);
     const rows = [['start', fmtTs(s.start, 1)], ['duration', fmtDur(s.dur) + (s.unfinished ? ' (still running at the end)' : '')], ['thread', this.threadLabel(h.track)], ['depth', String(s.depth)]];
@@ -299,8 +301,11 @@ Timeline.prototype.select = function (hit) {
     return d;
   };
   const g = D.groups[hit.track.group] || {};
-  const where = [['thread', hit.track.title + (hit.track.tid !== undefined ? ' (tid ' + hit.track.tid + ')' : '')], ['process', g.title + ' (pid ' + g.pid + ')']];
-  if (hit.type === 'span') {
+  const where = g.kind === 'gpu' ? [['device', g.title], ['track', hit.track.title], ['process', 'pid ' + hit.track.pid]]
+    : [['thread', hit.track.title + (hit.track.tid !== undefined ? ' (tid ' + hit.track.tid + ')' : '')], ['process', g.title + ' (pid ' + g.pid + ')']];
+  if (hit.type === 'span' && hit.track.gpu) {
+    this.selectGpu(hit, body, kv, title);
+  } else if (hit.type === 'span') {
     const s = this.spanInfo(hit.track, hit.i), self = s.dur - this.childTime(hit.track, hit.i);
     const rows = [['start', fmtTs(s.start, 1), true], ['end', fmtTs(s.start + s.dur, 1), true], ['duration', fmtDur(s.dur) + (s.unfinished ? ' (still running at the end)' : '')], ['self time', fmtDur(self)], ['depth', s.depth]].concat(where);
     if (s.args) s.args.forEach((a, j) => rows.push(['arg ' + j, fmtInt(a), true]));
@@ -310,6 +315,7 @@ Timeline.prototype.select = function (hit) {
     body.append(title(s.name, this.colorOf(hit.track.spans.name[hit.i]).fill), kv(rows));
     const actions = el('div', { cls: 'details-actions' }, [el('button', { text: 'Zoom to span (F)', onclick: () => this.zoomToSpan(hit.track, hit.i) })]);
     body.append(actions);
+    this.appendGpuWork(hit, body);
   } else if (hit.type === 'event') {
     const ev = hit.track.ev, kind = D.S[ev.k[hit.i]];
     body.append(title(kind.replace(/_/g, ' '), eventColor(kind)), kv([['time', fmtTs(ev.time[hit.i], 1), true], ['message', D.S[ev.m[hit.i]]], ['value', ev.v[hit.i] === null ? '' : ev.v[hit.i], true]].concat(where)));

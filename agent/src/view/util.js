@@ -259,6 +259,7 @@ function loadData() {
   const touch = (a, b) => { if (a < start) start = a; if (b > end) end = b; };
   const tracks = raw.tracks.map((t, index) => {
     const tr = { index, raw: t, group: t.group, kind: t.kind, title: t.title, sub: t.sub || '', pid: t.pid, tid: t.tid };
+    if (t.gpu) Object.assign(tr, { gpu: t.gpu, device: t.device, stream: t.stream, context: t.context });
     if (t.spans && t.spans.s.length) {
       const s = t.spans;
       const sp = {
@@ -304,7 +305,8 @@ function loadData() {
     frames: { n: Int32Array.from(fr.n), m: Int32Array.from(fr.m), k: Int8Array.from(fr.k), i: Int8Array.from(fr.i), f: Int32Array.from(fr.f), ln: Int32Array.from(fr.ln) },
     stacks: { o: Int32Array.from(st.o), f: Int32Array.from(st.f) },
     t0: Math.min(0, start), t1: Math.max(end, start + 1),
-    spanCount: tracks.reduce((a, t) => a + (t.spans ? t.spans.start.length : 0), 0),
+    spanCount: tracks.reduce((a, t) => a + (t.spans && !t.gpu ? t.spans.start.length : 0), 0),
+    gpuOpCount: tracks.reduce((a, t) => a + (t.spans && t.gpu ? t.spans.start.length : 0), 0),
   };
 }
 

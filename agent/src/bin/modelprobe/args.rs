@@ -145,7 +145,27 @@ pub enum Command {
     /// Settings: where they come from and what is in effect.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Write the GPU library (the CUPTI injection library) and print its path, to set as
+    /// CUDA_INJECTION64_PATH in a service's environment: a later `attach --pid` then gets GPU
+    /// kernel, copy and sync timings from it. `run` does this by itself.
+    #[command(after_help = GPU_LIBRARY_HELP)]
+    GpuLibrary {
+        /// Folder to write it to [default: /var/lib/modelprobe for root, else
+        /// ~/.cache/modelprobe]; must be readable, and not mounted noexec, for the service.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
+
+const GPU_LIBRARY_HELP: &str = "\
+Examples:
+  sudo modelprobe gpu-library
+  # systemd: systemctl edit my-inference.service, then
+  #   [Service]
+  #   Environment=CUDA_INJECTION64_PATH=/var/lib/modelprobe/libmodelprobe_inject-<...>.so
+  # Kubernetes: mount the folder (hostPath) and set the same variable in the container's env.
+
+The library costs one sleeping thread until modelprobe attaches; CUDA loads it at cuInit.";
 
 #[derive(Subcommand)]
 pub enum ConfigCommand {
@@ -198,6 +218,11 @@ pub struct RecordArgs {
     /// Do not capture the target's stdout/stderr or its model-file opens.
     #[arg(long)]
     pub no_logs: bool,
+    /// No GPU timings from CUPTI: `run` does not set CUDA_INJECTION64_PATH, and the GPU
+    /// library is not asked for kernels, copies and syncs (the CUDA probe pack still traces
+    /// the calls).
+    #[arg(long)]
+    pub no_gpu_timings: bool,
     /// Keep only log lines at or above this level: ERROR, WARN, INFO or DEBUG.
     #[arg(long, value_parser = parse_level, value_name = "LEVEL")]
     pub log_level: Option<Level>,

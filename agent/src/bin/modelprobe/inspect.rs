@@ -186,3 +186,12 @@ pub fn config_show(config: Option<&Path>) -> anyhow::Result<i32> {
     }
     Ok(0)
 }
+
+/// `modelprobe gpu-library`: writes the injection library and prints its path.
+pub fn gpu_library(dir: Option<PathBuf>) -> anyhow::Result<i32> {
+    use modelprobe::gpu::library;
+    let dir = dir.unwrap_or_else(library::default_dir);
+    let path = library::write_to(&dir)?;
+    println!("{}", path.display());
+    Ok(0)
+}

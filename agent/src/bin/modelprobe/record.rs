@@ -106,6 +106,7 @@ pub fn record(
     if !s.gpu.value {
         opts.gpu_metrics = None;
     }
+    opts.gpu_trace = s.gpu.value && !args.no_gpu_timings;
     opts.records_ring_bytes = args.ring_buffer_kib.saturating_mul(1024);
     opts.stop = register_signals()?;
     opts.progress = !quiet;

@@ -1,0 +1,59 @@
+//! The library modelprobe puts inside a CUDA process to get GPU timings from NVIDIA CUPTI,
+//! which reports them only in-process.
+//!
+//! It gets in two ways: the CUDA driver loads it at `cuInit` when `CUDA_INJECTION64_PATH`
+//! names it (what `modelprobe run` sets up) and calls [`InitializeInjection`]; or
+//! `modelprobe attach --gpu` loads it into a running process, and its initializer runs.
+//! Either way it only starts a thread that waits on an abstract Unix socket
+//! (`modelprobe-gpu.<pid>`, see [`modelprobe_common::gpu`]): while no agent is connected it
+//! costs one sleeping thread and touches neither CUDA nor CUPTI.
+//!
+//! When an agent connects, [`session`] finds a libcupti matching the process's CUDA
+//! ([`find`]), subscribes, and turns activity recording on ([`tracer`]); records go to the
+//! agent through a bounded [`outbox`] (what does not fit is counted, never silently lost).
+//! When the agent detaches or disappears, it flushes, sends the rest, and turns CUPTI off.
+//! If another tool (Kineto, Nsight) already holds CUPTI, it says so and stays out of the way.
+//!
+//! Modules: [`listener`] (the socket), [`session`] (one agent connection), [`tracer`]
+//! (CUPTI), [`outbox`] (records waiting for the agent), [`find`] (which libcupti).
+
+pub mod find;
+pub mod listener;
+pub mod outbox;
+pub mod session;
+pub mod tracer;
+
+use std::ffi::c_int;
+
+/// Called by the CUDA driver during `cuInit` for the library named by `CUDA_INJECTION64_PATH`.
+/// Returns 1 (success) whatever happens: a profiler must never make `cuInit` fail.
+#[no_mangle]
+pub extern "C" fn InitializeInjection() -> c_int {
+    listener::start();
+    1
+}
+
+/// Stops the library's thread (ending any agent session: flush, send, CUPTI off), for
+/// `modelprobe attach --retract` before it unloads the library. Returns 0 when the library may
+/// be unloaded, 1 when it must stay (CUPTI holds callbacks into it; it is idle either way).
+#[no_mangle]
+pub extern "C" fn modelprobe_inject_stop() -> c_int {
+    listener::stop();
+    c_int::from(tracer::pinned())
+}
+
+/// Runs when the library is loaded (`dlopen`), before `InitializeInjection`: a library loaded
+/// into a running process is never called by the driver.
+extern "C" fn on_load() {
+    // Tests link the rlib into their own binary: no listener there.
+    if cfg!(test) {
+        return;
+    }
+    listener::start();
+}
+
+// SAFETY (of the attribute): `.init_array` entries run once at load with no arguments, which
+// is the signature `on_load` has; it only spawns a thread and never unwinds.
+#[used]
+#[link_section = ".init_array"]
+static ON_LOAD: extern "C" fn() = on_load;

@@ -1,0 +1,691 @@
+//! CUPTI, on and off: loads libcupti once, subscribes to the runtime and driver APIs (to learn
+//! which thread issued each correlation id, and when), enables activity recording, and turns
+//! completed activity buffers into [`WireOp`]s in the [`outbox`](crate::outbox).
+//!
+//! Once CUPTI holds our callbacks the library pins itself in memory (`RTLD_NODELETE`): CUPTI
+//! may call them for as long as the process lives, so the code must never be unloaded.
+use std::{
+    collections::HashMap,
+    ffi::{c_void, CStr},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        mpsc, Mutex, OnceLock,
+    },
+    time::Duration,
+};
+
+use cupti_sys::{
+    decode_raw, types as t, Activity, Cupti, CuptiError, Layout, MemcpyKind, SyncType,
+};
+use modelprobe_common::gpu::{op, state, ClockPair, Hello, WireLaunch, WireOp};
+
+use crate::{find, outbox};
+
+/// CUPTI once loaded, for the rest of the process's life.
+struct Loaded {
+    cupti: &'static Cupti,
+    layout: Layout,
+}
+
+// SAFETY: `Loaded` is read-only after creation; CUPTI's functions may be called from any
+// thread.
+unsafe impl Send for Loaded {}
+// SAFETY: as above.
+unsafe impl Sync for Loaded {}
+
+static LOADED: OnceLock<Loaded> = OnceLock::new();
+/// Records are kept only while an agent session is on.
+static ACTIVE: AtomicBool = AtomicBool::new(false);
+static PINNED: AtomicBool = AtomicBool::new(false);
+static BUFFER_BYTES: AtomicUsize = AtomicUsize::new(1 << 20);
+/// Records CUPTI reported dropped in this session.
+static CUPTI_DROPPED: AtomicU64 = AtomicU64::new(0);
+/// The subscriber handle of the current session (as an address; 0 when none).
+static SUBSCRIBER: AtomicUsize = AtomicUsize::new(0);
+/// Name ids of the API functions that queue GPU work, by (domain, cbid); filled per session.
+static API_NAMES: Mutex<Option<ApiNames>> = Mutex::new(None);
+/// (domain, cbid) → name id, or `None` for calls that queue no GPU work.
+type ApiNames = HashMap<(u32, u32), Option<u32>>;
+/// Open NVTX ranges: marker id → (name id, start).
+static OPEN_RANGES: Mutex<Option<HashMap<u32, (u32, u64)>>> = Mutex::new(None);
+
+/// The activity kinds recorded, and whether failing to enable one ends the session.
+const KINDS: [(t::CUpti_ActivityKind, bool); 6] = [
+    (
+        t::CUpti_ActivityKind::CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL,
+        true,
+    ),
+    (t::CUpti_ActivityKind::CUPTI_ACTIVITY_KIND_MEMCPY, true),
+    (t::CUpti_ActivityKind::CUPTI_ACTIVITY_KIND_MEMSET, true),
+    (t::CUpti_ActivityKind::CUPTI_ACTIVITY_KIND_MEMCPY2, false),
+    (
+        t::CUpti_ActivityKind::CUPTI_ACTIVITY_KIND_SYNCHRONIZATION,
+        false,
+    ),
+    (t::CUpti_ActivityKind::CUPTI_ACTIVITY_KIND_MARKER, false),
+];
+
+/// True once CUPTI holds callbacks into this library (it must then never be unloaded).
+pub fn pinned() -> bool {
+    PINNED.load(Ordering::SeqCst)
+}
+
+/// CLOCK_MONOTONIC in ns.
+pub fn monotonic_ns() -> u64 {
+    // SAFETY: timespec is plain data; clock_gettime writes it.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid clock id and pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Why tracing could not start: a [`state`] value and one line for the user.
+pub type Refusal = (u32, String);
+
+/// Turns CUPTI on for an agent session. `Ok` carries the CUPTI version and a line saying
+/// which library is used.
+pub fn start(hello: &Hello, pid: u32) -> Result<(u32, String), Refusal> {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    let mapped = find::mapped_files(&maps);
+    if !find::has_cuda_driver(&mapped) {
+        return Err((
+            state::NO_CUDA,
+            format!("no CUDA in process {pid}: it has not loaded the CUDA driver (libcuda.so.1)"),
+        ));
+    }
+    let loaded = load(&mapped, pid)?;
+    let cupti = loaded.cupti;
+    let f = cupti.functions();
+    BUFFER_BYTES.store(
+        (hello.buffer_kib.clamp(64, 64 << 10) as usize) << 10,
+        Ordering::SeqCst,
+    );
+    CUPTI_DROPPED.store(0, Ordering::SeqCst);
+    *API_NAMES.lock().unwrap_or_else(|p| p.into_inner()) = Some(HashMap::new());
+    *OPEN_RANGES.lock().unwrap_or_else(|p| p.into_inner()) = Some(HashMap::new());
+    if !PINNED.load(Ordering::SeqCst) {
+        pin_self();
+        // SAFETY: both callbacks have the signatures CUPTI expects and live as long as the
+        // process (the library is pinned just above).
+        let r = unsafe {
+            (f.activity_register_callbacks)(Some(buffer_requested), Some(buffer_completed))
+        };
+        check(cupti, r, "cuptiActivityRegisterCallbacks")?;
+        PINNED.store(true, Ordering::SeqCst);
+    }
+    let mut subscriber: t::CUpti_SubscriberHandle = std::ptr::null_mut();
+    // SAFETY: `api_callback` matches CUpti_CallbackFunc and lives as long as the process.
+    let r = unsafe { (f.subscribe)(&mut subscriber, Some(api_callback), std::ptr::null_mut()) };
+    if r == t::CUptiResult::CUPTI_ERROR_MULTIPLE_SUBSCRIBERS_NOT_SUPPORTED {
+        return Err((
+            state::BUSY,
+            format!(
+                "GPU timings off for process {pid}: another tool already holds CUPTI (the \
+                 PyTorch profiler/Kineto, Nsight Systems or DCGM); CUDA calls are still traced \
+                 by uprobes"
+            ),
+        ));
+    }
+    check(cupti, r, "cuptiSubscribe")?;
+    SUBSCRIBER.store(subscriber as usize, Ordering::SeqCst);
+    for domain in [
+        t::CUpti_CallbackDomain::CUPTI_CB_DOMAIN_RUNTIME_API,
+        t::CUpti_CallbackDomain::CUPTI_CB_DOMAIN_DRIVER_API,
+    ] {
+        // SAFETY: a live subscriber and a valid domain.
+        let r = unsafe { (f.enable_domain)(1, subscriber, domain) };
+        if let Err(e) = check(cupti, r, "cuptiEnableDomain") {
+            unsubscribe(cupti);
+            return Err(e);
+        }
+    }
+    ACTIVE.store(true, Ordering::SeqCst);
+    for (kind, required) in KINDS {
+        // SAFETY: a valid activity kind.
+        let r = unsafe { (f.activity_enable)(kind) };
+        if let Err(e) = check(cupti, r, "cuptiActivityEnable") {
+            if required {
+                stop();
+                return Err(e);
+            }
+        }
+    }
+    Ok((
+        cupti.version(),
+        format!(
+            "CUPTI API {} from {}",
+            cupti.version(),
+            cupti.path().display()
+        ),
+    ))
+}
+
+fn load(mapped: &[std::path::PathBuf], pid: u32) -> Result<&'static Loaded, Refusal> {
+    if let Some(l) = LOADED.get() {
+        return Ok(l);
+    }
+    let env = std::env::var("MODELPROBE_CUPTI").ok();
+    let mut tried = Vec::new();
+    for path in find::candidates(mapped, env.as_deref(), &find::list_dir) {
+        match Cupti::load(&path) {
+            Ok(cupti) => {
+                let cupti = cupti.leak();
+                let layout = cupti.layout().map_err(|e| {
+                    (
+                        state::ERROR,
+                        format!("GPU timings off for process {pid}: {e}"),
+                    )
+                })?;
+                return Ok(LOADED.get_or_init(|| Loaded { cupti, layout }));
+            }
+            Err(e) => tried.push(format!("{}: {e}", path.display())),
+        }
+    }
+    // The first failure says the most (later candidates are fallbacks by soname).
+    let first = tried
+        .first()
+        .map(String::as_str)
+        .unwrap_or("nothing to try");
+    Err((
+        state::NO_CUPTI,
+        format!(
+            "GPU timings off for process {pid}: no usable libcupti beside its CUDA runtime, \
+             in the CUDA toolkit or in its Python environment (install the nvidia-cuda-cupti \
+             wheel, or set MODELPROBE_CUPTI in its environment); {} tried, first: {first}",
+            tried.len()
+        ),
+    ))
+}
+
+fn check(cupti: &Cupti, r: t::CUptiResult, call: &str) -> Result<(), Refusal> {
+    CuptiError::check(r).map_err(|e| {
+        let text = cupti
+            .error_string(e)
+            .unwrap_or_else(|| format!("error {}", e.code()));
+        (state::ERROR, format!("{call} failed: {text}"))
+    })
+}
+
+fn unsubscribe(cupti: &Cupti) {
+    let sub = SUBSCRIBER.swap(0, Ordering::SeqCst) as t::CUpti_SubscriberHandle;
+    if !sub.is_null() {
+        // SAFETY: a subscriber this library created and has not released.
+        unsafe { (cupti.functions().unsubscribe)(sub) };
+    }
+}
+
+/// Asks CUPTI for the buffers holding completed records (`forced`: all of them).
+pub fn flush(forced: bool) {
+    if let Some(l) = LOADED.get() {
+        let flag = if forced {
+            t::CUpti_ActivityFlag::CUPTI_ACTIVITY_FLAG_FLUSH_FORCED.0
+        } else {
+            0
+        };
+        // SAFETY: CUPTI is loaded and its callbacks registered; any flag value is accepted.
+        unsafe { (l.cupti.functions().activity_flush_all)(flag) };
+    }
+}
+
+/// Records CUPTI dropped in this session.
+pub fn cupti_dropped() -> u64 {
+    CUPTI_DROPPED.load(Ordering::SeqCst)
+}
+
+/// A clock pair: `cuptiGetTimestamp` between two CLOCK_MONOTONIC reads (best of three).
+pub fn clock_pair() -> Option<ClockPair> {
+    let l = LOADED.get()?;
+    let mut best: Option<ClockPair> = None;
+    for _ in 0..3 {
+        let a = monotonic_ns();
+        let c = l.cupti.timestamp().ok()?;
+        let b = monotonic_ns();
+        let pair = ClockPair {
+            cupti_ns: c,
+            mono_ns: a + (b - a) / 2,
+            uncertainty_ns: (b - a) / 2,
+        };
+        if best.is_none_or(|p| pair.uncertainty_ns < p.uncertainty_ns) {
+            best = Some(pair);
+        }
+    }
+    best
+}
+
+/// Flushes everything (bounded by `limit`: the flush runs on a helper thread), then turns
+/// CUPTI off. Returns false when the flush did not finish in time.
+pub fn stop_within(limit: Duration) -> bool {
+    let (tx, rx) = mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name("modelprobe-gpu-flush".into())
+        .spawn(move || {
+            flush(true);
+            let _ = tx.send(());
+        });
+    let finished = spawned.is_ok() && rx.recv_timeout(limit).is_ok();
+    stop();
+    finished
+}
+
+/// Turns activity recording and the API callbacks off (records in flight are discarded).
+pub fn stop() {
+    ACTIVE.store(false, Ordering::SeqCst);
+    let Some(l) = LOADED.get() else {
+        return;
+    };
+    let f = l.cupti.functions();
+    for (kind, _) in KINDS {
+        // SAFETY: a valid activity kind; disabling one that is off is harmless.
+        unsafe { (f.activity_disable)(kind) };
+    }
+    unsubscribe(l.cupti);
+}
+
+/// Keeps this library loaded for the life of the process (CUPTI will hold our callbacks).
+fn pin_self() {
+    // SAFETY: dladdr fills `info` for an address inside this library.
+    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid address and out-pointer.
+    let found = unsafe { libc::dladdr(pin_self as *const c_void, &mut info) };
+    if found == 0 || info.dli_fname.is_null() {
+        return;
+    }
+    // SAFETY: dli_fname is this library's path, NUL-terminated; RTLD_NOLOAD only takes one
+    // more reference to the already loaded library, and RTLD_NODELETE makes it permanent.
+    unsafe {
+        libc::dlopen(
+            info.dli_fname,
+            libc::RTLD_NOW | libc::RTLD_NOLOAD | libc::RTLD_NODELETE,
+        )
+    };
+}
+
+/// True for API functions that queue GPU work (or wait for it): their correlation ids are
+/// what activity records point back to.
+pub fn queues_gpu_work(name: &str) -> bool {
+    const WORDS: [&str; 6] = [
+        "Launch",
+        "Memcpy",
+        "Memset",
+        "Synchronize",
+        "StreamWaitEvent",
+        "EventRecord",
+    ];
+    WORDS.iter().any(|w| name.contains(w)) && !name.contains("Occupancy")
+}
+
+thread_local! {
+    static TID: u32 = {
+        // SAFETY: gettid has no preconditions.
+        unsafe { libc::gettid() as u32 }
+    };
+}
+
+unsafe extern "C" fn api_callback(
+    _userdata: *mut c_void,
+    domain: t::CUpti_CallbackDomain,
+    cbid: t::CUpti_CallbackId,
+    cbdata: *const c_void,
+) {
+    // A panic must never cross into CUDA's frames (it would abort the host process).
+    // SAFETY: forwarded from CUPTI's call.
+    let _ = std::panic::catch_unwind(|| unsafe { on_api(domain, cbid, cbdata) });
+}
+
+/// [`api_callback`]'s body.
+///
+/// # Safety
+/// `cbdata` is what CUPTI passed for `domain`.
+unsafe fn on_api(
+    domain: t::CUpti_CallbackDomain,
+    cbid: t::CUpti_CallbackId,
+    cbdata: *const c_void,
+) {
+    if !ACTIVE.load(Ordering::Relaxed) || cbdata.is_null() {
+        return;
+    }
+    if domain != t::CUpti_CallbackDomain::CUPTI_CB_DOMAIN_RUNTIME_API
+        && domain != t::CUpti_CallbackDomain::CUPTI_CB_DOMAIN_DRIVER_API
+    {
+        return;
+    }
+    // SAFETY: for the runtime and driver domains CUPTI passes a CUpti_CallbackData.
+    let data = unsafe { &*cbdata.cast::<t::CUpti_CallbackData>() };
+    if data.callbackSite != t::CUpti_ApiCallbackSite::CUPTI_API_ENTER {
+        return;
+    }
+    let time_ns = monotonic_ns();
+    let key = (domain.0, cbid);
+    let cached = API_NAMES
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .and_then(|m| m.get(&key).copied());
+    let name_id = match cached {
+        Some(id) => id,
+        None => {
+            // SAFETY: functionName is CUPTI's static NUL-terminated name of the function.
+            let name = (!data.functionName.is_null())
+                .then(|| unsafe { CStr::from_ptr(data.functionName) }.to_string_lossy());
+            let id = name
+                .filter(|n| queues_gpu_work(n))
+                .map(|n| outbox::lock().intern(&n));
+            if let Some(m) = API_NAMES.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+                m.insert(key, id);
+            }
+            id
+        }
+    };
+    let Some(api) = name_id else {
+        return;
+    };
+    let tid = TID.with(|t| *t);
+    outbox::lock().push_launch(WireLaunch {
+        tid,
+        correlation: data.correlationId,
+        time_ns,
+        api,
+        _pad: 0,
+    });
+}
+
+unsafe extern "C" fn buffer_requested(
+    buffer: *mut *mut u8,
+    size: *mut usize,
+    max_records: *mut usize,
+) {
+    let bytes = BUFFER_BYTES.load(Ordering::Relaxed);
+    // SAFETY: aligned_alloc with a power-of-two alignment and a size that is a multiple of it.
+    let ptr = unsafe { libc::aligned_alloc(8, bytes) }.cast::<u8>();
+    // SAFETY: CUPTI passes valid out-pointers.
+    unsafe {
+        *buffer = ptr;
+        *size = if ptr.is_null() { 0 } else { bytes };
+        *max_records = 0;
+    }
+}
+
+unsafe extern "C" fn buffer_completed(
+    context: t::CUcontext,
+    stream_id: u32,
+    buffer: *mut u8,
+    _size: usize,
+    valid: usize,
+) {
+    // SAFETY: forwarded from CUPTI's call; a panic is stopped here, not in CUPTI's frames.
+    let _ = std::panic::catch_unwind(|| unsafe { on_buffer(context, stream_id, buffer, valid) });
+    // SAFETY: `buffer` came from aligned_alloc in `buffer_requested` (or is null).
+    unsafe { libc::free(buffer.cast()) };
+}
+
+/// [`buffer_completed`]'s body: records to the outbox, drop counts.
+///
+/// # Safety
+/// The arguments are CUPTI's for a completed buffer holding `valid` bytes of records.
+unsafe fn on_buffer(context: t::CUcontext, stream_id: u32, buffer: *mut u8, valid: usize) {
+    if let Some(l) = LOADED.get() {
+        let f = l.cupti.functions();
+        if ACTIVE.load(Ordering::Relaxed) {
+            let mut record: *mut t::CUpti_Activity = std::ptr::null_mut();
+            let mut out = outbox::lock();
+            loop {
+                // SAFETY: `buffer` holds `valid` bytes of records CUPTI wrote; `record` is
+                // the cursor CUPTI advances.
+                let r = unsafe { (f.activity_get_next_record)(buffer, valid, &mut record) };
+                if r != t::CUptiResult::CUPTI_SUCCESS {
+                    break;
+                }
+                // SAFETY: a record CUPTI just returned from this buffer, read with the
+                // layout of the CUPTI that wrote it; the buffer is freed only below.
+                let activity = unsafe { decode_raw(&l.layout, record) };
+                convert(&activity, &mut out);
+            }
+        }
+        let mut dropped = 0usize;
+        // SAFETY: the context and stream CUPTI passed, and a valid out-pointer.
+        let r = unsafe { (f.activity_get_num_dropped_records)(context, stream_id, &mut dropped) };
+        if r == t::CUptiResult::CUPTI_SUCCESS && dropped > 0 {
+            CUPTI_DROPPED.fetch_add(dropped as u64, Ordering::Relaxed);
+        }
+    }
+}
+
+fn copy_name(kind: MemcpyKind) -> String {
+    match kind {
+        MemcpyKind::Other(n) => format!("memcpy kind {n}"),
+        k => format!("{k:?}"),
+    }
+}
+
+fn sync_name(kind: SyncType) -> &'static str {
+    match kind {
+        SyncType::EventSynchronize => "event synchronize",
+        SyncType::StreamWaitEvent => "stream wait event",
+        SyncType::StreamSynchronize => "stream synchronize",
+        SyncType::ContextSynchronize => "context synchronize",
+        SyncType::Unknown | SyncType::Other(_) => "synchronize",
+    }
+}
+
+/// Turns one decoded record into what the agent gets (kinds it does not use are skipped).
+pub fn convert(activity: &Activity, out: &mut outbox::Outbox) {
+    let no_peer = u32::MAX;
+    let op = match activity {
+        Activity::Kernel(k) => {
+            // SAFETY: called while the buffer holding the record is alive; the name is
+            // CUPTI's, kept for the life of the kernel's module.
+            let name = unsafe { k.name.to_string_lossy() }.unwrap_or_else(|| "?".into());
+            WireOp {
+                kind: op::KERNEL,
+                device: k.device_id,
+                context: k.context_id,
+                stream: k.stream_id,
+                correlation: k.correlation_id,
+                name: out.intern(&name),
+                start: k.start,
+                end: k.end,
+                grid: k.grid,
+                block: k.block,
+                registers: u32::from(k.registers_per_thread),
+                shared_static: k.static_shared_memory,
+                shared_dynamic: k.dynamic_shared_memory,
+                graph_id: k.graph_id,
+                graph_node: k.graph_node_id,
+                ..Default::default()
+            }
+        }
+        Activity::Memcpy(m) => WireOp {
+            kind: op::MEMCPY,
+            device: m.device_id,
+            context: m.context_id,
+            stream: m.stream_id,
+            correlation: m.correlation_id,
+            name: out.intern(&copy_name(m.copy_kind)),
+            start: m.start,
+            end: m.end,
+            graph_id: m.graph_id,
+            graph_node: m.graph_node_id,
+            bytes: m.bytes,
+            aux: no_peer,
+            aux2: no_peer,
+            ..Default::default()
+        },
+        Activity::MemcpyPeer(m) => WireOp {
+            kind: op::MEMCPY,
+            device: m.device_id,
+            context: m.context_id,
+            stream: m.stream_id,
+            correlation: m.correlation_id,
+            name: out.intern(&copy_name(m.copy_kind)),
+            start: m.start,
+            end: m.end,
+            graph_id: m.graph_id,
+            graph_node: m.graph_node_id,
+            bytes: m.bytes,
+            aux: m.src_device_id,
+            aux2: m.dst_device_id,
+            ..Default::default()
+        },
+        Activity::Memset(m) => WireOp {
+            kind: op::MEMSET,
+            device: m.device_id,
+            context: m.context_id,
+            stream: m.stream_id,
+            correlation: m.correlation_id,
+            name: out.intern("memset"),
+            start: m.start,
+            end: m.end,
+            graph_id: m.graph_id,
+            graph_node: m.graph_node_id,
+            bytes: m.bytes,
+            aux: m.value,
+            ..Default::default()
+        },
+        Activity::Synchronization(s) => WireOp {
+            kind: op::SYNC,
+            device: u32::MAX,
+            context: s.context_id,
+            stream: s.stream_id.unwrap_or(0),
+            correlation: s.correlation_id,
+            name: out.intern(sync_name(s.sync_type)),
+            start: s.start,
+            end: s.end,
+            ..Default::default()
+        },
+        Activity::Marker(m) => {
+            let mut ranges = OPEN_RANGES.lock().unwrap_or_else(|p| p.into_inner());
+            let ranges = ranges.get_or_insert_with(HashMap::new);
+            if m.flags.is_start() {
+                // SAFETY: as for kernel names; NVTX strings are copied by CUPTI.
+                let name = unsafe { m.name.to_string_lossy() }.unwrap_or_default();
+                ranges.insert(m.id, (out.intern(&name), m.timestamp));
+                return;
+            }
+            if !m.flags.is_end() {
+                return;
+            }
+            let Some((name, start)) = ranges.remove(&m.id) else {
+                return;
+            };
+            WireOp {
+                kind: op::RANGE,
+                device: u32::MAX,
+                name,
+                start,
+                end: m.timestamp,
+                ..Default::default()
+            }
+        }
+        _ => return,
+    };
+    out.push_op(op);
+}
+
+/// For tests: a CUPTI string pointer's text.
+#[cfg(test)]
+fn text(p: *const std::ffi::c_char) -> String {
+    // SAFETY: tests pass NUL-terminated literals.
+    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cupti_sys::{Kernel, Marker, MarkerFlags, Memcpy, MemoryKind, RawCStr};
+
+    #[test]
+    fn api_filter_keeps_calls_that_queue_work() {
+        for n in [
+            "cudaLaunchKernel",
+            "cuLaunchKernel",
+            "cudaMemcpyAsync",
+            "cuMemcpyHtoDAsync_v2",
+            "cudaMemsetAsync",
+            "cudaStreamSynchronize",
+            "cudaGraphLaunch",
+            "cudaEventRecord",
+        ] {
+            assert!(queues_gpu_work(n), "{n}");
+        }
+        for n in [
+            "cudaGetDevice",
+            "cudaOccupancyMaxActiveBlocksPerMultiprocessor",
+            "cudaMalloc",
+            "cuCtxGetCurrent",
+        ] {
+            assert!(!queues_gpu_work(n), "{n}");
+        }
+    }
+
+    #[test]
+    fn records_convert_to_wire_ops() {
+        let mut out = outbox::Outbox::new();
+        let name = c"_Z6matmulPfS_S_i";
+        assert_eq!(text(name.as_ptr()), "_Z6matmulPfS_S_i");
+        let kernel = Activity::Kernel(Kernel {
+            concurrent: true,
+            name: RawCStr::new(name.as_ptr()),
+            start: 100,
+            end: 250,
+            device_id: 1,
+            context_id: 2,
+            stream_id: 7,
+            correlation_id: 42,
+            grid: [8, 1, 1],
+            block: [256, 1, 1],
+            registers_per_thread: 32,
+            static_shared_memory: 1024,
+            dynamic_shared_memory: 0,
+            local_memory_per_thread: 0,
+            graph_id: 0,
+            graph_node_id: 0,
+        });
+        convert(&kernel, &mut out);
+        let copy = Activity::Memcpy(Memcpy {
+            copy_kind: MemcpyKind::HtoD,
+            src_kind: MemoryKind::Pinned,
+            dst_kind: MemoryKind::Device,
+            bytes: 1 << 20,
+            is_async: true,
+            start: 300,
+            end: 400,
+            device_id: 1,
+            context_id: 2,
+            stream_id: 7,
+            correlation_id: 43,
+            runtime_correlation_id: 0,
+            graph_id: 0,
+            graph_node_id: 0,
+        });
+        convert(&copy, &mut out);
+        let range = c"forward";
+        for (flags, ts) in [(2, 10), (4, 500)] {
+            convert(
+                &Activity::Marker(Marker {
+                    flags: MarkerFlags(flags),
+                    timestamp: ts,
+                    id: 9,
+                    name: RawCStr::new(if flags == 2 {
+                        range.as_ptr()
+                    } else {
+                        std::ptr::null()
+                    }),
+                    domain: RawCStr::new(std::ptr::null()),
+                }),
+                &mut out,
+            );
+        }
+        let batch = out.take();
+        assert_eq!(batch.ops.len(), 3);
+        let k = &batch.ops[0];
+        assert_eq!((k.kind, k.correlation, k.stream), (op::KERNEL, 42, 7));
+        assert_eq!((k.grid, k.block, k.registers), ([8, 1, 1], [256, 1, 1], 32));
+        let c = &batch.ops[1];
+        assert_eq!((c.kind, c.bytes, c.aux), (op::MEMCPY, 1 << 20, u32::MAX));
+        let r = &batch.ops[2];
+        assert_eq!((r.kind, r.start, r.end), (op::RANGE, 10, 500));
+        let names: Vec<&str> = batch.names.iter().map(|(_, n)| n.as_str()).collect();
+        assert_eq!(names, ["_Z6matmulPfS_S_i", "HtoD", "forward"]);
+        assert_eq!(batch.names[c.name as usize].1, "HtoD");
+    }
+}

@@ -1,0 +1,346 @@
+//! GPU timings through the CUPTI injection library, as root, without a GPU.
+//!
+//! `modelprobe run` sets `CUDA_INJECTION64_PATH`; the stand-in `libcuda.so.1` loads the library
+//! at `cuInit` as the real driver does; the library finds a libcupti, and the agent asks it for
+//! GPU activity. With the stand-in CUPTI (`tests/fixtures/cupti_standin.rs`: real function
+//! names, records laid out by the real header structs, GPU timestamps on another clock) the
+//! whole path runs: subscribe, API callbacks, activity buffers, clock pairs, the agent's
+//! join to eBPF launch stacks, and the outputs. Without it, or with CUPTI "held by another
+//! tool", the target must run unchanged and the recording must say why GPU timings are off.
+use std::{path::Path, process::Command, time::Duration};
+
+use modelprobe_tests::*;
+use serde_json::Value;
+
+/// The stand-in libcupti, built by `cargo test` as an example cdylib.
+fn cupti_standin() -> std::path::PathBuf {
+    let p = target_dir().join("examples/libcupti_standin.so");
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo xtask test`",
+        p.display()
+    );
+    p
+}
+
+/// Runs mp-cuda-app under `modelprobe run` with `env`; returns the recording and stderr.
+fn run_cuda_app(
+    name: &str,
+    env: &[(&str, &std::ffi::OsStr)],
+) -> (Value, String, std::path::PathBuf) {
+    let fixtures = fixture_lib_dir();
+    let out = scratch_dir(name);
+    let result = run_with_timeout(
+        Command::new(modelprobe_bin())
+            .args(["run", "-o"])
+            .arg(&out)
+            .arg("--")
+            .arg(fixtures.join("mp-cuda-app"))
+            .env("MP_CUDA_DIR", fixtures.join("cuda"))
+            // The library appears at cuInit; give the agent time to connect before the calls.
+            .env("MP_CUDA_SETTLE_MS", "1500")
+            .env_remove("CUDA_INJECTION64_PATH")
+            .env_remove("MODELPROBE_CUPTI")
+            .envs(env.iter().copied()),
+        Duration::from_secs(90),
+    );
+    let stderr = String::from_utf8_lossy(&result.stderr).into_owned();
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    assert!(result.status.success(), "{stderr}");
+    // The target's own output is unchanged by the library.
+    assert!(
+        stdout.contains("done err=1"),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+    (read_recording(&out), stderr, out)
+}
+
+fn ops_of<'a>(rec: &'a Value, kind: &str) -> Vec<&'a Value> {
+    rec["gpu"]["ops"]
+        .as_array()
+        .map(|ops| ops.iter().filter(|o| o["kind"] == kind).collect())
+        .unwrap_or_default()
+}
+
+fn frame_names(rec: &Value, stack: u64) -> Vec<String> {
+    rec["stacks"][stack as usize]
+        .as_array()
+        .expect("stack")
+        .iter()
+        .map(|f| {
+            rec["frames"][f.as_u64().unwrap() as usize]["name"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn gpu_activity_is_recorded_and_joined_to_launch_stacks() {
+    if !require_bpf("gpu_activity_is_recorded_and_joined_to_launch_stacks") {
+        return;
+    }
+    let _bpf = bpf_lock();
+    let cupti = cupti_standin();
+    let (rec, stderr, out) =
+        run_cuda_app("gpu-standin", &[("MODELPROBE_CUPTI", cupti.as_os_str())]);
+    assert!(stderr.contains("GPU timings on for pid"), "{stderr}");
+    let sources = rec["gpu"]["sources"].as_array().expect("GPU sources");
+    assert_eq!(sources.len(), 1, "{sources:?}");
+    assert_eq!(sources[0]["state"], "on");
+    assert_eq!(sources[0]["cupti_version"], 130001);
+    assert_eq!(sources[0]["dropped"], 0);
+    // The stand-in's GPU clock is CLOCK_REALTIME: NTP may slew it, but not by much.
+    let drift = sources[0]["drift_ns_per_min"]
+        .as_f64()
+        .expect("drift measured");
+    assert!(drift.abs() < 100_000.0, "drift {drift} ns/min");
+
+    // Exactly what mp-cuda-app queued: 5 launches, 2 copies of 64 MiB, 1 device sync; the
+    // failing cudaMemcpy queued nothing.
+    let names = rec["gpu"]["names"].as_array().expect("names");
+    let kernels = ops_of(&rec, "kernel");
+    assert_eq!(kernels.len(), 5, "{:?}", rec["gpu"]);
+    for k in &kernels {
+        assert_eq!(
+            names[k["name"].as_u64().unwrap() as usize],
+            "_Z9vectorAddPKfS0_Pfi"
+        );
+        assert_eq!(k["grid"], serde_json::json!([256, 2, 1]));
+        assert_eq!(k["block"], serde_json::json!([128, 1, 1]));
+        assert_eq!(
+            k["end_ns"].as_u64().unwrap() - k["start_ns"].as_u64().unwrap(),
+            50_000
+        );
+    }
+    let copies = ops_of(&rec, "memcpy");
+    let dirs: Vec<(&str, u64)> = copies
+        .iter()
+        .map(|c| {
+            (
+                c["direction"].as_str().unwrap(),
+                c["bytes"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(dirs, [("HtoD", 64 << 20), ("DtoH", 64 << 20)]);
+    assert_eq!(ops_of(&rec, "sync").len(), 1);
+
+    // Every op is joined, by correlation id, to the eBPF span of the call that queued it,
+    // and moved onto the recording's clock: after its launch, inside the recording.
+    let spans = rec["spans"].as_array().expect("spans");
+    let probes = rec["probes"].as_array().expect("probes");
+    let (start, end) = (
+        rec["meta"]["start_ns"].as_u64().unwrap(),
+        rec["meta"]["end_ns"].as_u64().unwrap(),
+    );
+    for op in rec["gpu"]["ops"].as_array().unwrap() {
+        let span = &spans[op["launch_span"].as_u64().expect("joined to a span") as usize];
+        let func = probes[span["probe"].as_u64().unwrap() as usize]["function"]
+            .as_str()
+            .unwrap();
+        let expected = match op["kind"].as_str().unwrap() {
+            "kernel" => "cudaLaunchKernel",
+            "memcpy" => "cudaMemcpy",
+            _ => "cudaDeviceSynchronize",
+        };
+        assert_eq!(func, expected, "{op}");
+        let op_start = op["start_ns"].as_u64().unwrap();
+        assert!(
+            op_start >= span["start_ns"].as_u64().unwrap(),
+            "GPU start before its launch: {op}"
+        );
+        assert!(
+            op_start >= start && op["end_ns"].as_u64().unwrap() <= end + 1_000_000_000,
+            "{op}"
+        );
+    }
+    // Launches and copies kept their calling stack: main called them.
+    for k in kernels.iter().chain(&copies) {
+        let span = &spans[k["launch_span"].as_u64().unwrap() as usize];
+        let stack = frame_names(&rec, span["stack"].as_u64().expect("launch stack kept"));
+        assert_eq!(
+            stack.last().map(String::as_str),
+            Some(if k["kind"] == "kernel" {
+                "cudaLaunchKernel"
+            } else {
+                "cudaMemcpy"
+            }),
+            "{stack:?}"
+        );
+        assert!(stack.iter().any(|f| f == "main"), "{stack:?}");
+    }
+    // The GPU flame graph charges GPU time to those stacks.
+    let svg = std::fs::read_to_string(out.join("gpu-flamegraph.svg")).expect("gpu-flamegraph.svg");
+    assert!(
+        svg.contains("vectorAdd") && svg.contains("main"),
+        "flame graph lacks the kernel or its caller"
+    );
+}
+
+#[test]
+fn cupti_held_by_another_tool_leaves_uprobe_tracing_and_says_so() {
+    if !require_bpf("cupti_held_by_another_tool_leaves_uprobe_tracing_and_says_so") {
+        return;
+    }
+    let _bpf = bpf_lock();
+    let cupti = cupti_standin();
+    let (rec, stderr, _) = run_cuda_app(
+        "gpu-busy",
+        &[
+            ("MODELPROBE_CUPTI", cupti.as_os_str()),
+            ("MP_CUPTI_BUSY", "1".as_ref()),
+        ],
+    );
+    let src = &rec["gpu"]["sources"][0];
+    assert_eq!(src["state"], "busy", "{src}");
+    assert!(
+        src["message"]
+            .as_str()
+            .unwrap()
+            .contains("another tool already holds CUPTI"),
+        "{src}"
+    );
+    assert!(
+        stderr.contains("another tool already holds CUPTI"),
+        "{stderr}"
+    );
+    assert!(ops_of(&rec, "kernel").is_empty());
+    // The CUDA calls are still spans (the probe pack does not need CUPTI).
+    let launches = rec["spans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| {
+            rec["probes"][s["probe"].as_u64().unwrap() as usize]["function"] == "cudaLaunchKernel"
+        })
+        .count();
+    assert_eq!(launches, 5);
+}
+
+#[test]
+fn without_a_libcupti_the_target_runs_unchanged_and_the_reason_is_recorded() {
+    if !require_bpf("without_a_libcupti_the_target_runs_unchanged_and_the_reason_is_recorded") {
+        return;
+    }
+    let _bpf = bpf_lock();
+    if Path::new("/usr/local/cuda").exists() {
+        eprintln!("note: a CUDA toolkit is installed here; a real libcupti may be found");
+    }
+    let (rec, _, _) = run_cuda_app("gpu-no-cupti", &[]);
+    let src = &rec["gpu"]["sources"][0];
+    if src["state"] == "on" {
+        return; // a real CUPTI was found (a machine with CUDA): nothing to check here
+    }
+    assert_eq!(src["state"], "no-cupti", "{src}");
+    assert!(
+        src["message"]
+            .as_str()
+            .unwrap()
+            .contains("no usable libcupti"),
+        "{src}"
+    );
+    assert!(rec["gpu"]["ops"].as_array().is_none_or(|o| o.is_empty()));
+}
+
+#[test]
+fn the_library_in_a_process_without_cuda_says_so_and_stays_harmless() {
+    if !require_bpf("the_library_in_a_process_without_cuda_says_so_and_stays_harmless") {
+        return;
+    }
+    let _bpf = bpf_lock();
+    let dir = scratch_dir("gpu-lib");
+    let written = Command::new(modelprobe_bin())
+        .args(["gpu-library", "--dir"])
+        .arg(&dir)
+        .output()
+        .expect("run gpu-library");
+    assert!(
+        written.status.success(),
+        "{}",
+        String::from_utf8_lossy(&written.stderr)
+    );
+    let lib = String::from_utf8(written.stdout)
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(Path::new(&lib).exists(), "{lib}");
+    // Preloaded into the CPU-only workload, the library's initializer starts its listener;
+    // the agent reaches it, and it answers that there is no CUDA here.
+    let out = scratch_dir("gpu-no-cuda");
+    let result = run_with_timeout(
+        Command::new(modelprobe_bin())
+            .args(["run", "-o"])
+            .arg(&out)
+            .arg("--")
+            .arg(workload_bin())
+            .args(["--seconds", "2"])
+            .env("LD_PRELOAD", &lib),
+        Duration::from_secs(60),
+    );
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(result.status.success(), "{stderr}");
+    assert!(
+        String::from_utf8_lossy(&result.stdout).contains("checksum"),
+        "workload output changed"
+    );
+    let rec = read_recording(&out);
+    let src = &rec["gpu"]["sources"][0];
+    assert_eq!(src["state"], "no-cuda", "{src}");
+    assert!(
+        src["message"]
+            .as_str()
+            .unwrap()
+            .contains("no CUDA in process"),
+        "{src}"
+    );
+    // A bad folder is one clear line and a non-zero exit.
+    let bad = Command::new(modelprobe_bin())
+        .args(["gpu-library", "--dir", "/proc/nope"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    let msg = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(msg.trim().lines().count(), 1, "{msg}");
+}
+
+#[test]
+fn an_execd_child_gets_gpu_timings_too() {
+    if !require_bpf("an_execd_child_gets_gpu_timings_too") {
+        return;
+    }
+    let _bpf = bpf_lock();
+    let fixtures = fixture_lib_dir();
+    let out = scratch_dir("gpu-child");
+    // The CUDA work happens in a child the shell forks and execs (as vLLM's EngineCore).
+    let app = fixtures.join("mp-cuda-app");
+    let result = run_with_timeout(
+        Command::new(modelprobe_bin())
+            .args(["run", "-o"])
+            .arg(&out)
+            .args(["--", "sh", "-c"])
+            .arg(format!("{} && echo child-ok", app.display()))
+            .env("MP_CUDA_DIR", fixtures.join("cuda"))
+            .env("MP_CUDA_SETTLE_MS", "1500")
+            .env("MODELPROBE_CUPTI", cupti_standin())
+            .env_remove("CUDA_INJECTION64_PATH"),
+        Duration::from_secs(90),
+    );
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(result.status.success(), "{stderr}");
+    assert!(String::from_utf8_lossy(&result.stdout).contains("child-ok"));
+    let rec = read_recording(&out);
+    let target = rec["meta"]["target_pid"].as_u64().unwrap();
+    let src = &rec["gpu"]["sources"][0];
+    assert_eq!(src["state"], "on", "{src}");
+    assert_ne!(
+        src["pid"].as_u64().unwrap(),
+        target,
+        "the GPU work is the child's"
+    );
+    assert_eq!(ops_of(&rec, "kernel").len(), 5);
+    assert!(ops_of(&rec, "kernel")
+        .iter()
+        .all(|k| k["pid"] == src["pid"]));
+}
