@@ -36,6 +36,10 @@ pub enum Error {
     #[error("needs root or CAP_BPF+CAP_PERFMON (and CAP_SYS_PTRACE to read other processes): run with sudo")]
     Permission,
 
+    /// Loading the GPU library into a running process failed (`attach --gpu`).
+    #[error("{0}")]
+    Inject(#[from] crate::inject::InjectError),
+
     /// This build has no CUPTI injection library embedded.
     #[error("this modelprobe was built without its GPU library: run `cargo xtask build-inject`, then rebuild")]
     MissingGpuLibrary,
@@ -139,6 +143,7 @@ impl Error {
             Error::CommandNotFound { .. } => exit_code::COMMAND_NOT_FOUND,
             Error::MissingBpfObject
             | Error::MissingGpuLibrary
+            | Error::Inject(_)
             | Error::Bpf { .. }
             | Error::BadRecording { .. }
             | Error::Io { .. } => exit_code::FAILURE,

@@ -78,6 +78,22 @@ pub struct RecordOptions {
     /// `CUDA_INJECTION64_PATH` for the command, and every target process where the library
     /// is loaded is asked for its GPU activity.
     pub gpu_trace: bool,
+    /// `attach`: when to load the library into target processes that lack it (ptrace).
+    pub inject: InjectMode,
+    /// `attach`: unload a library loaded live when the recording ends.
+    pub retract: bool,
+}
+
+/// When `attach` loads the GPU library into a running process ([`crate::inject`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InjectMode {
+    /// Never (`--no-inject`): GPU timings only where the library was set up at launch.
+    Never,
+    /// Into each process of the target's tree that has loaded the CUDA driver (the default);
+    /// a failure is a warning.
+    IfCuda,
+    /// Into the target whether or not it uses CUDA yet (`--gpu`); a failure is an error.
+    Always,
 }
 
 impl RecordOptions {
@@ -102,6 +118,8 @@ impl RecordOptions {
             progress: false,
             gpu_metrics: Some(crate::gpu::nvml::DEFAULT_INTERVAL),
             gpu_trace: true,
+            inject: InjectMode::IfCuda,
+            retract: false,
         }
     }
 }
@@ -330,6 +348,16 @@ pub fn record(opts: &RecordOptions) -> Result<Outcome> {
     let mut gpu = opts
         .gpu_trace
         .then(|| crate::gpu::client::GpuClient::new(Default::default()));
+    let injected = match (&opts.target, opts.gpu_trace) {
+        (Target::Pid(pid), true) => match inject_live(*pid, opts.inject) {
+            Ok(list) => list,
+            Err(e) => {
+                drop(sampler);
+                return Err(e);
+            }
+        },
+        _ => Vec::new(),
+    };
     let end_reason;
     let progress = crate::progress::Progress::new(opts.progress);
     let mut last_progress = Instant::now();
@@ -462,6 +490,18 @@ pub fn record(opts: &RecordOptions) -> Result<Outcome> {
             log::info!("{line}");
         }
         crate::gpu::merge::merge(&mut recording, collected, &not_injected);
+        for s in &mut recording.gpu.sources {
+            if let Some(i) = injected.iter().find(|i| i.pid == s.pid) {
+                s.message.push_str(&format!(
+                    " (library loaded live: thread {} held {:.2} ms)",
+                    i.tid,
+                    i.pause.as_secs_f64() * 1e3
+                ));
+            }
+        }
+    }
+    if opts.retract {
+        retract_all(&injected);
     }
     let (total_cpu_ns, peak_rss_kib) = AgentUsage::now();
     recording.meta.agent = Some(AgentUsage {
@@ -480,6 +520,73 @@ pub fn record(opts: &RecordOptions) -> Result<Outcome> {
         &files,
     );
     Ok(Outcome { recording, files })
+}
+
+/// Loads the GPU library into `root` and its descendants that use CUDA (or into `root` alone,
+/// whatever it uses, for [`InjectMode::Always`]), unless it is already there.
+fn inject_live(root: u32, mode: InjectMode) -> Result<Vec<crate::inject::Injected>> {
+    use crate::gpu::{client, library};
+    if mode == InjectMode::Never {
+        return Ok(Vec::new());
+    }
+    let mut candidates = vec![root];
+    candidates.extend(target::descendants(root));
+    let mut done = Vec::new();
+    for pid in candidates {
+        if client::library_listening(pid) {
+            log::info!("pid {pid} already has the GPU library");
+            continue;
+        }
+        let forced = mode == InjectMode::Always && pid == root;
+        if !forced && !client::uses_cuda(pid) {
+            continue;
+        }
+        let bytes = match library::bytes() {
+            Ok(b) => b,
+            Err(e) if forced => return Err(e),
+            Err(e) => {
+                log::warn!("GPU timings off for pid {pid}: {e}");
+                continue;
+            }
+        };
+        let opts = crate::inject::InjectOptions::default();
+        match crate::inject::inject(pid, bytes, "modelprobe-gpu", &opts) {
+            Ok(inj) => {
+                log::info!(
+                    "loaded the GPU library into pid {pid} (thread {} held {:.2} ms)",
+                    inj.tid,
+                    inj.pause.as_secs_f64() * 1e3
+                );
+                done.push(inj);
+            }
+            Err(e) if forced => return Err(e.into()),
+            Err(e) => log::warn!(
+                "GPU timings off for pid {pid}: could not load the GPU library: {e} \
+                 (--no-inject skips this)"
+            ),
+        }
+    }
+    Ok(done)
+}
+
+/// `--retract`: unloads what [`inject_live`] loaded.
+fn retract_all(injected: &[crate::inject::Injected]) {
+    let opts = crate::inject::InjectOptions::default();
+    for inj in injected {
+        match crate::inject::retract(inj, &opts) {
+            Ok(pause) => log::info!(
+                "unloaded the GPU library from pid {} (held {:.2} ms)",
+                inj.pid,
+                pause.as_secs_f64() * 1e3
+            ),
+            Err(crate::inject::InjectError::StopFailed { code: 1, .. }) => log::info!(
+                "the GPU library stays in pid {}, idle: CUPTI keeps callbacks into it (one \
+                 sleeping thread; CUPTI is off)",
+                inj.pid
+            ),
+            Err(e) => log::warn!("could not unload the GPU library from pid {}: {e}", inj.pid),
+        }
+    }
 }
 
 /// How long the end of a recording waits for the injection libraries' final flush.

@@ -344,3 +344,124 @@ fn an_execd_child_gets_gpu_timings_too() {
         .iter()
         .all(|k| k["pid"] == src["pid"]));
 }
+
+#[test]
+fn attach_loads_the_library_live_into_a_cuda_process_started_without_it() {
+    if !require_bpf("attach_loads_the_library_live_into_a_cuda_process_started_without_it") {
+        return;
+    }
+    let _bpf = bpf_lock();
+    let fixtures = fixture_lib_dir();
+    // Started with no preparation: no CUDA_INJECTION64_PATH. It loads CUDA at once, then
+    // waits 3 s before its calls.
+    let mut app = Command::new(fixtures.join("mp-cuda-app"));
+    app.env("MP_CUDA_DIR", fixtures.join("cuda"))
+        .env("MP_CUDA_SETTLE_MS", "3000")
+        .env("MODELPROBE_CUPTI", cupti_standin())
+        .env_remove("CUDA_INJECTION64_PATH")
+        .stdout(std::process::Stdio::piped());
+    let mut child = KillOnDrop(app.spawn().expect("start mp-cuda-app"));
+    let pid = child.0.id();
+    // Wait until it has mapped the driver.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .unwrap_or_default()
+        .contains("libcuda.so.1")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "mp-cuda-app never loaded libcuda"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = scratch_dir("gpu-live");
+    let result = run_with_timeout(
+        Command::new(modelprobe_bin())
+            .args(["attach", "--pid", &pid.to_string(), "-o"])
+            .arg(&out),
+        Duration::from_secs(90),
+    );
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(result.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("loaded the GPU library into pid {pid}")),
+        "{stderr}"
+    );
+    let mut output = String::new();
+    std::io::Read::read_to_string(&mut child.0.stdout.take().unwrap(), &mut output).unwrap();
+    assert!(
+        output.contains("done err=1"),
+        "the target's behaviour changed: {output}"
+    );
+    let rec = read_recording(&out);
+    let src = &rec["gpu"]["sources"][0];
+    assert_eq!(src["state"], "on", "{src}");
+    assert!(
+        src["message"]
+            .as_str()
+            .unwrap()
+            .contains("library loaded live"),
+        "{src}"
+    );
+    let kernels = ops_of(&rec, "kernel");
+    assert_eq!(kernels.len(), 5, "{:?}", rec["gpu"]);
+    assert!(
+        kernels.iter().all(|k| k["launch_span"].is_u64()),
+        "every kernel joined"
+    );
+}
+
+#[test]
+fn attach_gpu_retract_leaves_a_process_without_cuda_as_it_was() {
+    if !require_bpf("attach_gpu_retract_leaves_a_process_without_cuda_as_it_was") {
+        return;
+    }
+    let _bpf = bpf_lock();
+    let workload = start_workload(&["--seconds", "30"]);
+    let pid = workload.0.id();
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count()
+    };
+    let before = fds();
+    let out = scratch_dir("gpu-retract");
+    let result = run_with_timeout(
+        Command::new(modelprobe_bin())
+            .args([
+                "attach",
+                "--pid",
+                &pid.to_string(),
+                "--gpu",
+                "--retract",
+                "--duration",
+                "2s",
+                "-o",
+            ])
+            .arg(&out),
+        Duration::from_secs(60),
+    );
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(result.status.success(), "{stderr}");
+    assert!(stderr.contains("unloaded the GPU library"), "{stderr}");
+    let rec = read_recording(&out);
+    assert_eq!(rec["gpu"]["sources"][0]["state"], "no-cuda");
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    assert!(
+        !maps.contains("modelprobe-gpu"),
+        "the library is still mapped"
+    );
+    assert_eq!(fds(), before, "descriptors left in the target");
+    assert!(
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .count()
+            >= 1
+    );
+    // --gpu and --no-inject contradict each other: a usage error.
+    let bad = Command::new(modelprobe_bin())
+        .args(["attach", "--pid", &pid.to_string(), "--gpu", "--no-inject"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+}

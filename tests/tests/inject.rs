@@ -581,3 +581,62 @@ fn clear_errors_for_a_traced_or_missing_process_and_a_bad_library() {
     assert!(status.success(), "{status}");
     assert_eq!(got, ["read bye"]);
 }
+
+#[test]
+fn a_constructor_that_crashes_or_hangs_is_abandoned_and_the_process_goes_on() {
+    if !require_ptrace("a_constructor_that_crashes_or_hangs_is_abandoned_and_the_process_goes_on") {
+        return;
+    }
+    let _serial = serial();
+    let opts = InjectOptions {
+        call_timeout: Duration::from_millis(300),
+        ..InjectOptions::default()
+    };
+    for (flag, want) in [
+        (
+            "crash",
+            "crashed with signal 11 at 0x0; the thread was restored",
+        ),
+        ("hang", ""),
+    ] {
+        let mut t = Target::start(&["read"]);
+        let pid = t.pid();
+        std::thread::sleep(Duration::from_millis(100)); // into read()
+        let fds = fd_count(pid);
+        let flag_file = PathBuf::from(format!("/tmp/mp-inject-{pid}.{flag}"));
+        std::fs::write(&flag_file, "").expect("writing the flag file");
+        let e = inject::inject(pid, &image(), "mp-inject-test", &opts).expect_err(flag);
+        let _ = std::fs::remove_file(&flag_file);
+        let msg = e.to_string();
+        if flag == "crash" {
+            assert!(
+                matches!(e, InjectError::Crashed { signal: 11, .. }),
+                "{e:?}"
+            );
+            assert!(
+                msg.starts_with(&format!("dlopen in process {pid} {want}")),
+                "{msg}"
+            );
+            assert_eq!(fd_count(pid), fds, "the memfd was closed again");
+        } else {
+            assert!(matches!(e, InjectError::Timeout { .. }), "{e:?}");
+            assert!(
+                msg.starts_with(&format!(
+                    "timed out after 300 ms waiting for process {pid} to return from dlopen; \
+                     the thread was put back mid-call"
+                )),
+                "{msg}"
+            );
+        }
+        assert_eq!(
+            notes(pid, "loaded"),
+            0,
+            "{flag}: the constructor never finished"
+        );
+        // The held thread went back to its read(), which still works.
+        t.send("still here\n");
+        let (status, got) = t.finish(Duration::from_secs(10));
+        assert!(status.success(), "{flag}: {status}");
+        assert_eq!(got, ["read still here"], "{flag}");
+    }
+}

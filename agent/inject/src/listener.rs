@@ -21,7 +21,8 @@ use modelprobe_common::gpu::socket_name;
 static STARTED_FOR: AtomicU32 = AtomicU32::new(0);
 /// Set by [`stop`]; the thread and any session notice within [`POLL`].
 static STOP: AtomicBool = AtomicBool::new(false);
-static THREAD: Mutex<Option<JoinHandle<()>>> = Mutex::new(None);
+/// The listener thread (a raw pthread: see [`spawn_raw`]).
+static THREAD: Mutex<Option<libc::pthread_t>> = Mutex::new(None);
 
 /// How often a waiting thread looks at [`STOP`].
 pub const POLL: Duration = Duration::from_millis(200);
@@ -47,17 +48,78 @@ pub fn start() {
         return;
     }
     STOP.store(false, Ordering::SeqCst);
-    let spawned = std::thread::Builder::new()
-        .name("modelprobe-gpu".into())
-        .stack_size(256 * 1024)
-        .spawn(move || {
-            if let Err(e) = serve(pid) {
-                debug(&format!("listener for pid {pid} stopped: {e}"));
-            }
-        });
+    let spawned = spawn_raw(c"modelprobe-gpu", move || {
+        if let Err(e) = serve(pid) {
+            debug(&format!("listener for pid {pid} stopped: {e}"));
+        }
+    });
     match spawned {
         Ok(handle) => *THREAD.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle),
         Err(e) => debug(&format!("cannot start the listener thread: {e}")),
+    }
+}
+
+/// Starts `f` on a raw pthread with every signal blocked. Not `std::thread::spawn`: that sets
+/// up Rust thread-locals (with destructors tied to this library) in the *calling* thread, which
+/// is the host's own (the thread that ran `dlopen`), and glibc then refuses to unload the
+/// library for as long as that thread lives, which makes `attach --retract` impossible.
+fn spawn_raw(
+    name: &'static std::ffi::CStr,
+    f: impl FnOnce() + Send + 'static,
+) -> io::Result<libc::pthread_t> {
+    type Job = Box<dyn FnOnce() + Send>;
+    extern "C" fn run(arg: *mut std::ffi::c_void) -> *mut std::ffi::c_void {
+        // SAFETY: `arg` is the Box<Job> leaked by spawn_raw for this thread alone.
+        let job: Box<Job> = unsafe { Box::from_raw(arg.cast()) };
+        // A panic must not unwind into libc's thread start.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+        std::ptr::null_mut()
+    }
+    let job: Box<Job> = Box::new(Box::new(f));
+    let arg = Box::into_raw(job);
+    // SAFETY: plain-data sigsets and attributes initialized by their libc functions; the mask
+    // change is this thread's only and restored right after; `run` takes ownership of `arg`
+    // exactly when pthread_create succeeds, and it is freed here otherwise.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+        libc::pthread_attr_init(&mut attr);
+        libc::pthread_attr_setstacksize(&mut attr, 256 * 1024);
+        let mut thread: libc::pthread_t = 0;
+        let rc = libc::pthread_create(&mut thread, &attr, run, arg.cast());
+        libc::pthread_attr_destroy(&mut attr);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        if rc != 0 {
+            drop(Box::from_raw(arg));
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        libc::pthread_setname_np(thread, name.as_ptr());
+        Ok(thread)
+    }
+}
+
+/// Spawns a thread with every signal blocked: the host's signals must keep reaching the
+/// host's own threads (a handler that counts them, Python's main-thread handlers), never ours.
+pub fn spawn_quiet<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> io::Result<JoinHandle<T>> {
+    // SAFETY: sigset_t is plain data, filled by sigfillset; pthread_sigmask changes only this
+    // thread's mask, which is restored right after the spawn (the new thread inherits it).
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let spawned = std::thread::Builder::new()
+            .name(name.into())
+            .stack_size(256 * 1024)
+            .spawn(f);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        spawned
     }
 }
 
@@ -66,7 +128,8 @@ pub fn stop() {
     STOP.store(true, Ordering::SeqCst);
     let handle = THREAD.lock().unwrap_or_else(|p| p.into_inner()).take();
     if let Some(handle) = handle {
-        let _ = handle.join();
+        // SAFETY: a joinable thread this library created and nobody else joins.
+        unsafe { libc::pthread_join(handle, std::ptr::null_mut()) };
     }
     STARTED_FOR.store(0, Ordering::SeqCst);
 }

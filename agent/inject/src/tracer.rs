@@ -256,12 +256,10 @@ pub fn clock_pair() -> Option<ClockPair> {
 /// CUPTI off. Returns false when the flush did not finish in time.
 pub fn stop_within(limit: Duration) -> bool {
     let (tx, rx) = mpsc::channel();
-    let spawned = std::thread::Builder::new()
-        .name("modelprobe-gpu-flush".into())
-        .spawn(move || {
-            flush(true);
-            let _ = tx.send(());
-        });
+    let spawned = crate::listener::spawn_quiet("modelprobe-gpu-flush", move || {
+        flush(true);
+        let _ = tx.send(());
+    });
     let finished = spawned.is_ok() && rx.recv_timeout(limit).is_ok();
     stop();
     finished

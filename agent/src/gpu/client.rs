@@ -86,8 +86,20 @@ const RETRY: Duration = Duration::from_millis(250);
 /// How often an unconnected process's mappings are read to see whether it uses CUDA.
 const LOOK_AGAIN: Duration = Duration::from_secs(2);
 
+/// True when the GPU library listens in `pid` (its abstract socket is in the process's
+/// network namespace's socket table).
+pub fn library_listening(pid: u32) -> bool {
+    let mut name = [0u8; 40];
+    let n = socket_name(pid, &mut name);
+    let want = format!("@{}", String::from_utf8_lossy(&name[..n]));
+    std::fs::read_to_string(format!("/proc/{pid}/net/unix")).is_ok_and(|t| {
+        t.lines()
+            .any(|l| l.split_whitespace().last() == Some(want.as_str()))
+    })
+}
+
 /// True when `pid` has the CUDA driver mapped.
-fn uses_cuda(pid: u32) -> bool {
+pub fn uses_cuda(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|maps| {
         maps.lines().any(|l| {
             l.rsplit('/')

@@ -1,19 +1,8 @@
 //! Holding one thread of a target: stopping it at a good place, keeping its registers, FPU
 //! state and the signals it is sent while held, and letting it go so that it cannot tell.
 //!
-//! Where the thread is taken decides how it is given back:
-//!
-//! - **in a syscall** that the interrupt cut short (`read`, `nanosleep`, `futex`: the return
-//!   value is `-ERESTART*`), or that had just returned: the registers are put back in a stop
-//!   inside the kernel's signal handling (an interrupt stop), so the kernel itself restarts the
-//!   call after the detach, exactly as after any signal: `-ERESTARTSYS` re-runs it,
-//!   `-ERESTART_RESTARTBLOCK` resumes `nanosleep` with the time left (kept in the thread's
-//!   `restart_block`, which the injector's own system calls do not touch), and a saved signal
-//!   mask (`ppoll`, `pselect`) is put back;
-//! - **at a syscall entry**: the call is replaced by `getpid` now and re-run from its
-//!   instruction after the detach;
-//! - **in user code** (a busy loop that makes no syscall within `wait_for_syscall`): the
-//!   registers are simply put back.
+//! Where the thread is taken, and so how it is given back, is [`boundary`](super::boundary)'s
+//! business.
 //!
 //! Signals that reach the thread while it is held are taken off it (signal-delivery stops) and
 //! sent again after the detach, with their `siginfo` where the kernel allows a forged one
@@ -21,46 +10,13 @@
 use std::time::{Duration, Instant};
 
 use super::{
-    ptrace::{
-        signal_name, FpState, Regs, SigInfo, Stop, SyscallPhase, Tracee, WaitError,
-        AUDIT_ARCH_X86_64,
-    },
+    boundary::{seek_boundary, wait_event, HeldAt, ERESTART_RESTARTBLOCK},
+    ptrace::{signal_name, FpState, Regs, SigInfo, Stop, Tracee, WaitError},
     InjectError, InjectOptions,
 };
 
 /// What a timeout left behind, when the held thread could be put back.
 pub(super) const RESTORED: &str = "the process was restored";
-
-/// `-ERESTARTSYS`, `-ERESTARTNOINTR`, `-ERESTARTNOHAND`, `-ERESTART_RESTARTBLOCK`.
-fn is_restart(rax: u64) -> bool {
-    matches!(rax as i64, -512 | -513 | -514 | -516)
-}
-const ERESTART_RESTARTBLOCK: i64 = -516;
-
-/// Syscalls malloc makes while it holds an arena lock: a thread stopped at one of them would
-/// deadlock a `dlopen` that allocates.
-fn is_memory_syscall(nr: u64) -> bool {
-    [
-        libc::SYS_mmap,
-        libc::SYS_munmap,
-        libc::SYS_mprotect,
-        libc::SYS_brk,
-        libc::SYS_mremap,
-        libc::SYS_madvise,
-    ]
-    .contains(&(nr as i64))
-}
-
-/// Where the held thread was taken (see the module docs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum HeldAt {
-    /// In user code; registers are put back as they were.
-    User,
-    /// At the entry of syscall `nr`; it is re-run after the detach.
-    SyscallEntry(u64),
-    /// Inside syscall `nr`, interrupted (or just returned); put back in the kernel's signal path.
-    InSyscall(u64),
-}
 
 /// A thread held stopped by this (tracer) thread.
 pub(super) struct Held {
@@ -84,6 +40,9 @@ pub(super) struct Held {
     stashed: Vec<SigInfo>,
     /// When the thread stopped where it is held.
     since: Instant,
+    /// The held thread's syscall resumes from its restart block (`-ERESTART_RESTARTBLOCK`:
+    /// `nanosleep`, `poll` with a timeout): calls then watch every syscall they make.
+    pub watch_syscalls: bool,
     /// Code run in the thread used `nanosleep` or was cut short with `-ERESTART_RESTARTBLOCK`,
     /// which overwrites the thread's restart block.
     pub restart_block_used: bool,
@@ -91,6 +50,25 @@ pub(super) struct Held {
     pub opts: InjectOptions,
     /// The borrowed `syscall` instruction.
     pub syscall_insn: u64,
+    /// [`release`](Held::release) ran (or was attempted).
+    released: bool,
+    /// What the thread runs for us now ("dlopen", "mmap"), for crash reports.
+    pub doing: &'static str,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if !self.released {
+            self.released = true;
+            if let Err(e) = self.put_back() {
+                log::warn!(
+                    "inject: putting back thread {} of {}: {e}",
+                    self.t.tid,
+                    self.pid
+                );
+            }
+        }
+    }
 }
 
 impl Held {
@@ -123,12 +101,11 @@ impl Held {
         }
         let regs = t.regs().map_err(perr("getregs"))?;
         let in_syscall = (regs.orig_rax as i64) >= 0;
-        let (at, saved) =
-            if in_syscall && (is_restart(regs.rax) || !is_memory_syscall(regs.orig_rax)) {
-                (HeldAt::InSyscall(regs.orig_rax), regs)
-            } else {
-                seek_boundary(pid, &t, opts)?
-            };
+        let (at, saved) = if in_syscall && super::boundary::good_in_syscall(&regs) {
+            (HeldAt::InSyscall(regs.orig_rax), regs)
+        } else {
+            seek_boundary(pid, &t, opts)?
+        };
         let since = Instant::now();
         let fp = t.fp_state().map_err(perr("getfpregs"))?;
         let mut held = Held {
@@ -142,9 +119,13 @@ impl Held {
             fp_reset: false,
             stashed: Vec::new(),
             since,
+            watch_syscalls: matches!(at, HeldAt::InSyscall(_))
+                && saved.rax as i64 == ERESTART_RESTARTBLOCK,
             restart_block_used: false,
             opts: opts.clone(),
             syscall_insn,
+            released: false,
+            doing: "getpid",
         };
         if let HeldAt::SyscallEntry(_) = at {
             // Run getpid instead of the call, which re-runs after the detach.
@@ -198,23 +179,7 @@ impl Held {
                     self.running = false;
                     return Ok(());
                 }
-                Stop::Signal(sig) => {
-                    let info = self
-                        .t
-                        .siginfo()
-                        .map_err(|e| self.ptrace_err("getsiginfo", e))?;
-                    if is_fault(&info) {
-                        self.running = false;
-                        return Err(InjectError::Crashed {
-                            pid: self.pid,
-                            what: what.to_string(),
-                            signal: sig,
-                            addr: info.addr(),
-                        });
-                    }
-                    log::debug!("inject: {} held back while {what}", signal_name(sig));
-                    self.stashed.push(info);
-                }
+                Stop::Signal(sig) => self.take_signal(sig, what)?,
                 // A leftover interrupt, or a group stop: the thread keeps working for us.
                 Stop::Event(_) | Stop::Other(_) => {}
             }
@@ -239,8 +204,19 @@ impl Held {
     /// Puts registers and FPU state back and detaches; then sends again the signals held back.
     /// Returns how long the thread was held.
     pub fn release(mut self) -> Result<Duration, InjectError> {
+        self.released = true;
+        self.put_back()
+    }
+
+    /// The work of [`release`]; also run on drop, so that no error path (or panic) leaves the
+    /// thread to be detached by the kernel with registers of ours.
+    fn put_back(&mut self) -> Result<Duration, InjectError> {
         if self.running {
-            self.regain()?;
+            if let Err(e) = self.regain("stop again") {
+                if self.running {
+                    return Err(e);
+                }
+            }
         }
         let mut saved = self.saved;
         let mut signal_path = matches!(self.at, HeldAt::InSyscall(_));
@@ -256,16 +232,23 @@ impl Held {
             saved.orig_rax = u64::MAX;
             signal_path = false;
         }
-        self.t
-            .set_fp_state(&self.fp)
-            .map_err(|e| self.ptrace_err("setfpregs", e))?;
+        if let Err(e) = self.t.set_fp_state(&self.fp) {
+            // Keep going: the general registers and the detach matter more.
+            log::warn!(
+                "inject: restoring the XSAVE state of thread {}: {e}",
+                self.t.tid
+            );
+            let _ = self.t.set_fxsave(&self.fp.fx);
+        }
         self.t
             .set_regs(&saved)
             .map_err(|e| self.ptrace_err("setregs", e))?;
         let mut detach_sig = 0;
         if signal_path && !self.in_signal_path {
             // Move from the syscall exit into the kernel's signal path without running any user
-            // code: interrupt, continue, and the thread stops there at once.
+            // code: interrupt, continue, and the thread stops there at once. (A detach wakes
+            // the thread with a signal check pending anyway, which reaches the same code; this
+            // does not rely on it.)
             self.t
                 .interrupt()
                 .map_err(|e| self.ptrace_err("interrupt", e))?;
@@ -308,45 +291,73 @@ impl Held {
         }
     }
 
-    /// Stops a tracee that is still running code of ours (a call that timed out), wherever it
-    /// is, so its registers can be put back.
-    fn regain(&mut self) -> Result<(), InjectError> {
+    /// Checks, without waiting, for stops of a thread running a call with `PTRACE_CONT`:
+    /// signals are held back, a fault or an exit is an error.
+    pub fn poll_stop(
+        &mut self,
+        what: &str,
+        limit: Duration,
+        outcome: &str,
+    ) -> Result<(), InjectError> {
+        loop {
+            let stop = match self.t.wait(Duration::ZERO) {
+                Err(WaitError::Timeout) => return Ok(()),
+                Err(e) => return Err(wait_error(self.pid, what, limit, e, outcome)),
+                Ok(stop) => stop,
+            };
+            if let Stop::Signal(sig) = stop {
+                self.take_signal(sig, what)?;
+            }
+            self.t.cont(0).map_err(|e| self.ptrace_err("cont", e))?;
+        }
+    }
+
+    /// Stops a tracee that is running code of ours (a call that returned and parked, or one
+    /// that timed out), wherever it is: it ends in an interrupt stop.
+    pub fn regain(&mut self, what: &str) -> Result<(), InjectError> {
         self.t
             .interrupt()
             .map_err(|e| self.ptrace_err("interrupt", e))?;
-        let deadline = Instant::now() + self.opts.step_timeout;
+        let step = self.opts.step_timeout;
+        let deadline = Instant::now() + step;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let stop = self.t.wait(left).map_err(|e| {
-                wait_error(
-                    self.pid,
-                    "stop again",
-                    self.opts.step_timeout,
-                    e,
-                    "its thread runs on in the injector's code",
-                )
-            })?;
+            let outcome = "its thread runs on in the injector's code";
+            let stop = self
+                .t
+                .wait(left)
+                .map_err(|e| wait_error(self.pid, what, step, e, outcome))?;
             match stop {
                 Stop::Event(_) => break,
-                Stop::Signal(_) => {
-                    if let Ok(info) = self.t.siginfo() {
-                        if !is_fault(&info) {
-                            self.stashed.push(info);
-                        }
-                    }
-                    self.t
-                        .syscall(0)
-                        .map_err(|e| self.ptrace_err("syscall", e))?;
-                }
-                Stop::Syscall | Stop::Other(_) => {
-                    self.t
-                        .syscall(0)
-                        .map_err(|e| self.ptrace_err("syscall", e))?;
-                }
+                Stop::Signal(sig) => self.take_signal(sig, what)?,
+                Stop::Syscall | Stop::Other(_) => {}
             }
+            self.t.cont(0).map_err(|e| self.ptrace_err("cont", e))?;
         }
         self.running = false;
         self.in_signal_path = true;
+        Ok(())
+    }
+
+    /// At a signal-delivery stop: holds the signal back, or fails if it is a fault (the thread
+    /// then stays stopped there, in the kernel's signal path).
+    fn take_signal(&mut self, sig: i32, what: &str) -> Result<(), InjectError> {
+        let info = self
+            .t
+            .siginfo()
+            .map_err(|e| self.ptrace_err("getsiginfo", e))?;
+        if is_fault(&info) {
+            self.running = false;
+            self.in_signal_path = true;
+            return Err(InjectError::Crashed {
+                pid: self.pid,
+                what: self.doing.to_string(),
+                signal: sig,
+                addr: info.addr(),
+            });
+        }
+        log::debug!("inject: {} held back while {what}", signal_name(sig));
+        self.stashed.push(info);
         Ok(())
     }
 
@@ -411,94 +422,6 @@ impl Held {
     }
 }
 
-/// Waits for the first interrupt stop after the seize, delivering any signal that comes first
-/// (nothing is changed yet, so it is delivered as it would have been). Returns the stop's
-/// signal: SIGTRAP for the interrupt, a stop signal for a group stop.
-fn wait_event(t: &Tracee, limit: Duration) -> Result<i32, WaitError> {
-    let deadline = Instant::now() + limit;
-    loop {
-        match t.wait(deadline.saturating_duration_since(Instant::now()))? {
-            Stop::Event(sig) => return Ok(sig),
-            Stop::Signal(sig) => t.cont(sig).map_err(WaitError::Os)?,
-            Stop::Syscall | Stop::Other(_) => t.cont(0).map_err(WaitError::Os)?,
-        }
-    }
-}
-
-/// From the first interrupt stop, lets the thread run to a syscall entry (for at most
-/// `wait_for_syscall`), else takes it where it is. Returns where, and the registers to restore.
-fn seek_boundary(
-    pid: u32,
-    t: &Tracee,
-    opts: &InjectOptions,
-) -> Result<(HeldAt, Regs), InjectError> {
-    let tid = t.tid;
-    let perr = |op: &'static str| {
-        move |source| InjectError::Ptrace {
-            pid,
-            tid,
-            op,
-            source,
-        }
-    };
-    let unchanged = |what: &str, e: WaitError| {
-        wait_error(pid, what, opts.step_timeout, e, "nothing was changed")
-    };
-    let deadline = Instant::now() + opts.wait_for_syscall;
-    t.syscall(0).map_err(perr("syscall"))?;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            break;
-        }
-        let stop = match t.wait(left) {
-            Ok(stop) => stop,
-            Err(WaitError::Timeout) => break,
-            Err(e) => return Err(unchanged("reach a syscall", e)),
-        };
-        match stop {
-            Stop::Syscall => {
-                let regs = t.regs().map_err(perr("getregs"))?;
-                let entry = match t.syscall_phase() {
-                    SyscallPhase::Entry { arch } => arch == AUDIT_ARCH_X86_64,
-                    SyscallPhase::Exit => false,
-                    SyscallPhase::Unknown => regs.rax as i64 == -(libc::ENOSYS as i64),
-                };
-                if entry && regs.orig_rax < 0x4000_0000 && !is_memory_syscall(regs.orig_rax) {
-                    let mut saved = regs;
-                    saved.rax = regs.orig_rax;
-                    saved.rip -= 2;
-                    saved.orig_rax = u64::MAX;
-                    return Ok((HeldAt::SyscallEntry(regs.orig_rax), saved));
-                }
-                t.syscall(0).map_err(perr("syscall"))?;
-            }
-            Stop::Signal(sig) => t.syscall(sig).map_err(perr("syscall"))?,
-            Stop::Event(_) | Stop::Other(_) => t.syscall(0).map_err(perr("syscall"))?,
-        }
-    }
-    // No suitable syscall in time: a busy loop. Take it wherever it is now.
-    t.interrupt().map_err(perr("interrupt"))?;
-    let deadline = Instant::now() + opts.step_timeout;
-    loop {
-        let stop = t
-            .wait(deadline.saturating_duration_since(Instant::now()))
-            .map_err(|e| unchanged("stop", e))?;
-        match stop {
-            Stop::Event(_) => break,
-            Stop::Signal(sig) => t.cont(sig).map_err(perr("cont"))?,
-            Stop::Syscall | Stop::Other(_) => t.cont(0).map_err(perr("cont"))?,
-        }
-    }
-    let regs = t.regs().map_err(perr("getregs"))?;
-    let at = if (regs.orig_rax as i64) >= 0 {
-        HeldAt::InSyscall(regs.orig_rax)
-    } else {
-        HeldAt::User
-    };
-    Ok((at, regs))
-}
-
 /// A fault raised by code running in the thread (not a signal someone sent).
 fn is_fault(info: &SigInfo) -> bool {
     matches!(
@@ -533,19 +456,5 @@ pub(super) fn wait_error(
             op: "waitpid",
             source,
         },
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn restart_codes() {
-        assert!(is_restart((-512i64) as u64));
-        assert!(is_restart((-516i64) as u64));
-        assert!(!is_restart((-4i64) as u64)); // EINTR is a result, not a restart
-        assert!(!is_restart(0));
-        assert!(is_memory_syscall(9) && !is_memory_syscall(0));
     }
 }

@@ -148,7 +148,7 @@ fn load(
     let path = format!("/proc/self/fd/{fd}");
     let path_addr = scratch.put_str(mem, &path)?;
     let scratch = undo.scratch.as_ref().expect("set above");
-    let handle = held.call("dlopen", info.dlopen, &[path_addr, RTLD_NOW], scratch)?;
+    let handle = held.call("dlopen", info.dlopen, &[path_addr, RTLD_NOW], scratch, mem)?;
     if handle == 0 {
         let message = dl_error(held, mem, info, scratch)?;
         return Err(InjectError::Dlopen {
@@ -206,17 +206,17 @@ fn unload(
     let scratch = undo.scratch.as_mut().expect("just set");
     let sym = scratch.put_str(mem, STOP_SYMBOL)?;
     let scratch = undo.scratch.as_ref().expect("set above");
-    let stop = held.call("dlsym", info.dlsym, &[inj.handle, sym], scratch)?;
+    let stop = held.call("dlsym", info.dlsym, &[inj.handle, sym], scratch, mem)?;
     if stop == 0 {
         // Clear the "undefined symbol" message, which the target's next dlerror() would get.
         dl_error(held, mem, info, scratch)?;
     } else {
-        let rc = held.call(STOP_SYMBOL, stop, &[], scratch)? as u32 as i32;
+        let rc = held.call(STOP_SYMBOL, stop, &[], scratch, mem)? as u32 as i32;
         if rc != 0 {
             return Err(InjectError::StopFailed { pid, code: rc });
         }
     }
-    let rc = held.call("dlclose", info.dlclose, &[inj.handle], scratch)? as u32 as i32;
+    let rc = held.call("dlclose", info.dlclose, &[inj.handle], scratch, mem)? as u32 as i32;
     if rc != 0 {
         let message = dl_error(held, mem, info, scratch)?;
         return Err(InjectError::Dlclose { pid, message });
@@ -251,7 +251,7 @@ fn save_errno(
     let Some(loc) = info.errno_location else {
         return Ok(None);
     };
-    let addr = held.call("__errno_location", loc, &[], scratch)?;
+    let addr = held.call("__errno_location", loc, &[], scratch, mem)?;
     if addr == 0 {
         return Ok(None);
     }
@@ -265,7 +265,7 @@ fn dl_error(
     info: &TargetInfo,
     scratch: &Scratch,
 ) -> Result<String, InjectError> {
-    let msg = held.call("dlerror", info.dlerror, &[], scratch)?;
+    let msg = held.call("dlerror", info.dlerror, &[], scratch, mem)?;
     Ok(if msg == 0 {
         "no error message".into()
     } else {

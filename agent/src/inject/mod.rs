@@ -34,6 +34,8 @@ mod libc_syms;
 mod procfs;
 
 #[cfg(target_arch = "x86_64")]
+mod boundary;
+#[cfg(target_arch = "x86_64")]
 mod hold;
 #[cfg(target_arch = "x86_64")]
 mod load;

@@ -64,7 +64,8 @@ pub(super) struct Regs {
 /// The FPU/vector state: the legacy FXSAVE image, and the XSAVE area when the CPU has one.
 #[derive(Clone)]
 pub(super) struct FpState {
-    fx: [u8; 512],
+    /// The legacy FXSAVE image (x87, SSE).
+    pub fx: [u8; 512],
     xstate: Option<Vec<u8>>,
 }
 

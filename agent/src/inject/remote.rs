@@ -10,28 +10,34 @@ use std::{
 };
 
 use super::{
-    hold::{Held, RESTORED},
-    ptrace::SyscallPhase,
+    hold::{wait_error, Held, RESTORED},
+    ptrace::{SyscallPhase, WaitError},
     InjectError,
 };
 
-/// The trampoline: call the function in `rax` (arguments already in place), move its result to
-/// `rdi` and stop at a `getpid` syscall entry (the tracer reads `rdi` there). Stopping on a
-/// syscall rather than an `int3` raises no signal, so the target's `SIGTRAP` disposition is
-/// never touched. If nobody traces the thread any more when the call returns (the agent died),
-/// it parks in `pause()` instead of running off the page.
-const TRAMPOLINE: [u8; 21] = [
-    0xff, 0xd0, // call *%rax
-    0x48, 0x89, 0xc7, // mov %rax,%rdi
-    0xb8, 0x27, 0x00, 0x00, 0x00, // mov $39 (getpid),%eax
-    0x0f, 0x05, // syscall            <- the stop
-    0xb8, 0x22, 0x00, 0x00, 0x00, // park: mov $34 (pause),%eax
-    0x0f, 0x05, // syscall
-    0xeb, 0xf7, // jmp park
+/// The trampoline: call the function in `rax` (arguments already in place), store its result
+/// and a "done" flag in the data page, then stop at a `getpid` syscall (a stop only when the
+/// tracer watches syscalls) and park in `pause()`, where the tracer, polling the flag,
+/// interrupts it. Nothing raises a signal, so the target's `SIGTRAP` disposition is never
+/// touched; and if the agent dies during the call, the thread parks instead of running off.
+const TRAMPOLINE: [u8; 38] = [
+    0xff, 0xd0, // 0: call *%rax
+    0x48, 0x89, 0xc7, // 2: mov %rax,%rdi
+    0x48, 0x89, 0x05, 0xf4, 0x0f, 0x00, 0x00, // 5: mov %rax,RESULT(%rip)  (4096 - 12)
+    0xc7, 0x05, 0xf2, 0x0f, 0x00, 0x00, 0x01, 0x00, 0x00,
+    0x00, // 12: movl $1,DONE(%rip)  (4104 - 22)
+    0xb8, 0x27, 0x00, 0x00, 0x00, // 22: mov $39 (getpid),%eax
+    0x0f, 0x05, // 27: syscall
+    0xb8, 0x22, 0x00, 0x00, 0x00, // 29: park: mov $34 (pause),%eax
+    0x0f, 0x05, // 34: syscall
+    0xeb, 0xf7, // 36: jmp park
 ];
-/// Offset of the instruction after the trap's `syscall` (where the entry stop reports rip).
-const TRAP_RIP: u64 = 12;
+/// Where a syscall stop at the trampoline's `getpid` reports rip.
+const TRAP_RIP: u64 = 29;
 const PAGE: u64 = 4096;
+/// The call's result and done flag, at the start of the data page (see the displacements).
+const RESULT: u64 = PAGE;
+const DONE: u64 = PAGE + 8;
 /// One code page, then data (at its low end) and stack (growing down from its top).
 const SCRATCH_LEN: u64 = PAGE + (1 << 20);
 /// What a call that timed out leaves.
@@ -48,11 +54,18 @@ impl Mem {
     /// Opens `/proc/PID/mem`.
     pub fn open(pid: u32) -> Result<Mem, InjectError> {
         let path = format!("/proc/{pid}/mem");
-        let file = File::options()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(|source| InjectError::Proc { pid, path, source })?;
+        let file =
+            File::options()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .map_err(|source| match source.kind() {
+                    std::io::ErrorKind::PermissionDenied => InjectError::PermissionDenied {
+                        pid,
+                        why: format!("cannot open {path}"),
+                    },
+                    _ => InjectError::Proc { pid, path, source },
+                })?;
         Ok(Mem { file, pid })
     }
 
@@ -65,6 +78,19 @@ impl Mem {
                 what: format!("writing {} bytes at {addr:#x}", bytes.len()),
                 source,
             })
+    }
+
+    /// Reads a 64-bit integer.
+    pub fn read_u64(&self, addr: u64) -> Result<u64, InjectError> {
+        let mut b = [0u8; 8];
+        self.file
+            .read_exact_at(&mut b, addr)
+            .map_err(|source| InjectError::Memory {
+                pid: self.pid,
+                what: format!("reading at {addr:#x}"),
+                source,
+            })?;
+        Ok(u64::from_ne_bytes(b))
     }
 
     /// Reads a 32-bit integer.
@@ -122,7 +148,7 @@ impl Scratch {
         let base = check(held, "mmap", raw, "")?;
         let scratch = Scratch {
             base,
-            data_next: base + PAGE,
+            data_next: base + DONE + 8,
         };
         mem.write(base, &TRAMPOLINE)?;
         let prot_rx = (libc::PROT_READ | libc::PROT_EXEC) as u64;
@@ -198,6 +224,7 @@ impl Held {
     /// failure). The thread is left at the syscall's exit stop.
     pub fn syscall(&mut self, nr: i64, args: &[u64]) -> Result<u64, InjectError> {
         let name = syscall_name(nr);
+        self.doing = name;
         let mut r = self.saved;
         r.rip = self.syscall_insn;
         r.rax = nr as u64;
@@ -228,17 +255,24 @@ impl Held {
         Ok(regs.rax)
     }
 
-    /// Calls `func(args...)` in the held thread on the scratch stack; returns its result
-    /// (`rax`). Syscalls the function makes are watched for ones that overwrite the thread's
-    /// restart block. The thread is left at a syscall exit stop.
+    /// Calls `func(args...)` in the held thread on the scratch stack and returns its result
+    /// (`rax`). The thread is left stopped (at a syscall exit or an interrupt stop).
+    ///
+    /// Normally the thread runs the call untraced-fast (`PTRACE_CONT`: its own syscalls do not
+    /// stop) and the tracer polls the trampoline's done flag. When the held thread's
+    /// interrupted syscall resumes from its restart block ([`Held::watch_syscalls`]), every
+    /// syscall of the call is watched instead, to notice one that overwrites that block.
     pub fn call(
         &mut self,
-        what: &str,
+        what: &'static str,
         func: u64,
         args: &[u64],
         scratch: &Scratch,
+        mem: &Mem,
     ) -> Result<u64, InjectError> {
+        self.doing = what;
         self.prepare_call()?;
+        mem.write(scratch.base + DONE, &0u32.to_ne_bytes())?;
         let mut r = self.saved;
         r.rip = scratch.base;
         r.rax = func;
@@ -252,13 +286,66 @@ impl Held {
         self.t
             .set_regs(&r)
             .map_err(|e| self.ptrace_err("setregs", e))?;
-        let limit = self.opts.call_timeout;
-        let deadline = Instant::now() + limit;
+        let deadline = Instant::now() + self.opts.call_timeout;
         let waiting = format!("return from {what}");
+        if self.watch_syscalls {
+            self.call_watching(scratch, deadline, &waiting)?;
+        } else {
+            self.call_polling(scratch, mem, deadline, &waiting)?;
+        }
+        mem.read_u64(scratch.base + RESULT)
+    }
+
+    /// Runs the call with `PTRACE_CONT` until the done flag is set, then interrupts the
+    /// thread, parked in `pause()`.
+    fn call_polling(
+        &mut self,
+        scratch: &Scratch,
+        mem: &Mem,
+        deadline: Instant,
+        waiting: &str,
+    ) -> Result<(), InjectError> {
+        let limit = self.opts.call_timeout;
+        self.t.cont(0).map_err(|e| self.ptrace_err("cont", e))?;
+        self.running = true;
+        let start = Instant::now();
+        let mut naps = 0u32;
+        while mem.read_u32(scratch.base + DONE)? == 0 {
+            // Signals, faults and exits still stop the thread: handle them as they come.
+            self.poll_stop(waiting, limit, MID_CALL)?;
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(wait_error(
+                    self.pid,
+                    waiting,
+                    limit,
+                    WaitError::Timeout,
+                    MID_CALL,
+                ));
+            }
+            if now - start < Duration::from_micros(300) {
+                std::thread::yield_now();
+            } else {
+                naps += 1;
+                std::thread::sleep(Duration::from_micros(20u64 << naps.min(6)).min(deadline - now));
+            }
+        }
+        self.regain(waiting)
+    }
+
+    /// Runs the call with `PTRACE_SYSCALL` up to the trampoline's `getpid`, noting syscalls
+    /// that overwrite the restart block; leaves the thread at that `getpid`'s exit.
+    fn call_watching(
+        &mut self,
+        scratch: &Scratch,
+        deadline: Instant,
+        waiting: &str,
+    ) -> Result<(), InjectError> {
+        let limit = self.opts.call_timeout;
         let trap = scratch.base + TRAP_RIP;
-        let result = loop {
+        loop {
             self.resume()?;
-            self.next_syscall_stop(deadline, &waiting, limit, MID_CALL)?;
+            self.next_syscall_stop(deadline, waiting, limit, MID_CALL)?;
             let regs = self.t.regs().map_err(|e| self.ptrace_err("getregs", e))?;
             let entry = match self.t.syscall_phase() {
                 SyscallPhase::Entry { .. } => true,
@@ -266,25 +353,46 @@ impl Held {
                 SyscallPhase::Unknown => regs.rax as i64 == -(libc::ENOSYS as i64),
             };
             if entry && regs.rip == trap && regs.orig_rax == libc::SYS_getpid as u64 {
-                break regs.rdi;
+                break;
             }
             let nr = regs.orig_rax as i64;
             if (entry && (nr == libc::SYS_nanosleep || nr == libc::SYS_clock_nanosleep))
                 || (!entry && regs.rax as i64 == -516)
             {
+                log::debug!("inject: {waiting}: syscall {nr} overwrites the restart block");
                 self.restart_block_used = true;
             }
-        };
+        }
         // Let the trap's getpid run, to stop at its exit like after any other step.
         self.resume()?;
         let step = self.opts.step_timeout;
-        self.next_syscall_stop(Instant::now() + step, &waiting, step, RESTORED)?;
+        self.next_syscall_stop(Instant::now() + step, waiting, step, RESTORED)?;
         self.at_syscall_exit();
-        Ok(result)
+        Ok(())
     }
 }
 
-/// Seconds, for logs.
+/// Milliseconds, for logs.
 pub(super) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hand-assembled displacements land where the tracer reads and polls.
+    #[test]
+    fn trampoline_addresses_its_data_page() {
+        let disp = |at: usize| i32::from_le_bytes(TRAMPOLINE[at..at + 4].try_into().unwrap());
+        assert_eq!(12 + i64::from(disp(8)), RESULT as i64);
+        assert_eq!(22 + i64::from(disp(14)), DONE as i64);
+        assert_eq!(
+            TRAMPOLINE[TRAP_RIP as usize - 2..TRAP_RIP as usize],
+            [0x0f, 0x05]
+        );
+        let jmp = TRAMPOLINE.len() as i64 + i64::from(TRAMPOLINE[37] as i8);
+        assert_eq!(jmp, TRAP_RIP as i64, "jmp park");
+        assert_eq!(SCRATCH_LEN % 16, 0, "stack top aligned");
+    }
 }

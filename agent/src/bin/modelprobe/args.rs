@@ -54,6 +54,8 @@ pub enum Command {
         #[arg(short, long, value_parser = humantime::parse_duration)]
         duration: Option<Duration>,
         #[command(flatten)]
+        gpu: AttachGpuArgs,
+        #[command(flatten)]
         record: RecordArgs,
     },
     /// Launch a command and profile its whole life, children included; exits with its status.
@@ -195,6 +197,25 @@ The file (YAML; --config, $MODELPROBE_CONFIG, or /etc/modelprobe/config.yaml):
 Environment (MODELPROBE_-prefixed names win over plain ones):
   ENABLE_TRACING, TRACE_LEVEL, TRACE_OUTPUT_DIR, ENABLE_PROFILING, TRACE_SAMPLE_RATE
 Under sudo, pass them with `sudo -E` or `sudo VAR=value modelprobe ...`.";
+
+/// How `attach` gets GPU timings from a process started without preparation.
+#[derive(Args, Clone, Copy)]
+pub struct AttachGpuArgs {
+    /// Load the GPU library into the process now (ptrace; the thread it borrows is held about
+    /// a millisecond), even if it has not loaded CUDA yet; fail if that cannot be done. By
+    /// default it is loaded into each process of the tree that uses CUDA and lacks it, and a
+    /// failure is a warning.
+    #[arg(long, conflicts_with = "no_inject")]
+    pub gpu: bool,
+    /// Never load the GPU library into a running process: GPU timings only where it was set
+    /// up at launch (CUDA_INJECTION64_PATH, see `modelprobe gpu-library`).
+    #[arg(long)]
+    pub no_inject: bool,
+    /// Unload the GPU library again when the recording ends (where CUPTI was used it stays,
+    /// idle: CUPTI keeps callbacks into it).
+    #[arg(long)]
+    pub retract: bool,
+}
 
 #[derive(Args)]
 pub struct RecordArgs {

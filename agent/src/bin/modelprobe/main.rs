@@ -42,14 +42,23 @@ fn real_main(cli: Cli) -> anyhow::Result<i32> {
         Command::Attach {
             pid,
             duration,
+            gpu,
             record: args,
-        } => record::record(config, record::Target::Pid(pid), duration, args, cli.quiet),
+        } => record::record(
+            config,
+            record::Target::Pid(pid),
+            duration,
+            Some(gpu),
+            args,
+            cli.quiet,
+        ),
         Command::Run {
             record: args,
             command,
         } => record::record(
             config,
             record::Target::Command(command),
+            None,
             None,
             args,
             cli.quiet,

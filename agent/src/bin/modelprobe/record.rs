@@ -76,6 +76,7 @@ pub fn record(
     config: Option<&Path>,
     target: Target,
     duration: Option<Duration>,
+    gpu: Option<crate::args::AttachGpuArgs>,
     args: RecordArgs,
     quiet: bool,
 ) -> anyhow::Result<i32> {
@@ -107,6 +108,14 @@ pub fn record(
         opts.gpu_metrics = None;
     }
     opts.gpu_trace = s.gpu.value && !args.no_gpu_timings;
+    if let Some(g) = gpu {
+        opts.inject = match (g.gpu, g.no_inject) {
+            (true, _) => session::InjectMode::Always,
+            (_, true) => session::InjectMode::Never,
+            _ => session::InjectMode::IfCuda,
+        };
+        opts.retract = g.retract;
+    }
     opts.records_ring_bytes = args.ring_buffer_kib.saturating_mul(1024);
     opts.stop = register_signals()?;
     opts.progress = !quiet;
