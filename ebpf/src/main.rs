@@ -33,10 +33,9 @@ use aya_ebpf::{
     EbpfContext,
 };
 use modelprobe_common::{
-    flags, kind, lost, Config, DataRecord, Record, StackEvent, DATA_CAPTURE, DATA_HEADER,
-    MAX_STACK_DEPTH, COOKIE_ID_MASK, DEREF_ARG0_COOKIE, LAUNCH_STACK_COOKIE, STACK_ARGS_COOKIE,
-    STATUS_COOKIE,
-    STRING_ARG2_COOKIE,
+    flags, kind, lost, Config, DataRecord, Record, StackEvent, COOKIE_ID_MASK, DATA_CAPTURE,
+    DATA_HEADER, DEREF_ARG0_COOKIE, LAUNCH_STACK_COOKIE, MAX_STACK_DEPTH, STACK_ARGS_COOKIE,
+    STATUS_COOKIE, STRING_ARG2_COOKIE,
 };
 
 /// `CLONE_THREAD` from `linux/sched.h`: the new task is a thread of the same process.
@@ -128,12 +127,19 @@ fn is_target(tgid: u32) -> bool {
     unsafe { TARGETS.get(&tgid) }.is_some()
 }
 
-/// Fills everything but `weight` and the user registers: ids, time, name and both stacks.
+/// Fills everything but `weight` and the user registers: ids, time, name, the user stack and,
+/// `with_kernel`, the kernel stack (a uprobe's is only the probe machinery: not worth a walk).
 ///
 /// # Safety
 /// `ev` must point to writable memory of at least `size_of::<StackEvent>()` bytes.
 #[inline(always)]
-unsafe fn fill<C: EbpfContext>(ctx: &C, ev: *mut StackEvent, event_kind: u32, pid_tgid: u64) {
+unsafe fn fill<C: EbpfContext>(
+    ctx: &C,
+    ev: *mut StackEvent,
+    event_kind: u32,
+    pid_tgid: u64,
+    with_kernel: bool,
+) {
     // SAFETY (whole body): the caller guarantees `ev` is valid for writes.
     let ev = unsafe { &mut *ev };
     ev.kind = event_kind;
@@ -150,9 +156,18 @@ unsafe fn fill<C: EbpfContext>(ctx: &C, ev: *mut StackEvent, event_kind: u32, pi
     ev.comm = bpf_get_current_comm().unwrap_or([0; 16]);
     ev.flags = 0;
     ev._pad = 0;
-    // SAFETY: the destination is the `kstack` array of `ev`, STACK_BYTES long.
-    let k = unsafe {
-        bpf_get_stack(ctx.as_ptr(), ev.kstack.as_mut_ptr() as *mut c_void, STACK_BYTES, 0)
+    let k = if with_kernel {
+        // SAFETY: the destination is the `kstack` array of `ev`, STACK_BYTES long.
+        unsafe {
+            bpf_get_stack(
+                ctx.as_ptr(),
+                ev.kstack.as_mut_ptr() as *mut c_void,
+                STACK_BYTES,
+                0,
+            )
+        }
+    } else {
+        0
     };
     if k < 0 {
         ev.kstack_len = 0;
@@ -190,7 +205,7 @@ pub fn mp_cpu_sample(ctx: PerfEventContext) -> u32 {
     let ev = entry.as_mut_ptr();
     // SAFETY: `ev` points into a ring-buffer reservation of size_of::<StackEvent>() bytes.
     unsafe {
-        fill(&ctx, ev, kind::CPU_SAMPLE, pid_tgid);
+        fill(&ctx, ev, kind::CPU_SAMPLE, pid_tgid, true);
         (*ev).weight = 1;
         save_user_regs(&ctx, ev);
     }
@@ -250,7 +265,7 @@ fn try_sched_switch(ctx: &TracePointContext) -> Result<(), i64> {
             if let Some(scratch) = SCRATCH.get_ptr_mut(0) {
                 // SAFETY: `scratch` is this CPU's scratch slot, a whole StackEvent.
                 unsafe {
-                    fill(ctx, scratch, kind::OFF_CPU, pid_tgid);
+                    fill(ctx, scratch, kind::OFF_CPU, pid_tgid, true);
                     if BLOCKED.insert(&tid, &*scratch, 0).is_err() {
                         count_lost(lost::OFF_CPU_TABLE_FULL);
                     }
@@ -270,7 +285,10 @@ fn try_sched_switch(ctx: &TracePointContext) -> Result<(), i64> {
             let blocked = now.saturating_sub((*ev).time_ns);
             if blocked >= cfg.offcpu_min_ns as u64 {
                 (*ev).weight = blocked;
-                if EVENTS.output::<StackEvent>(&*ev, wakeup_flags(&EVENTS)).is_err() {
+                if EVENTS
+                    .output::<StackEvent>(&*ev, wakeup_flags(&EVENTS))
+                    .is_err()
+                {
                     count_lost(lost::OFF_CPU);
                 }
             }
@@ -339,7 +357,12 @@ fn try_task_newtask(ctx: &TracePointContext) -> Result<(), i64> {
     if clone_flags & CLONE_THREAD == 0 && TARGETS.insert(&child, &1, 0).is_err() {
         count_lost(lost::TARGETS_FULL);
     }
-    emit(kind::TASK_NEW, child as u64, [clone_flags, 0, 0, 0, 0, 0, 0, 0], lost::TASK);
+    emit(
+        kind::TASK_NEW,
+        child as u64,
+        [clone_flags, 0, 0, 0, 0, 0, 0, 0],
+        lost::TASK,
+    );
     Ok(())
 }
 
@@ -401,7 +424,12 @@ fn try_signal_deliver(ctx: &TracePointContext) -> Result<(), i64> {
             ctx.read_at::<u64>(cfg.deliver_handler_off as usize)?,
         )
     };
-    emit(kind::SIGNAL, sig as u64, [code as u64, handler, 0, 0, 0, 0, 0, 0], lost::TASK);
+    emit(
+        kind::SIGNAL,
+        sig as u64,
+        [code as u64, handler, 0, 0, 0, 0, 0, 0],
+        lost::TASK,
+    );
     Ok(())
 }
 
@@ -418,12 +446,24 @@ pub fn mp_span_enter(ctx: ProbeContext) -> u32 {
     } else {
         (0, 0)
     };
-    emit(kind::SPAN_ENTER, cookie, [a(0), a(1), a(2), a(3), a(4), a(5), s0, s1], lost::SPAN);
+    emit(
+        kind::SPAN_ENTER,
+        cookie,
+        [a(0), a(1), a(2), a(3), a(4), a(5), s0, s1],
+        lost::SPAN,
+    );
     if cookie & DEREF_ARG0_COOKIE != 0 {
         let _ = PENDING_OUT.insert(&(bpf_get_current_pid_tgid() as u32), &a(0), 0);
     }
     if cookie & STRING_ARG2_COOKIE != 0 {
-        emit_data(kind::ARG_STRING, 0, a(2), cookie & COOKIE_ID_MASK, true, lost::SPAN);
+        emit_data(
+            kind::ARG_STRING,
+            0,
+            a(2),
+            cookie & COOKIE_ID_MASK,
+            true,
+            lost::SPAN,
+        );
     }
     if cookie & LAUNCH_STACK_COOKIE != 0 {
         // The stack that queued GPU work: its GPU time is charged to it.
@@ -432,7 +472,13 @@ pub fn mp_span_enter(ctx: ProbeContext) -> u32 {
                 let ev = entry.as_mut_ptr();
                 // SAFETY: `ev` points into a reservation of size_of::<StackEvent>() bytes.
                 unsafe {
-                    fill(&ctx, ev, kind::SPAN_STACK, bpf_get_current_pid_tgid());
+                    fill(
+                        &ctx,
+                        ev,
+                        kind::SPAN_STACK,
+                        bpf_get_current_pid_tgid(),
+                        false,
+                    );
                     (*ev).weight = cookie & COOKIE_ID_MASK;
                     #[cfg(bpf_target_arch = "x86_64")]
                     {
@@ -490,7 +536,12 @@ pub fn mp_span_exit(ctx: RetProbeContext) -> u32 {
         }
         let _ = PENDING_OUT.remove(&tid);
     }
-    emit(kind::SPAN_EXIT, cookie, [ret, out, 0, 0, 0, 0, 0, 0], lost::SPAN);
+    emit(
+        kind::SPAN_EXIT,
+        cookie,
+        [ret, out, 0, 0, 0, 0, 0, 0],
+        lost::SPAN,
+    );
     if cookie & STATUS_COOKIE != 0 && ret as u32 != 0 {
         // A failed API call: keep where it was called from (the caller's stack, as the return
         // probe runs on the way back to it).
@@ -499,7 +550,13 @@ pub fn mp_span_exit(ctx: RetProbeContext) -> u32 {
                 let ev = entry.as_mut_ptr();
                 // SAFETY: `ev` points into a reservation of size_of::<StackEvent>() bytes.
                 unsafe {
-                    fill(&ctx, ev, kind::API_ERROR_STACK, bpf_get_current_pid_tgid());
+                    fill(
+                        &ctx,
+                        ev,
+                        kind::API_ERROR_STACK,
+                        bpf_get_current_pid_tgid(),
+                        true,
+                    );
                     (*ev).weight = cookie;
                 }
                 entry.submit(BPF_RB_FORCE_WAKEUP as u64);
@@ -530,7 +587,12 @@ fn try_sched_exit(ctx: &TracePointContext) -> Result<(), i64> {
     } else {
         0
     };
-    emit(kind::TASK_EXIT, 0, [group_dead as u64, 0, 0, 0, 0, 0, 0, 0], lost::TASK);
+    emit(
+        kind::TASK_EXIT,
+        0,
+        [group_dead as u64, 0, 0, 0, 0, 0, 0, 0],
+        lost::TASK,
+    );
     if group_dead != 0 {
         // The last thread of the process is gone: stop matching its (reusable) pid.
         let _ = TARGETS.remove(&tgid);
@@ -562,7 +624,11 @@ fn emit_data(record_kind: u32, fd: u32, src: u64, count: u64, as_str: bool, lost
     r.time_ns = unsafe { bpf_ktime_get_ns() };
     r.count = count;
     r.fd = fd;
-    let mut len = if count > DATA_CAPTURE as u64 { DATA_CAPTURE } else { count as usize };
+    let mut len = if count > DATA_CAPTURE as u64 {
+        DATA_CAPTURE
+    } else {
+        count as usize
+    };
     if as_str {
         // SAFETY: bpf_probe_read_user_str faults safely on bad user pointers.
         len = match unsafe { bpf_probe_read_user_str_bytes(src as *const u8, &mut r.data) } {
@@ -585,7 +651,10 @@ fn emit_data(record_kind: u32, fd: u32, src: u64, count: u64, as_str: bool, lost
     // SAFETY: the slice covers the header and the first `len` payload bytes of the scratch
     // record, all within its DATA_HEADER + DATA_CAPTURE bytes.
     let bytes = unsafe { core::slice::from_raw_parts(scratch as *const u8, DATA_HEADER + len) };
-    if RECORDS.output::<[u8]>(bytes, wakeup_flags(&RECORDS)).is_err() {
+    if RECORDS
+        .output::<[u8]>(bytes, wakeup_flags(&RECORDS))
+        .is_err()
+    {
         count_lost(lost_index);
     }
 }

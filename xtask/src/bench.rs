@@ -2,7 +2,7 @@
 //! measured in the same run, beside the tools users compare with (`perf record`, bpftrace).
 //! Workloads do a fixed amount of work and report their own elapsed time; runs alternate
 //! between the variants so machine drift hits all alike. Results go to
-//! `bench/results/<date>.json` and `.md`, and to stdout.
+//! `bench/results/<date>.json` and `.md` (`<date>-<part>` for `--only`), and to stdout.
 use std::{
     path::Path,
     process::{Command, Stdio},
@@ -90,7 +90,11 @@ pub fn run(root: &Path, runs: usize, rounds: u64, only: Option<&str>) -> Result<
     println!("{md}");
     let dir = root.join("bench/results");
     std::fs::create_dir_all(&dir)?;
-    let stem = dir.join(today());
+    // A partial run (--only) never overwrites the day's full results.
+    let stem = match only {
+        Some(part) => dir.join(format!("{}-{part}", today())),
+        None => dir.join(today()),
+    };
     let doc = json!({
         "date": today(),
         "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
@@ -576,6 +580,7 @@ fn cuda_cost(root: &Path, runs: usize, report: &mut Report) -> Result<()> {
     let mut rows: Vec<(&str, Vec<f64>)> = vec![
         ("no profiler", vec![]),
         ("modelprobe run --no-gpu-timings (CUDA pack)", vec![]),
+        ("modelprobe run (CUDA pack + launch stacks, no CUPTI)", vec![]),
         (
             "modelprobe run (CUDA pack + GPU timings, stand-in CUPTI)",
             vec![],
@@ -607,11 +612,20 @@ fn cuda_cost(root: &Path, runs: usize, report: &mut Report) -> Result<()> {
             .arg("--")
             .arg(&app)
             .args(["--launches", &n])
+            .env_remove("MODELPROBE_CUPTI");
+        with_lib(&mut c);
+        rows[2].1.push(elapsed(&mut c)?);
+        let mut c = Command::new(&agent);
+        c.args(["run", "-q", "--no-logs", "-o"])
+            .arg(&out)
+            .arg("--")
+            .arg(&app)
+            .args(["--launches", &n])
             .env("MODELPROBE_CUPTI", &cupti)
             // The GPU library appears at cuInit: let the agent connect before the calls.
             .env("MP_CUDA_SETTLE_MS", "1500");
         with_lib(&mut c);
-        rows[2].1.push(elapsed(&mut c)?);
+        rows[3].1.push(elapsed(&mut c)?);
         let kernels = {
             let rec: Value =
                 serde_json::from_str(&std::fs::read_to_string(out.join("recording.json"))?)?;
@@ -643,7 +657,7 @@ fn cuda_cost(root: &Path, runs: usize, report: &mut Report) -> Result<()> {
                 &format!("{} --launches {n}", app.display()),
             ]);
             with_lib(&mut c);
-            rows[3].1.push(elapsed(&mut c)?);
+            rows[4].1.push(elapsed(&mut c)?);
         }
     }
     cost_table(
