@@ -580,7 +580,10 @@ fn cuda_cost(root: &Path, runs: usize, report: &mut Report) -> Result<()> {
     let mut rows: Vec<(&str, Vec<f64>)> = vec![
         ("no profiler", vec![]),
         ("modelprobe run --no-gpu-timings (CUDA pack)", vec![]),
-        ("modelprobe run (CUDA pack + launch stacks, no CUPTI)", vec![]),
+        (
+            "modelprobe run (CUDA pack + launch stacks, no CUPTI)",
+            vec![],
+        ),
         (
             "modelprobe run (CUDA pack + GPU timings, stand-in CUPTI)",
             vec![],
