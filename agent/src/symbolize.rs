@@ -60,6 +60,15 @@ impl Interner {
     }
 }
 
+/// A C++ mangled name demangled (`_Z9vectorAddPfi` -> `vectorAdd(float*, int)`), or as is:
+/// for names that do not come through blazesym (kernel names from the CUDA pack and CUPTI).
+pub fn demangle(name: &str) -> String {
+    cpp_demangle::Symbol::new(name)
+        .ok()
+        .map(|s| s.to_string())
+        .unwrap_or_else(|| name.to_string())
+}
+
 /// Symbolizes every stack. Return addresses (all but the innermost frame) are looked up at
 /// `addr - 1` so that the call site, not the next instruction, is named.
 ///

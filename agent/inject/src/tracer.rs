@@ -8,7 +8,7 @@ use std::{
     collections::HashMap,
     ffi::{c_void, CStr},
     sync::{
-        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering},
         mpsc, Mutex, OnceLock,
     },
     time::Duration,
@@ -42,10 +42,19 @@ static BUFFER_BYTES: AtomicUsize = AtomicUsize::new(1 << 20);
 static CUPTI_DROPPED: AtomicU64 = AtomicU64::new(0);
 /// The subscriber handle of the current session (as an address; 0 when none).
 static SUBSCRIBER: AtomicUsize = AtomicUsize::new(0);
-/// Name ids of the API functions that queue GPU work, by (domain, cbid); filled per session.
-static API_NAMES: Mutex<Option<ApiNames>> = Mutex::new(None);
-/// (domain, cbid) → name id, or `None` for calls that queue no GPU work.
-type ApiNames = HashMap<(u32, u32), Option<u32>>;
+/// Name ids of the API functions that queue GPU work, by (domain, cbid), filled as each is
+/// first called.
+///
+/// Read on every CUDA API call, so lock-free: per domain (runtime, driver) and callback id,
+/// 0 = not seen yet, [`NO_WORK`], or the name id + 1. Name ids outlive sessions (the outbox
+/// keeps its names), so the table never needs resetting.
+static API_NAMES: [[AtomicU32; API_CBIDS]; 2] =
+    [const { [const { AtomicU32::new(0) }; API_CBIDS] }; 2];
+/// Callback ids the table covers (CUDA 13 has under 1,000 per domain); others are looked up
+/// by name on each call.
+const API_CBIDS: usize = 2048;
+/// An [`API_NAMES`] entry for a call that queues no GPU work.
+const NO_WORK: u32 = u32::MAX;
 /// Open NVTX ranges: marker id → (name id, start).
 static OPEN_RANGES: Mutex<Option<HashMap<u32, (u32, u64)>>> = Mutex::new(None);
 
@@ -101,7 +110,6 @@ pub fn start(hello: &Hello, pid: u32) -> Result<(u32, String), Refusal> {
         Ordering::SeqCst,
     );
     CUPTI_DROPPED.store(0, Ordering::SeqCst);
-    *API_NAMES.lock().unwrap_or_else(|p| p.into_inner()) = Some(HashMap::new());
     *OPEN_RANGES.lock().unwrap_or_else(|p| p.into_inner()) = Some(HashMap::new());
     if !PINNED.load(Ordering::SeqCst) {
         pin_self();
@@ -353,26 +361,23 @@ unsafe fn on_api(
         return;
     }
     let time_ns = monotonic_ns();
-    let key = (domain.0, cbid);
-    let cached = API_NAMES
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .as_ref()
-        .and_then(|m| m.get(&key).copied());
-    let name_id = match cached {
-        Some(id) => id,
-        None => {
+    let driver = domain == t::CUpti_CallbackDomain::CUPTI_CB_DOMAIN_DRIVER_API;
+    let slot = API_NAMES[usize::from(driver)].get(cbid as usize);
+    let name_id = match slot.map_or(0, |s| s.load(Ordering::Relaxed)) {
+        NO_WORK => None,
+        0 => {
             // SAFETY: functionName is CUPTI's static NUL-terminated name of the function.
             let name = (!data.functionName.is_null())
                 .then(|| unsafe { CStr::from_ptr(data.functionName) }.to_string_lossy());
             let id = name
                 .filter(|n| queues_gpu_work(n))
                 .map(|n| outbox::lock().intern(&n));
-            if let Some(m) = API_NAMES.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
-                m.insert(key, id);
+            if let Some(s) = slot {
+                s.store(id.map_or(NO_WORK, |i| i + 1), Ordering::Relaxed);
             }
             id
         }
+        cached => Some(cached - 1),
     };
     let Some(api) = name_id else {
         return;

@@ -7,14 +7,8 @@ use serde_json::Value;
 
 use crate::trace::{GpuDetail, GpuOp, GpuTrace, Recording};
 
-/// A C++ mangled name demangled (`_Z9vectorAddPfi` -> `vectorAdd(float*, int)`), or as is: the
-/// same rule the CUDA pack applies to kernel names on the CPU side.
-pub fn demangle(name: &str) -> String {
-    cpp_demangle::Symbol::new(name)
-        .ok()
-        .map(|s| s.to_string())
-        .unwrap_or_else(|| name.to_string())
-}
+/// The same demangling the CUDA pack applies to kernel names on the CPU side.
+pub use crate::symbolize::demangle;
 
 /// Display names of a trace's strings: those that name kernels demangled, the rest as they are.
 /// Built once per output, so a million ops cost one demangling per distinct kernel.

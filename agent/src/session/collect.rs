@@ -560,7 +560,10 @@ fn decode_pack_spans(
         if pf.decoder == packs::Decoder::GetFunction {
             if let (Some(name), Some(handle)) = (s.attrs.get("name"), s.attrs.get("handle")) {
                 if let (Some(name), Some(handle)) = (name.as_str(), handle.as_str()) {
-                    handles.insert((s.pid, handle.to_string()), demangle(name));
+                    handles.insert(
+                        (s.pid, handle.to_string()),
+                        crate::symbolize::demangle(name),
+                    );
                 }
             }
         }
@@ -591,16 +594,6 @@ fn decode_pack_spans(
     events.sort_by_key(|e| e.time_ns);
 }
 
-/// A C++ mangled name demangled (`_Z9vectorAddPfi` -> `vectorAdd(float*, int)`), or as is.
-fn demangle(name: &str) -> String {
-    cpp_demangle::Symbol::new(name)
-        .ok()
-        .map(|s| s.to_string())
-        .unwrap_or_else(|| name.to_string())
-}
-
-/// Gives each API error event the stack its failed call returned to (recorded by the return
-/// probe of the same thread, nanoseconds after the return record), and names the caller.
 /// A stack taken at a function's entry, with its caller put back when the frame-pointer walk
 /// skipped it (see [`flags::ENTRY_RET`]).
 fn with_caller(ev: &StackEvent) -> StackEvent {
@@ -656,6 +649,8 @@ fn attach_launch_stacks(spans: &mut [Span], stacks: &mut [(u32, u64, u32, u32)])
     }
 }
 
+/// Gives each API error event the stack its failed call returned to (recorded by the return
+/// probe of the same thread, nanoseconds after the return record), and names the caller.
 fn attach_error_stacks(events: &mut [Event], stacks: &[(u32, u64, u32)], rec: &Recording) {
     for e in events.iter_mut().filter(|e| e.kind == EventKind::ApiError) {
         let found = stacks
