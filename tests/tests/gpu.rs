@@ -37,6 +37,9 @@ fn run_cuda_app(
             .arg("--")
             .arg(fixtures.join("mp-cuda-app"))
             .env("MP_CUDA_DIR", fixtures.join("cuda"))
+            // On the library path too, so the CUDA pack is attached from the start (finding it
+            // by the once-a-second rescan is cuda_pack.rs's test, and slow on a busy machine).
+            .env("LD_LIBRARY_PATH", fixtures.join("cuda"))
             // The library appears at cuInit; give the agent time to connect before the calls.
             .env("MP_CUDA_SETTLE_MS", "1500")
             .env_remove("CUDA_INJECTION64_PATH")
@@ -322,6 +325,7 @@ fn an_execd_child_gets_gpu_timings_too() {
             .args(["--", "sh", "-c"])
             .arg(format!("{} && echo child-ok", app.display()))
             .env("MP_CUDA_DIR", fixtures.join("cuda"))
+            .env("LD_LIBRARY_PATH", fixtures.join("cuda"))
             .env("MP_CUDA_SETTLE_MS", "1500")
             .env("MODELPROBE_CUPTI", cupti_standin())
             .env_remove("CUDA_INJECTION64_PATH"),
