@@ -33,6 +33,13 @@ const FIXTURES: &[(&str, &str, &[&str])] = &[
     // -rdynamic: the stand-in runtime names kernels by their host stub's symbol (dladdr).
     ("fixtures/cuda_app.c", "mp-cuda-app", &["-ldl", "-rdynamic"]),
     ("fixtures/llama_app.c", "mp-llama-app", &[]),
+    // The same as a library in a wheel-like folder no search path names, for a host that
+    // loads it at run time (llama-cpp-python's ctypes load of site-packages/llama_cpp/lib).
+    (
+        "fixtures/llama_app.c",
+        "wheel/llama_cpp/lib/libllama.so",
+        &["-shared", "-fPIC", "-DMP_LLAMA_LIB"],
+    ),
     // Processes of several shapes to inject into, and the library injected (tests/inject.rs).
     (
         "fixtures/inject_target.c",
@@ -58,6 +65,7 @@ fn main() {
     std::fs::create_dir_all(&dir).expect("create fixtures dir");
     let cc = env::var("CC").unwrap_or_else(|_| "cc".into());
     std::fs::create_dir_all(dir.join("cuda")).expect("create fixtures/cuda");
+    std::fs::create_dir_all(dir.join("wheel/llama_cpp/lib")).expect("create fixtures/wheel");
     for (src, lib, flags) in FIXTURES {
         println!("cargo:rerun-if-changed={src}");
         let status = Command::new(&cc)

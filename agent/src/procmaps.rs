@@ -58,6 +58,9 @@ pub struct MapsRegistry {
     modules: Vec<Module>,
     by_inode: HashMap<(u64, u64), ModuleId>,
     procs: HashMap<u32, Vec<Mapping>>,
+    /// Files mapped since the last [`MapsRegistry::take_new_files`], by whichever capture saw
+    /// them first (a sample in unknown code, the periodic rescan, an exec).
+    fresh: Vec<(u32, String)>,
 }
 
 /// A parsed line of `/proc/PID/maps`.
@@ -92,7 +95,8 @@ fn parse_line(line: &str) -> Option<MapsLine<'_>> {
 impl MapsRegistry {
     /// Reads `/proc/PID/maps` and merges its executable mappings into what is known of `pid`.
     /// Returns the paths of file-backed mappings new since the last capture, or `None` if the
-    /// process is gone. Mappings already known cost no file open.
+    /// process is gone. Mappings already known cost no file open. The new paths are also kept
+    /// for [`MapsRegistry::take_new_files`], whoever asked for the capture.
     pub fn capture(&mut self, pid: u32) -> Option<Vec<String>> {
         let text = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
         let mut added = Vec::new();
@@ -124,7 +128,21 @@ impl MapsRegistry {
             let at = known.partition_point(|k| k.start < m.start);
             known.insert(at, m);
         }
+        self.fresh.extend(added.iter().map(|p| (pid, p.clone())));
         Some(added)
+    }
+
+    /// Every (pid, file) newly mapped since the last call, grouped by pid in first-seen
+    /// order: what the probe set must look at, whichever capture found it.
+    pub fn take_new_files(&mut self) -> Vec<(u32, Vec<String>)> {
+        let mut out: Vec<(u32, Vec<String>)> = Vec::new();
+        for (pid, path) in std::mem::take(&mut self.fresh) {
+            match out.iter_mut().find(|(p, _)| *p == pid) {
+                Some((_, files)) => files.push(path),
+                None => out.push((pid, vec![path])),
+            }
+        }
+        out
     }
 
     fn open_module(&mut self, pid: u32, line: &MapsLine<'_>) -> Option<ModuleId> {
@@ -223,5 +241,19 @@ mod tests {
         assert!(module.is_readable());
         assert!(module.path.contains("modelprobe"), "{}", module.path);
         assert!(reg.lookup(std::process::id(), 8).is_none());
+    }
+
+    #[test]
+    fn new_files_wait_for_the_taker_whoever_captured_them() {
+        let me = std::process::id();
+        let mut reg = MapsRegistry::default();
+        // A capture made for another reason (a sample in unknown code) ...
+        let first = reg.capture(me).expect("own process");
+        assert!(!first.is_empty());
+        // ... and one that finds nothing new: the files are still handed over once.
+        assert_eq!(reg.capture(me), Some(vec![]));
+        let taken = reg.take_new_files();
+        assert_eq!(taken, vec![(me, first)]);
+        assert!(reg.take_new_files().is_empty());
     }
 }

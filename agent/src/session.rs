@@ -25,6 +25,7 @@ use crate::{
 };
 
 mod collect;
+mod models;
 
 use collect::{Collector, Lifecycle};
 
@@ -375,13 +376,15 @@ pub fn record(opts: &RecordOptions) -> Result<Outcome> {
                 log::info!("{line}");
             }
         }
-        // Libraries loaded from outside any search path (a wheel's RPATH): found by rescanning.
+        // Libraries loaded from outside any search path (a wheel's RPATH, a ctypes load):
+        // found by the rescan, or earlier by a sample landing in them.
         if last_rescan.elapsed() >= Duration::from_secs(1) {
             last_rescan = Instant::now();
-            for (pid, files) in collector.rescan_maps() {
-                if let Err(e) = probes.on_new_files(&mut sampler, pid, &files) {
-                    log::warn!("probes not attached to new libraries of pid {pid}: {e}");
-                }
+            collector.rescan_maps();
+        }
+        for (pid, files) in collector.take_new_files() {
+            if let Err(e) = probes.on_new_files(&mut sampler, pid, &files) {
+                log::warn!("probes not attached to new libraries of pid {pid}: {e}");
             }
         }
         if let Some(c) = &child {

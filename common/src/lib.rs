@@ -51,13 +51,13 @@ pub mod kind {
     /// [`DataRecord`](super::DataRecord): a target opened a file; `data` is its path.
     pub const OPEN: u32 = 11;
     /// [`StackEvent`](super::StackEvent): a probed function returned a non-zero status; the
-    /// stacks are its caller's, `weight` is the probe's cookie.
+    /// stacks are its caller's, `probe` is the probe id.
     pub const API_ERROR_STACK: u32 = 12;
     /// [`DataRecord`](super::DataRecord): a string argument of a probed call (see
-    /// [`STRING_ARG2_COOKIE`](super::STRING_ARG2_COOKIE)); `count` is the probe id.
+    /// [`STRING_ARG2_COOKIE`](super::STRING_ARG2_COOKIE)); `probe` is the probe id.
     pub const ARG_STRING: u32 = 13;
     /// [`StackEvent`](super::StackEvent): the calling stack at the entry of a probed call that
-    /// queues GPU work (see [`LAUNCH_STACK_COOKIE`](super::LAUNCH_STACK_COOKIE)); `weight` is
+    /// queues GPU work (see [`LAUNCH_STACK_COOKIE`](super::LAUNCH_STACK_COOKIE)); `probe` is
     /// the probe id.
     pub const SPAN_STACK: u32 = 14;
 }
@@ -71,7 +71,7 @@ pub const STATUS_COOKIE: u64 = 1 << 63;
 pub const DEREF_ARG0_COOKIE: u64 = 1 << 62;
 
 /// Set in a span probe's cookie when argument 2 is a C string to keep: the entry also sends it
-/// as a [`DataRecord`] of kind [`kind::ARG_STRING`] with `count` = the probe id.
+/// as a [`DataRecord`] of kind [`kind::ARG_STRING`] with `probe` = the probe id.
 pub const STRING_ARG2_COOKIE: u64 = 1 << 61;
 
 /// Set in a span probe's cookie when it needs its first two stack-argument words (`args[6..8]`
@@ -146,7 +146,7 @@ pub struct StackEvent {
     pub tid: u32,
     /// CLOCK_MONOTONIC nanoseconds (`bpf_ktime_get_ns`).
     pub time_ns: u64,
-    /// 1 for a CPU sample; nanoseconds off CPU for an off-CPU event.
+    /// 1 for a CPU sample; nanoseconds off CPU for an off-CPU event; 0 for the other kinds.
     pub weight: u64,
     /// User instruction pointer when [`flags::USER_REGS`] is set.
     pub user_ip: u64,
@@ -162,8 +162,9 @@ pub struct StackEvent {
     pub ustack_len: u32,
     /// [`flags`] bits.
     pub flags: u32,
-    /// Explicit padding; always 0.
-    pub _pad: u32,
+    /// The probe id (a cookie's [`COOKIE_ID_MASK`] bits) for [`kind::API_ERROR_STACK`] and
+    /// [`kind::SPAN_STACK`]; 0 for the other kinds.
+    pub probe: u32,
     /// Kernel frames, innermost first.
     pub kstack: [u64; MAX_STACK_DEPTH],
     /// User frames, innermost first.
@@ -195,12 +196,11 @@ pub struct Record {
     pub comm: [u8; TASK_COMM_LEN],
 }
 
-/// A record with a variable-length payload (log bytes, a path), as written to `RECORDS`: only
-/// the header and the first `len` bytes of `data` are sent.
+/// The fixed part of a [`DataRecord`], before its payload: what the agent reads first.
 #[repr(C)]
-#[derive(Clone, Copy)]
-pub struct DataRecord {
-    /// [`kind::LOG`] or [`kind::OPEN`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DataHeader {
+    /// [`kind::LOG`], [`kind::OPEN`] or [`kind::ARG_STRING`].
     pub kind: u32,
     /// CPU it was recorded on.
     pub cpu: u32,
@@ -211,17 +211,31 @@ pub struct DataRecord {
     /// CLOCK_MONOTONIC nanoseconds.
     pub time_ns: u64,
     /// LOG: bytes the write asked for (more than `len` when cut). OPEN: the open flags.
+    /// ARG_STRING: unused.
     pub count: u64,
-    /// LOG: the file descriptor. OPEN: unused.
+    /// LOG: the file descriptor. OPEN, ARG_STRING: unused.
     pub fd: u32,
-    /// Valid bytes in `data`.
+    /// Valid bytes in the payload.
     pub len: u32,
+    /// ARG_STRING: the probe id (a cookie's [`COOKIE_ID_MASK`] bits). LOG, OPEN: 0.
+    pub probe: u32,
+    /// Explicit padding; always 0.
+    pub _pad: u32,
+}
+
+/// A record with a variable-length payload (log bytes, a path, a string argument), as written
+/// to `RECORDS`: only the header and the first `header.len` bytes of `data` are sent.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct DataRecord {
+    /// Kind, ids, time and payload length.
+    pub header: DataHeader,
     /// The payload.
     pub data: [u8; DATA_CAPTURE],
 }
 
 /// Size of a [`DataRecord`]'s header, before `data`.
-pub const DATA_HEADER: usize = 40;
+pub const DATA_HEADER: usize = core::mem::size_of::<DataHeader>();
 
 /// Settings the agent writes into the BPF object before loading it (a read-only global).
 ///
@@ -269,6 +283,9 @@ unsafe impl aya::Pod for Record {}
 // SAFETY: as above.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for DataRecord {}
+// SAFETY: as above.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for DataHeader {}
 
 /// Compile-time layout checks: a change here must be made on both sides at once.
 mod layout {
@@ -282,15 +299,25 @@ mod layout {
     const _: () = assert!(offset_of!(StackEvent, comm) == 56);
     const _: () = assert!(offset_of!(StackEvent, kstack_len) == 72);
     const _: () = assert!(offset_of!(StackEvent, flags) == 80);
+    const _: () = assert!(offset_of!(StackEvent, probe) == 84);
     const _: () = assert!(offset_of!(StackEvent, kstack) == 88);
     const _: () = assert!(offset_of!(StackEvent, ustack) == 88 + 8 * MAX_STACK_DEPTH);
     const _: () = assert!(size_of::<StackEvent>() == 88 + 16 * MAX_STACK_DEPTH);
     const _: () = assert!(size_of::<Config>() == 48);
+    const _: () = assert!(offset_of!(Record, kind) == 0);
     const _: () = assert!(offset_of!(Record, time_ns) == 16);
     const _: () = assert!(offset_of!(Record, id) == 24);
     const _: () = assert!(offset_of!(Record, args) == 32);
     const _: () = assert!(offset_of!(Record, comm) == 96);
     const _: () = assert!(size_of::<Record>() == 112);
+    const _: () = assert!(offset_of!(DataHeader, kind) == 0);
+    const _: () = assert!(offset_of!(DataHeader, time_ns) == 16);
+    const _: () = assert!(offset_of!(DataHeader, count) == 24);
+    const _: () = assert!(offset_of!(DataHeader, fd) == 32);
+    const _: () = assert!(offset_of!(DataHeader, len) == 36);
+    const _: () = assert!(offset_of!(DataHeader, probe) == 40);
+    const _: () = assert!(size_of::<DataHeader>() == 48);
+    const _: () = assert!(offset_of!(DataRecord, header) == 0);
     const _: () = assert!(offset_of!(DataRecord, data) == DATA_HEADER);
     const _: () = assert!(size_of::<DataRecord>() == DATA_HEADER + DATA_CAPTURE);
 }
@@ -305,5 +332,12 @@ mod tests {
         let fields = 4 * 4 + 8 * 5 + TASK_COMM_LEN + 4 * 4 + 2 * 8 * MAX_STACK_DEPTH;
         assert_eq!(fields, core::mem::size_of::<StackEvent>());
         assert_eq!(core::mem::align_of::<StackEvent>(), 8);
+    }
+
+    #[test]
+    fn data_record_is_padding_free() {
+        let header = 4 * 4 + 8 * 2 + 4 * 4;
+        assert_eq!(header, core::mem::size_of::<DataHeader>());
+        assert_eq!(header + DATA_CAPTURE, core::mem::size_of::<DataRecord>());
     }
 }

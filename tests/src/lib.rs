@@ -1,6 +1,7 @@
 //! Helpers for modelprobe's end-to-end tests: finding the built binaries, running them, reading
 //! their outputs, and deciding whether a test that needs root and BPF may run here.
 use std::{
+    collections::BTreeSet,
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
     time::{Duration, Instant},
@@ -256,25 +257,199 @@ pub fn check_trace(dir: &Path, expectations: &[&str]) {
     );
 }
 
-/// Names of the kernel's loaded BPF programs that are the agent's (`mp_*`).
-pub fn our_bpf_programs() -> Vec<String> {
+/// Ids of the BPF programs process `pid` holds open: the `prog_id` of each of its BPF program
+/// and link file descriptors (`/proc/PID/fdinfo`). Empty once the process is gone.
+pub fn bpf_programs_held_by(pid: u32) -> BTreeSet<u32> {
+    let mut ids = BTreeSet::new();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return ids;
+    };
+    for fd in fds.flatten() {
+        let info = std::fs::read_to_string(fd.path()).unwrap_or_default();
+        ids.extend(
+            info.lines()
+                .filter_map(|l| l.strip_prefix("prog_id:"))
+                .filter_map(|v| v.trim().parse::<u32>().ok()),
+        );
+    }
+    ids
+}
+
+/// Which of `ids` the kernel still has loaded.
+fn still_loaded(ids: &BTreeSet<u32>) -> Vec<u32> {
     aya::programs::loaded_programs()
         .filter_map(Result::ok)
-        .filter_map(|p| p.name_as_str().map(str::to_string))
-        .filter(|n| n.starts_with("mp_"))
+        .map(|p| p.id())
+        .filter(|id| ids.contains(id))
         .collect()
 }
 
-/// Waits (up to 5 s: program teardown is deferred in the kernel) until none of the agent's
-/// BPF programs remain; panics naming those left.
-pub fn assert_no_bpf_left(context: &str) {
+/// Waits (up to 5 s: program teardown is deferred in the kernel) until none of the BPF
+/// programs an agent held (`ids`, from [`bpf_programs_held_by`] while it ran) is loaded;
+/// panics naming those left. Programs of other agents on the machine (tests running in
+/// parallel) are none of its business. `ids` must not be empty: a check of nothing proves
+/// nothing.
+pub fn assert_programs_released(ids: &BTreeSet<u32>, context: &str) {
+    assert!(
+        !ids.is_empty(),
+        "{context}: the agent was never seen holding a BPF program"
+    );
     let start = Instant::now();
-    while !our_bpf_programs().is_empty() {
+    loop {
+        let left = still_loaded(ids);
+        if left.is_empty() {
+            return;
+        }
         assert!(
             start.elapsed() < Duration::from_secs(5),
-            "{context}: BPF programs left behind: {:?}",
-            our_bpf_programs()
+            "{context}: BPF programs left behind: ids {left:?}"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// An agent (`modelprobe attach`/`run`) running in the background, with the BPF programs it
+/// was seen holding; killed if dropped before it ends.
+pub struct Agent {
+    child: KillOnDrop,
+    programs: BTreeSet<u32>,
+    stdout: Option<std::thread::JoinHandle<Vec<u8>>>,
+    stderr: Option<std::thread::JoinHandle<Vec<u8>>>,
+}
+
+/// What a finished [`Agent`] left: its output, and every BPF program id it held.
+pub struct AgentRun {
+    /// Exit status, stdout and stderr.
+    pub output: Output,
+    /// Ids of the BPF programs it was seen holding.
+    pub programs: BTreeSet<u32>,
+}
+
+impl AgentRun {
+    /// Its stderr, as text.
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.output.stderr).into_owned()
+    }
+
+    /// Panics with its stderr unless it exited 0.
+    pub fn assert_success(&self) {
+        assert!(
+            self.output.status.success(),
+            "modelprobe failed ({}): {}",
+            self.output.status,
+            self.stderr()
+        );
+    }
+}
+
+fn drain<R: std::io::Read + Send + 'static>(
+    pipe: Option<R>,
+) -> Option<std::thread::JoinHandle<Vec<u8>>> {
+    pipe.map(|mut p| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = p.read_to_end(&mut buf);
+            buf
+        })
+    })
+}
+
+impl Agent {
+    /// Starts `cmd` with stdout and stderr captured (drained as it runs, so it never blocks
+    /// on a full pipe).
+    pub fn spawn(cmd: &mut Command) -> Agent {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start modelprobe");
+        let stdout = drain(child.stdout.take());
+        let stderr = drain(child.stderr.take());
+        Agent {
+            child: KillOnDrop(child),
+            programs: BTreeSet::new(),
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Its pid.
+    pub fn pid(&self) -> u32 {
+        self.child.0.id()
+    }
+
+    fn look(&mut self) {
+        let pid = self.pid();
+        self.programs.extend(bpf_programs_held_by(pid));
+    }
+
+    /// Waits until it holds at least `n` BPF programs (it has attached); panics after
+    /// `limit`.
+    pub fn wait_for_programs(&mut self, n: usize, limit: Duration) {
+        let start = Instant::now();
+        loop {
+            let held = bpf_programs_held_by(self.pid());
+            let attached = held.len() >= n;
+            self.programs.extend(held);
+            if attached {
+                return;
+            }
+            assert!(
+                self.child.0.try_wait().expect("try_wait").is_none(),
+                "the agent exited before attaching"
+            );
+            assert!(
+                start.elapsed() < limit,
+                "the agent never attached ({} of {n} BPF programs after {limit:?})",
+                self.programs.len()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Sends it a signal.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(self.pid() as i32, signal) };
+    }
+
+    /// Waits for it to end, watching the BPF programs it holds meanwhile; panics with its
+    /// stderr after `limit`.
+    pub fn finish(mut self, limit: Duration) -> AgentRun {
+        let start = Instant::now();
+        let status = loop {
+            // Before reaping: the fdinfo of a finished process is gone.
+            self.look();
+            if let Some(status) = self.child.0.try_wait().expect("try_wait") {
+                break status;
+            }
+            if start.elapsed() > limit {
+                let _ = self.child.0.kill();
+                let _ = self.child.0.wait();
+                let stderr = self.stderr.take().map(|h| h.join().unwrap_or_default());
+                panic!(
+                    "modelprobe overran {limit:?}: stderr: {}",
+                    String::from_utf8_lossy(&stderr.unwrap_or_default())
+                );
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        let join = |h: Option<std::thread::JoinHandle<Vec<u8>>>| {
+            h.map(|h| h.join().unwrap_or_default()).unwrap_or_default()
+        };
+        AgentRun {
+            output: Output {
+                status,
+                stdout: join(self.stdout.take()),
+                stderr: join(self.stderr.take()),
+            },
+            programs: std::mem::take(&mut self.programs),
+        }
+    }
+}
+
+/// Runs modelprobe to its end with a time limit, watching the BPF programs it holds: the
+/// "run modelprobe, wait" of every end-to-end test.
+pub fn run_agent(cmd: &mut Command, limit: Duration) -> AgentRun {
+    Agent::spawn(cmd).finish(limit)
 }

@@ -48,6 +48,18 @@ fn run_profiles_the_whole_process_tree_and_its_blocked_time() {
         stderr.contains("Top functions by self time"),
         "summary tables missing: {stderr}"
     );
+    // A process that used no CUDA gets one line about it, not one per GPU table.
+    let gpu_lines: Vec<&str> = stderr
+        .lines()
+        // The report's lines (not the agent's own log lines, nor the span hint's mention).
+        .filter(|l| !l.starts_with("modelprobe:") && !l.starts_with("Spans:"))
+        .filter(|l| l.contains("CUDA") || l.contains("GPU"))
+        .collect();
+    assert_eq!(
+        gpu_lines,
+        ["GPU: none; the process used no CUDA (no call into a CUDA library was traced and GPU tracing reached no process)"],
+        "{stderr}"
+    );
     assert_eq!(
         row(&report_rows(&out, "lost"), "CPU samples (ring buffer full)")[1],
         0,
@@ -216,7 +228,7 @@ fn attach_finalizes_when_the_target_exits() {
 fn stop_with_signal(signal: i32, name: &str) {
     let workload = start_workload(&["--seconds", "30"]);
     let out = scratch_dir(name);
-    let mut agent = KillOnDrop(
+    let mut agent = Agent::spawn(
         Command::new(modelprobe_bin())
             .args([
                 "attach",
@@ -225,42 +237,24 @@ fn stop_with_signal(signal: i32, name: &str) {
                 &workload.0.id().to_string(),
                 "-o",
             ])
-            .arg(&out)
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("start agent"),
+            .arg(&out),
     );
     // Wait until the agent has attached (its programs are loaded), then let it sample a while.
-    let start = std::time::Instant::now();
-    while our_bpf_programs().len() < 4 {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "agent never attached"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    agent.wait_for_programs(4, Duration::from_secs(20));
     std::thread::sleep(Duration::from_millis(1500));
-    // SAFETY: kill has no memory-safety preconditions.
-    unsafe { libc::kill(agent.0.id() as i32, signal) };
-    let status = loop {
-        if let Some(s) = agent.0.try_wait().expect("try_wait") {
-            break s;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "agent did not stop on signal {signal}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    agent.signal(signal);
+    let run = agent.finish(Duration::from_secs(60));
     assert!(
-        status.success(),
-        "a signal is the normal way to end attach: {status}"
+        run.output.status.success(),
+        "a signal is the normal way to end attach: {}: {}",
+        run.output.status,
+        run.stderr()
     );
     let rec = read_recording(&out);
     assert_eq!(rec["meta"]["end_reason"], "signal");
     assert!(self_weight(&read_folded(&out.join("stacks.folded")), "mp_hot_a") > 0);
     assert!(out.join("offcpu-flamegraph.svg").exists());
-    assert_no_bpf_left("after the signal");
+    assert_programs_released(&run.programs, "after the signal");
     assert!(
         workload_still_running(&workload),
         "the target must not be disturbed"

@@ -291,3 +291,62 @@ fn llama_cpp_pack_in_a_static_binary_gives_prefill_and_decode_tokens() {
     assert_eq!(row(&tokens, "prefill")[1..3], [json!(1), json!(12)]);
     assert_eq!(row(&tokens, "decode")[1..3], [json!(20), json!(20)]);
 }
+
+/// llama-cpp-python's shape: Python starts, then loads `site-packages/llama_cpp/lib/libllama.so`
+/// through ctypes from a folder no search path names, and stays busy inside it. The CPU
+/// samples landing in the new library must not hide it from the probe set (they capture the
+/// process's mappings before the periodic rescan does).
+#[test]
+fn run_probes_a_pack_library_loaded_at_run_time_from_outside_the_search_path() {
+    if !require_bpf("run_probes_a_pack_library_loaded_at_run_time_from_outside_the_search_path") {
+        return;
+    }
+    let _bpf = bpf_lock();
+    let lib = fixture_lib_dir().join("wheel/llama_cpp/lib/libllama.so");
+    assert!(lib.is_file(), "fixture missing: {}", lib.display());
+    let out = scratch_dir("llama-ctypes");
+    // 150 tokens of 12 ms of CPU each: ~1.8 s busy in the library.
+    let script = "import ctypes, sys, time\n\
+                  time.sleep(0.3)\n\
+                  lib = ctypes.CDLL(sys.argv[1])\n\
+                  lib.mp_llama_generate.argtypes = [ctypes.c_int32, ctypes.c_long]\n\
+                  n = lib.mp_llama_generate(150, 12000)\n\
+                  print('prompt', n)\n";
+    let result = run_with_timeout(
+        Command::new(modelprobe_bin())
+            .args(["run", "-o"])
+            .arg(&out)
+            .args(["--", "python3", "-c", script])
+            .arg(&lib)
+            .env_remove("LD_LIBRARY_PATH"),
+        Duration::from_secs(90),
+    );
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(result.status.success(), "{stderr}");
+    assert!(
+        String::from_utf8_lossy(&result.stdout).contains("prompt 12"),
+        "the script ran: {stderr}"
+    );
+    assert!(
+        stderr.contains("loaded a pack library"),
+        "the library was found while the process ran: {stderr}"
+    );
+    let rec = read_recording(&out);
+    let probes = rec["probes"].as_array().expect("probes");
+    let decodes = rec["spans"]
+        .as_array()
+        .expect("spans")
+        .iter()
+        .filter(|s| probes[s["probe"].as_u64().unwrap() as usize]["function"] == "llama_decode")
+        .count();
+    // Attached within a moment of the load: most of the 151 calls are spans.
+    assert!(
+        decodes >= 75,
+        "{decodes} llama_decode spans of 151 calls; {stderr}"
+    );
+    let tokens = report_rows(&out, "tokens");
+    assert!(
+        row(&tokens, "decode")[1].as_u64().unwrap() >= 74,
+        "{tokens:?}"
+    );
+}

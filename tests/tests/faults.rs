@@ -3,7 +3,7 @@
 //! sudo. The target must never notice, and nothing of the agent's may stay in the kernel.
 use std::{
     os::unix::fs::{MetadataExt, PermissionsExt},
-    process::{Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
@@ -23,23 +23,18 @@ fn rss_kib(pid: u32) -> u64 {
         .expect("VmRSS of the target")
 }
 
-/// Open perf-event file descriptors across every process (`anon_inode:[perf_event]`): an
-/// agent that leaked its sampling or probe events would leave some behind.
-fn open_perf_events() -> usize {
-    let mut n = 0;
-    for proc_dir in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(fds) = std::fs::read_dir(proc_dir.path().join("fd")) else {
-            continue;
-        };
-        n += fds
-            .flatten()
-            .filter(|fd| {
-                std::fs::read_link(fd.path())
-                    .is_ok_and(|l| l.to_string_lossy().contains("perf_event"))
-            })
-            .count();
-    }
-    n
+/// Open perf-event file descriptors of `pid` (`anon_inode:[perf_event]`): the agent's sampling
+/// and probe events live in the agent, and must never leak into the target. (The agent's own
+/// are closed with it; other processes' are other tests' business.)
+fn open_perf_events(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|fd| {
+            std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy().contains("perf_event"))
+        })
+        .count()
 }
 
 fn attach(pid: u32, out: &std::path::Path, extra: &[&str]) -> std::process::Output {
@@ -61,7 +56,7 @@ fn sigkill_of_the_agent_leaves_no_probe_and_the_target_runs_on() {
     let workload = start_workload(&["--seconds", "30"]);
     let pid = workload.0.id();
     let out = scratch_dir("sigkill");
-    let mut agent = KillOnDrop(
+    let mut agent = Agent::spawn(
         Command::new(modelprobe_bin())
             .args([
                 "attach",
@@ -72,23 +67,13 @@ fn sigkill_of_the_agent_leaves_no_probe_and_the_target_runs_on() {
                 &pid.to_string(),
                 "-o",
             ])
-            .arg(&out)
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start agent"),
+            .arg(&out),
     );
-    let start = Instant::now();
-    while our_bpf_programs().len() < 6 {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "agent never attached"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    agent.wait_for_programs(6, Duration::from_secs(20));
     std::thread::sleep(Duration::from_millis(500));
-    agent.0.kill().expect("SIGKILL the agent");
-    agent.0.wait().expect("reap agent");
-    assert_no_bpf_left("after SIGKILL");
+    agent.signal(libc::SIGKILL);
+    let run = agent.finish(Duration::from_secs(20));
+    assert_programs_released(&run.programs, "after SIGKILL");
     // The target keeps running, and its probed function still runs normally.
     std::thread::sleep(Duration::from_millis(300));
     assert!(
@@ -117,31 +102,27 @@ fn two_agents_on_one_process_both_record() {
     let pid = workload.0.id().to_string();
     let (a, b) = (scratch_dir("two-a"), scratch_dir("two-b"));
     let spawn = |out: &std::path::Path| {
-        Command::new(modelprobe_bin())
-            .args([
-                "attach",
-                "--duration",
-                "2s",
-                "--probe",
-                "mp-workload:mp_hot_b",
-                "--pid",
-                &pid,
-                "-o",
-            ])
-            .arg(out)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start agent")
+        Agent::spawn(
+            Command::new(modelprobe_bin())
+                .args([
+                    "attach",
+                    "--duration",
+                    "2s",
+                    "--probe",
+                    "mp-workload:mp_hot_b",
+                    "--pid",
+                    &pid,
+                    "-o",
+                ])
+                .arg(out),
+        )
     };
     let (first, second) = (spawn(&a), spawn(&b));
+    let mut held = std::collections::BTreeSet::new();
     for (agent, out) in [(first, &a), (second, &b)] {
-        let result = agent.wait_with_output().expect("agent output");
-        assert!(
-            result.status.success(),
-            "{}",
-            String::from_utf8_lossy(&result.stderr)
-        );
+        let run = agent.finish(Duration::from_secs(60));
+        run.assert_success();
+        held.extend(run.programs);
         assert!(self_weight(&read_folded(&out.join("stacks.folded")), "mp_hot_a") > 20);
         let rec = read_recording(out);
         assert!(
@@ -149,7 +130,7 @@ fn two_agents_on_one_process_both_record() {
             "each agent sees the calls"
         );
     }
-    assert_no_bpf_left("after two agents");
+    assert_programs_released(&held, "after two agents");
 }
 
 #[test]
@@ -193,22 +174,26 @@ fn a_hundred_attach_detach_cycles_leak_nothing() {
     let pid = workload.0.id();
     let target_fds = fd_count(pid);
     let target_rss = rss_kib(pid);
-    let before = open_perf_events();
     let out = scratch_dir("cycles");
     let start = Instant::now();
+    let mut held = std::collections::BTreeSet::new();
     for i in 0..100 {
-        let result = attach(pid, &out, &["--duration", "20ms", "--no-logs", "-q"]);
-        assert!(
-            result.status.success(),
-            "cycle {i}: {}",
-            String::from_utf8_lossy(&result.stderr)
+        let agent = Agent::spawn(
+            Command::new(modelprobe_bin())
+                .args(["attach", "--pid", &pid.to_string(), "-o"])
+                .arg(&out)
+                .args(["--duration", "20ms", "--no-logs", "-q"]),
         );
+        // The programs each cycle is seen holding (watched every 2 ms) must all be released.
+        let run = agent.finish(Duration::from_secs(60));
+        assert!(run.output.status.success(), "cycle {i}: {}", run.stderr());
         assert!(
             out.join("recording.json").exists(),
             "cycle {i} wrote its recording"
         );
+        held.extend(run.programs);
     }
-    assert_no_bpf_left("after 100 cycles");
+    assert_programs_released(&held, "after 100 cycles");
     assert_eq!(
         fd_count(pid),
         target_fds,
@@ -221,9 +206,9 @@ fn a_hundred_attach_detach_cycles_leak_nothing() {
         "the target's resident memory grew {rss_growth} KiB over 100 cycles"
     );
     assert_eq!(
-        open_perf_events(),
-        before,
-        "perf event fds held system-wide are back to where they were"
+        open_perf_events(pid),
+        0,
+        "the target holds no perf event after 100 cycles"
     );
     eprintln!(
         "100 attach/detach cycles in {:?}; target RSS change {rss_growth} KiB",

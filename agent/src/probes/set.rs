@@ -17,6 +17,9 @@ pub struct ProbeSet {
     packs: bool,
     skipped_packs: Vec<&'static str>,
     launch_stacks: bool,
+    /// Pack libraries (target paths) already searched for pack functions, so a library
+    /// mapped by many processes is read once.
+    searched_libs: HashSet<String>,
 }
 
 impl ProbeSet {
@@ -135,6 +138,11 @@ impl ProbeSet {
     fn add_packs(&mut self, found: Vec<PackProbe>) -> usize {
         let before = self.table.len();
         let skipped = self.skipped_packs.clone();
+        self.searched_libs.extend(
+            found
+                .iter()
+                .map(|p| p.resolved.target_path.display().to_string()),
+        );
         for p in found.into_iter().filter(|p| !skipped.contains(&p.pack)) {
             self.add(&p.spec, p.resolved, Some(p.pack));
         }
@@ -155,9 +163,18 @@ impl ProbeSet {
                 .flat_map(|p| p.libraries)
                 .any(|lib| name == *lib || name.starts_with(&format!("{lib}.")))
         };
-        if !self.packs || !files.iter().any(pack_lib) {
+        if !self.packs {
             return Ok(0);
         }
+        let unsearched: Vec<&String> = files
+            .iter()
+            .filter(|f| pack_lib(f) && !self.searched_libs.contains(*f))
+            .collect();
+        if unsearched.is_empty() {
+            // Nothing new to look in; a process seen for the first time still gets the probes.
+            return self.attach_to(sampler, pid);
+        }
+        self.searched_libs.extend(unsearched.into_iter().cloned());
         let added = self.add_packs(resolve_packs(&SearchContext::for_process(pid)));
         if added > 0 {
             log::info!("pid {pid} loaded a pack library: probing {added} more function(s)");

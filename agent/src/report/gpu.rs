@@ -344,6 +344,39 @@ pub(super) fn sources(rec: &Recording) -> Section {
     s
 }
 
+/// True when the recording shows the process used CUDA: a call into a GPU pack's library was
+/// traced, or GPU tracing reached a process (CUPTI records or a tracer state).
+pub(super) fn used_cuda(rec: &Recording) -> bool {
+    let gpu_probe = |probe: u32| {
+        rec.probes
+            .get(probe as usize)
+            .is_some_and(|p| p.is_gpu_pack())
+    };
+    !rec.gpu.is_empty() || rec.spans.iter().any(|s| gpu_probe(s.probe))
+}
+
+/// For a process that used no CUDA, the GPU sections with nothing in them become one line
+/// (a section with data, such as device metrics from NVML, stays).
+pub(super) fn fold_unused(rec: &Recording, sections: Vec<Section>) -> Vec<Section> {
+    if used_cuda(rec) {
+        return sections;
+    }
+    let mut kept: Vec<Section> = sections
+        .into_iter()
+        .filter(|s| s.absent.is_none())
+        .collect();
+    kept.insert(
+        0,
+        Section::absent(
+            "gpu",
+            "GPU",
+            "the process used no CUDA (no call into a CUDA library was traced and GPU tracing \
+             reached no process)",
+        ),
+    );
+    kept
+}
+
 /// The headline's GPU line: how much GPU work, where, and whether tracing was off anywhere.
 pub(super) fn headline(rec: &Recording) -> Option<String> {
     let gpu = &rec.gpu;
@@ -610,7 +643,8 @@ mod tests {
             "gpu_queue_delay",
             "gpu_sources",
         ] {
-            assert!(plain.section(id).unwrap().absent.is_some(), "{id}");
+            assert!(plain.section(id).is_none(), "{id}: folded into one line");
         }
+        assert!(plain.section("gpu").unwrap().absent.is_some());
     }
 }

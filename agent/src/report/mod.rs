@@ -74,26 +74,32 @@ impl Section {
 
 /// Builds the report; `top` bounds the rows of the ranked tables.
 pub fn build(rec: &Recording, top: usize) -> Report {
+    let mut sections = vec![
+        sections::top_functions(rec, top, false),
+        sections::top_functions(rec, top, true),
+        sections::off_cpu(rec, top),
+        sections::spans(rec),
+    ];
+    let gpu_sections = vec![
+        sections::kernel_launches(rec, top),
+        gpu::kernels(rec, top),
+        sections::memcpy(rec),
+        gpu::copies(rec),
+        gpu::utilization(rec, top),
+        gpu::queue_delay(rec),
+        gpu::sources(rec),
+        sections::gpu_metrics(rec),
+    ];
+    sections.extend(gpu::fold_unused(rec, gpu_sections));
+    sections.extend([
+        sections::tokens(rec),
+        sections::events(rec, top),
+        sections::logs(rec),
+        sections::lost(rec),
+    ]);
     Report {
         headline: sections::headline(rec),
-        sections: vec![
-            sections::top_functions(rec, top, false),
-            sections::top_functions(rec, top, true),
-            sections::off_cpu(rec, top),
-            sections::spans(rec),
-            sections::kernel_launches(rec, top),
-            gpu::kernels(rec, top),
-            sections::memcpy(rec),
-            gpu::copies(rec),
-            gpu::utilization(rec, top),
-            gpu::queue_delay(rec),
-            gpu::sources(rec),
-            sections::gpu_metrics(rec),
-            sections::tokens(rec),
-            sections::events(rec, top),
-            sections::logs(rec),
-            sections::lost(rec),
-        ],
+        sections,
     }
 }
 
@@ -153,11 +159,7 @@ mod tests {
     #[test]
     fn gpu_metrics_average_and_peak_per_counter() {
         let mut rec = crate::trace::fixtures::sample_recording();
-        assert!(build(&rec, 5)
-            .section("gpu_metrics")
-            .unwrap()
-            .absent
-            .is_some());
+        assert!(build(&rec, 5).section("gpu_metrics").is_none());
         rec.counters.push(crate::trace::Counter {
             name: "GPU 0 memory used".into(),
             unit: "MiB".into(),
@@ -186,11 +188,21 @@ mod tests {
         let top = report.section("top_self").unwrap();
         assert_eq!(top.rows[0][3], json!("hot;a"));
         assert_eq!(top.rows[0][0], json!(66.7));
-        assert!(report.section("gpu_kernels").unwrap().absent.is_some());
+        // A CPU-only process: one line about the GPU, not one per GPU section.
+        assert!(report.section("gpu_kernels").is_none());
+        assert!(report.section("gpu").unwrap().absent.is_some());
         let text = report.to_text();
         assert!(text.contains("3 CPU samples"), "{text}");
         assert!(text.contains("66.7"), "{text}");
-        assert!(text.contains("GPU kernels: none; "), "{text}");
+        assert!(
+            text.contains("GPU: none; the process used no CUDA"),
+            "{text}"
+        );
+        let gpu_lines = text
+            .lines()
+            .filter(|l| l.contains("GPU") && !l.starts_with("Spans:"))
+            .count();
+        assert_eq!(gpu_lines, 1, "{text}");
         let back: Report = serde_json::from_value(report.to_json()).unwrap();
         assert_eq!(back, report);
     }

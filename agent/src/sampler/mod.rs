@@ -6,6 +6,10 @@
 //! side filters by the `TARGETS` table, which the agent seeds with [`Sampler::add_target`] and
 //! the kernel grows on every fork. Dropping the sampler detaches everything: nothing is pinned,
 //! so even a killed agent leaves no probe behind.
+//!
+//! The BPF programs' own diagnostics (aya-log, under the `modelprobe_ebpf` log target) are off
+//! unless trace output is asked for (`-vv`): only then is their level raised at load and their
+//! ring buffer read.
 use std::{os::fd::AsRawFd, path::Path, time::Duration};
 
 use aya::{
@@ -18,7 +22,8 @@ use aya::{
     util::online_cpus,
     Ebpf, EbpfLoader,
 };
-use modelprobe_common::{kind, lost, Config, Record, StackEvent, DATA_HEADER};
+use aya_log::EbpfLogger;
+use modelprobe_common::{kind, lost, Config, DataHeader, Record, StackEvent, DATA_HEADER};
 
 use crate::{Error, Result};
 
@@ -52,7 +57,7 @@ pub const DEFAULT_RECORDS_RING: u32 = 4 << 20;
 /// A record with a payload, borrowed from the ring buffer.
 #[derive(Debug, Clone, Copy)]
 pub struct DataView<'a> {
-    /// `kind::LOG` or `kind::OPEN`.
+    /// `kind::LOG`, `kind::OPEN` or `kind::ARG_STRING`.
     pub kind: u32,
     /// Process id.
     pub pid: u32,
@@ -64,6 +69,8 @@ pub struct DataView<'a> {
     pub count: u64,
     /// LOG: file descriptor.
     pub fd: u32,
+    /// ARG_STRING: the probe id.
+    pub probe: u32,
     /// The payload.
     pub bytes: &'a [u8],
 }
@@ -79,6 +86,22 @@ pub struct Sampler {
     targets: HashMap<MapData, u32, u32>,
     cpus: u32,
     uprobes_loaded: bool,
+    /// The BPF programs' log records, read only when [`bpf_log_level`] turned them on.
+    bpf_logs: Option<EbpfLogger<&'static dyn log::Log>>,
+}
+
+/// Log target of the BPF programs' records (their crate's module paths start with it).
+const BPF_LOG_TARGET: &str = "modelprobe_ebpf";
+
+/// The level the BPF programs log at: everything when trace output is enabled for
+/// [`BPF_LOG_TARGET`] (`-vv`, or `MODELPROBE_LOG=modelprobe_ebpf=trace`), else 0: off, and the
+/// verifier then drops the logging code from every program.
+fn bpf_log_level() -> u8 {
+    if log::log_enabled!(target: BPF_LOG_TARGET, log::Level::Trace) {
+        aya_log::Level::Trace as u8
+    } else {
+        0
+    }
 }
 
 /// Receives what the BPF side reports.
@@ -123,11 +146,20 @@ impl Sampler {
             deliver_handler_off: f("signal", "signal_deliver", "sa_handler")?.offset,
             _pad: 0,
         };
+        let bpf_log_level = bpf_log_level();
         let mut bpf = EbpfLoader::new()
             .override_global("CONFIG", &config, true)
+            .override_global(aya_log::LEVEL, &bpf_log_level, true)
             .map_max_entries("RECORDS", opts.records_ring_bytes)
             .load(BPF_OBJECT)
             .map_err(|e| Error::bpf("loading the BPF object", e))?;
+        let bpf_logs = if bpf_log_level == 0 {
+            None
+        } else {
+            EbpfLogger::init(&mut bpf)
+                .inspect_err(|e| log::warn!("BPF-side logs unavailable: {e}"))
+                .ok()
+        };
 
         attach_tracepoint(&mut bpf, "mp_task_newtask", "task", "task_newtask")?;
         attach_tracepoint(&mut bpf, "mp_sched_exit", "sched", "sched_process_exit")?;
@@ -174,6 +206,7 @@ impl Sampler {
             targets,
             cpus: cpus.len() as u32,
             uprobes_loaded: false,
+            bpf_logs,
         })
     }
 
@@ -191,24 +224,37 @@ impl Sampler {
 
     /// Waits up to `timeout` for events; true if some are ready.
     pub fn wait(&self, timeout: Duration) -> bool {
-        let mut pfds = [self.events.as_raw_fd(), self.records.as_raw_fd()].map(|fd| libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        });
-        // SAFETY: `pfds` is an array of two valid pollfds for the duration of the call.
-        let n = unsafe { libc::poll(pfds.as_mut_ptr(), 2, timeout.as_millis() as i32) };
+        // A negative fd is skipped by poll(2): the BPF logs when they are off.
+        let logs = self.bpf_logs.as_ref().map_or(-1, |l| l.as_raw_fd());
+        let mut pfds =
+            [self.events.as_raw_fd(), self.records.as_raw_fd(), logs].map(|fd| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        // SAFETY: `pfds` is an array of valid pollfds (or skipped negative fds) for the duration
+        // of the call, and the count passed is its length.
+        let n = unsafe {
+            libc::poll(
+                pfds.as_mut_ptr(),
+                pfds.len() as libc::nfds_t,
+                timeout.as_millis() as i32,
+            )
+        };
         n > 0
     }
 
     /// Hands every ready event to `sink`; returns how many there were.
     pub fn drain(&mut self, sink: &mut impl EventSink) -> usize {
+        if let Some(logs) = self.bpf_logs.as_mut() {
+            logs.flush();
+        }
         let mut n = 0;
         // Records first: a span's or process's record should be seen before samples inside it.
         while let Some(item) = self.records.next() {
-            let record_kind = item
-                .get(..4)
-                .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+            // Every RECORDS item starts with its kind (offset 0 of Record and DataHeader, checked
+            // in modelprobe-common's layout assertions).
+            let record_kind = read_pod::<u32>(&item);
             if matches!(record_kind, Some(kind::LOG | kind::OPEN | kind::ARG_STRING)) {
                 if let Some(view) = data_view(&item) {
                     sink.data(&view);
@@ -312,24 +358,20 @@ fn attach_tracepoint(bpf: &mut Ebpf, prog_name: &str, category: &str, event: &st
     Ok(())
 }
 
-/// Reads a variable-length data record: a fixed header, then `len` payload bytes.
+/// Reads a variable-length data record: a [`DataHeader`], then `len` payload bytes.
 fn data_view(item: &[u8]) -> Option<DataView<'_>> {
-    if item.len() < DATA_HEADER {
-        log::warn!("short data record of {} bytes ignored", item.len());
-        return None;
-    }
-    let u32_at = |o: usize| u32::from_ne_bytes(item[o..o + 4].try_into().expect("4 bytes"));
-    let u64_at = |o: usize| u64::from_ne_bytes(item[o..o + 8].try_into().expect("8 bytes"));
-    // Offsets of DataRecord's fields (checked in modelprobe-common's layout assertions).
-    let len = (u32_at(36) as usize).min(item.len() - DATA_HEADER);
+    let header = read_pod::<DataHeader>(item)?;
+    let payload = &item[DATA_HEADER..];
+    let len = (header.len as usize).min(payload.len());
     Some(DataView {
-        kind: u32_at(0),
-        pid: u32_at(8),
-        tid: u32_at(12),
-        time_ns: u64_at(16),
-        count: u64_at(24),
-        fd: u32_at(32),
-        bytes: &item[DATA_HEADER..DATA_HEADER + len],
+        kind: header.kind,
+        pid: header.pid,
+        tid: header.tid,
+        time_ns: header.time_ns,
+        count: header.count,
+        fd: header.fd,
+        probe: header.probe,
+        bytes: &payload[..len],
     })
 }
 
@@ -343,4 +385,43 @@ fn read_pod<T: aya::Pod>(item: &[u8]) -> Option<T> {
     // (layouts checked in modelprobe-common); T is Pod, so any bit pattern is valid, and
     // read_unaligned copes with the ring buffer's 8-byte alignment.
     Some(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<T>()) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A data record as the BPF side lays it out, field by field.
+    fn item(kind: u32, len: u32, probe: u32, payload: &[u8]) -> Vec<u8> {
+        let mut b = Vec::new();
+        for v in [kind, 1, 2, 3] {
+            b.extend_from_slice(&v.to_ne_bytes());
+        }
+        for v in [4u64, 5] {
+            b.extend_from_slice(&v.to_ne_bytes());
+        }
+        for v in [6, len, probe, 0] {
+            b.extend_from_slice(&v.to_ne_bytes());
+        }
+        b.extend_from_slice(payload);
+        b
+    }
+
+    #[test]
+    fn data_view_reads_the_header_then_len_bytes() {
+        let raw = item(kind::ARG_STRING, 3, 42, b"abcdef");
+        let v = data_view(&raw).expect("a whole header");
+        assert_eq!(
+            (v.kind, v.pid, v.tid, v.time_ns, v.count, v.fd, v.probe),
+            (kind::ARG_STRING, 2, 3, 4, 5, 6, 42)
+        );
+        assert_eq!(v.bytes, b"abc");
+    }
+
+    #[test]
+    fn data_view_clamps_len_and_rejects_short_items() {
+        let raw = item(kind::LOG, 100, 0, b"xy");
+        assert_eq!(data_view(&raw).expect("a whole header").bytes, b"xy");
+        assert!(data_view(&raw[..DATA_HEADER - 1]).is_none());
+    }
 }

@@ -67,6 +67,7 @@ pub struct Collector {
     probes: Vec<crate::trace::ProbeInfo>,
     unmatched_returns: u64,
     logs: LogAssembler,
+    models: super::models::ModelFiles,
     error_stacks: Vec<(u32, u64, u32)>,
     /// (tid, time, probe id, stack) of calls that queue GPU work.
     launch_stacks: Vec<(u32, u64, u32, u32)>,
@@ -98,7 +99,7 @@ impl Collector {
             elapsed.as_secs(),
             self.samples.len(),
             self.spans.len(),
-            self.events.len()
+            self.events.len() + self.models.count()
         )
     }
 
@@ -120,26 +121,27 @@ impl Collector {
         self.maps.capture(pid);
     }
 
-    /// Re-reads the mappings of every live process seen; returns the pids that mapped a file
-    /// not seen before, with those files' paths.
-    pub fn rescan_maps(&mut self) -> Vec<(u32, Vec<String>)> {
+    /// Re-reads the mappings of every live process seen (what they mapped since comes from
+    /// [`Collector::take_new_files`]).
+    pub fn rescan_maps(&mut self) {
         let pids: Vec<u32> = self
             .processes
             .keys()
             .copied()
             .filter(|p| !self.exited.contains(p))
             .collect();
-        let mut out = Vec::new();
         for pid in pids {
-            match self.maps.capture(pid) {
-                Some(added) if !added.is_empty() => out.push((pid, added)),
-                Some(_) => {}
-                None => {
-                    self.exited.insert(pid);
-                }
+            if self.maps.capture(pid).is_none() {
+                self.exited.insert(pid);
             }
         }
-        out
+    }
+
+    /// Files each process mapped since the last call, however they were found: by the
+    /// rescan, by a sample in code not known yet, or by an exec. Each file is handed over
+    /// once, so a library that appears is always offered to the probe set.
+    pub fn take_new_files(&mut self) -> Vec<(u32, Vec<String>)> {
+        self.maps.take_new_files()
     }
 
     /// Processes seen that have not exited (as far as the collector knows).
@@ -379,7 +381,7 @@ impl Collector {
             kind::SPAN_STACK => {
                 let stack = self.intern_stack(&with_caller(ev));
                 self.launch_stacks
-                    .push((ev.tid, ev.time_ns, ev.weight as u32, stack));
+                    .push((ev.tid, ev.time_ns, ev.probe, stack));
                 return;
             }
             other => {
@@ -449,6 +451,8 @@ impl Collector {
             }
         }
         self.spans.sort_by_key(|s| (s.start_ns, s.depth));
+        let (model_loads, _repeated_opens) = std::mem::take(&mut self.models).finish();
+        self.events.extend(model_loads);
         self.events.sort_by_key(|e| e.time_ns);
         drop_exit_zaps(&mut self.events);
         // Kernel host stubs are named in the same pass as the stacks: one symbolizer, each
@@ -675,65 +679,12 @@ fn attach_error_stacks(events: &mut [Event], stacks: &[(u32, u64, u32)], rec: &R
     }
 }
 
-/// File name endings of model weights and engines.
-const MODEL_EXTENSIONS: &[&str] = &[
-    ".safetensors",
-    ".gguf",
-    ".bin",
-    ".pt",
-    ".pth",
-    ".onnx",
-    ".engine",
-    ".ckpt",
-    ".h5",
-    ".plan",
-];
-
 impl Collector {
     /// Records the model files `pid` already has open or mapped (for `attach`: they were
     /// loaded before recording began, so no open will be seen).
     pub fn note_loaded_models(&mut self, pid: u32, now_ns: u64) {
-        let mut paths: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| std::fs::read_link(e.path()).ok())
-            .map(|p| p.display().to_string())
-            .collect();
-        paths.extend(
-            std::fs::read_to_string(format!("/proc/{pid}/maps"))
-                .unwrap_or_default()
-                .lines()
-                .filter_map(|l| l.split_whitespace().nth(5).map(str::to_string)),
-        );
-        paths.retain(|p| p.starts_with('/') && is_model_file(p));
-        paths.sort();
-        paths.dedup();
-        for path in paths {
-            let size = std::fs::metadata(format!("/proc/{pid}/root{path}"))
-                .ok()
-                .map(|m| m.len() as i64);
-            self.events.push(Event {
-                time_ns: now_ns,
-                pid,
-                tid: pid,
-                kind: EventKind::ModelLoad,
-                message: format!(
-                    "model file {path} already loaded at attach{}",
-                    size.map(|n| format!(" ({:.1} MiB)", n as f64 / (1 << 20) as f64))
-                        .unwrap_or_default()
-                ),
-                value: size,
-                stack: None,
-            });
-        }
+        self.models.already_loaded(pid, now_ns);
     }
-}
-
-/// True for a path that names model weights.
-pub fn is_model_file(path: &str) -> bool {
-    let lower = path.to_ascii_lowercase();
-    MODEL_EXTENSIONS.iter().any(|ext| lower.ends_with(ext))
 }
 
 impl Collector {
@@ -750,7 +701,7 @@ impl Collector {
                 let open = self
                     .open_spans
                     .get_mut(&d.tid)
-                    .and_then(|stack| stack.iter_mut().rev().find(|s| s.probe == d.count as u32));
+                    .and_then(|stack| stack.iter_mut().rev().find(|s| s.probe == d.probe));
                 if let Some(open) = open {
                     open.text = Some(text);
                 }
@@ -759,36 +710,7 @@ impl Collector {
                 let path =
                     String::from_utf8_lossy(d.bytes.split(|&b| b == 0).next().unwrap_or(&[]))
                         .into_owned();
-                if !is_model_file(&path) {
-                    return;
-                }
-                // Sized now, while the process (and its view of the file) is there.
-                let seen_from = if path.starts_with('/') {
-                    format!("/proc/{}/root{path}", d.pid)
-                } else {
-                    format!("/proc/{}/cwd/{path}", d.pid)
-                };
-                // Through the process's own view while it lives; the plain path after.
-                let size = std::fs::metadata(&seen_from)
-                    .or_else(|_| std::fs::metadata(&path))
-                    .ok()
-                    .map(|m| m.len() as i64);
-                let message = match size {
-                    Some(n) => format!(
-                        "opened model file {path} ({:.1} MiB)",
-                        n as f64 / (1 << 20) as f64
-                    ),
-                    None => format!("opened model file {path}"),
-                };
-                self.events.push(Event {
-                    time_ns: d.time_ns,
-                    pid: d.pid,
-                    tid: d.tid,
-                    kind: EventKind::ModelLoad,
-                    message,
-                    value: size,
-                    stack: None,
-                });
+                self.models.opened(d.time_ns, d.pid, d.tid, &path, d.count);
             }
             other => log::debug!("unknown data record kind {other}"),
         }

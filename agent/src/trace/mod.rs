@@ -85,6 +85,18 @@ pub struct ProbeInfo {
     pub pack: Option<String>,
 }
 
+/// The built-in packs that trace GPU work (CUDA runtime and driver, cuBLAS, NCCL).
+pub const GPU_PACKS: &[&str] = &["cuda-runtime", "cuda-driver", "cublas", "cublaslt", "nccl"];
+
+impl ProbeInfo {
+    /// True for a function of one of the [`GPU_PACKS`].
+    pub fn is_gpu_pack(&self) -> bool {
+        self.pack
+            .as_deref()
+            .is_some_and(|pack| GPU_PACKS.contains(&pack))
+    }
+}
+
 /// One call of a probed function.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Span {

@@ -1,0 +1,201 @@
+//! The target's process tree and lifecycle, from scheduler, task and signal tracepoints.
+//!
+//! `mp_task_newtask` adds a target's new child processes to `TARGETS` before they first run and
+//! `mp_sched_exit` removes a process when its last thread exits, so the kernel follows the tree
+//! on its own; with `mp_sched_exec`, `mp_task_rename` and `mp_signal_deliver` they report each
+//! step as a `Record` (`TASK_NEW`, `TASK_EXIT`, `EXEC`, `RENAME`, `SIGNAL`).
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use aya_log_ebpf::debug;
+use modelprobe_common::{kind, lost, Record};
+
+use crate::{
+    emit::emit,
+    maps::{
+        config, count_lost, current_is_target, is_target, wakeup_flags, BLOCKED, RECORDS, TARGETS,
+    },
+};
+
+/// `CLONE_THREAD` from `linux/sched.h`: the new task is a thread of the same process.
+const CLONE_THREAD: u64 = 0x0001_0000;
+
+#[tracepoint]
+pub fn mp_task_newtask(ctx: TracePointContext) -> u32 {
+    match try_task_newtask(&ctx) {
+        Ok(ret) => ret,
+        Err(e) => {
+            debug!(
+                &ctx,
+                "mp_task_newtask: reading the tracepoint failed ({})", e
+            );
+            0
+        }
+    }
+}
+
+fn try_task_newtask(ctx: &TracePointContext) -> Result<u32, i64> {
+    // Runs in the parent, before the new task first runs: a new process is a target from its
+    // first instruction.
+    if !current_is_target() {
+        return Ok(0);
+    }
+    let cfg = config();
+    // SAFETY: offsets from this kernel's tracepoint format, read with bpf_probe_read.
+    let (child, clone_flags) = unsafe {
+        (
+            ctx.read_at::<i32>(cfg.newtask_pid_off as usize)? as u32,
+            ctx.read_at::<u64>(cfg.newtask_flags_off as usize)?,
+        )
+    };
+    if clone_flags & CLONE_THREAD == 0 && TARGETS.insert(&child, &1, 0).is_err() {
+        count_lost(ctx, lost::TARGETS_FULL);
+    }
+    emit(
+        ctx,
+        kind::TASK_NEW,
+        child as u64,
+        [clone_flags, 0, 0, 0, 0, 0, 0, 0],
+        lost::TASK,
+    );
+    Ok(0)
+}
+
+#[tracepoint]
+pub fn mp_sched_exec(ctx: TracePointContext) -> u32 {
+    match try_sched_exec(&ctx) {
+        Ok(ret) => ret,
+        Err(e) => {
+            debug!(&ctx, "mp_sched_exec failed ({})", e);
+            0
+        }
+    }
+}
+
+fn try_sched_exec(ctx: &TracePointContext) -> Result<u32, i64> {
+    if current_is_target() {
+        emit(ctx, kind::EXEC, 0, [0; 8], lost::TASK);
+    }
+    Ok(0)
+}
+
+#[tracepoint]
+pub fn mp_task_rename(ctx: TracePointContext) -> u32 {
+    match try_task_rename(&ctx) {
+        Ok(ret) => ret,
+        Err(e) => {
+            debug!(
+                &ctx,
+                "mp_task_rename: reading the tracepoint failed ({})", e
+            );
+            0
+        }
+    }
+}
+
+fn try_task_rename(ctx: &TracePointContext) -> Result<u32, i64> {
+    if !current_is_target() {
+        return Ok(0);
+    }
+    // SAFETY: offset from this kernel's tracepoint format, read with bpf_probe_read.
+    let new = unsafe { ctx.read_at::<[u8; 16]>(config().rename_newcomm_off as usize)? };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if let Some(mut entry) = RECORDS.reserve::<Record>(0) {
+        entry.write(Record {
+            kind: kind::RENAME,
+            // SAFETY: no preconditions.
+            cpu: unsafe { bpf_get_smp_processor_id() },
+            pid: (pid_tgid >> 32) as u32,
+            tid: pid_tgid as u32,
+            // SAFETY: no preconditions.
+            time_ns: unsafe { bpf_ktime_get_ns() },
+            id: 0,
+            args: [0; 8],
+            comm: new,
+        });
+        entry.submit(wakeup_flags(&RECORDS));
+    } else {
+        count_lost(ctx, lost::TASK);
+    }
+    Ok(0)
+}
+
+#[tracepoint]
+pub fn mp_signal_deliver(ctx: TracePointContext) -> u32 {
+    match try_signal_deliver(&ctx) {
+        Ok(ret) => ret,
+        Err(e) => {
+            debug!(
+                &ctx,
+                "mp_signal_deliver: reading the tracepoint failed ({})", e
+            );
+            0
+        }
+    }
+}
+
+fn try_signal_deliver(ctx: &TracePointContext) -> Result<u32, i64> {
+    // Runs in the receiving task.
+    if !current_is_target() {
+        return Ok(0);
+    }
+    let cfg = config();
+    // SAFETY: offsets from this kernel's tracepoint format, read with bpf_probe_read.
+    let (sig, code, handler) = unsafe {
+        (
+            ctx.read_at::<i32>(cfg.deliver_sig_off as usize)?,
+            ctx.read_at::<i32>(cfg.deliver_code_off as usize)?,
+            ctx.read_at::<u64>(cfg.deliver_handler_off as usize)?,
+        )
+    };
+    emit(
+        ctx,
+        kind::SIGNAL,
+        sig as u64,
+        [code as u64, handler, 0, 0, 0, 0, 0, 0],
+        lost::TASK,
+    );
+    Ok(0)
+}
+
+#[tracepoint]
+pub fn mp_sched_exit(ctx: TracePointContext) -> u32 {
+    match try_sched_exit(&ctx) {
+        Ok(ret) => ret,
+        Err(e) => {
+            debug!(&ctx, "mp_sched_exit: reading the tracepoint failed ({})", e);
+            0
+        }
+    }
+}
+
+fn try_sched_exit(ctx: &TracePointContext) -> Result<u32, i64> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+    if !is_target(tgid) {
+        return Ok(0);
+    }
+    let _ = BLOCKED.remove(&tid);
+    let off = config().exit_group_dead_off;
+    let group_dead = if off != u32::MAX {
+        // SAFETY: offset from this kernel's tracepoint format, read with bpf_probe_read.
+        unsafe { ctx.read_at::<u8>(off as usize)? }
+    } else {
+        0
+    };
+    emit(
+        ctx,
+        kind::TASK_EXIT,
+        0,
+        [group_dead as u64, 0, 0, 0, 0, 0, 0, 0],
+        lost::TASK,
+    );
+    if group_dead != 0 {
+        // The last thread of the process is gone: stop matching its (reusable) pid.
+        let _ = TARGETS.remove(&tgid);
+    }
+    Ok(0)
+}
