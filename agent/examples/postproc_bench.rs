@@ -9,8 +9,8 @@ use std::{collections::HashMap, path::PathBuf, time::Instant};
 use modelprobe::{
     export::{folded_stacks, Exporter, FlameGraph, Timeline},
     procmaps::MapsRegistry,
+    recording::{Frame, FrameKind, Meta, ProbeInfo, Recording, Sample, SampleKind, Span},
     symbolize::{symbolize_stacks, RawStack},
-    trace::{Frame, FrameKind, Meta, ProbeInfo, Recording, Sample, SampleKind, Span},
 };
 use serde_json::json;
 

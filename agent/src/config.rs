@@ -31,7 +31,7 @@ use std::{
 
 use serde::{Deserialize, Deserializer};
 
-use crate::{logs::Level, probes::ProbeSpec, Error, Result};
+use crate::{probes::ProbeSpec, recording::logs::Level, Error, Result};
 
 /// Where a config file is read from when neither `--config` nor `$MODELPROBE_CONFIG` names one.
 pub const DEFAULT_PATH: &str = "/etc/modelprobe/config.yaml";

@@ -129,6 +129,27 @@ pub enum Error {
     },
 }
 
+impl From<modelprobe_recording::Error> for Error {
+    fn from(e: modelprobe_recording::Error) -> Self {
+        match e {
+            modelprobe_recording::Error::Io { what, source } => Error::Io { what, source },
+            modelprobe_recording::Error::BadRecording { path, reason } => {
+                Error::BadRecording { path, reason }
+            }
+        }
+    }
+}
+
+impl From<modelprobe_outputs::Error> for Error {
+    fn from(e: modelprobe_outputs::Error) -> Self {
+        match e {
+            modelprobe_outputs::Error::InvalidArgument(m) => Error::InvalidArgument(m),
+            modelprobe_outputs::Error::Io { what, source } => Error::Io { what, source },
+            modelprobe_outputs::Error::Recording(e) => e.into(),
+        }
+    }
+}
+
 impl Error {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> i32 {

@@ -15,9 +15,11 @@
 //! - [`gpu`]: GPU timings from the CUPTI injection library inside each CUDA process (joined to
 //!   the launching calls) and NVML device metrics; [`inject`] loads that library into a
 //!   process that is already running;
-//! - [`trace`]: the recording model and its versioned on-disk format;
-//! - [`export`]: folded stacks, CPU, off-CPU and GPU flame graph SVGs, the timeline;
-//! - [`report`]: the end-of-run summary.
+//! - [`recording`] (the `modelprobe-recording` crate): the recording model, its versioned
+//!   on-disk format, and the queries every output shares (which call launched a GPU op);
+//! - [`export`], [`report`], [`view`], [`analyze`] (the `modelprobe-outputs` crate): folded
+//!   stacks, flame graphs, the timeline, the summary, the HTML viewer, log analysis, built on
+//!   the recording alone.
 //!
 //! [`session`] ties them together:
 //!
@@ -29,23 +31,22 @@
 //! # Ok::<(), modelprobe::Error>(())
 //! ```
 
-pub mod analyze;
+pub mod clock;
 pub mod config;
 pub mod error;
-pub mod export;
 pub mod gpu;
 pub mod inject;
-pub mod logs;
 pub mod preflight;
 pub mod probes;
 pub mod procmaps;
 pub mod progress;
-pub mod report;
 pub mod sampler;
 pub mod session;
 pub mod symbolize;
 pub mod target;
-pub mod trace;
-pub mod view;
 
 pub use error::{Error, Result};
+/// The outputs, built on the recording alone (the `modelprobe-outputs` crate).
+pub use modelprobe_outputs::{analyze, export, report, view};
+/// The recording model and format (the `modelprobe-recording` crate).
+pub use modelprobe_recording as recording;

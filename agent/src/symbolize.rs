@@ -13,7 +13,7 @@ use blazesym::symbolize::{
 
 use crate::{
     procmaps::{MapsRegistry, ModuleId},
-    trace::{Frame, FrameKind},
+    recording::{Frame, FrameKind},
 };
 
 /// A stack as captured: addresses innermost first, as the kernel reports them.
@@ -58,15 +58,6 @@ impl Interner {
         self.frames.push(frame);
         id
     }
-}
-
-/// A C++ mangled name demangled (`_Z9vectorAddPfi` -> `vectorAdd(float*, int)`), or as is:
-/// for names that do not come through blazesym (kernel names from the CUDA pack and CUPTI).
-pub fn demangle(name: &str) -> String {
-    cpp_demangle::Symbol::new(name)
-        .ok()
-        .map(|s| s.to_string())
-        .unwrap_or_else(|| name.to_string())
 }
 
 /// Symbolizes every stack. Return addresses (all but the innermost frame) are looked up at

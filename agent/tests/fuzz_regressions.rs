@@ -99,7 +99,7 @@ fn recording_seeds_parse_unless_named_bad() {
             .unwrap()
             .to_string_lossy()
             .starts_with("bad-");
-        let parsed = modelprobe::trace::Recording::from_slice(&fs::read(&path).unwrap());
+        let parsed = modelprobe::recording::Recording::from_slice(&fs::read(&path).unwrap());
         assert_eq!(
             parsed.is_err(),
             bad,

@@ -25,8 +25,8 @@ use std::{
 use anyhow::{ensure, Context};
 use modelprobe::{
     export,
-    logs::{Level, LogLine, Stream},
-    trace::{
+    recording::logs::{Level, LogLine, Stream},
+    recording::{
         AgentUsage, Counter, Event, EventKind, Frame, FrameKind, GpuDetail, GpuLaunch, GpuOp,
         GpuSource, Lost, Meta, ProbeInfo, Process, Recording, Sample, SampleKind, Span, Thread,
     },

@@ -9,7 +9,10 @@
 //! input takes the bytes that are left; fewer than three left over are ignored.
 //!
 //! Shared by the fuzz target and `agent/tests/fuzz_regressions.rs` (included with `#[path]`).
-use modelprobe::logs::{detect_level, LogAssembler, MAX_LINE};
+use modelprobe::{
+    recording::logs::detect_level,
+    session::log_lines::{LogAssembler, MAX_LINE},
+};
 
 /// Runs both on the input; checks the lines the assembler returns.
 pub fn run(data: &[u8]) {

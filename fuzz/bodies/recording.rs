@@ -4,7 +4,7 @@
 //! Shared by the fuzz target and `agent/tests/fuzz_regressions.rs` (included with `#[path]`).
 use std::{path::PathBuf, sync::OnceLock};
 
-use modelprobe::{export, report, trace::Recording};
+use modelprobe::{export, recording::Recording, report};
 
 /// Where the exporters write: one directory per process, reused by every input.
 pub fn scratch_dir() -> &'static PathBuf {

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use modelprobe_common::gpu::{op, state};
 
 use super::{client::Collected, clock::ClockMap};
-use crate::trace::{GpuDetail, GpuLaunch, GpuOp, GpuSource, GpuTrace, Recording, Span};
+use crate::recording::{GpuDetail, GpuLaunch, GpuOp, GpuSource, GpuTrace, Recording};
 
 /// The `state` word of a [`GpuSource`] for a STATUS state.
 fn state_name(st: u32) -> &'static str {
@@ -168,55 +168,12 @@ fn add_process(gpu: &mut GpuTrace, global: &mut HashMap<String, u32>, c: Collect
     });
 }
 
-/// Fills `launch.span` and `op.launch_span` from the spans on each launching thread.
-pub fn join(rec: &mut Recording) {
-    let mut by_tid: HashMap<(u32, u32), Vec<u32>> = HashMap::new();
-    for (i, s) in rec.spans.iter().enumerate() {
-        by_tid.entry((s.pid, s.tid)).or_default().push(i as u32);
-    }
-    for list in by_tid.values_mut() {
-        list.sort_by_key(|&i| rec.spans[i as usize].start_ns);
-    }
-    for l in &mut rec.gpu.launches {
-        l.span = by_tid
-            .get(&(l.pid, l.tid))
-            .and_then(|list| containing(&rec.spans, list, l.time_ns));
-    }
-    let launches = &rec.gpu.launches;
-    for o in &mut rec.gpu.ops {
-        o.launch_span = o.launch.and_then(|l| launches[l as usize].span);
-    }
-}
-
-/// The innermost span of `list` (indices sorted by start) containing `t`, preferring spans
-/// that kept a stack. Looks back over at most 64 spans that started before `t`.
-fn containing(spans: &[Span], list: &[u32], t: u64) -> Option<u32> {
-    let end = list.partition_point(|&i| spans[i as usize].start_ns <= t);
-    let mut best: Option<u32> = None;
-    for &i in list[..end].iter().rev().take(64) {
-        let s = &spans[i as usize];
-        if s.end_ns < t {
-            continue;
-        }
-        let better = match best {
-            None => true,
-            Some(b) => {
-                let b = &spans[b as usize];
-                (s.stack.is_some() && b.stack.is_none())
-                    || (s.stack.is_some() == b.stack.is_some() && s.depth > b.depth)
-            }
-        };
-        if better {
-            best = Some(i);
-        }
-    }
-    best
-}
+pub use modelprobe_recording::launch::join;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trace::{Meta, ProbeInfo};
+    use crate::recording::{Meta, ProbeInfo, Span};
     use modelprobe_common::gpu::{ClockPair, Dropped, WireLaunch, WireOp};
 
     fn span(tid: u32, start_ns: u64, end_ns: u64, depth: u32, stack: Option<u32>) -> Span {

@@ -1,7 +1,7 @@
 //! The GPU side of a recording.
 //!
 //! - [`nvml`]: device metrics from NVML, sampled on a thread into
-//!   [`Counter`](crate::trace::Counter)s; NVML is loaded at run time, so a machine without an
+//!   [`Counter`](crate::recording::Counter)s; NVML is loaded at run time, so a machine without an
 //!   NVIDIA driver records everything else and says, in one line, that GPU metrics are off.
 //! - GPU timings from CUPTI, which reports them only inside the CUDA process: [`library`]
 //!   embeds the injection library (`agent/inject/`) and writes it out for

@@ -20,7 +20,7 @@ use nvml_wrapper::{
     Device, Nvml,
 };
 
-use crate::{session::monotonic_ns, trace::Counter};
+use crate::{clock::monotonic_ns, recording::Counter};
 
 /// Default time between two readings.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(200);

@@ -125,7 +125,7 @@ const fn copy_dir(bytes: usize, implied: &'static str) -> Decoder {
 }
 
 /// The packs that trace GPU work (switched off by `profiling.gpu: false`).
-pub const GPU_PACKS: &[&str] = crate::trace::GPU_PACKS;
+pub const GPU_PACKS: &[&str] = crate::recording::GPU_PACKS;
 
 /// The built-in packs.
 pub static PACKS: &[Pack] = &[

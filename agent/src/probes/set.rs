@@ -5,7 +5,7 @@ use super::{
     packs::{resolve_packs, PackProbe},
     resolve, ProbeSpec, ResolvedProbe, SearchContext,
 };
-use crate::{sampler::Sampler, trace::ProbeInfo, Result};
+use crate::{recording::ProbeInfo, sampler::Sampler, Result};
 
 /// Specs, what they resolved to, and where they are attached.
 #[derive(Debug, Default)]

@@ -2,7 +2,7 @@
 use std::{ffi::OsString, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
-use modelprobe::{logs::Level, probes::ProbeSpec};
+use modelprobe::{probes::ProbeSpec, recording::logs::Level};
 
 const EXIT_CODES: &str = "\
 Exit codes:

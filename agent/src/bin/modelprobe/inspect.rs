@@ -7,11 +7,10 @@ use std::{
 
 use modelprobe::{
     analyze::{self, AnalyzeOptions},
-    logs::Level,
     probes::ProbeSpec,
-    report,
-    trace::Recording,
-    Error,
+    recording::logs::Level,
+    recording::Recording,
+    report, Error,
 };
 
 /// `modelprobe probes`: where specs and packs would attach.

@@ -101,12 +101,22 @@ fn main() -> ExitCode {
         Err(err) => {
             modelprobe::progress::clear();
             // Library errors already name their cause in one line; others get anyhow's chain.
-            let code = match err.downcast_ref::<modelprobe::Error>() {
-                Some(e) => {
+            let library = err
+                .downcast::<modelprobe::Error>()
+                .or_else(|e| {
+                    e.downcast::<modelprobe_outputs::Error>()
+                        .map(modelprobe::Error::from)
+                })
+                .or_else(|e| {
+                    e.downcast::<modelprobe_recording::Error>()
+                        .map(modelprobe::Error::from)
+                });
+            let code = match library {
+                Ok(e) => {
                     eprintln!("modelprobe: error: {e}");
                     e.exit_code()
                 }
-                None => {
+                Err(err) => {
                     eprintln!("modelprobe: error: {err:#}");
                     exit_code::FAILURE
                 }

@@ -1,0 +1,241 @@
+//! Turns what the BPF side sends during a recording into the pieces of a recording, one part
+//! per kind of record:
+//!
+//! - [`processes`]: names, threads, mappings and perf maps of every target process;
+//! - [`stacks`]: CPU and off-CPU samples, their stacks interned;
+//! - [`spans`]: probed calls paired into spans, with their argument strings and stacks;
+//! - [`lifecycle`]: process, thread and signal events, and the changes the session acts on;
+//! - [`log_lines`]: stdout and stderr writes reassembled into leveled lines;
+//! - [`models`]: model files opened or held.
+//!
+//! [`Collector::finish`] (in `finalize.rs`) is the one step that symbolizes and assembles the
+//! whole [`Recording`](crate::recording::Recording).
+use std::time::Duration;
+
+use modelprobe_common::{kind, Record, StackEvent};
+
+use crate::{
+    recording::{ProbeInfo, SampleKind},
+    sampler::{DataView, EventSink},
+};
+
+mod finalize;
+mod lifecycle;
+pub mod log_lines;
+mod models;
+mod processes;
+mod spans;
+mod stacks;
+
+pub use lifecycle::Lifecycle;
+
+/// Accumulates one session's records.
+#[derive(Debug, Default)]
+pub struct Collector {
+    procs: processes::Processes,
+    stacks: stacks::Stacks,
+    spans: spans::Spans,
+    tasks: lifecycle::Tasks,
+    logs: log_lines::LogAssembler,
+    models: models::ModelFiles,
+    probes: Vec<ProbeInfo>,
+}
+
+/// A `comm` (thread name) up to its NUL.
+fn comm_str(comm: &[u8]) -> String {
+    let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+    String::from_utf8_lossy(&comm[..end]).into_owned()
+}
+
+/// The text of a payload up to its first NUL (a path, a string argument).
+fn c_str(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes.split(|&b| b == 0).next().unwrap_or(&[])).into_owned()
+}
+
+impl Collector {
+    /// An empty collector.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of samples so far.
+    pub fn sample_count(&self) -> usize {
+        self.stacks.sample_count()
+    }
+
+    /// What has been collected so far, for the progress line.
+    pub fn progress_line(&self, elapsed: Duration) -> String {
+        format!(
+            "recording {}s: {} samples, {} spans, {} events (Ctrl-C stops)",
+            elapsed.as_secs(),
+            self.stacks.sample_count(),
+            self.spans.count(),
+            self.tasks.count() + self.models.count()
+        )
+    }
+
+    /// Records what is known of `pid` now: its mappings, name and command line.
+    pub fn watch(&mut self, pid: u32) {
+        self.procs.watch(pid);
+    }
+
+    /// Re-reads the mappings of every live process seen (what they mapped since comes from
+    /// [`Collector::take_new_files`]).
+    pub fn rescan_maps(&mut self) {
+        self.procs.rescan();
+    }
+
+    /// Files each process mapped since the last call, however they were found: by the
+    /// rescan, by a sample in code not known yet, or by an exec. Each file is handed over
+    /// once, so a library that appears is always offered to the probe set.
+    pub fn take_new_files(&mut self) -> Vec<(u32, Vec<String>)> {
+        self.procs.take_new_files()
+    }
+
+    /// Processes seen that have not exited (as far as the collector knows).
+    pub fn live_pids(&self) -> Vec<u32> {
+        self.procs.live_pids()
+    }
+
+    /// The probe table (indexed by probe id): how many arguments spans keep, which pack
+    /// decodes them.
+    pub fn set_probes(&mut self, probes: Vec<ProbeInfo>) {
+        self.probes = probes;
+    }
+
+    /// Lifecycle changes since the last call, for the session to act on.
+    pub fn take_lifecycle(&mut self) -> Vec<Lifecycle> {
+        self.tasks.take_changes()
+    }
+
+    /// Records the model files `pid` already has open or mapped (for `attach`: they were
+    /// loaded before recording began, so no open will be seen).
+    pub fn note_loaded_models(&mut self, pid: u32, now_ns: u64) {
+        self.models.already_loaded(pid, now_ns);
+    }
+}
+
+impl EventSink for Collector {
+    fn stack(&mut self, ev: &StackEvent) {
+        match ev.kind {
+            kind::CPU_SAMPLE => self.stacks.sample(ev, SampleKind::Cpu, &mut self.procs),
+            kind::OFF_CPU => self.stacks.sample(ev, SampleKind::OffCpu, &mut self.procs),
+            kind::API_ERROR_STACK => {
+                let stack = self.stacks.intern(ev, &mut self.procs);
+                self.spans.error_stack(ev.tid, ev.time_ns, stack);
+            }
+            kind::SPAN_STACK => {
+                let stack = self
+                    .stacks
+                    .intern(&stacks::with_caller(ev), &mut self.procs);
+                self.spans.launch_stack(ev.tid, ev.time_ns, ev.probe, stack);
+            }
+            other => log::debug!("unknown event kind {other}"),
+        }
+    }
+
+    fn record(&mut self, rec: &Record) {
+        match rec.kind {
+            kind::SPAN_ENTER => self.spans.enter(rec),
+            kind::SPAN_EXIT => self.spans.exit(rec),
+            _ => self.tasks.ingest(rec, &mut self.procs),
+        }
+    }
+
+    fn data(&mut self, d: &DataView<'_>) {
+        match d.kind {
+            kind::LOG => self
+                .logs
+                .write(d.time_ns, d.pid, d.tid, d.fd, d.bytes, d.count),
+            kind::ARG_STRING => self.spans.arg_string(d.tid, d.probe, c_str(d.bytes)),
+            kind::OPEN => self
+                .models
+                .opened(d.time_ns, d.pid, d.tid, &c_str(d.bytes), d.count),
+            other => log::debug!("unknown data record kind {other}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recording::{EventKind, Meta};
+
+    /// `CLONE_THREAD` from `linux/sched.h`.
+    const CLONE_THREAD: u64 = 0x0001_0000;
+
+    fn rec(kind: u32, tid: u32, t: u64, id: u64, a0: u64) -> Record {
+        Record {
+            kind,
+            cpu: 0,
+            pid: 1,
+            tid,
+            time_ns: t,
+            id,
+            args: [a0, 2, 3, 4, 5, 6, 7, 8],
+            comm: *b"app\0\0\0\0\0\0\0\0\0\0\0\0\0",
+        }
+    }
+
+    #[test]
+    fn pairs_nested_spans_and_counts_lost_returns() {
+        let mut c = Collector::new();
+        let probe = |args| ProbeInfo {
+            spec: String::new(),
+            path: String::new(),
+            function: "f".into(),
+            args,
+            pack: None,
+        };
+        c.set_probes(vec![probe(2), probe(0)]);
+        c.record(&rec(kind::SPAN_ENTER, 7, 10, 0, 42));
+        c.record(&rec(kind::SPAN_ENTER, 7, 20, 1, 0));
+        c.record(&rec(kind::SPAN_EXIT, 7, 30, 1, 9));
+        c.record(&rec(kind::SPAN_EXIT, 7, 40, 0, 84));
+        c.record(&rec(kind::SPAN_EXIT, 7, 50, 0, 0)); // no entry
+        c.record(&rec(kind::SPAN_ENTER, 8, 60, 0, 1)); // never returns
+        let r = c.finish(Meta {
+            end_ns: 100,
+            ..Meta::default()
+        });
+        assert_eq!(r.spans.len(), 3);
+        let outer = &r.spans[0];
+        assert_eq!(
+            (outer.start_ns, outer.end_ns, outer.depth, outer.ret),
+            (10, 40, 0, Some(84))
+        );
+        assert_eq!(outer.args, vec![42, 2]);
+        let inner = &r.spans[1];
+        assert_eq!((inner.start_ns, inner.end_ns, inner.depth), (20, 30, 1));
+        assert!(inner.args.is_empty());
+        let open = &r.spans[2];
+        assert_eq!((open.end_ns, open.ret), (100, None));
+        assert_eq!(r.meta.lost.unmatched_span_returns, 1);
+    }
+
+    #[test]
+    fn lifecycle_and_signals_become_events() {
+        let mut c = Collector::new();
+        c.record(&rec(kind::TASK_NEW, 1, 1, 5, CLONE_THREAD));
+        c.record(&rec(kind::TASK_NEW, 1, 2, 6, 0));
+        let mut segv = rec(kind::SIGNAL, 1, 3, libc::SIGSEGV as u64, 0);
+        segv.args[1] = 0; // SIG_DFL: the default action, death
+        c.record(&segv);
+        let mut handled = rec(kind::SIGNAL, 1, 4, libc::SIGUSR1 as u64, 0);
+        handled.args[1] = 0x1234; // a handler is installed
+        c.record(&handled);
+        assert_eq!(c.take_lifecycle(), vec![Lifecycle::NewProcess(6)]);
+        let r = c.finish(Meta::default());
+        let kinds: Vec<EventKind> = r.events.iter().map(|e| e.kind).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                EventKind::ThreadStart,
+                EventKind::ProcessStart,
+                EventKind::FatalSignal,
+                EventKind::Signal
+            ]
+        );
+        assert!(r.events[2].message.contains("SIGSEGV"));
+    }
+}

@@ -1,0 +1,115 @@
+//! Stack events into samples: each distinct (process, kernel stack, user stack) interned once,
+//! CPU and off-CPU samples naming it.
+use std::collections::HashMap;
+
+use modelprobe_common::{flags, StackEvent};
+
+use super::processes::Processes;
+use crate::{
+    recording::{Sample, SampleKind},
+    symbolize::RawStack,
+};
+
+/// Interned stacks and the samples that name them.
+#[derive(Debug, Default)]
+pub struct Stacks {
+    ids: HashMap<RawStack, u32>,
+    stacks: Vec<RawStack>,
+    samples: Vec<Sample>,
+    user_errors: u64,
+    kernel_errors: u64,
+}
+
+/// What [`Stacks::finish`] hands to symbolization.
+pub struct Sampled {
+    /// Distinct stacks, by id.
+    pub stacks: Vec<RawStack>,
+    /// Samples in time order.
+    pub samples: Vec<Sample>,
+    /// Samples whose user stack could not be read.
+    pub user_errors: u64,
+    /// Samples whose kernel stack could not be read.
+    pub kernel_errors: u64,
+}
+
+impl Stacks {
+    /// Number of samples so far.
+    pub fn sample_count(&self) -> usize {
+        self.samples.len()
+    }
+
+    /// The id of an event's stacks; a stack not seen before makes sure its code is known.
+    pub fn intern(&mut self, ev: &StackEvent, procs: &mut Processes) -> u32 {
+        let klen = (ev.kstack_len as usize).min(ev.kstack.len());
+        let ulen = (ev.ustack_len as usize).min(ev.ustack.len());
+        let raw = RawStack {
+            pid: ev.pid,
+            kernel: ev.kstack[..klen].to_vec(),
+            // A frame-pointer walk through code built without frame pointers can end in
+            // zeros; they are not frames.
+            user: ev.ustack[..ulen]
+                .iter()
+                .copied()
+                .filter(|&a| a != 0)
+                .collect(),
+        };
+        if let Some(&id) = self.ids.get(&raw) {
+            return id;
+        }
+        procs.learn_code(ev.pid, &raw.user);
+        let id = self.stacks.len() as u32;
+        self.ids.insert(raw.clone(), id);
+        self.stacks.push(raw);
+        id
+    }
+
+    /// Adds a CPU or off-CPU sample.
+    pub fn sample(&mut self, ev: &StackEvent, kind: SampleKind, procs: &mut Processes) {
+        if ev.flags & flags::USTACK_ERROR != 0 {
+            self.user_errors += 1;
+        }
+        if ev.flags & flags::KSTACK_ERROR != 0 {
+            self.kernel_errors += 1;
+        }
+        procs.sampled(ev.pid, ev.tid, super::comm_str(&ev.comm));
+        let stack = self.intern(ev, procs);
+        self.samples.push(Sample {
+            kind,
+            time_ns: ev.time_ns,
+            pid: ev.pid,
+            tid: ev.tid,
+            stack,
+            weight: ev.weight,
+        });
+    }
+
+    /// Everything, samples in time order.
+    pub fn finish(mut self) -> Sampled {
+        self.samples.sort_by_key(|s| s.time_ns);
+        Sampled {
+            stacks: self.stacks,
+            samples: self.samples,
+            user_errors: self.user_errors,
+            kernel_errors: self.kernel_errors,
+        }
+    }
+}
+
+/// A stack taken at a function's entry, with its caller put back when the frame-pointer walk
+/// skipped it (see [`flags::ENTRY_RET`]).
+pub fn with_caller(ev: &StackEvent) -> StackEvent {
+    let mut ev = *ev;
+    let ret = ev.user_bp;
+    let len = (ev.ustack_len as usize).min(ev.ustack.len());
+    if ev.flags & flags::ENTRY_RET != 0
+        && ret != 0
+        && len >= 1
+        && len < ev.ustack.len()
+        && (len < 2 || ev.ustack[1] != ret)
+    {
+        ev.ustack.copy_within(1..len, 2);
+        ev.ustack[1] = ret;
+        ev.ustack_len += 1;
+    }
+    ev
+}

@@ -1,0 +1,119 @@
+//! Phase three, whatever ended the session: take the last GPU records while the processes still
+//! run, drain the ring buffers, read the drop counters, detach (so the target runs unobserved
+//! again before the heavy lifting), build the recording in one step, write it and its outputs.
+use modelprobe_common::lost;
+
+use super::{run::Stopped, start::Session, Outcome, Target};
+use crate::{
+    clock, export, preflight,
+    recording::{AgentUsage, Lost, Meta, Recording},
+    sampler::LostCounts,
+    Result,
+};
+
+/// Finalizes the recording and writes everything.
+pub(super) fn finish(s: Session<'_>, stopped: Stopped) -> Result<Outcome> {
+    let Session {
+        opts,
+        mut sampler,
+        probes,
+        mut collector,
+        mut gpu,
+        target_pid,
+        command,
+        start_ns,
+        start_unix_ms,
+        started_at,
+        created_output_dir,
+        progress,
+        child: _,
+    } = s;
+    gpu.collect_last(&progress);
+    sampler.drain(&mut collector);
+    let (recording_cpu_ns, recording_peak_rss_kib) = clock::agent_usage();
+    let counts = sampler.lost()?;
+    let cpus = sampler.cpus();
+    drop(sampler); // detach before the heavy lifting, so the target runs unobserved again
+    progress.set(&format!(
+        "stopped; symbolizing {} samples",
+        collector.sample_count()
+    ));
+    log::info!(
+        "stopped ({}) after {:.1}s; symbolizing {} samples",
+        stopped.end_reason,
+        started_at.elapsed().as_secs_f64(),
+        collector.sample_count()
+    );
+    let meta = Meta {
+        modelprobe_version: env!("CARGO_PKG_VERSION").to_string(),
+        mode: match opts.target {
+            Target::Pid(_) => "attach".into(),
+            Target::Command(_) => "run".into(),
+        },
+        command,
+        target_pid,
+        start_ns,
+        end_ns: stopped.end_ns,
+        start_unix_ms,
+        frequency_hz: if opts.cpu { opts.frequency_hz } else { 0 },
+        off_cpu: opts.off_cpu,
+        kernel: kernel_release(),
+        hostname: hostname(),
+        cpus,
+        end_reason: stopped.end_reason.into(),
+        exit_status: stopped.exit_status,
+        lost: lost_in_kernel(&counts),
+        span_sample_rate: None,
+        agent: None,
+    };
+    // Probes attached while recording (packs found by a rescan) are in the table now.
+    collector.set_probes(probes.table());
+    let mut recording: Recording = collector.finish(meta);
+    recording.keep_logs_from(opts.min_log_level);
+    recording.sample_spans(opts.span_sample_rate);
+    gpu.finish(&mut recording);
+    let (total_cpu_ns, peak_rss_kib) = clock::agent_usage();
+    recording.meta.agent = Some(AgentUsage {
+        recording_cpu_ns,
+        recording_peak_rss_kib,
+        total_cpu_ns,
+        peak_rss_kib,
+    });
+    progress.set("writing the recording and flame graphs");
+    recording.write(&opts.output_dir)?;
+    let mut files = vec![opts.output_dir.join(crate::recording::FILE_NAME)];
+    files.extend(export::export_all(&recording, &opts.output_dir)?);
+    progress.done();
+    preflight::hand_over(
+        created_output_dir.then_some(opts.output_dir.as_path()),
+        &files,
+    );
+    Ok(Outcome { recording, files })
+}
+
+/// What the BPF side counted as dropped, by cause.
+fn lost_in_kernel(counts: &LostCounts) -> Lost {
+    Lost {
+        cpu_samples: counts[lost::CPU_SAMPLE as usize],
+        off_cpu_events: counts[lost::OFF_CPU as usize],
+        off_cpu_untracked: counts[lost::OFF_CPU_TABLE_FULL as usize],
+        children_untracked: counts[lost::TARGETS_FULL as usize],
+        span_records: counts[lost::SPAN as usize],
+        task_records: counts[lost::TASK as usize],
+        log_writes: counts[lost::LOG as usize],
+        file_opens: counts[lost::OPEN as usize],
+        ..Lost::default()
+    }
+}
+
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}

@@ -1,0 +1,143 @@
+//! One profiling session, in three phases that each read top to bottom:
+//!
+//! - [`start`](start::start): check the options and the machine, launch the command held at a
+//!   gate (or find the running target), resolve probes and packs, load and attach the BPF
+//!   programs, release the command;
+//! - [`run`](run::run): the event loop: drain the ring buffers into the [`Collector`], follow
+//!   forks and execs, offer newly mapped libraries to the probe set, poll the GPU libraries,
+//!   until the command exits, the duration ends or a signal comes;
+//! - [`finish`](finish::finish): take the last GPU records, drain, read the drop counters,
+//!   detach, build the [`Recording`] in one step, write it and its outputs.
+//!
+//! Everything GPU-side (the library's environment for `run`, loading it live for `attach`, the
+//! per-process clients, NVML, the merge, retracting) is behind one type, [`gpu::GpuSide`].
+//! Whatever ends the session, the same finish runs: nothing recorded is lost.
+use std::{
+    ffi::OsString,
+    path::PathBuf,
+    sync::{atomic::AtomicUsize, Arc},
+    time::Duration,
+};
+
+use crate::{probes::ProbeSpec, recording::Recording, Result};
+
+mod collect;
+mod finish;
+mod gpu;
+mod run;
+mod start;
+
+pub use collect::log_lines;
+use collect::{Collector, Lifecycle};
+
+/// What to profile.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// A running process (and the children it forks from now on).
+    Pid(u32),
+    /// A command to launch and profile for its whole life, children included.
+    Command(Vec<OsString>),
+}
+
+/// Everything a recording needs to know.
+#[derive(Debug, Clone)]
+pub struct RecordOptions {
+    /// What to profile.
+    pub target: Target,
+    /// Where outputs go (created if missing).
+    pub output_dir: PathBuf,
+    /// CPU samples per second.
+    pub frequency_hz: u64,
+    /// Stop after this long (attach only; `run` follows the command's life).
+    pub duration: Option<Duration>,
+    /// Also record blocked time.
+    pub off_cpu: bool,
+    /// Shortest blocked interval recorded.
+    pub off_cpu_min: Duration,
+    /// Set to a signal number (by the caller's signal handler) to stop the session.
+    pub stop: Arc<AtomicUsize>,
+    /// Functions to record spans of (`--probe`).
+    pub probes: Vec<ProbeSpec>,
+    /// Capture the target's stdout/stderr and model-file opens.
+    pub capture_io: bool,
+    /// Size of the ring buffer for spans, events and logs, in bytes.
+    pub records_ring_bytes: u32,
+    /// Switch on the built-in probe packs (CUDA) where their libraries are found.
+    pub packs: bool,
+    /// Include the GPU packs (CUDA, cuBLAS, NCCL) when `packs` is on.
+    pub gpu_packs: bool,
+    /// Sample CPU stacks (off: spans, events and logs only).
+    pub cpu: bool,
+    /// Log lines below this level are not kept (unleveled lines count as INFO).
+    pub min_log_level: crate::recording::logs::Level,
+    /// Fraction of each probe's spans kept (spans with errors are always kept).
+    pub span_sample_rate: f64,
+    /// Show progress on stderr when it is a terminal.
+    pub progress: bool,
+    /// Sample NVML device metrics at this interval (`None`: off).
+    pub gpu_metrics: Option<Duration>,
+    /// Get GPU timings from CUPTI through the injection library: `run` sets
+    /// `CUDA_INJECTION64_PATH` for the command, and every target process where the library
+    /// is loaded is asked for its GPU activity.
+    pub gpu_trace: bool,
+    /// `attach`: when to load the library into target processes that lack it (ptrace).
+    pub inject: InjectMode,
+    /// `attach`: unload a library loaded live when the recording ends.
+    pub retract: bool,
+}
+
+/// When `attach` loads the GPU library into a running process ([`crate::inject`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InjectMode {
+    /// Never (`--no-inject`): GPU timings only where the library was set up at launch.
+    Never,
+    /// Into each process of the target's tree that has loaded the CUDA driver (the default);
+    /// a failure is a warning.
+    IfCuda,
+    /// Into the target whether or not it uses CUDA yet (`--gpu`); a failure is an error.
+    Always,
+}
+
+impl RecordOptions {
+    /// Defaults: 99 Hz, no time limit, CPU only.
+    pub fn new(target: Target, output_dir: PathBuf) -> Self {
+        RecordOptions {
+            target,
+            output_dir,
+            frequency_hz: 99,
+            duration: None,
+            off_cpu: false,
+            off_cpu_min: Duration::from_micros(1),
+            stop: Arc::new(AtomicUsize::new(0)),
+            probes: Vec::new(),
+            capture_io: true,
+            records_ring_bytes: crate::sampler::DEFAULT_RECORDS_RING,
+            packs: true,
+            gpu_packs: true,
+            cpu: true,
+            min_log_level: crate::recording::logs::Level::Debug,
+            span_sample_rate: 1.0,
+            progress: false,
+            gpu_metrics: Some(crate::gpu::nvml::DEFAULT_INTERVAL),
+            gpu_trace: true,
+            inject: InjectMode::IfCuda,
+            retract: false,
+        }
+    }
+}
+
+/// What a finished session produced.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The recording, as written.
+    pub recording: Recording,
+    /// Every file written.
+    pub files: Vec<PathBuf>,
+}
+
+/// Runs a whole session: checks, attaches, records until done, writes outputs.
+pub fn record(opts: &RecordOptions) -> Result<Outcome> {
+    let mut session = start::start(opts)?;
+    let stopped = run::run(&mut session);
+    finish::finish(session, stopped)
+}

@@ -1,0 +1,127 @@
+//! Phase two: the event loop. Every ~100 ms it drains the ring buffers into the collector and
+//! acts on what they said (a fork to attach probes to, an exec to resolve them again in, a
+//! newly mapped library to look for packs in), polls the GPU libraries, and checks whether the
+//! session is over.
+use std::{
+    sync::atomic::Ordering,
+    time::{Duration, Instant},
+};
+
+use super::{start::Session, Collector, Lifecycle, Target};
+use crate::{clock, probes::ProbeSet, sampler::Sampler, target};
+
+/// How and when the loop ended.
+pub(super) struct Stopped {
+    /// `target-exited`, `signal` or `duration`.
+    pub end_reason: &'static str,
+    /// For `run`: the command's exit status (128 + signal if killed).
+    pub exit_status: Option<i32>,
+    /// CLOCK_MONOTONIC when it ended, ns.
+    pub end_ns: u64,
+}
+
+/// How long `run` waits for the command to exit after forwarding a signal to it.
+const FORWARD_GRACE: Duration = Duration::from_secs(5);
+
+/// Records until the command exits, the target exits, the duration ends or a signal comes.
+pub(super) fn run(s: &mut Session<'_>) -> Stopped {
+    let mut last_rescan = Instant::now();
+    let mut last_progress = Instant::now();
+    let mut forwarded_at: Option<Instant> = None;
+    loop {
+        if s.progress.is_active() && last_progress.elapsed() >= Duration::from_millis(500) {
+            last_progress = Instant::now();
+            s.progress
+                .set(&s.collector.progress_line(s.started_at.elapsed()));
+        }
+        if s.sampler.wait(Duration::from_millis(100)) {
+            s.sampler.drain(&mut s.collector);
+            follow_lifecycle(&mut s.collector, &mut s.sampler, &mut s.probes);
+        }
+        s.gpu.poll(&s.collector.live_pids());
+        // Libraries loaded from outside any search path (a wheel's RPATH, a ctypes load):
+        // found by the rescan, or earlier by a sample landing in them.
+        if last_rescan.elapsed() >= Duration::from_secs(1) {
+            last_rescan = Instant::now();
+            s.collector.rescan_maps();
+        }
+        for (pid, files) in s.collector.take_new_files() {
+            if let Err(e) = s.probes.on_new_files(&mut s.sampler, pid, &files) {
+                log::warn!("probes not attached to new libraries of pid {pid}: {e}");
+            }
+        }
+        if let Some(stopped) = check_end(s, &mut forwarded_at) {
+            return stopped;
+        }
+    }
+}
+
+/// Whether the session is over: the target exited, a signal came (forwarded to a launched
+/// command, which then gets [`FORWARD_GRACE`] to exit), or the duration ran out.
+fn check_end(s: &Session<'_>, forwarded_at: &mut Option<Instant>) -> Option<Stopped> {
+    let stopped = |end_reason, exit_status| Stopped {
+        end_reason,
+        exit_status,
+        end_ns: clock::monotonic_ns(),
+    };
+    match &s.child {
+        Some(c) => {
+            if let Some(status) = target::try_wait(c.pid) {
+                return Some(stopped("target-exited", Some(status)));
+            }
+        }
+        None if !target::is_alive(s.target_pid) => return Some(stopped("target-exited", None)),
+        None => {}
+    }
+    let signal = s.opts.stop.load(Ordering::Relaxed);
+    if signal != 0 {
+        match (&s.child, *forwarded_at) {
+            (None, _) => return Some(stopped("signal", None)),
+            (Some(c), None) => {
+                if !(signal == libc::SIGINT as usize && sigint_from_terminal()) {
+                    // SAFETY: kill has no memory-safety preconditions.
+                    unsafe { libc::kill(c.pid as i32, signal as i32) };
+                }
+                log::info!(
+                    "signal {signal}: waiting up to {}s for the command to exit",
+                    FORWARD_GRACE.as_secs()
+                );
+                *forwarded_at = Some(Instant::now());
+            }
+            (Some(_), Some(at)) if at.elapsed() > FORWARD_GRACE => {
+                log::warn!("the command is still running; finalizing the recording without it");
+                return Some(stopped("signal", Some(128 + signal as i32)));
+            }
+            _ => {}
+        }
+    }
+    let attach = matches!(s.opts.target, Target::Pid(_));
+    if attach && s.opts.duration.is_some_and(|d| s.started_at.elapsed() >= d) {
+        return Some(stopped("duration", None));
+    }
+    None
+}
+
+/// True when `SIGINT` most likely came from the terminal, which already delivered it to the
+/// launched command (same foreground process group).
+fn sigint_from_terminal() -> bool {
+    // SAFETY: both calls only read process state; tcgetpgrp fails harmlessly without a tty.
+    unsafe { libc::tcgetpgrp(libc::STDIN_FILENO) == libc::getpgrp() }
+}
+
+/// Attaches probes to processes the target forked, and re-resolves them after an exec.
+fn follow_lifecycle(collector: &mut Collector, sampler: &mut Sampler, probes: &mut ProbeSet) {
+    if probes.is_empty() {
+        collector.take_lifecycle();
+        return;
+    }
+    for change in collector.take_lifecycle() {
+        let result = match change {
+            Lifecycle::NewProcess(pid) => probes.attach_to(sampler, pid),
+            Lifecycle::Exec(pid) => probes.on_exec(sampler, pid),
+        };
+        if let Err(e) = result {
+            log::warn!("probes not attached after {change:?}: {e}");
+        }
+    }
+}

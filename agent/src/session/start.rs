@@ -1,0 +1,243 @@
+//! Phase one: from options to a recording in progress. Checks come first, so a bad option or
+//! a missing privilege is one clear error before anything is attached; a launched command
+//! waits at a gate until the probes and the sampler watch it, so `run` sees it from its first
+//! instruction.
+use std::{borrow::Cow, time::Instant};
+
+use super::{gpu::GpuSide, Collector, RecordOptions, Target};
+use crate::{
+    clock, preflight,
+    probes::{packs, ProbeSet, SearchContext},
+    progress::Progress,
+    sampler::{max_frequency, Sampler, SamplerOptions},
+    target::{self, GatedChild},
+    Error, Result,
+};
+
+/// A recording in progress: what the run and finish phases work with.
+pub(super) struct Session<'a> {
+    /// The options, with a thread id given to `--pid` replaced by its process.
+    pub opts: Cow<'a, RecordOptions>,
+    /// The loaded BPF programs and their ring buffers.
+    pub sampler: Sampler,
+    /// The probes, attached to every process of the target tree.
+    pub probes: ProbeSet,
+    /// The launched command (`run`), released.
+    pub child: Option<GatedChild>,
+    /// What has been recorded so far.
+    pub collector: Collector,
+    /// GPU timings and metrics.
+    pub gpu: GpuSide,
+    /// The target's pid (the launched command's, for `run`).
+    pub target_pid: u32,
+    /// Its command line, for the recording.
+    pub command: String,
+    /// CLOCK_MONOTONIC at the start, ns.
+    pub start_ns: u64,
+    /// Wall clock at the start, ms since the epoch.
+    pub start_unix_ms: u64,
+    /// When recording began, for the duration and the progress line.
+    pub started_at: Instant,
+    /// True when the output directory was made by this session (handed to the sudo user).
+    pub created_output_dir: bool,
+    /// The progress line on stderr.
+    pub progress: Progress,
+}
+
+/// Checks everything, attaches, releases a launched command.
+pub(super) fn start(opts: &RecordOptions) -> Result<Session<'_>> {
+    let opts = checked(opts)?;
+    let created_output_dir = preflight::prepare_output_dir(&opts.output_dir)?;
+    let tracefs = preflight::ensure_tracefs()?;
+
+    let mut child = match &opts.target {
+        Target::Command(argv) => Some(GatedChild::spawn(argv, &GpuSide::launch_env(&opts))?),
+        Target::Pid(_) => None,
+    };
+    // From here on, a failure lets a gated child go without running the command.
+    let attached = attach(&opts, child.as_ref(), &tracefs);
+    let (sampler, probes) = match attached {
+        Ok(a) => a,
+        Err(e) => {
+            abandon(child.take());
+            return Err(e);
+        }
+    };
+
+    let (target_pid, command) = match (&opts.target, &mut child) {
+        (Target::Pid(pid), _) => (
+            *pid,
+            target::cmdline(*pid)
+                .or_else(|| target::comm(*pid))
+                .unwrap_or_default(),
+        ),
+        (Target::Command(argv), Some(c)) => {
+            c.release()?;
+            let cmd: Vec<String> = argv
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
+            (c.pid, cmd.join(" "))
+        }
+        (Target::Command(_), None) => unreachable!("a command target always has a child"),
+    };
+
+    let mut collector = Collector::new();
+    collector.set_probes(probes.table());
+    collector.watch(target_pid);
+    if child.is_none() {
+        for d in target::descendants(target_pid) {
+            collector.watch(d);
+        }
+    }
+    let start_ns = clock::monotonic_ns();
+    if child.is_none() {
+        collector.note_loaded_models(target_pid, start_ns);
+    }
+    match &child {
+        Some(_) => log::info!(
+            "recording `{command}` (pid {target_pid}) at {} Hz",
+            opts.frequency_hz
+        ),
+        None => log::info!(
+            "recording pid {target_pid} ({command}) at {} Hz{}; Ctrl-C to stop",
+            opts.frequency_hz,
+            opts.duration
+                .map(|d| format!(" for {}", humantime::format_duration(d)))
+                .unwrap_or_default()
+        ),
+    }
+    // For `attach`, the GPU library may be loaded into the running processes now.
+    let gpu = GpuSide::start(&opts, child.is_none().then_some(target_pid))?;
+    Ok(Session {
+        progress: Progress::new(opts.progress),
+        opts,
+        sampler,
+        probes,
+        child,
+        collector,
+        gpu,
+        target_pid,
+        command,
+        start_ns,
+        start_unix_ms: clock::unix_ms(),
+        started_at: Instant::now(),
+        created_output_dir,
+    })
+}
+
+/// The options checked against the machine, a thread id given to `--pid` replaced by its
+/// process; privileges and kernel checked.
+fn checked(opts: &RecordOptions) -> Result<Cow<'_, RecordOptions>> {
+    let max = max_frequency();
+    if opts.frequency_hz == 0 || opts.frequency_hz > max {
+        return Err(Error::InvalidArgument(format!(
+            "--freq {} is out of range: use 1..={max} Hz (kernel.perf_event_max_sample_rate)",
+            opts.frequency_hz
+        )));
+    }
+    let ring = opts.records_ring_bytes;
+    if !ring.is_power_of_two() || ring < 4096 {
+        return Err(Error::InvalidArgument(format!(
+            "--ring-buffer-kib {} is not a power of two of at least 4",
+            ring / 1024
+        )));
+    }
+    preflight::check_privileges()?;
+    preflight::check_kernel()?;
+    let mut opts = Cow::Borrowed(opts);
+    if let Target::Pid(pid) = opts.target {
+        target::check_pid(pid)?;
+        // A thread id stands for its process: sampling filters on processes.
+        if let Some(tgid) = target::thread_group(pid).filter(|&t| t != pid) {
+            log::info!("{pid} is a thread of process {tgid}: profiling the process");
+            opts.to_mut().target = Target::Pid(tgid);
+        }
+    }
+    if let Target::Pid(pid) = opts.target {
+        if pid == std::process::id() {
+            return Err(Error::InvalidArgument(
+                "refusing to profile modelprobe itself".into(),
+            ));
+        }
+        target::check_pid(pid)?;
+    }
+    Ok(opts)
+}
+
+/// Resolves the probes and packs (before attaching anything, so a typo is one clear error),
+/// loads the BPF programs and attaches them to the target tree.
+fn attach(
+    opts: &RecordOptions,
+    child: Option<&GatedChild>,
+    tracefs: &std::path::Path,
+) -> Result<(Sampler, ProbeSet)> {
+    let ctx = match (&opts.target, child) {
+        (Target::Pid(pid), _) => SearchContext::for_process(*pid),
+        (Target::Command(_), Some(c)) => SearchContext::for_command(&c.program_path),
+        (Target::Command(_), None) => unreachable!("a command target always has a child"),
+    };
+    let mut probes = ProbeSet::resolve(&opts.probes, &ctx)?;
+    probes.keep_launch_stacks(opts.gpu_trace);
+    if opts.packs {
+        let skip = if opts.gpu_packs {
+            &[][..]
+        } else {
+            packs::GPU_PACKS
+        };
+        probes.enable_packs(&ctx, skip);
+        for pack in packs::PACKS {
+            let fns = probes.pack_functions(pack.name);
+            if let Some(first) = fns.first() {
+                log::info!(
+                    "{} pack: {} functions in {}",
+                    pack.name,
+                    fns.len(),
+                    first.path
+                );
+            }
+        }
+    }
+    let sampler_opts = SamplerOptions {
+        frequency_hz: opts.frequency_hz,
+        off_cpu: opts.off_cpu,
+        off_cpu_min: opts.off_cpu_min,
+        capture_io: opts.capture_io,
+        cpu: opts.cpu,
+        records_ring_bytes: opts.records_ring_bytes,
+    };
+    let mut sampler = Sampler::start(&sampler_opts, tracefs)?;
+    match (&opts.target, child) {
+        (Target::Pid(pid), _) => {
+            sampler.add_target(*pid)?;
+            probes.attach_to(&mut sampler, *pid)?;
+            for d in target::descendants(*pid) {
+                sampler.add_target(d)?;
+                if let Err(e) = probes.attach_to(&mut sampler, d) {
+                    log::warn!("probes not attached to child {d}: {e}");
+                }
+            }
+        }
+        (Target::Command(_), Some(c)) => {
+            sampler.add_target(c.pid)?;
+            // Uprobes live on files: attached now, they fire from the command's first call.
+            probes.attach_to(&mut sampler, c.pid)?;
+        }
+        (Target::Command(_), None) => unreachable!("a command target always has a child"),
+    }
+    if probes.function_count() > 0 {
+        log::info!("probing {} function(s)", probes.function_count());
+    }
+    Ok((sampler, probes))
+}
+
+/// Lets a gated child that will never be released exit, and reaps it.
+fn abandon(child: Option<GatedChild>) {
+    if let Some(c) = child {
+        let pid = c.pid;
+        drop(c); // closes the gate: the child exits without running the command
+        while target::try_wait(pid).is_none() {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+}
