@@ -8,20 +8,22 @@
 //! (`modelprobe-gpu.<pid>`, see [`modelprobe_common::gpu`]): while no agent is connected it
 //! costs one sleeping thread and touches neither CUDA nor CUPTI.
 //!
-//! When an agent connects, [`session`] finds a libcupti matching the process's CUDA
-//! ([`find`]), subscribes, and turns activity recording on ([`tracer`]); records go to the
+//! When an agent connects, [`connection`] finds a libcupti matching the process's CUDA
+//! ([`find`]), subscribes, and turns activity recording on ([`cupti`]); records go to the
 //! agent through a bounded [`outbox`] (what does not fit is counted, never silently lost).
 //! When the agent detaches or disappears, it flushes, sends the rest, and turns CUPTI off.
 //! If another tool (Kineto, Nsight) already holds CUPTI, it says so and stays out of the way.
 //!
-//! Modules: [`listener`] (the socket), [`session`] (one agent connection), [`tracer`]
-//! (CUPTI), [`outbox`] (records waiting for the agent), [`find`] (which libcupti).
+//! Modules: [`listener`] (the socket), [`connection`] (one agent connection), [`cupti`]
+//! (CUPTI on and off, its callbacks), [`records`] (activity records into wire ops),
+//! [`outbox`] (records waiting for the agent), [`find`] (which libcupti).
 
+pub mod connection;
+pub mod cupti;
 pub mod find;
 pub mod listener;
 pub mod outbox;
-pub mod session;
-pub mod tracer;
+pub mod records;
 
 use std::ffi::c_int;
 
@@ -39,7 +41,7 @@ pub extern "C" fn InitializeInjection() -> c_int {
 #[no_mangle]
 pub extern "C" fn modelprobe_inject_stop() -> c_int {
     listener::stop();
-    c_int::from(tracer::pinned())
+    c_int::from(cupti::pinned())
 }
 
 /// Runs when the library is loaded (`dlopen`), before `InitializeInjection`: a library loaded

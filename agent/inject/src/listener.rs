@@ -170,7 +170,7 @@ fn serve(pid: u32) -> io::Result<()> {
             debug("refused a connection from another user");
             continue;
         }
-        crate::session::run(conn, pid);
+        crate::connection::run(conn, pid);
     }
     Ok(())
 }

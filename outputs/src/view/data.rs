@@ -43,12 +43,11 @@
 //! component (`view/gpu.rs`); an NVML reading is a `"counter"` track there, and GPU samples
 //! would be another entry of `sets`: the page draws each kind of component wherever it appears.
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
     io::{self, Write},
 };
 
-use serde::Serialize;
-
+use super::encode::{column, deltas, json, key, rel, write_int, Strings};
 use crate::{
     logs::{Level, Stream},
     recording::{FrameKind, Recording, SampleKind},
@@ -57,30 +56,8 @@ use crate::{
 /// Version of the page's data layout, checked by the page.
 const DATA_VERSION: u32 = 1;
 
-/// Largest magnitude a JavaScript number holds exactly.
-const JS_SAFE: u64 = (1 << 53) - 1;
-
 /// Points a CPU-usage counter aims for over the whole recording.
 const COUNTER_POINTS: u64 = 600;
-
-/// Interns strings; items refer to them by index.
-#[derive(Default)]
-pub(super) struct Strings {
-    index: HashMap<String, u32>,
-    list: Vec<String>,
-}
-
-impl Strings {
-    pub(super) fn id(&mut self, s: &str) -> u32 {
-        if let Some(&i) = self.index.get(s) {
-            return i;
-        }
-        let i = self.list.len() as u32;
-        self.index.insert(s.to_string(), i);
-        self.list.push(s.to_string());
-        i
-    }
-}
 
 /// One thread's items, as indices into the recording's vectors.
 #[derive(Default)]
@@ -156,55 +133,6 @@ fn group(rec: &Recording) -> Vec<Group> {
     let target = rec.meta.target_pid;
     groups.sort_by_key(|g| g.pid != target);
     groups
-}
-
-/// A time relative to the recording's start, in ns.
-pub(super) fn rel(rec: &Recording, t: u64) -> i64 {
-    t as i64 - rec.meta.start_ns as i64
-}
-
-/// Delta-encodes sorted relative times.
-pub(super) fn deltas(times: impl Iterator<Item = i64>) -> Vec<i64> {
-    let mut prev = 0;
-    times
-        .map(|t| {
-            let d = t - prev;
-            prev = t;
-            d
-        })
-        .collect()
-}
-
-/// Writes an integer as a JSON number, or as a hexadecimal string when a JavaScript number
-/// cannot hold it exactly. `u64` values are read as two's complement (`-1`, not 2^64-1).
-pub(super) fn write_int(w: &mut dyn Write, v: u64) -> io::Result<()> {
-    let signed = v as i64;
-    if signed.unsigned_abs() <= JS_SAFE {
-        write!(w, "{signed}")
-    } else {
-        write!(w, "\"0x{v:x}\"")
-    }
-}
-
-fn key(w: &mut dyn Write, first: &mut bool, name: &str) -> io::Result<()> {
-    if !std::mem::take(first) {
-        w.write_all(b",")?;
-    }
-    write!(w, "\"{name}\":")
-}
-
-fn json(w: &mut dyn Write, v: &impl Serialize) -> io::Result<()> {
-    serde_json::to_writer(w, v).map_err(io::Error::from)
-}
-
-pub(super) fn column(
-    w: &mut dyn Write,
-    first: &mut bool,
-    name: &str,
-    v: &impl Serialize,
-) -> io::Result<()> {
-    key(w, first, name)?;
-    json(w, v)
 }
 
 /// Writes the data object for `rec` with `report` embedded verbatim.
@@ -350,7 +278,7 @@ pub(super) fn write_data(
     w.write_all(b",\"report\":")?;
     json(w, report)?;
     w.write_all(b",\"strings\":")?;
-    json(w, &strings.list)?;
+    json(w, &strings.list())?;
     w.write_all(b"}")
 }
 

@@ -17,7 +17,7 @@ use std::{
     io::{self, Write},
 };
 
-use super::data::{column, deltas, rel, Strings};
+use super::encode::{column, deltas, rel, Strings};
 use crate::{
     export::gpu_ops::{launch_of, write_details, GpuNames},
     recording::{GpuDetail, GpuOp, Recording},

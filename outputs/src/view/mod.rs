@@ -43,6 +43,7 @@ use std::{
 use crate::{recording::Recording, Error, Result};
 
 mod data;
+mod encode;
 mod gpu;
 
 /// The page, with `{{TITLE}}`, `{{CSS}}`, `{{DATA}}` and `{{JS}}` placeholders, in this order.

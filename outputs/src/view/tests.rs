@@ -476,7 +476,7 @@ fn tracks_are_columnar_delta_encoded_and_grouped_by_process() {
 fn big_integers_become_hex_strings() {
     let mut out = Vec::new();
     for v in [5u64, u64::MAX, 1 << 53, 0x7f12_3456_7890, (1 << 53) - 1] {
-        data::write_int(&mut out, v).unwrap();
+        encode::write_int(&mut out, v).unwrap();
         out.push(b' ');
     }
     assert_eq!(

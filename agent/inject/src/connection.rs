@@ -14,7 +14,7 @@ use modelprobe_common::gpu::{
     msg, read, state, Dropped, Header, Hello, Status, MAGIC, MAX_MESSAGE, VERSION,
 };
 
-use crate::{listener, outbox, tracer};
+use crate::{cupti, listener, outbox};
 
 /// How long the agent has to say HELLO after connecting.
 const HELLO_WAIT: Duration = Duration::from_secs(2);
@@ -62,7 +62,7 @@ pub fn run(conn: OwnedFd, pid: u32) {
         return;
     }
     outbox::lock().reset();
-    let (cupti_version, text) = match tracer::start(&hello, pid) {
+    let (cupti_version, text) = match cupti::start(&hello, pid) {
         Ok(started) => started,
         Err((st, text)) => {
             if send_status(&conn, st, 0, pid, &text).is_ok() {
@@ -72,7 +72,7 @@ pub fn run(conn: OwnedFd, pid: u32) {
         }
     };
     if send_status(&conn, state::ON, cupti_version, pid, &text).is_err() {
-        tracer::stop();
+        cupti::stop();
         return;
     }
     IN_SESSION.store(true, Ordering::SeqCst);
@@ -101,7 +101,7 @@ fn serve_records(conn: &OwnedFd, hello: &Hello) {
             Err(_) => break,
         }
         if last_flush.elapsed() >= flush_every {
-            tracer::flush(false);
+            cupti::flush(false);
             last_flush = Instant::now();
         }
         if last_clock.elapsed() >= CLOCK_EVERY {
@@ -114,7 +114,7 @@ fn serve_records(conn: &OwnedFd, hello: &Hello) {
         }
     }
     push_clock();
-    if !tracer::stop_within(FLUSH_LIMIT) {
+    if !cupti::stop_within(FLUSH_LIMIT) {
         listener::debug("the final CUPTI flush did not finish in time");
     }
     if agent_gone || send_pending(conn).is_err() {
@@ -126,13 +126,13 @@ fn serve_records(conn: &OwnedFd, hello: &Hello) {
 
 fn dropped() -> Dropped {
     Dropped {
-        cupti: tracer::cupti_dropped(),
+        cupti: cupti::cupti_dropped(),
         queue: outbox::lock().dropped,
     }
 }
 
 fn push_clock() {
-    if let Some(pair) = tracer::clock_pair() {
+    if let Some(pair) = cupti::clock_pair() {
         outbox::lock().push_clock(pair);
     }
 }
