@@ -1,5 +1,13 @@
 //! Helpers for modelprobe's end-to-end tests: finding the built binaries, running them, reading
 //! their outputs, and deciding whether a test that needs root and BPF may run here.
+//!
+//! Most tests record with a [`Session`] and read what it wrote through [`Recorded`]; tests that
+//! signal or watch a running agent use [`Agent`]; the injector tests use [`inject_target`].
+pub mod inject_target;
+mod session;
+
+pub use session::{Recorded, Session};
+
 use std::{
     collections::BTreeSet,
     path::{Path, PathBuf},

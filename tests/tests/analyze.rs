@@ -432,26 +432,6 @@ fn bad_inputs_are_one_line_errors_with_exit_status_2() {
     );
 }
 
-/// Runs the fixture workload under `modelprobe run` with `args` into `out`.
-fn record(out: &Path, probes: &[&str], args: &[&str]) {
-    let result = run_with_timeout(
-        Command::new(modelprobe_bin())
-            .arg("run")
-            .args(probes)
-            .arg("-o")
-            .arg(out)
-            .arg("--")
-            .arg(workload_bin())
-            .args(args),
-        Duration::from_secs(60),
-    );
-    assert!(
-        result.status.success(),
-        "{}",
-        String::from_utf8_lossy(&result.stderr)
-    );
-}
-
 #[test]
 fn recordings_of_the_workload() {
     if !require_bpf("recordings_of_the_workload") {
@@ -459,13 +439,13 @@ fn recordings_of_the_workload() {
     }
     let _bpf = bpf_lock();
     let logs = scratch_dir("analyze-logs");
-    record(&logs, &[], &["--logs"]);
+    Session::run(&logs, &[])
+        .workload(&["--logs"])
+        .expect_success();
     let spans = scratch_dir("analyze-spans");
-    record(
-        &spans,
-        &["--probe", "mp-workload:mp_span_*@1"],
-        &["--calls", "25"],
-    );
+    Session::run(&spans, &["--probe", "mp-workload:mp_span_*@1"])
+        .workload(&["--calls", "25"])
+        .expect_success();
 
     // `--logs` prints `ready <pid>` and six known lines, one of each level and one without.
     let (items, s) = analyze_json(&[], std::slice::from_ref(&logs));

@@ -1,7 +1,7 @@
 //! Settings from a YAML file, the environment and the command line, through the real binary:
 //! precedence (command line > environment > file > defaults) as `config show` prints it and as
 //! a real recording applies it, and every error path as a one-line error with exit code 2.
-use std::{path::Path, process::Command, time::Duration};
+use std::{path::Path, process::Command};
 
 use modelprobe_tests::*;
 
@@ -168,30 +168,14 @@ fn a_recording_applies_file_env_and_command_line_in_that_order() {
         "tracing:\n  level: WARN\nprofiling:\n  frequency: 49\n  off_cpu: true\n",
     );
     let out = scratch_dir("config-record-out");
-    let result = run_with_timeout(
-        Command::new(modelprobe_bin())
-            .args([
-                "--config",
-                file.to_str().unwrap(),
-                "run",
-                "--freq",
-                "199",
-                "-o",
-            ])
-            .arg(&out)
-            .arg("--")
-            .arg(workload_bin())
-            .arg("--logs")
-            .env("TRACE_LEVEL", "ERROR")
-            .env_remove("MODELPROBE_TRACE_LEVEL"),
-        Duration::from_secs(60),
-    );
-    assert!(
-        result.status.success(),
-        "{}",
-        String::from_utf8_lossy(&result.stderr)
-    );
-    let rec = read_recording(&out);
+    // modelprobe --config FILE run --freq 199 -o OUT -- mp-workload --logs
+    let rec = Session::run(&out, &["--freq", "199"])
+        .global(&["--config", file.to_str().unwrap()])
+        .workload(&["--logs"])
+        .env("TRACE_LEVEL", "ERROR")
+        .env_remove("MODELPROBE_TRACE_LEVEL")
+        .expect_success()
+        .recording();
     assert_eq!(rec["meta"]["frequency_hz"], 199, "the command line wins");
     assert_eq!(rec["meta"]["off_cpu"], true, "the file's off_cpu applies");
     let levels: Vec<&str> = rec["logs"]
@@ -212,21 +196,12 @@ fn tracing_disabled_keeps_only_cpu_profiling() {
         return;
     }
     let _bpf = bpf_lock();
-    let out = scratch_dir("config-no-tracing");
-    let result = run_with_timeout(
-        Command::new(modelprobe_bin())
-            .args(["run", "-o"])
-            .arg(&out)
-            .args(["--", "sh", "-c"])
-            .arg(format!(
-                "{0} --logs && {0} --seconds 1",
-                workload_bin().display()
-            ))
-            .env("ENABLE_TRACING", "false"),
-        Duration::from_secs(60),
-    );
-    assert!(result.status.success());
-    let rec = read_recording(&out);
+    let twice = format!("{0} --logs && {0} --seconds 1", workload_bin().display());
+    let rec = Session::run(&scratch_dir("config-no-tracing"), &[])
+        .command("sh", &["-c", &twice])
+        .env("ENABLE_TRACING", "false")
+        .expect_success()
+        .recording();
     assert_eq!(rec["logs"].as_array().map_or(0, Vec::len), 0);
     assert!(rec["samples"].as_array().is_some_and(|s| !s.is_empty()));
 }

@@ -28,18 +28,12 @@ fn run_profiles_the_whole_process_tree_and_its_blocked_time() {
     }
     let _bpf = bpf_lock();
     let out = scratch_dir("run");
-    let result = run_with_timeout(
-        Command::new(modelprobe_bin())
-            .args(["run", "--off-cpu", "-o"])
-            .arg(&out)
-            .arg("--")
-            .arg(workload_bin())
-            .args(["--seconds", "3", "--child", "--exit-code", "3"]),
-        Duration::from_secs(60),
-    );
-    let stderr = String::from_utf8_lossy(&result.stderr);
+    let r = Session::run(&out, &["--off-cpu"])
+        .workload(&["--seconds", "3", "--child", "--exit-code", "3"])
+        .finish();
+    let stderr = r.stderr();
     assert_eq!(
-        result.status.code(),
+        r.code(),
         Some(3),
         "run must exit with the command's status: {stderr}"
     );
@@ -61,12 +55,12 @@ fn run_profiles_the_whole_process_tree_and_its_blocked_time() {
         "{stderr}"
     );
     assert_eq!(
-        row(&report_rows(&out, "lost"), "CPU samples (ring buffer full)")[1],
+        row(&r.report_rows("lost"), "CPU samples (ring buffer full)")[1],
         0,
         "unexpected loss"
     );
 
-    let folded = read_folded(&out.join("stacks.folded"));
+    let folded = r.folded("stacks.folded");
     assert_three_to_one(&folded);
     let child = self_weight(&folded, "mp_child_burn");
     assert!(
@@ -79,7 +73,7 @@ fn run_profiles_the_whole_process_tree_and_its_blocked_time() {
     );
 
     // The sleeper spends ~3 s blocked in mp_sleep; off-CPU weights are microseconds.
-    let off = read_folded(&out.join("offcpu.folded"));
+    let off = r.folded("offcpu.folded");
     let slept = self_weight(&off, "mp_sleep");
     let total: u64 = off.iter().map(|(_, n)| n).sum();
     assert!(slept > 2_000_000, "mp_sleep blocked only {slept} us");
@@ -101,7 +95,7 @@ fn run_profiles_the_whole_process_tree_and_its_blocked_time() {
     );
     assert_svg_names(&out.join("offcpu-flamegraph.svg"), &["mp_sleep", "Off-CPU"]);
 
-    let rec = read_recording(&out);
+    let rec = r.recording();
     assert_eq!(rec["format"], "modelprobe-recording");
     assert_eq!(rec["version"], 1);
     assert_eq!(rec["meta"]["mode"], "run");
@@ -156,30 +150,13 @@ fn attach_profiles_a_running_process_for_a_duration() {
     let workload = start_workload(&["--seconds", "30"]);
     let pid = workload.0.id();
     let out = scratch_dir("attach");
-    let result = run_with_timeout(
-        Command::new(modelprobe_bin())
-            .args([
-                "attach",
-                "--pid",
-                &pid.to_string(),
-                "--duration",
-                "2s",
-                "-o",
-            ])
-            .arg(&out),
-        Duration::from_secs(60),
-    );
-    assert!(
-        result.status.success(),
-        "{}",
-        String::from_utf8_lossy(&result.stderr)
-    );
-    assert_three_to_one(&read_folded(&out.join("stacks.folded")));
+    let r = Session::attach(&out, pid, &["--duration", "2s"]).expect_success();
+    assert_three_to_one(&r.folded("stacks.folded"));
     assert_svg_names(
         &out.join("flamegraph.svg"),
         &["mp_hot_a", "mp_hot_b", &format!("pid {pid}")],
     );
-    let rec = read_recording(&out);
+    let rec = r.recording();
     assert_eq!(rec["meta"]["end_reason"], "duration");
     assert_eq!(rec["meta"]["target_pid"], pid);
     let secs = (rec["meta"]["end_ns"].as_u64().unwrap() - rec["meta"]["start_ns"].as_u64().unwrap())
@@ -199,29 +176,16 @@ fn attach_finalizes_when_the_target_exits() {
     }
     let _bpf = bpf_lock();
     let workload = start_workload(&["--seconds", "1.5"]);
-    let out = scratch_dir("target-exit");
-    let result = run_with_timeout(
-        Command::new(modelprobe_bin())
-            .args([
-                "attach",
-                "--duration",
-                "60s",
-                "--pid",
-                &workload.0.id().to_string(),
-                "-o",
-            ])
-            .arg(&out),
-        Duration::from_secs(30),
-    );
-    assert!(
-        result.status.success(),
-        "{}",
-        String::from_utf8_lossy(&result.stderr)
-    );
-    let rec = read_recording(&out);
-    assert_eq!(rec["meta"]["end_reason"], "target-exited");
+    let r = Session::attach(
+        &scratch_dir("target-exit"),
+        workload.0.id(),
+        &["--duration", "60s"],
+    )
+    .timeout(Duration::from_secs(30))
+    .expect_success();
+    assert_eq!(r.recording()["meta"]["end_reason"], "target-exited");
     // The process is gone, yet its frames were symbolized from what was captured while it ran.
-    let folded = read_folded(&out.join("stacks.folded"));
+    let folded = r.folded("stacks.folded");
     assert!(self_weight(&folded, "mp_hot_a") > 0, "{folded:?}");
 }
 
@@ -289,26 +253,14 @@ fn jit_frames_are_named_from_a_perf_map_read_while_the_process_lived() {
         return;
     }
     let _bpf = bpf_lock();
-    let out = scratch_dir("jit");
-    let result = run_with_timeout(
-        Command::new(modelprobe_bin())
-            .args(["run", "-o"])
-            .arg(&out)
-            .arg("--")
-            .arg(workload_bin())
-            .args(["--seconds", "2", "--jit"]),
-        Duration::from_secs(60),
-    );
-    assert!(
-        result.status.success(),
-        "{}",
-        String::from_utf8_lossy(&result.stderr)
-    );
+    let r = Session::run(&scratch_dir("jit"), &[])
+        .workload(&["--seconds", "2", "--jit"])
+        .expect_success();
     // The workload deleted its perf map when it exited, before symbolization.
-    let folded = read_folded(&out.join("stacks.folded"));
+    let folded = r.folded("stacks.folded");
     let jit = self_weight(&folded, "mp_jit_spin_[j]");
     assert!(jit > 10, "JIT frames not named: {jit} samples; {folded:?}");
-    let rec = read_recording(&out);
+    let rec = r.recording();
     let frames = rec["frames"].as_array().expect("frames");
     let jit_frame = frames
         .iter()

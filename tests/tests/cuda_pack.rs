@@ -2,7 +2,7 @@
 //! `libcublas.so.12` and `libnccl.so.2` export the real symbols with the real signatures; `mp-cuda-app` loads them late with dlopen
 //! and calls them in a known pattern. The recording must hold exactly the expected spans,
 //! bytes, directions, kernel name, dims and error event.
-use std::{process::Command, time::Duration};
+use std::time::Duration;
 
 use modelprobe_tests::*;
 use serde_json::{json, Value};
@@ -39,19 +39,13 @@ fn cuda_libraries_loaded_from_outside_the_search_path_are_found_by_rescanning() 
 fn check_cuda_app(name: &str, env: &[(&str, std::path::PathBuf)]) {
     let fixtures = fixture_lib_dir();
     let out = scratch_dir(name);
-    let result = run_with_timeout(
-        Command::new(modelprobe_bin())
-            .args(["run", "-o"])
-            .arg(&out)
-            .arg("--")
-            .arg(fixtures.join("mp-cuda-app"))
-            .envs(env.iter().map(|(k, v)| (k, v))),
-        Duration::from_secs(60),
-    );
-    let stderr = String::from_utf8_lossy(&result.stderr);
-    assert!(result.status.success(), "{stderr}");
+    let r = Session::run(&out, &[])
+        .command(fixtures.join("mp-cuda-app"), &[])
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .expect_success();
+    let stderr = r.stderr();
 
-    let rec = read_recording(&out);
+    let rec = r.recording();
     let probes = rec["probes"].as_array().expect("probes");
     let spans: Vec<(String, Value, u64)> = rec["spans"]
         .as_array()
@@ -174,7 +168,7 @@ fn check_cuda_app(name: &str, env: &[(&str, std::path::PathBuf)]) {
 
     // The report's figures, exactly: columns span, pack, count, total, mean, p50, p95, p99,
     // max, errors, error %.
-    let spans = report_rows(&out, "spans");
+    let spans = r.report_rows("spans");
     assert_eq!(
         row(&spans, "cudaLaunchKernel")[1..3],
         [json!("cuda-runtime"), json!(5)]
@@ -186,7 +180,7 @@ fn check_cuda_app(name: &str, env: &[(&str, std::path::PathBuf)]) {
     );
     assert_eq!(row(&spans, "ncclSend")[9..11], [json!(1), json!(100.0)]);
     assert_eq!(row(&spans, "cudaMalloc")[9], 0);
-    let launches = report_rows(&out, "kernel_launches");
+    let launches = r.report_rows("kernel_launches");
     assert_eq!(launches.len(), 1, "{launches:?}");
     assert_eq!(
         (&launches[0][0], &launches[0][3]),
@@ -196,7 +190,7 @@ fn check_cuda_app(name: &str, env: &[(&str, std::path::PathBuf)]) {
         ),
         "5 runtime launches and 1 driver launch of one kernel"
     );
-    let copies = report_rows(&out, "memcpy");
+    let copies = r.report_rows("memcpy");
     assert_eq!(row(&copies, "HtoD")[1..3], [json!(2), json!(big + 16)]);
     assert_eq!(row(&copies, "DtoH")[1..3], [json!(1), json!(big)]);
 }
@@ -208,22 +202,11 @@ fn no_packs_turns_the_cuda_pack_off() {
     }
     let _bpf = bpf_lock();
     let fixtures = fixture_lib_dir();
-    let out = scratch_dir("cuda-off");
-    let result = run_with_timeout(
-        Command::new(modelprobe_bin())
-            .args(["run", "--no-packs", "-o"])
-            .arg(&out)
-            .arg("--")
-            .arg(fixtures.join("mp-cuda-app"))
-            .env("LD_LIBRARY_PATH", fixtures.join("cuda")),
-        Duration::from_secs(60),
-    );
-    assert!(
-        result.status.success(),
-        "{}",
-        String::from_utf8_lossy(&result.stderr)
-    );
-    let rec = read_recording(&out);
+    let rec = Session::run(&scratch_dir("cuda-off"), &["--no-packs"])
+        .command(fixtures.join("mp-cuda-app"), &[])
+        .env("LD_LIBRARY_PATH", fixtures.join("cuda"))
+        .expect_success()
+        .recording();
     assert_eq!(rec["probes"].as_array().map_or(0, Vec::len), 0);
     assert_eq!(rec["spans"].as_array().map_or(0, Vec::len), 0);
 }
@@ -234,23 +217,15 @@ fn llama_cpp_pack_in_a_static_binary_gives_prefill_and_decode_tokens() {
         return;
     }
     let _bpf = bpf_lock();
-    let fixtures = fixture_lib_dir();
-    let out = scratch_dir("llama");
-    let result = run_with_timeout(
-        Command::new(modelprobe_bin())
-            .args(["run", "-o"])
-            .arg(&out)
-            .arg("--")
-            .arg(fixtures.join("mp-llama-app")),
-        Duration::from_secs(60),
-    );
-    let stderr = String::from_utf8_lossy(&result.stderr);
-    assert!(result.status.success(), "{stderr}");
+    let r = Session::run(&scratch_dir("llama"), &[])
+        .command(fixture_lib_dir().join("mp-llama-app"), &[])
+        .expect_success();
+    let stderr = r.stderr();
     assert!(
         stderr.contains("llama.cpp pack:"),
         "found in the executable itself: {stderr}"
     );
-    let rec = read_recording(&out);
+    let rec = r.recording();
     let probes = rec["probes"].as_array().expect("probes");
     let function = |s: &Value| {
         probes[s["probe"].as_u64().unwrap() as usize]["function"]
@@ -287,7 +262,7 @@ fn llama_cpp_pack_in_a_static_binary_gives_prefill_and_decode_tokens() {
         stderr.contains("Token throughput (llama.cpp)"),
         "tokens per second in the summary: {stderr}"
     );
-    let tokens = report_rows(&out, "tokens");
+    let tokens = r.report_rows("tokens");
     assert_eq!(row(&tokens, "prefill")[1..3], [json!(1), json!(12)]);
     assert_eq!(row(&tokens, "decode")[1..3], [json!(20), json!(20)]);
 }
@@ -312,26 +287,18 @@ fn run_probes_a_pack_library_loaded_at_run_time_from_outside_the_search_path() {
                   lib.mp_llama_generate.argtypes = [ctypes.c_int32, ctypes.c_long]\n\
                   n = lib.mp_llama_generate(150, 12000)\n\
                   print('prompt', n)\n";
-    let result = run_with_timeout(
-        Command::new(modelprobe_bin())
-            .args(["run", "-o"])
-            .arg(&out)
-            .args(["--", "python3", "-c", script])
-            .arg(&lib)
-            .env_remove("LD_LIBRARY_PATH"),
-        Duration::from_secs(90),
-    );
-    let stderr = String::from_utf8_lossy(&result.stderr);
-    assert!(result.status.success(), "{stderr}");
-    assert!(
-        String::from_utf8_lossy(&result.stdout).contains("prompt 12"),
-        "the script ran: {stderr}"
-    );
+    let r = Session::run(&out, &[])
+        .command("python3", &["-c", script, lib.to_str().unwrap()])
+        .env_remove("LD_LIBRARY_PATH")
+        .timeout(Duration::from_secs(90))
+        .expect_success();
+    let stderr = r.stderr();
+    assert!(r.stdout().contains("prompt 12"), "the script ran: {stderr}");
     assert!(
         stderr.contains("loaded a pack library"),
         "the library was found while the process ran: {stderr}"
     );
-    let rec = read_recording(&out);
+    let rec = r.recording();
     let probes = rec["probes"].as_array().expect("probes");
     let decodes = rec["spans"]
         .as_array()
@@ -344,7 +311,7 @@ fn run_probes_a_pack_library_loaded_at_run_time_from_outside_the_search_path() {
         decodes >= 75,
         "{decodes} llama_decode spans of 151 calls; {stderr}"
     );
-    let tokens = report_rows(&out, "tokens");
+    let tokens = r.report_rows("tokens");
     assert!(
         row(&tokens, "decode")[1].as_u64().unwrap() >= 74,
         "{tokens:?}"

@@ -37,16 +37,6 @@ fn open_perf_events(pid: u32) -> usize {
         .count()
 }
 
-fn attach(pid: u32, out: &std::path::Path, extra: &[&str]) -> std::process::Output {
-    run_with_timeout(
-        Command::new(modelprobe_bin())
-            .args(["attach", "--pid", &pid.to_string(), "-o"])
-            .arg(out)
-            .args(extra),
-        Duration::from_secs(60),
-    )
-}
-
 #[test]
 fn sigkill_of_the_agent_leaves_no_probe_and_the_target_runs_on() {
     if !require_bpf("sigkill_of_the_agent_leaves_no_probe_and_the_target_runs_on") {
@@ -152,14 +142,8 @@ fn a_target_under_ptrace_is_profiled_normally() {
             .any(|l| l.starts_with("TracerPid:") && !l.ends_with("\t0")),
         "{status}"
     );
-    let out = scratch_dir("ptraced");
-    let result = attach(pid, &out, &["--duration", "1s"]);
-    assert!(
-        result.status.success(),
-        "{}",
-        String::from_utf8_lossy(&result.stderr)
-    );
-    assert!(self_weight(&read_folded(&out.join("stacks.folded")), "mp_hot_a") > 10);
+    let r = Session::attach(&scratch_dir("ptraced"), pid, &["--duration", "1s"]).expect_success();
+    assert!(self_weight(&r.folded("stacks.folded"), "mp_hot_a") > 10);
     assert!(target_alive(pid));
 }
 
@@ -178,20 +162,14 @@ fn a_hundred_attach_detach_cycles_leak_nothing() {
     let start = Instant::now();
     let mut held = std::collections::BTreeSet::new();
     for i in 0..100 {
-        let agent = Agent::spawn(
-            Command::new(modelprobe_bin())
-                .args(["attach", "--pid", &pid.to_string(), "-o"])
-                .arg(&out)
-                .args(["--duration", "20ms", "--no-logs", "-q"]),
-        );
         // The programs each cycle is seen holding (watched every 2 ms) must all be released.
-        let run = agent.finish(Duration::from_secs(60));
-        assert!(run.output.status.success(), "cycle {i}: {}", run.stderr());
+        let r = Session::attach(&out, pid, &["--duration", "20ms", "--no-logs", "-q"]).finish();
+        assert!(r.status().success(), "cycle {i}: {}", r.stderr());
         assert!(
             out.join("recording.json").exists(),
             "cycle {i} wrote its recording"
         );
-        held.extend(run.programs);
+        held.extend(r.programs());
     }
     assert_programs_released(&held, "after 100 cycles");
     assert_eq!(
@@ -224,22 +202,11 @@ fn outputs_belong_to_the_sudo_user_and_are_not_world_readable() {
     let _bpf = bpf_lock();
     let parent = scratch_dir("sudo-owner");
     let out = parent.join("profile");
-    let result = run_with_timeout(
-        Command::new(modelprobe_bin())
-            .args(["run", "-o"])
-            .arg(&out)
-            .arg("--")
-            .arg(workload_bin())
-            .args(["--calls", "2"])
-            .env("SUDO_UID", "65534")
-            .env("SUDO_GID", "65534"),
-        Duration::from_secs(60),
-    );
-    assert!(
-        result.status.success(),
-        "{}",
-        String::from_utf8_lossy(&result.stderr)
-    );
+    let sudo = [("SUDO_UID", "65534"), ("SUDO_GID", "65534")];
+    Session::run(&out, &[])
+        .workload(&["--calls", "2"])
+        .envs(sudo)
+        .expect_success();
     let dir = std::fs::metadata(&out).unwrap();
     assert_eq!(
         (dir.uid(), dir.gid()),
@@ -269,18 +236,10 @@ fn outputs_belong_to_the_sudo_user_and_are_not_world_readable() {
     // A directory that already existed is not given away.
     let parent_md = std::fs::metadata(&parent).unwrap();
     assert_eq!(parent_md.uid(), 0);
-    let result = run_with_timeout(
-        Command::new(modelprobe_bin())
-            .args(["run", "-o"])
-            .arg(&parent)
-            .arg("--")
-            .arg(workload_bin())
-            .args(["--calls", "1"])
-            .env("SUDO_UID", "65534")
-            .env("SUDO_GID", "65534"),
-        Duration::from_secs(60),
-    );
-    assert!(result.status.success());
+    Session::run(&parent, &[])
+        .workload(&["--calls", "1"])
+        .envs(sudo)
+        .expect_success();
     assert_eq!(
         std::fs::metadata(&parent).unwrap().uid(),
         0,

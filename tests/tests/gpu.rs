@@ -30,32 +30,26 @@ fn run_cuda_app(
 ) -> (Value, String, std::path::PathBuf) {
     let fixtures = fixture_lib_dir();
     let out = scratch_dir(name);
-    let result = run_with_timeout(
-        Command::new(modelprobe_bin())
-            .args(["run", "-o"])
-            .arg(&out)
-            .arg("--")
-            .arg(fixtures.join("mp-cuda-app"))
-            .env("MP_CUDA_DIR", fixtures.join("cuda"))
-            // On the library path too, so the CUDA pack is attached from the start (finding it
-            // by the once-a-second rescan is cuda_pack.rs's test, and slow on a busy machine).
-            .env("LD_LIBRARY_PATH", fixtures.join("cuda"))
-            // The library appears at cuInit; give the agent time to connect before the calls.
-            .env("MP_CUDA_SETTLE_MS", "1500")
-            .env_remove("CUDA_INJECTION64_PATH")
-            .env_remove("MODELPROBE_CUPTI")
-            .envs(env.iter().copied()),
-        Duration::from_secs(90),
-    );
-    let stderr = String::from_utf8_lossy(&result.stderr).into_owned();
-    let stdout = String::from_utf8_lossy(&result.stdout);
-    assert!(result.status.success(), "{stderr}");
+    let r = Session::run(&out, &[])
+        .command(fixtures.join("mp-cuda-app"), &[])
+        .env("MP_CUDA_DIR", fixtures.join("cuda"))
+        // On the library path too, so the CUDA pack is attached from the start (finding it
+        // by the once-a-second rescan is cuda_pack.rs's test, and slow on a busy machine).
+        .env("LD_LIBRARY_PATH", fixtures.join("cuda"))
+        // The library appears at cuInit; give the agent time to connect before the calls.
+        .env("MP_CUDA_SETTLE_MS", "1500")
+        .env_remove("CUDA_INJECTION64_PATH")
+        .env_remove("MODELPROBE_CUPTI")
+        .envs(env.iter().copied())
+        .timeout(Duration::from_secs(90))
+        .expect_success();
+    let (stdout, stderr) = (r.stdout(), r.stderr());
     // The target's own output is unchanged by the library.
     assert!(
         stdout.contains("done err=1"),
         "stdout: {stdout}\nstderr: {stderr}"
     );
-    (read_recording(&out), stderr, out)
+    (r.recording(), stderr.to_string(), out)
 }
 
 fn ops_of<'a>(rec: &'a Value, kind: &str) -> Vec<&'a Value> {
@@ -271,24 +265,12 @@ fn the_library_in_a_process_without_cuda_says_so_and_stays_harmless() {
     assert!(Path::new(&lib).exists(), "{lib}");
     // Preloaded into the CPU-only workload, the library's initializer starts its listener;
     // the agent reaches it, and it answers that there is no CUDA here.
-    let out = scratch_dir("gpu-no-cuda");
-    let result = run_with_timeout(
-        Command::new(modelprobe_bin())
-            .args(["run", "-o"])
-            .arg(&out)
-            .arg("--")
-            .arg(workload_bin())
-            .args(["--seconds", "2"])
-            .env("LD_PRELOAD", &lib),
-        Duration::from_secs(60),
-    );
-    let stderr = String::from_utf8_lossy(&result.stderr);
-    assert!(result.status.success(), "{stderr}");
-    assert!(
-        String::from_utf8_lossy(&result.stdout).contains("checksum"),
-        "workload output changed"
-    );
-    let rec = read_recording(&out);
+    let r = Session::run(&scratch_dir("gpu-no-cuda"), &[])
+        .workload(&["--seconds", "2"])
+        .env("LD_PRELOAD", &lib)
+        .expect_success();
+    assert!(r.stdout().contains("checksum"), "workload output changed");
+    let rec = r.recording();
     let src = &rec["gpu"]["sources"][0];
     assert_eq!(src["state"], "no-cuda", "{src}");
     assert!(
@@ -315,26 +297,20 @@ fn an_execd_child_gets_gpu_timings_too() {
     }
     let _bpf = bpf_lock();
     let fixtures = fixture_lib_dir();
-    let out = scratch_dir("gpu-child");
     // The CUDA work happens in a child the shell forks and execs (as vLLM's EngineCore).
     let app = fixtures.join("mp-cuda-app");
-    let result = run_with_timeout(
-        Command::new(modelprobe_bin())
-            .args(["run", "-o"])
-            .arg(&out)
-            .args(["--", "sh", "-c"])
-            .arg(format!("{} && echo child-ok", app.display()))
-            .env("MP_CUDA_DIR", fixtures.join("cuda"))
-            .env("LD_LIBRARY_PATH", fixtures.join("cuda"))
-            .env("MP_CUDA_SETTLE_MS", "1500")
-            .env("MODELPROBE_CUPTI", cupti_standin())
-            .env_remove("CUDA_INJECTION64_PATH"),
-        Duration::from_secs(90),
-    );
-    let stderr = String::from_utf8_lossy(&result.stderr);
-    assert!(result.status.success(), "{stderr}");
-    assert!(String::from_utf8_lossy(&result.stdout).contains("child-ok"));
-    let rec = read_recording(&out);
+    let script = format!("{} && echo child-ok", app.display());
+    let r = Session::run(&scratch_dir("gpu-child"), &[])
+        .command("sh", &["-c", &script])
+        .env("MP_CUDA_DIR", fixtures.join("cuda"))
+        .env("LD_LIBRARY_PATH", fixtures.join("cuda"))
+        .env("MP_CUDA_SETTLE_MS", "1500")
+        .env("MODELPROBE_CUPTI", cupti_standin())
+        .env_remove("CUDA_INJECTION64_PATH")
+        .timeout(Duration::from_secs(90))
+        .expect_success();
+    assert!(r.stdout().contains("child-ok"));
+    let rec = r.recording();
     let target = rec["meta"]["target_pid"].as_u64().unwrap();
     let src = &rec["gpu"]["sources"][0];
     assert_eq!(src["state"], "on", "{src}");
@@ -378,15 +354,10 @@ fn attach_loads_the_library_live_into_a_cuda_process_started_without_it() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let out = scratch_dir("gpu-live");
-    let result = run_with_timeout(
-        Command::new(modelprobe_bin())
-            .args(["attach", "--pid", &pid.to_string(), "-o"])
-            .arg(&out),
-        Duration::from_secs(90),
-    );
-    let stderr = String::from_utf8_lossy(&result.stderr);
-    assert!(result.status.success(), "{stderr}");
+    let r = Session::attach(&scratch_dir("gpu-live"), pid, &[])
+        .timeout(Duration::from_secs(90))
+        .expect_success();
+    let stderr = r.stderr();
     assert!(
         stderr.contains(&format!("loaded the GPU library into pid {pid}")),
         "{stderr}"
@@ -397,7 +368,7 @@ fn attach_loads_the_library_live_into_a_cuda_process_started_without_it() {
         output.contains("done err=1"),
         "the target's behaviour changed: {output}"
     );
-    let rec = read_recording(&out);
+    let rec = r.recording();
     let src = &rec["gpu"]["sources"][0];
     assert_eq!(src["state"], "on", "{src}");
     assert!(
@@ -429,26 +400,11 @@ fn attach_gpu_retract_leaves_a_process_without_cuda_as_it_was() {
             .count()
     };
     let before = fds();
-    let out = scratch_dir("gpu-retract");
-    let result = run_with_timeout(
-        Command::new(modelprobe_bin())
-            .args([
-                "attach",
-                "--pid",
-                &pid.to_string(),
-                "--gpu",
-                "--retract",
-                "--duration",
-                "2s",
-                "-o",
-            ])
-            .arg(&out),
-        Duration::from_secs(60),
-    );
-    let stderr = String::from_utf8_lossy(&result.stderr);
-    assert!(result.status.success(), "{stderr}");
+    let options = ["--gpu", "--retract", "--duration", "2s"];
+    let r = Session::attach(&scratch_dir("gpu-retract"), pid, &options).expect_success();
+    let stderr = r.stderr();
     assert!(stderr.contains("unloaded the GPU library"), "{stderr}");
-    let rec = read_recording(&out);
+    let rec = r.recording();
     assert_eq!(rec["gpu"]["sources"][0]["state"], "no-cuda");
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
     assert!(

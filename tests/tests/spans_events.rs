@@ -1,7 +1,7 @@
 //! Span probes and lifecycle events, as root, on the real kernel: a `--probe` on fixture
 //! functions with a known call count, nesting, arguments, results and duration; a fatal signal;
 //! probe-spec errors naming close matches.
-use std::{process::Command, time::Duration};
+use std::time::Duration;
 
 use modelprobe_tests::*;
 
@@ -12,20 +12,13 @@ fn probe_records_every_call_with_args_result_depth_and_duration() {
     }
     let _bpf = bpf_lock();
     let out = scratch_dir("spans");
-    let result = run_with_timeout(
-        Command::new(modelprobe_bin())
-            .args(["run", "--probe", "mp-workload:mp_span_*@1", "-o"])
-            .arg(&out)
-            .arg("--")
-            .arg(workload_bin())
-            .args(["--calls", "25"]),
-        Duration::from_secs(60),
-    );
-    let stderr = String::from_utf8_lossy(&result.stderr);
-    assert!(result.status.success(), "{stderr}");
+    let r = Session::run(&out, &["--probe", "mp-workload:mp_span_*@1"])
+        .workload(&["--calls", "25"])
+        .expect_success();
+    let stderr = r.stderr();
     assert!(stderr.contains("probing 2 function(s)"), "{stderr}");
 
-    let rec = read_recording(&out);
+    let rec = r.recording();
     let probes = rec["probes"].as_array().expect("probes");
     let id_of = |f: &str| {
         probes
@@ -100,19 +93,14 @@ fn probe_errors_name_close_matches() {
     }
     let out = scratch_dir("probe-errors");
     let run = |spec: &str| {
-        run_with_timeout(
-            Command::new(modelprobe_bin())
-                .args(["run", "--probe", spec, "-o"])
-                .arg(&out)
-                .arg("--")
-                .arg(workload_bin())
-                .args(["--calls", "1"]),
-            Duration::from_secs(30),
-        )
+        Session::run(&out, &["--probe", spec])
+            .workload(&["--calls", "1"])
+            .timeout(Duration::from_secs(30))
+            .finish()
     };
     let typo = run("mp-workload:mp_span_targt");
-    let stderr = String::from_utf8_lossy(&typo.stderr);
-    assert_eq!(typo.status.code(), Some(2), "{stderr}");
+    let stderr = typo.stderr();
+    assert_eq!(typo.code(), Some(2), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(
         stderr.contains("no function mp_span_targt") && stderr.contains("mp_span_target"),
@@ -124,13 +112,13 @@ fn probe_errors_name_close_matches() {
     );
 
     let lib = run("libnothere.so:f");
-    let stderr = String::from_utf8_lossy(&lib.stderr);
-    assert_eq!(lib.status.code(), Some(2), "{stderr}");
+    let stderr = lib.stderr();
+    assert_eq!(lib.code(), Some(2), "{stderr}");
     assert!(stderr.contains("no file named libnothere.so"), "{stderr}");
 
     let syntax = run("no-colon");
-    assert_eq!(syntax.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&syntax.stderr).contains("TARGET:SYMBOL"));
+    assert_eq!(syntax.code(), Some(2));
+    assert!(syntax.stderr().contains("TARGET:SYMBOL"));
 }
 
 #[test]
@@ -139,19 +127,12 @@ fn a_crash_is_an_event_and_the_recording_is_finalized() {
         return;
     }
     let _bpf = bpf_lock();
-    let out = scratch_dir("segv");
-    let result = run_with_timeout(
-        Command::new(modelprobe_bin())
-            .args(["run", "-o"])
-            .arg(&out)
-            .arg("--")
-            .arg(workload_bin())
-            .arg("--segv"),
-        Duration::from_secs(60),
-    );
-    let stderr = String::from_utf8_lossy(&result.stderr);
-    assert_eq!(result.status.code(), Some(128 + libc::SIGSEGV), "{stderr}");
-    let rec = read_recording(&out);
+    let r = Session::run(&scratch_dir("segv"), &[])
+        .workload(&["--segv"])
+        .finish();
+    let stderr = r.stderr();
+    assert_eq!(r.code(), Some(128 + libc::SIGSEGV), "{stderr}");
+    let rec = r.recording();
     assert_eq!(rec["meta"]["exit_status"], 128 + libc::SIGSEGV);
     let events = rec["events"].as_array().expect("events");
     let fatal: Vec<_> = events
@@ -178,22 +159,10 @@ fn children_and_threads_are_events() {
         return;
     }
     let _bpf = bpf_lock();
-    let out = scratch_dir("lifecycle");
-    let result = run_with_timeout(
-        Command::new(modelprobe_bin())
-            .args(["run", "-o"])
-            .arg(&out)
-            .arg("--")
-            .arg(workload_bin())
-            .args(["--seconds", "1", "--child"]),
-        Duration::from_secs(60),
-    );
-    assert!(
-        result.status.success(),
-        "{}",
-        String::from_utf8_lossy(&result.stderr)
-    );
-    let rec = read_recording(&out);
+    let rec = Session::run(&scratch_dir("lifecycle"), &[])
+        .workload(&["--seconds", "1", "--child"])
+        .expect_success()
+        .recording();
     let events = rec["events"].as_array().expect("events");
     let count = |k: &str| events.iter().filter(|e| e["kind"] == k).count();
     assert_eq!(count("process_start"), 1, "one child process: {events:?}");
@@ -219,20 +188,11 @@ fn stdout_and_stderr_become_leveled_lines_and_model_loads_are_events() {
     let out = scratch_dir("logs");
     let model = out.join("tiny.safetensors");
     std::fs::write(&model, vec![7u8; 3 * 1024 * 1024]).unwrap();
-    let result = run_with_timeout(
-        Command::new(modelprobe_bin())
-            .args(["run", "-o"])
-            .arg(&out)
-            .arg("--")
-            .arg(workload_bin())
-            .arg("--model")
-            .arg(&model)
-            .arg("--logs"),
-        Duration::from_secs(60),
-    );
-    let stderr = String::from_utf8_lossy(&result.stderr);
-    assert!(result.status.success(), "{stderr}");
-    let rec = read_recording(&out);
+    let r = Session::run(&out, &[])
+        .workload(&["--model", model.to_str().unwrap(), "--logs"])
+        .expect_success();
+    let stderr = r.stderr();
+    let rec = r.recording();
     let lines: Vec<(String, String, Option<String>)> = rec["logs"]
         .as_array()
         .expect("logs")
@@ -279,7 +239,7 @@ fn stdout_and_stderr_become_leveled_lines_and_model_loads_are_events() {
         .unwrap()
         .contains("tiny.safetensors"));
     assert!(stderr.contains("Logs by level"), "{stderr}");
-    let logs = report_rows(&out, "logs");
+    let logs = r.report_rows("logs");
     assert_eq!(row(&logs, "ERROR")[1], 1, "{logs:?}");
 }
 
@@ -292,26 +252,18 @@ fn a_write_flood_overflows_the_ring_buffer_and_every_write_is_accounted_for() {
     let out = scratch_dir("flood");
     const WRITES: u64 = 400_000;
     let start = std::time::Instant::now();
-    let result = run_with_timeout(
-        Command::new(modelprobe_bin())
-            // A small ring, so the flood overflows it whatever the machine's speed.
-            .args(["run", "--ring-buffer-kib", "64", "-o"])
-            .arg(&out)
-            .arg("--")
-            .arg("sh")
-            .arg("-c")
-            .arg(format!(
-                "exec {} --flood {WRITES} 2>/dev/null",
-                workload_bin().display()
-            )),
-        Duration::from_secs(120),
+    let flood = format!(
+        "exec {} --flood {WRITES} 2>/dev/null",
+        workload_bin().display()
     );
-    let stderr = String::from_utf8_lossy(&result.stderr);
-    assert!(
-        result.status.success(),
-        "the agent survives a flood: {stderr}"
-    );
-    let rec = read_recording(&out);
+    // A small ring, so the flood overflows it whatever the machine's speed.
+    let r = Session::run(&out, &["--ring-buffer-kib", "64"])
+        .command("sh", &["-c", &flood])
+        .timeout(Duration::from_secs(120))
+        .finish();
+    let stderr = r.stderr();
+    assert!(r.status().success(), "the agent survives a flood: {stderr}");
+    let rec = r.recording();
     let captured = rec["logs"]
         .as_array()
         .expect("logs")
@@ -338,7 +290,7 @@ fn a_write_flood_overflows_the_ring_buffer_and_every_write_is_accounted_for() {
     );
     assert!(stderr.contains("Lost data"), "{stderr}");
     assert_eq!(
-        row(&report_rows(&out, "lost"), "log writes")[1],
+        row(&r.report_rows("lost"), "log writes")[1],
         lost,
         "the report shows the loss"
     );
@@ -354,21 +306,14 @@ fn a_library_dlopened_after_start_is_probed_from_its_first_call() {
         return;
     }
     let _bpf = bpf_lock();
-    let out = scratch_dir("dlopen");
-    let libs = fixture_lib_dir();
-    let result = run_with_timeout(
-        Command::new(modelprobe_bin())
-            .args(["run", "--probe", "libmpfixture.so:mp_lib_work@1", "-o"])
-            .arg(&out)
-            .arg("--")
-            .arg(workload_bin())
-            .args(["--dlopen", "libmpfixture.so", "--calls", "12"])
-            .env("LD_LIBRARY_PATH", &libs),
-        Duration::from_secs(60),
-    );
-    let stderr = String::from_utf8_lossy(&result.stderr);
-    assert!(result.status.success(), "{stderr}");
-    let rec = read_recording(&out);
+    let rec = Session::run(
+        &scratch_dir("dlopen"),
+        &["--probe", "libmpfixture.so:mp_lib_work@1"],
+    )
+    .workload(&["--dlopen", "libmpfixture.so", "--calls", "12"])
+    .env("LD_LIBRARY_PATH", fixture_lib_dir())
+    .expect_success()
+    .recording();
     assert!(
         rec["probes"][0]["path"]
             .as_str()
@@ -405,25 +350,9 @@ fn attach_reports_model_files_loaded_before_it() {
         "--seconds",
         "20",
     ]);
-    let result = run_with_timeout(
-        Command::new(modelprobe_bin())
-            .args([
-                "attach",
-                "--duration",
-                "1s",
-                "--pid",
-                &workload.0.id().to_string(),
-                "-o",
-            ])
-            .arg(&out),
-        Duration::from_secs(60),
-    );
-    assert!(
-        result.status.success(),
-        "{}",
-        String::from_utf8_lossy(&result.stderr)
-    );
-    let rec = read_recording(&out);
+    let rec = Session::attach(&out, workload.0.id(), &["--duration", "1s"])
+        .expect_success()
+        .recording();
     let loads: Vec<&serde_json::Value> = rec["events"]
         .as_array()
         .expect("events")
@@ -466,18 +395,11 @@ fn python_path_files_are_not_model_loads_and_a_reopen_is_one_load() {
                   \x20   open(d + '/model.pth', 'rb').read(64)\n\
                   open(d + '/legacy.pt', 'rb').read()\n\
                   print('done')\n";
-    let result = run_with_timeout(
-        Command::new(modelprobe_bin())
-            .args(["run", "-o"])
-            .arg(&out)
-            .args(["--", "python3", "-c", script])
-            .arg(&out),
-        Duration::from_secs(60),
-    );
-    let stderr = String::from_utf8_lossy(&result.stderr);
-    assert!(result.status.success(), "{stderr}");
-    assert!(String::from_utf8_lossy(&result.stdout).contains("done"));
-    let rec = read_recording(&out);
+    let r = Session::run(&out, &[])
+        .command("python3", &["-c", script, out.to_str().unwrap()])
+        .expect_success();
+    assert!(r.stdout().contains("done"));
+    let rec = r.recording();
     let loads: Vec<String> = rec["events"]
         .as_array()
         .expect("events")

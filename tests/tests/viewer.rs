@@ -120,29 +120,18 @@ fn view_page_draws_the_recording_in_a_browser() {
     // CPU samples (the hot loop), off-CPU intervals (the sleeper thread), spans (every call
     // of the hot functions), events (exec, the child process, the sleeper thread) and log lines
     // (its stdout).
-    let result = run_with_timeout(
-        Command::new(modelprobe_bin())
-            .args([
-                "run",
-                "--off-cpu",
-                "--freq",
-                "199",
-                "--probe",
-                "mp-workload:mp_hot_*",
-                "-o",
-            ])
-            .arg(&rec)
-            .arg("--")
-            .arg(workload_bin())
-            .args(["--seconds", "1.5", "--child"]),
-        Duration::from_secs(90),
-    );
-    assert!(
-        result.status.success(),
-        "{}",
-        String::from_utf8_lossy(&result.stderr)
-    );
-    let recording = read_recording(&rec);
+    let options = [
+        "--off-cpu",
+        "--freq",
+        "199",
+        "--probe",
+        "mp-workload:mp_hot_*",
+    ];
+    let recording = Session::run(&rec, &options)
+        .workload(&["--seconds", "1.5", "--child"])
+        .timeout(Duration::from_secs(90))
+        .expect_success()
+        .recording();
     for part in ["spans", "samples", "events", "logs"] {
         let n = recording[part].as_array().map_or(0, Vec::len);
         assert!(n > 0, "the recording has no {part} to show");
