@@ -38,7 +38,7 @@ pub enum Error {
 
     /// Loading the GPU library into a running process failed (`attach --gpu`).
     #[error("{0}")]
-    Inject(#[from] crate::inject::InjectError),
+    LiveLoad(#[from] crate::live_load::LiveLoadError),
 
     /// This build has no CUPTI injection library embedded.
     #[error("this modelprobe was built without its GPU library: run `cargo xtask build-inject`, then rebuild")]
@@ -164,7 +164,7 @@ impl Error {
             Error::CommandNotFound { .. } => exit_code::COMMAND_NOT_FOUND,
             Error::MissingBpfObject
             | Error::MissingGpuLibrary
-            | Error::Inject(_)
+            | Error::LiveLoad(_)
             | Error::Bpf { .. }
             | Error::BadRecording { .. }
             | Error::Io { .. } => exit_code::FAILURE,

@@ -35,7 +35,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod gpu;
-pub mod inject;
+pub mod live_load;
 pub mod preflight;
 pub mod probes;
 pub mod procmaps;

@@ -1,7 +1,7 @@
 //! The `mp-inject-target` fixture and what the injector tests check in it: a running target
 //! ([`Target`]) fed through stdin and read through stdout, the notes the test library
 //! (`libmp_inject_test.so`) writes, and the process's file descriptors, threads and mappings.
-//! The calls into `modelprobe::inject` stay in `tests/inject.rs`.
+//! The calls into `modelprobe::live_load` stay in `tests/inject.rs`.
 use std::{
     io::{BufRead, BufReader, Read, Write},
     path::PathBuf,

@@ -1,4 +1,4 @@
-//! The ptrace library injector (`modelprobe::inject`) against real processes, as root: a busy
+//! The ptrace library injector (`modelprobe::live_load`) against real processes, as root: a busy
 //! loop, eight busy threads, a thread blocked in `read` or in `nanosleep`, and a process flooded
 //! with signals. The library must run and go again without a trace, and the target's results,
 //! exit status, blocked calls and signal counts must be the same as without it.
@@ -11,11 +11,11 @@ use std::{
     time::Duration,
 };
 
-use modelprobe::inject::{self, InjectError, InjectOptions, Injected};
+use modelprobe::live_load::{self, LiveLoadError, LoadOptions, Loaded};
 use modelprobe_tests::inject_target::*;
 
 /// Checks the library is loaded (ran its constructor, mapped under its memfd name).
-fn assert_loaded(inj: &Injected, loads: usize) {
+fn assert_loaded(inj: &Loaded, loads: usize) {
     let pid = inj.pid;
     assert_eq!(notes(pid, "loaded"), loads, "constructor notes in {pid}");
     assert!(
@@ -27,8 +27,8 @@ fn assert_loaded(inj: &Injected, loads: usize) {
     assert_eq!(inj.path_in_target, format!("/proc/self/fd/{}", inj.fd));
 }
 
-fn inject_test_lib(pid: u32, opts: &InjectOptions) -> Injected {
-    inject::inject(pid, &image(), "mp-inject-test", opts)
+fn inject_test_lib(pid: u32, opts: &LoadOptions) -> Loaded {
+    live_load::load(pid, &image(), "mp-inject-test", opts)
         .unwrap_or_else(|e| panic!("inject into {pid}: {e}"))
 }
 
@@ -43,7 +43,7 @@ fn a_busy_loop_gets_the_library_and_computes_the_same_checksum() {
     let t = Target::start(&["busy", ITERS]);
     let pid = t.pid();
     let fds = fd_count(pid);
-    let opts = InjectOptions::default();
+    let opts = LoadOptions::default();
     let inj = inject_test_lib(pid, &opts);
     assert!(
         t.output().is_empty(),
@@ -52,7 +52,7 @@ fn a_busy_loop_gets_the_library_and_computes_the_same_checksum() {
     );
     assert_loaded(&inj, 1);
     assert_eq!(inj.tid, pid, "the main thread is the one held");
-    let back = inject::retract(&inj, &opts).expect("retract");
+    let back = live_load::retract(&inj, &opts).expect("retract");
     assert_unloaded(pid, 1);
     assert_eq!(fd_count(pid), fds, "fds of {pid} after retract");
     let busy_during_retract = t.output().is_empty();
@@ -78,7 +78,7 @@ fn eight_busy_threads_and_fifty_inject_retract_cycles_leak_nothing() {
     let pid = t.pid();
     let (fds, threads) = (fd_count(pid), thread_count(pid));
     assert_eq!(threads, 9, "main and 8 workers");
-    let opts = InjectOptions::default();
+    let opts = LoadOptions::default();
     let (mut inject_pauses, mut retract_pauses) = (Vec::new(), Vec::new());
     let mut after_first = Vec::new();
     for cycle in 1..=50 {
@@ -94,8 +94,8 @@ fn eight_busy_threads_and_fifty_inject_retract_cycles_leak_nothing() {
             threads + 1,
             &format!("cycle {cycle}: the library's thread"),
         );
-        let back =
-            inject::retract(&inj, &opts).unwrap_or_else(|e| panic!("cycle {cycle}: retract: {e}"));
+        let back = live_load::retract(&inj, &opts)
+            .unwrap_or_else(|e| panic!("cycle {cycle}: retract: {e}"));
         assert_unloaded(pid, cycle);
         assert_eq!(
             fd_count(pid),
@@ -151,10 +151,10 @@ fn a_read_blocked_during_injection_still_returns_the_data_written_later() {
     let mut t = Target::start(&["read"]);
     let pid = t.pid();
     std::thread::sleep(Duration::from_millis(100)); // into read()
-    let opts = InjectOptions::default();
+    let opts = LoadOptions::default();
     let inj = inject_test_lib(pid, &opts);
     assert_loaded(&inj, 1);
-    inject::retract(&inj, &opts).expect("retract");
+    live_load::retract(&inj, &opts).expect("retract");
     assert_unloaded(pid, 1);
     assert!(
         t.output().is_empty(),
@@ -176,10 +176,10 @@ fn a_nanosleep_interrupted_by_injection_sleeps_exactly_the_time_asked() {
     let t = Target::start(&["sleep", "2000"]);
     let pid = t.pid();
     std::thread::sleep(Duration::from_millis(500));
-    let opts = InjectOptions::default();
+    let opts = LoadOptions::default();
     let inj = inject_test_lib(pid, &opts);
     assert_loaded(&inj, 1);
-    inject::retract(&inj, &opts).expect("retract");
+    live_load::retract(&inj, &opts).expect("retract");
     assert_unloaded(pid, 1);
     let (status, got) = t.finish(Duration::from_secs(10));
     assert!(status.success(), "{status}");
@@ -208,12 +208,12 @@ fn signals_sent_while_a_thread_is_held_arrive_exactly_once() {
     let injector = {
         let done = done.clone();
         std::thread::spawn(move || {
-            let opts = InjectOptions::default();
+            let opts = LoadOptions::default();
             let mut pauses = Vec::new();
             for _ in 0..10 {
                 let inj = inject_test_lib(pid, &opts);
                 pauses.push(inj.pause);
-                pauses.push(inject::retract(&inj, &opts).expect("retract"));
+                pauses.push(live_load::retract(&inj, &opts).expect("retract"));
             }
             done.store(true, std::sync::atomic::Ordering::SeqCst);
             pauses
@@ -264,11 +264,11 @@ fn clear_errors_for_a_traced_or_missing_process_and_a_bad_library() {
         return;
     }
     let _serial = serial();
-    let opts = InjectOptions::default();
+    let opts = LoadOptions::default();
 
     let missing = 2_147_483_600;
-    let e = inject::inject(missing, &image(), "x", &opts).expect_err("no such process");
-    assert!(matches!(e, InjectError::NoSuchProcess { .. }), "{e:?}");
+    let e = live_load::load(missing, &image(), "x", &opts).expect_err("no such process");
+    assert!(matches!(e, LiveLoadError::NoSuchProcess { .. }), "{e:?}");
     assert_eq!(
         e.to_string(),
         format!("process {missing} not found: check the pid (`ps -p {missing}`)")
@@ -276,14 +276,14 @@ fn clear_errors_for_a_traced_or_missing_process_and_a_bad_library() {
 
     let mut t = Target::start(&["read"]);
     let pid = t.pid();
-    let info = inject::preflight(pid).expect("preflight");
+    let info = live_load::preflight(pid).expect("preflight");
     assert!(info.libc.contains("libc"), "{info:?}");
     assert!(
         info.dlopen != 0 && info.dlclose != 0 && info.syscall_insn != 0,
         "{info:?}"
     );
-    let e = inject::inject(pid, &image(), "a/b", &opts).expect_err("bad name");
-    assert!(matches!(e, InjectError::BadName { .. }), "{e:?}");
+    let e = live_load::load(pid, &image(), "a/b", &opts).expect_err("bad name");
+    assert!(matches!(e, LiveLoadError::BadName { .. }), "{e:?}");
 
     // Held by a tracer (this test process), injection is refused and says by whom.
     let (to_tracer, tracer_rx) = mpsc::channel::<()>();
@@ -309,10 +309,10 @@ fn clear_errors_for_a_traced_or_missing_process_and_a_bad_library() {
         }
     });
     traced.recv().unwrap();
-    let e = inject::inject(pid, &image(), "mp-inject-test", &opts).expect_err("traced");
+    let e = live_load::load(pid, &image(), "mp-inject-test", &opts).expect_err("traced");
     let me = std::process::id();
     assert!(
-        matches!(e, InjectError::AlreadyTraced { tracer, .. } if tracer == me),
+        matches!(e, LiveLoadError::AlreadyTraced { tracer, .. } if tracer == me),
         "{e:?}"
     );
     assert!(
@@ -328,14 +328,14 @@ fn clear_errors_for_a_traced_or_missing_process_and_a_bad_library() {
 
     // A file that is not a library: dlopen's own message, and nothing left behind.
     let fds = fd_count(pid);
-    let e = inject::inject(
+    let e = live_load::load(
         pid,
         &b"not an ELF file\n".repeat(256),
         "mp-inject-bad",
         &opts,
     )
     .expect_err("bad ELF");
-    assert!(matches!(e, InjectError::Dlopen { .. }), "{e:?}");
+    assert!(matches!(e, LiveLoadError::Dlopen { .. }), "{e:?}");
     let msg = e.to_string();
     assert!(
         msg.contains("mp-inject-bad")
@@ -348,9 +348,9 @@ fn clear_errors_for_a_traced_or_missing_process_and_a_bad_library() {
 
     // The process never noticed any of it.
     let inj = inject_test_lib(pid, &opts);
-    inject::retract(&inj, &opts).expect("retract");
-    let e = inject::retract(&inj, &opts).expect_err("retract twice");
-    assert!(matches!(e, InjectError::NotInjected { .. }), "{e:?}");
+    live_load::retract(&inj, &opts).expect("retract");
+    let e = live_load::retract(&inj, &opts).expect_err("retract twice");
+    assert!(matches!(e, LiveLoadError::NotLoaded { .. }), "{e:?}");
     t.send("bye\n");
     let (status, got) = t.finish(Duration::from_secs(10));
     assert!(status.success(), "{status}");
@@ -363,9 +363,9 @@ fn a_constructor_that_crashes_or_hangs_is_abandoned_and_the_process_goes_on() {
         return;
     }
     let _serial = serial();
-    let opts = InjectOptions {
+    let opts = LoadOptions {
         call_timeout: Duration::from_millis(300),
-        ..InjectOptions::default()
+        ..LoadOptions::default()
     };
     for (flag, want) in [
         (
@@ -380,12 +380,12 @@ fn a_constructor_that_crashes_or_hangs_is_abandoned_and_the_process_goes_on() {
         let fds = fd_count(pid);
         let flag_file = PathBuf::from(format!("/tmp/mp-inject-{pid}.{flag}"));
         std::fs::write(&flag_file, "").expect("writing the flag file");
-        let e = inject::inject(pid, &image(), "mp-inject-test", &opts).expect_err(flag);
+        let e = live_load::load(pid, &image(), "mp-inject-test", &opts).expect_err(flag);
         let _ = std::fs::remove_file(&flag_file);
         let msg = e.to_string();
         if flag == "crash" {
             assert!(
-                matches!(e, InjectError::Crashed { signal: 11, .. }),
+                matches!(e, LiveLoadError::Crashed { signal: 11, .. }),
                 "{e:?}"
             );
             assert!(
@@ -394,7 +394,7 @@ fn a_constructor_that_crashes_or_hangs_is_abandoned_and_the_process_goes_on() {
             );
             assert_eq!(fd_count(pid), fds, "the memfd was closed again");
         } else {
-            assert!(matches!(e, InjectError::Timeout { .. }), "{e:?}");
+            assert!(matches!(e, LiveLoadError::Timeout { .. }), "{e:?}");
             assert!(
                 msg.starts_with(&format!(
                     "timed out after 300 ms waiting for process {pid} to return from dlopen; \

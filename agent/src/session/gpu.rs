@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::{InjectMode, RecordOptions};
 use crate::{
     gpu::{client, library, merge, nvml},
-    inject,
+    live_load,
     progress::Progress,
     recording::Recording,
     target, Result,
@@ -21,7 +21,7 @@ pub(super) struct GpuSide {
     /// Per-process clients of the GPU library (GPU timings on).
     client: Option<client::GpuClient>,
     /// Libraries this session loaded live, to report and to retract.
-    injected: Vec<inject::Injected>,
+    injected: Vec<live_load::Loaded>,
     /// Device metrics (NVML present).
     nvml: Option<nvml::NvmlSampler>,
     /// What [`GpuSide::collect_last`] took before the processes were let go.
@@ -152,7 +152,7 @@ impl GpuSide {
 
 /// Loads the GPU library into `root` and its descendants that use CUDA (or into `root` alone,
 /// whatever it uses, for [`InjectMode::Always`]), unless it is already there.
-fn inject_live(root: u32, mode: InjectMode) -> Result<Vec<inject::Injected>> {
+fn inject_live(root: u32, mode: InjectMode) -> Result<Vec<live_load::Loaded>> {
     if mode == InjectMode::Never {
         return Ok(Vec::new());
     }
@@ -176,8 +176,8 @@ fn inject_live(root: u32, mode: InjectMode) -> Result<Vec<inject::Injected>> {
                 continue;
             }
         };
-        let opts = inject::InjectOptions::default();
-        match inject::inject(pid, bytes, "modelprobe-gpu", &opts) {
+        let opts = live_load::LoadOptions::default();
+        match live_load::load(pid, bytes, "modelprobe-gpu", &opts) {
             Ok(inj) => {
                 log::info!(
                     "loaded the GPU library into pid {pid} (thread {} held {:.2} ms)",
@@ -197,16 +197,16 @@ fn inject_live(root: u32, mode: InjectMode) -> Result<Vec<inject::Injected>> {
 }
 
 /// `--retract`: unloads what [`inject_live`] loaded.
-fn retract_all(injected: &[inject::Injected]) {
-    let opts = inject::InjectOptions::default();
+fn retract_all(injected: &[live_load::Loaded]) {
+    let opts = live_load::LoadOptions::default();
     for inj in injected {
-        match inject::retract(inj, &opts) {
+        match live_load::retract(inj, &opts) {
             Ok(pause) => log::info!(
                 "unloaded the GPU library from pid {} (held {:.2} ms)",
                 inj.pid,
                 pause.as_secs_f64() * 1e3
             ),
-            Err(inject::InjectError::StopFailed { code: 1, .. }) => log::info!(
+            Err(live_load::LiveLoadError::StopFailed { code: 1, .. }) => log::info!(
                 "the GPU library stays in pid {}, idle: CUPTI keeps callbacks into it (one \
                  sleeping thread; CUPTI is off)",
                 inj.pid

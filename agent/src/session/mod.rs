@@ -86,7 +86,7 @@ pub struct RecordOptions {
     pub retract: bool,
 }
 
-/// When `attach` loads the GPU library into a running process ([`crate::inject`]).
+/// When `attach` loads the GPU library into a running process ([`crate::live_load`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InjectMode {
     /// Never (`--no-inject`): GPU timings only where the library was set up at launch.

@@ -8,7 +8,7 @@ use super::{
     hold::Held,
     procfs,
     remote::{check, ms, Mem, Scratch},
-    InjectError, InjectOptions, Injected, TargetInfo,
+    LiveLoadError, LoadOptions, Loaded, TargetInfo,
 };
 
 const RTLD_NOW: u64 = 2;
@@ -47,8 +47,8 @@ impl Undo {
 
 /// Runs `f` on a thread of its own, which becomes the tracer and exits when done.
 fn on_tracer_thread<T: Send>(
-    f: impl FnOnce() -> Result<T, InjectError> + Send,
-) -> Result<T, InjectError> {
+    f: impl FnOnce() -> Result<T, LiveLoadError> + Send,
+) -> Result<T, LiveLoadError> {
     std::thread::scope(|s| {
         std::thread::Builder::new()
             .name("mp-inject".into())
@@ -60,12 +60,12 @@ fn on_tracer_thread<T: Send>(
 }
 
 /// Loads `image` into the process of `info`.
-pub(super) fn inject(
+pub(super) fn load_image(
     info: &TargetInfo,
     image: &[u8],
     name: &str,
-    opts: &InjectOptions,
-) -> Result<Injected, InjectError> {
+    opts: &LoadOptions,
+) -> Result<Loaded, LiveLoadError> {
     on_tracer_thread(|| {
         let started = Instant::now();
         let mem = Mem::open(info.pid)?;
@@ -76,12 +76,12 @@ pub(super) fn inject(
                 let tid = held.t.tid;
                 let pause = held.release()?;
                 log::debug!(
-                    "inject: loaded {name} into {} (handle {handle:#x}); held {:.2} ms of {:.2} ms",
+                    "live load: loaded {name} into {} (handle {handle:#x}); held {:.2} ms of {:.2} ms",
                     info.pid,
                     ms(pause),
                     ms(started.elapsed())
                 );
-                Ok(Injected {
+                Ok(Loaded {
                     pid: info.pid,
                     tid,
                     handle,
@@ -95,7 +95,7 @@ pub(super) fn inject(
                 undo.run(&mut held, &mem);
                 if let Err(release) = held.release() {
                     log::warn!(
-                        "inject: releasing process {} after an error: {release}",
+                        "live load: releasing process {} after an error: {release}",
                         info.pid
                     );
                 }
@@ -112,7 +112,7 @@ fn load(
     info: &TargetInfo,
     image: &[u8],
     name: &str,
-) -> Result<(u64, u64, u64), InjectError> {
+) -> Result<(u64, u64, u64), LiveLoadError> {
     let pid = info.pid;
     let scratch = undo.scratch.insert(Scratch::map(held, mem)?);
     undo.errno = save_errno(held, mem, info, scratch)?;
@@ -136,7 +136,7 @@ fn load(
     let inode = match written {
         Ok(meta) => meta.ino(),
         Err(source) => {
-            return Err(InjectError::Memory {
+            return Err(LiveLoadError::Memory {
                 pid,
                 what: format!("writing the library into {fd_path}"),
                 source,
@@ -151,7 +151,7 @@ fn load(
     let handle = held.call("dlopen", info.dlopen, &[path_addr, RTLD_NOW], scratch, mem)?;
     if handle == 0 {
         let message = dl_error(held, mem, info, scratch)?;
-        return Err(InjectError::Dlopen {
+        return Err(LiveLoadError::Dlopen {
             pid,
             name: name.to_string(),
             message,
@@ -167,12 +167,12 @@ fn load(
     Ok((fd, handle, inode))
 }
 
-/// Unloads what [`inject`] loaded.
+/// Unloads what [`load_image`] loaded.
 pub(super) fn retract(
     info: &TargetInfo,
-    inj: &Injected,
-    opts: &InjectOptions,
-) -> Result<std::time::Duration, InjectError> {
+    inj: &Loaded,
+    opts: &LoadOptions,
+) -> Result<std::time::Duration, LiveLoadError> {
     on_tracer_thread(|| {
         let mem = Mem::open(info.pid)?;
         let mut held = Held::acquire(info.pid, info.tid, info.syscall_insn, opts)?;
@@ -183,7 +183,7 @@ pub(super) fn retract(
                 undo.run(&mut held, &mem);
                 if let Err(release) = held.release() {
                     log::warn!(
-                        "inject: releasing process {} after an error: {release}",
+                        "live load: releasing process {} after an error: {release}",
                         info.pid
                     );
                 }
@@ -198,8 +198,8 @@ fn unload(
     mem: &Mem,
     undo: &mut Undo,
     info: &TargetInfo,
-    inj: &Injected,
-) -> Result<(), InjectError> {
+    inj: &Loaded,
+) -> Result<(), LiveLoadError> {
     let pid = info.pid;
     let scratch = undo.scratch.insert(Scratch::map(held, mem)?);
     undo.errno = save_errno(held, mem, info, scratch)?;
@@ -213,13 +213,13 @@ fn unload(
     } else {
         let rc = held.call(STOP_SYMBOL, stop, &[], scratch, mem)? as u32 as i32;
         if rc != 0 {
-            return Err(InjectError::StopFailed { pid, code: rc });
+            return Err(LiveLoadError::StopFailed { pid, code: rc });
         }
     }
     let rc = held.call("dlclose", info.dlclose, &[inj.handle], scratch, mem)? as u32 as i32;
     if rc != 0 {
         let message = dl_error(held, mem, info, scratch)?;
-        return Err(InjectError::Dlclose { pid, message });
+        return Err(LiveLoadError::Dlclose { pid, message });
     }
     // Close the memfd only if the descriptor is still ours.
     match procfs::fd_target(pid, inj.fd) {
@@ -228,7 +228,7 @@ fn unload(
             check(held, "close", raw, "")?;
         }
         other => log::debug!(
-            "inject: fd {} of {pid} is not our memfd any more: {other:?}",
+            "live load: fd {} of {pid} is not our memfd any more: {other:?}",
             inj.fd
         ),
     }
@@ -247,7 +247,7 @@ fn save_errno(
     mem: &Mem,
     info: &TargetInfo,
     scratch: &Scratch,
-) -> Result<Option<(u64, u32)>, InjectError> {
+) -> Result<Option<(u64, u32)>, LiveLoadError> {
     let Some(loc) = info.errno_location else {
         return Ok(None);
     };
@@ -264,7 +264,7 @@ fn dl_error(
     mem: &Mem,
     info: &TargetInfo,
     scratch: &Scratch,
-) -> Result<String, InjectError> {
+) -> Result<String, LiveLoadError> {
     let msg = held.call("dlerror", info.dlerror, &[], scratch, mem)?;
     Ok(if msg == 0 {
         "no error message".into()
@@ -274,22 +274,22 @@ fn dl_error(
 }
 
 /// The error for a refused `PTRACE_SEIZE`.
-pub(super) fn seize_error(pid: u32, tid: u32, e: std::io::Error) -> InjectError {
+pub(super) fn seize_error(pid: u32, tid: u32, e: std::io::Error) -> LiveLoadError {
     match e.raw_os_error() {
-        Some(libc::ESRCH) => InjectError::NoSuchProcess { pid },
+        Some(libc::ESRCH) => LiveLoadError::NoSuchProcess { pid },
         Some(libc::EPERM) => {
             let st = procfs::status(pid).unwrap_or_default();
             if st.tracer_pid != 0 {
                 return already_traced(pid, st.tracer_pid);
             }
             let why = match procfs::yama_scope() {
-                Some(3) => return InjectError::YamaDisabled,
+                Some(3) => return LiveLoadError::YamaDisabled,
                 Some(s @ (1 | 2)) => format!("Yama kernel.yama.ptrace_scope={s}"),
                 _ => "the kernel refused: another user's process, or no CAP_SYS_PTRACE".into(),
             };
-            InjectError::PermissionDenied { pid, why }
+            LiveLoadError::PermissionDenied { pid, why }
         }
-        _ => InjectError::Ptrace {
+        _ => LiveLoadError::Ptrace {
             pid,
             tid,
             op: "seize",
@@ -298,22 +298,12 @@ pub(super) fn seize_error(pid: u32, tid: u32, e: std::io::Error) -> InjectError 
     }
 }
 
-/// [`InjectError::AlreadyTraced`], naming the process of tracer thread `tracer_tid`.
-pub(super) fn already_traced(pid: u32, tracer_tid: u32) -> InjectError {
+/// [`LiveLoadError::AlreadyTraced`], naming the process of tracer thread `tracer_tid`.
+pub(super) fn already_traced(pid: u32, tracer_tid: u32) -> LiveLoadError {
     let st = procfs::status(tracer_tid).ok();
-    InjectError::AlreadyTraced {
+    LiveLoadError::AlreadyTraced {
         pid,
         tracer: st.as_ref().map_or(tracer_tid, |s| s.tgid),
         tracer_name: st.map_or_else(|| "?".into(), |s| s.name),
-    }
-}
-
-/// "; it has a seccomp filter ..." when the process has one, else empty.
-pub(super) fn seccomp_hint(pid: u32) -> String {
-    match procfs::status(pid).map(|s| s.seccomp) {
-        Ok(2) => {
-            "; it runs under a seccomp filter, which may forbid the injector's system calls".into()
-        }
-        _ => String::new(),
     }
 }

@@ -10,9 +10,10 @@ use std::{
 };
 
 use super::{
-    hold::{wait_error, Held, RESTORED},
+    failure::{seccomp_hint, wait_error, RESTORED},
+    hold::Held,
     ptrace::{SyscallPhase, WaitError},
-    InjectError,
+    LiveLoadError,
 };
 
 /// The trampoline: call the function in `rax` (arguments already in place), store its result
@@ -52,7 +53,7 @@ pub(super) struct Mem {
 
 impl Mem {
     /// Opens `/proc/PID/mem`.
-    pub fn open(pid: u32) -> Result<Mem, InjectError> {
+    pub fn open(pid: u32) -> Result<Mem, LiveLoadError> {
         let path = format!("/proc/{pid}/mem");
         let file =
             File::options()
@@ -60,20 +61,20 @@ impl Mem {
                 .write(true)
                 .open(&path)
                 .map_err(|source| match source.kind() {
-                    std::io::ErrorKind::PermissionDenied => InjectError::PermissionDenied {
+                    std::io::ErrorKind::PermissionDenied => LiveLoadError::PermissionDenied {
                         pid,
                         why: format!("cannot open {path}"),
                     },
-                    _ => InjectError::Proc { pid, path, source },
+                    _ => LiveLoadError::Proc { pid, path, source },
                 })?;
         Ok(Mem { file, pid })
     }
 
     /// Writes `bytes` at `addr` (read-only pages too, as a debugger does).
-    pub fn write(&self, addr: u64, bytes: &[u8]) -> Result<(), InjectError> {
+    pub fn write(&self, addr: u64, bytes: &[u8]) -> Result<(), LiveLoadError> {
         self.file
             .write_all_at(bytes, addr)
-            .map_err(|source| InjectError::Memory {
+            .map_err(|source| LiveLoadError::Memory {
                 pid: self.pid,
                 what: format!("writing {} bytes at {addr:#x}", bytes.len()),
                 source,
@@ -81,11 +82,11 @@ impl Mem {
     }
 
     /// Reads a 64-bit integer.
-    pub fn read_u64(&self, addr: u64) -> Result<u64, InjectError> {
+    pub fn read_u64(&self, addr: u64) -> Result<u64, LiveLoadError> {
         let mut b = [0u8; 8];
         self.file
             .read_exact_at(&mut b, addr)
-            .map_err(|source| InjectError::Memory {
+            .map_err(|source| LiveLoadError::Memory {
                 pid: self.pid,
                 what: format!("reading at {addr:#x}"),
                 source,
@@ -94,11 +95,11 @@ impl Mem {
     }
 
     /// Reads a 32-bit integer.
-    pub fn read_u32(&self, addr: u64) -> Result<u32, InjectError> {
+    pub fn read_u32(&self, addr: u64) -> Result<u32, LiveLoadError> {
         let mut b = [0u8; 4];
         self.file
             .read_exact_at(&mut b, addr)
-            .map_err(|source| InjectError::Memory {
+            .map_err(|source| LiveLoadError::Memory {
                 pid: self.pid,
                 what: format!("reading at {addr:#x}"),
                 source,
@@ -138,7 +139,7 @@ pub(super) struct Scratch {
 
 impl Scratch {
     /// Maps it (read-write), writes the trampoline, and makes the code page read-execute.
-    pub fn map(held: &mut Held, mem: &Mem) -> Result<Scratch, InjectError> {
+    pub fn map(held: &mut Held, mem: &Mem) -> Result<Scratch, LiveLoadError> {
         let prot_rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
         let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
         let raw = held.syscall(
@@ -162,7 +163,7 @@ impl Scratch {
     }
 
     /// Copies `s` (NUL-terminated) into the data area; returns its address.
-    pub fn put_str(&mut self, mem: &Mem, s: &str) -> Result<u64, InjectError> {
+    pub fn put_str(&mut self, mem: &Mem, s: &str) -> Result<u64, LiveLoadError> {
         let addr = self.data_next;
         let mut bytes = Vec::with_capacity(s.len() + 1);
         bytes.extend_from_slice(s.as_bytes());
@@ -173,7 +174,7 @@ impl Scratch {
     }
 
     /// Unmaps it.
-    pub fn unmap(&self, held: &mut Held) -> Result<(), InjectError> {
+    pub fn unmap(&self, held: &mut Held) -> Result<(), LiveLoadError> {
         let raw = held.syscall(libc::SYS_munmap, &[self.base, SCRATCH_LEN])?;
         check(held, "munmap", raw, "").map(drop)
     }
@@ -184,20 +185,20 @@ impl Scratch {
     }
 }
 
-/// A syscall's raw return value as a result: `-errno` becomes [`InjectError::RemoteSyscall`].
+/// A syscall's raw return value as a result: `-errno` becomes [`LiveLoadError::RemoteSyscall`].
 pub(super) fn check(
     held: &Held,
     call: &'static str,
     raw: u64,
     hint: &str,
-) -> Result<u64, InjectError> {
+) -> Result<u64, LiveLoadError> {
     let v = raw as i64;
     if (-4095..0).contains(&v) {
         let mut hint = hint.to_string();
         if hint.is_empty() && matches!(-v as i32, libc::EPERM | libc::EACCES | libc::ENOSYS) {
-            hint = super::load::seccomp_hint(held.pid);
+            hint = seccomp_hint(held.pid);
         }
-        Err(InjectError::RemoteSyscall {
+        Err(LiveLoadError::RemoteSyscall {
             pid: held.pid,
             call,
             source: io::Error::from_raw_os_error(-v as i32),
@@ -222,7 +223,7 @@ fn syscall_name(nr: i64) -> &'static str {
 impl Held {
     /// Runs syscall `nr` with `args` in the held thread; returns the raw `rax` (`-errno` on
     /// failure). The thread is left at the syscall's exit stop.
-    pub fn syscall(&mut self, nr: i64, args: &[u64]) -> Result<u64, InjectError> {
+    pub fn syscall(&mut self, nr: i64, args: &[u64]) -> Result<u64, LiveLoadError> {
         let name = syscall_name(nr);
         self.doing = name;
         let mut r = self.saved;
@@ -245,7 +246,7 @@ impl Held {
         let regs = self.t.regs().map_err(|e| self.ptrace_err("getregs", e))?;
         self.at_syscall_exit();
         if regs.orig_rax != nr as u64 || regs.rip != self.syscall_insn + 2 {
-            return Err(InjectError::RemoteSyscall {
+            return Err(LiveLoadError::RemoteSyscall {
                 pid: self.pid,
                 call: name,
                 source: io::Error::other(format!("the thread stopped at {:#x}", regs.rip)),
@@ -269,7 +270,7 @@ impl Held {
         args: &[u64],
         scratch: &Scratch,
         mem: &Mem,
-    ) -> Result<u64, InjectError> {
+    ) -> Result<u64, LiveLoadError> {
         self.doing = what;
         self.prepare_call()?;
         mem.write(scratch.base + DONE, &0u32.to_ne_bytes())?;
@@ -304,7 +305,7 @@ impl Held {
         mem: &Mem,
         deadline: Instant,
         waiting: &str,
-    ) -> Result<(), InjectError> {
+    ) -> Result<(), LiveLoadError> {
         let limit = self.opts.call_timeout;
         self.t.cont(0).map_err(|e| self.ptrace_err("cont", e))?;
         self.running = true;
@@ -340,7 +341,7 @@ impl Held {
         scratch: &Scratch,
         deadline: Instant,
         waiting: &str,
-    ) -> Result<(), InjectError> {
+    ) -> Result<(), LiveLoadError> {
         let limit = self.opts.call_timeout;
         let trap = scratch.base + TRAP_RIP;
         loop {
@@ -359,7 +360,7 @@ impl Held {
             if (entry && (nr == libc::SYS_nanosleep || nr == libc::SYS_clock_nanosleep))
                 || (!entry && regs.rax as i64 == -516)
             {
-                log::debug!("inject: {waiting}: syscall {nr} overwrites the restart block");
+                log::debug!("live load: {waiting}: syscall {nr} overwrites the restart block");
                 self.restart_block_used = true;
             }
         }

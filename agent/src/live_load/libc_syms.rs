@@ -12,7 +12,7 @@ use object::{
     Endianness, Object, ObjectSymbol,
 };
 
-use super::{procfs::MapEntry, InjectError};
+use super::{procfs::MapEntry, LiveLoadError};
 
 /// Run-time addresses of what the injector calls in a target.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,7 +56,7 @@ fn provider_rank(path: &str) -> Option<u8> {
 }
 
 /// Finds the symbols and the syscall instruction in process `pid` mapping `maps`.
-pub(super) fn resolve(pid: u32, maps: &[MapEntry]) -> Result<Symbols, InjectError> {
+pub(super) fn resolve(pid: u32, maps: &[MapEntry]) -> Result<Symbols, LiveLoadError> {
     // One candidate per mapped file: its mapping at the lowest address (maps is sorted).
     let mut candidates: Vec<(u8, &MapEntry)> = Vec::new();
     for m in maps {
@@ -77,11 +77,17 @@ pub(super) fn resolve(pid: u32, maps: &[MapEntry]) -> Result<Symbols, InjectErro
     for (_, first) in &candidates {
         let data = read_mapped_file(pid, first)?;
         let Ok(elf) = ElfFile64::<Endianness>::parse(&*data) else {
-            log::debug!("inject: {} is not a 64-bit ELF file, skipped", first.path);
+            log::debug!(
+                "live load: {} is not a 64-bit ELF file, skipped",
+                first.path
+            );
             continue;
         };
         let Some(bias) = load_bias(&elf, first) else {
-            log::debug!("inject: no PT_LOAD of {} matches its mapping", first.path);
+            log::debug!(
+                "live load: no PT_LOAD of {} matches its mapping",
+                first.path
+            );
             continue;
         };
         for sym in elf.dynamic_symbols() {
@@ -102,12 +108,12 @@ pub(super) fn resolve(pid: u32, maps: &[MapEntry]) -> Result<Symbols, InjectErro
         }
     }
     let [Some(dlopen), Some(dlclose), Some(dlerror), Some(dlsym), errno_location] = found else {
-        return Err(InjectError::NoDlopen { pid });
+        return Err(LiveLoadError::NoDlopen { pid });
     };
     let syscall_insn = match syscall_insn {
         Some(a) => a,
         None => {
-            find_syscall_in_vdso(pid, maps).ok_or_else(|| InjectError::NoSyscallInstruction {
+            find_syscall_in_vdso(pid, maps).ok_or_else(|| LiveLoadError::NoSyscallInstruction {
                 pid,
                 lib: lib.clone(),
             })?
@@ -125,12 +131,12 @@ pub(super) fn resolve(pid: u32, maps: &[MapEntry]) -> Result<Symbols, InjectErro
 }
 
 /// The bytes of a mapped file, read as the target sees it.
-fn read_mapped_file(pid: u32, m: &MapEntry) -> Result<Vec<u8>, InjectError> {
+fn read_mapped_file(pid: u32, m: &MapEntry) -> Result<Vec<u8>, LiveLoadError> {
     let by_map = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
     let by_root = format!("/proc/{pid}/root{}", m.path);
     fs::read(&by_map).or_else(|e| {
-        log::debug!("inject: {by_map}: {e}; trying {by_root}");
-        fs::read(&by_root).map_err(|source| InjectError::Proc {
+        log::debug!("live load: {by_map}: {e}; trying {by_root}");
+        fs::read(&by_root).map_err(|source| LiveLoadError::Proc {
             pid,
             path: by_root.clone(),
             source,

@@ -1,7 +1,7 @@
-//! Loading a shared library into a running process, the way a debugger calls a function in its
+//! Live loading: a shared library into a running process, the way a debugger calls a function in its
 //! tracee (`modelprobe attach --gpu` loads its CUPTI library this way).
 //!
-//! [`inject`] holds one thread of the target (the main thread) with ptrace, preferably at a
+//! [`load`] holds one thread of the target (the main thread) with ptrace, preferably at a
 //! syscall boundary, and through it: maps a scratch page (a trampoline and a stack), creates a
 //! memfd the agent fills with the library image (no file on disk), and calls
 //! `dlopen("/proc/self/fd/N", RTLD_NOW)` found in the target's libc. Then it puts every register,
@@ -11,19 +11,19 @@
 //! `dlclose`s it the same way.
 //!
 //! ```no_run
-//! use modelprobe::inject::{inject, retract, InjectOptions};
+//! use modelprobe::live_load::{load, retract, LoadOptions};
 //! let image = std::fs::read("libmp_cupti.so")?;
-//! let opts = InjectOptions::default();
-//! let loaded = inject(4242, &image, "modelprobe-cupti", &opts)?;
+//! let opts = LoadOptions::default();
+//! let loaded = load(4242, &image, "modelprobe-cupti", &opts)?;
 //! println!("loaded; the main thread was held {:?}", loaded.pause);
 //! retract(&loaded, &opts)?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! Limits: x86-64 only (elsewhere every call returns [`InjectError::Unsupported`]). The held
+//! Limits: x86-64 only (elsewhere every call returns [`LiveLoadError::Unsupported`]). The held
 //! thread runs `dlopen` and the library's constructors from wherever it was stopped: if it was
 //! stopped holding a lock they need (inside `malloc`, say), the call cannot return, and after
-//! [`InjectOptions::call_timeout`] the thread is put back mid-call. Stops at malloc's own system
+//! [`LoadOptions::call_timeout`] the thread is put back mid-call. Stops at malloc's own system
 //! calls are avoided for that reason.
 use std::time::Duration;
 
@@ -36,6 +36,8 @@ mod procfs;
 #[cfg(target_arch = "x86_64")]
 mod boundary;
 #[cfg(target_arch = "x86_64")]
+mod failure;
+#[cfg(target_arch = "x86_64")]
 mod hold;
 #[cfg(target_arch = "x86_64")]
 mod load;
@@ -44,11 +46,11 @@ mod ptrace;
 #[cfg(target_arch = "x86_64")]
 mod remote;
 
-pub use error::InjectError;
+pub use error::LiveLoadError;
 
-/// Limits for [`inject`] and [`retract`].
+/// Limits for [`load`] and [`retract`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InjectOptions {
+pub struct LoadOptions {
     /// Longest wait for any single stop of the held thread (after the interrupt, around each
     /// remote system call). On expiry the thread is put back and the call fails. Default 2 s.
     pub step_timeout: Duration,
@@ -61,9 +63,9 @@ pub struct InjectOptions {
     pub call_timeout: Duration,
 }
 
-impl Default for InjectOptions {
+impl Default for LoadOptions {
     fn default() -> Self {
-        InjectOptions {
+        LoadOptions {
             step_timeout: Duration::from_secs(2),
             wait_for_syscall: Duration::from_millis(200),
             call_timeout: Duration::from_secs(30),
@@ -71,9 +73,9 @@ impl Default for InjectOptions {
     }
 }
 
-/// A library loaded by [`inject`], to give to [`retract`].
+/// A library loaded by [`load`], to give to [`retract`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Injected {
+pub struct Loaded {
     /// The process.
     pub pid: u32,
     /// The thread that ran `dlopen`.
@@ -123,7 +125,7 @@ pub struct TargetInfo {
 
 /// Checks a target before anything is done to it: it exists, is not a zombie, stopped or
 /// traced, is x86-64, ptrace is allowed, and `dlopen` and a `syscall` instruction are found.
-pub fn preflight(pid: u32) -> Result<TargetInfo, InjectError> {
+pub fn preflight(pid: u32) -> Result<TargetInfo, LiveLoadError> {
     #[cfg(target_arch = "x86_64")]
     {
         preflight_x86_64(pid)
@@ -131,39 +133,39 @@ pub fn preflight(pid: u32) -> Result<TargetInfo, InjectError> {
     #[cfg(not(target_arch = "x86_64"))]
     {
         let _ = pid;
-        Err(InjectError::Unsupported {
+        Err(LiveLoadError::Unsupported {
             arch: std::env::consts::ARCH,
         })
     }
 }
 
 #[cfg(target_arch = "x86_64")]
-fn preflight_x86_64(pid: u32) -> Result<TargetInfo, InjectError> {
+fn preflight_x86_64(pid: u32) -> Result<TargetInfo, LiveLoadError> {
     if pid == 0 || pid > i32::MAX as u32 {
-        return Err(InjectError::NoSuchProcess { pid });
+        return Err(LiveLoadError::NoSuchProcess { pid });
     }
     let status = procfs::status(pid)?;
     match status.state {
-        'Z' | 'X' => return Err(InjectError::Zombie { pid }),
-        'T' => return Err(InjectError::Stopped { pid }),
+        'Z' | 'X' => return Err(LiveLoadError::Zombie { pid }),
+        'T' => return Err(LiveLoadError::Stopped { pid }),
         _ => {}
     }
     if status.tracer_pid != 0 {
         return Err(load::already_traced(pid, status.tracer_pid));
     }
     if pid == std::process::id() {
-        return Err(InjectError::PermissionDenied {
+        return Err(LiveLoadError::PermissionDenied {
             pid,
             why: "a process cannot trace itself".into(),
         });
     }
     procfs::check_exe_arch(pid)?;
     if procfs::yama_scope() == Some(3) {
-        return Err(InjectError::YamaDisabled);
+        return Err(LiveLoadError::YamaDisabled);
     }
     let mut warnings = Vec::new();
     match status.seccomp {
-        1 => return Err(InjectError::StrictSeccomp { pid }),
+        1 => return Err(LiveLoadError::StrictSeccomp { pid }),
         2 => warnings.push(format!(
             "process {pid} runs under a seccomp filter: if it forbids mmap, mprotect or \
              memfd_create, injection fails (or the filter kills the process)"
@@ -191,14 +193,14 @@ fn preflight_x86_64(pid: u32) -> Result<TargetInfo, InjectError> {
 /// Loads the shared library `image` into process `pid`, as a memfd named `name` (shown in
 /// `/proc/PID/maps` as `/memfd:NAME (deleted)`). Its constructors run in the held thread
 /// before this returns.
-pub fn inject(
+pub fn load(
     pid: u32,
     image: &[u8],
     name: &str,
-    opts: &InjectOptions,
-) -> Result<Injected, InjectError> {
+    opts: &LoadOptions,
+) -> Result<Loaded, LiveLoadError> {
     if name.is_empty() || name.len() > 200 || name.contains(['/', '\0']) {
-        return Err(InjectError::BadName {
+        return Err(LiveLoadError::BadName {
             name: name.to_string(),
         });
     }
@@ -208,22 +210,22 @@ pub fn inject(
         for w in &info.warnings {
             log::warn!("{w}");
         }
-        load::inject(&info, image, name, opts)
+        load::load_image(&info, image, name, opts)
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
         let _ = (pid, image, opts);
-        Err(InjectError::Unsupported {
+        Err(LiveLoadError::Unsupported {
             arch: std::env::consts::ARCH,
         })
     }
 }
 
-/// Unloads a library [`inject`] loaded: calls its `modelprobe_inject_stop()` if it exports one
+/// Unloads a library [`load`] loaded: calls its `modelprobe_inject_stop()` if it exports one
 /// (it must stop the library's threads and return 0), then `dlclose`s it and closes its
-/// memfd. Fails with [`InjectError::StillMapped`] if it stays mapped. Returns how long the held
+/// memfd. Fails with [`LiveLoadError::StillMapped`] if it stays mapped. Returns how long the held
 /// thread was stopped.
-pub fn retract(inj: &Injected, opts: &InjectOptions) -> Result<Duration, InjectError> {
+pub fn retract(inj: &Loaded, opts: &LoadOptions) -> Result<Duration, LiveLoadError> {
     #[cfg(target_arch = "x86_64")]
     {
         let info = preflight(inj.pid)?;
@@ -233,21 +235,21 @@ pub fn retract(inj: &Injected, opts: &InjectOptions) -> Result<Duration, InjectE
                 .map(|m| m.path.clone())
         };
         if mapped(&procfs::maps(inj.pid)?).is_none() {
-            return Err(InjectError::NotInjected {
+            return Err(LiveLoadError::NotLoaded {
                 pid: inj.pid,
                 fd: inj.fd,
             });
         }
         let pause = load::retract(&info, inj, opts)?;
         if let Some(path) = mapped(&procfs::maps(inj.pid)?) {
-            return Err(InjectError::StillMapped { pid: inj.pid, path });
+            return Err(LiveLoadError::StillMapped { pid: inj.pid, path });
         }
         Ok(pause)
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
         let _ = (inj, opts);
-        Err(InjectError::Unsupported {
+        Err(LiveLoadError::Unsupported {
             arch: std::env::consts::ARCH,
         })
     }

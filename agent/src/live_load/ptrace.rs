@@ -202,7 +202,7 @@ impl Tracee {
                 Some(buf)
             }
             Err(e) => {
-                log::debug!("inject: no XSAVE state for thread {}: {e}", self.tid);
+                log::debug!("live load: no XSAVE state for thread {}: {e}", self.tid);
                 None
             }
         };

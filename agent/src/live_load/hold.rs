@@ -11,12 +11,10 @@ use std::time::{Duration, Instant};
 
 use super::{
     boundary::{seek_boundary, wait_event, HeldAt, ERESTART_RESTARTBLOCK},
+    failure::{wait_error, RESTORED},
     ptrace::{signal_name, FpState, Regs, SigInfo, Stop, Tracee, WaitError},
-    InjectError, InjectOptions,
+    LiveLoadError, LoadOptions,
 };
-
-/// What a timeout left behind, when the held thread could be put back.
-pub(super) const RESTORED: &str = "the process was restored";
 
 /// A thread held stopped by this (tracer) thread.
 pub(super) struct Held {
@@ -47,7 +45,7 @@ pub(super) struct Held {
     /// which overwrites the thread's restart block.
     pub restart_block_used: bool,
     /// Limits.
-    pub opts: InjectOptions,
+    pub opts: LoadOptions,
     /// The borrowed `syscall` instruction.
     pub syscall_insn: u64,
     /// [`release`](Held::release) ran (or was attempted).
@@ -62,7 +60,7 @@ impl Drop for Held {
             self.released = true;
             if let Err(e) = self.put_back() {
                 log::warn!(
-                    "inject: putting back thread {} of {}: {e}",
+                    "live load: putting back thread {} of {}: {e}",
                     self.t.tid,
                     self.pid
                 );
@@ -78,14 +76,14 @@ impl Held {
         pid: u32,
         tid: u32,
         syscall_insn: u64,
-        opts: &InjectOptions,
-    ) -> Result<Held, InjectError> {
+        opts: &LoadOptions,
+    ) -> Result<Held, LiveLoadError> {
         let t = Tracee::seize(tid).map_err(|e| super::load::seize_error(pid, tid, e))?;
         let unchanged = |what: &str, e: WaitError| {
             wait_error(pid, what, opts.step_timeout, e, "nothing was changed")
         };
         let perr = |op: &'static str| {
-            move |source| InjectError::Ptrace {
+            move |source| LiveLoadError::Ptrace {
                 pid,
                 tid,
                 op,
@@ -97,7 +95,7 @@ impl Held {
         if first != libc::SIGTRAP {
             // A group stop (SIGSTOP): leave it stopped, as it was.
             let _ = t.detach(0);
-            return Err(InjectError::Stopped { pid });
+            return Err(LiveLoadError::Stopped { pid });
         }
         let regs = t.regs().map_err(perr("getregs"))?;
         let in_syscall = (regs.orig_rax as i64) >= 0;
@@ -143,14 +141,14 @@ impl Held {
             held.in_signal_path = false;
         }
         log::debug!(
-            "inject: holding thread {tid} of {pid} at {at:?}, rip {:#x}",
+            "live load: holding thread {tid} of {pid} at {at:?}, rip {:#x}",
             held.saved.rip
         );
         Ok(held)
     }
 
     /// Resumes the tracee to its next syscall stop.
-    pub fn resume(&mut self) -> Result<(), InjectError> {
+    pub fn resume(&mut self) -> Result<(), LiveLoadError> {
         self.t
             .syscall(0)
             .map_err(|e| self.ptrace_err("syscall", e))?;
@@ -167,7 +165,7 @@ impl Held {
         what: &str,
         limit: Duration,
         outcome: &str,
-    ) -> Result<(), InjectError> {
+    ) -> Result<(), LiveLoadError> {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let stop = self
@@ -190,7 +188,7 @@ impl Held {
     }
 
     /// Resets the x87/SSE control state to the ABI's (once); put back by [`release`].
-    pub fn prepare_call(&mut self) -> Result<(), InjectError> {
+    pub fn prepare_call(&mut self) -> Result<(), LiveLoadError> {
         if !self.fp_reset {
             let fx = self.fp.for_call();
             self.t
@@ -203,14 +201,14 @@ impl Held {
 
     /// Puts registers and FPU state back and detaches; then sends again the signals held back.
     /// Returns how long the thread was held.
-    pub fn release(mut self) -> Result<Duration, InjectError> {
+    pub fn release(mut self) -> Result<Duration, LiveLoadError> {
         self.released = true;
         self.put_back()
     }
 
     /// The work of [`release`]; also run on drop, so that no error path (or panic) leaves the
     /// thread to be detached by the kernel with registers of ours.
-    fn put_back(&mut self) -> Result<Duration, InjectError> {
+    fn put_back(&mut self) -> Result<Duration, LiveLoadError> {
         if self.running {
             if let Err(e) = self.regain("stop again") {
                 if self.running {
@@ -224,7 +222,7 @@ impl Held {
             // The code run overwrote the restart block: re-run the call from the start (a
             // sleep lasts longer than asked, never shorter) instead of resuming it.
             log::warn!(
-                "inject: the held thread's interrupted syscall {} restarts from the beginning",
+                "live load: the held thread's interrupted syscall {} restarts from the beginning",
                 saved.orig_rax
             );
             saved.rax = saved.orig_rax;
@@ -235,7 +233,7 @@ impl Held {
         if let Err(e) = self.t.set_fp_state(&self.fp) {
             // Keep going: the general registers and the detach matter more.
             log::warn!(
-                "inject: restoring the XSAVE state of thread {}: {e}",
+                "live load: restoring the XSAVE state of thread {}: {e}",
                 self.t.tid
             );
             let _ = self.t.set_fxsave(&self.fp.fx);
@@ -268,7 +266,7 @@ impl Held {
 
     /// Waits for the stop in the signal path after [`release`]'s interrupt; a signal-delivery
     /// stop is one too, and its signal is delivered by the detach.
-    fn wait_signal_path(&mut self) -> Result<i32, InjectError> {
+    fn wait_signal_path(&mut self) -> Result<i32, LiveLoadError> {
         let deadline = Instant::now() + self.opts.step_timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -298,7 +296,7 @@ impl Held {
         what: &str,
         limit: Duration,
         outcome: &str,
-    ) -> Result<(), InjectError> {
+    ) -> Result<(), LiveLoadError> {
         loop {
             let stop = match self.t.wait(Duration::ZERO) {
                 Err(WaitError::Timeout) => return Ok(()),
@@ -314,7 +312,7 @@ impl Held {
 
     /// Stops a tracee that is running code of ours (a call that returned and parked, or one
     /// that timed out), wherever it is: it ends in an interrupt stop.
-    pub fn regain(&mut self, what: &str) -> Result<(), InjectError> {
+    pub fn regain(&mut self, what: &str) -> Result<(), LiveLoadError> {
         self.t
             .interrupt()
             .map_err(|e| self.ptrace_err("interrupt", e))?;
@@ -341,7 +339,7 @@ impl Held {
 
     /// At a signal-delivery stop: holds the signal back, or fails if it is a fault (the thread
     /// then stays stopped there, in the kernel's signal path).
-    fn take_signal(&mut self, sig: i32, what: &str) -> Result<(), InjectError> {
+    fn take_signal(&mut self, sig: i32, what: &str) -> Result<(), LiveLoadError> {
         let info = self
             .t
             .siginfo()
@@ -349,14 +347,14 @@ impl Held {
         if is_fault(&info) {
             self.running = false;
             self.in_signal_path = true;
-            return Err(InjectError::Crashed {
+            return Err(LiveLoadError::Crashed {
                 pid: self.pid,
                 what: self.doing.to_string(),
                 signal: sig,
                 addr: info.addr(),
             });
         }
-        log::debug!("inject: {} held back while {what}", signal_name(sig));
+        log::debug!("live load: {} held back while {what}", signal_name(sig));
         self.stashed.push(info);
         Ok(())
     }
@@ -400,7 +398,7 @@ impl Held {
                 let e = std::io::Error::last_os_error();
                 if e.raw_os_error() != Some(libc::EAGAIN) || attempt == 200 {
                     log::warn!(
-                        "inject: could not re-send {} to thread {}: {e}",
+                        "live load: could not re-send {} to thread {}: {e}",
                         signal_name(sig),
                         self.t.tid
                     );
@@ -412,8 +410,8 @@ impl Held {
     }
 
     /// A ptrace failure on this thread.
-    pub fn ptrace_err(&self, op: &'static str, source: std::io::Error) -> InjectError {
-        InjectError::Ptrace {
+    pub fn ptrace_err(&self, op: &'static str, source: std::io::Error) -> LiveLoadError {
+        LiveLoadError::Ptrace {
             pid: self.pid,
             tid: self.t.tid,
             op,
@@ -428,33 +426,4 @@ fn is_fault(info: &SigInfo) -> bool {
         info.signo(),
         libc::SIGSEGV | libc::SIGBUS | libc::SIGILL | libc::SIGFPE | libc::SIGTRAP | libc::SIGSYS
     ) && info.code() > 0
-}
-
-/// The error for a failed wait.
-pub(super) fn wait_error(
-    pid: u32,
-    what: &str,
-    after: Duration,
-    e: WaitError,
-    outcome: &str,
-) -> InjectError {
-    match e {
-        WaitError::Timeout => InjectError::Timeout {
-            pid,
-            what: what.to_string(),
-            after,
-            outcome: outcome.to_string(),
-        },
-        WaitError::Gone(how) => InjectError::TargetDied {
-            pid,
-            how,
-            hint: super::load::seccomp_hint(pid),
-        },
-        WaitError::Os(source) => InjectError::Ptrace {
-            pid,
-            tid: pid,
-            op: "waitpid",
-            source,
-        },
-    }
 }

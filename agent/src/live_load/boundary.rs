@@ -16,9 +16,9 @@
 use std::time::{Duration, Instant};
 
 use super::{
-    hold::wait_error,
+    failure::wait_error,
     ptrace::{Regs, Stop, SyscallPhase, Tracee, WaitError, AUDIT_ARCH_X86_64},
-    InjectError, InjectOptions,
+    LiveLoadError, LoadOptions,
 };
 
 /// `-ERESTARTSYS`, `-ERESTARTNOINTR`, `-ERESTARTNOHAND`, `-ERESTART_RESTARTBLOCK`.
@@ -78,11 +78,11 @@ pub(super) fn wait_event(t: &Tracee, limit: Duration) -> Result<i32, WaitError> 
 pub(super) fn seek_boundary(
     pid: u32,
     t: &Tracee,
-    opts: &InjectOptions,
-) -> Result<(HeldAt, Regs), InjectError> {
+    opts: &LoadOptions,
+) -> Result<(HeldAt, Regs), LiveLoadError> {
     let tid = t.tid;
     let perr = |op: &'static str| {
-        move |source| InjectError::Ptrace {
+        move |source| LiveLoadError::Ptrace {
             pid,
             tid,
             op,

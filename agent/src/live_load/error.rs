@@ -2,14 +2,14 @@
 //! what failed and what to do about it.
 use std::{io, time::Duration};
 
-/// Why [`inject`](super::inject), [`retract`](super::retract) or
+/// Why [`load`](super::load), [`retract`](super::retract) or
 /// [`preflight`](super::preflight) failed.
 ///
 /// Variants whose message ends in "nothing was changed" left the target exactly as it was;
 /// "the process was restored" means the held thread got its registers back but resources the
 /// injector had created may have stayed behind (it tries to remove them).
 #[derive(Debug, thiserror::Error)]
-pub enum InjectError {
+pub enum LiveLoadError {
     /// This build targets an architecture the injector does not support.
     #[error("library injection needs x86-64 Linux; this modelprobe was built for {arch}")]
     Unsupported {
@@ -145,7 +145,7 @@ pub enum InjectError {
         pid: u32,
         /// What it was waiting for ("stop", "return from memfd_create").
         what: String,
-        /// The limit (`InjectOptions::step_timeout` or `call_timeout`).
+        /// The limit (`LoadOptions::step_timeout` or `call_timeout`).
         after: Duration,
         /// "nothing was changed", or what state the process was left in.
         outcome: String,
@@ -242,7 +242,7 @@ pub enum InjectError {
 
     /// `retract` was asked for a library that is not loaded (any more).
     #[error("the injected library (fd {fd} in process {pid}) is not loaded any more; nothing to retract")]
-    NotInjected {
+    NotLoaded {
         /// The pid.
         pid: u32,
         /// The memfd descriptor recorded at injection.
@@ -267,7 +267,7 @@ mod tests {
 
     #[test]
     fn timeouts_read_naturally() {
-        let e = InjectError::Timeout {
+        let e = LiveLoadError::Timeout {
             pid: 123,
             what: "stop".into(),
             after: Duration::from_secs(2),

@@ -2,7 +2,7 @@
 //! mode, its threads, its mappings, and Yama's ptrace policy.
 use std::{fs, io};
 
-use super::InjectError;
+use super::LiveLoadError;
 
 /// The fields of `/proc/PID/status` (or `/proc/PID/task/TID/status`) the injector reads.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -39,13 +39,13 @@ pub(super) fn parse_status(text: &str) -> Status {
     st
 }
 
-/// The status of process `pid`, or [`InjectError::NoSuchProcess`].
-pub(super) fn status(pid: u32) -> Result<Status, InjectError> {
+/// The status of process `pid`, or [`LiveLoadError::NoSuchProcess`].
+pub(super) fn status(pid: u32) -> Result<Status, LiveLoadError> {
     let path = format!("/proc/{pid}/status");
     match fs::read_to_string(&path) {
         Ok(text) => Ok(parse_status(&text)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(InjectError::NoSuchProcess { pid }),
-        Err(source) => Err(InjectError::Proc { pid, path, source }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(LiveLoadError::NoSuchProcess { pid }),
+        Err(source) => Err(LiveLoadError::Proc { pid, path, source }),
     }
 }
 
@@ -129,17 +129,17 @@ fn parse_maps_line(line: &str) -> Option<MapEntry> {
 }
 
 /// The mappings of process `pid`.
-pub(super) fn maps(pid: u32) -> Result<Vec<MapEntry>, InjectError> {
+pub(super) fn maps(pid: u32) -> Result<Vec<MapEntry>, LiveLoadError> {
     let path = format!("/proc/{pid}/maps");
     match fs::read_to_string(&path) {
         Ok(text) => Ok(parse_maps(&text)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(InjectError::NoSuchProcess { pid }),
-        Err(source) => Err(InjectError::Proc { pid, path, source }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(LiveLoadError::NoSuchProcess { pid }),
+        Err(source) => Err(LiveLoadError::Proc { pid, path, source }),
     }
 }
 
 /// Checks that `/proc/PID/exe` is an x86-64 ELF executable.
-pub(super) fn check_exe_arch(pid: u32) -> Result<(), InjectError> {
+pub(super) fn check_exe_arch(pid: u32) -> Result<(), LiveLoadError> {
     use std::io::Read;
     let path = format!("/proc/{pid}/exe");
     let mut header = [0u8; 20];
@@ -149,14 +149,14 @@ pub(super) fn check_exe_arch(pid: u32) -> Result<(), InjectError> {
         // Kernel threads have no executable.
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Err(if fs::metadata(format!("/proc/{pid}")).is_ok() {
-                InjectError::KernelThread { pid }
+                LiveLoadError::KernelThread { pid }
             } else {
-                InjectError::NoSuchProcess { pid }
+                LiveLoadError::NoSuchProcess { pid }
             })
         }
-        Err(source) => return Err(InjectError::Proc { pid, path, source }),
+        Err(source) => return Err(LiveLoadError::Proc { pid, path, source }),
     }
-    elf_arch_problem(&header).map_or(Ok(()), |what| Err(InjectError::WrongArch { pid, what }))
+    elf_arch_problem(&header).map_or(Ok(()), |what| Err(LiveLoadError::WrongArch { pid, what }))
 }
 
 /// What is wrong with an ELF header for injection into x86-64, or None when it is x86-64.
