@@ -5,7 +5,7 @@ use std::{path::Path, process::Command};
 use anyhow::{Context, Result};
 use serde_json::json;
 
-use crate::{bench::Report, cargo_home_bin, say};
+use crate::{cargo_home_bin, results::Report, say};
 
 /// Seconds each target runs in the bench.
 pub const BENCH_SECONDS: u64 = 30;

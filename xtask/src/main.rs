@@ -128,6 +128,7 @@ fn main() -> Result<()> {
 mod bench;
 mod cupti;
 mod fuzz;
+mod results;
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -14,7 +14,7 @@ use modelprobe_common::gpu::{
     msg, read, state, Dropped, Header, Hello, Status, MAGIC, MAX_MESSAGE, VERSION,
 };
 
-use crate::{cupti, listener, outbox};
+use crate::{cupti, outbox, threads};
 
 /// How long the agent has to say HELLO after connecting.
 const HELLO_WAIT: Duration = Duration::from_secs(2);
@@ -38,7 +38,7 @@ extern "C" fn at_exit() {
     if !IN_SESSION.load(Ordering::SeqCst) {
         return;
     }
-    listener::request_stop();
+    threads::request_stop();
     let deadline = Instant::now() + EXIT_WAIT;
     while IN_SESSION.load(Ordering::SeqCst) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
@@ -49,7 +49,7 @@ extern "C" fn at_exit() {
 pub fn run(conn: OwnedFd, pid: u32) {
     set_send_timeout(&conn, SEND_TIMEOUT);
     let Some(hello) = read_hello(&conn) else {
-        listener::debug("the agent sent no HELLO");
+        threads::debug("the agent sent no HELLO");
         return;
     };
     if hello.version != VERSION {
@@ -91,8 +91,8 @@ fn serve_records(conn: &OwnedFd, hello: &Hello) {
     let (mut last_flush, mut last_clock) = (Instant::now(), Instant::now());
     push_clock();
     let mut agent_gone = false;
-    while !listener::stopping() {
-        match listener::wait_readable(conn, SEND_EVERY) {
+    while !threads::stopping() {
+        match threads::wait_readable(conn, SEND_EVERY) {
             Ok(true) => match recv_kind(conn) {
                 Some(msg::DETACH) | None => break,
                 Some(_) => {}
@@ -115,7 +115,7 @@ fn serve_records(conn: &OwnedFd, hello: &Hello) {
     }
     push_clock();
     if !cupti::stop_within(FLUSH_LIMIT) {
-        listener::debug("the final CUPTI flush did not finish in time");
+        threads::debug("the final CUPTI flush did not finish in time");
     }
     if agent_gone || send_pending(conn).is_err() {
         return;
@@ -200,7 +200,7 @@ fn recv_kind(conn: &OwnedFd) -> Option<u32> {
 }
 
 fn read_hello(conn: &OwnedFd) -> Option<Hello> {
-    if !listener::wait_readable(conn, HELLO_WAIT).ok()? {
+    if !threads::wait_readable(conn, HELLO_WAIT).ok()? {
         return None;
     }
     let mut buf = vec![0u8; MAX_MESSAGE];
@@ -220,8 +220,8 @@ fn read_hello(conn: &OwnedFd) -> Option<Hello> {
 /// After a refusal: keeps the connection until the agent closes it (or the library stops), so
 /// the agent reads the status at its own pace.
 fn wait_for_goodbye(conn: &OwnedFd) {
-    while !listener::stopping() {
-        match listener::wait_readable(conn, listener::POLL) {
+    while !threads::stopping() {
+        match threads::wait_readable(conn, threads::POLL) {
             Ok(true) => match recv_kind(conn) {
                 Some(msg::DETACH) | None => return,
                 Some(_) => {}

@@ -260,7 +260,7 @@ pub fn clock_pair() -> Option<ClockPair> {
 /// CUPTI off. Returns false when the flush did not finish in time.
 pub fn stop_within(limit: Duration) -> bool {
     let (tx, rx) = mpsc::channel();
-    let spawned = crate::listener::spawn_quiet("modelprobe-gpu-flush", move || {
+    let spawned = crate::threads::spawn_quiet("modelprobe-gpu-flush", move || {
         flush(true);
         let _ = tx.send(());
     });

@@ -14,7 +14,8 @@
 //! When the agent detaches or disappears, it flushes, sends the rest, and turns CUPTI off.
 //! If another tool (Kineto, Nsight) already holds CUPTI, it says so and stays out of the way.
 //!
-//! Modules: [`listener`] (the socket), [`connection`] (one agent connection), [`cupti`]
+//! Modules: [`listener`] (the socket), [`connection`] (one agent connection), [`threads`]
+//! (what the library's threads share), [`cupti`]
 //! (CUPTI on and off, its callbacks), [`records`] (activity records into wire ops),
 //! [`outbox`] (records waiting for the agent), [`find`] (which libcupti).
 
@@ -24,6 +25,7 @@ pub mod find;
 pub mod listener;
 pub mod outbox;
 pub mod records;
+pub mod threads;
 
 use std::ffi::c_int;
 

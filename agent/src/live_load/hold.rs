@@ -78,7 +78,7 @@ impl Held {
         syscall_insn: u64,
         opts: &LoadOptions,
     ) -> Result<Held, LiveLoadError> {
-        let t = Tracee::seize(tid).map_err(|e| super::load::seize_error(pid, tid, e))?;
+        let t = Tracee::seize(tid).map_err(|e| super::failure::seize_error(pid, tid, e))?;
         let unchanged = |what: &str, e: WaitError| {
             wait_error(pid, what, opts.step_timeout, e, "nothing was changed")
         };

@@ -272,38 +272,3 @@ fn dl_error(
         mem.read_cstr(msg, 4096)
     })
 }
-
-/// The error for a refused `PTRACE_SEIZE`.
-pub(super) fn seize_error(pid: u32, tid: u32, e: std::io::Error) -> LiveLoadError {
-    match e.raw_os_error() {
-        Some(libc::ESRCH) => LiveLoadError::NoSuchProcess { pid },
-        Some(libc::EPERM) => {
-            let st = procfs::status(pid).unwrap_or_default();
-            if st.tracer_pid != 0 {
-                return already_traced(pid, st.tracer_pid);
-            }
-            let why = match procfs::yama_scope() {
-                Some(3) => return LiveLoadError::YamaDisabled,
-                Some(s @ (1 | 2)) => format!("Yama kernel.yama.ptrace_scope={s}"),
-                _ => "the kernel refused: another user's process, or no CAP_SYS_PTRACE".into(),
-            };
-            LiveLoadError::PermissionDenied { pid, why }
-        }
-        _ => LiveLoadError::Ptrace {
-            pid,
-            tid,
-            op: "seize",
-            source: e,
-        },
-    }
-}
-
-/// [`LiveLoadError::AlreadyTraced`], naming the process of tracer thread `tracer_tid`.
-pub(super) fn already_traced(pid: u32, tracer_tid: u32) -> LiveLoadError {
-    let st = procfs::status(tracer_tid).ok();
-    LiveLoadError::AlreadyTraced {
-        pid,
-        tracer: st.as_ref().map_or(tracer_tid, |s| s.tgid),
-        tracer_name: st.map_or_else(|| "?".into(), |s| s.name),
-    }
-}

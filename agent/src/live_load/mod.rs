@@ -151,7 +151,7 @@ fn preflight_x86_64(pid: u32) -> Result<TargetInfo, LiveLoadError> {
         _ => {}
     }
     if status.tracer_pid != 0 {
-        return Err(load::already_traced(pid, status.tracer_pid));
+        return Err(failure::already_traced(pid, status.tracer_pid));
     }
     if pid == std::process::id() {
         return Err(LiveLoadError::PermissionDenied {

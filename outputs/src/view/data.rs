@@ -48,9 +48,10 @@ use std::{
 };
 
 use super::encode::{column, deltas, json, key, rel, write_int, Strings};
+use super::stacks;
 use crate::{
     logs::{Level, Stream},
-    recording::{FrameKind, Recording, SampleKind},
+    recording::{Recording, SampleKind},
 };
 
 /// Version of the page's data layout, checked by the page.
@@ -260,7 +261,7 @@ pub(super) fn write_data(
         &mut first_track,
     )?;
     w.write_all(b"],\"frames\":")?;
-    write_frames(rec, &mut strings, w)?;
+    stacks::write_frames(rec, &mut strings, w)?;
     w.write_all(b",\"stacks\":")?;
     let mut offsets = Vec::with_capacity(rec.stacks.len() + 1);
     let mut flat = Vec::new();
@@ -352,7 +353,7 @@ fn write_thread_track(
                 continue;
             }
             key(w, &mut first, id)?;
-            write_samples(rec, idx, w)?;
+            stacks::write_samples(rec, idx, w)?;
         }
         w.write_all(b"}")?;
     }
@@ -520,77 +521,6 @@ fn write_logs(
         "o",
         &logs()
             .map(|l| u8::from(l.stream == Stream::Stderr))
-            .collect::<Vec<_>>(),
-    )?;
-    w.write_all(b"}")
-}
-
-fn write_samples(rec: &Recording, idx: &[usize], w: &mut dyn Write) -> io::Result<()> {
-    let samples = || idx.iter().map(|&i| &rec.samples[i]);
-    let mut first = true;
-    w.write_all(b"{")?;
-    column(
-        w,
-        &mut first,
-        "t",
-        &deltas(samples().map(|s| rel(rec, s.time_ns))),
-    )?;
-    column(
-        w,
-        &mut first,
-        "s",
-        &samples().map(|s| s.stack).collect::<Vec<_>>(),
-    )?;
-    if samples().any(|s| s.weight != 1) {
-        column(
-            w,
-            &mut first,
-            "w",
-            &samples().map(|s| s.weight).collect::<Vec<_>>(),
-        )?;
-    }
-    w.write_all(b"}")
-}
-
-fn write_frames(rec: &Recording, strings: &mut Strings, w: &mut dyn Write) -> io::Result<()> {
-    let frames = &rec.frames;
-    let opt = |strings: &mut Strings, s: &Option<String>| {
-        s.as_deref().map_or(-1, |s| i64::from(strings.id(s)))
-    };
-    let names: Vec<u32> = frames.iter().map(|f| strings.id(&f.name)).collect();
-    let modules: Vec<i64> = frames.iter().map(|f| opt(strings, &f.module)).collect();
-    let files: Vec<i64> = frames.iter().map(|f| opt(strings, &f.file)).collect();
-    let kinds: Vec<u8> = frames
-        .iter()
-        .map(|f| match f.kind {
-            FrameKind::User => 0,
-            FrameKind::Kernel => 1,
-            FrameKind::Jit => 2,
-            FrameKind::Unknown => 3,
-        })
-        .collect();
-    let mut first = true;
-    w.write_all(b"{")?;
-    column(w, &mut first, "n", &names)?;
-    column(w, &mut first, "m", &modules)?;
-    column(w, &mut first, "k", &kinds)?;
-    column(
-        w,
-        &mut first,
-        "i",
-        &frames
-            .iter()
-            .map(|f| u8::from(f.inlined))
-            .collect::<Vec<_>>(),
-    )?;
-    column(w, &mut first, "f", &files)?;
-    column(
-        w,
-        &mut first,
-        "ln",
-        &frames
-            .iter()
-            .map(|f| f.line.unwrap_or(0))
             .collect::<Vec<_>>(),
     )?;
     w.write_all(b"}")

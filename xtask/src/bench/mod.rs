@@ -9,9 +9,9 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::{build_release_with_fixtures, is_root, say};
+use crate::{build_release_with_fixtures, is_root, results::Report, say};
 
 mod calls;
 mod cpu;
@@ -155,78 +155,6 @@ fn today() -> String {
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
     format!("{y:04}-{m:02}-{d:02}")
-}
-
-/// Tables of results, for the terminal, Markdown and JSON alike.
-#[derive(Default)]
-pub(crate) struct Report {
-    sections: Vec<Section>,
-}
-
-/// One table.
-struct Section {
-    id: String,
-    title: String,
-    columns: Vec<String>,
-    rows: Vec<Vec<Value>>,
-}
-
-impl Report {
-    pub(crate) fn table(&mut self, id: &str, title: &str, columns: &[&str]) {
-        if self.sections.last().is_some_and(|s| s.id == id) {
-            return;
-        }
-        self.sections.push(Section {
-            id: id.into(),
-            title: title.into(),
-            columns: columns.iter().map(|c| c.to_string()).collect(),
-            rows: Vec::new(),
-        });
-    }
-
-    pub(crate) fn row(&mut self, row: Vec<Value>) {
-        self.sections
-            .last_mut()
-            .expect("a table first")
-            .rows
-            .push(row);
-    }
-
-    fn markdown(&self) -> String {
-        let mut out = String::new();
-        for Section {
-            title,
-            columns: cols,
-            rows,
-            ..
-        } in &self.sections
-        {
-            out.push_str(&format!(
-                "\n### {title}\n\n| {} |\n|{}\n",
-                cols.join(" | "),
-                "---|".repeat(cols.len())
-            ));
-            for r in rows {
-                let cells: Vec<String> = r
-                    .iter()
-                    .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
-                    .collect();
-                out.push_str(&format!("| {} |\n", cells.join(" | ")));
-            }
-        }
-        out
-    }
-
-    fn json(&self) -> Value {
-        Value::Array(
-            self.sections
-                .iter()
-                .map(
-                    |t| json!({"id": t.id, "title": t.title, "columns": t.columns, "rows": t.rows}),
-                )
-                .collect(),
-        )
-    }
 }
 
 /// A variant's figures: median elapsed ms, median ratio to the baseline and its range, peak
