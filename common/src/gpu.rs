@@ -1,6 +1,7 @@
 //! The wire protocol between the agent and the CUPTI injection library inside a CUDA process.
 //!
-//! The library listens on the abstract Unix socket [`socket_name`] of its process
+//! The library listens on the abstract Unix socket [`socket_name`] of its process (named by its
+//! pid and PID namespace, so containers never collide)
 //! (`SOCK_SEQPACKET`, so every message arrives whole). The agent connects and sends
 //! [`msg::HELLO`]; the library answers [`msg::STATUS`] and, when CUPTI is on, streams
 //! [`msg::NAMES`], [`msg::LAUNCHES`], [`msg::OPS`] and [`msg::CLOCK`] until the agent sends
@@ -20,13 +21,32 @@ pub const MAGIC: u32 = 0x4d50_4750; // "MPGP"
 /// Largest message either side sends, in bytes (header included).
 pub const MAX_MESSAGE: usize = 64 * 1024;
 
-/// Abstract socket name of the library in process `pid` (without the leading NUL), written
-/// into `buf`; returns the used length.
-pub fn socket_name(pid: u32, buf: &mut [u8; 40]) -> usize {
+/// Longest [`socket_name`].
+pub const SOCKET_NAME_MAX: usize = 48;
+
+/// Abstract socket name of the library in a process (without the leading NUL), written into
+/// `buf`; returns the used length: `modelprobe-gpu.<ns_pid>.<pid_ns>`.
+///
+/// `ns_pid` is the process's pid as its own PID namespace sees it (what `getpid` returns inside
+/// a container; the last `NSpid` of `/proc/PID/status` from the host) and `pid_ns` the inode of
+/// that namespace (`/proc/PID/ns/pid`; 0 when unknown). Abstract names belong to a network
+/// namespace, which containers with PIDs of their own may share: the namespace keeps two pid 1
+/// apart.
+pub fn socket_name(ns_pid: u32, pid_ns: u64, buf: &mut [u8; SOCKET_NAME_MAX]) -> usize {
     const PREFIX: &[u8] = b"modelprobe-gpu.";
     buf[..PREFIX.len()].copy_from_slice(PREFIX);
-    let mut digits = [0u8; 10];
-    let (mut n, mut len) = (pid, 0);
+    let mut at = PREFIX.len();
+    at += write_decimal(u64::from(ns_pid), &mut buf[at..]);
+    buf[at] = b'.';
+    at += 1;
+    at + write_decimal(pid_ns, &mut buf[at..])
+}
+
+/// Writes `n` in decimal at the start of `out` (which has room for 20 digits); returns the
+/// length.
+fn write_decimal(mut n: u64, out: &mut [u8]) -> usize {
+    let mut digits = [0u8; 20];
+    let mut len = 0;
     loop {
         digits[len] = b'0' + (n % 10) as u8;
         len += 1;
@@ -36,9 +56,14 @@ pub fn socket_name(pid: u32, buf: &mut [u8; 40]) -> usize {
         }
     }
     for i in 0..len {
-        buf[PREFIX.len() + i] = digits[len - 1 - i];
+        out[i] = digits[len - 1 - i];
     }
-    PREFIX.len() + len
+    len
+}
+
+/// The inode of a PID namespace from its `/proc/.../ns/pid` link text (`pid:[4026531836]`).
+pub fn pid_ns_inode(link: &str) -> Option<u64> {
+    link.strip_prefix("pid:[")?.strip_suffix(']')?.parse().ok()
 }
 
 /// Message kinds ([`Header::kind`]).
@@ -294,13 +319,22 @@ mod tests {
 
     #[test]
     fn socket_names() {
-        let mut buf = [0u8; 40];
-        let n = socket_name(0, &mut buf);
-        assert_eq!(&buf[..n], b"modelprobe-gpu.0");
-        let n = socket_name(4_194_304, &mut buf);
-        assert_eq!(&buf[..n], b"modelprobe-gpu.4194304");
-        let n = socket_name(u32::MAX, &mut buf);
-        assert_eq!(&buf[..n], b"modelprobe-gpu.4294967295");
+        let mut buf = [0u8; SOCKET_NAME_MAX];
+        let n = socket_name(0, 0, &mut buf);
+        assert_eq!(&buf[..n], b"modelprobe-gpu.0.0");
+        let n = socket_name(1, 4_026_532_174, &mut buf);
+        assert_eq!(&buf[..n], b"modelprobe-gpu.1.4026532174");
+        let n = socket_name(u32::MAX, u64::MAX, &mut buf);
+        assert_eq!(&buf[..n], b"modelprobe-gpu.4294967295.18446744073709551615");
+        assert_eq!(n, 46);
+        assert!(n <= SOCKET_NAME_MAX);
+    }
+
+    #[test]
+    fn pid_namespace_links() {
+        assert_eq!(pid_ns_inode("pid:[4026531836]"), Some(4_026_531_836));
+        assert_eq!(pid_ns_inode("net:[4026531836]"), None);
+        assert_eq!(pid_ns_inode("pid:[x]"), None);
     }
 
     #[test]

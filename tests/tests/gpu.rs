@@ -331,30 +331,72 @@ fn attach_loads_the_library_live_into_a_cuda_process_started_without_it() {
         return;
     }
     let _bpf = bpf_lock();
+    attach_live("gpu-live", false);
+}
+
+/// A container's shape: the CUDA process has a PID namespace of its own (pid 1 there, its
+/// threads numbered from 1), attached from the host by its host pid. The library's socket and
+/// its launches' thread ids must still be found and joined.
+#[test]
+fn attach_reaches_a_cuda_process_in_its_own_pid_namespace() {
+    if !require_bpf("attach_reaches_a_cuda_process_in_its_own_pid_namespace") {
+        return;
+    }
+    let _bpf = bpf_lock();
+    attach_live("gpu-live-pidns", true);
+}
+
+/// Starts `mp-cuda-app` without preparation (in a new PID namespace when `own_pid_ns`), lets
+/// `attach` load the GPU library into it live, and checks every kernel came back joined.
+fn attach_live(name: &str, own_pid_ns: bool) {
     let fixtures = fixture_lib_dir();
     // Started with no preparation: no CUDA_INJECTION64_PATH. It loads CUDA at once, then
     // waits 3 s before its calls.
-    let mut app = Command::new(fixtures.join("mp-cuda-app"));
+    let mut app = if own_pid_ns {
+        let mut c = Command::new("unshare");
+        c.args(["--pid", "--fork", "--kill-child"])
+            .arg(fixtures.join("mp-cuda-app"));
+        c
+    } else {
+        Command::new(fixtures.join("mp-cuda-app"))
+    };
     app.env("MP_CUDA_DIR", fixtures.join("cuda"))
         .env("MP_CUDA_SETTLE_MS", "3000")
         .env("MODELPROBE_CUPTI", cupti_standin())
         .env_remove("CUDA_INJECTION64_PATH")
         .stdout(std::process::Stdio::piped());
     let mut child = KillOnDrop(app.spawn().expect("start mp-cuda-app"));
-    let pid = child.0.id();
-    // Wait until it has mapped the driver.
+    // Wait until the app (under `unshare`: its child) has mapped the driver.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !std::fs::read_to_string(format!("/proc/{pid}/maps"))
-        .unwrap_or_default()
-        .contains("libcuda.so.1")
-    {
+    let pid = loop {
+        let candidates = if own_pid_ns {
+            children_of(child.0.id())
+        } else {
+            vec![child.0.id()]
+        };
+        let mapped = candidates.into_iter().find(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/maps"))
+                .unwrap_or_default()
+                .contains("libcuda.so.1")
+        });
+        if let Some(pid) = mapped {
+            break pid;
+        }
         assert!(
             std::time::Instant::now() < deadline,
             "mp-cuda-app never loaded libcuda"
         );
         std::thread::sleep(Duration::from_millis(20));
+    };
+    if own_pid_ns {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let nspid = status.lines().find(|l| l.starts_with("NSpid:")).unwrap();
+        assert!(
+            nspid.ends_with("\t1"),
+            "pid 1 in its own namespace: {nspid}"
+        );
     }
-    let r = Session::attach(&scratch_dir("gpu-live"), pid, &[])
+    let r = Session::attach(&scratch_dir(name), pid, &[])
         .timeout(Duration::from_secs(90))
         .expect_success();
     let stderr = r.stderr();
@@ -382,8 +424,17 @@ fn attach_loads_the_library_live_into_a_cuda_process_started_without_it() {
     assert_eq!(kernels.len(), 5, "{:?}", rec["gpu"]);
     assert!(
         kernels.iter().all(|k| k["launch_span"].is_u64()),
-        "every kernel joined"
+        "every kernel joined: {kernels:?}"
     );
+}
+
+/// The pids whose parent is `pid`.
+fn children_of(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
 }
 
 #[test]

@@ -12,7 +12,7 @@ use std::{
     },
 };
 
-use modelprobe_common::gpu::socket_name;
+use modelprobe_common::gpu::{pid_ns_inode, socket_name, SOCKET_NAME_MAX};
 
 use crate::threads;
 
@@ -115,13 +115,18 @@ fn bind(pid: u32) -> io::Result<OwnedFd> {
     Ok(sock)
 }
 
-/// The `sockaddr_un` of `modelprobe-gpu.<pid>` in the abstract namespace, and its length.
+/// The `sockaddr_un` of this process's [`socket_name`] (`pid` as `getpid` sees it, in this
+/// process's PID namespace) in the abstract namespace, and its length.
 pub fn abstract_addr(pid: u32) -> (libc::sockaddr_un, libc::socklen_t) {
     // SAFETY: sockaddr_un is plain data; all zeroes is a valid value.
     let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
     addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    let mut name = [0u8; 40];
-    let n = socket_name(pid, &mut name);
+    let mut name = [0u8; SOCKET_NAME_MAX];
+    let pid_ns = std::fs::read_link("/proc/self/ns/pid")
+        .ok()
+        .and_then(|l| pid_ns_inode(&l.to_string_lossy()))
+        .unwrap_or(0);
+    let n = socket_name(pid, pid_ns, &mut name);
     // sun_path[0] stays 0: the abstract namespace.
     for (dst, &src) in addr.sun_path[1..].iter_mut().zip(&name[..n]) {
         *dst = src as libc::c_char;

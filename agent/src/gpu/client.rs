@@ -18,8 +18,8 @@ use std::{
 };
 
 use modelprobe_common::gpu::{
-    as_bytes, msg, read, socket_name, state, ClockPair, Dropped, Header, Hello, Status, WireLaunch,
-    WireOp, MAGIC, MAX_MESSAGE, VERSION,
+    as_bytes, msg, pid_ns_inode, read, socket_name, state, ClockPair, Dropped, Header, Hello,
+    Status, WireLaunch, WireOp, MAGIC, MAX_MESSAGE, SOCKET_NAME_MAX, VERSION,
 };
 
 /// Everything one process's library sent.
@@ -41,6 +41,9 @@ pub struct Collected {
     pub dropped: Dropped,
     /// True when the library said BYE: everything was delivered.
     pub complete: bool,
+    /// Thread ids as the process's own PID namespace numbers them (what the library reports)
+    /// to the host's (what eBPF spans carry); empty when the process is in the agent's.
+    pub host_tids: HashMap<u32, u32>,
 }
 
 /// Settings sent in HELLO.
@@ -76,6 +79,9 @@ pub struct GpuClient {
     looked: HashMap<u32, Instant>,
     /// Processes seen with the CUDA driver loaded.
     cuda: std::collections::BTreeSet<u32>,
+    /// Per connected process in another PID namespace: its thread ids to the host's, and when
+    /// they were last read (threads come and go).
+    host_tids: HashMap<u32, (HashMap<u32, u32>, Instant)>,
     lines: mpsc::Receiver<String>,
     lines_tx: mpsc::Sender<String>,
     give_up: Arc<AtomicBool>,
@@ -86,11 +92,67 @@ const RETRY: Duration = Duration::from_millis(250);
 /// How often an unconnected process's mappings are read to see whether it uses CUDA.
 const LOOK_AGAIN: Duration = Duration::from_secs(2);
 
+/// How often the thread ids of a process in another PID namespace are read again.
+const THREADS_AGAIN: Duration = Duration::from_millis(500);
+
+/// The [`socket_name`] of the library in host process `pid`: named by the pid its own PID
+/// namespace gives it (the last `NSpid` of its status) and that namespace's inode, as the
+/// library, which sees only its namespace, names it.
+fn library_name(pid: u32) -> ([u8; SOCKET_NAME_MAX], usize) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let ns_pid = innermost_id(&status).unwrap_or(pid);
+    let pid_ns = std::fs::read_link(format!("/proc/{pid}/ns/pid"))
+        .ok()
+        .and_then(|l| pid_ns_inode(&l.to_string_lossy()))
+        .unwrap_or(0);
+    let mut name = [0u8; SOCKET_NAME_MAX];
+    let n = socket_name(ns_pid, pid_ns, &mut name);
+    (name, n)
+}
+
+/// The innermost PID namespace's id of a task, from its `/proc/.../status` text (`NSpid:`
+/// lists the ids from the outermost namespace visible to us inward).
+fn innermost_id(status: &str) -> Option<u32> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))?
+        .split_whitespace()
+        .last()?
+        .parse()
+        .ok()
+}
+
+/// For a process in a PID namespace below ours: each thread's id there to its id here. Empty
+/// for a process in our namespace (the ids are the same).
+fn host_thread_ids(pid: u32) -> HashMap<u32, u32> {
+    let mut map = HashMap::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let Some(host) = task
+            .file_name()
+            .to_str()
+            .and_then(|t| t.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        match innermost_id(&status) {
+            Some(inner) if inner != host => {
+                map.insert(inner, host);
+            }
+            _ => {}
+        }
+    }
+    map
+}
+
 /// True when the GPU library listens in `pid` (its abstract socket is in the process's
 /// network namespace's socket table).
 pub fn library_listening(pid: u32) -> bool {
-    let mut name = [0u8; 40];
-    let n = socket_name(pid, &mut name);
+    let (name, n) = library_name(pid);
     let want = format!("@{}", String::from_utf8_lossy(&name[..n]));
     std::fs::read_to_string(format!("/proc/{pid}/net/unix")).is_ok_and(|t| {
         t.lines()
@@ -119,6 +181,7 @@ impl GpuClient {
             tried: HashMap::new(),
             looked: HashMap::new(),
             cuda: Default::default(),
+            host_tids: HashMap::new(),
             lines,
             lines_tx,
             give_up: Arc::new(AtomicBool::new(false)),
@@ -128,6 +191,12 @@ impl GpuClient {
     /// Tries to reach the library in each of `pids` not connected yet; returns the status
     /// lines that arrived since the last call, one per process, for the user.
     pub fn poll(&mut self, pids: &[u32]) -> Vec<String> {
+        for (&pid, (map, read_at)) in &mut self.host_tids {
+            if read_at.elapsed() >= THREADS_AGAIN {
+                map.extend(host_thread_ids(pid));
+                *read_at = Instant::now();
+            }
+        }
         for &pid in pids {
             if self.conns.contains_key(&pid)
                 || self.tried.get(&pid).is_some_and(|t| t.elapsed() < RETRY)
@@ -165,6 +234,10 @@ impl GpuClient {
                 match reader {
                     Ok(reader) => {
                         self.conns.insert(pid, Conn { fd, reader });
+                        let tids = host_thread_ids(pid);
+                        if !tids.is_empty() {
+                            self.host_tids.insert(pid, (tids, Instant::now()));
+                        }
                     }
                     Err(e) => log::warn!("GPU timings off for pid {pid}: no reader thread: {e}"),
                 }
@@ -181,7 +254,10 @@ impl GpuClient {
     /// Asks every library to flush and stop, and collects what each sent, waiting at most
     /// `limit` for the last records. Also returns the processes that use CUDA but whose
     /// library never answered, and the remaining status lines.
-    pub fn finish(self, limit: Duration) -> (Vec<Collected>, Vec<u32>, Vec<String>) {
+    pub fn finish(mut self, limit: Duration) -> (Vec<Collected>, Vec<u32>, Vec<String>) {
+        for (&pid, (map, _)) in &mut self.host_tids {
+            map.extend(host_thread_ids(pid));
+        }
         for c in self.conns.values() {
             let _ = send(&c.fd, msg::DETACH, &[]);
         }
@@ -196,17 +272,24 @@ impl GpuClient {
             .copied()
             .filter(|p| !self.conns.contains_key(p))
             .collect();
+        let mut host_tids = std::mem::take(&mut self.host_tids);
         let mut out: Vec<Collected> = self
             .conns
             .into_values()
             .filter_map(|c| c.reader.join().ok())
+            .map(|mut c| {
+                if let Some((map, _)) = host_tids.remove(&c.pid) {
+                    c.host_tids = map;
+                }
+                c
+            })
             .collect();
         out.sort_by_key(|c| c.pid);
         (out, not_injected, self.lines.try_iter().collect())
     }
 }
 
-/// Connects to `modelprobe-gpu.<pid>`, from inside the process's network namespace when it is
+/// Connects to the library of `pid` (see [`library_name`]), from inside the process's network namespace when it is
 /// not ours (abstract sockets belong to a network namespace: containers).
 fn connect(pid: u32) -> io::Result<OwnedFd> {
     let ours = std::fs::read_link("/proc/self/ns/net").ok();
@@ -238,8 +321,7 @@ fn connect_here(pid: u32) -> io::Result<OwnedFd> {
     // SAFETY: sockaddr_un is plain data; zeroes are valid.
     let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
     addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    let mut name = [0u8; 40];
-    let n = socket_name(pid, &mut name);
+    let (name, n) = library_name(pid);
     // The leading NUL of sun_path selects the abstract namespace.
     for (i, &b) in name[..n].iter().enumerate() {
         addr.sun_path[1 + i] = b as libc::c_char;
@@ -398,4 +480,18 @@ pub fn ingest(c: &mut Collected, m: &[u8]) -> Option<String> {
 
 fn items<T: modelprobe_common::gpu::Wire>(body: &[u8], count: usize, out: &mut Vec<T>) {
     out.extend((0..count).map_while(|i| read::<T>(body, i * size_of::<T>())));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_innermost_namespace_id_is_the_last_of_nspid() {
+        assert_eq!(innermost_id("Name:\tapp\nNSpid:\t19326\t2\n"), Some(2));
+        assert_eq!(innermost_id("NSpid:\t4242\n"), Some(4242));
+        assert_eq!(innermost_id("Name:\tapp\n"), None);
+        // Our own threads are in our namespace: nothing to map.
+        assert!(host_thread_ids(std::process::id()).is_empty());
+    }
 }

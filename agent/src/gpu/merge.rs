@@ -98,7 +98,8 @@ fn add_process(gpu: &mut GpuTrace, global: &mut HashMap<String, u32>, c: Collect
         let api = intern(l.api, &mut gpu.names);
         gpu.launches.push(GpuLaunch {
             pid,
-            tid: l.tid,
+            // The library saw its own PID namespace's thread ids; spans carry the host's.
+            tid: c.host_tids.get(&l.tid).copied().unwrap_or(l.tid),
             time_ns: l.time_ns,
             correlation: l.correlation,
             api: gpu.names[api as usize].clone(),
@@ -308,7 +309,24 @@ mod tests {
             ],
             dropped: Dropped { cupti: 3, queue: 4 },
             complete: true,
+            host_tids: HashMap::new(),
         }
+    }
+
+    #[test]
+    fn thread_ids_of_a_container_are_joined_as_the_host_numbers_them() {
+        // In its own PID namespace the library saw threads 1 and 3; eBPF saw 11 and 13.
+        let mut c = collected();
+        for l in &mut c.launches {
+            l.tid -= 10;
+        }
+        c.host_tids = [(1, 11), (3, 13)].into_iter().collect();
+        let mut rec = recording();
+        merge(&mut rec, vec![c], &[]);
+        let g = &rec.gpu;
+        assert_eq!(g.ops[0].launch_span, Some(1));
+        assert_eq!(g.ops[1].launch_span, Some(2));
+        assert_eq!(g.launches[g.ops[3].launch.unwrap() as usize].tid, 13);
     }
 
     #[test]
