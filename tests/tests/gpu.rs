@@ -88,11 +88,47 @@ fn gpu_activity_is_recorded_and_joined_to_launch_stacks() {
     assert_eq!(sources[0]["state"], "on");
     assert_eq!(sources[0]["cupti_version"], 130001);
     assert_eq!(sources[0]["dropped"], 0);
-    // The stand-in's GPU clock is CLOCK_REALTIME: NTP may slew it, but not by much.
+    // The library gave CUPTI its own clock (CLOCK_MONOTONIC, the recording's) before any
+    // record: nothing drifts, nothing is left to align.
+    let message = sources[0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("timestamps on CLOCK_MONOTONIC"),
+        "{message}"
+    );
     let drift = sources[0]["drift_ns_per_min"]
         .as_f64()
         .expect("drift measured");
-    assert!(drift.abs() < 100_000.0, "drift {drift} ns/min");
+    assert!(drift.abs() < 1_000.0, "drift {drift} ns/min");
+    // The 5 cudaStreamQuery calls' sync records are left out, and counted.
+    assert!(
+        message.contains("; 5 synchronization records of queries"),
+        "{message}"
+    );
+    // Callbacks reached the library only for calls that queue GPU work (not the 5
+    // cudaGetDevice, nor the queries), and each launch once: the runtime call, not also the
+    // driver call it made.
+    assert!(
+        stderr.contains("cupti-standin: 0 callbacks delivered for calls that queue no GPU work"),
+        "{stderr}"
+    );
+    let launch_apis: Vec<&str> = rec["gpu"]["launches"]
+        .as_array()
+        .expect("launch records")
+        .iter()
+        .map(|l| l["api"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        launch_apis
+            .iter()
+            .filter(|a| **a == "cudaLaunchKernel")
+            .count(),
+        5,
+        "{launch_apis:?}"
+    );
+    assert!(
+        !launch_apis.contains(&"cuLaunchKernel"),
+        "a runtime launch's own driver call recorded again: {launch_apis:?}"
+    );
 
     // Exactly what mp-cuda-app queued: 5 launches, 2 copies of 64 MiB, 1 device sync; the
     // failing cudaMemcpy queued nothing.
@@ -201,6 +237,11 @@ fn cupti_held_by_another_tool_leaves_uprobe_tracing_and_says_so() {
     );
     assert!(
         stderr.contains("another tool already holds CUPTI"),
+        "{stderr}"
+    );
+    // The other tool's activity buffer callbacks (process-wide) were left alone.
+    assert!(
+        !stderr.contains("activity buffer callbacks replaced"),
         "{stderr}"
     );
     assert!(ops_of(&rec, "kernel").is_empty());

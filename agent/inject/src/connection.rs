@@ -4,7 +4,7 @@ use std::{
     io,
     os::fd::{AsRawFd, OwnedFd},
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicU32, Ordering},
         Once,
     },
     time::{Duration, Instant},
@@ -26,8 +26,9 @@ const CLOCK_EVERY: Duration = Duration::from_secs(1);
 /// A send blocked this long means the agent is gone.
 const SEND_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// True while a session with CUPTI on is running.
-static IN_SESSION: AtomicBool = AtomicBool::new(false);
+/// The pid a session with CUPTI on runs in (0: none). A forked child inherits the value, not
+/// the session: its exit must not wait for one.
+static SESSION_PID: AtomicU32 = AtomicU32::new(0);
 static EXIT_HOOK: Once = Once::new();
 /// Longest the exit hook holds up the process's exit for the last records.
 const EXIT_WAIT: Duration = Duration::from_secs(3);
@@ -35,14 +36,20 @@ const EXIT_WAIT: Duration = Duration::from_secs(3);
 /// Runs at `exit()`: a process that ends while an agent listens would otherwise take the
 /// records still in CUPTI's buffers with it. Ends the session (flush, send, BYE), bounded.
 extern "C" fn at_exit() {
-    if !IN_SESSION.load(Ordering::SeqCst) {
+    if !in_session_here() {
         return;
     }
     threads::request_stop();
     let deadline = Instant::now() + EXIT_WAIT;
-    while IN_SESSION.load(Ordering::SeqCst) && Instant::now() < deadline {
+    while in_session_here() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// True while this process (not a parent it was forked from) runs a session.
+fn in_session_here() -> bool {
+    let pid = SESSION_PID.load(Ordering::SeqCst);
+    pid != 0 && pid == std::process::id()
 }
 
 /// Serves one agent until it leaves. Never panics into the host: errors end the session.
@@ -75,14 +82,14 @@ pub fn run(conn: OwnedFd, pid: u32) {
         cupti::stop();
         return;
     }
-    IN_SESSION.store(true, Ordering::SeqCst);
+    SESSION_PID.store(std::process::id(), Ordering::SeqCst);
     // SAFETY: registers a function with no preconditions; the library is pinned (CUPTI holds
     // its callbacks), so the function outlives every exit path.
     EXIT_HOOK.call_once(|| unsafe {
         libc::atexit(at_exit);
     });
     serve_records(&conn, &hello);
-    IN_SESSION.store(false, Ordering::SeqCst);
+    SESSION_PID.store(0, Ordering::SeqCst);
 }
 
 /// The ON part of a session: records out until the end, then flush, rest, BYE.

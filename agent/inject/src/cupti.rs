@@ -40,6 +40,10 @@ static BUFFER_BYTES: AtomicUsize = AtomicUsize::new(1 << 20);
 static CUPTI_DROPPED: AtomicU64 = AtomicU64::new(0);
 /// The subscriber handle of the current session (as an address; 0 when none).
 static SUBSCRIBER: AtomicUsize = AtomicUsize::new(0);
+/// Counts sessions, so that a thread's call depth left over from an earlier one is forgotten.
+static SESSION: AtomicU32 = AtomicU32::new(0);
+/// True once CUPTI stamps records with [`timestamp`] (CLOCK_MONOTONIC).
+static MONOTONIC_STAMPS: AtomicBool = AtomicBool::new(false);
 /// Name ids of the API functions that queue GPU work, by (domain, cbid), filled as each is
 /// first called.
 ///
@@ -107,18 +111,13 @@ pub fn start(hello: &Hello, pid: u32) -> Result<(u32, String), Refusal> {
     );
     CUPTI_DROPPED.store(0, Ordering::SeqCst);
     records::reset_ranges();
-    if !PINNED.load(Ordering::SeqCst) {
-        pin_self();
-        // SAFETY: both callbacks have the signatures CUPTI expects and live as long as the
-        // process (the library is pinned just above).
-        let r = unsafe {
-            (f.activity_register_callbacks)(Some(buffer_requested), Some(buffer_completed))
-        };
-        check(cupti, r, "cuptiActivityRegisterCallbacks")?;
-        PINNED.store(true, Ordering::SeqCst);
-    }
+    // Subscribe first: when another tool (Kineto, Nsight) holds CUPTI, nothing of it is
+    // touched. Activity buffer callbacks are process-wide: registering ours before knowing we
+    // are the subscriber would take the other tool's records away.
     let mut subscriber: t::CUpti_SubscriberHandle = std::ptr::null_mut();
-    // SAFETY: `api_callback` matches CUpti_CallbackFunc and lives as long as the process.
+    // SAFETY: `api_callback` matches CUpti_CallbackFunc and lives as long as the process (the
+    // library pins itself right after a successful subscribe, before CUPTI can call it back
+    // from another session).
     let r = unsafe { (f.subscribe)(&mut subscriber, Some(api_callback), std::ptr::null_mut()) };
     if r == t::CUptiResult::CUPTI_ERROR_MULTIPLE_SUBSCRIBERS_NOT_SUPPORTED {
         return Err((
@@ -132,16 +131,31 @@ pub fn start(hello: &Hello, pid: u32) -> Result<(u32, String), Refusal> {
     }
     check(cupti, r, "cuptiSubscribe")?;
     SUBSCRIBER.store(subscriber as usize, Ordering::SeqCst);
-    for domain in [
-        t::CUpti_CallbackDomain::CUPTI_CB_DOMAIN_RUNTIME_API,
-        t::CUpti_CallbackDomain::CUPTI_CB_DOMAIN_DRIVER_API,
-    ] {
-        // SAFETY: a live subscriber and a valid domain.
-        let r = unsafe { (f.enable_domain)(1, subscriber, domain) };
-        if let Err(e) = check(cupti, r, "cuptiEnableDomain") {
+    SESSION.fetch_add(1, Ordering::SeqCst);
+    if !PINNED.load(Ordering::SeqCst) {
+        pin_self();
+        // SAFETY: both callbacks have the signatures CUPTI expects and live as long as the
+        // process (the library is pinned just above).
+        let r = unsafe {
+            (f.activity_register_callbacks)(Some(buffer_requested), Some(buffer_completed))
+        };
+        if let Err(e) = check(cupti, r, "cuptiActivityRegisterCallbacks") {
             unsubscribe(cupti);
             return Err(e);
         }
+        if let Some(register) = f.activity_register_timestamp_callback {
+            // Records stamped with CLOCK_MONOTONIC itself: no clock to align, and nothing for
+            // CUPTI's own clock to settle during cuInit. Once per process, before any kind.
+            // SAFETY: `timestamp` has the signature CUPTI expects and lives as long as the
+            // process (pinned).
+            let r = unsafe { register(Some(timestamp)) };
+            MONOTONIC_STAMPS.store(r == t::CUptiResult::CUPTI_SUCCESS, Ordering::SeqCst);
+        }
+        PINNED.store(true, Ordering::SeqCst);
+    }
+    if let Err(e) = enable_api_callbacks(cupti, subscriber) {
+        unsubscribe(cupti);
+        return Err(e);
     }
     ACTIVE.store(true, Ordering::SeqCst);
     for (kind, required) in KINDS {
@@ -157,11 +171,65 @@ pub fn start(hello: &Hello, pid: u32) -> Result<(u32, String), Refusal> {
     Ok((
         cupti.version(),
         format!(
-            "CUPTI API {} from {}",
+            "CUPTI API {} from {}{}",
             cupti.version(),
-            cupti.path().display()
+            cupti.path().display(),
+            if MONOTONIC_STAMPS.load(Ordering::SeqCst) {
+                ", timestamps on CLOCK_MONOTONIC"
+            } else {
+                ""
+            }
         ),
     ))
+}
+
+/// Turns on the API callbacks of the calls that queue GPU work, one callback id at a time
+/// (every other CUDA call, `cudaGetDevice` around each ATen launch, costs nothing then). Where
+/// CUPTI cannot name its callback ids, whole runtime and driver domains instead.
+fn enable_api_callbacks(
+    cupti: &Cupti,
+    subscriber: t::CUpti_SubscriberHandle,
+) -> Result<(), Refusal> {
+    let f = cupti.functions();
+    let domains = [
+        t::CUpti_CallbackDomain::CUPTI_CB_DOMAIN_RUNTIME_API,
+        t::CUpti_CallbackDomain::CUPTI_CB_DOMAIN_DRIVER_API,
+    ];
+    let mut enabled = 0;
+    if let Some(name_of) = f.get_callback_name {
+        for domain in domains {
+            for cbid in 1..API_CBIDS as u32 {
+                let mut name: *const std::ffi::c_char = std::ptr::null();
+                // SAFETY: a valid domain, any id (unknown ones are an error), an out-pointer.
+                let r = unsafe { name_of(domain, cbid, &mut name) };
+                if r != t::CUptiResult::CUPTI_SUCCESS || name.is_null() {
+                    continue;
+                }
+                // SAFETY: CUPTI's static NUL-terminated name of the function.
+                let name = unsafe { CStr::from_ptr(name) }.to_string_lossy();
+                if !queues_gpu_work(&name) {
+                    continue;
+                }
+                // SAFETY: a live subscriber, a valid domain and a callback id CUPTI named.
+                let r = unsafe { (f.enable_callback)(1, subscriber, domain, cbid) };
+                check(cupti, r, "cuptiEnableCallback")?;
+                enabled += 1;
+            }
+        }
+    }
+    if enabled == 0 {
+        for domain in domains {
+            // SAFETY: a live subscriber and a valid domain.
+            let r = unsafe { (f.enable_domain)(1, subscriber, domain) };
+            check(cupti, r, "cuptiEnableDomain")?;
+        }
+    }
+    Ok(())
+}
+
+/// CUPTI's timestamps, when it takes ours: CLOCK_MONOTONIC, the recording's clock.
+unsafe extern "C" fn timestamp() -> u64 {
+    monotonic_ns()
 }
 
 fn load(mapped: &[std::path::PathBuf], pid: u32) -> Result<&'static Loaded, Refusal> {
@@ -256,9 +324,12 @@ pub fn clock_pair() -> Option<ClockPair> {
     best
 }
 
-/// Flushes everything (bounded by `limit`: the flush runs on a helper thread), then turns
-/// CUPTI off. Returns false when the flush did not finish in time.
+/// Ends a session: stops recording new activity first, then flushes everything recorded
+/// (bounded by `limit`: the flush runs on a helper thread), then turns the API callbacks off.
+/// In that order no record made after the flush waits in CUPTI for the next session. Returns
+/// false when the flush did not finish in time.
 pub fn stop_within(limit: Duration) -> bool {
+    disable_kinds();
     let (tx, rx) = mpsc::channel();
     let spawned = crate::threads::spawn_quiet("modelprobe-gpu-flush", move || {
         flush(true);
@@ -272,6 +343,13 @@ pub fn stop_within(limit: Duration) -> bool {
 /// Turns activity recording and the API callbacks off (records in flight are discarded).
 pub fn stop() {
     ACTIVE.store(false, Ordering::SeqCst);
+    disable_kinds();
+    if let Some(l) = LOADED.get() {
+        unsubscribe(l.cupti);
+    }
+}
+
+fn disable_kinds() {
     let Some(l) = LOADED.get() else {
         return;
     };
@@ -280,7 +358,6 @@ pub fn stop() {
         // SAFETY: a valid activity kind; disabling one that is off is harmless.
         unsafe { (f.activity_disable)(kind) };
     }
-    unsubscribe(l.cupti);
 }
 
 /// Keeps this library loaded for the life of the process (CUPTI will hold our callbacks).
@@ -321,6 +398,25 @@ thread_local! {
         // SAFETY: gettid has no preconditions.
         unsafe { libc::gettid() as u32 }
     };
+    /// (session, depth) of the API calls this thread is inside, as far as callbacks said.
+    static DEPTH: std::cell::Cell<(u32, u32)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+/// Notes an API call entered (`enter`) or left on this thread; returns true for an entry
+/// that is the outermost call (a runtime call's own driver call is not recorded again).
+fn outermost(enter: bool) -> bool {
+    let session = SESSION.load(Ordering::Relaxed);
+    DEPTH.with(|d| {
+        let (at, depth) = d.get();
+        let depth = if at == session { depth } else { 0 };
+        if enter {
+            d.set((session, depth + 1));
+            depth == 0
+        } else {
+            d.set((session, depth.saturating_sub(1)));
+            false
+        }
+    })
 }
 
 unsafe extern "C" fn api_callback(
@@ -353,7 +449,8 @@ unsafe fn on_api(
     }
     // SAFETY: for the runtime and driver domains CUPTI passes a CUpti_CallbackData.
     let data = unsafe { &*cbdata.cast::<t::CUpti_CallbackData>() };
-    if data.callbackSite != t::CUpti_ApiCallbackSite::CUPTI_API_ENTER {
+    let enter = data.callbackSite == t::CUpti_ApiCallbackSite::CUPTI_API_ENTER;
+    if !outermost(enter) {
         return;
     }
     let time_ns = monotonic_ns();

@@ -106,9 +106,17 @@ fn add_process(gpu: &mut GpuTrace, global: &mut HashMap<String, u32>, c: Collect
             span: None,
         });
     }
+    let mut queries = 0u64;
     for w in &c.ops {
         if w.end < w.start || (w.start == 0 && w.end == 0) {
             continue; // CUPTI could not time it
+        }
+        // CUPTI reports `cudaEventQuery`/`cudaStreamQuery` as synchronizations, completed or
+        // not, and PyTorch polls events constantly: a synchronization no synchronizing call
+        // issued (the library records those) is a query, left out and counted.
+        if w.kind == op::SYNC && !by_correlation.contains_key(&w.correlation) {
+            queries += 1;
+            continue;
         }
         let detail = match w.kind {
             op::KERNEL => GpuDetail::Kernel {
@@ -155,6 +163,12 @@ fn add_process(gpu: &mut GpuTrace, global: &mut HashMap<String, u32>, c: Collect
         });
     }
     let mut message = text;
+    if queries > 0 {
+        message.push_str(&format!(
+            "; {queries} synchronization records of queries (cudaEventQuery, cudaStreamQuery) \
+             or of calls made before the library was on left out"
+        ));
+    }
     if st == state::ON && !c.complete {
         message.push_str(" (the library did not confirm its last flush: records may be missing)");
     }
@@ -270,6 +284,17 @@ mod tests {
                     end: 33_000 + off,
                     ..Default::default()
                 },
+                // A cudaStreamQuery: CUPTI's sync record of a call that synchronizes nothing.
+                WireOp {
+                    kind: op::SYNC,
+                    device: u32::MAX,
+                    context: 5,
+                    correlation: 104,
+                    name: 3,
+                    start: 34_000 + off,
+                    end: 34_100 + off,
+                    ..Default::default()
+                },
             ],
             launches: vec![
                 WireLaunch {
@@ -291,6 +316,13 @@ mod tests {
                     tid: 13,
                     correlation: 102,
                     time_ns: 29_000,
+                    api: 1,
+                    _pad: 0,
+                },
+                WireLaunch {
+                    tid: 11,
+                    correlation: 103,
+                    time_ns: 31_500,
                     api: 1,
                     _pad: 0,
                 },
@@ -360,6 +392,13 @@ mod tests {
             GpuDetail::Memcpy { bytes, direction, peer: None, .. } if *bytes == 1 << 20 && direction == "HtoD"
         ));
         assert_eq!(g.ops[4].device, 1, "a sync takes its context's device");
+        assert!(
+            g.sources[0]
+                .message
+                .contains("; 1 synchronization records of queries"),
+            "the query's sync record is left out, and counted: {}",
+            g.sources[0].message
+        );
         assert_eq!(g.sources.len(), 1);
         assert_eq!(g.sources[0].state, "on");
         assert_eq!(g.sources[0].dropped, 7);
