@@ -42,6 +42,7 @@ pub mod procmaps;
 pub mod progress;
 pub mod sampler;
 pub mod session;
+pub mod signals;
 pub mod symbolize;
 pub mod target;
 

@@ -362,23 +362,10 @@ impl std::fmt::Debug for SigInfo {
     }
 }
 
-/// `SIGSEGV` and the like, for messages.
+/// `SIGSEGV` and the like, for messages (a `SIGSYS` here is a seccomp filter's).
 pub(super) fn signal_name(sig: i32) -> String {
-    let name = match sig {
-        libc::SIGHUP => "SIGHUP",
-        libc::SIGINT => "SIGINT",
-        libc::SIGQUIT => "SIGQUIT",
-        libc::SIGILL => "SIGILL",
-        libc::SIGTRAP => "SIGTRAP",
-        libc::SIGABRT => "SIGABRT",
-        libc::SIGBUS => "SIGBUS",
-        libc::SIGFPE => "SIGFPE",
-        libc::SIGKILL => "SIGKILL",
-        libc::SIGSEGV => "SIGSEGV",
-        libc::SIGPIPE => "SIGPIPE",
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGSYS => "SIGSYS, a seccomp filter",
-        _ => return format!("signal {sig}"),
-    };
-    name.into()
+    if sig == libc::SIGSYS {
+        return "SIGSYS, a seccomp filter".into();
+    }
+    crate::signals::name(sig)
 }

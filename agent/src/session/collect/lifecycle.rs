@@ -4,7 +4,10 @@
 use modelprobe_common::{kind, Record};
 
 use super::{comm_str, processes::Processes};
-use crate::recording::{Event, EventKind};
+use crate::{
+    recording::{Event, EventKind},
+    signals,
+};
 
 /// `CLONE_THREAD` from `linux/sched.h`.
 const CLONE_THREAD: u64 = 0x0001_0000;
@@ -116,8 +119,8 @@ impl Tasks {
             }
             kind::SIGNAL => {
                 let sig = rec.id as i32;
-                let fatal = rec.args[1] == 0 && default_action_terminates(sig);
-                let name = signal_name(sig);
+                let fatal = rec.args[1] == 0 && signals::default_action_terminates(sig);
+                let name = signals::name(sig);
                 let (kind, msg) = if fatal {
                     (
                         EventKind::FatalSignal,
@@ -159,47 +162,4 @@ pub fn drop_exit_zaps(events: &mut Vec<Event>) {
 
 fn is_sigkill(e: &Event) -> bool {
     e.kind == EventKind::FatalSignal && e.value == Some(i64::from(libc::SIGKILL))
-}
-
-/// True for signals whose default action ends the process (with or without a core dump).
-fn default_action_terminates(sig: i32) -> bool {
-    !matches!(
-        sig,
-        libc::SIGCHLD
-            | libc::SIGCONT
-            | libc::SIGSTOP
-            | libc::SIGTSTP
-            | libc::SIGTTIN
-            | libc::SIGTTOU
-            | libc::SIGURG
-            | libc::SIGWINCH
-    ) && sig > 0
-        && sig < 32
-}
-
-/// `SIGSEGV`, or `signal N` for numbers without a name.
-fn signal_name(sig: i32) -> String {
-    let name = match sig {
-        libc::SIGHUP => "SIGHUP",
-        libc::SIGINT => "SIGINT",
-        libc::SIGQUIT => "SIGQUIT",
-        libc::SIGILL => "SIGILL",
-        libc::SIGTRAP => "SIGTRAP",
-        libc::SIGABRT => "SIGABRT",
-        libc::SIGBUS => "SIGBUS",
-        libc::SIGFPE => "SIGFPE",
-        libc::SIGKILL => "SIGKILL",
-        libc::SIGUSR1 => "SIGUSR1",
-        libc::SIGSEGV => "SIGSEGV",
-        libc::SIGUSR2 => "SIGUSR2",
-        libc::SIGPIPE => "SIGPIPE",
-        libc::SIGALRM => "SIGALRM",
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGCHLD => "SIGCHLD",
-        libc::SIGCONT => "SIGCONT",
-        libc::SIGSTOP => "SIGSTOP",
-        libc::SIGSYS => "SIGSYS",
-        _ => return format!("signal {sig}"),
-    };
-    name.to_string()
 }
