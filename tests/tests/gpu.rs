@@ -111,6 +111,11 @@ fn gpu_activity_is_recorded_and_joined_to_launch_stacks() {
         stderr.contains("cupti-standin: 0 callbacks delivered for calls that queue no GPU work"),
         "{stderr}"
     );
+    // Buffer completion is O(1) and calls nothing back: CUPTI holds its lock meanwhile.
+    assert!(
+        stderr.contains("cupti-standin: 0 CUPTI calls from inside the buffer completion callback"),
+        "{stderr}"
+    );
     let launch_apis: Vec<&str> = rec["gpu"]["launches"]
         .as_array()
         .expect("launch records")

@@ -115,6 +115,7 @@ fn serve_records(conn: &OwnedFd, hello: &Hello) {
             push_clock();
             last_clock = Instant::now();
         }
+        cupti::read_completed();
         if send_pending(conn).is_err() {
             agent_gone = true;
             break;

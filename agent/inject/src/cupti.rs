@@ -9,7 +9,7 @@ use std::{
     ffi::{c_void, CStr},
     sync::{
         atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering},
-        mpsc, OnceLock,
+        mpsc, Mutex, OnceLock,
     },
     time::Duration,
 };
@@ -42,6 +42,9 @@ static CUPTI_DROPPED: AtomicU64 = AtomicU64::new(0);
 static SUBSCRIBER: AtomicUsize = AtomicUsize::new(0);
 /// Counts sessions, so that a thread's call depth left over from an earlier one is forgotten.
 static SESSION: AtomicU32 = AtomicU32::new(0);
+/// Buffers CUPTI completed, waiting for [`read_completed`]: (context, stream, buffer, valid
+/// bytes), the pointers as addresses.
+static COMPLETED: Mutex<Vec<(usize, u32, usize, usize)>> = Mutex::new(Vec::new());
 /// True once CUPTI stamps records with [`timestamp`] (CLOCK_MONOTONIC).
 static MONOTONIC_STAMPS: AtomicBool = AtomicBool::new(false);
 /// Name ids of the API functions that queue GPU work, by (domain, cbid), filled as each is
@@ -336,6 +339,7 @@ pub fn stop_within(limit: Duration) -> bool {
         let _ = tx.send(());
     });
     let finished = spawned.is_ok() && rx.recv_timeout(limit).is_ok();
+    read_completed();
     stop();
     finished
 }
@@ -347,6 +351,8 @@ pub fn stop() {
     if let Some(l) = LOADED.get() {
         unsubscribe(l.cupti);
     }
+    // What completes after the end of a session is not this session's: freed unread.
+    read_completed();
 }
 
 fn disable_kinds() {
@@ -508,41 +514,64 @@ unsafe extern "C" fn buffer_completed(
     _size: usize,
     valid: usize,
 ) {
-    // SAFETY: forwarded from CUPTI's call; a panic is stopped here, not in CUPTI's frames.
-    let _ = std::panic::catch_unwind(|| unsafe { on_buffer(context, stream_id, buffer, valid) });
-    // SAFETY: `buffer` came from aligned_alloc in `buffer_requested` (or is null).
-    unsafe { libc::free(buffer.cast()) };
+    // O(1), and no CUPTI call: CUPTI runs this under its own lock, and every launch callback
+    // waits for it. The buffer is read on the library's own thread ([`read_completed`]).
+    COMPLETED.lock().unwrap_or_else(|p| p.into_inner()).push((
+        context as usize,
+        stream_id,
+        buffer as usize,
+        valid,
+    ));
 }
 
-/// [`buffer_completed`]'s body: records to the outbox, drop counts.
+/// Reads the buffers CUPTI completed since the last call into the outbox (or, outside a
+/// session, discards them), counts what CUPTI dropped, and frees them. Called from the
+/// library's own thread; CUPTI is never called with the outbox locked.
+pub fn read_completed() {
+    let buffers = std::mem::take(&mut *COMPLETED.lock().unwrap_or_else(|p| p.into_inner()));
+    for (context, stream_id, buffer, valid) in buffers {
+        // SAFETY: a buffer CUPTI completed with `valid` bytes of records, handed over once.
+        let _ = std::panic::catch_unwind(|| unsafe {
+            read_buffer(context as t::CUcontext, stream_id, buffer as *mut u8, valid)
+        });
+        // SAFETY: `buffer` came from aligned_alloc in `buffer_requested` (or is null).
+        unsafe { libc::free(buffer as *mut c_void) };
+    }
+}
+
+/// One completed buffer: its records to the outbox, its drop count.
 ///
 /// # Safety
 /// The arguments are CUPTI's for a completed buffer holding `valid` bytes of records.
-unsafe fn on_buffer(context: t::CUcontext, stream_id: u32, buffer: *mut u8, valid: usize) {
-    if let Some(l) = LOADED.get() {
-        let f = l.cupti.functions();
-        if ACTIVE.load(Ordering::Relaxed) {
-            let mut record: *mut t::CUpti_Activity = std::ptr::null_mut();
-            let mut out = outbox::lock();
-            loop {
-                // SAFETY: `buffer` holds `valid` bytes of records CUPTI wrote; `record` is
-                // the cursor CUPTI advances.
-                let r = unsafe { (f.activity_get_next_record)(buffer, valid, &mut record) };
-                if r != t::CUptiResult::CUPTI_SUCCESS {
-                    break;
-                }
-                // SAFETY: a record CUPTI just returned from this buffer, read with the
-                // layout of the CUPTI that wrote it; the buffer is freed only below.
-                let activity = unsafe { decode_raw(&l.layout, record) };
-                records::convert(&activity, &mut out);
+unsafe fn read_buffer(context: t::CUcontext, stream_id: u32, buffer: *mut u8, valid: usize) {
+    let Some(l) = LOADED.get() else {
+        return;
+    };
+    let f = l.cupti.functions();
+    if ACTIVE.load(Ordering::Relaxed) {
+        let mut activities = Vec::new();
+        let mut record: *mut t::CUpti_Activity = std::ptr::null_mut();
+        loop {
+            // SAFETY: `buffer` holds `valid` bytes of records CUPTI wrote; `record` is the
+            // cursor CUPTI advances.
+            let r = unsafe { (f.activity_get_next_record)(buffer, valid, &mut record) };
+            if r != t::CUptiResult::CUPTI_SUCCESS {
+                break;
             }
+            // SAFETY: a record CUPTI just returned from this buffer, read with the layout of
+            // the CUPTI that wrote it; the buffer is freed only after the conversion below.
+            activities.push(unsafe { decode_raw(&l.layout, record) });
         }
-        let mut dropped = 0usize;
-        // SAFETY: the context and stream CUPTI passed, and a valid out-pointer.
-        let r = unsafe { (f.activity_get_num_dropped_records)(context, stream_id, &mut dropped) };
-        if r == t::CUptiResult::CUPTI_SUCCESS && dropped > 0 {
-            CUPTI_DROPPED.fetch_add(dropped as u64, Ordering::Relaxed);
+        let mut out = outbox::lock();
+        for activity in &activities {
+            records::convert(activity, &mut out);
         }
+    }
+    let mut dropped = 0usize;
+    // SAFETY: the context and stream CUPTI passed, and a valid out-pointer.
+    let r = unsafe { (f.activity_get_num_dropped_records)(context, stream_id, &mut dropped) };
+    if r == t::CUptiResult::CUPTI_SUCCESS && dropped > 0 {
+        CUPTI_DROPPED.fetch_add(dropped as u64, Ordering::Relaxed);
     }
 }
 
