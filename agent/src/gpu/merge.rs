@@ -106,10 +106,11 @@ fn add_process(gpu: &mut GpuTrace, global: &mut HashMap<String, u32>, c: Collect
             span: None,
         });
     }
-    let mut queries = 0u64;
+    let (mut queries, mut untimed) = (0u64, 0u64);
     for w in &c.ops {
         if w.end < w.start || (w.start == 0 && w.end == 0) {
-            continue; // CUPTI could not time it
+            untimed += 1; // CUPTI could not time it: counted, not drawn
+            continue;
         }
         // CUPTI reports `cudaEventQuery`/`cudaStreamQuery` as synchronizations, completed or
         // not, and PyTorch polls events constantly: a synchronization no synchronizing call
@@ -167,6 +168,11 @@ fn add_process(gpu: &mut GpuTrace, global: &mut HashMap<String, u32>, c: Collect
         message.push_str(&format!(
             "; {queries} synchronization records of queries (cudaEventQuery, cudaStreamQuery) \
              or of calls made before the library was on left out"
+        ));
+    }
+    if untimed > 0 {
+        message.push_str(&format!(
+            "; {untimed} records without a usable time (zero or end before start) left out"
         ));
     }
     if st == state::ON && !c.complete {
@@ -284,6 +290,15 @@ mod tests {
                     end: 33_000 + off,
                     ..Default::default()
                 },
+                // A kernel CUPTI could not time (its end before its start).
+                WireOp {
+                    kind: op::KERNEL,
+                    correlation: 101,
+                    name: 0,
+                    start: 40_000 + off,
+                    end: 39_000 + off,
+                    ..Default::default()
+                },
                 // A cudaStreamQuery: CUPTI's sync record of a call that synchronizes nothing.
                 WireOp {
                     kind: op::SYNC,
@@ -397,6 +412,13 @@ mod tests {
                 .message
                 .contains("; 1 synchronization records of queries"),
             "the query's sync record is left out, and counted: {}",
+            g.sources[0].message
+        );
+        assert!(
+            g.sources[0]
+                .message
+                .contains("; 1 records without a usable time"),
+            "{}",
             g.sources[0].message
         );
         assert_eq!(g.sources.len(), 1);
