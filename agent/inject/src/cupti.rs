@@ -6,18 +6,18 @@
 //! Once CUPTI holds our callbacks the library pins itself in memory (`RTLD_NODELETE`): CUPTI
 //! may call them for as long as the process lives, so the code must never be unloaded.
 use std::{
-    ffi::{c_void, CStr},
+    ffi::c_void,
     sync::{
-        atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         mpsc, Mutex, OnceLock,
     },
     time::Duration,
 };
 
 use cupti_sys::{decode_raw, types as t, Cupti, CuptiError, Layout};
-use modelprobe_common::gpu::{state, ClockPair, Hello, WireLaunch};
+use modelprobe_common::gpu::{state, ClockPair, Hello};
 
-use crate::{find, outbox, records};
+use crate::{api, find, outbox, records};
 
 /// CUPTI once loaded, for the rest of the process's life.
 struct Loaded {
@@ -32,35 +32,17 @@ unsafe impl Send for Loaded {}
 unsafe impl Sync for Loaded {}
 
 static LOADED: OnceLock<Loaded> = OnceLock::new();
-/// Records are kept only while an agent session is on.
-static ACTIVE: AtomicBool = AtomicBool::new(false);
 static PINNED: AtomicBool = AtomicBool::new(false);
 static BUFFER_BYTES: AtomicUsize = AtomicUsize::new(1 << 20);
 /// Records CUPTI reported dropped in this session.
 static CUPTI_DROPPED: AtomicU64 = AtomicU64::new(0);
 /// The subscriber handle of the current session (as an address; 0 when none).
 static SUBSCRIBER: AtomicUsize = AtomicUsize::new(0);
-/// Counts sessions, so that a thread's call depth left over from an earlier one is forgotten.
-static SESSION: AtomicU32 = AtomicU32::new(0);
 /// Buffers CUPTI completed, waiting for [`read_completed`]: (context, stream, buffer, valid
 /// bytes), the pointers as addresses.
 static COMPLETED: Mutex<Vec<(usize, u32, usize, usize)>> = Mutex::new(Vec::new());
 /// True once CUPTI stamps records with [`timestamp`] (CLOCK_MONOTONIC).
 static MONOTONIC_STAMPS: AtomicBool = AtomicBool::new(false);
-/// Name ids of the API functions that queue GPU work, by (domain, cbid), filled as each is
-/// first called.
-///
-/// Read on every CUDA API call, so lock-free: per domain (runtime, driver) and callback id,
-/// 0 = not seen yet, [`NO_WORK`], or the name id + 1. Name ids outlive sessions (the outbox
-/// keeps its names), so the table never needs resetting.
-static API_NAMES: [[AtomicU32; API_CBIDS]; 2] =
-    [const { [const { AtomicU32::new(0) }; API_CBIDS] }; 2];
-/// Callback ids the table covers (CUDA 13 has under 1,000 per domain); others are looked up
-/// by name on each call.
-const API_CBIDS: usize = 2048;
-/// An [`API_NAMES`] entry for a call that queues no GPU work.
-const NO_WORK: u32 = u32::MAX;
-
 /// The activity kinds recorded, and whether failing to enable one ends the session.
 const KINDS: [(t::CUpti_ActivityKind, bool); 6] = [
     (
@@ -80,15 +62,6 @@ const KINDS: [(t::CUpti_ActivityKind, bool); 6] = [
 /// True once CUPTI holds callbacks into this library (it must then never be unloaded).
 pub fn pinned() -> bool {
     PINNED.load(Ordering::SeqCst)
-}
-
-/// CLOCK_MONOTONIC in ns.
-pub fn monotonic_ns() -> u64 {
-    // SAFETY: timespec is plain data; clock_gettime writes it.
-    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid clock id and pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Why tracing could not start: a [`state`] value and one line for the user.
@@ -121,7 +94,13 @@ pub fn start(hello: &Hello, pid: u32) -> Result<(u32, String), Refusal> {
     // SAFETY: `api_callback` matches CUpti_CallbackFunc and lives as long as the process (the
     // library pins itself right after a successful subscribe, before CUPTI can call it back
     // from another session).
-    let r = unsafe { (f.subscribe)(&mut subscriber, Some(api_callback), std::ptr::null_mut()) };
+    let r = unsafe {
+        (f.subscribe)(
+            &mut subscriber,
+            Some(api::api_callback),
+            std::ptr::null_mut(),
+        )
+    };
     if r == t::CUptiResult::CUPTI_ERROR_MULTIPLE_SUBSCRIBERS_NOT_SUPPORTED {
         return Err((
             state::BUSY,
@@ -134,7 +113,7 @@ pub fn start(hello: &Hello, pid: u32) -> Result<(u32, String), Refusal> {
     }
     check(cupti, r, "cuptiSubscribe")?;
     SUBSCRIBER.store(subscriber as usize, Ordering::SeqCst);
-    SESSION.fetch_add(1, Ordering::SeqCst);
+    api::new_session();
     if !PINNED.load(Ordering::SeqCst) {
         pin_self();
         // SAFETY: both callbacks have the signatures CUPTI expects and live as long as the
@@ -156,11 +135,11 @@ pub fn start(hello: &Hello, pid: u32) -> Result<(u32, String), Refusal> {
         }
         PINNED.store(true, Ordering::SeqCst);
     }
-    if let Err(e) = enable_api_callbacks(cupti, subscriber) {
+    if let Err((r, call)) = api::enable_api_callbacks(cupti, subscriber) {
         unsubscribe(cupti);
-        return Err(e);
+        return Err(check(cupti, r, call).expect_err("a failed call"));
     }
-    ACTIVE.store(true, Ordering::SeqCst);
+    api::set_active(true);
     for (kind, required) in KINDS {
         // SAFETY: a valid activity kind.
         let r = unsafe { (f.activity_enable)(kind) };
@@ -186,53 +165,9 @@ pub fn start(hello: &Hello, pid: u32) -> Result<(u32, String), Refusal> {
     ))
 }
 
-/// Turns on the API callbacks of the calls that queue GPU work, one callback id at a time
-/// (every other CUDA call, `cudaGetDevice` around each ATen launch, costs nothing then). Where
-/// CUPTI cannot name its callback ids, whole runtime and driver domains instead.
-fn enable_api_callbacks(
-    cupti: &Cupti,
-    subscriber: t::CUpti_SubscriberHandle,
-) -> Result<(), Refusal> {
-    let f = cupti.functions();
-    let domains = [
-        t::CUpti_CallbackDomain::CUPTI_CB_DOMAIN_RUNTIME_API,
-        t::CUpti_CallbackDomain::CUPTI_CB_DOMAIN_DRIVER_API,
-    ];
-    let mut enabled = 0;
-    if let Some(name_of) = f.get_callback_name {
-        for domain in domains {
-            for cbid in 1..API_CBIDS as u32 {
-                let mut name: *const std::ffi::c_char = std::ptr::null();
-                // SAFETY: a valid domain, any id (unknown ones are an error), an out-pointer.
-                let r = unsafe { name_of(domain, cbid, &mut name) };
-                if r != t::CUptiResult::CUPTI_SUCCESS || name.is_null() {
-                    continue;
-                }
-                // SAFETY: CUPTI's static NUL-terminated name of the function.
-                let name = unsafe { CStr::from_ptr(name) }.to_string_lossy();
-                if !queues_gpu_work(&name) {
-                    continue;
-                }
-                // SAFETY: a live subscriber, a valid domain and a callback id CUPTI named.
-                let r = unsafe { (f.enable_callback)(1, subscriber, domain, cbid) };
-                check(cupti, r, "cuptiEnableCallback")?;
-                enabled += 1;
-            }
-        }
-    }
-    if enabled == 0 {
-        for domain in domains {
-            // SAFETY: a live subscriber and a valid domain.
-            let r = unsafe { (f.enable_domain)(1, subscriber, domain) };
-            check(cupti, r, "cuptiEnableDomain")?;
-        }
-    }
-    Ok(())
-}
-
 /// CUPTI's timestamps, when it takes ours: CLOCK_MONOTONIC, the recording's clock.
 unsafe extern "C" fn timestamp() -> u64 {
-    monotonic_ns()
+    api::monotonic_ns()
 }
 
 fn load(mapped: &[std::path::PathBuf], pid: u32) -> Result<&'static Loaded, Refusal> {
@@ -312,9 +247,9 @@ pub fn clock_pair() -> Option<ClockPair> {
     let l = LOADED.get()?;
     let mut best: Option<ClockPair> = None;
     for _ in 0..3 {
-        let a = monotonic_ns();
+        let a = api::monotonic_ns();
         let c = l.cupti.timestamp().ok()?;
-        let b = monotonic_ns();
+        let b = api::monotonic_ns();
         let pair = ClockPair {
             cupti_ns: c,
             mono_ns: a + (b - a) / 2,
@@ -346,7 +281,7 @@ pub fn stop_within(limit: Duration) -> bool {
 
 /// Turns activity recording and the API callbacks off (records in flight are discarded).
 pub fn stop() {
-    ACTIVE.store(false, Ordering::SeqCst);
+    api::set_active(false);
     disable_kinds();
     if let Some(l) = LOADED.get() {
         unsubscribe(l.cupti);
@@ -383,112 +318,6 @@ fn pin_self() {
             libc::RTLD_NOW | libc::RTLD_NOLOAD | libc::RTLD_NODELETE,
         )
     };
-}
-
-/// True for API functions that queue GPU work (or wait for it): their correlation ids are
-/// what activity records point back to.
-pub fn queues_gpu_work(name: &str) -> bool {
-    const WORDS: [&str; 6] = [
-        "Launch",
-        "Memcpy",
-        "Memset",
-        "Synchronize",
-        "StreamWaitEvent",
-        "EventRecord",
-    ];
-    WORDS.iter().any(|w| name.contains(w)) && !name.contains("Occupancy")
-}
-
-thread_local! {
-    static TID: u32 = {
-        // SAFETY: gettid has no preconditions.
-        unsafe { libc::gettid() as u32 }
-    };
-    /// (session, depth) of the API calls this thread is inside, as far as callbacks said.
-    static DEPTH: std::cell::Cell<(u32, u32)> = const { std::cell::Cell::new((0, 0)) };
-}
-
-/// Notes an API call entered (`enter`) or left on this thread; returns true for an entry
-/// that is the outermost call (a runtime call's own driver call is not recorded again).
-fn outermost(enter: bool) -> bool {
-    let session = SESSION.load(Ordering::Relaxed);
-    DEPTH.with(|d| {
-        let (at, depth) = d.get();
-        let depth = if at == session { depth } else { 0 };
-        if enter {
-            d.set((session, depth + 1));
-            depth == 0
-        } else {
-            d.set((session, depth.saturating_sub(1)));
-            false
-        }
-    })
-}
-
-unsafe extern "C" fn api_callback(
-    _userdata: *mut c_void,
-    domain: t::CUpti_CallbackDomain,
-    cbid: t::CUpti_CallbackId,
-    cbdata: *const c_void,
-) {
-    // A panic must never cross into CUDA's frames (it would abort the host process).
-    // SAFETY: forwarded from CUPTI's call.
-    let _ = std::panic::catch_unwind(|| unsafe { on_api(domain, cbid, cbdata) });
-}
-
-/// [`api_callback`]'s body.
-///
-/// # Safety
-/// `cbdata` is what CUPTI passed for `domain`.
-unsafe fn on_api(
-    domain: t::CUpti_CallbackDomain,
-    cbid: t::CUpti_CallbackId,
-    cbdata: *const c_void,
-) {
-    if !ACTIVE.load(Ordering::Relaxed) || cbdata.is_null() {
-        return;
-    }
-    if domain != t::CUpti_CallbackDomain::CUPTI_CB_DOMAIN_RUNTIME_API
-        && domain != t::CUpti_CallbackDomain::CUPTI_CB_DOMAIN_DRIVER_API
-    {
-        return;
-    }
-    // SAFETY: for the runtime and driver domains CUPTI passes a CUpti_CallbackData.
-    let data = unsafe { &*cbdata.cast::<t::CUpti_CallbackData>() };
-    let enter = data.callbackSite == t::CUpti_ApiCallbackSite::CUPTI_API_ENTER;
-    if !outermost(enter) {
-        return;
-    }
-    let time_ns = monotonic_ns();
-    let driver = domain == t::CUpti_CallbackDomain::CUPTI_CB_DOMAIN_DRIVER_API;
-    let slot = API_NAMES[usize::from(driver)].get(cbid as usize);
-    let name_id = match slot.map_or(0, |s| s.load(Ordering::Relaxed)) {
-        NO_WORK => None,
-        0 => {
-            // SAFETY: functionName is CUPTI's static NUL-terminated name of the function.
-            let name = (!data.functionName.is_null())
-                .then(|| unsafe { CStr::from_ptr(data.functionName) }.to_string_lossy());
-            let id = name
-                .filter(|n| queues_gpu_work(n))
-                .map(|n| outbox::lock().intern(&n));
-            if let Some(s) = slot {
-                s.store(id.map_or(NO_WORK, |i| i + 1), Ordering::Relaxed);
-            }
-            id
-        }
-        cached => Some(cached - 1),
-    };
-    let Some(api) = name_id else {
-        return;
-    };
-    let tid = TID.with(|t| *t);
-    outbox::lock().push_launch(WireLaunch {
-        tid,
-        correlation: data.correlationId,
-        time_ns,
-        api,
-        _pad: 0,
-    });
 }
 
 unsafe extern "C" fn buffer_requested(
@@ -548,7 +377,7 @@ unsafe fn read_buffer(context: t::CUcontext, stream_id: u32, buffer: *mut u8, va
         return;
     };
     let f = l.cupti.functions();
-    if ACTIVE.load(Ordering::Relaxed) {
+    if api::active() {
         let mut activities = Vec::new();
         let mut record: *mut t::CUpti_Activity = std::ptr::null_mut();
         loop {
@@ -572,34 +401,5 @@ unsafe fn read_buffer(context: t::CUcontext, stream_id: u32, buffer: *mut u8, va
     let r = unsafe { (f.activity_get_num_dropped_records)(context, stream_id, &mut dropped) };
     if r == t::CUptiResult::CUPTI_SUCCESS && dropped > 0 {
         CUPTI_DROPPED.fetch_add(dropped as u64, Ordering::Relaxed);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn api_filter_keeps_calls_that_queue_work() {
-        for n in [
-            "cudaLaunchKernel",
-            "cuLaunchKernel",
-            "cudaMemcpyAsync",
-            "cuMemcpyHtoDAsync_v2",
-            "cudaMemsetAsync",
-            "cudaStreamSynchronize",
-            "cudaGraphLaunch",
-            "cudaEventRecord",
-        ] {
-            assert!(queues_gpu_work(n), "{n}");
-        }
-        for n in [
-            "cudaGetDevice",
-            "cudaOccupancyMaxActiveBlocksPerMultiprocessor",
-            "cudaMalloc",
-            "cuCtxGetCurrent",
-        ] {
-            assert!(!queues_gpu_work(n), "{n}");
-        }
     }
 }

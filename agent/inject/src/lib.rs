@@ -15,10 +15,11 @@
 //! If another tool (Kineto, Nsight) already holds CUPTI, it says so and stays out of the way.
 //!
 //! Modules: [`listener`] (the socket), [`connection`] (one agent connection), [`threads`]
-//! (what the library's threads share), [`cupti`]
+//! (what the library's threads share), [`api`] (which calls are reported, and how), [`cupti`]
 //! (CUPTI on and off, its callbacks), [`records`] (activity records into wire ops),
 //! [`outbox`] (records waiting for the agent), [`find`] (which libcupti).
 
+pub mod api;
 pub mod connection;
 pub mod cupti;
 pub mod find;
