@@ -6,7 +6,9 @@ use std::{process::Command, time::Duration};
 use modelprobe_tests::*;
 
 /// The 3:1 split of work between the hot functions, allowing for sampling noise and call
-/// overhead (a 99 Hz sample of 2 s gives ~200 samples).
+/// overhead. At 99 Hz for 2 s (~200 samples) the ratio's standard error is about 0.45, so the
+/// 2.2..=4.2 window failed a few runs in a hundred; the profiles it checks sample at
+/// [`RATIO_FREQ`] (~800 samples, standard error about 0.23).
 fn assert_three_to_one(folded: &[(String, u64)]) {
     let a = self_weight(folded, "mp_hot_a");
     let b = self_weight(folded, "mp_hot_b");
@@ -21,6 +23,9 @@ fn assert_three_to_one(folded: &[(String, u64)]) {
     );
 }
 
+/// `--freq` of the profiles whose 3:1 split is checked.
+const RATIO_FREQ: &str = "397";
+
 #[test]
 fn run_profiles_the_whole_process_tree_and_its_blocked_time() {
     if !require_bpf("run_profiles_the_whole_process_tree_and_its_blocked_time") {
@@ -28,7 +33,7 @@ fn run_profiles_the_whole_process_tree_and_its_blocked_time() {
     }
     let _bpf = bpf_lock();
     let out = scratch_dir("run");
-    let r = Session::run(&out, &["--off-cpu"])
+    let r = Session::run(&out, &["--off-cpu", "--freq", RATIO_FREQ])
         .workload(&["--seconds", "3", "--child", "--exit-code", "3"])
         .finish();
     let stderr = r.stderr();
@@ -150,7 +155,8 @@ fn attach_profiles_a_running_process_for_a_duration() {
     let workload = start_workload(&["--seconds", "30"]);
     let pid = workload.0.id();
     let out = scratch_dir("attach");
-    let r = Session::attach(&out, pid, &["--duration", "2s"]).expect_success();
+    let r =
+        Session::attach(&out, pid, &["--duration", "2s", "--freq", RATIO_FREQ]).expect_success();
     assert_three_to_one(&r.folded("stacks.folded"));
     assert_svg_names(
         &out.join("flamegraph.svg"),
