@@ -163,7 +163,7 @@ impl ProbeSet {
                 .flat_map(|p| p.libraries)
                 .any(|lib| name == *lib || name.starts_with(&format!("{lib}.")))
         };
-        if !self.packs {
+        if !self.packs || !files.iter().any(pack_lib) {
             return Ok(0);
         }
         let unsearched: Vec<&String> = files
@@ -171,7 +171,7 @@ impl ProbeSet {
             .filter(|f| pack_lib(f) && !self.searched_libs.contains(*f))
             .collect();
         if unsearched.is_empty() {
-            // Nothing new to look in; a process seen for the first time still gets the probes.
+            // Read already (another process loaded it first): its probes, for this process too.
             return self.attach_to(sampler, pid);
         }
         self.searched_libs.extend(unsearched.into_iter().cloned());
