@@ -51,6 +51,18 @@ const FIXTURES: &[(&str, &str, &[&str])] = &[
         "libmp_inject_test.so",
         &["-shared", "-fPIC", "-pthread"],
     ),
+    // Native unwinding without frame pointers (tests/native_unwind.rs): built the way glibc
+    // and most wheels are.
+    (
+        "fixtures/nofp_app.c",
+        "mp-nofp-app",
+        &["-O2", "-fomit-frame-pointer", "-ldl"],
+    ),
+    (
+        "fixtures/nofp_plugin.c",
+        "libnofp_plugin.so",
+        &["-O2", "-fomit-frame-pointer", "-shared", "-fPIC"],
+    ),
 ];
 
 fn main() {

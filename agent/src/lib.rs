@@ -45,6 +45,7 @@ pub mod session;
 pub mod signals;
 pub mod symbolize;
 pub mod target;
+pub mod unwind;
 
 pub use error::{Error, Result};
 /// The outputs, built on the recording alone (the `modelprobe-outputs` crate).

@@ -64,16 +64,23 @@ pub struct MapsRegistry {
 }
 
 /// A parsed line of `/proc/PID/maps`.
-struct MapsLine<'a> {
-    start: u64,
-    end: u64,
-    exec: bool,
-    offset: u64,
-    inode: u64,
-    path: &'a str,
+pub(crate) struct MapsLine<'a> {
+    /// First address.
+    pub start: u64,
+    /// One past the last address.
+    pub end: u64,
+    /// Mapped executable.
+    pub exec: bool,
+    /// File offset of `start`.
+    pub offset: u64,
+    /// Inode of the mapped file (0 for anonymous memory).
+    pub inode: u64,
+    /// The path, or a pseudo-name such as `[heap]`; empty for anonymous memory.
+    pub path: &'a str,
 }
 
-fn parse_line(line: &str) -> Option<MapsLine<'_>> {
+/// One line of `/proc/PID/maps`, `None` if malformed.
+pub(crate) fn parse_line(line: &str) -> Option<MapsLine<'_>> {
     let mut it = line.splitn(6, ' ');
     let range = it.next()?;
     let perms = it.next()?;

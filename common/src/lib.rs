@@ -12,6 +12,7 @@
 #![no_std]
 
 pub mod gpu;
+pub mod unwind;
 
 /// Deepest stack (kernel or user) one event carries; the kernel's `perf_event_max_stack` default.
 pub const MAX_STACK_DEPTH: usize = 127;
@@ -104,6 +105,17 @@ pub mod flags {
     /// there misses the caller when the function does not start with `push %rbp` (the
     /// kernel only fixes that case up), so the agent puts it back from this.
     pub const ENTRY_RET: u32 = 1 << 3;
+    /// The user stack was unwound with the process's CFI tables (see [`unwind`](super::unwind)),
+    /// not by frame pointers: it is whole at a function's first instruction too.
+    pub const USTACK_CFI: u32 = 1 << 4;
+    /// The user stack was cut at `MAX_STACK_DEPTH` frames: the outermost are missing.
+    pub const USTACK_TRUNCATED: u32 = 1 << 5;
+    /// At least one frame had no unwind table (JIT code, a mapping past the limits) and was
+    /// stepped by its frame pointer.
+    pub const USTACK_NO_UNWIND_INFO: u32 = 1 << 6;
+    /// The walk stopped at a rule it cannot evaluate (a general DWARF expression), or at a
+    /// frame whose stack pointer did not grow: the outer frames are missing.
+    pub const USTACK_UNSUPPORTED: u32 = 1 << 7;
 }
 
 /// Indices of the per-CPU `LOST` counter array.

@@ -71,6 +71,10 @@ pub(crate) unsafe fn fill<C: EbpfContext>(
     } else {
         ev.kstack_len = (k as u32) / 8;
     }
+    if crate::unwind::unwind_user(ev, ev.pid) {
+        return;
+    }
+    // No tables for this process (or not x86-64): the kernel's frame-pointer walk.
     // SAFETY: the destination is the `ustack` array of `ev`, STACK_BYTES long.
     let u = unsafe {
         bpf_get_stack(

@@ -12,6 +12,8 @@
 //!   entered or returned; the attach cookie says which probe and what else to keep.
 //! - [`stdio`]: `mp_sys_write` / `mp_sys_writev` / `mp_sys_openat`: stdout/stderr writes and
 //!   file opens, as `DataRecord`s.
+//! - [`unwind`]: the user-stack walk through the agent's CFI tables, used by every program
+//!   that takes a stack (the kernel's frame-pointer walk where a process has none).
 //! - [`maps`] holds every map and the load-time `CONFIG`; [`emit`] writes the three record
 //!   types.
 //!
@@ -32,6 +34,7 @@ mod offcpu;
 mod sampling;
 mod spans;
 mod stdio;
+mod unwind;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -93,10 +93,13 @@ fn launch_stack(ctx: &ProbeContext, probe: u32) {
         (*ev).probe = probe;
         #[cfg(bpf_target_arch = "x86_64")]
         {
-            // At the first instruction the return address is at the stack pointer.
-            let sp = (*ctx.regs).rsp;
-            (*ev).user_bp = bpf_probe_read_user(sp as *const u64).unwrap_or(0);
-            (*ev).flags |= flags::ENTRY_RET;
+            // At the first instruction the return address is at the stack pointer; a
+            // frame-pointer walk misses it (a CFI walk does not).
+            if (*ev).flags & flags::USTACK_CFI == 0 {
+                let sp = (*ctx.regs).rsp;
+                (*ev).user_bp = bpf_probe_read_user(sp as *const u64).unwrap_or(0);
+                (*ev).flags |= flags::ENTRY_RET;
+            }
         }
     }
     entry.submit(0);

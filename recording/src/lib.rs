@@ -242,6 +242,35 @@ pub struct Meta {
     /// What the agent itself cost, when it measured it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<AgentUsage>,
+    /// The CFI unwind tables the user stacks were walked with, when they were used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unwind: Option<UnwindSummary>,
+}
+
+/// What the unwind tables held and cost: objects compiled, rows, kernel memory, build time,
+/// and what did not fit (unwound by frame pointers instead).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnwindSummary {
+    /// Objects (distinct build ids) with a table.
+    pub objects: u64,
+    /// Rows written, all objects together.
+    pub rows: u64,
+    /// Rows the kernel table holds at most (`--unwind-rows`).
+    pub capacity_rows: u64,
+    /// Kernel memory of the row and mapping tables, in bytes.
+    pub kernel_bytes: u64,
+    /// Time spent compiling tables, in ms.
+    pub build_ms: u64,
+    /// Processes given tables.
+    pub processes: u64,
+    /// Executable objects with no usable CFI.
+    pub objects_without_info: u64,
+    /// Objects left out because the row table was full.
+    pub objects_over_capacity: u64,
+    /// Mappings left out because a process had more than the per-process limit.
+    pub mappings_over_limit: u64,
+    /// Processes left out because every process slot was taken.
+    pub processes_over_limit: u64,
 }
 
 /// CPU time and memory of the agent process, from `getrusage(RUSAGE_SELF)`.
@@ -272,6 +301,15 @@ pub struct Lost {
     pub user_stack_errors: u64,
     /// Samples whose kernel stack could not be read.
     pub kernel_stack_errors: u64,
+    /// Stacks (samples, launch and error stacks) cut at the depth limit.
+    #[serde(default)]
+    pub user_stacks_truncated: u64,
+    /// Stacks with at least one frame that had no unwind table (stepped by frame pointer).
+    #[serde(default)]
+    pub user_stacks_without_unwind_info: u64,
+    /// Stacks stopped at a rule the unwinder does not evaluate, or at a corrupt frame.
+    #[serde(default)]
+    pub user_stacks_stopped: u64,
     /// Span records (entries or returns) dropped because the record ring buffer was full.
     #[serde(default)]
     pub span_records: u64,

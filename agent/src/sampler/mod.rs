@@ -25,7 +25,7 @@ use aya::{
 use aya_log::EbpfLogger;
 use modelprobe_common::{kind, lost, Config, DataHeader, Record, StackEvent, DATA_HEADER};
 
-use crate::{Error, Result};
+use crate::{unwind::UnwindTables, Error, Result};
 
 pub mod tracefs;
 
@@ -49,6 +49,9 @@ pub struct SamplerOptions {
     /// Size of the ring buffer for spans, events and logs, in bytes (a power of two, at least
     /// one page).
     pub records_ring_bytes: u32,
+    /// Capacity of the kernel's unwind-row table (16 bytes a row); 0 turns CFI unwinding off
+    /// (frame pointers only).
+    pub unwind_rows: u32,
 }
 
 /// Default size of the record ring buffer.
@@ -88,6 +91,8 @@ pub struct Sampler {
     uprobes_loaded: bool,
     /// The BPF programs' log records, read only when [`bpf_log_level`] turned them on.
     bpf_logs: Option<EbpfLogger<&'static dyn log::Log>>,
+    /// The CFI tables user stacks are walked with; `None` when turned off.
+    unwind: Option<UnwindTables>,
 }
 
 /// Log target of the BPF programs' records (their crate's module paths start with it).
@@ -151,6 +156,7 @@ impl Sampler {
             .override_global("CONFIG", &config, true)
             .override_global(aya_log::LEVEL, &bpf_log_level, true)
             .map_max_entries("RECORDS", opts.records_ring_bytes)
+            .map_max_entries("UNWIND_ROWS", opts.unwind_rows.max(1))
             .load(BPF_OBJECT)
             .map_err(|e| Error::bpf("loading the BPF object", e))?;
         let bpf_logs = if bpf_log_level == 0 {
@@ -179,6 +185,7 @@ impl Sampler {
         let prog: &mut PerfEvent = program(&mut bpf, "mp_cpu_sample")?;
         prog.load()
             .map_err(|e| Error::bpf("loading mp_cpu_sample", e))?;
+        log_verified("mp_cpu_sample", prog.info().ok());
         for &cpu in cpus.iter().filter(|_| opts.cpu) {
             prog.attach(
                 PerfEventConfig::Software(SoftwareEvent::CpuClock),
@@ -199,7 +206,22 @@ impl Sampler {
             .map_err(|e| Error::bpf("opening the RECORDS ring buffer", e))?;
         let targets = HashMap::try_from(take_map(&mut bpf, "TARGETS")?)
             .map_err(|e| Error::bpf("opening the TARGETS map", e))?;
+        let unwind = if opts.unwind_rows == 0 {
+            None
+        } else {
+            let data = |bpf: &mut Ebpf, name: &str| match take_map(bpf, name)? {
+                aya::maps::Map::Array(d) | aya::maps::Map::HashMap(d) => Ok(d),
+                _ => Err(missing(name)),
+            };
+            Some(UnwindTables::new(
+                data(&mut bpf, "UNWIND_ROWS")?,
+                opts.unwind_rows,
+                data(&mut bpf, "UNWIND_MAPPINGS")?,
+                data(&mut bpf, "UNWIND_PROCS")?,
+            )?)
+        };
         Ok(Sampler {
+            unwind,
             bpf,
             events,
             records,
@@ -215,11 +237,36 @@ impl Sampler {
         self.cpus
     }
 
-    /// Starts sampling process `pid` (and, from now on, every process it forks).
+    /// Starts sampling process `pid` (and, from now on, every process it forks), and gives it
+    /// unwind tables.
     pub fn add_target(&mut self, pid: u32) -> Result<()> {
         self.targets
             .insert(pid, 1, 0)
-            .map_err(|e| Error::bpf(format!("adding pid {pid} to the target table"), e))
+            .map_err(|e| Error::bpf(format!("adding pid {pid} to the target table"), e))?;
+        self.refresh_unwind(pid);
+        Ok(())
+    }
+
+    /// Publishes `pid`'s unwind tables again: a new process, an exec, a library mapped since.
+    /// A failure costs whole stacks, not the recording: it is logged.
+    pub fn refresh_unwind(&mut self, pid: u32) {
+        if let Some(u) = self.unwind.as_mut() {
+            if let Err(e) = u.register(pid) {
+                log::warn!("pid {pid}: unwind tables not published ({e}); frame pointers only");
+            }
+        }
+    }
+
+    /// Releases the unwind slots of processes that have exited.
+    pub fn forget_exited(&mut self) {
+        if let Some(u) = self.unwind.as_mut() {
+            u.forget_exited();
+        }
+    }
+
+    /// What the unwind tables held and cost; `None` when CFI unwinding is off.
+    pub fn unwind_summary(&self) -> Option<crate::recording::UnwindSummary> {
+        self.unwind.as_ref().map(UnwindTables::summary)
     }
 
     /// Waits up to `timeout` for events; true if some are ready.
@@ -288,6 +335,7 @@ impl Sampler {
                 let prog: &mut UProbe = program(&mut self.bpf, name)?;
                 prog.load()
                     .map_err(|e| Error::bpf(format!("loading {name}"), e))?;
+                log_verified(name, prog.info().ok());
             }
             self.uprobes_loaded = true;
         }
@@ -353,9 +401,18 @@ fn attach_tracepoint(bpf: &mut Ebpf, prog_name: &str, category: &str, event: &st
     let prog: &mut TracePoint = program(bpf, prog_name)?;
     prog.load()
         .map_err(|e| Error::bpf(format!("loading {prog_name}"), e))?;
+    log_verified(prog_name, prog.info().ok());
     prog.attach(category, event)
         .map_err(|e| Error::bpf(format!("attaching {prog_name} to {category}/{event}"), e))?;
     Ok(())
+}
+
+/// Logs (at debug) how many instructions the verifier walked for a program: the unwinder's
+/// loops make this the number to watch against the kernel's limit of a million.
+fn log_verified(name: &str, info: Option<aya::programs::ProgramInfo>) {
+    if let Some(n) = info.and_then(|i| i.verified_instruction_count()) {
+        log::debug!("{name}: verified in {n} instructions");
+    }
 }
 
 /// Reads a variable-length data record: a [`DataHeader`], then `len` payload bytes.

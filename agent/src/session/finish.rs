@@ -33,6 +33,7 @@ pub(super) fn finish(s: Session<'_>, stopped: Stopped) -> Result<Outcome> {
     let (recording_cpu_ns, recording_peak_rss_kib) = clock::agent_usage();
     let counts = sampler.lost()?;
     let cpus = sampler.cpus();
+    let unwind = sampler.unwind_summary();
     drop(sampler); // detach before the heavy lifting, so the target runs unobserved again
     progress.set(&format!(
         "stopped; symbolizing {} samples",
@@ -65,6 +66,7 @@ pub(super) fn finish(s: Session<'_>, stopped: Stopped) -> Result<Outcome> {
         lost: lost_in_kernel(&counts),
         span_sample_rate: None,
         agent: None,
+        unwind,
     };
     // Probes attached while recording (packs found by a rescan) are in the table now.
     collector.set_probes(probes.table());

@@ -62,6 +62,8 @@ pub struct RecordOptions {
     pub capture_io: bool,
     /// Size of the ring buffer for spans, events and logs, in bytes.
     pub records_ring_bytes: u32,
+    /// Capacity of the kernel's unwind-row table; 0: user stacks by frame pointers only.
+    pub unwind_rows: u32,
     /// Switch on the built-in probe packs (CUDA) where their libraries are found.
     pub packs: bool,
     /// Include the GPU packs (CUDA, cuBLAS, NCCL) when `packs` is on.
@@ -112,6 +114,7 @@ impl RecordOptions {
             probes: Vec::new(),
             capture_io: true,
             records_ring_bytes: crate::sampler::DEFAULT_RECORDS_RING,
+            unwind_rows: modelprobe_common::unwind::DEFAULT_UNWIND_ROWS,
             packs: true,
             gpu_packs: true,
             cpu: true,

@@ -44,8 +44,10 @@ pub(super) fn run(s: &mut Session<'_>) -> Stopped {
         if last_rescan.elapsed() >= Duration::from_secs(1) {
             last_rescan = Instant::now();
             s.collector.rescan_maps();
+            s.sampler.forget_exited();
         }
         for (pid, files) in s.collector.take_new_files() {
+            s.sampler.refresh_unwind(pid);
             if let Err(e) = s.probes.on_new_files(&mut s.sampler, pid, &files) {
                 log::warn!("probes not attached to new libraries of pid {pid}: {e}");
             }
@@ -109,13 +111,15 @@ fn sigint_from_terminal() -> bool {
     unsafe { libc::tcgetpgrp(libc::STDIN_FILENO) == libc::getpgrp() }
 }
 
-/// Attaches probes to processes the target forked, and re-resolves them after an exec.
+/// Gives processes the target forked their unwind tables and probes, and both again after an
+/// exec.
 fn follow_lifecycle(collector: &mut Collector, sampler: &mut Sampler, probes: &mut ProbeSet) {
-    if probes.is_empty() {
-        collector.take_lifecycle();
-        return;
-    }
     for change in collector.take_lifecycle() {
+        let (Lifecycle::NewProcess(pid) | Lifecycle::Exec(pid)) = change;
+        sampler.refresh_unwind(pid);
+        if probes.is_empty() {
+            continue;
+        }
         let result = match change {
             Lifecycle::NewProcess(pid) => probes.attach_to(sampler, pid),
             Lifecycle::Exec(pid) => probes.on_exec(sampler, pid),

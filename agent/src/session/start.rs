@@ -205,6 +205,7 @@ fn attach(
         capture_io: opts.capture_io,
         cpu: opts.cpu,
         records_ring_bytes: opts.records_ring_bytes,
+        unwind_rows: opts.unwind_rows,
     };
     let mut sampler = Sampler::start(&sampler_opts, tracefs)?;
     match (&opts.target, child) {

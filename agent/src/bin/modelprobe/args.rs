@@ -254,6 +254,15 @@ pub struct RecordArgs {
     /// the summary reports lost records.
     #[arg(long, default_value_t = 4096, value_name = "KIB")]
     pub ring_buffer_kib: u32,
+    /// Rows of the kernel's unwind table (16 bytes each), shared by every object the targets
+    /// map. Raise it if the summary reports objects left out of it.
+    #[arg(long, default_value_t = modelprobe_common::unwind::DEFAULT_UNWIND_ROWS, value_name = "ROWS",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub unwind_rows: u32,
+    /// Walk user stacks by frame pointers only, without the CFI tables: cheaper to set up,
+    /// but code built without frame pointers (glibc, libpython, most wheels) loses its callers.
+    #[arg(long)]
+    pub frame_pointers: bool,
     /// Output directory [default: <tracing.output_dir or .>/modelprobe-<target>-<time>].
     #[arg(short, long, value_name = "DIR")]
     pub output: Option<PathBuf>,

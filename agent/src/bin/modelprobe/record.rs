@@ -117,6 +117,11 @@ pub fn record(
         opts.retract = g.retract;
     }
     opts.records_ring_bytes = args.ring_buffer_kib.saturating_mul(1024);
+    opts.unwind_rows = if args.frame_pointers {
+        0
+    } else {
+        args.unwind_rows
+    };
     opts.stop = register_signals()?;
     opts.progress = !quiet;
     let outcome = session::record(&opts)?;

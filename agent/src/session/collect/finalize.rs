@@ -20,6 +20,9 @@ impl Collector {
         let (model_loads, _repeated_opens) = self.models.finish();
         meta.lost.user_stack_errors = sampled.user_errors;
         meta.lost.kernel_stack_errors = sampled.kernel_errors;
+        meta.lost.user_stacks_truncated = sampled.quality.truncated;
+        meta.lost.user_stacks_without_unwind_info = sampled.quality.without_unwind_info;
+        meta.lost.user_stacks_stopped = sampled.quality.stopped;
         meta.lost.unmatched_span_returns = paired.unmatched_returns;
         meta.lost.log_bytes_cut = cut;
 

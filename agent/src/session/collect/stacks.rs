@@ -18,6 +18,19 @@ pub struct Stacks {
     samples: Vec<Sample>,
     user_errors: u64,
     kernel_errors: u64,
+    quality: StackQuality,
+}
+
+/// How whole the user stacks were, counted over every stack event (samples, launch and error
+/// stacks), from the unwinder's flags.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StackQuality {
+    /// Cut at the depth limit.
+    pub truncated: u64,
+    /// With a frame that had no unwind table.
+    pub without_unwind_info: u64,
+    /// Stopped at a rule the unwinder does not evaluate, or a corrupt frame.
+    pub stopped: u64,
 }
 
 /// What [`Stacks::finish`] hands to symbolization.
@@ -28,6 +41,8 @@ pub struct Sampled {
     pub samples: Vec<Sample>,
     /// Samples whose user stack could not be read.
     pub user_errors: u64,
+    /// How whole the user stacks were.
+    pub quality: StackQuality,
     /// Samples whose kernel stack could not be read.
     pub kernel_errors: u64,
 }
@@ -40,6 +55,14 @@ impl Stacks {
 
     /// The id of an event's stacks; a stack not seen before makes sure its code is known.
     pub fn intern(&mut self, ev: &StackEvent, procs: &mut Processes) -> u32 {
+        let q = &mut self.quality;
+        for (bit, count) in [
+            (flags::USTACK_TRUNCATED, &mut q.truncated),
+            (flags::USTACK_NO_UNWIND_INFO, &mut q.without_unwind_info),
+            (flags::USTACK_UNSUPPORTED, &mut q.stopped),
+        ] {
+            *count += u64::from(ev.flags & bit != 0);
+        }
         let klen = (ev.kstack_len as usize).min(ev.kstack.len());
         let ulen = (ev.ustack_len as usize).min(ev.ustack.len());
         let raw = RawStack {
@@ -90,6 +113,7 @@ impl Stacks {
             stacks: self.stacks,
             samples: self.samples,
             user_errors: self.user_errors,
+            quality: self.quality,
             kernel_errors: self.kernel_errors,
         }
     }

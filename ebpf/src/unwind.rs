@@ -1,0 +1,267 @@
+//! Whole user stacks without frame pointers: a walk through the CFI tables the agent built
+//! (see `modelprobe_common::unwind`), from the current task's user registers.
+//!
+//! Each step finds the mapping that holds the address (binary search in the process's sorted
+//! mappings), the row that covers it (binary search in that object's sorted rows), computes
+//! the CFA from the row's rule, reads the return address at CFA - 8 and, where the row says
+//! so, the caller's `%rbp`. Addresses with no row are stepped by frame pointer (JIT code, a
+//! gap between functions); a signal trampoline continues in the interrupted code. Only
+//! addresses leave the kernel. x86-64 only; elsewhere, and for a process without tables, the
+//! caller falls back to the kernel's frame-pointer walk.
+
+use aya_ebpf::{
+    bindings::BPF_F_MMAPABLE,
+    macros::map,
+    maps::{Array, HashMap},
+};
+use modelprobe_common::{
+    flags,
+    unwind::{
+        cfa, rbp, UnwindMapping, UnwindProc, UnwindRow, DEFAULT_UNWIND_ROWS,
+        MAPPING_SEARCH_STEPS, MAX_UNWIND_MAPPINGS, MAX_UNWIND_PROCS, ROW_SEARCH_STEPS,
+    },
+    StackEvent, MAX_STACK_DEPTH,
+};
+
+/// Every object's rows (the agent sizes it at load and writes it through mmap).
+#[map]
+pub(crate) static UNWIND_ROWS: Array<UnwindRow> =
+    Array::with_max_entries(DEFAULT_UNWIND_ROWS, BPF_F_MMAPABLE);
+
+/// [`MAX_UNWIND_MAPPINGS`] mappings per process slot.
+#[map]
+pub(crate) static UNWIND_MAPPINGS: Array<UnwindMapping> =
+    Array::with_max_entries(MAX_UNWIND_PROCS * MAX_UNWIND_MAPPINGS, BPF_F_MMAPABLE);
+
+/// Process id to its slot in `UNWIND_MAPPINGS`.
+#[map]
+pub(crate) static UNWIND_PROCS: HashMap<u32, UnwindProc> =
+    HashMap::with_max_entries(MAX_UNWIND_PROCS, 0);
+
+/// Offsets in the `ucontext_t` a signal trampoline's stack pointer points at:
+/// `uc_mcontext.gregs[REG_RBP]`, `[REG_RSP]` and `[REG_RIP]` (40 bytes of flags, link and
+/// `stack_t` come first).
+const UC_RBP: u64 = 40 + 10 * 8;
+const UC_RSP: u64 = 40 + 15 * 8;
+const UC_RIP: u64 = 40 + 16 * 8;
+
+/// Unwinds the current task's user stack into `ev.ustack` with the tables of process `pid`;
+/// false (nothing written) when the process has none or its registers cannot be read.
+#[cfg(bpf_target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) fn unwind_user(ev: &mut StackEvent, pid: u32) -> bool {
+    // SAFETY: the value is copied out at once.
+    let Some(proc_) = (unsafe { UNWIND_PROCS.get(&pid) }).copied() else {
+        return false;
+    };
+    let Some((mut ip, mut sp, mut bp)) = user_regs() else {
+        return false;
+    };
+    // Rejected rather than clamped: a clamp would give the verifier a constant to follow
+    // through every search, and a state per constant.
+    if proc_.len > MAX_UNWIND_MAPPINGS {
+        return false;
+    }
+    let base = proc_.slot.wrapping_mul(MAX_UNWIND_MAPPINGS);
+    let len = proc_.len;
+    let mut bits = flags::USTACK_CFI;
+    // 0 for an exact address (the interrupted instruction), 1 for a return address: the call
+    // itself is the instruction before. Arithmetic, not a branch, for the same reason.
+    let mut adjust = 0u64;
+    let mut n = 0u32;
+    let mut whole = false;
+    for i in 0..MAX_STACK_DEPTH {
+        if ip == 0 {
+            whole = true;
+            break;
+        }
+        ev.ustack[i] = ip;
+        n = i as u32 + 1;
+        let pc = ip - adjust;
+        let row = find_row(base, len, pc);
+        let rule = row.map_or(cfa::NONE, |r| r.cfa);
+        let cfa_addr = match rule {
+            cfa::END => {
+                whole = true;
+                break;
+            }
+            cfa::SIGNAL => {
+                let (Some(nip), Some(nsp), Some(nbp)) =
+                    (read(sp + UC_RIP), read(sp + UC_RSP), read(sp + UC_RBP))
+                else {
+                    break;
+                };
+                ip = nip;
+                sp = nsp;
+                bp = nbp;
+                adjust = 0;
+                continue;
+            }
+            cfa::NONE => {
+                bits |= flags::USTACK_NO_UNWIND_INFO;
+                if bp == 0 {
+                    whole = true;
+                    break;
+                }
+                // The frame-pointer step: CFA = %rbp + 16, the caller's %rbp at %rbp.
+                let Some(saved) = read(bp) else {
+                    break;
+                };
+                let next = bp + 16;
+                bp = saved;
+                next
+            }
+            cfa::RSP | cfa::RBP | cfa::PLT => {
+                let Some(r) = row else {
+                    break;
+                };
+                let reg = if rule == cfa::RBP { bp } else { sp };
+                let mut at = reg.wrapping_add(r.cfa_offset as i64 as u64);
+                if rule == cfa::PLT {
+                    at = sp + 8;
+                    if (ip & 15) >= r.plt_threshold as u64 {
+                        at += 8;
+                    }
+                }
+                if r.rbp == rbp::AT_CFA {
+                    let Some(saved) = read(at.wrapping_add(r.rbp_offset as i64 as u64)) else {
+                        break;
+                    };
+                    bp = saved;
+                }
+                at
+            }
+            _ => {
+                bits |= flags::USTACK_UNSUPPORTED;
+                whole = true;
+                break;
+            }
+        };
+        // The stack grows down: a caller's frame is above. Anything else is a bad rule or a
+        // corrupt frame; stop rather than invent frames.
+        if cfa_addr <= sp {
+            bits |= flags::USTACK_UNSUPPORTED;
+            whole = true;
+            break;
+        }
+        let Some(ra) = read(cfa_addr - 8) else {
+            break;
+        };
+        sp = cfa_addr;
+        ip = ra;
+        adjust = 1;
+    }
+    if !whole && n as usize == MAX_STACK_DEPTH {
+        bits |= flags::USTACK_TRUNCATED;
+    }
+    ev.ustack_len = n;
+    ev.flags |= bits;
+    true
+}
+
+#[cfg(not(bpf_target_arch = "x86_64"))]
+#[inline(always)]
+pub(crate) fn unwind_user(_ev: &mut StackEvent, _pid: u32) -> bool {
+    false
+}
+
+/// The current task's user `%rip`, `%rsp` and `%rbp` (from its saved registers, whatever the
+/// program interrupted).
+#[cfg(bpf_target_arch = "x86_64")]
+#[inline(always)]
+fn user_regs() -> Option<(u64, u64, u64)> {
+    use aya_ebpf::{
+        bindings::pt_regs,
+        helpers::{
+            bpf_probe_read_kernel,
+            generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
+        },
+    };
+    // SAFETY: both helpers take and return kernel pointers the verifier tracks; the registers
+    // are copied with a faulting-safe read.
+    unsafe {
+        let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const pt_regs;
+        if regs.is_null() {
+            return None;
+        }
+        let r: pt_regs = bpf_probe_read_kernel(regs).ok()?;
+        Some((r.rip, r.rsp, r.rbp))
+    }
+}
+
+/// One user word; `None` where it cannot be read.
+#[inline(always)]
+fn read(addr: u64) -> Option<u64> {
+    // SAFETY: bpf_probe_read_user fails cleanly on a bad address.
+    unsafe { aya_ebpf::helpers::bpf_probe_read_user(addr as *const u64) }.ok()
+}
+
+/// 1 if `a <= b`, else 0, for values below 2^32, computed without a branch: a branch per
+/// search step would double the verifier's paths at every step of every frame.
+#[inline(always)]
+fn le(a: u64, b: u64) -> u64 {
+    (b.wrapping_sub(a) >> 63) ^ 1
+}
+
+/// Index of the last of `n` entries at or below `key` from `first`, by a binary search of
+/// `STEPS` halvings (`first` itself when none is: the caller checks it). Each entry's key is
+/// its first field, an unsigned little-endian integer of `KEY` bytes.
+///
+/// Neither the comparison nor the read branches: the verifier walks this for every frame, and
+/// a branch per step would put hundreds of pending paths on its stack per frame (its limit
+/// is 8192 in all). So entries are read with `bpf_probe_read_kernel` from the array's own
+/// memory, whose elements are contiguous, `STRIDE` bytes apart (the value size rounded up to
+/// 8); a failed read leaves zeros, which only misplaces the search, never the program.
+#[inline(always)]
+fn search<T, const STEPS: u32, const STRIDE: u64, const KEY: u32>(
+    map: &Array<T>,
+    first: u32,
+    n: u32,
+    key: u64,
+) -> Option<u32> {
+    // Element 0's address; a stale or bounded-out index is masked, never dereferenced.
+    let elements = map.get_ptr(0)? as *const u8;
+    let mask = (1u64 << 24) - 1;
+    let mut base = first as u64;
+    let mut n = n as u64;
+    for _ in 0..STEPS {
+        let half = n >> 1;
+        let probe = (base + half) & mask;
+        let mut v = 0u64;
+        // SAFETY: a faulting-safe read of entry `probe`'s key (KEY <= 8 bytes) into a local.
+        unsafe {
+            aya_ebpf::helpers::generated::bpf_probe_read_kernel(
+                (&mut v as *mut u64).cast(),
+                KEY,
+                elements.wrapping_add((probe * STRIDE) as usize).cast(),
+            );
+        }
+        // base += half when the probe is at or below the key.
+        base += half & le(v, key).wrapping_neg();
+        n -= half;
+    }
+    Some(base as u32)
+}
+
+/// The row covering `pc` in the process whose mappings start at slot index `base`.
+#[inline(always)]
+fn find_row(base: u32, len: u32, pc: u64) -> Option<UnwindRow> {
+    if len == 0 {
+        return None;
+    }
+    let i = search::<_, MAPPING_SEARCH_STEPS, 32, 8>(&UNWIND_MAPPINGS, base, len, pc)?;
+    let m = *UNWIND_MAPPINGS.get(i)?;
+    if pc < m.start || pc >= m.end || m.rows_len == 0 {
+        return None;
+    }
+    let rel = pc.wrapping_sub(m.bias);
+    if rel > u32::MAX as u64 {
+        return None;
+    }
+    let j = search::<_, ROW_SEARCH_STEPS, 16, 4>(&UNWIND_ROWS, m.rows_start, m.rows_len, rel)?;
+    let r = *UNWIND_ROWS.get(j)?;
+    if r.pc as u64 > rel {
+        return None;
+    }
+    Some(r)
+}
