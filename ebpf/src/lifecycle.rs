@@ -51,8 +51,17 @@ fn try_task_newtask(ctx: &TracePointContext) -> Result<u32, i64> {
             ctx.read_at::<u64>(cfg.newtask_flags_off as usize)?,
         )
     };
-    if clone_flags & CLONE_THREAD == 0 && TARGETS.insert(&child, &1, 0).is_err() {
-        count_lost(ctx, lost::TARGETS_FULL);
+    if clone_flags & CLONE_THREAD == 0 {
+        if TARGETS.insert(&child, &1, 0).is_err() {
+            count_lost(ctx, lost::TARGETS_FULL);
+        }
+        // A forked child maps what its parent maps: it walks with the parent's unwind tables
+        // until the agent publishes its own (its slot stays the parent's until then).
+        let parent = (bpf_get_current_pid_tgid() >> 32) as u32;
+        // SAFETY: the value is copied out at once.
+        if let Some(tables) = unsafe { crate::unwind::UNWIND_PROCS.get(&parent) }.copied() {
+            let _ = crate::unwind::UNWIND_PROCS.insert(&child, &tables, 0);
+        }
     }
     emit(
         ctx,
@@ -77,6 +86,10 @@ pub fn mp_sched_exec(ctx: TracePointContext) -> u32 {
 
 fn try_sched_exec(ctx: &TracePointContext) -> Result<u32, i64> {
     if current_is_target() {
+        // The old image's unwind tables describe nothing of the new one: frame pointers until
+        // the agent, told by this record, publishes the new image's.
+        let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+        let _ = crate::unwind::UNWIND_PROCS.remove(&pid);
         emit(ctx, kind::EXEC, 0, [0; 8], lost::TASK);
     }
     Ok(0)

@@ -240,11 +240,11 @@ impl Sampler {
     /// Starts sampling process `pid` (and, from now on, every process it forks), and gives it
     /// unwind tables.
     pub fn add_target(&mut self, pid: u32) -> Result<()> {
+        // Tables first: a sample taken before them would be walked by frame pointers.
+        self.refresh_unwind(pid);
         self.targets
             .insert(pid, 1, 0)
-            .map_err(|e| Error::bpf(format!("adding pid {pid} to the target table"), e))?;
-        self.refresh_unwind(pid);
-        Ok(())
+            .map_err(|e| Error::bpf(format!("adding pid {pid} to the target table"), e))
     }
 
     /// Publishes `pid`'s unwind tables again: a new process, an exec, a library mapped since.

@@ -157,10 +157,7 @@ fn end_marker() -> UnwindRow {
 }
 
 /// One gimli row as an [`UnwindRow`].
-fn convert<'a, S>(
-    section: &S,
-    r: &gimli::UnwindTableRow<usize, gimli::StoreOnHeap>,
-) -> UnwindRow
+fn convert<'a, S>(section: &S, r: &gimli::UnwindTableRow<usize, gimli::StoreOnHeap>) -> UnwindRow
 where
     S: UnwindSection<gimli::EndianSlice<'a, LittleEndian>>,
 {
@@ -238,7 +235,7 @@ mod tests {
         assert!(t.rows.len() > 1000, "{} rows", t.rows.len());
         assert!(t.rows.windows(2).all(|w| w[0].pc < w[1].pc));
         // This very function is covered by a CFA rule on %rsp or %rbp.
-        let here = own_executable_has_sorted_rows_covering_its_code as usize as u64;
+        let here = own_executable_has_sorted_rows_covering_its_code as *const () as u64;
         let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
         let exe = std::fs::read_link("/proc/self/exe").unwrap();
         let (start, offset) = maps
@@ -267,14 +264,20 @@ mod tests {
 
     #[test]
     fn glibc_has_plt_signal_and_outermost_rows() {
-        let libc = ["/lib/x86_64-linux-gnu/libc.so.6", "/usr/lib/x86_64-linux-gnu/libc.so.6"]
-            .into_iter()
-            .find(|p| std::path::Path::new(p).exists())
-            .expect("glibc");
+        let libc = [
+            "/lib/x86_64-linux-gnu/libc.so.6",
+            "/usr/lib/x86_64-linux-gnu/libc.so.6",
+        ]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("glibc");
         let t = rows_of(libc);
         let has = |k| t.rows.iter().any(|r| r.cfa == k);
         assert!(has(cfa::SIGNAL), "__restore_rt's FDE is a signal frame");
-        assert!(has(cfa::END), "clone3's child start has an undefined return address");
+        assert!(
+            has(cfa::END),
+            "clone3's child start has an undefined return address"
+        );
         assert!(has(cfa::PLT), "the PLT expression is recognized");
         assert!(t.rows.iter().any(|r| r.rbp == rbp::AT_CFA));
     }

@@ -138,7 +138,10 @@ impl UnwindTables {
         };
         if let Err(e) = self.procs.insert(pid, entry, 0) {
             self.free_slots.push_back(slot);
-            return Err(Error::bpf(format!("publishing pid {pid}'s unwind tables"), e));
+            return Err(Error::bpf(
+                format!("publishing pid {pid}'s unwind tables"),
+                e,
+            ));
         }
         if let Some(old) = self.slot_of.insert(pid, slot) {
             self.free_slots.push_back(old);

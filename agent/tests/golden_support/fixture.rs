@@ -74,6 +74,7 @@ fn meta() -> Meta {
             total_cpu_ns: 120_000_000,
             peak_rss_kib: 35_840,
         }),
+        unwind: None,
     }
 }
 

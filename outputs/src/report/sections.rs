@@ -432,16 +432,31 @@ pub(super) fn lost(rec: &Recording) -> Section {
     }
     row("user stacks unreadable", l.user_stack_errors);
     row("kernel stacks unreadable", l.kernel_stack_errors);
-    row("user stacks cut at the depth limit", l.user_stacks_truncated);
+    row(
+        "user stacks cut at the depth limit",
+        l.user_stacks_truncated,
+    );
     row(
         "user stacks with frames without unwind info",
         l.user_stacks_without_unwind_info,
     );
-    row("user stacks stopped at an unsupported rule", l.user_stacks_stopped);
+    row(
+        "user stacks stopped at an unsupported rule",
+        l.user_stacks_stopped,
+    );
     if let Some(u) = &rec.meta.unwind {
-        row("objects left out of the unwind table (full)", u.objects_over_capacity);
-        row("mappings over the per-process unwind limit", u.mappings_over_limit);
-        row("processes over the unwind-table limit", u.processes_over_limit);
+        row(
+            "objects left out of the unwind table (full)",
+            u.objects_over_capacity,
+        );
+        row(
+            "mappings over the per-process unwind limit",
+            u.mappings_over_limit,
+        );
+        row(
+            "processes over the unwind-table limit",
+            u.processes_over_limit,
+        );
     }
     s
 }

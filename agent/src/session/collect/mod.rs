@@ -52,6 +52,12 @@ fn c_str(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes.split(|&b| b == 0).next().unwrap_or(&[])).into_owned()
 }
 
+/// A path that names a shared object (`libx.so`, `libx.so.1.2`, `mod.cpython-312-x86_64-linux-gnu.so`).
+fn is_shared_object(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    name.ends_with(".so") || name.contains(".so.")
+}
+
 impl Collector {
     /// An empty collector.
     pub fn new() -> Self {
@@ -148,9 +154,15 @@ impl EventSink for Collector {
                 .logs
                 .write(d.time_ns, d.pid, d.tid, d.fd, d.bytes, d.count),
             kind::ARG_STRING => self.spans.arg_string(d.tid, d.probe, c_str(d.bytes)),
-            kind::OPEN => self
-                .models
-                .opened(d.time_ns, d.pid, d.tid, &c_str(d.bytes), d.count),
+            kind::OPEN => {
+                let path = c_str(d.bytes);
+                // A shared object opened is about to be mapped (dlopen): read the mappings
+                // again now, so its unwind table and probes come before its first samples do.
+                if is_shared_object(&path) {
+                    self.procs.watch(d.pid);
+                }
+                self.models.opened(d.time_ns, d.pid, d.tid, &path, d.count)
+            }
             other => log::debug!("unknown data record kind {other}"),
         }
     }

@@ -1,0 +1,244 @@
+//! Native stacks without frame pointers, as root, on the real kernel: `mp-nofp-app` (built with
+//! `-O2 -fomit-frame-pointer`, like glibc and most wheels) burns or blocks at the end of known
+//! call chains, and modelprobe's share of whole stacks (reaching `_start`) with the expected
+//! callers is held to at least 95% and to at least that of `perf record --call-graph dwarf`
+//! (Debian's linux-perf) on the same binary, in the same test.
+use std::{
+    path::PathBuf,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use modelprobe_tests::*;
+
+fn nofp_app() -> PathBuf {
+    fixture_lib_dir().join("mp-nofp-app")
+}
+
+/// Share (weighted) of the stacks whose innermost user frame is `leaf` that are whole: they
+/// reach `_start` and hold `callers` in this order. `(whole, all)`.
+fn whole_share(folded: &[(String, u64)], leaf: &str, callers: &[&str]) -> (u64, u64) {
+    let mut whole = 0;
+    let mut all = 0;
+    for (stack, n) in folded {
+        let frames: Vec<&str> = stack
+            .split(';')
+            .skip(1) // the process name
+            .filter(|f| !f.ends_with("_[k]"))
+            .collect();
+        if frames.last() != Some(&leaf) {
+            continue;
+        }
+        all += n;
+        let mut rest = frames.iter();
+        let in_order = callers.iter().all(|c| rest.any(|f| f == c));
+        if frames.first() == Some(&"_start") && in_order {
+            whole += n;
+        }
+    }
+    (whole, all)
+}
+
+/// The same share in `perf record --call-graph dwarf` samples of the same command.
+fn perf_whole_share(args: &[&str], leaf: &str, callers: &[&str]) -> (u64, u64) {
+    let data = scratch_dir("native-unwind-perf").join("perf.data");
+    let out = run_with_timeout(
+        Command::new("perf")
+            .args([
+                "record",
+                "-q",
+                "-e",
+                "cpu-clock",
+                "-F",
+                "199",
+                "--call-graph",
+            ])
+            .args(["dwarf", "-o"])
+            .arg(&data)
+            .arg("--")
+            .arg(nofp_app())
+            .args(args),
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success(),
+        "perf record failed (install linux-perf): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Read as it comes (a pipe left full would stall perf): it takes well under a second.
+    let script = Command::new("perf")
+        .args(["script", "--no-inline", "-F", "ip,sym", "-i"])
+        .arg(&data)
+        .output()
+        .expect("running perf script");
+    let text = String::from_utf8_lossy(&script.stdout);
+    // One block per sample, innermost first; fold it root first like ours.
+    let folded: Vec<(String, u64)> = text
+        .split("\n\n")
+        .filter(|b| !b.trim().is_empty())
+        .map(|block| {
+            let mut frames: Vec<&str> = block
+                .lines()
+                .filter_map(|l| l.split_whitespace().nth(1))
+                .collect();
+            frames.reverse();
+            (format!("mp-nofp-app;{}", frames.join(";")), 1)
+        })
+        .collect();
+    whole_share(&folded, leaf, callers)
+}
+
+/// Attaches to `mp-nofp-app ARGS` for `seconds` and returns the recording's folded stacks
+/// (`offcpu.folded` when `off_cpu`).
+fn record(args: &[&str], seconds: u32, off_cpu: bool) -> (Vec<(String, u64)>, Recorded) {
+    let out = scratch_dir(&format!("native-unwind-{}", args[0]));
+    let mut target = KillOnDrop(
+        Command::new(nofp_app())
+            .args(args)
+            .spawn()
+            .expect("starting mp-nofp-app"),
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let duration = format!("{seconds}s");
+    let mut opts = vec!["--duration", &duration, "--freq", "199"];
+    if off_cpu {
+        opts.push("--off-cpu");
+    }
+    let r = Session::attach(&out, target.0.id(), &opts).finish();
+    let _ = target.0.kill();
+    let stderr = r.stderr();
+    assert_eq!(r.code(), Some(0), "attach failed: {stderr}");
+    let file = if off_cpu {
+        "offcpu.folded"
+    } else {
+        "stacks.folded"
+    };
+    (r.folded(file), r)
+}
+
+fn assert_whole(what: &str, (whole, all): (u64, u64), perf: Option<(u64, u64)>) {
+    assert!(all > 0, "{what}: no stack ends in the expected leaf");
+    let ours = whole as f64 / all as f64;
+    assert!(
+        ours >= 0.95,
+        "{what}: {whole} of {all} stacks whole ({:.1}%), want >= 95%",
+        100.0 * ours
+    );
+    if let Some((pw, pa)) = perf {
+        assert!(pa > 0, "{what}: perf recorded no stack in the leaf");
+        let theirs = pw as f64 / pa as f64;
+        assert!(
+            ours >= theirs,
+            "{what}: {:.1}% whole stacks, perf --call-graph dwarf {:.1}% ({pw}/{pa})",
+            100.0 * ours,
+            100.0 * theirs
+        );
+        eprintln!(
+            "{what}: modelprobe {:.1}% ({whole}/{all}), perf --call-graph dwarf {:.1}% ({pw}/{pa})",
+            100.0 * ours,
+            100.0 * theirs
+        );
+    }
+}
+
+#[test]
+fn call_chains_through_glibc_are_whole_without_frame_pointers() {
+    if !require_bpf("call_chains_through_glibc_are_whole_without_frame_pointers") {
+        return;
+    }
+    let _bpf = bpf_lock();
+    let chain = ["main", "nofp_outer", "nofp_middle"];
+    let (folded, r) = record(&["chain", "30"], 2, false);
+    let perf = perf_whole_share(&["chain", "2"], "nofp_leaf", &chain);
+    assert_whole(
+        "chain",
+        whole_share(&folded, "nofp_leaf", &chain),
+        Some(perf),
+    );
+    // The tables were used, and the recording says what they held.
+    let rec = read_recording(r.out_dir());
+    let unwind = &rec["meta"]["unwind"];
+    assert!(unwind["objects"].as_u64().unwrap() >= 3, "{unwind}");
+    assert!(unwind["rows"].as_u64().unwrap() > 1000, "{unwind}");
+
+    // A comparator called back from glibc's qsort: its callers go through libc's frames.
+    let sort = ["main", "nofp_sort", "__GI___qsort_r"];
+    let (folded, _) = record(&["qsort", "30"], 2, false);
+    let perf = perf_whole_share(&["qsort", "2"], "nofp_compare", &["main", "nofp_sort"]);
+    assert_whole(
+        "qsort",
+        whole_share(&folded, "nofp_compare", &sort),
+        Some(perf),
+    );
+}
+
+#[test]
+fn recursion_signal_handlers_and_dlopened_code_are_whole() {
+    if !require_bpf("recursion_signal_handlers_and_dlopened_code_are_whole") {
+        return;
+    }
+    let _bpf = bpf_lock();
+    // 60 nested calls: every one of them is in the stack.
+    let (folded, _) = record(&["recurse", "30", "60"], 2, false);
+    let recursion = ["nofp_recurse"; 60];
+    assert_whole(
+        "recursion",
+        whole_share(&folded, "nofp_leaf", &recursion),
+        None,
+    );
+    let max_depth = folded
+        .iter()
+        .map(|(s, _)| s.split(';').filter(|f| *f == "nofp_recurse").count())
+        .max()
+        .unwrap_or(0);
+    assert_eq!(max_depth, 60, "recursion depth seen");
+
+    // A handler's stack continues through the signal frame into the interrupted code
+    // (mostly nofp_spin_for_signals, sometimes the clock_gettime between its calls).
+    let (folded, _) = record(&["signal", "30"], 3, false);
+    let (whole, all) = whole_share(&folded, "nofp_on_signal", &["main"]);
+    let (spin, _) = whole_share(
+        &folded,
+        "nofp_on_signal",
+        &["main", "nofp_spin_for_signals"],
+    );
+    assert!(
+        spin * 2 > all,
+        "{spin} of {all} handler stacks name the interrupted function"
+    );
+    assert!(all >= 5, "too few samples in the handler: {all}");
+    assert_whole("signal handler", (whole, all), None);
+
+    // A library loaded after the agent attached gets its table; the first moments after the
+    // dlopen, before the agent has read the new mapping, may still be walked by frame
+    // pointers (counted against the share).
+    let started = Instant::now();
+    let (folded, _) = record(&["dlopen", "30", "2500"], 5, false);
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert_whole(
+        "dlopen'ed library",
+        whole_share(
+            &folded,
+            "nofp_plugin_inner",
+            &["main", "nofp_plugin_caller", "nofp_plugin_work"],
+        ),
+        None,
+    );
+}
+
+#[test]
+fn blocked_time_is_charged_to_the_whole_stack() {
+    if !require_bpf("blocked_time_is_charged_to_the_whole_stack") {
+        return;
+    }
+    let _bpf = bpf_lock();
+    let (folded, _) = record(&["nap", "30"], 2, true);
+    // The innermost user frame of a nap is glibc's clock_nanosleep; it must lead back to
+    // nofp_nap and main, not to __libc_start_call_main alone.
+    let (whole, all) = whole_share(
+        &folded,
+        "__GI___clock_nanosleep",
+        &["main", "nofp_nap", "usleep"],
+    );
+    assert_whole("off-CPU nap", (whole, all), None);
+}
