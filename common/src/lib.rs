@@ -116,6 +116,9 @@ pub mod flags {
     /// The walk stopped at a rule it cannot evaluate (a general DWARF expression), or at a
     /// frame whose stack pointer did not grow: the outer frames are missing.
     pub const USTACK_UNSUPPORTED: u32 = 1 << 7;
+    /// The innermost frame was in code its object has no CFI for (hand-written assembly) and
+    /// its caller was found by a validated scan of the words above the stack pointer.
+    pub const USTACK_SCANNED: u32 = 1 << 8;
 }
 
 /// Indices of the per-CPU `LOST` counter array.

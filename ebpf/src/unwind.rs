@@ -17,8 +17,8 @@ use aya_ebpf::{
 use modelprobe_common::{
     flags,
     unwind::{
-        cfa, rbp, UnwindMapping, UnwindProc, UnwindRow, DEFAULT_UNWIND_ROWS,
-        MAPPING_SEARCH_STEPS, MAX_UNWIND_MAPPINGS, MAX_UNWIND_PROCS, ROW_SEARCH_STEPS,
+        cfa, rbp, UnwindMapping, UnwindProc, UnwindRow, DEFAULT_UNWIND_ROWS, MAPPING_SEARCH_STEPS,
+        MAX_UNWIND_MAPPINGS, MAX_UNWIND_PROCS, ROW_SEARCH_STEPS,
     },
     StackEvent, MAX_STACK_DEPTH,
 };
@@ -98,18 +98,31 @@ pub(crate) fn unwind_user(ev: &mut StackEvent, pid: u32) -> bool {
                 continue;
             }
             cfa::NONE => {
-                bits |= flags::USTACK_NO_UNWIND_INFO;
-                if bp == 0 {
-                    whole = true;
-                    break;
-                }
-                // The frame-pointer step: CFA = %rbp + 16, the caller's %rbp at %rbp.
-                let Some(saved) = read(bp) else {
-                    break;
+                // The innermost frame in code with tables but not covered by them: its caller
+                // by a validated scan (only frame 0: `i` is a constant to the verifier, which
+                // walks this once).
+                let scanned = if i == 0 && find_mapping(base, len, pc).is_some() {
+                    scan(base, len, sp)
+                } else {
+                    None
                 };
-                let next = bp + 16;
-                bp = saved;
-                next
+                if let Some(slot) = scanned {
+                    bits |= flags::USTACK_SCANNED;
+                    slot + 8
+                } else {
+                    bits |= flags::USTACK_NO_UNWIND_INFO;
+                    if bp == 0 {
+                        whole = true;
+                        break;
+                    }
+                    // The frame-pointer step: CFA = %rbp + 16, the caller's %rbp at %rbp.
+                    let Some(saved) = read(bp) else {
+                        break;
+                    };
+                    let next = bp + 16;
+                    bp = saved;
+                    next
+                }
             }
             cfa::RSP | cfa::RBP | cfa::PLT => {
                 let Some(r) = row else {
@@ -243,9 +256,10 @@ fn search<T, const STEPS: u32, const STRIDE: u64, const KEY: u32>(
     Some(base as u32)
 }
 
-/// The row covering `pc` in the process whose mappings start at slot index `base`.
+/// The mapping with tables that holds `pc`, in the process whose mappings start at slot
+/// index `base`.
 #[inline(always)]
-fn find_row(base: u32, len: u32, pc: u64) -> Option<UnwindRow> {
+fn find_mapping(base: u32, len: u32, pc: u64) -> Option<UnwindMapping> {
     if len == 0 {
         return None;
     }
@@ -254,6 +268,45 @@ fn find_row(base: u32, len: u32, pc: u64) -> Option<UnwindRow> {
     if pc < m.start || pc >= m.end || m.rows_len == 0 {
         return None;
     }
+    Some(m)
+}
+
+/// Words above the stack pointer [`scan`] looks at.
+const SCAN_WORDS: u64 = 32;
+
+/// The address of the innermost frame's return address, for code its object has no CFI for
+/// (hand-written assembly such as BLAS kernels, which also use `%rbp` as a plain register):
+/// the first of [`SCAN_WORDS`] words above `sp` that points into code with tables right after
+/// a call instruction. A word that merely looks like code is not taken.
+#[inline(always)]
+fn scan(base: u32, len: u32, sp: u64) -> Option<u64> {
+    for k in 0..SCAN_WORDS {
+        let at = sp + 8 * k;
+        let word = read(at).unwrap_or(0);
+        if word > 8 && after_call(word) && find_mapping(base, len, word).is_some() {
+            return Some(at);
+        }
+    }
+    None
+}
+
+/// True if the instruction before `ra` is a call: `call rel32` (e8, 5 bytes) or `call` through
+/// a register or memory (ff /2: 2, 3, 6 or 7 bytes).
+#[inline(always)]
+fn after_call(ra: u64) -> bool {
+    let Some(code) = read(ra - 8) else {
+        return false;
+    };
+    // The byte `back` bytes before `ra`.
+    let at = |back: u64| (code >> (8 * (8 - back))) as u8;
+    let indirect = |len: u64| at(len) == 0xff && (at(len - 1) >> 3) & 7 == 2;
+    at(5) == 0xe8 || indirect(2) || indirect(3) || indirect(6) || indirect(7)
+}
+
+/// The row covering `pc` in the process whose mappings start at slot index `base`.
+#[inline(always)]
+fn find_row(base: u32, len: u32, pc: u64) -> Option<UnwindRow> {
+    let m = find_mapping(base, len, pc)?;
     let rel = pc.wrapping_sub(m.bias);
     if rel > u32::MAX as u64 {
         return None;

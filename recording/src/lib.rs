@@ -310,6 +310,10 @@ pub struct Lost {
     /// Stacks stopped at a rule the unwinder does not evaluate, or at a corrupt frame.
     #[serde(default)]
     pub user_stacks_stopped: u64,
+    /// Stacks whose innermost frame had no CFI (hand-written assembly), its caller found by a
+    /// validated scan of the stack: whole, but worth knowing.
+    #[serde(default)]
+    pub user_stacks_scanned: u64,
     /// Span records (entries or returns) dropped because the record ring buffer was full.
     #[serde(default)]
     pub span_records: u64,

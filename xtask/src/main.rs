@@ -381,6 +381,7 @@ fn lint() -> Result<()> {
 
 fn test(root: &Path) -> Result<()> {
     ensure_chromium()?;
+    ensure_numpy_venv(root)?;
     say("checking cupti-sys's bindings against the pinned CUPTI headers");
     if let Err(e) = cupti::generate(root, true) {
         if e.downcast_ref::<cupti::Offline>().is_none() {
@@ -420,6 +421,39 @@ fn ensure_chromium() -> Result<()> {
             "chromium",
         ])
         .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+/// Where the native-unwinding test finds a Python with numpy (its OpenBLAS is built without
+/// frame pointers and has hand-written kernels): a venv under `target/`, made once.
+pub(crate) const NUMPY_VENV: &str = "target/py-numpy";
+
+/// The numpy venv: pyenv's newest CPython (else `python3`), `pip install numpy` from PyPI.
+fn ensure_numpy_venv(root: &Path) -> Result<()> {
+    let venv = root.join(NUMPY_VENV);
+    let python = venv.join("bin/python");
+    if succeeds(Command::new(&python).args(["-c", "import numpy"])) {
+        return Ok(());
+    }
+    let base = std::fs::read_dir("/root/.pyenv/versions")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            // "3.12.1" -> (3, 12): numpy wheels exist for 3.10 and later.
+            let name = e.file_name().to_string_lossy().into_owned();
+            let mut v = name.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+            let version = (v.next()?, v.next()?);
+            let python = e.path().join("bin/python3");
+            (version >= (3, 10) && python.exists()).then_some((version, python))
+        })
+        .max()
+        .map_or_else(|| "python3".into(), |(_, p)| p);
+    say(&format!(
+        "creating {NUMPY_VENV} with numpy (from {}) for the native-unwinding test",
+        base.display()
+    ));
+    run(Command::new(&base).arg("-m").arg("venv").arg(&venv))?;
+    run(Command::new(venv.join("bin/pip")).args(["install", "-q", "numpy"]))
 }
 
 /// Everything the demo and the measurements run: set-up, the BPF object, and release builds of

@@ -54,6 +54,9 @@ pub struct SamplerOptions {
     pub unwind_rows: u32,
 }
 
+/// Longest a target's first unwind tables are waited for before it is sampled.
+const INITIAL_TABLES_WAIT: Duration = Duration::from_secs(30);
+
 /// Default size of the record ring buffer.
 pub const DEFAULT_RECORDS_RING: u32 = 4 << 20;
 
@@ -240,8 +243,21 @@ impl Sampler {
     /// Starts sampling process `pid` (and, from now on, every process it forks), and gives it
     /// unwind tables.
     pub fn add_target(&mut self, pid: u32) -> Result<()> {
-        // Tables first: a sample taken before them would be walked by frame pointers.
+        // Tables first, waited for: a sample taken before them would be walked by frame
+        // pointers.
         self.refresh_unwind(pid);
+        if let Some(u) = self.unwind.as_mut() {
+            u.wait(INITIAL_TABLES_WAIT);
+        }
+        self.targets
+            .insert(pid, 1, 0)
+            .map_err(|e| Error::bpf(format!("adding pid {pid} to the target table"), e))
+    }
+
+    /// Starts sampling a launched command held before its `execve`: its image now is the
+    /// agent's own, so its unwind tables wait for the exec record (no table is built for an
+    /// image about to be replaced).
+    pub fn add_gated_target(&mut self, pid: u32) -> Result<()> {
         self.targets
             .insert(pid, 1, 0)
             .map_err(|e| Error::bpf(format!("adding pid {pid} to the target table"), e))
@@ -254,6 +270,14 @@ impl Sampler {
             if let Err(e) = u.register(pid) {
                 log::warn!("pid {pid}: unwind tables not published ({e}); frame pointers only");
             }
+        }
+    }
+
+    /// Publishes the unwind tables finished since the last call (built off the session's
+    /// thread).
+    pub fn poll_unwind(&mut self) {
+        if let Some(u) = self.unwind.as_mut() {
+            u.poll();
         }
     }
 
@@ -321,15 +345,11 @@ impl Sampler {
         n
     }
 
-    /// Attaches the span programs to the function at `file_offset` of `path`, for process `pid`
-    /// only; records carry `cookie`.
-    pub fn attach_span(
-        &mut self,
-        path: &Path,
-        file_offset: u64,
-        cookie: u64,
-        pid: u32,
-    ) -> Result<()> {
+    /// Loads the span programs (uprobe and uretprobe) if they are not yet: the verifier walks
+    /// each for a good part of a second (the stack walk), so a session that may probe calls it
+    /// at start rather than at the first attach, when a library loaded at run time would lose
+    /// its first calls to the wait.
+    pub fn load_span_programs(&mut self) -> Result<()> {
         if !self.uprobes_loaded {
             for name in ["mp_span_enter", "mp_span_exit"] {
                 let prog: &mut UProbe = program(&mut self.bpf, name)?;
@@ -339,6 +359,19 @@ impl Sampler {
             }
             self.uprobes_loaded = true;
         }
+        Ok(())
+    }
+
+    /// Attaches the span programs to the function at `file_offset` of `path`, for process `pid`
+    /// only; records carry `cookie`.
+    pub fn attach_span(
+        &mut self,
+        path: &Path,
+        file_offset: u64,
+        cookie: u64,
+        pid: u32,
+    ) -> Result<()> {
+        self.load_span_programs()?;
         let scope = UProbeScope::OneProcess(
             std::num::NonZeroU32::new(pid).ok_or_else(|| Error::InvalidArgument("pid 0".into()))?,
         );

@@ -47,11 +47,12 @@ pub(super) fn run(s: &mut Session<'_>) -> Stopped {
             s.sampler.forget_exited();
         }
         for (pid, files) in s.collector.take_new_files() {
-            s.sampler.refresh_unwind(pid);
             if let Err(e) = s.probes.on_new_files(&mut s.sampler, pid, &files) {
                 log::warn!("probes not attached to new libraries of pid {pid}: {e}");
             }
+            s.sampler.refresh_unwind(pid);
         }
+        s.sampler.poll_unwind();
         if let Some(stopped) = check_end(s, &mut forwarded_at) {
             return stopped;
         }
@@ -116,6 +117,7 @@ fn sigint_from_terminal() -> bool {
 fn follow_lifecycle(collector: &mut Collector, sampler: &mut Sampler, probes: &mut ProbeSet) {
     for change in collector.take_lifecycle() {
         let (Lifecycle::NewProcess(pid) | Lifecycle::Exec(pid)) = change;
+        // Tables are built off this thread: asking costs nothing now.
         sampler.refresh_unwind(pid);
         if probes.is_empty() {
             continue;

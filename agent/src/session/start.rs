@@ -208,6 +208,10 @@ fn attach(
         unwind_rows: opts.unwind_rows,
     };
     let mut sampler = Sampler::start(&sampler_opts, tracefs)?;
+    if !probes.is_empty() {
+        // Probes may attach at any moment (a pack library loaded at run time): ready now.
+        sampler.load_span_programs()?;
+    }
     match (&opts.target, child) {
         (Target::Pid(pid), _) => {
             sampler.add_target(*pid)?;
@@ -220,7 +224,7 @@ fn attach(
             }
         }
         (Target::Command(_), Some(c)) => {
-            sampler.add_target(c.pid)?;
+            sampler.add_gated_target(c.pid)?;
             // Uprobes live on files: attached now, they fire from the command's first call.
             probes.attach_to(&mut sampler, c.pid)?;
         }

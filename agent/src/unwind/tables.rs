@@ -3,13 +3,19 @@
 //! `UNWIND_MAPPINGS` holds each process's mappings.
 //!
 //! [`UnwindTables::register`] reads a process's executable mappings and publishes them: it
-//! compiles the objects not seen before, writes the process's sorted mappings into a fresh
-//! slot, and only then points `UNWIND_PROCS` at it (the BPF side never sees a half-written
-//! slot; the old slot is reused last).
+//! writes the process's sorted mappings into a fresh slot, and only then points
+//! `UNWIND_PROCS` at it (the BPF side never sees a half-written slot; the old slot is reused
+//! last). Objects not seen before are compiled on a worker thread, so the session loop keeps
+//! draining while a large library is read; [`UnwindTables::poll`] stores what the worker
+//! finished and publishes again the processes that were waiting for it, and
+//! [`UnwindTables::wait`] blocks until nothing is pending (at the start of a session, so the
+//! first samples are already whole).
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     fs::File,
     os::unix::fs::MetadataExt,
+    sync::mpsc::{self, Receiver, RecvTimeoutError, Sender},
+    thread::JoinHandle,
     time::{Duration, Instant},
 };
 
@@ -30,7 +36,79 @@ enum Entry {
         len: u32,
         segments: Vec<(u64, u64, u64)>,
     },
+    /// On the worker now.
+    Pending,
     None,
+}
+
+/// An object for the worker to compile.
+struct Job {
+    key: ObjectKey,
+    path: String,
+    data: memmap2::Mmap,
+}
+
+/// What the worker made of a [`Job`].
+struct Done {
+    key: ObjectKey,
+    path: String,
+    result: Result<compile::ObjectTable, compile::CompileError>,
+    took: Duration,
+}
+
+/// The thread that compiles tables, and its two channels.
+struct Worker {
+    jobs: Option<Sender<Job>>,
+    done: Receiver<Done>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Worker {
+    fn start() -> Result<Worker> {
+        let (jobs, inbox) = mpsc::channel::<Job>();
+        let (outbox, done) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("mp-unwind".into())
+            .spawn(move || {
+                // Background work: the session loop (draining the ring buffers, attaching
+                // probes) and the target come first.
+                // SAFETY: gettid and setpriority have no memory-safety preconditions; this
+                // lowers only the calling thread's priority.
+                unsafe {
+                    let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+                    libc::setpriority(libc::PRIO_PROCESS, tid, 10);
+                }
+                for job in inbox {
+                    let began = Instant::now();
+                    let result = compile::compile(&job.data);
+                    let done = Done {
+                        key: job.key,
+                        path: job.path,
+                        result,
+                        took: began.elapsed(),
+                    };
+                    if outbox.send(done).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| Error::io("starting the unwind-table thread", e))?;
+        Ok(Worker {
+            jobs: Some(jobs),
+            done,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        // Closing the job channel ends the thread after the object in hand.
+        self.jobs = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// Identity of a mapped file: its build id, else its device and inode.
@@ -50,6 +128,10 @@ pub struct UnwindTables {
     by_inode: HashMap<(u64, u64), ObjectKey>,
     slot_of: HashMap<u32, u32>,
     free_slots: VecDeque<u32>,
+    /// Processes published without some of their objects (still compiling).
+    waiting: HashSet<u32>,
+    pending: usize,
+    worker: Worker,
     summary: UnwindSummary,
     build_time: Duration,
 }
@@ -80,6 +162,9 @@ impl UnwindTables {
             by_inode: HashMap::new(),
             slot_of: HashMap::new(),
             free_slots: (0..MAX_UNWIND_PROCS).collect(),
+            waiting: HashSet::new(),
+            pending: 0,
+            worker: Worker::start()?,
             summary,
             build_time: Duration::ZERO,
         })
@@ -96,16 +181,20 @@ impl UnwindTables {
             if !line.exec || line.inode == 0 || !line.path.starts_with('/') {
                 continue;
             }
-            let Some((entry, _)) = self.object(pid, &line) else {
+            let Some(entry) = self.object(pid, &line) else {
                 continue;
             };
-            let Entry::Rows {
-                start,
-                len,
-                segments,
-            } = entry
-            else {
-                continue;
+            let (start, len, segments) = match entry {
+                Entry::Rows {
+                    start,
+                    len,
+                    segments,
+                } => (start, len, segments),
+                Entry::Pending => {
+                    self.waiting.insert(pid);
+                    continue;
+                }
+                Entry::None => continue,
             };
             let table = compile::ObjectTable {
                 rows: Vec::new(),
@@ -127,6 +216,11 @@ impl UnwindTables {
             self.summary.mappings_over_limit += (list.len() - MAX_UNWIND_MAPPINGS as usize) as u64;
             list.truncate(MAX_UNWIND_MAPPINGS as usize);
         }
+        log::debug!(
+            "pid {pid}: unwind tables for {} mappings ({} rows so far)",
+            list.len(),
+            self.next_row
+        );
         let Some(slot) = self.free_slots.pop_front() else {
             self.summary.processes_over_limit += 1;
             return Ok(());
@@ -172,6 +266,72 @@ impl UnwindTables {
         }
     }
 
+    /// Stores the tables the worker finished and publishes again the processes that waited
+    /// for them; true if there were any.
+    pub fn poll(&mut self) -> bool {
+        let mut any = false;
+        while let Ok(done) = self.worker.done.try_recv() {
+            self.finished(done);
+            any = true;
+        }
+        if any {
+            self.republish_waiting();
+        }
+        any
+    }
+
+    /// Blocks until no object is compiling (at most `limit`), publishing as tables come.
+    pub fn wait(&mut self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.pending > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.worker.done.recv_timeout(left) {
+                Ok(done) => self.finished(done),
+                Err(RecvTimeoutError::Timeout) => {
+                    log::warn!(
+                        "{} unwind table(s) still building after {}s; their code is unwound by \
+                         frame pointers until they are ready",
+                        self.pending,
+                        limit.as_secs()
+                    );
+                    break;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        self.republish_waiting();
+    }
+
+    fn republish_waiting(&mut self) {
+        for pid in std::mem::take(&mut self.waiting) {
+            if let Err(e) = self.register(pid) {
+                log::warn!("pid {pid}: unwind tables not published ({e})");
+            }
+        }
+    }
+
+    /// One object back from the worker: its rows stored, or why it has none.
+    fn finished(&mut self, done: Done) {
+        self.pending = self.pending.saturating_sub(1);
+        self.build_time += done.took;
+        let entry = match done.result {
+            Ok(table) => self.store(&done.path, table),
+            Err(e) => {
+                log::debug!("no unwind table for {}: {e}", done.path);
+                self.summary.objects_without_info += 1;
+                Entry::None
+            }
+        };
+        if done.took > Duration::from_secs(1) {
+            log::info!(
+                "unwind table for {} built in {:.1}s",
+                done.path,
+                done.took.as_secs_f64()
+            );
+        }
+        self.by_key.insert(done.key, entry);
+    }
+
     /// What the tables hold and cost so far.
     pub fn summary(&self) -> UnwindSummary {
         UnwindSummary {
@@ -181,8 +341,9 @@ impl UnwindTables {
         }
     }
 
-    /// The entry of the file a mapping line names, compiled on first sight.
-    fn object(&mut self, pid: u32, line: &procmaps::MapsLine<'_>) -> Option<(Entry, ObjectKey)> {
+    /// The entry of the file a mapping line names; on first sight, queued for the worker
+    /// (`Pending`).
+    fn object(&mut self, pid: u32, line: &procmaps::MapsLine<'_>) -> Option<Entry> {
         let by_map_files = format!("/proc/{pid}/map_files/{:x}-{:x}", line.start, line.end);
         let file = File::open(&by_map_files)
             .or_else(|_| File::open(format!("/proc/{pid}/root{}", line.path)))
@@ -190,7 +351,7 @@ impl UnwindTables {
         let md = file.metadata().ok()?;
         let inode = (md.dev(), md.ino());
         if let Some(key) = self.by_inode.get(&inode) {
-            return Some((self.by_key[key].clone(), key.clone()));
+            return self.by_key.get(key).cloned();
         }
         // SAFETY: the file is mapped read-only and private; a library rewritten in place while
         // mapped is a hazard every debugger shares, and at worst yields wrong rows.
@@ -201,20 +362,26 @@ impl UnwindTables {
             .map_or(ObjectKey::Inode(inode.0, inode.1), ObjectKey::BuildId);
         self.by_inode.insert(inode, key.clone());
         if let Some(entry) = self.by_key.get(&key) {
-            return Some((entry.clone(), key));
+            return Some(entry.clone());
         }
-        let began = Instant::now();
-        let entry = match compile::compile(&data) {
-            Ok(table) => self.store(line.path, table),
-            Err(e) => {
-                log::debug!("no unwind table for {}: {e}", line.path);
-                self.summary.objects_without_info += 1;
-                Entry::None
-            }
+        let job = Job {
+            key: key.clone(),
+            path: line.path.to_string(),
+            data,
         };
-        self.build_time += began.elapsed();
-        self.by_key.insert(key.clone(), entry.clone());
-        Some((entry, key))
+        let sent = self
+            .worker
+            .jobs
+            .as_ref()
+            .is_some_and(|jobs| jobs.send(job).is_ok());
+        let entry = if sent {
+            self.pending += 1;
+            Entry::Pending
+        } else {
+            Entry::None
+        };
+        self.by_key.insert(key, entry.clone());
+        Some(entry)
     }
 
     /// Copies an object's rows into `UNWIND_ROWS`.

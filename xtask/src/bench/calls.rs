@@ -178,6 +178,10 @@ pub(super) fn cuda_cost(root: &Path, runs: usize, report: &mut Report) -> Result
         ("no profiler", vec![]),
         ("modelprobe run --no-gpu-timings (CUDA pack)", vec![]),
         (
+            "modelprobe run --frame-pointers (CUDA pack + launch stacks by frame pointer, no CUPTI)",
+            vec![],
+        ),
+        (
             "modelprobe run (CUDA pack + launch stacks, no CUPTI)",
             vec![],
         ),
@@ -206,15 +210,20 @@ pub(super) fn cuda_cost(root: &Path, runs: usize, report: &mut Report) -> Result
             .args(["--launches", &n]);
         with_lib(&mut c);
         rows[1].1.push(elapsed(&mut c)?);
-        let mut c = Command::new(&agent);
-        c.args(["run", "-q", "--no-logs", "-o"])
-            .arg(&out)
-            .arg("--")
-            .arg(&app)
-            .args(["--launches", &n])
-            .env_remove("MODELPROBE_CUPTI");
-        with_lib(&mut c);
-        rows[2].1.push(elapsed(&mut c)?);
+        // Launch stacks walked by frame pointers (the kernel's walk), then with the CFI tables.
+        for (row, extra) in [(2, &["--frame-pointers"][..]), (3, &[][..])] {
+            let mut c = Command::new(&agent);
+            c.args(["run", "-q", "--no-logs"])
+                .args(extra)
+                .arg("-o")
+                .arg(&out)
+                .arg("--")
+                .arg(&app)
+                .args(["--launches", &n])
+                .env_remove("MODELPROBE_CUPTI");
+            with_lib(&mut c);
+            rows[row].1.push(elapsed(&mut c)?);
+        }
         let mut c = Command::new(&agent);
         c.args(["run", "-q", "--no-logs", "-o"])
             .arg(&out)
@@ -225,7 +234,7 @@ pub(super) fn cuda_cost(root: &Path, runs: usize, report: &mut Report) -> Result
             // The GPU library appears at cuInit: let the agent connect before the calls.
             .env("MP_CUDA_SETTLE_MS", "1500");
         with_lib(&mut c);
-        rows[3].1.push(elapsed(&mut c)?);
+        rows[4].1.push(elapsed(&mut c)?);
         let kernels = {
             let rec: Value =
                 serde_json::from_str(&std::fs::read_to_string(out.join("recording.json"))?)?;
@@ -257,7 +266,7 @@ pub(super) fn cuda_cost(root: &Path, runs: usize, report: &mut Report) -> Result
                 &format!("{} --launches {n}", app.display()),
             ]);
             with_lib(&mut c);
-            rows[4].1.push(elapsed(&mut c)?);
+            rows[5].1.push(elapsed(&mut c)?);
         }
     }
     cost_table(

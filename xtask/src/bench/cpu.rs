@@ -62,7 +62,44 @@ pub(super) fn cpu_slowdown(
                 c
             }),
         ));
+        // The same with user stacks by frame pointers only (no CFI tables): what the unwinder
+        // costs on top.
+        variants.push((
+            format!("modelprobe run --freq {freq} --frame-pointers"),
+            Box::new(|| {
+                let mut c = Command::new(&agent);
+                c.args([
+                    "run",
+                    "-q",
+                    "--no-logs",
+                    "--frame-pointers",
+                    "--freq",
+                    freq,
+                    "-o",
+                ])
+                .arg(tmp.join("mp-fp"))
+                .arg("--")
+                .arg(&workload)
+                .args(&work);
+                c
+            }),
+        ));
         if have("perf") {
+            // perf's answer to code without frame pointers: 8 KiB of stack copied per sample,
+            // unwound in user space.
+            variants.push((
+                format!("perf record -e cpu-clock -F {freq} --call-graph dwarf"),
+                Box::new(|| {
+                    let mut c = Command::new("perf");
+                    c.args(["record", "-q", "-e", "cpu-clock", "-F", freq])
+                        .args(["--call-graph", "dwarf", "-o"])
+                        .arg(tmp.join("perf-dwarf.data"))
+                        .arg("--")
+                        .arg(&workload)
+                        .args(&work);
+                    c
+                }),
+            ));
             variants.push((
                 format!("perf record -e cpu-clock -F {freq} -g"),
                 Box::new(|| {
@@ -105,7 +142,11 @@ pub(super) fn cpu_slowdown(
                 json!(format!("{rss:.1} MiB")),
             ]);
         }
-        agent_cost.push((freq, agent_usage(&tmp.join("mp"))?));
+        agent_cost.push((format!("{freq} Hz"), agent_usage(&tmp.join("mp"))?));
+        agent_cost.push((
+            format!("{freq} Hz, --frame-pointers"),
+            agent_usage(&tmp.join("mp-fp"))?,
+        ));
     }
     report.table(
         "agent_cost",
@@ -121,7 +162,7 @@ pub(super) fn cpu_slowdown(
     );
     for (freq, (secs, rec_cpu, total_cpu, rss_kib)) in agent_cost {
         report.row(vec![
-            json!(format!("{freq} Hz")),
+            json!(freq),
             json!(round1(secs)),
             json!(format!("{rec_cpu:.3} s")),
             json!(format!("{:.2}%", 100.0 * rec_cpu / secs)),

@@ -16,6 +16,7 @@ use crate::{build_release_with_fixtures, is_root, results::Report, say};
 mod calls;
 mod cpu;
 mod postproc;
+mod unwind;
 
 use calls::{cuda_cost, event_rate, probe_cost};
 use cpu::cpu_slowdown;
@@ -68,7 +69,9 @@ pub fn run(root: &Path, runs: usize, rounds: u64, only: Option<&str>) -> Result<
     if !is_root() {
         bail!("benchmarks attach BPF programs and need root: run `sudo -E cargo xtask bench`");
     }
-    const SECTIONS: [&str; 6] = ["cpu", "probe", "cuda", "events", "postproc", "fuzz"];
+    const SECTIONS: [&str; 7] = [
+        "cpu", "unwind", "probe", "cuda", "events", "postproc", "fuzz",
+    ];
     if let Some(other) = only.filter(|o| !SECTIONS.contains(o)) {
         bail!("--only takes one of {}, not {other:?}", SECTIONS.join(", "));
     }
@@ -78,6 +81,9 @@ pub fn run(root: &Path, runs: usize, rounds: u64, only: Option<&str>) -> Result<
     let mut report = Report::default();
     if matches!(only, None | Some("cpu")) {
         cpu_slowdown(root, runs, rounds, &mut report)?;
+    }
+    if matches!(only, None | Some("unwind")) {
+        unwind::table_cost(root, &mut report)?;
     }
     if matches!(only, None | Some("probe")) {
         probe_cost(root, runs, &mut report)?;

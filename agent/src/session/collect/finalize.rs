@@ -23,6 +23,7 @@ impl Collector {
         meta.lost.user_stacks_truncated = sampled.quality.truncated;
         meta.lost.user_stacks_without_unwind_info = sampled.quality.without_unwind_info;
         meta.lost.user_stacks_stopped = sampled.quality.stopped;
+        meta.lost.user_stacks_scanned = sampled.quality.scanned;
         meta.lost.unmatched_span_returns = paired.unmatched_returns;
         meta.lost.log_bytes_cut = cut;
 

@@ -31,6 +31,8 @@ pub struct StackQuality {
     pub without_unwind_info: u64,
     /// Stopped at a rule the unwinder does not evaluate, or a corrupt frame.
     pub stopped: u64,
+    /// Innermost frame without CFI, its caller found by a validated stack scan.
+    pub scanned: u64,
 }
 
 /// What [`Stacks::finish`] hands to symbolization.
@@ -60,6 +62,7 @@ impl Stacks {
             (flags::USTACK_TRUNCATED, &mut q.truncated),
             (flags::USTACK_NO_UNWIND_INFO, &mut q.without_unwind_info),
             (flags::USTACK_UNSUPPORTED, &mut q.stopped),
+            (flags::USTACK_SCANNED, &mut q.scanned),
         ] {
             *count += u64::from(ev.flags & bit != 0);
         }
