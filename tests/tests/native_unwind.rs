@@ -316,7 +316,7 @@ fn numpy_openblas_stacks_reach_the_process_entry() {
         }
         all += n;
         let frames: Vec<&str> = stack.split(';').collect();
-        if frames.get(1) == Some(&"_start") && frames.iter().any(|f| *f == "PyEval_EvalCode") {
+        if frames.get(1) == Some(&"_start") && frames.contains(&"PyEval_EvalCode") {
             whole += n;
         }
     }
