@@ -32,6 +32,17 @@ const FIXTURES: &[(&str, &str, &[&str])] = &[
     ),
     // -rdynamic: the stand-in runtime names kernels by their host stub's symbol (dladdr).
     ("fixtures/cuda_app.c", "mp-cuda-app", &["-ldl", "-rdynamic"]),
+    (
+        "fixtures/cuda_app.c",
+        "mp-cuda-app-nofp",
+        &[
+            "-ldl",
+            "-rdynamic",
+            "-O2",
+            "-fomit-frame-pointer",
+            "-DMP_NESTED_LAUNCHES",
+        ],
+    ),
     ("fixtures/llama_app.c", "mp-llama-app", &[]),
     // The same as a library in a wheel-like folder no search path names, for a host that
     // loads it at run time (llama-cpp-python's ctypes load of site-packages/llama_cpp/lib).

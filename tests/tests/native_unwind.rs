@@ -323,3 +323,62 @@ fn numpy_openblas_stacks_reach_the_process_entry() {
     assert!(all >= 100, "too few samples in dgemm: {all}");
     assert_whole("numpy matmul (OpenBLAS)", (whole, all), None);
 }
+
+#[test]
+fn cuda_launch_stacks_name_callers_without_frame_pointers() {
+    if !require_bpf("cuda_launch_stacks_name_callers_without_frame_pointers") {
+        return;
+    }
+    let _bpf = bpf_lock();
+    let fixtures = fixture_lib_dir();
+    let out = scratch_dir("native-unwind-cuda");
+    // main -> app_forward -> app_layer -> app_launch -> cudaLaunchKernel (the stand-in
+    // runtime), all built without frame pointers; the runtime is dlopen'ed 200 ms in.
+    let r = Session::run(&out, &[])
+        .command(fixtures.join("mp-cuda-app-nofp"), &["--launches", "300"])
+        .env("LD_LIBRARY_PATH", fixtures.join("cuda"))
+        .env("MP_CUDA_SETTLE_MS", "1500")
+        .env_remove("MODELPROBE_CUPTI")
+        .expect_success();
+    let rec = read_recording(r.out_dir());
+    let probes = rec["probes"].as_array().expect("probes");
+    let frame_names = |stack: u64| -> Vec<String> {
+        rec["stacks"][stack as usize]
+            .as_array()
+            .expect("stack")
+            .iter()
+            .map(|f| {
+                rec["frames"][f.as_u64().unwrap() as usize]["name"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    };
+    let chain = [
+        "main",
+        "app_forward",
+        "app_layer",
+        "app_launch",
+        "cudaLaunchKernel",
+    ];
+    let (mut whole, mut all) = (0, 0);
+    for span in rec["spans"].as_array().expect("spans") {
+        if probes[span["probe"].as_u64().unwrap() as usize]["function"] != "cudaLaunchKernel" {
+            continue;
+        }
+        all += 1;
+        let Some(stack) = span["stack"].as_u64() else {
+            continue;
+        };
+        let names = frame_names(stack);
+        let at = names.iter().position(|f| f == "main");
+        if names.first().map(String::as_str) == Some("_start")
+            && at.is_some_and(|i| names[i..] == chain)
+        {
+            whole += 1;
+        }
+    }
+    assert_eq!(all, 300, "cudaLaunchKernel spans");
+    assert_whole("CUDA launch stacks", (whole, all), None);
+}
