@@ -9,7 +9,9 @@
 //!   kernel, so children are sampled from their first instruction; with `mp_sched_exec`,
 //!   `mp_task_rename` and `mp_signal_deliver`, they report lifecycle events as `Record`s.
 //! - [`spans`]: `mp_span_enter` / `mp_span_exit` (uprobe / uretprobe): a probed function was
-//!   entered or returned; the attach cookie says which probe and what else to keep.
+//!   entered or returned; the attach cookie says which probe and what else to keep. The
+//!   `_stack` variants also take the calling stack (launch probes) or a failed call's stack
+//!   (status probes).
 //! - [`stdio`]: `mp_sys_write` / `mp_sys_writev` / `mp_sys_openat`: stdout/stderr writes and
 //!   file opens, as `DataRecord`s.
 //! - [`unwind`]: the user-stack walk through the agent's CFI tables, used by every program

@@ -27,9 +27,11 @@ use crate::{
     maps::{count_lost, current_is_target, EVENTS, PENDING_OUT},
 };
 
+/// The entry probe of a function whose calling stack is not kept: cheap for the verifier
+/// (no stack walk), so it is loaded at the first probe in a moment.
 #[uprobe]
 pub fn mp_span_enter(ctx: ProbeContext) -> u32 {
-    match try_span_enter(&ctx) {
+    match try_span_enter::<false>(&ctx) {
         Ok(ret) => ret,
         Err(e) => {
             debug!(&ctx, "mp_span_enter failed ({})", e);
@@ -38,7 +40,20 @@ pub fn mp_span_enter(ctx: ProbeContext) -> u32 {
     }
 }
 
-fn try_span_enter(ctx: &ProbeContext) -> Result<u32, i64> {
+/// The entry probe of a call that queues GPU work ([`LAUNCH_STACK_COOKIE`]): also its calling
+/// stack. The stack walk makes this a long verification: loaded only for such probes.
+#[uprobe]
+pub fn mp_span_enter_stack(ctx: ProbeContext) -> u32 {
+    match try_span_enter::<true>(&ctx) {
+        Ok(ret) => ret,
+        Err(e) => {
+            debug!(&ctx, "mp_span_enter_stack failed ({})", e);
+            0
+        }
+    }
+}
+
+fn try_span_enter<const STACKS: bool>(ctx: &ProbeContext) -> Result<u32, i64> {
     if !current_is_target() {
         return Ok(0);
     }
@@ -72,7 +87,7 @@ fn try_span_enter(ctx: &ProbeContext) -> Result<u32, i64> {
             lost::SPAN,
         );
     }
-    if cookie & LAUNCH_STACK_COOKIE != 0 {
+    if STACKS && cookie & LAUNCH_STACK_COOKIE != 0 {
         // The stack that queued GPU work: its GPU time is charged to it.
         launch_stack(ctx, probe);
     }
@@ -127,9 +142,10 @@ fn stack_args(ctx: &ProbeContext) -> (u64, u64) {
     }
 }
 
+/// The return probe of a function whose failures keep no stack.
 #[uretprobe]
 pub fn mp_span_exit(ctx: RetProbeContext) -> u32 {
-    match try_span_exit(&ctx) {
+    match try_span_exit::<false>(&ctx) {
         Ok(ret) => ret,
         Err(e) => {
             debug!(&ctx, "mp_span_exit failed ({})", e);
@@ -138,7 +154,20 @@ pub fn mp_span_exit(ctx: RetProbeContext) -> u32 {
     }
 }
 
-fn try_span_exit(ctx: &RetProbeContext) -> Result<u32, i64> {
+/// The return probe of a function returning a status ([`STATUS_COOKIE`]): a failure also
+/// sends the caller's stack. Loaded only for such probes (the stack walk's verification).
+#[uretprobe]
+pub fn mp_span_exit_stack(ctx: RetProbeContext) -> u32 {
+    match try_span_exit::<true>(&ctx) {
+        Ok(ret) => ret,
+        Err(e) => {
+            debug!(&ctx, "mp_span_exit_stack failed ({})", e);
+            0
+        }
+    }
+}
+
+fn try_span_exit<const STACKS: bool>(ctx: &RetProbeContext) -> Result<u32, i64> {
     if !current_is_target() {
         return Ok(0);
     }
@@ -162,7 +191,7 @@ fn try_span_exit(ctx: &RetProbeContext) -> Result<u32, i64> {
         [ret, out, 0, 0, 0, 0, 0, 0],
         lost::SPAN,
     );
-    if cookie & STATUS_COOKIE != 0 && ret as u32 != 0 {
+    if STACKS && cookie & STATUS_COOKIE != 0 && ret as u32 != 0 {
         // A failed API call: keep where it was called from (the caller's stack, as the return
         // probe runs on the way back to it).
         error_stack(ctx, (cookie & COOKIE_ID_MASK) as u32);

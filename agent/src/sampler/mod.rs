@@ -23,7 +23,10 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use aya_log::EbpfLogger;
-use modelprobe_common::{kind, lost, Config, DataHeader, Record, StackEvent, DATA_HEADER};
+use modelprobe_common::{
+    kind, lost, Config, DataHeader, Record, StackEvent, DATA_HEADER, LAUNCH_STACK_COOKIE,
+    STATUS_COOKIE,
+};
 
 use crate::{unwind::UnwindTables, Error, Result};
 
@@ -91,7 +94,8 @@ pub struct Sampler {
     records: RingBuf<MapData>,
     targets: HashMap<MapData, u32, u32>,
     cpus: u32,
-    uprobes_loaded: bool,
+    /// Span programs loaded so far (each on its first use).
+    span_programs_loaded: Vec<&'static str>,
     /// The BPF programs' log records, read only when [`bpf_log_level`] turned them on.
     bpf_logs: Option<EbpfLogger<&'static dyn log::Log>>,
     /// The CFI tables user stacks are walked with; `None` when turned off.
@@ -230,7 +234,7 @@ impl Sampler {
             records,
             targets,
             cpus: cpus.len() as u32,
-            uprobes_loaded: false,
+            span_programs_loaded: Vec::new(),
             bpf_logs,
         })
     }
@@ -345,19 +349,16 @@ impl Sampler {
         n
     }
 
-    /// Loads the span programs (uprobe and uretprobe) if they are not yet: the verifier walks
-    /// each for a good part of a second (the stack walk), so a session that may probe calls it
-    /// at start rather than at the first attach, when a library loaded at run time would lose
-    /// its first calls to the wait.
-    pub fn load_span_programs(&mut self) -> Result<()> {
-        if !self.uprobes_loaded {
-            for name in ["mp_span_enter", "mp_span_exit"] {
-                let prog: &mut UProbe = program(&mut self.bpf, name)?;
-                prog.load()
-                    .map_err(|e| Error::bpf(format!("loading {name}"), e))?;
-                log_verified(name, prog.info().ok());
-            }
-            self.uprobes_loaded = true;
+    /// Loads span program `name` if it is not yet. The plain ones verify in milliseconds; the
+    /// `_stack` ones (the stack walk) take the verifier a good part of a second, and are only
+    /// loaded for probes that keep stacks (the CUDA packs' launch and status probes).
+    fn load_span_program(&mut self, name: &'static str) -> Result<()> {
+        if !self.span_programs_loaded.contains(&name) {
+            let prog: &mut UProbe = program(&mut self.bpf, name)?;
+            prog.load()
+                .map_err(|e| Error::bpf(format!("loading {name}"), e))?;
+            log_verified(name, prog.info().ok());
+            self.span_programs_loaded.push(name);
         }
         Ok(())
     }
@@ -371,11 +372,24 @@ impl Sampler {
         cookie: u64,
         pid: u32,
     ) -> Result<()> {
-        self.load_span_programs()?;
+        // The entry program keeps the calling stack only for launch probes, the return program
+        // only for status probes: the others get the programs without the stack walk.
+        let enter = if cookie & LAUNCH_STACK_COOKIE != 0 {
+            "mp_span_enter_stack"
+        } else {
+            "mp_span_enter"
+        };
+        let exit = if cookie & STATUS_COOKIE != 0 {
+            "mp_span_exit_stack"
+        } else {
+            "mp_span_exit"
+        };
+        self.load_span_program(enter)?;
+        self.load_span_program(exit)?;
         let scope = UProbeScope::OneProcess(
             std::num::NonZeroU32::new(pid).ok_or_else(|| Error::InvalidArgument("pid 0".into()))?,
         );
-        for name in ["mp_span_enter", "mp_span_exit"] {
+        for name in [enter, exit] {
             let prog: &mut UProbe = program(&mut self.bpf, name)?;
             let point = UProbeAttachPoint {
                 location: UProbeAttachLocation::AbsoluteOffset(file_offset),

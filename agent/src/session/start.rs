@@ -208,10 +208,6 @@ fn attach(
         unwind_rows: opts.unwind_rows,
     };
     let mut sampler = Sampler::start(&sampler_opts, tracefs)?;
-    if !probes.is_empty() {
-        // Probes may attach at any moment (a pack library loaded at run time): ready now.
-        sampler.load_span_programs()?;
-    }
     match (&opts.target, child) {
         (Target::Pid(pid), _) => {
             sampler.add_target(*pid)?;

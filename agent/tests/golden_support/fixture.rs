@@ -11,6 +11,7 @@ use modelprobe::{
     recording::{
         AgentUsage, Counter, Event, EventKind, Frame, FrameKind, GpuDetail, GpuLaunch, GpuOp,
         GpuSource, Lost, Meta, ProbeInfo, Process, Recording, Sample, SampleKind, Span, Thread,
+        UnwindSummary,
     },
 };
 use serde_json::{json, Value};
@@ -74,7 +75,16 @@ fn meta() -> Meta {
             total_cpu_ns: 120_000_000,
             peak_rss_kib: 35_840,
         }),
-        unwind: None,
+        unwind: Some(UnwindSummary {
+            objects: 4,
+            rows: 61_234,
+            capacity_rows: 2 << 20,
+            kernel_bytes: 41_943_040,
+            build_ms: 87,
+            processes: 2,
+            objects_without_info: 1,
+            ..UnwindSummary::default()
+        }),
     }
 }
 

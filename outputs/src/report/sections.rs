@@ -116,6 +116,19 @@ pub(super) fn headline(rec: &Recording) -> Vec<(String, String)> {
             ),
         );
     }
+    if let Some(u) = &m.unwind {
+        push(
+            "unwind tables",
+            format!(
+                "{} objects, {} rows of {}, {:.1} MiB kernel memory, built in {}",
+                u.objects,
+                u.rows,
+                u.capacity_rows,
+                u.kernel_bytes as f64 / (1 << 20) as f64,
+                seconds(u.build_ms.saturating_mul(1_000_000))
+            ),
+        );
+    }
     push("lost", format!("{} records dropped", m.lost.dropped()));
     h
 }
