@@ -89,6 +89,26 @@ fn main() {
     let cc = env::var("CC").unwrap_or_else(|_| "cc".into());
     std::fs::create_dir_all(dir.join("cuda")).expect("create fixtures/cuda");
     std::fs::create_dir_all(dir.join("wheel/llama_cpp/lib")).expect("create fixtures/wheel");
+    // The Rust fixture without frame pointers, with the rustc that builds this crate.
+    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let src = "fixtures/nofp_rust.rs";
+    println!("cargo:rerun-if-changed={src}");
+    let status = Command::new(&rustc)
+        .args([
+            "--edition",
+            "2021",
+            "-O",
+            "-C",
+            "force-frame-pointers=no",
+            "-C",
+            "debuginfo=1",
+        ])
+        .arg("-o")
+        .arg(dir.join("mp-nofp-rust"))
+        .arg(manifest.join(src))
+        .status()
+        .unwrap_or_else(|e| panic!("running {rustc} for {src}: {e}"));
+    assert!(status.success(), "{rustc} failed on {src}");
     for (src, lib, flags) in FIXTURES {
         println!("cargo:rerun-if-changed={src}");
         let status = Command::new(&cc)

@@ -148,6 +148,21 @@ pub fn run_with_timeout(cmd: &mut Command, limit: Duration) -> Output {
     }
 }
 
+/// The frame names of stack `stack` of a recording (outermost first).
+pub fn frame_names(rec: &serde_json::Value, stack: u64) -> Vec<String> {
+    rec["stacks"][stack as usize]
+        .as_array()
+        .expect("stack")
+        .iter()
+        .map(|f| {
+            rec["frames"][f.as_u64().unwrap() as usize]["name"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
 /// Parses a folded-stacks file into `(stack, count)` pairs.
 pub fn read_folded(path: &Path) -> Vec<(String, u64)> {
     std::fs::read_to_string(path)

@@ -59,20 +59,6 @@ fn ops_of<'a>(rec: &'a Value, kind: &str) -> Vec<&'a Value> {
         .unwrap_or_default()
 }
 
-fn frame_names(rec: &Value, stack: u64) -> Vec<String> {
-    rec["stacks"][stack as usize]
-        .as_array()
-        .expect("stack")
-        .iter()
-        .map(|f| {
-            rec["frames"][f.as_u64().unwrap() as usize]["name"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect()
-}
-
 #[test]
 fn gpu_activity_is_recorded_and_joined_to_launch_stacks() {
     if !require_bpf("gpu_activity_is_recorded_and_joined_to_launch_stacks") {

@@ -24,7 +24,8 @@ fn whole_share(folded: &[(String, u64)], leaf: &str, callers: &[&str]) -> (u64, 
         let frames: Vec<&str> = stack
             .split(';')
             .skip(1) // the process name
-            .filter(|f| !f.ends_with("_[k]"))
+            // Kernel frames, and functions inlined into the leaf, are not user frames of their own.
+            .filter(|f| !f.ends_with("_[k]") && !f.ends_with("_[i]"))
             .collect();
         if frames.last() != Some(&leaf) {
             continue;
@@ -173,6 +174,40 @@ fn call_chains_through_glibc_are_whole_without_frame_pointers() {
 }
 
 #[test]
+fn rust_without_frame_pointers_is_whole_through_std() {
+    if !require_bpf("rust_without_frame_pointers_is_whole_through_std") {
+        return;
+    }
+    let _bpf = bpf_lock();
+    let out = scratch_dir("native-unwind-rust");
+    let mut target = KillOnDrop(
+        Command::new(fixture_lib_dir().join("mp-nofp-rust"))
+            .arg("30")
+            .spawn()
+            .expect("starting mp-nofp-rust"),
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let r = Session::attach(&out, target.0.id(), &["--duration", "2s", "--freq", "199"]).finish();
+    let _ = target.0.kill();
+    assert_eq!(r.code(), Some(0), "attach failed: {}", r.stderr());
+    let folded = r.folded("stacks.folded");
+    // The comparator is called back from std's sort (whose frames are inlined or not, as the
+    // compiler chose); Rust's runtime, main and the two callers must be there.
+    let (whole, all) = whole_share(
+        &folded,
+        "nofp_rust::rust_compare",
+        &[
+            "std::rt::lang_start_internal",
+            "nofp_rust::rust_outer",
+            "nofp_rust::rust_sort",
+        ],
+    );
+    assert!(all >= 100, "too few samples in rust_compare: {all}");
+    // The stack is whole when it reaches the process entry, through Rust's runtime.
+    assert_whole("Rust sort_by callback", (whole, all), None);
+}
+
+#[test]
 fn recursion_signal_handlers_and_dlopened_code_are_whole() {
     if !require_bpf("recursion_signal_handlers_and_dlopened_code_are_whole") {
         return;
@@ -192,6 +227,20 @@ fn recursion_signal_handlers_and_dlopened_code_are_whole() {
         .max()
         .unwrap_or(0);
     assert_eq!(max_depth, 60, "recursion depth seen");
+
+    // Deeper than the 127-frame limit: cut, and counted as cut.
+    let (folded, r) = record(&["recurse", "30", "300"], 2, false);
+    let deepest = folded
+        .iter()
+        .map(|(s, _)| s.split(';').filter(|f| !f.ends_with("_[k]")).count() - 1)
+        .max()
+        .unwrap_or(0);
+    assert_eq!(deepest, 127, "user frames in the deepest stack");
+    let rec = read_recording(r.out_dir());
+    let truncated = rec["meta"]["lost"]["user_stacks_truncated"]
+        .as_u64()
+        .unwrap();
+    assert!(truncated > 0, "{}", rec["meta"]["lost"]);
 
     // A handler's stack continues through the signal frame into the interrupted code
     // (mostly nofp_spin_for_signals, sometimes the clock_gettime between its calls).
@@ -342,19 +391,6 @@ fn cuda_launch_stacks_name_callers_without_frame_pointers() {
         .expect_success();
     let rec = read_recording(r.out_dir());
     let probes = rec["probes"].as_array().expect("probes");
-    let frame_names = |stack: u64| -> Vec<String> {
-        rec["stacks"][stack as usize]
-            .as_array()
-            .expect("stack")
-            .iter()
-            .map(|f| {
-                rec["frames"][f.as_u64().unwrap() as usize]["name"]
-                    .as_str()
-                    .unwrap()
-                    .to_string()
-            })
-            .collect()
-    };
     let chain = [
         "main",
         "app_forward",
@@ -371,7 +407,7 @@ fn cuda_launch_stacks_name_callers_without_frame_pointers() {
         let Some(stack) = span["stack"].as_u64() else {
             continue;
         };
-        let names = frame_names(stack);
+        let names = frame_names(&rec, stack);
         let at = names.iter().position(|f| f == "main");
         if names.first().map(String::as_str) == Some("_start")
             && at.is_some_and(|i| names[i..] == chain)

@@ -48,19 +48,21 @@ pub enum CompileError {
 pub struct ObjectTable {
     /// Rows sorted by `pc`, no two with the same `pc`.
     pub rows: Vec<UnwindRow>,
-    /// `(p_offset, p_vaddr, p_filesz)` of each loadable segment, to turn a mapping's file
-    /// offset into a load bias.
+    /// `(p_offset, p_vaddr, p_filesz)` of each executable loadable segment, to turn an
+    /// executable mapping's file offset into a load bias.
     pub segments: Vec<(u64, u64, u64)>,
 }
 
 impl ObjectTable {
-    /// Runtime address minus virtual address for a mapping of file offset `offset` at `start`;
-    /// `None` when no segment holds that offset.
+    /// Runtime address minus virtual address for an executable mapping of file offset
+    /// `offset` at `start`; `None` when no executable segment holds that offset. The mapping
+    /// starts at the segment's offset rounded down to a page (lld lays segments out at
+    /// offsets that are not page-aligned).
     pub fn bias(&self, start: u64, offset: u64) -> Option<u64> {
         let &(p_offset, p_vaddr, _) = self
             .segments
             .iter()
-            .find(|&&(o, _, size)| offset >= o && offset < o + size.max(1))?;
+            .find(|&&(o, _, size)| offset >= o & !0xfff && offset < o + size.max(1))?;
         Some(
             start
                 .wrapping_sub(offset)
@@ -75,6 +77,9 @@ pub fn compile(data: &[u8]) -> Result<ObjectTable, CompileError> {
     let file = object::File::parse(data)?;
     let segments = file
         .segments()
+        .filter(|s| {
+            matches!(s.flags(), object::SegmentFlags::Elf { p_flags } if p_flags & object::elf::PF_X != 0)
+        })
         .map(|s| {
             let (offset, size) = s.file_range();
             (offset, s.address(), size)

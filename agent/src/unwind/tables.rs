@@ -111,6 +111,10 @@ impl Drop for Worker {
     }
 }
 
+/// Objects up to this size are compiled on the session's thread (a few ms), larger ones on
+/// the worker.
+const INLINE_COMPILE_BYTES: usize = 4 << 20;
+
 /// Identity of a mapped file: its build id, else its device and inode.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum ObjectKey {
@@ -363,6 +367,20 @@ impl UnwindTables {
         self.by_inode.insert(inode, key.clone());
         if let Some(entry) = self.by_key.get(&key) {
             return Some(entry.clone());
+        }
+        if data.len() <= INLINE_COMPILE_BYTES {
+            // Small: compiled here in a millisecond or two, published with this very call
+            // (no round trip through the worker for a library just dlopen'ed).
+            let began = Instant::now();
+            let result = compile::compile(&data);
+            self.pending += 1;
+            self.finished(Done {
+                key: key.clone(),
+                path: line.path.to_string(),
+                result,
+                took: began.elapsed(),
+            });
+            return self.by_key.get(&key).cloned();
         }
         let job = Job {
             key: key.clone(),
