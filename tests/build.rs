@@ -67,7 +67,7 @@ const FIXTURES: &[(&str, &str, &[&str])] = &[
     (
         "fixtures/nofp_app.c",
         "mp-nofp-app",
-        &["-O2", "-fomit-frame-pointer", "-ldl"],
+        &["-O2", "-fomit-frame-pointer", "-ldl", "-pthread"],
     ),
     (
         "fixtures/nofp_plugin.c",

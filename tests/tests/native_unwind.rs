@@ -18,6 +18,16 @@ fn nofp_app() -> PathBuf {
 /// Share (weighted) of the stacks whose innermost user frame is `leaf` that are whole: they
 /// reach `_start` and hold `callers` in this order. `(whole, all)`.
 fn whole_share(folded: &[(String, u64)], leaf: &str, callers: &[&str]) -> (u64, u64) {
+    whole_share_from(folded, "_start", leaf, callers)
+}
+
+/// [`whole_share`] for stacks whose outermost frame is `root` (`clone3` for a thread).
+fn whole_share_from(
+    folded: &[(String, u64)],
+    root: &str,
+    leaf: &str,
+    callers: &[&str],
+) -> (u64, u64) {
     let mut whole = 0;
     let mut all = 0;
     for (stack, n) in folded {
@@ -33,7 +43,7 @@ fn whole_share(folded: &[(String, u64)], leaf: &str, callers: &[&str]) -> (u64, 
         all += n;
         let mut rest = frames.iter();
         let in_order = callers.iter().all(|c| rest.any(|f| f == c));
-        if frames.first() == Some(&"_start") && in_order {
+        if frames.first() == Some(&root) && in_order {
             whole += n;
         }
     }
@@ -208,8 +218,8 @@ fn rust_without_frame_pointers_is_whole_through_std() {
 }
 
 #[test]
-fn recursion_signal_handlers_and_dlopened_code_are_whole() {
-    if !require_bpf("recursion_signal_handlers_and_dlopened_code_are_whole") {
+fn recursion_threads_signal_handlers_and_dlopened_code_are_whole() {
+    if !require_bpf("recursion_threads_signal_handlers_and_dlopened_code_are_whole") {
         return;
     }
     let _bpf = bpf_lock();
@@ -241,6 +251,24 @@ fn recursion_signal_handlers_and_dlopened_code_are_whole() {
         .as_u64()
         .unwrap();
     assert!(truncated > 0, "{}", rec["meta"]["lost"]);
+
+    // A thread's stack ends where glibc's clone3 says the return address is undefined.
+    let (folded, _) = record(&["thread", "30"], 2, false);
+    assert_whole(
+        "thread",
+        whole_share_from(
+            &folded,
+            "clone3",
+            "nofp_leaf",
+            &[
+                "start_thread",
+                "nofp_thread_main",
+                "nofp_outer",
+                "nofp_middle",
+            ],
+        ),
+        None,
+    );
 
     // A handler's stack continues through the signal frame into the interrupted code
     // (mostly nofp_spin_for_signals, sometimes the clock_gettime between its calls).
