@@ -40,15 +40,41 @@ fn parse_cap_eff(status: &str) -> Option<u64> {
     u64::from_str_radix(line["CapEff:".len()..].trim(), 16).ok()
 }
 
-/// Fails with [`Error::UnsupportedKernel`] when the kernel has no BPF syscall or no BTF.
+/// The oldest kernel the BPF programs load on: `bpf_loop` (5.17) runs the stack walk, after
+/// `bpf_task_pt_regs` (5.15).
+const MIN_KERNEL: (u32, u32) = (5, 17);
+
+/// True when a release string (`6.18.0-foo`) names a kernel older than `min`; an unparsable one
+/// is given the benefit of the doubt (the load itself then says what is missing).
+fn release_older_than(release: &str, min: (u32, u32)) -> bool {
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(major), Some(minor)) => (major, minor) < min,
+        _ => false,
+    }
+}
+
+/// Fails with [`Error::UnsupportedKernel`] when the kernel has no BPF syscall or no BTF, or is
+/// older than [`MIN_KERNEL`].
 ///
 /// `MODELPROBE_KERNEL_BTF` overrides the BTF path (`/sys/kernel/btf/vmlinux`), for kernels that
 /// ship BTF elsewhere and for testing this check.
 pub fn check_kernel() -> Result<()> {
     if !Path::new("/proc/sys/kernel/unprivileged_bpf_disabled").exists() {
         return Err(Error::UnsupportedKernel(
-            "no BPF syscall (needs CONFIG_BPF_SYSCALL=y, Linux 5.8 or newer)".into(),
+            "no BPF syscall (needs CONFIG_BPF_SYSCALL=y, Linux 5.17 or newer)".into(),
         ));
+    }
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    if release_older_than(release.trim(), MIN_KERNEL) {
+        return Err(Error::UnsupportedKernel(format!(
+            "Linux {}.{} or newer is needed (the stack walk runs in bpf_loop), this is {}",
+            MIN_KERNEL.0,
+            MIN_KERNEL.1,
+            release.trim()
+        )));
     }
     let btf = std::env::var_os("MODELPROBE_KERNEL_BTF")
         .map(PathBuf::from)
@@ -142,6 +168,15 @@ pub fn prepare_output_dir(dir: &Path) -> Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kernels_older_than_the_stack_walk_are_refused() {
+        assert!(release_older_than("5.15.0-91-generic", (5, 17)));
+        assert!(release_older_than("4.19.0", (5, 17)));
+        assert!(!release_older_than("5.17.0", (5, 17)));
+        assert!(!release_older_than("6.18.0-rc1", (5, 17)));
+        assert!(!release_older_than("weird", (5, 17)));
+    }
 
     #[test]
     fn parses_effective_caps() {

@@ -12,7 +12,7 @@
 use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
     macros::map,
-    maps::{Array, HashMap},
+    maps::{Array, HashMap, PerCpuArray},
 };
 use modelprobe_common::{
     flags,
@@ -45,8 +45,38 @@ const UC_RBP: u64 = 40 + 10 * 8;
 const UC_RSP: u64 = 40 + 15 * 8;
 const UC_RIP: u64 = 40 + 16 * 8;
 
+/// The walk's state from one frame to the next, on the BPF stack of the program taking the
+/// stack; [`unwind_frame`] gets a pointer to it.
+#[repr(C)]
+struct Walk {
+    ip: u64,
+    sp: u64,
+    bp: u64,
+    /// 0 for an exact address (the interrupted instruction), 1 for a return address: the call
+    /// itself is the instruction before.
+    adjust: u64,
+    /// The process's slot in `UNWIND_MAPPINGS` and its mapping count.
+    base: u32,
+    len: u32,
+    /// [`flags`] bits so far.
+    bits: u32,
+    /// Frames written.
+    n: u32,
+    /// 1 once the walk reached the outermost frame (or stopped on purpose).
+    whole: u32,
+    _pad: u32,
+}
+
+/// The frames of the walk in progress, per CPU: [`unwind_frame`] writes here (a callback
+/// cannot be handed the event), [`unwind_user`] copies them into the event.
+#[map]
+static UNWIND_FRAMES: PerCpuArray<[u64; MAX_STACK_DEPTH]> = PerCpuArray::with_max_entries(1, 0);
+
 /// Unwinds the current task's user stack into `ev.ustack` with the tables of process `pid`;
 /// false (nothing written) when the process has none or its registers cannot be read.
+///
+/// Each frame is one call of [`unwind_frame`] from `bpf_loop`: the verifier checks the frame
+/// once, not once per frame of the deepest stack, so programs load in milliseconds.
 #[cfg(bpf_target_arch = "x86_64")]
 #[inline(always)]
 pub(crate) fn unwind_user(ev: &mut StackEvent, pid: u32) -> bool {
@@ -54,122 +84,164 @@ pub(crate) fn unwind_user(ev: &mut StackEvent, pid: u32) -> bool {
     let Some(proc_) = (unsafe { UNWIND_PROCS.get(&pid) }).copied() else {
         return false;
     };
-    let Some((mut ip, mut sp, mut bp)) = user_regs() else {
+    let Some((ip, sp, bp)) = user_regs() else {
         return false;
     };
-    // Rejected rather than clamped: a clamp would give the verifier a constant to follow
-    // through every search, and a state per constant.
     if proc_.len > MAX_UNWIND_MAPPINGS {
         return false;
     }
-    let base = proc_.slot.wrapping_mul(MAX_UNWIND_MAPPINGS);
-    let len = proc_.len;
-    let mut bits = flags::USTACK_CFI;
-    // 0 for an exact address (the interrupted instruction), 1 for a return address: the call
-    // itself is the instruction before. Arithmetic, not a branch, for the same reason.
-    let mut adjust = 0u64;
-    let mut n = 0u32;
-    let mut whole = false;
-    for i in 0..MAX_STACK_DEPTH {
-        if ip == 0 {
-            whole = true;
-            break;
-        }
-        ev.ustack[i] = ip;
-        n = i as u32 + 1;
-        let pc = ip - adjust;
-        let row = find_row(base, len, pc);
-        let rule = row.map_or(cfa::NONE, |r| r.cfa);
-        let cfa_addr = match rule {
-            cfa::END => {
-                whole = true;
-                break;
-            }
-            cfa::SIGNAL => {
-                let (Some(nip), Some(nsp), Some(nbp)) =
-                    (read(sp + UC_RIP), read(sp + UC_RSP), read(sp + UC_RBP))
-                else {
-                    break;
-                };
-                ip = nip;
-                sp = nsp;
-                bp = nbp;
-                adjust = 0;
-                continue;
-            }
-            cfa::NONE => {
-                // The innermost frame in code with tables but not covered by them: its caller
-                // by a validated scan (only frame 0: `i` is a constant to the verifier, which
-                // walks this once).
-                let scanned = if i == 0 && find_mapping(base, len, pc).is_some() {
-                    scan(base, len, sp)
-                } else {
-                    None
-                };
-                if let Some(slot) = scanned {
-                    bits |= flags::USTACK_SCANNED;
-                    slot + 8
-                } else {
-                    bits |= flags::USTACK_NO_UNWIND_INFO;
-                    if bp == 0 {
-                        whole = true;
-                        break;
-                    }
-                    // The frame-pointer step: CFA = %rbp + 16, the caller's %rbp at %rbp.
-                    let Some(saved) = read(bp) else {
-                        break;
-                    };
-                    let next = bp + 16;
-                    bp = saved;
-                    next
-                }
-            }
-            cfa::RSP | cfa::RBP | cfa::PLT => {
-                let Some(r) = row else {
-                    break;
-                };
-                let reg = if rule == cfa::RBP { bp } else { sp };
-                let mut at = reg.wrapping_add(r.cfa_offset as i64 as u64);
-                if rule == cfa::PLT {
-                    at = sp + 8;
-                    if (ip & 15) >= r.plt_threshold as u64 {
-                        at += 8;
-                    }
-                }
-                if r.rbp == rbp::AT_CFA {
-                    let Some(saved) = read(at.wrapping_add(r.rbp_offset as i64 as u64)) else {
-                        break;
-                    };
-                    bp = saved;
-                }
-                at
-            }
-            _ => {
-                bits |= flags::USTACK_UNSUPPORTED;
-                whole = true;
-                break;
-            }
-        };
-        // The stack grows down: a caller's frame is above. Anything else is a bad rule or a
-        // corrupt frame; stop rather than invent frames.
-        if cfa_addr <= sp {
-            bits |= flags::USTACK_UNSUPPORTED;
-            whole = true;
-            break;
-        }
-        let Some(ra) = read(cfa_addr - 8) else {
-            break;
-        };
-        sp = cfa_addr;
-        ip = ra;
-        adjust = 1;
+    let mut walk = Walk {
+        ip,
+        sp,
+        bp,
+        adjust: 0,
+        base: proc_.slot.wrapping_mul(MAX_UNWIND_MAPPINGS),
+        len: proc_.len,
+        bits: flags::USTACK_CFI,
+        n: 0,
+        whole: 0,
+        _pad: 0,
+    };
+    // SAFETY: bpf_loop calls `unwind_frame` (a static function of this program) at most
+    // MAX_STACK_DEPTH times with a pointer to `walk`, which outlives the call.
+    unsafe {
+        aya_ebpf::helpers::generated::bpf_loop(
+            MAX_STACK_DEPTH as u32,
+            unwind_frame as *const () as *mut core::ffi::c_void,
+            (&mut walk as *mut Walk).cast(),
+            0,
+        );
     }
-    if !whole && n as usize == MAX_STACK_DEPTH {
-        bits |= flags::USTACK_TRUNCATED;
+    let Some(frames) = UNWIND_FRAMES.get_ptr(0) else {
+        return false;
+    };
+    // SAFETY: both are MAX_STACK_DEPTH words: this CPU's frames and the event's stack.
+    unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_kernel(
+            ev.ustack.as_mut_ptr().cast(),
+            (MAX_STACK_DEPTH * 8) as u32,
+            frames.cast(),
+        );
+    }
+    let n = if walk.n as usize > MAX_STACK_DEPTH {
+        MAX_STACK_DEPTH as u32
+    } else {
+        walk.n
+    };
+    if walk.whole == 0 && n as usize == MAX_STACK_DEPTH {
+        walk.bits |= flags::USTACK_TRUNCATED;
     }
     ev.ustack_len = n;
-    ev.flags |= bits;
+    ev.flags |= walk.bits;
     true
+}
+
+/// One frame of the walk (a `bpf_loop` callback): records `walk.ip` and steps to the caller.
+/// Returns 1 to stop the loop.
+#[inline(never)]
+extern "C" fn unwind_frame(i: u64, ctx: *mut core::ffi::c_void) -> i64 {
+    // SAFETY: `ctx` is the `Walk` unwind_user handed to bpf_loop, alive for the loop.
+    let w = unsafe { &mut *(ctx as *mut Walk) };
+    match step(w, i) {
+        Some(()) => 0,
+        None => 1,
+    }
+}
+
+/// Records `w.ip` as frame `i` and moves `w` to the caller; `None` when the walk is over.
+#[inline(always)]
+fn step(w: &mut Walk, i: u64) -> Option<()> {
+    let frames = UNWIND_FRAMES.get_ptr_mut(0)?;
+    let (mut ip, mut sp, mut bp) = (w.ip, w.sp, w.bp);
+    if ip == 0 {
+        w.whole = 1;
+        return None;
+    }
+    let (base, len) = (w.base, w.len);
+    // SAFETY: the index is masked below MAX_STACK_DEPTH (127 < 128) and `frames` is this
+    // CPU's array of MAX_STACK_DEPTH words.
+    unsafe {
+        let at = (i & 127) as usize;
+        if at < MAX_STACK_DEPTH {
+            (*frames)[at] = ip;
+        }
+    }
+    w.n = (i + 1) as u32;
+    let pc = ip - w.adjust;
+    let row = find_row(base, len, pc);
+    let rule = row.map_or(cfa::NONE, |r| r.cfa);
+    let cfa_addr = match rule {
+        cfa::END => {
+            w.whole = 1;
+            return None;
+        }
+        cfa::SIGNAL => {
+            w.ip = read(sp + UC_RIP)?;
+            w.sp = read(sp + UC_RSP)?;
+            w.bp = read(sp + UC_RBP)?;
+            w.adjust = 0;
+            return Some(());
+        }
+        cfa::NONE => {
+            // The innermost frame in code with tables but not covered by them: its caller by
+            // a validated scan.
+            let scanned = if i == 0 && find_mapping(base, len, pc).is_some() {
+                scan(base, len, sp)
+            } else {
+                None
+            };
+            if let Some(slot) = scanned {
+                w.bits |= flags::USTACK_SCANNED;
+                slot + 8
+            } else {
+                w.bits |= flags::USTACK_NO_UNWIND_INFO;
+                if bp == 0 {
+                    w.whole = 1;
+                    return None;
+                }
+                // The frame-pointer step: CFA = %rbp + 16, the caller's %rbp at %rbp.
+                let saved = read(bp)?;
+                let next = bp + 16;
+                bp = saved;
+                next
+            }
+        }
+        cfa::RSP | cfa::RBP | cfa::PLT => {
+            let r = row?;
+            let reg = if rule == cfa::RBP { bp } else { sp };
+            let mut at = reg.wrapping_add(r.cfa_offset as i64 as u64);
+            if rule == cfa::PLT {
+                at = sp + 8;
+                if (ip & 15) >= r.plt_threshold as u64 {
+                    at += 8;
+                }
+            }
+            if r.rbp == rbp::AT_CFA {
+                bp = read(at.wrapping_add(r.rbp_offset as i64 as u64))?;
+            }
+            at
+        }
+        _ => {
+            w.bits |= flags::USTACK_UNSUPPORTED;
+            w.whole = 1;
+            return None;
+        }
+    };
+    // The stack grows down: a caller's frame is above. Anything else is a bad rule or a
+    // corrupt frame; stop rather than invent frames.
+    if cfa_addr <= sp {
+        w.bits |= flags::USTACK_UNSUPPORTED;
+        w.whole = 1;
+        return None;
+    }
+    let ra = read(cfa_addr - 8)?;
+    sp = cfa_addr;
+    ip = ra;
+    w.ip = ip;
+    w.sp = sp;
+    w.bp = bp;
+    w.adjust = 1;
+    Some(())
 }
 
 #[cfg(not(bpf_target_arch = "x86_64"))]
@@ -217,43 +289,37 @@ fn le(a: u64, b: u64) -> u64 {
 }
 
 /// Index of the last of `n` entries at or below `key` from `first`, by a binary search of
-/// `STEPS` halvings (`first` itself when none is: the caller checks it). Each entry's key is
-/// its first field, an unsigned little-endian integer of `KEY` bytes.
-///
-/// Neither the comparison nor the read branches: the verifier walks this for every frame, and
-/// a branch per step would put hundreds of pending paths on its stack per frame (its limit
-/// is 8192 in all). So entries are read with `bpf_probe_read_kernel` from the array's own
-/// memory, whose elements are contiguous, `STRIDE` bytes apart (the value size rounded up to
-/// 8); a failed read leaves zeros, which only misplaces the search, never the program.
+/// `STEPS` halvings (`first` itself when none is: the caller checks it); `None` only where the
+/// map refuses an index. Branchless but for the lookups: the comparison is arithmetic.
 #[inline(always)]
-fn search<T, const STEPS: u32, const STRIDE: u64, const KEY: u32>(
-    map: &Array<T>,
-    first: u32,
-    n: u32,
-    key: u64,
-) -> Option<u32> {
-    // Element 0's address; a stale or bounded-out index is masked, never dereferenced.
-    let elements = map.get_ptr(0)? as *const u8;
-    let mask = (1u64 << 24) - 1;
+fn search<T: Keyed, const STEPS: u32>(map: &Array<T>, first: u32, n: u32, key: u64) -> Option<u32> {
     let mut base = first as u64;
     let mut n = n as u64;
     for _ in 0..STEPS {
         let half = n >> 1;
-        let probe = (base + half) & mask;
-        let mut v = 0u64;
-        // SAFETY: a faulting-safe read of entry `probe`'s key (KEY <= 8 bytes) into a local.
-        unsafe {
-            aya_ebpf::helpers::generated::bpf_probe_read_kernel(
-                (&mut v as *mut u64).cast(),
-                KEY,
-                elements.wrapping_add((probe * STRIDE) as usize).cast(),
-            );
-        }
+        let v = map.get((base + half) as u32)?.key();
         // base += half when the probe is at or below the key.
         base += half & le(v, key).wrapping_neg();
         n -= half;
     }
     Some(base as u32)
+}
+
+/// What [`search`] orders entries by.
+trait Keyed {
+    fn key(&self) -> u64;
+}
+
+impl Keyed for UnwindRow {
+    fn key(&self) -> u64 {
+        self.pc as u64
+    }
+}
+
+impl Keyed for UnwindMapping {
+    fn key(&self) -> u64 {
+        self.start
+    }
 }
 
 /// The mapping with tables that holds `pc`, in the process whose mappings start at slot
@@ -263,7 +329,7 @@ fn find_mapping(base: u32, len: u32, pc: u64) -> Option<UnwindMapping> {
     if len == 0 {
         return None;
     }
-    let i = search::<_, MAPPING_SEARCH_STEPS, 32, 8>(&UNWIND_MAPPINGS, base, len, pc)?;
+    let i = search::<_, MAPPING_SEARCH_STEPS>(&UNWIND_MAPPINGS, base, len, pc)?;
     let m = *UNWIND_MAPPINGS.get(i)?;
     if pc < m.start || pc >= m.end || m.rows_len == 0 {
         return None;
@@ -311,7 +377,7 @@ fn find_row(base: u32, len: u32, pc: u64) -> Option<UnwindRow> {
     if rel > u32::MAX as u64 {
         return None;
     }
-    let j = search::<_, ROW_SEARCH_STEPS, 16, 4>(&UNWIND_ROWS, m.rows_start, m.rows_len, rel)?;
+    let j = search::<_, ROW_SEARCH_STEPS>(&UNWIND_ROWS, m.rows_start, m.rows_len, rel)?;
     let r = *UNWIND_ROWS.get(j)?;
     if r.pc as u64 > rel {
         return None;
