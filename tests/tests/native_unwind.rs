@@ -102,14 +102,23 @@ fn perf_whole_share(args: &[&str], leaf: &str, callers: &[&str]) -> (u64, u64) {
 /// Attaches to `mp-nofp-app ARGS` for `seconds` and returns the recording's folded stacks
 /// (`offcpu.folded` when `off_cpu`).
 fn record(args: &[&str], seconds: u32, off_cpu: bool) -> (Vec<(String, u64)>, Recorded) {
-    let out = scratch_dir(&format!("native-unwind-{}", args[0]));
-    let mut target = KillOnDrop(
-        Command::new(nofp_app())
-            .args(args)
-            .spawn()
-            .expect("starting mp-nofp-app"),
-    );
-    std::thread::sleep(Duration::from_millis(200));
+    let mut cmd = Command::new(nofp_app());
+    cmd.args(args);
+    record_command(args[0], cmd, Duration::from_millis(200), seconds, off_cpu)
+}
+
+/// Starts `cmd`, lets it run for `settle`, attaches to it for `seconds` and returns the
+/// recording's folded stacks (`offcpu.folded` when `off_cpu`).
+fn record_command(
+    name: &str,
+    mut cmd: Command,
+    settle: Duration,
+    seconds: u32,
+    off_cpu: bool,
+) -> (Vec<(String, u64)>, Recorded) {
+    let out = scratch_dir(&format!("native-unwind-{name}"));
+    let mut target = KillOnDrop(cmd.spawn().expect("starting the workload"));
+    std::thread::sleep(settle);
     let duration = format!("{seconds}s");
     let mut opts = vec!["--duration", &duration, "--freq", "199"];
     if off_cpu {
@@ -189,18 +198,9 @@ fn rust_without_frame_pointers_is_whole_through_std() {
         return;
     }
     let _bpf = bpf_lock();
-    let out = scratch_dir("native-unwind-rust");
-    let mut target = KillOnDrop(
-        Command::new(fixture_lib_dir().join("mp-nofp-rust"))
-            .arg("30")
-            .spawn()
-            .expect("starting mp-nofp-rust"),
-    );
-    std::thread::sleep(Duration::from_millis(200));
-    let r = Session::attach(&out, target.0.id(), &["--duration", "2s", "--freq", "199"]).finish();
-    let _ = target.0.kill();
-    assert_eq!(r.code(), Some(0), "attach failed: {}", r.stderr());
-    let folded = r.folded("stacks.folded");
+    let mut cmd = Command::new(fixture_lib_dir().join("mp-nofp-rust"));
+    cmd.arg("30");
+    let (folded, _) = record_command("rust", cmd, Duration::from_millis(200), 2, false);
     // The comparator is called back from std's sort (whose frames are inlined or not, as the
     // compiler chose); Rust's runtime, main and the two callers must be there.
     let (whole, all) = whole_share(
@@ -366,25 +366,16 @@ fn numpy_openblas_stacks_reach_the_process_entry() {
         return;
     };
     let _bpf = bpf_lock();
-    let out = scratch_dir("native-unwind-numpy");
     // One BLAS thread: the kernel runs on the interpreter's thread, under Python's own frames.
     let script = "import sys, time, numpy as np\n\
                   a = np.random.rand(300, 300)\n\
                   end = time.time() + float(sys.argv[1])\n\
                   while time.time() < end:\n    b = a @ a\n";
-    let mut target = KillOnDrop(
-        Command::new(&python)
-            .args(["-c", script, "30"])
-            .env("OPENBLAS_NUM_THREADS", "1")
-            .spawn()
-            .expect("starting python"),
-    );
+    let mut cmd = Command::new(&python);
+    cmd.args(["-c", script, "30"])
+        .env("OPENBLAS_NUM_THREADS", "1");
     // numpy imported and the loop running before the agent attaches.
-    std::thread::sleep(Duration::from_millis(1500));
-    let r = Session::attach(&out, target.0.id(), &["--duration", "3s", "--freq", "199"]).finish();
-    let _ = target.0.kill();
-    assert_eq!(r.code(), Some(0), "attach failed: {}", r.stderr());
-    let folded = r.folded("stacks.folded");
+    let (folded, _) = record_command("numpy", cmd, Duration::from_millis(1500), 3, false);
     let (mut whole, mut all) = (0, 0);
     for (stack, n) in &folded {
         // Samples in OpenBLAS's GEMM code (its kernels are hand-written assembly).
