@@ -36,9 +36,14 @@ static CONFIG: Config = Config {
 #[map]
 pub(crate) static TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(65536, 0);
 
-/// Stack events to the agent.
+/// Stack events to the agent: CPU samples, launch and error stacks.
 #[map]
 pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
+
+/// Off-CPU events, apart from `EVENTS`: a thread pool switching tens of thousands of times a
+/// second fills this one, and a CPU sample is never lost to it.
+#[map]
+pub(crate) static OFFCPU_EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
 
 /// Span, lifecycle and signal records to the agent (apart from stacks, so neither starves the
 /// other).

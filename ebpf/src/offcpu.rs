@@ -1,6 +1,7 @@
 //! Off-CPU time: `mp_sched_switch` stashes a target thread's stacks in `BLOCKED` when it blocks
 //! and, when the scheduler switches it back in, sends one `OFF_CPU` event weighted by the
-//! nanoseconds it was blocked (intervals under `Config::offcpu_min_ns` are dropped).
+//! nanoseconds it was blocked (intervals under `Config::offcpu_min_ns` are dropped), into
+//! `OFFCPU_EVENTS`: a ring of its own, so a flood of switches never costs a CPU sample.
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
@@ -12,7 +13,7 @@ use modelprobe_common::{kind, lost, StackEvent};
 
 use crate::{
     emit::fill,
-    maps::{config, count_lost, is_target, wakeup_flags, BLOCKED, EVENTS, SCRATCH},
+    maps::{config, count_lost, is_target, wakeup_flags, BLOCKED, OFFCPU_EVENTS, SCRATCH},
 };
 
 #[tracepoint]
@@ -71,8 +72,8 @@ fn try_sched_switch(ctx: &TracePointContext) -> Result<u32, i64> {
             let blocked = now.saturating_sub((*ev).time_ns);
             if blocked >= cfg.offcpu_min_ns as u64 {
                 (*ev).weight = blocked;
-                if EVENTS
-                    .output::<StackEvent>(&*ev, wakeup_flags(&EVENTS))
+                if OFFCPU_EVENTS
+                    .output::<StackEvent>(&*ev, wakeup_flags(&OFFCPU_EVENTS))
                     .is_err()
                 {
                     count_lost(ctx, lost::OFF_CPU);

@@ -91,6 +91,8 @@ pub type LostCounts = [u64; lost::COUNT as usize];
 pub struct Sampler {
     bpf: Ebpf,
     events: RingBuf<MapData>,
+    /// Off-CPU events, in a ring of their own (see `OFFCPU_EVENTS` in `ebpf/src/maps.rs`).
+    offcpu: RingBuf<MapData>,
     records: RingBuf<MapData>,
     targets: HashMap<MapData, u32, u32>,
     cpus: u32,
@@ -209,6 +211,8 @@ impl Sampler {
 
         let events = RingBuf::try_from(take_map(&mut bpf, "EVENTS")?)
             .map_err(|e| Error::bpf("opening the EVENTS ring buffer", e))?;
+        let offcpu = RingBuf::try_from(take_map(&mut bpf, "OFFCPU_EVENTS")?)
+            .map_err(|e| Error::bpf("opening the OFFCPU_EVENTS ring buffer", e))?;
         let records = RingBuf::try_from(take_map(&mut bpf, "RECORDS")?)
             .map_err(|e| Error::bpf("opening the RECORDS ring buffer", e))?;
         let targets = HashMap::try_from(take_map(&mut bpf, "TARGETS")?)
@@ -231,6 +235,7 @@ impl Sampler {
             unwind,
             bpf,
             events,
+            offcpu,
             records,
             targets,
             cpus: cpus.len() as u32,
@@ -301,12 +306,17 @@ impl Sampler {
     pub fn wait(&self, timeout: Duration) -> bool {
         // A negative fd is skipped by poll(2): the BPF logs when they are off.
         let logs = self.bpf_logs.as_ref().map_or(-1, |l| l.as_raw_fd());
-        let mut pfds =
-            [self.events.as_raw_fd(), self.records.as_raw_fd(), logs].map(|fd| libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            });
+        let mut pfds = [
+            self.events.as_raw_fd(),
+            self.offcpu.as_raw_fd(),
+            self.records.as_raw_fd(),
+            logs,
+        ]
+        .map(|fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        });
         // SAFETY: `pfds` is an array of valid pollfds (or skipped negative fds) for the duration
         // of the call, and the count passed is its length.
         let n = unsafe {
@@ -340,10 +350,12 @@ impl Sampler {
                 n += 1;
             }
         }
-        while let Some(item) = self.events.next() {
-            if let Some(ev) = read_pod::<StackEvent>(&item) {
-                sink.stack(&ev);
-                n += 1;
+        for ring in [&mut self.events, &mut self.offcpu] {
+            while let Some(item) = ring.next() {
+                if let Some(ev) = read_pod::<StackEvent>(&item) {
+                    sink.stack(&ev);
+                    n += 1;
+                }
             }
         }
         n
