@@ -258,9 +258,7 @@ impl Sampler {
         if let Some(u) = self.unwind.as_mut() {
             u.wait(INITIAL_TABLES_WAIT);
         }
-        self.targets
-            .insert(pid, 1, 0)
-            .map_err(|e| Error::bpf(format!("adding pid {pid} to the target table"), e))
+        self.add_gated_target(pid)
     }
 
     /// Starts sampling a launched command held before its `execve`: its image now is the

@@ -59,17 +59,21 @@ impl ObjectTable {
     /// starts at the segment's offset rounded down to a page (lld lays segments out at
     /// offsets that are not page-aligned).
     pub fn bias(&self, start: u64, offset: u64) -> Option<u64> {
-        let &(p_offset, p_vaddr, _) = self
-            .segments
-            .iter()
-            .find(|&&(o, _, size)| offset >= o & !0xfff && offset < o + size.max(1))?;
-        Some(
-            start
-                .wrapping_sub(offset)
-                .wrapping_add(p_offset)
-                .wrapping_sub(p_vaddr),
-        )
+        bias(&self.segments, start, offset)
     }
+}
+
+/// [`ObjectTable::bias`] over an object's executable `segments`.
+pub fn bias(segments: &[(u64, u64, u64)], start: u64, offset: u64) -> Option<u64> {
+    let &(p_offset, p_vaddr, _) = segments
+        .iter()
+        .find(|&&(o, _, size)| offset >= o & !0xfff && offset < o + size.max(1))?;
+    Some(
+        start
+            .wrapping_sub(offset)
+            .wrapping_add(p_offset)
+            .wrapping_sub(p_vaddr),
+    )
 }
 
 /// Compiles the CFI of the ELF object in `data`.

@@ -200,11 +200,7 @@ impl UnwindTables {
                 }
                 Entry::None => continue,
             };
-            let table = compile::ObjectTable {
-                rows: Vec::new(),
-                segments,
-            };
-            let Some(bias) = table.bias(line.start, line.offset) else {
+            let Some(bias) = compile::bias(&segments, line.start, line.offset) else {
                 continue;
             };
             list.push(UnwindMapping {
