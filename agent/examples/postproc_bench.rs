@@ -126,6 +126,7 @@ fn synthetic(samples: usize, spans: usize) -> Recording {
             tid: 1 + (i % 8) as u32,
             stack: (rand() % 5_000) as u32,
             weight: 1,
+            blocks: None,
         });
     }
     for f in [

@@ -12,6 +12,7 @@
 #![no_std]
 
 pub mod gpu;
+pub mod offcpu;
 pub mod unwind;
 
 /// Deepest stack (kernel or user) one event carries; the kernel's `perf_event_max_stack` default.
@@ -24,8 +25,9 @@ pub const TASK_COMM_LEN: usize = 16;
 pub mod kind {
     /// A `cpu-clock` sample of a running thread; `weight` is 1.
     pub const CPU_SAMPLE: u32 = 1;
-    /// A thread that blocked (switched out while not runnable) and has now been switched back
-    /// in; `time_ns` is when it blocked and `weight` is how long it was off CPU, in nanoseconds.
+    /// The stacks a thread blocked in (switched out while not runnable), as kept in
+    /// `OFFCPU_STACKS` (the intervals themselves are [`offcpu`](super::offcpu) sums and events);
+    /// `time_ns` is when the first thread blocked there.
     pub const OFF_CPU: u32 = 2;
     /// [`Record`](super::Record): a probed function was entered; `id` is the probe's cookie,
     /// `args[0..6]` its first six integer arguments, `args[6..8]` the first two 8-byte words of
@@ -40,7 +42,8 @@ pub mod kind {
     /// [`Record`](super::Record): a target called `execve`; `comm` is the new name.
     pub const EXEC: u32 = 6;
     /// [`Record`](super::Record): a target task exited; `args[0]` is 1 if it was the last of
-    /// its process.
+    /// its process, `args[1]` the thread's nanoseconds on CPU since recording began (the
+    /// scheduler's intervals, see [`offcpu`](super::offcpu)).
     pub const TASK_EXIT: u32 = 7;
     /// [`Record`](super::Record): a thread renamed itself; `comm` is the new name.
     pub const RENAME: u32 = 8;
@@ -125,7 +128,8 @@ pub mod flags {
 pub mod lost {
     /// CPU samples dropped because the ring buffer was full.
     pub const CPU_SAMPLE: u32 = 0;
-    /// Off-CPU events dropped because the ring buffer was full.
+    /// Blocked intervals dropped because the off-CPU sum table was full (a long block that
+    /// finds the event ring full is summed instead, not dropped).
     pub const OFF_CPU: u32 = 1;
     /// Off-CPU intervals not tracked because the blocked-thread table was full.
     pub const OFF_CPU_TABLE_FULL: u32 = 2;
@@ -133,7 +137,7 @@ pub mod lost {
     pub const TARGETS_FULL: u32 = 3;
     /// Span records (enter or exit) dropped because the record ring buffer was full.
     pub const SPAN: u32 = 4;
-    /// Process, thread and signal records dropped because the record ring buffer was full.
+    /// Process, thread and signal records dropped because the lifecycle ring buffer was full.
     pub const TASK: u32 = 5;
     /// Log writes dropped because the record ring buffer was full.
     pub const LOG: u32 = 6;
@@ -267,7 +271,7 @@ pub struct Config {
     pub switch_next_pid_off: u32,
     /// Offset of `group_dead` in `sched/sched_process_exit` (`u32::MAX` if the kernel lacks it).
     pub exit_group_dead_off: u32,
-    /// Blocked intervals shorter than this are not reported, in nanoseconds.
+    /// Blocked intervals shorter than this are not recorded, in nanoseconds.
     pub offcpu_min_ns: u32,
     /// Offset of `clone_flags` in `task/task_newtask`.
     pub newtask_flags_off: u32,
@@ -281,8 +285,14 @@ pub struct Config {
     pub deliver_code_off: u32,
     /// Offset of `sa_handler` in `signal/signal_deliver`.
     pub deliver_handler_off: u32,
-    /// Explicit padding; always 0.
-    pub _pad: u32,
+    /// 1 to record blocked intervals (off-CPU time), 0 to only account CPU time.
+    pub off_cpu: u32,
+    /// Blocked intervals at least this long are sent as timeline events (within
+    /// [`offcpu::EVENTS_PER_SECOND_PER_CPU`]); shorter ones are only summed. Nanoseconds.
+    pub offcpu_event_min_ns: u32,
+    /// 1 to wake the agent at once for each new process and exec (it has probes to attach
+    /// before the process runs far); 0 to let those records wait for its next poll.
+    pub lifecycle_wakeup: u32,
 }
 
 // SAFETY: both types are `repr(C)`, `Copy`, contain only integers and integer arrays, and have
@@ -318,7 +328,7 @@ mod layout {
     const _: () = assert!(offset_of!(StackEvent, kstack) == 88);
     const _: () = assert!(offset_of!(StackEvent, ustack) == 88 + 8 * MAX_STACK_DEPTH);
     const _: () = assert!(size_of::<StackEvent>() == 88 + 16 * MAX_STACK_DEPTH);
-    const _: () = assert!(size_of::<Config>() == 48);
+    const _: () = assert!(size_of::<Config>() == 56);
     const _: () = assert!(offset_of!(Record, kind) == 0);
     const _: () = assert!(offset_of!(Record, time_ns) == 16);
     const _: () = assert!(offset_of!(Record, id) == 24);

@@ -1,5 +1,5 @@
 //! Writers of the three record types: [`fill`] a `StackEvent` (ids, time, stacks), [`emit`] a
-//! fixed-size `Record` into `RECORDS`, and [`emit_data`] a `DataRecord` with a user-memory
+//! fixed-size `Record` into `RECORDS` or `LIFECYCLE`, and [`emit_data`] a `DataRecord` with a user-memory
 //! payload. Each counts what it cannot send.
 
 use core::{ffi::c_void, mem::size_of};
@@ -10,6 +10,7 @@ use aya_ebpf::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
         bpf_probe_read_user_buf, bpf_probe_read_user_str_bytes, generated::bpf_get_stack,
     },
+    maps::RingBuf,
     EbpfContext,
 };
 use aya_log_ebpf::debug;
@@ -17,7 +18,7 @@ use modelprobe_common::{
     flags, kind, DataHeader, Record, StackEvent, DATA_CAPTURE, DATA_HEADER, MAX_STACK_DEPTH,
 };
 
-use crate::maps::{count_lost, wakeup_flags, DATA_SCRATCH, RECORDS};
+use crate::maps::{count_lost, wakeup_flags, DATA_SCRATCH, LIFECYCLE, RECORDS};
 
 const STACK_BYTES: u32 = (MAX_STACK_DEPTH * size_of::<u64>()) as u32;
 
@@ -93,7 +94,8 @@ pub(crate) unsafe fn fill<C: EbpfContext>(
     }
 }
 
-/// Reserves and fills a record for the current task; `None` (counted as lost) when full.
+/// Reserves and fills a record for the current task, in `RECORDS` for spans and in
+/// `LIFECYCLE` for the rest; `None` (counted as lost) when full.
 #[inline(always)]
 pub(crate) fn emit<C: EbpfContext>(
     ctx: &C,
@@ -103,7 +105,9 @@ pub(crate) fn emit<C: EbpfContext>(
     lost_index: u32,
 ) -> Option<()> {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(mut entry) = RECORDS.reserve::<Record>(0) else {
+    let span = record_kind == kind::SPAN_ENTER || record_kind == kind::SPAN_EXIT;
+    let ring = if span { &RECORDS } else { &LIFECYCLE };
+    let Some(mut entry) = ring.reserve::<Record>(0) else {
         count_lost(ctx, lost_index);
         return None;
     };
@@ -119,15 +123,19 @@ pub(crate) fn emit<C: EbpfContext>(
         args,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     });
-    // Lifecycle records are rare and the agent acts on them (snapshotting a new process's
-    // mappings while it lives): wake it at once. Spans wait for the batch.
-    let wake = if record_kind == kind::SPAN_ENTER || record_kind == kind::SPAN_EXIT {
-        wakeup_flags(&RECORDS)
-    } else {
-        BPF_RB_FORCE_WAKEUP as u64
-    };
-    entry.submit(wake);
+    entry.submit(lifecycle_or_batch(ring, !span));
     Some(())
+}
+
+/// Submit flags: lifecycle records wake the agent at once when it has probes to attach to new
+/// processes (`Config::lifecycle_wakeup`); everything else waits for the batch.
+#[inline(always)]
+pub(crate) fn lifecycle_or_batch(ring: &RingBuf, lifecycle: bool) -> u64 {
+    if lifecycle && crate::maps::config().lifecycle_wakeup != 0 {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        wakeup_flags(ring)
+    }
 }
 
 /// Where a [`emit_data`] payload comes from.

@@ -14,9 +14,10 @@ use aya_log_ebpf::debug;
 use modelprobe_common::{kind, lost, Record};
 
 use crate::{
-    emit::emit,
+    emit::{emit, lifecycle_or_batch},
     maps::{
-        config, count_lost, current_is_target, is_target, wakeup_flags, BLOCKED, RECORDS, TARGETS,
+        config, count_lost, current_is_target, is_target, BLOCKED, LIFECYCLE, SWITCHED_IN_AT,
+        TARGETS, THREAD_CPU,
     },
 };
 
@@ -116,7 +117,7 @@ fn try_task_rename(ctx: &TracePointContext) -> Result<u32, i64> {
     // SAFETY: offset from this kernel's tracepoint format, read with bpf_probe_read.
     let new = unsafe { ctx.read_at::<[u8; 16]>(config().rename_newcomm_off as usize)? };
     let pid_tgid = bpf_get_current_pid_tgid();
-    if let Some(mut entry) = RECORDS.reserve::<Record>(0) {
+    if let Some(mut entry) = LIFECYCLE.reserve::<Record>(0) {
         entry.write(Record {
             kind: kind::RENAME,
             // SAFETY: no preconditions.
@@ -129,7 +130,7 @@ fn try_task_rename(ctx: &TracePointContext) -> Result<u32, i64> {
             args: [0; 8],
             comm: new,
         });
-        entry.submit(wakeup_flags(&RECORDS));
+        entry.submit(lifecycle_or_batch(&LIFECYCLE, true));
     } else {
         count_lost(ctx, lost::TASK);
     }
@@ -192,6 +193,20 @@ fn try_sched_exit(ctx: &TracePointContext) -> Result<u32, i64> {
         return Ok(0);
     }
     let _ = BLOCKED.remove(&tid);
+    // The thread's time on CPU: its closed intervals, and the one it is in now (it is on CPU,
+    // exiting). Its last switch out comes after this and adds nothing (see `offcpu::EXITED`).
+    // SAFETY: values copied out at once.
+    let closed = unsafe { THREAD_CPU.get(&tid) }.map_or(0, |t| t.cpu_ns);
+    let _ = THREAD_CPU.remove(&tid);
+    // SAFETY: this CPU's slot of a per-CPU array, copied out.
+    let since = SWITCHED_IN_AT.get_ptr(0).map_or(0, |p| unsafe { *p });
+    // SAFETY: no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let current = if since != 0 {
+        now.saturating_sub(since)
+    } else {
+        0
+    };
     let off = config().exit_group_dead_off;
     let group_dead = if off != u32::MAX {
         // SAFETY: offset from this kernel's tracepoint format, read with bpf_probe_read.
@@ -203,7 +218,7 @@ fn try_sched_exit(ctx: &TracePointContext) -> Result<u32, i64> {
         ctx,
         kind::TASK_EXIT,
         0,
-        [group_dead as u64, 0, 0, 0, 0, 0, 0, 0],
+        [group_dead as u64, closed + current, 0, 0, 0, 0, 0, 0],
         lost::TASK,
     );
     if group_dead != 0 {

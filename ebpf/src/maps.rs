@@ -9,11 +9,18 @@ use aya_ebpf::{
     },
     helpers::bpf_get_current_pid_tgid,
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     EbpfContext,
 };
 use aya_log_ebpf::warn;
-use modelprobe_common::{lost, Config, DataRecord, StackEvent};
+use modelprobe_common::{
+    lost,
+    offcpu::{
+        stat, Blocked, OffCpuKey, OffCpuSum, ThreadCpu, MAX_OFFCPU_STACKS, MAX_OFFCPU_SUMS,
+        MAX_THREAD_CPU,
+    },
+    Config, DataRecord, StackEvent,
+};
 
 /// Written by the agent before load (`EbpfLoader::override_global`).
 #[no_mangle]
@@ -29,26 +36,39 @@ static CONFIG: Config = Config {
     deliver_sig_off: 0,
     deliver_code_off: 0,
     deliver_handler_off: 0,
-    _pad: 0,
+    off_cpu: 0,
+    offcpu_event_min_ns: 0,
+    lifecycle_wakeup: 0,
 };
 
 /// Processes (tgids) being profiled.
 #[map]
 pub(crate) static TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(65536, 0);
 
-/// Stack events to the agent: CPU samples, launch and error stacks.
+// One ring per kind of record, so that a flood of one never costs another: CPU samples,
+// off-CPU timeline events, span stacks, spans and data, and lifecycle records each have their
+// own.
+
+/// CPU samples to the agent, and nothing else.
 #[map]
 pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
 
-/// Off-CPU events, apart from `EVENTS`: a thread pool switching tens of thousands of times a
-/// second fills this one, and a CPU sample is never lost to it.
+/// Long blocks for the timeline (`OffCpuEvent`s); what does not fit is summed instead.
 #[map]
-pub(crate) static OFFCPU_EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
+pub(crate) static OFFCPU_EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 
-/// Span, lifecycle and signal records to the agent (apart from stacks, so neither starves the
-/// other).
+/// Launch and API-error stacks of probed calls.
+#[map]
+pub(crate) static SPAN_STACKS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
+
+/// Span records, log writes, file opens and string arguments.
 #[map]
 pub(crate) static RECORDS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
+
+/// Process, thread, exec, rename and signal records: a lost exit would break pairing, so no
+/// other kind shares their ring.
+#[map]
+pub(crate) static LIFECYCLE: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 
 /// Out-parameter pointers of calls in progress, by thread (see `DEREF_ARG0_COOKIE`).
 #[map]
@@ -66,10 +86,48 @@ static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(lost::COUNT, 0);
 #[map]
 pub(crate) static SCRATCH: PerCpuArray<StackEvent> = PerCpuArray::with_max_entries(1, 0);
 
-/// Threads of a target that are blocked right now, with the stacks they blocked in.
+/// Threads of a target that are blocked right now: when, where (a stack id) and in which
+/// process.
 #[map]
-pub(crate) static BLOCKED: HashMap<u32, StackEvent> =
-    HashMap::with_max_entries(16384, BPF_F_NO_PREALLOC);
+pub(crate) static BLOCKED: HashMap<u32, Blocked> =
+    HashMap::with_max_entries(65536, BPF_F_NO_PREALLOC);
+
+/// Stacks blocked threads were in, by stack id (see `offcpu::stack_id`).
+#[map]
+pub(crate) static OFFCPU_STACKS: LruHashMap<u64, StackEvent> =
+    LruHashMap::with_max_entries(MAX_OFFCPU_STACKS, 0);
+
+/// Off-CPU time summed by (process, thread, stack): two tables, the one `OFFCPU_ACTIVE` names
+/// is written while the agent reads and empties the other.
+#[map]
+pub(crate) static OFFCPU_SUMS_0: HashMap<OffCpuKey, OffCpuSum> =
+    HashMap::with_max_entries(MAX_OFFCPU_SUMS, BPF_F_NO_PREALLOC);
+
+/// The second table of sums (see `OFFCPU_SUMS_0`).
+#[map]
+pub(crate) static OFFCPU_SUMS_1: HashMap<OffCpuKey, OffCpuSum> =
+    HashMap::with_max_entries(MAX_OFFCPU_SUMS, BPF_F_NO_PREALLOC);
+
+/// Which sum table is written (0 or 1), set by the agent.
+#[map]
+pub(crate) static OFFCPU_ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Per-CPU `offcpu::stat` counters.
+#[map]
+pub(crate) static OFFCPU_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
+
+/// Per-CPU rate limit of timeline events: [second it counts, events sent in it].
+#[map]
+pub(crate) static OFFCPU_EVENT_BUDGET: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(1, 0);
+
+/// When the task on each CPU was switched in (0 until the first switch seen).
+#[map]
+pub(crate) static SWITCHED_IN_AT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Each target thread's time on CPU since recording began.
+#[map]
+pub(crate) static THREAD_CPU: HashMap<u32, ThreadCpu> =
+    HashMap::with_max_entries(MAX_THREAD_CPU, BPF_F_NO_PREALLOC);
 
 /// The agent's settings for this kernel.
 #[inline(always)]
@@ -88,6 +146,15 @@ pub(crate) fn wakeup_flags(ring: &RingBuf) -> u64 {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
         BPF_RB_NO_WAKEUP as u64
+    }
+}
+
+/// Adds one to `OFFCPU_STATS[index]` (an `offcpu::stat` constant).
+#[inline(always)]
+pub(crate) fn count_stat(index: u32) {
+    if let Some(counter) = OFFCPU_STATS.get_ptr_mut(index) {
+        // SAFETY: as in `count_lost`: this CPU's slot.
+        unsafe { *counter += 1 };
     }
 }
 

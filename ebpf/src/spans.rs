@@ -24,7 +24,7 @@ use modelprobe_common::{
 
 use crate::{
     emit::{emit, emit_data, fill, Payload},
-    maps::{count_lost, current_is_target, EVENTS, PENDING_OUT},
+    maps::{count_lost, current_is_target, PENDING_OUT, SPAN_STACKS},
 };
 
 /// The entry probe of a function whose calling stack is not kept: cheap for the verifier
@@ -97,7 +97,7 @@ fn try_span_enter<const STACKS: bool>(ctx: &ProbeContext) -> Result<u32, i64> {
 /// Sends the calling stack at a probed function's entry as a `SPAN_STACK` event.
 #[inline(always)]
 fn launch_stack(ctx: &ProbeContext, probe: u32) {
-    let Some(mut entry) = EVENTS.reserve::<StackEvent>(0) else {
+    let Some(mut entry) = SPAN_STACKS.reserve::<StackEvent>(0) else {
         count_lost(ctx, lost::SPAN);
         return;
     };
@@ -202,7 +202,7 @@ fn try_span_exit<const STACKS: bool>(ctx: &RetProbeContext) -> Result<u32, i64> 
 /// Sends the stack a failed call returns to as an `API_ERROR_STACK` event.
 #[inline(always)]
 fn error_stack(ctx: &RetProbeContext, probe: u32) {
-    let Some(mut entry) = EVENTS.reserve::<StackEvent>(0) else {
+    let Some(mut entry) = SPAN_STACKS.reserve::<StackEvent>(0) else {
         count_lost(ctx, lost::SPAN);
         return;
     };

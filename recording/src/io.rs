@@ -196,6 +196,7 @@ mod tests {
             tid: 1,
             stack: 0,
             weight: 1,
+            blocks: None,
         });
         rec.write(&dir).unwrap();
         let back = Recording::read(&dir).unwrap();

@@ -245,6 +245,21 @@ pub struct Meta {
     /// The CFI unwind tables the user stacks were walked with, when they were used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unwind: Option<UnwindSummary>,
+    /// Where blocked intervals went: timeline events or in-kernel sums.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub off_cpu_stats: Option<OffCpuStats>,
+}
+
+/// How the kernel handed blocked intervals over (see `modelprobe_common::offcpu`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OffCpuStats {
+    /// Blocks sent one by one, for the timeline.
+    pub events: u64,
+    /// Blocks summed in the kernel by (thread, stack).
+    pub summed: u64,
+    /// Of those summed, blocks long enough for a timeline event that the rate limit or a
+    /// busy ring sent to the sums instead.
+    pub events_summed: u64,
 }
 
 /// What the unwind tables held and cost: objects compiled, rows, kernel memory, build time,
@@ -291,7 +306,7 @@ pub struct AgentUsage {
 pub struct Lost {
     /// CPU samples dropped because the ring buffer was full.
     pub cpu_samples: u64,
-    /// Off-CPU events dropped because the ring buffer was full.
+    /// Blocked intervals dropped because the in-kernel sum table was full.
     pub off_cpu_events: u64,
     /// Blocked intervals not tracked because the in-kernel table was full.
     pub off_cpu_untracked: u64,
@@ -335,6 +350,10 @@ pub struct Lost {
     /// GPU activity records CUPTI dropped or the injection library could not hand over.
     #[serde(default)]
     pub gpu_records: u64,
+    /// Off-CPU stacks the kernel's store evicted before the agent read them: their time is
+    /// kept, under an empty stack.
+    #[serde(default)]
+    pub off_cpu_stacks_evicted: u64,
 }
 
 impl Lost {
@@ -377,6 +396,10 @@ pub struct Thread {
     pub tid: u32,
     /// Thread name (`comm`), as last seen.
     pub name: String,
+    /// Nanoseconds on CPU while recording, as the scheduler accounted them (absent when not
+    /// measured: recordings from before this field, a full accounting table).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_ns: Option<u64>,
 }
 
 /// Where a frame's code lives.
@@ -441,6 +464,11 @@ pub struct Sample {
     /// 1 for CPU samples; nanoseconds for off-CPU samples.
     #[serde(rename = "w")]
     pub weight: u64,
+    /// For an off-CPU sample summed in the kernel: how many blocks of this thread in this
+    /// stack it sums (they ended in the interval that began at `t`). Absent for one block that
+    /// began at `t` and lasted `w`, and for CPU samples.
+    #[serde(default, rename = "n", skip_serializing_if = "Option::is_none")]
+    pub blocks: Option<u64>,
 }
 
 impl Recording {

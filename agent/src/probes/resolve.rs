@@ -4,7 +4,12 @@
 //! `/proc/PID/root`, so containers work. A library named but not mapped yet is looked up in the
 //! target's library path, and probed on the file: uprobes live on the file, so a later `dlopen`
 //! is covered from its first call.
-use std::path::{Path, PathBuf};
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::Mutex,
+    time::{Duration, Instant},
+};
 
 use super::{elf::function_symbols, spec::glob_match, ProbeSpec, MAX_GLOB_MATCHES};
 use crate::{Error, Result};
@@ -70,7 +75,7 @@ impl SearchContext {
         }
         lib_dirs.extend(STD_LIB_DIRS.iter().map(PathBuf::from));
         SearchContext {
-            root: PathBuf::from(format!("/proc/{pid}/root")),
+            root: root_of(pid),
             exe: std::fs::read_link(format!("/proc/{pid}/exe")).ok(),
             mapped,
             lib_dirs,
@@ -108,10 +113,60 @@ impl SearchContext {
     }
 }
 
+/// Where `pid`'s paths are read: `/` when it shares the agent's mount namespace (so listings
+/// cached for one process serve its siblings), else `/proc/PID/root`.
+fn root_of(pid: u32) -> PathBuf {
+    let ns = |p: String| std::fs::read_link(p).ok();
+    match (
+        ns(format!("/proc/{pid}/ns/mnt")),
+        ns("/proc/self/ns/mnt".into()),
+    ) {
+        (Some(a), Some(b)) if a == b => PathBuf::from("/"),
+        _ => PathBuf::from(format!("/proc/{pid}/root")),
+    }
+}
+
+/// How long a directory lookup is reused: a process that forks and execs hundreds of children
+/// a second has each library directory searched once, not once per exec.
+const LOOKUP_TTL: Duration = Duration::from_secs(2);
+
+/// The best file named like `wanted` in each directory (by host path), with when it was looked
+/// up.
+type Lookups = HashMap<(PathBuf, String), (Instant, Option<String>)>;
+
+static LOOKUPS: Mutex<Option<Lookups>> = Mutex::new(None);
+
+/// The file in `dir` that `wanted` names: the exact name first, then the shortest versioned
+/// one (libx.so.12 before libx.so.12.1). Answered from a lookup at most [`LOOKUP_TTL`] old.
+fn best_in_dir(dir: &Path, wanted: &str) -> Option<String> {
+    let mut cache = LOOKUPS.lock().unwrap_or_else(|e| e.into_inner());
+    let cache = cache.get_or_insert_with(HashMap::new);
+    let key = (dir.to_path_buf(), wanted.to_string());
+    if let Some((at, found)) = cache.get(&key) {
+        if at.elapsed() < LOOKUP_TTL {
+            return found.clone();
+        }
+    }
+    let found = std::fs::read_dir(dir).ok().and_then(|entries| {
+        entries
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| name_matches(n, wanted))
+            .min_by_key(|n| (n != wanted, n.len()))
+    });
+    cache.insert(key, (Instant::now(), found.clone()));
+    found
+}
+
+/// `name` is `wanted` or a versioned `wanted.N...`.
+fn name_matches(name: &str, wanted: &str) -> bool {
+    name == wanted || (name.starts_with(wanted) && name.as_bytes().get(wanted.len()) == Some(&b'.'))
+}
+
 fn file_name_matches(path: &Path, wanted: &str) -> bool {
     path.file_name()
         .and_then(|n| n.to_str())
-        .is_some_and(|n| n == wanted || n.starts_with(&format!("{wanted}.")))
+        .is_some_and(|n| name_matches(n, wanted))
 }
 
 /// The file (target's path) a spec's TARGET names.
@@ -141,17 +196,7 @@ pub fn resolve_target(spec: &ProbeSpec, ctx: &SearchContext) -> Result<PathBuf> 
         return Ok(m.clone());
     }
     for dir in &ctx.lib_dirs {
-        let Ok(entries) = std::fs::read_dir(ctx.host_path(dir)) else {
-            continue;
-        };
-        let mut names: Vec<String> = entries
-            .flatten()
-            .filter_map(|e| e.file_name().into_string().ok())
-            .filter(|n| file_name_matches(Path::new(n), &spec.target))
-            .collect();
-        // Exact name first, then the shortest versioned one (libx.so.12 before libx.so.12.1).
-        names.sort_by_key(|n| (n != &spec.target, n.len()));
-        if let Some(n) = names.first() {
+        if let Some(n) = best_in_dir(&ctx.host_path(dir), &spec.target) {
             return Ok(dir.join(n));
         }
     }

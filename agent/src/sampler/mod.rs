@@ -24,13 +24,17 @@ use aya::{
 };
 use aya_log::EbpfLogger;
 use modelprobe_common::{
-    kind, lost, Config, DataHeader, Record, StackEvent, DATA_HEADER, LAUNCH_STACK_COOKIE,
-    STATUS_COOKIE,
+    kind, lost,
+    offcpu::{OffCpuEvent, ThreadCpu},
+    Config, DataHeader, Record, StackEvent, DATA_HEADER, LAUNCH_STACK_COOKIE, STATUS_COOKIE,
 };
 
 use crate::{unwind::UnwindTables, Error, Result};
 
+pub mod offcpu;
 pub mod tracefs;
+
+pub use offcpu::OffCpu;
 
 /// The BPF object built by `cargo xtask build-ebpf`, embedded at compile time.
 static BPF_OBJECT: &[u8] =
@@ -45,6 +49,11 @@ pub struct SamplerOptions {
     pub off_cpu: bool,
     /// Blocked intervals shorter than this are not recorded.
     pub off_cpu_min: Duration,
+    /// Blocked intervals at least this long are timeline events (rate-limited); the rest are
+    /// only summed by (thread, stack) in the kernel.
+    pub off_cpu_event_min: Duration,
+    /// Wake the agent at once for each new process and exec (it has probes to attach).
+    pub lifecycle_wakeup: bool,
     /// Capture stdout/stderr writes and file opens.
     pub capture_io: bool,
     /// Sample CPU stacks.
@@ -90,10 +99,18 @@ pub type LostCounts = [u64; lost::COUNT as usize];
 /// Loaded and attached BPF programs, and the maps the agent talks through.
 pub struct Sampler {
     bpf: Ebpf,
+    /// CPU samples (each kind of record has its ring: see `ebpf/src/maps.rs`).
     events: RingBuf<MapData>,
-    /// Off-CPU events, in a ring of their own (see `OFFCPU_EVENTS` in `ebpf/src/maps.rs`).
+    /// Long blocks for the timeline.
     offcpu: RingBuf<MapData>,
+    /// Launch and error stacks of probed calls.
+    span_stacks: RingBuf<MapData>,
+    /// Spans, logs, opens, string arguments.
     records: RingBuf<MapData>,
+    /// Process, thread and signal records.
+    lifecycle: RingBuf<MapData>,
+    /// Off-CPU sums and stacks, per-thread CPU time.
+    off: offcpu::OffCpuTables,
     targets: HashMap<MapData, u32, u32>,
     cpus: u32,
     /// Span programs loaded so far (each on its first use).
@@ -120,8 +137,13 @@ fn bpf_log_level() -> u8 {
 
 /// Receives what the BPF side reports.
 pub trait EventSink {
-    /// A CPU or off-CPU stack sample.
+    /// A CPU sample, or a probed call's launch or error stack.
     fn stack(&mut self, ev: &StackEvent);
+    /// The stacks behind an off-CPU stack id, handed over once, before the first interval
+    /// naming it; `None` when the kernel's store evicted them before they were read.
+    fn off_cpu_stack(&mut self, stack_id: u64, stack: Option<&StackEvent>);
+    /// A blocked interval, or the sum of one thread's blocks in one place over an interval.
+    fn off_cpu(&mut self, interval: &OffCpu);
     /// A span, lifecycle or signal record.
     fn record(&mut self, rec: &Record);
     /// A log write or file open.
@@ -158,7 +180,9 @@ impl Sampler {
             deliver_sig_off: f("signal", "signal_deliver", "sig")?.offset,
             deliver_code_off: f("signal", "signal_deliver", "code")?.offset,
             deliver_handler_off: f("signal", "signal_deliver", "sa_handler")?.offset,
-            _pad: 0,
+            off_cpu: u32::from(opts.off_cpu),
+            offcpu_event_min_ns: opts.off_cpu_event_min.as_nanos().min(u32::MAX as u128) as u32,
+            lifecycle_wakeup: u32::from(opts.lifecycle_wakeup),
         };
         let bpf_log_level = bpf_log_level();
         let mut bpf = EbpfLoader::new()
@@ -181,9 +205,8 @@ impl Sampler {
         attach_tracepoint(&mut bpf, "mp_sched_exec", "sched", "sched_process_exec")?;
         attach_tracepoint(&mut bpf, "mp_task_rename", "task", "task_rename")?;
         attach_tracepoint(&mut bpf, "mp_signal_deliver", "signal", "signal_deliver")?;
-        if opts.off_cpu {
-            attach_tracepoint(&mut bpf, "mp_sched_switch", "sched", "sched_switch")?;
-        }
+        // Always: besides blocked intervals (when asked for) it keeps each thread's CPU time.
+        attach_tracepoint(&mut bpf, "mp_sched_switch", "sched", "sched_switch")?;
         if opts.capture_io {
             attach_tracepoint(&mut bpf, "mp_sys_write", "syscalls", "sys_enter_write")?;
             attach_tracepoint(&mut bpf, "mp_sys_writev", "syscalls", "sys_enter_writev")?;
@@ -215,6 +238,11 @@ impl Sampler {
             .map_err(|e| Error::bpf("opening the OFFCPU_EVENTS ring buffer", e))?;
         let records = RingBuf::try_from(take_map(&mut bpf, "RECORDS")?)
             .map_err(|e| Error::bpf("opening the RECORDS ring buffer", e))?;
+        let span_stacks = RingBuf::try_from(take_map(&mut bpf, "SPAN_STACKS")?)
+            .map_err(|e| Error::bpf("opening the SPAN_STACKS ring buffer", e))?;
+        let lifecycle = RingBuf::try_from(take_map(&mut bpf, "LIFECYCLE")?)
+            .map_err(|e| Error::bpf("opening the LIFECYCLE ring buffer", e))?;
+        let off = offcpu::OffCpuTables::new(&mut bpf, crate::clock::monotonic_ns())?;
         let targets = HashMap::try_from(take_map(&mut bpf, "TARGETS")?)
             .map_err(|e| Error::bpf("opening the TARGETS map", e))?;
         let unwind = if opts.unwind_rows == 0 {
@@ -236,7 +264,10 @@ impl Sampler {
             bpf,
             events,
             offcpu,
+            span_stacks,
             records,
+            lifecycle,
+            off,
             targets,
             cpus: cpus.len() as u32,
             span_programs_loaded: Vec::new(),
@@ -268,6 +299,26 @@ impl Sampler {
         self.targets
             .insert(pid, 1, 0)
             .map_err(|e| Error::bpf(format!("adding pid {pid} to the target table"), e))
+    }
+
+    /// Builds unwind tables ahead of time for objects a launched command will map: the
+    /// program, and the agent's own shared libraries (the same C library and loader).
+    pub fn prebuild_unwind(&mut self, program: &Path) {
+        let Some(u) = self.unwind.as_mut() else {
+            return;
+        };
+        u.prebuild(program);
+        let own = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+        let mut seen = std::collections::HashSet::new();
+        for line in own.lines().filter_map(crate::procmaps::parse_line) {
+            if line.exec
+                && line.path.starts_with('/')
+                && line.path.contains(".so")
+                && seen.insert(line.path.to_string())
+            {
+                u.prebuild(Path::new(line.path));
+            }
+        }
     }
 
     /// Publishes `pid`'s unwind tables again: a new process, an exec, a library mapped since.
@@ -307,7 +358,9 @@ impl Sampler {
         let mut pfds = [
             self.events.as_raw_fd(),
             self.offcpu.as_raw_fd(),
+            self.span_stacks.as_raw_fd(),
             self.records.as_raw_fd(),
+            self.lifecycle.as_raw_fd(),
             logs,
         ]
         .map(|fd| libc::pollfd {
@@ -333,7 +386,14 @@ impl Sampler {
             logs.flush();
         }
         let mut n = 0;
-        // Records first: a span's or process's record should be seen before samples inside it.
+        // Lifecycle, then records: a process's and a span's records should be seen before the
+        // samples and stacks inside them.
+        while let Some(item) = self.lifecycle.next() {
+            if let Some(rec) = read_pod::<Record>(&item) {
+                sink.record(&rec);
+                n += 1;
+            }
+        }
         while let Some(item) = self.records.next() {
             // Every RECORDS item starts with its kind (offset 0 of Record and DataHeader, checked
             // in modelprobe-common's layout assertions).
@@ -348,7 +408,7 @@ impl Sampler {
                 n += 1;
             }
         }
-        for ring in [&mut self.events, &mut self.offcpu] {
+        for ring in [&mut self.span_stacks, &mut self.events] {
             while let Some(item) = ring.next() {
                 if let Some(ev) = read_pod::<StackEvent>(&item) {
                     sink.stack(&ev);
@@ -356,7 +416,30 @@ impl Sampler {
                 }
             }
         }
+        while let Some(item) = self.offcpu.next() {
+            if let Some(ev) = read_pod::<OffCpuEvent>(&item) {
+                self.off.event(&ev, sink);
+                n += 1;
+            }
+        }
         n
+    }
+
+    /// Hands over the off-CPU sums the kernel finished writing (see
+    /// [`offcpu::OffCpuTables::drain_sums`]); `last` at the end of the recording.
+    pub fn drain_off_cpu_sums(&mut self, sink: &mut impl EventSink, last: bool) -> usize {
+        self.off
+            .drain_sums(crate::clock::monotonic_ns(), last, sink)
+    }
+
+    /// Each live target thread's time on CPU so far: (tid, its entry).
+    pub fn thread_cpu(&self) -> Vec<(u32, ThreadCpu)> {
+        self.off.thread_cpu()
+    }
+
+    /// Where blocked intervals went: timeline events or sums.
+    pub fn off_cpu_stats(&self) -> crate::recording::OffCpuStats {
+        self.off.stats()
     }
 
     /// Loads span program `name` if it is not yet. The plain ones verify in milliseconds; the

@@ -30,6 +30,9 @@ pub(super) fn finish(s: Session<'_>, stopped: Stopped) -> Result<Outcome> {
     } = s;
     gpu.collect_last(&progress);
     sampler.drain(&mut collector);
+    sampler.drain_off_cpu_sums(&mut collector, true);
+    collector.thread_cpu(&sampler.thread_cpu());
+    let off_cpu_stats = opts.off_cpu.then(|| sampler.off_cpu_stats());
     let (recording_cpu_ns, recording_peak_rss_kib) = clock::agent_usage();
     let counts = sampler.lost()?;
     let cpus = sampler.cpus();
@@ -67,6 +70,7 @@ pub(super) fn finish(s: Session<'_>, stopped: Stopped) -> Result<Outcome> {
         span_sample_rate: None,
         agent: None,
         unwind,
+        off_cpu_stats,
     };
     // Probes attached while recording (packs found by a rescan) are in the table now.
     collector.set_probes(probes.table());

@@ -54,6 +54,9 @@ pub struct RecordOptions {
     pub off_cpu: bool,
     /// Shortest blocked interval recorded.
     pub off_cpu_min: Duration,
+    /// Shortest blocked interval drawn on the timeline one by one (shorter ones, and long
+    /// ones past the rate limit, are summed by thread and stack in the kernel).
+    pub off_cpu_event_min: Duration,
     /// Set to a signal number (by the caller's signal handler) to stop the session.
     pub stop: Arc<AtomicUsize>,
     /// Functions to record spans of (`--probe`).
@@ -110,6 +113,7 @@ impl RecordOptions {
             duration: None,
             off_cpu: false,
             off_cpu_min: Duration::from_micros(1),
+            off_cpu_event_min: Duration::from_millis(1),
             stop: Arc::new(AtomicUsize::new(0)),
             probes: Vec::new(),
             capture_io: true,

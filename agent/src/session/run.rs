@@ -45,6 +45,7 @@ pub(super) fn run(s: &mut Session<'_>) -> Stopped {
             last_rescan = Instant::now();
             s.collector.rescan_maps();
             s.sampler.forget_exited();
+            s.sampler.drain_off_cpu_sums(&mut s.collector, false);
         }
         for (pid, files) in s.collector.take_new_files() {
             if let Err(e) = s.probes.on_new_files(&mut s.sampler, pid, &files) {
@@ -117,6 +118,11 @@ fn sigint_from_terminal() -> bool {
 fn follow_lifecycle(collector: &mut Collector, sampler: &mut Sampler, probes: &mut ProbeSet) {
     for change in collector.take_lifecycle() {
         let (Lifecycle::NewProcess(pid) | Lifecycle::Exec(pid)) = change;
+        // A short-lived child (a shell, a tool an agent runs) is often gone by the time its
+        // record is read: nothing to attach to or walk.
+        if !crate::target::is_alive(pid) {
+            continue;
+        }
         // Tables are built off this thread: asking costs nothing now.
         sampler.refresh_unwind(pid);
         if probes.is_empty() {

@@ -202,6 +202,11 @@ fn attach(
         frequency_hz: opts.frequency_hz,
         off_cpu: opts.off_cpu,
         off_cpu_min: opts.off_cpu_min,
+        off_cpu_event_min: opts.off_cpu_event_min,
+        // A user's probes are attached to each new process at once; the packs' libraries
+        // (CUDA...) take far longer to load than the agent's 100 ms poll, so for them
+        // lifecycle records wait for the batch and short-lived children cost nothing.
+        lifecycle_wakeup: !opts.probes.is_empty(),
         capture_io: opts.capture_io,
         cpu: opts.cpu,
         records_ring_bytes: opts.records_ring_bytes,
@@ -220,6 +225,9 @@ fn attach(
             }
         }
         (Target::Command(_), Some(c)) => {
+            // Its tables are published at the exec record; built now, they are ready then even
+            // if the command's threads leave the agent little CPU.
+            sampler.prebuild_unwind(&c.program_path);
             sampler.add_gated_target(c.pid)?;
             // Uprobes live on files: attached now, they fire from the command's first call.
             probes.attach_to(&mut sampler, c.pid)?;

@@ -341,6 +341,15 @@ impl UnwindTables {
         }
     }
 
+    /// Builds the tables of the object at `path` ahead of any process mapping it (a command
+    /// about to be exec'ed, the C library it will load), so that its first samples are whole
+    /// even when its threads leave the agent little CPU. Nothing is published.
+    pub fn prebuild(&mut self, path: &std::path::Path) {
+        if let Ok(file) = File::open(path) {
+            let _ = self.object_in(file, &path.to_string_lossy());
+        }
+    }
+
     /// The entry of the file a mapping line names; on first sight, queued for the worker
     /// (`Pending`).
     fn object(&mut self, pid: u32, line: &procmaps::MapsLine<'_>) -> Option<Entry> {
@@ -348,6 +357,12 @@ impl UnwindTables {
         let file = File::open(&by_map_files)
             .or_else(|_| File::open(format!("/proc/{pid}/root{}", line.path)))
             .ok()?;
+        self.object_in(file, line.path)
+    }
+
+    /// The entry of an open object file; on first sight, compiled here when small, else queued
+    /// for the worker (`Pending`).
+    fn object_in(&mut self, file: File, path: &str) -> Option<Entry> {
         let md = file.metadata().ok()?;
         let inode = (md.dev(), md.ino());
         if let Some(key) = self.by_inode.get(&inode) {
@@ -372,7 +387,7 @@ impl UnwindTables {
             self.pending += 1;
             self.finished(Done {
                 key: key.clone(),
-                path: line.path.to_string(),
+                path: path.to_string(),
                 result,
                 took: began.elapsed(),
             });
@@ -380,7 +395,7 @@ impl UnwindTables {
         }
         let job = Job {
             key: key.clone(),
-            path: line.path.to_string(),
+            path: path.to_string(),
             data,
         };
         let sent = self

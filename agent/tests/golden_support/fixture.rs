@@ -10,8 +10,8 @@ use modelprobe::{
     recording::logs::{Level, LogLine, Stream},
     recording::{
         AgentUsage, Counter, Event, EventKind, Frame, FrameKind, GpuDetail, GpuLaunch, GpuOp,
-        GpuSource, Lost, Meta, ProbeInfo, Process, Recording, Sample, SampleKind, Span, Thread,
-        UnwindSummary,
+        GpuSource, Lost, Meta, OffCpuStats, ProbeInfo, Process, Recording, Sample, SampleKind,
+        Span, Thread, UnwindSummary,
     },
 };
 use serde_json::{json, Value};
@@ -85,6 +85,11 @@ fn meta() -> Meta {
             objects_without_info: 1,
             ..UnwindSummary::default()
         }),
+        off_cpu_stats: Some(OffCpuStats {
+            events: 2,
+            summed: 40,
+            events_summed: 3,
+        }),
     }
 }
 
@@ -105,6 +110,8 @@ fn add_processes_and_threads(rec: &mut Recording) {
         pid,
         tid,
         name: name.into(),
+        // The scheduler's count, a little over what the samples say.
+        cpu_ns: Some(if pid == tid { 70_000_000 } else { 40_000_000 }),
     };
     rec.threads = vec![
         thread(100, 100, "python3"),
@@ -223,6 +230,7 @@ fn add_samples(rec: &mut Recording) {
             tid,
             stack,
             weight: 1,
+            blocks: None,
         })
         .collect();
     let off = |t_us, pid, tid, stack, ns| Sample {
@@ -232,6 +240,7 @@ fn add_samples(rec: &mut Recording) {
         tid,
         stack,
         weight: ns,
+        blocks: None,
     };
     samples.extend([
         off(55_000, 100, 100, FUTEX, 12_500_000),
@@ -239,6 +248,11 @@ fn add_samples(rec: &mut Recording) {
         off(125_000, 101, 101, READ, 40_000_000),
         off(175_000, 100, 100, KERNEL_ONLY, 999),
         off(205_000, 101, 101, KERNEL_ONLY, 2_000_000),
+        // Forty short blocks summed in the kernel: counted, not drawn on the timeline.
+        Sample {
+            blocks: Some(40),
+            ..off(10_000, 100, 102, FUTEX, 4_000_000)
+        },
     ]);
     samples.sort_by_key(|s| s.time_ns);
     rec.samples = samples;

@@ -155,6 +155,9 @@ pub fn write_trace_events(rec: &Recording, w: &mut dyn Write) -> std::io::Result
                     .entry((s.pid, s.time_ns / COUNTER_BIN_NS))
                     .or_default() += 1;
             }
+            // Sums of many short blocks have no place in time: flame graphs and the report count
+            // them, the timeline draws the blocks sent one by one.
+            SampleKind::OffCpu if s.blocks.is_some() => {}
             SampleKind::OffCpu => {
                 emit(
                     &mut first,

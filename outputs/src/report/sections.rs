@@ -61,15 +61,26 @@ pub(super) fn headline(rec: &Recording) -> Vec<(String, String)> {
         "samples",
         format!("{samples} CPU samples at {} Hz", m.frequency_hz),
     );
-    if let Some(cpu_ns) = (samples as u128 * 1_000_000_000)
+    // The scheduler's own count when the recording has it: true whatever samples were lost.
+    let accounted = rec
+        .threads
+        .iter()
+        .filter_map(|t| t.cpu_ns)
+        .reduce(u64::saturating_add);
+    let estimated = (samples as u128 * 1_000_000_000)
         .checked_div(m.frequency_hz as u128)
-        .map(|ns| ns.min(u64::MAX as u128) as u64)
-    {
+        .map(|ns| ns.min(u64::MAX as u128) as u64);
+    let cpu = match (accounted, estimated) {
+        (Some(ns), _) => Some((ns, "scheduler's count".to_string())),
+        (None, Some(ns)) => Some((ns, "estimated from samples".to_string())),
+        (None, None) => None,
+    };
+    if let Some((cpu_ns, source)) = cpu {
         let cores = cpu_ns as f64 / rec.duration_ns().max(1) as f64;
         push(
             "CPU time",
             format!(
-                "{} ({cores:.2} cores busy on average, {:.1}% of {} CPUs)",
+                "{} ({cores:.2} cores busy on average, {:.1}% of {} CPUs; {source})",
                 seconds(cpu_ns),
                 100.0 * cores / m.cpus.max(1) as f64,
                 m.cpus
@@ -77,10 +88,22 @@ pub(super) fn headline(rec: &Recording) -> Vec<(String, String)> {
         );
     }
     if m.off_cpu {
-        push(
-            "off-CPU time",
-            format!("{} blocked", seconds(rec.off_cpu_ns())),
-        );
+        let mut line = format!("{} blocked", seconds(rec.off_cpu_ns()));
+        if let Some(st) = m.off_cpu_stats {
+            line.push_str(&format!(
+                " ({} blocks: {} on the timeline, {} summed by thread and stack in the kernel)",
+                st.events + st.summed,
+                st.events,
+                st.summed
+            ));
+        }
+        let dropped = m.lost.off_cpu_events + m.lost.off_cpu_untracked;
+        if dropped > 0 {
+            line.push_str(&format!(
+                "; {dropped} block(s) not counted (kernel tables full): blocked time is a lower bound"
+            ));
+        }
+        push("off-CPU time", line);
     }
     push(
         "processes, threads",
@@ -425,10 +448,17 @@ pub(super) fn lost(rec: &Recording) -> Section {
     let mut row = |what: &str, n: u64| s.rows.push(vec![json!(what), json!(n)]);
     row("CPU samples (ring buffer full)", l.cpu_samples);
     if rec.meta.off_cpu {
-        row("off-CPU events (ring buffer full)", l.off_cpu_events);
         row(
-            "blocked intervals untracked (table full)",
+            "blocked intervals not summed (sum table full)",
+            l.off_cpu_events,
+        );
+        row(
+            "blocked intervals untracked (blocked-thread table full)",
             l.off_cpu_untracked,
+        );
+        row(
+            "off-CPU stacks evicted before read (time kept, stack unknown)",
+            l.off_cpu_stacks_evicted,
         );
     }
     row("child processes not followed", l.children_untracked);

@@ -81,6 +81,7 @@ fn synthetic(spans: usize, threads: u32, samples: usize) -> Recording {
             pid,
             tid,
             name: format!("worker-{tid}"),
+            cpu_ns: None,
         })
         .collect();
     let probe = |function: &str, args: u8, pack: Option<&str>| ProbeInfo {
@@ -207,6 +208,7 @@ fn synthetic(spans: usize, threads: u32, samples: usize) -> Recording {
             tid,
             stack: rng.below(500) as u32,
             weight: 1,
+            blocks: None,
         });
     }
     for &(pid, tid) in &tids {
@@ -221,6 +223,7 @@ fn synthetic(spans: usize, threads: u32, samples: usize) -> Recording {
                 tid,
                 stack: rng.below(500) as u32,
                 weight: w,
+                blocks: None,
             });
             t += w + 5_000_000 + rng.below(100_000_000);
         }

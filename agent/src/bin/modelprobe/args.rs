@@ -226,6 +226,12 @@ pub struct RecordArgs {
     /// blocked: offcpu-flamegraph.svg.
     #[arg(long)]
     pub off_cpu: bool,
+    /// With --off-cpu: blocks at least this long are drawn one by one on the timeline (at most
+    /// 500 a second per CPU); shorter ones are summed by thread and stack in the kernel, so a
+    /// busy thread pool costs no lost record. Both count in flame graphs and the report.
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION",
+          default_value = "1ms")]
+    pub off_cpu_event_min: std::time::Duration,
     /// Record a span for every call of a function: TARGET:SYMBOL[@N], where TARGET is a binary
     /// or library (path or file name, e.g. libllama.so), SYMBOL a function name or glob
     /// (handle_*), and @N keeps its first N integer arguments (max 6). Repeatable; added to

@@ -117,6 +117,7 @@ pub fn record(
         opts.retract = g.retract;
     }
     opts.records_ring_bytes = args.ring_buffer_kib.saturating_mul(1024);
+    opts.off_cpu_event_min = args.off_cpu_event_min;
     opts.unwind_rows = if args.frame_pointers {
         0
     } else {

@@ -26,6 +26,7 @@ impl Collector {
         meta.lost.user_stacks_scanned = sampled.quality.scanned;
         meta.lost.unmatched_span_returns = paired.unmatched_returns;
         meta.lost.log_bytes_cut = cut;
+        meta.lost.off_cpu_stacks_evicted = sampled.off_cpu_evicted;
 
         let mut events = self.tasks.finish();
         events.extend(model_loads);

@@ -106,6 +106,8 @@ impl Tasks {
                     )
                 };
                 self.event(procs, rec, kind, msg, None);
+                // After the event, which names the thread from the record.
+                procs.cpu_time(rec.pid, rec.tid, rec.args[1]);
             }
             kind::RENAME => {
                 self.event(

@@ -16,7 +16,7 @@ use modelprobe_common::{kind, Record, StackEvent};
 
 use crate::{
     recording::{ProbeInfo, SampleKind},
-    sampler::{DataView, EventSink},
+    sampler::{DataView, EventSink, OffCpu},
 };
 
 mod finalize;
@@ -114,6 +114,14 @@ impl Collector {
         self.tasks.take_changes()
     }
 
+    /// The time on CPU of threads still alive at the end (those that exited said theirs in
+    /// their exit record).
+    pub fn thread_cpu(&mut self, threads: &[(u32, modelprobe_common::offcpu::ThreadCpu)]) {
+        for (tid, t) in threads {
+            self.procs.cpu_time(t.pid, *tid, t.cpu_ns);
+        }
+    }
+
     /// Records the model files `pid` already has open or mapped (for `attach`: they were
     /// loaded before recording began, so no open will be seen).
     pub fn note_loaded_models(&mut self, pid: u32, now_ns: u64) {
@@ -125,7 +133,6 @@ impl EventSink for Collector {
     fn stack(&mut self, ev: &StackEvent) {
         match ev.kind {
             kind::CPU_SAMPLE => self.stacks.sample(ev, SampleKind::Cpu, &mut self.procs),
-            kind::OFF_CPU => self.stacks.sample(ev, SampleKind::OffCpu, &mut self.procs),
             kind::API_ERROR_STACK => {
                 let stack = self.stacks.intern(ev, &mut self.procs);
                 self.spans.error_stack(ev.tid, ev.time_ns, stack);
@@ -138,6 +145,14 @@ impl EventSink for Collector {
             }
             other => log::debug!("unknown event kind {other}"),
         }
+    }
+
+    fn off_cpu_stack(&mut self, stack_id: u64, stack: Option<&StackEvent>) {
+        self.stacks.off_cpu_stack(stack_id, stack, &mut self.procs);
+    }
+
+    fn off_cpu(&mut self, interval: &OffCpu) {
+        self.stacks.off_cpu(interval, &mut self.procs);
     }
 
     fn record(&mut self, rec: &Record) {

@@ -126,15 +126,43 @@ impl Processes {
         self.threads
             .entry(tid)
             .and_modify(|t| t.name.clone_from(&name))
-            .or_insert_with(|| Thread { pid, tid, name });
+            .or_insert_with(|| Thread {
+                pid,
+                tid,
+                name,
+                cpu_ns: None,
+            });
     }
 
     /// A thread that has events is a known thread, even one that never ran into a sample (a
     /// library's idle helper thread).
     pub fn has_events(&mut self, pid: u32, tid: u32, name: String) {
-        self.threads
-            .entry(tid)
-            .or_insert_with(|| Thread { pid, tid, name });
+        self.threads.entry(tid).or_insert_with(|| Thread {
+            pid,
+            tid,
+            name,
+            cpu_ns: None,
+        });
+    }
+
+    /// Thread `tid` of `pid` ran `cpu_ns` on CPU while recording (the scheduler's count: at
+    /// its exit, or for the threads still alive at the end).
+    pub fn cpu_time(&mut self, pid: u32, tid: u32, cpu_ns: u64) {
+        let t = self.threads.entry(tid).or_insert_with(|| Thread {
+            pid,
+            tid,
+            name: thread_name(pid, tid),
+            cpu_ns: None,
+        });
+        t.cpu_ns = Some(t.cpu_ns.unwrap_or(0).saturating_add(cpu_ns));
+    }
+
+    /// A thread known only by its ids (an off-CPU sum names no `comm`): named from `/proc`
+    /// while it lives.
+    pub fn seen_thread(&mut self, pid: u32, tid: u32) {
+        if !self.threads.contains_key(&tid) {
+            self.has_events(pid, tid, thread_name(pid, tid));
+        }
     }
 
     /// Thread `tid` renamed itself.
@@ -203,4 +231,11 @@ impl Processes {
             threads,
         }
     }
+}
+
+/// A live thread's `comm`, or empty once it is gone.
+fn thread_name(pid: u32, tid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
+        .map(|s| s.trim_end().to_string())
+        .unwrap_or_default()
 }

@@ -7,6 +7,7 @@ use modelprobe_common::{flags, StackEvent};
 use super::processes::Processes;
 use crate::{
     recording::{Sample, SampleKind},
+    sampler::OffCpu,
     symbolize::RawStack,
 };
 
@@ -19,6 +20,10 @@ pub struct Stacks {
     user_errors: u64,
     kernel_errors: u64,
     quality: StackQuality,
+    /// Interned stacks of the kernel's off-CPU stack ids.
+    off_cpu_ids: HashMap<u64, u32>,
+    /// Off-CPU stack ids whose stacks the kernel evicted before they were read.
+    off_cpu_evicted: u64,
 }
 
 /// How whole the user stacks were, counted over every stack event (samples, launch and error
@@ -47,6 +52,8 @@ pub struct Sampled {
     pub quality: StackQuality,
     /// Samples whose kernel stack could not be read.
     pub kernel_errors: u64,
+    /// Off-CPU stacks evicted before they were read (their time is under an empty stack).
+    pub off_cpu_evicted: u64,
 }
 
 impl Stacks {
@@ -89,14 +96,71 @@ impl Stacks {
         id
     }
 
-    /// Adds a CPU or off-CPU sample.
-    pub fn sample(&mut self, ev: &StackEvent, kind: SampleKind, procs: &mut Processes) {
+    /// The stacks behind an off-CPU stack id (`None`: evicted before they were read; their
+    /// intervals are kept under an empty stack).
+    pub fn off_cpu_stack(&mut self, id: u64, ev: Option<&StackEvent>, procs: &mut Processes) {
+        let stack = match ev {
+            Some(ev) => {
+                self.count_errors(ev);
+                self.intern(ev, procs)
+            }
+            None => {
+                self.off_cpu_evicted += 1;
+                self.intern_empty()
+            }
+        };
+        self.off_cpu_ids.insert(id, stack);
+    }
+
+    /// An empty stack: for time whose stack is unknown.
+    fn intern_empty(&mut self) -> u32 {
+        let raw = RawStack {
+            pid: 0,
+            kernel: Vec::new(),
+            user: Vec::new(),
+        };
+        if let Some(&id) = self.ids.get(&raw) {
+            return id;
+        }
+        let id = self.stacks.len() as u32;
+        self.ids.insert(raw.clone(), id);
+        self.stacks.push(raw);
+        id
+    }
+
+    /// Adds a blocked interval, or a sum of them (its stacks were handed over before).
+    pub fn off_cpu(&mut self, o: &OffCpu, procs: &mut Processes) {
+        let stack = match self.off_cpu_ids.get(&o.stack_id) {
+            Some(&id) => id,
+            None => {
+                self.off_cpu_evicted += 1;
+                self.intern_empty()
+            }
+        };
+        procs.seen_thread(o.pid, o.tid);
+        self.samples.push(Sample {
+            kind: SampleKind::OffCpu,
+            time_ns: o.time_ns,
+            pid: o.pid,
+            tid: o.tid,
+            stack,
+            weight: o.blocked_ns,
+            blocks: o.summed_blocks,
+        });
+    }
+
+    fn count_errors(&mut self, ev: &StackEvent) {
         if ev.flags & flags::USTACK_ERROR != 0 {
             self.user_errors += 1;
         }
         if ev.flags & flags::KSTACK_ERROR != 0 {
             self.kernel_errors += 1;
         }
+    }
+
+    /// Adds a CPU sample.
+    pub fn sample(&mut self, ev: &StackEvent, kind: SampleKind, procs: &mut Processes) {
+        self.count_errors(ev);
         procs.sampled(ev.pid, ev.tid, super::comm_str(&ev.comm));
         let stack = self.intern(ev, procs);
         self.samples.push(Sample {
@@ -106,6 +170,7 @@ impl Stacks {
             tid: ev.tid,
             stack,
             weight: ev.weight,
+            blocks: None,
         });
     }
 
@@ -118,6 +183,7 @@ impl Stacks {
             user_errors: self.user_errors,
             quality: self.quality,
             kernel_errors: self.kernel_errors,
+            off_cpu_evicted: self.off_cpu_evicted,
         }
     }
 }
