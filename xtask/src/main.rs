@@ -73,8 +73,9 @@ enum Task {
         /// Work rounds per thread (about 1 ms each).
         #[arg(long, default_value_t = 4000)]
         rounds: u64,
-        /// Only one part: `cpu` (sampling slowdown, agent cost), `probe` (per-call cost),
-        /// `cuda` (per-CUDA-call cost), `events`, `postproc` or `fuzz`.
+        /// Only one part: `cpu` (sampling slowdown, agent cost), `unwind` (table builds),
+        /// `load` (a switch flood and process churn), `probe` (per-call cost), `cuda`
+        /// (per-CUDA-call cost), `events`, `postproc` or `fuzz`.
         #[arg(long)]
         only: Option<String>,
     },

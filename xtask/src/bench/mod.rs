@@ -1,5 +1,6 @@
 //! `cargo xtask bench`: what profiling costs the target, each figure a ratio against a baseline
-//! measured in the same run, beside the tools users compare with (`perf record`, bpftrace).
+//! measured in the same run, beside the tools users compare with (`perf record`, bpftrace); and
+//! how it holds under load (`load`: a switch flood, process churn).
 //! Workloads do a fixed amount of work and report their own elapsed time; runs alternate
 //! between the variants so machine drift hits all alike. Results go to
 //! `bench/results/<date>.json` and `.md` (`<date>-<part>` for `--only`), and to stdout.
@@ -15,6 +16,7 @@ use crate::{build_release_with_fixtures, is_root, results::Report, say};
 
 mod calls;
 mod cpu;
+mod load;
 mod postproc;
 mod unwind;
 
@@ -69,8 +71,8 @@ pub fn run(root: &Path, runs: usize, rounds: u64, only: Option<&str>) -> Result<
     if !is_root() {
         bail!("benchmarks attach BPF programs and need root: run `sudo -E cargo xtask bench`");
     }
-    const SECTIONS: [&str; 7] = [
-        "cpu", "unwind", "probe", "cuda", "events", "postproc", "fuzz",
+    const SECTIONS: [&str; 8] = [
+        "cpu", "unwind", "load", "probe", "cuda", "events", "postproc", "fuzz",
     ];
     if let Some(other) = only.filter(|o| !SECTIONS.contains(o)) {
         bail!("--only takes one of {}, not {other:?}", SECTIONS.join(", "));
@@ -84,6 +86,9 @@ pub fn run(root: &Path, runs: usize, rounds: u64, only: Option<&str>) -> Result<
     }
     if matches!(only, None | Some("unwind")) {
         unwind::table_cost(root, &mut report)?;
+    }
+    if matches!(only, None | Some("load")) {
+        load::load(root, runs, &mut report)?;
     }
     if matches!(only, None | Some("probe")) {
         probe_cost(root, runs, &mut report)?;
