@@ -12,11 +12,11 @@ use super::*;
 
 /// A bpftrace script that sums blocked time by user stack, as bcc's `offcputime` does.
 const BPFTRACE_OFFCPU: &str =
-    "tracepoint:sched:sched_switch /pid == cpid && args.prev_state != 0/ \
+    "tracepoint:sched:sched_switch /pid == cpid && args->prev_state != 0/ \
      { @start[tid] = nsecs; @where[tid] = ustack; } \
-     tracepoint:sched:sched_switch /@start[args.next_pid]/ \
-     { @off[@where[args.next_pid]] = sum(nsecs - @start[args.next_pid]); \
-       delete(@start[args.next_pid]); delete(@where[args.next_pid]); }";
+     tracepoint:sched:sched_switch /@start[args->next_pid]/ \
+     { @off[@where[args->next_pid]] = sum(nsecs - @start[args->next_pid]); \
+       delete(@start[args->next_pid]); delete(@where[args->next_pid]); }";
 
 /// Runs `cmd` and returns what it printed on stdout; fails on a non-zero exit.
 fn output(cmd: &mut Command) -> Result<String> {
