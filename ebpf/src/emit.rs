@@ -1,6 +1,6 @@
 //! Writers of the three record types: [`fill`] a `StackEvent` (ids, time, stacks), [`emit`] a
-//! fixed-size `Record` into `RECORDS` or `LIFECYCLE`, and [`emit_data`] a `DataRecord` with a user-memory
-//! payload. Each counts what it cannot send.
+//! fixed-size `Record` into `RECORDS` or `LIFECYCLE`, and [`emit_data`] a `DataRecord` with a
+//! user-memory payload. Each counts what it cannot send.
 
 use core::{ffi::c_void, mem::size_of};
 

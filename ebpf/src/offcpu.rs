@@ -92,6 +92,10 @@ fn try_sched_switch(ctx: &TracePointContext) -> Result<u32, i64> {
         unsafe { *since = now };
     }
 
+    // Without --off-cpu no thread is ever in BLOCKED: no lookup on every switch of the machine.
+    if cfg.off_cpu == 0 {
+        return Ok(0);
+    }
     // SAFETY: as above, an offset from this kernel's tracepoint format.
     let next = unsafe { ctx.read_at::<i32>(cfg.switch_next_pid_off as usize)? } as u32;
     // SAFETY: the value is copied out at once.

@@ -70,11 +70,9 @@ pub(super) fn headline(rec: &Recording) -> Vec<(String, String)> {
     let estimated = (samples as u128 * 1_000_000_000)
         .checked_div(m.frequency_hz as u128)
         .map(|ns| ns.min(u64::MAX as u128) as u64);
-    let cpu = match (accounted, estimated) {
-        (Some(ns), _) => Some((ns, "scheduler's count".to_string())),
-        (None, Some(ns)) => Some((ns, "estimated from samples".to_string())),
-        (None, None) => None,
-    };
+    let cpu = accounted
+        .map(|ns| (ns, "scheduler's count"))
+        .or(estimated.map(|ns| (ns, "estimated from samples")));
     if let Some((cpu_ns, source)) = cpu {
         let cores = cpu_ns as f64 / rec.duration_ns().max(1) as f64;
         push(

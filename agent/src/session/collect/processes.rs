@@ -148,20 +148,19 @@ impl Processes {
     /// Thread `tid` of `pid` ran `cpu_ns` on CPU while recording (the scheduler's count: at
     /// its exit, or for the threads still alive at the end).
     pub fn cpu_time(&mut self, pid: u32, tid: u32, cpu_ns: u64) {
-        let t = self.threads.entry(tid).or_insert_with(|| Thread {
-            pid,
-            tid,
-            name: thread_name(pid, tid),
-            cpu_ns: None,
-        });
-        t.cpu_ns = Some(t.cpu_ns.unwrap_or(0).saturating_add(cpu_ns));
+        self.seen_thread(pid, tid);
+        if let Some(t) = self.threads.get_mut(&tid) {
+            t.cpu_ns = Some(t.cpu_ns.unwrap_or(0).saturating_add(cpu_ns));
+        }
     }
 
     /// A thread known only by its ids (an off-CPU sum names no `comm`): named from `/proc`
     /// while it lives.
     pub fn seen_thread(&mut self, pid: u32, tid: u32) {
         if !self.threads.contains_key(&tid) {
-            self.has_events(pid, tid, thread_name(pid, tid));
+            // `/proc/TID` answers for any thread, listed or not.
+            let name = crate::target::comm(tid).unwrap_or_default();
+            self.has_events(pid, tid, name);
         }
     }
 
@@ -231,11 +230,4 @@ impl Processes {
             threads,
         }
     }
-}
-
-/// A live thread's `comm`, or empty once it is gone.
-fn thread_name(pid: u32, tid: u32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
-        .map(|s| s.trim_end().to_string())
-        .unwrap_or_default()
 }

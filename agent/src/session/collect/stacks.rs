@@ -90,6 +90,11 @@ impl Stacks {
             return id;
         }
         procs.learn_code(ev.pid, &raw.user);
+        self.add(raw)
+    }
+
+    /// Keeps a stack not interned yet; returns its id.
+    fn add(&mut self, raw: RawStack) -> u32 {
         let id = self.stacks.len() as u32;
         self.ids.insert(raw.clone(), id);
         self.stacks.push(raw);
@@ -119,13 +124,10 @@ impl Stacks {
             kernel: Vec::new(),
             user: Vec::new(),
         };
-        if let Some(&id) = self.ids.get(&raw) {
-            return id;
+        match self.ids.get(&raw) {
+            Some(&id) => id,
+            None => self.add(raw),
         }
-        let id = self.stacks.len() as u32;
-        self.ids.insert(raw.clone(), id);
-        self.stacks.push(raw);
-        id
     }
 
     /// Adds a blocked interval, or a sum of them (its stacks were handed over before).
