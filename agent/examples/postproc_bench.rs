@@ -60,6 +60,7 @@ fn symbolization(frames: usize) {
             pid,
             kernel: Vec::new(),
             user: c.to_vec(),
+            python: Vec::new(),
         })
         .collect();
     for pass in ["cold", "warm"] {

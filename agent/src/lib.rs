@@ -11,7 +11,10 @@
 //!   tracepoints, and pumps stack events out of the ring buffer;
 //! - [`procmaps`]: snapshots of each target's memory mappings (with open handles on the mapped
 //!   files), taken while it lives, so symbolization works after it exits;
-//! - [`symbolize`]: turns addresses into functions with blazesym (ELF, DWARF, kallsyms, perf maps);
+//! - [`python`]: which CPython a target runs, for the BPF side to read each thread's Python
+//!   frames with every stack, and the code objects that name them;
+//! - [`symbolize`]: turns addresses into functions with blazesym (ELF, DWARF, kallsyms, perf maps),
+//!   with Python frames merged in place of the interpreter's eval-loop frames;
 //! - [`gpu`]: GPU timings from the CUPTI injection library inside each CUDA process (joined to
 //!   the launching calls) and NVML device metrics; [`inject`] loads that library into a
 //!   process that is already running;
@@ -40,6 +43,7 @@ pub mod preflight;
 pub mod probes;
 pub mod procmaps;
 pub mod progress;
+pub mod python;
 pub mod sampler;
 pub mod session;
 pub mod signals;

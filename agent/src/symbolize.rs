@@ -13,6 +13,7 @@ use blazesym::symbolize::{
 
 use crate::{
     procmaps::{MapsRegistry, ModuleId},
+    python::{merge, PyFrameName},
     recording::{Frame, FrameKind},
 };
 
@@ -25,6 +26,9 @@ pub struct RawStack {
     pub kernel: Vec<u64>,
     /// User frames, innermost first.
     pub user: Vec<u64>,
+    /// Python frames, innermost first, named while the process lived (merged into the user
+    /// frames here, see [`crate::python::merge`]).
+    pub python: Vec<PyFrameName>,
 }
 
 /// Frames and stacks produced by [`symbolize_stacks`].
@@ -195,8 +199,26 @@ pub fn symbolize_stacks(
     let mut out_stacks = Vec::with_capacity(stacks.len());
     for (s, locs) in stacks.iter().zip(user_locs) {
         let mut stack = Vec::new();
-        for loc in locs.into_iter().rev() {
-            stack.extend(user_frames(loc, &mut interner));
+        let native: Vec<Vec<u32>> = locs
+            .into_iter()
+            .map(|loc| user_frames(loc, &mut interner))
+            .collect();
+        let groups = if s.python.is_empty() {
+            native
+        } else {
+            let native = native
+                .into_iter()
+                .map(|g| {
+                    let eval = g.first().is_some_and(|&id| {
+                        merge::is_eval_frame(&interner.frames[id as usize].name)
+                    });
+                    (g, eval)
+                })
+                .collect();
+            merge::merge(native, &s.python, |f| interner.id(python_frame(f)))
+        };
+        for group in groups.into_iter().rev() {
+            stack.extend(group);
         }
         for (i, &addr) in s.kernel.iter().enumerate().rev() {
             stack.extend(kernel.get(&lookup(i, addr)).into_iter().flatten());
@@ -206,6 +228,25 @@ pub fn symbolize_stacks(
     SymbolizedStacks {
         frames: interner.frames,
         stacks: out_stacks,
+    }
+}
+
+/// A Python frame as every output shows it: `qualname (file.py:LINE)`, the whole path in
+/// `file`.
+fn python_frame(f: &PyFrameName) -> Frame {
+    let base = f.file.rsplit('/').next().unwrap_or(&f.file);
+    let name = match (f.line, base.is_empty()) {
+        (_, true) => f.name.clone(),
+        (Some(line), false) => format!("{} ({base}:{line})", f.name),
+        (None, false) => format!("{} ({base})", f.name),
+    };
+    Frame {
+        name,
+        module: None,
+        file: (!f.file.is_empty()).then(|| f.file.clone()),
+        line: f.line,
+        kind: FrameKind::Python,
+        inlined: false,
     }
 }
 
@@ -335,6 +376,7 @@ mod tests {
             pid,
             kernel: vec![],
             user: vec![addr + 1, unmapped],
+            python: vec![],
         }];
         let out = symbolize_stacks(&stacks, &maps, &HashMap::new());
         let names: Vec<&str> = out.stacks[0]

@@ -7,12 +7,17 @@
 //!
 //! ```
 //! use modelprobe_common::{StackEvent, MAX_STACK_DEPTH};
-//! assert_eq!(core::mem::size_of::<StackEvent>(), 88 + 2 * 8 * MAX_STACK_DEPTH);
+//! use modelprobe_common::python::MAX_PY_DEPTH;
+//! assert_eq!(
+//!     core::mem::size_of::<StackEvent>(),
+//!     88 + 2 * 8 * MAX_STACK_DEPTH + 8 + 16 * MAX_PY_DEPTH
+//! );
 //! ```
 #![no_std]
 
 pub mod gpu;
 pub mod offcpu;
+pub mod python;
 pub mod unwind;
 
 /// Deepest stack (kernel or user) one event carries; the kernel's `perf_event_max_stack` default.
@@ -122,6 +127,16 @@ pub mod flags {
     /// The innermost frame was in code its object has no CFI for (hand-written assembly) and
     /// its caller was found by a validated scan of the words above the stack pointer.
     pub const USTACK_SCANNED: u32 = 1 << 8;
+    /// The process runs a known CPython and the thread had a thread state: `pystack` holds
+    /// its Python frames (possibly none, before its first Python call).
+    pub const PYSTACK: u32 = 1 << 9;
+    /// The Python frames were cut at `MAX_PY_DEPTH`: the outermost are missing.
+    pub const PYSTACK_TRUNCATED: u32 = 1 << 10;
+    /// The process runs a known CPython but the thread had no thread state (not a Python
+    /// thread, or the interpreter not started yet).
+    pub const PYSTACK_NO_THREAD: u32 = 1 << 11;
+    /// A Python frame could not be read: the walk stopped there (the frames read are kept).
+    pub const PYSTACK_ERROR: u32 = 1 << 12;
 }
 
 /// Indices of the per-CPU `LOST` counter array.
@@ -188,6 +203,12 @@ pub struct StackEvent {
     pub kstack: [u64; MAX_STACK_DEPTH],
     /// User frames, innermost first.
     pub ustack: [u64; MAX_STACK_DEPTH],
+    /// Number of valid entries in `pystack` (see [`flags::PYSTACK`]).
+    pub py_len: u32,
+    /// Explicit padding; always 0.
+    pub _pad: u32,
+    /// Python frames, innermost first (see [`python`]).
+    pub pystack: [python::PyFrame; python::MAX_PY_DEPTH],
 }
 
 /// A span, process, thread or signal record, as written to the `RECORDS` ring buffer.
@@ -293,6 +314,10 @@ pub struct Config {
     /// 1 to wake the agent at once for each new process and exec (it has probes to attach
     /// before the process runs far); 0 to let those records wait for its next poll.
     pub lifecycle_wakeup: u32,
+    /// Offset of the `%fs` base (`thread.fsbase`) in the kernel's `task_struct`, from its BTF:
+    /// a thread's `pthread_self()`, which finds its Python thread state. `u32::MAX` when
+    /// unknown (no Python frames).
+    pub task_fsbase_off: u32,
 }
 
 // SAFETY: both types are `repr(C)`, `Copy`, contain only integers and integer arrays, and have
@@ -327,8 +352,11 @@ mod layout {
     const _: () = assert!(offset_of!(StackEvent, probe) == 84);
     const _: () = assert!(offset_of!(StackEvent, kstack) == 88);
     const _: () = assert!(offset_of!(StackEvent, ustack) == 88 + 8 * MAX_STACK_DEPTH);
-    const _: () = assert!(size_of::<StackEvent>() == 88 + 16 * MAX_STACK_DEPTH);
-    const _: () = assert!(size_of::<Config>() == 56);
+    const _: () = assert!(offset_of!(StackEvent, py_len) == 88 + 16 * MAX_STACK_DEPTH);
+    const _: () = assert!(offset_of!(StackEvent, pystack) == 96 + 16 * MAX_STACK_DEPTH);
+    const _: () =
+        assert!(size_of::<StackEvent>() == 96 + 16 * MAX_STACK_DEPTH + 16 * python::MAX_PY_DEPTH);
+    const _: () = assert!(size_of::<Config>() == 60);
     const _: () = assert!(offset_of!(Record, kind) == 0);
     const _: () = assert!(offset_of!(Record, time_ns) == 16);
     const _: () = assert!(offset_of!(Record, id) == 24);
@@ -354,7 +382,13 @@ mod tests {
     #[test]
     fn stack_event_is_padding_free() {
         // Sum of field sizes equals the struct size: no hidden padding for the kernel to leak.
-        let fields = 4 * 4 + 8 * 5 + TASK_COMM_LEN + 4 * 4 + 2 * 8 * MAX_STACK_DEPTH;
+        let fields = 4 * 4
+            + 8 * 5
+            + TASK_COMM_LEN
+            + 4 * 4
+            + 2 * 8 * MAX_STACK_DEPTH
+            + 4 * 2
+            + 16 * python::MAX_PY_DEPTH;
         assert_eq!(fields, core::mem::size_of::<StackEvent>());
         assert_eq!(core::mem::align_of::<StackEvent>(), 8);
     }

@@ -23,7 +23,7 @@ use crate::maps::{count_lost, wakeup_flags, DATA_SCRATCH, LIFECYCLE, RECORDS};
 const STACK_BYTES: u32 = (MAX_STACK_DEPTH * size_of::<u64>()) as u32;
 
 /// Fills everything but `weight`, `probe` and the user registers: ids, time, name, the user
-/// stack and, `with_kernel`, the kernel stack (a uprobe's is only the probe machinery: not worth
+/// stack, the Python frames of a known interpreter and, `with_kernel`, the kernel stack (a uprobe's is only the probe machinery: not worth
 /// a walk).
 ///
 /// # Safety
@@ -72,26 +72,26 @@ pub(crate) unsafe fn fill<C: EbpfContext>(
     } else {
         ev.kstack_len = (k as u32) / 8;
     }
-    if crate::unwind::unwind_user(ev, ev.pid) {
-        return;
+    if !crate::unwind::unwind_user(ev, ev.pid) {
+        // No tables for this process (or not x86-64): the kernel's frame-pointer walk.
+        // SAFETY: the destination is the `ustack` array of `ev`, STACK_BYTES long.
+        let u = unsafe {
+            bpf_get_stack(
+                ctx.as_ptr(),
+                ev.ustack.as_mut_ptr() as *mut c_void,
+                STACK_BYTES,
+                BPF_F_USER_STACK as u64,
+            )
+        };
+        if u < 0 {
+            ev.ustack_len = 0;
+            ev.flags |= flags::USTACK_ERROR;
+            debug!(ctx, "user stack read failed ({})", u);
+        } else {
+            ev.ustack_len = (u as u32) / 8;
+        }
     }
-    // No tables for this process (or not x86-64): the kernel's frame-pointer walk.
-    // SAFETY: the destination is the `ustack` array of `ev`, STACK_BYTES long.
-    let u = unsafe {
-        bpf_get_stack(
-            ctx.as_ptr(),
-            ev.ustack.as_mut_ptr() as *mut c_void,
-            STACK_BYTES,
-            BPF_F_USER_STACK as u64,
-        )
-    };
-    if u < 0 {
-        ev.ustack_len = 0;
-        ev.flags |= flags::USTACK_ERROR;
-        debug!(ctx, "user stack read failed ({})", u);
-    } else {
-        ev.ustack_len = (u as u32) / 8;
-    }
+    crate::python::python_stack(ev, ev.pid, ev.tid);
 }
 
 /// Reserves and fills a record for the current task, in `RECORDS` for spans and in

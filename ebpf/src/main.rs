@@ -16,6 +16,7 @@
 //!   file opens, as `DataRecord`s.
 //! - [`unwind`]: the user-stack walk through the agent's CFI tables, used by every program
 //!   that takes a stack (the kernel's frame-pointer walk where a process has none).
+//! - [`python`]: the Python frames of a thread of a known CPython, read with every stack.
 //! - [`maps`] holds every map and the load-time `CONFIG`; [`emit`] writes the three record
 //!   types.
 //!
@@ -33,6 +34,7 @@ mod emit;
 mod lifecycle;
 mod maps;
 mod offcpu;
+mod python;
 mod sampling;
 mod spans;
 mod stdio;

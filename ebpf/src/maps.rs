@@ -39,6 +39,7 @@ static CONFIG: Config = Config {
     off_cpu: 0,
     offcpu_event_min_ns: 0,
     lifecycle_wakeup: 0,
+    task_fsbase_off: u32::MAX,
 };
 
 /// Processes (tgids) being profiled.

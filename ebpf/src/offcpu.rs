@@ -23,6 +23,7 @@ use modelprobe_common::{
     offcpu::{
         stat, Blocked, OffCpuEvent, OffCpuKey, OffCpuSum, ThreadCpu, EVENTS_PER_SECOND_PER_CPU,
     },
+    python::MAX_PY_DEPTH,
     StackEvent, MAX_STACK_DEPTH,
 };
 
@@ -248,7 +249,9 @@ fn event_allowed(now: u64) -> bool {
 #[repr(C)]
 struct StackHash {
     hash: u64,
+    /// Kernel frames; then user frames up to `native_len`; then Python frames.
     kernel_len: u64,
+    native_len: u64,
     total_len: u64,
 }
 
@@ -258,16 +261,18 @@ struct StackHash {
 fn stack_id(ev: &StackEvent) -> u64 {
     let klen = (ev.kstack_len as u64).min(MAX_STACK_DEPTH as u64);
     let ulen = (ev.ustack_len as u64).min(MAX_STACK_DEPTH as u64);
+    let plen = (ev.py_len as u64).min(MAX_PY_DEPTH as u64);
     let mut h = StackHash {
-        hash: mix(mix(0, ev.pid as u64), klen << 32 | ulen),
+        hash: mix(mix(mix(0, ev.pid as u64), klen << 32 | ulen), plen),
         kernel_len: klen,
-        total_len: klen + ulen,
+        native_len: klen + ulen,
+        total_len: klen + ulen + plen,
     };
     // SAFETY: bpf_loop calls `hash_frame` (a static function of this program) at most
-    // 2 * MAX_STACK_DEPTH times with a pointer to `h`, which outlives the call.
+    // 2 * MAX_STACK_DEPTH + MAX_PY_DEPTH times with a pointer to `h`, which outlives the call.
     unsafe {
         aya_ebpf::helpers::generated::bpf_loop(
-            (2 * MAX_STACK_DEPTH) as u32,
+            (2 * MAX_STACK_DEPTH + MAX_PY_DEPTH) as u32,
             hash_frame as *const () as *mut core::ffi::c_void,
             (&mut h as *mut StackHash).cast(),
             0,
@@ -287,7 +292,7 @@ fn mix(hash: u64, word: u64) -> u64 {
     (hash.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95)
 }
 
-/// Folds frame `i` (kernel frames, then user frames) into the hash; 1 stops the loop.
+/// Folds frame `i` (kernel frames, user frames, then Python frames) into the hash; 1 stops the loop.
 #[inline(never)]
 extern "C" fn hash_frame(i: u64, ctx: *mut core::ffi::c_void) -> i64 {
     // SAFETY: `ctx` is the `StackHash` stack_id handed to bpf_loop, alive for the loop.
@@ -302,11 +307,16 @@ extern "C" fn hash_frame(i: u64, ctx: *mut core::ffi::c_void) -> i64 {
     // only read here.
     let ev = unsafe { &*ev };
     let word = if i < h.kernel_len {
-        ev.kstack.get(i as usize)
+        ev.kstack.get(i as usize).copied()
+    } else if i < h.native_len {
+        ev.ustack.get((i - h.kernel_len) as usize).copied()
     } else {
-        ev.ustack.get((i - h.kernel_len) as usize)
+        // A Python frame: where it is in which code (its flags follow from those).
+        ev.pystack
+            .get((i - h.native_len) as usize)
+            .map(|f| f.code ^ (f.offset as u64) << 48)
     };
-    let Some(&word) = word else {
+    let Some(word) = word else {
         return 1;
     };
     h.hash = mix(h.hash, word);

@@ -248,6 +248,44 @@ pub struct Meta {
     /// Where blocked intervals went: timeline events or in-kernel sums.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub off_cpu_stats: Option<OffCpuStats>,
+    /// The Python interpreters found in the targets and how their frames were read; `None`
+    /// when no target ran Python.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub python: Option<PythonSummary>,
+}
+
+/// The Python interpreters found in the targets, and how whole their Python stacks were.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PythonSummary {
+    /// Processes whose Python frames were read.
+    pub interpreters: Vec<PythonInterpreter>,
+    /// Processes running a CPython whose frames were not read, one line each saying why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub off: Vec<String>,
+    /// Stacks taken in those processes (CPU samples, blocked, launch and error stacks).
+    pub stacks: u64,
+    /// Of those, stacks of a thread with no Python thread state (a native thread, or the
+    /// interpreter not started yet).
+    pub no_thread_state: u64,
+    /// Stacks whose Python frames were cut at the depth limit (the outermost missing).
+    pub truncated: u64,
+    /// Stacks whose walk stopped at a frame it could not read (the frames read are kept).
+    pub read_errors: u64,
+    /// Distinct code objects read.
+    pub code_objects: u64,
+    /// Code objects that could not be read (freed before they were): named by address.
+    pub unreadable_code: u64,
+}
+
+/// One process's interpreter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PythonInterpreter {
+    /// The process.
+    pub pid: u32,
+    /// `3.12`.
+    pub version: String,
+    /// The file that holds it (`libpython3.12.so.1.0` or the executable).
+    pub object: String,
 }
 
 /// How the kernel handed blocked intervals over (see `modelprobe_common::offcpu`).
@@ -414,6 +452,9 @@ pub enum FrameKind {
     Jit,
     /// Not symbolized: `name` says the module and offset, or the bare address.
     Unknown,
+    /// A Python function, read from the interpreter: `name` is `qualname (file.py:LINE)`,
+    /// `file` the whole path and `line` the line being run.
+    Python,
 }
 
 /// A symbolized frame.

@@ -26,11 +26,13 @@ use aya_log::EbpfLogger;
 use modelprobe_common::{
     kind, lost,
     offcpu::{OffCpuEvent, ThreadCpu},
+    python::PyProc,
     Config, DataHeader, Record, StackEvent, DATA_HEADER, LAUNCH_STACK_COOKIE, STATUS_COOKIE,
 };
 
 use crate::{unwind::UnwindTables, Error, Result};
 
+mod btf;
 pub mod offcpu;
 pub mod tracefs;
 
@@ -119,6 +121,10 @@ pub struct Sampler {
     bpf_logs: Option<EbpfLogger<&'static dyn log::Log>>,
     /// The CFI tables user stacks are walked with; `None` when turned off.
     unwind: Option<UnwindTables>,
+    /// Processes whose Python frames are read: pid to interpreter layout (`PY_PROCS`).
+    python: HashMap<MapData, u32, PyProc>,
+    /// False when the kernel's BTF did not say where a thread's `%fs` base is.
+    python_possible: bool,
 }
 
 /// Log target of the BPF programs' records (their crate's module paths start with it).
@@ -183,6 +189,7 @@ impl Sampler {
             off_cpu: u32::from(opts.off_cpu),
             offcpu_event_min_ns: opts.off_cpu_event_min.as_nanos().min(u32::MAX as u128) as u32,
             lifecycle_wakeup: u32::from(opts.lifecycle_wakeup),
+            task_fsbase_off: btf::task_fsbase_offset().unwrap_or(u32::MAX),
         };
         let bpf_log_level = bpf_log_level();
         let mut bpf = EbpfLoader::new()
@@ -245,6 +252,8 @@ impl Sampler {
         let off = offcpu::OffCpuTables::new(&mut bpf, crate::clock::monotonic_ns())?;
         let targets = HashMap::try_from(take_map(&mut bpf, "TARGETS")?)
             .map_err(|e| Error::bpf("opening the TARGETS map", e))?;
+        let python = HashMap::try_from(take_map(&mut bpf, "PY_PROCS")?)
+            .map_err(|e| Error::bpf("opening the PY_PROCS map", e))?;
         let unwind = if opts.unwind_rows == 0 {
             None
         } else {
@@ -261,6 +270,8 @@ impl Sampler {
         };
         Ok(Sampler {
             unwind,
+            python,
+            python_possible: config.task_fsbase_off != u32::MAX,
             bpf,
             events,
             offcpu,
@@ -331,6 +342,24 @@ impl Sampler {
         }
     }
 
+    /// Reads `pid`'s Python frames with the interpreter layout `entry`, or stops reading them
+    /// (`None`: not Python, or no longer).
+    pub fn set_python(&mut self, pid: u32, entry: Option<PyProc>) {
+        if !self.python_possible {
+            return;
+        }
+        let result = match entry {
+            Some(e) => self.python.insert(pid, e, 0),
+            None => match self.python.remove(&pid) {
+                Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+                other => other,
+            },
+        };
+        if let Err(e) = result {
+            log::warn!("pid {pid}: Python frames not published ({e})");
+        }
+    }
+
     /// Publishes the unwind tables finished since the last call (built off the session's
     /// thread).
     pub fn poll_unwind(&mut self) {
@@ -339,10 +368,19 @@ impl Sampler {
         }
     }
 
-    /// Releases the unwind slots of processes that have exited.
+    /// Releases the unwind slots and Python entries of processes that have exited.
     pub fn forget_exited(&mut self) {
         if let Some(u) = self.unwind.as_mut() {
             u.forget_exited();
+        }
+        let gone: Vec<u32> = self
+            .python
+            .keys()
+            .flatten()
+            .filter(|&pid| !crate::target::is_alive(pid))
+            .collect();
+        for pid in gone {
+            let _ = self.python.remove(&pid);
         }
     }
 

@@ -71,6 +71,8 @@ pub(super) fn finish(s: Session<'_>, stopped: Stopped) -> Result<Outcome> {
         agent: None,
         unwind,
         off_cpu_stats,
+        // Filled in by the collector, which found the interpreters.
+        python: None,
     };
     // Probes attached while recording (packs found by a rescan) are in the table now.
     collector.set_probes(probes.table());

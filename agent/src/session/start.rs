@@ -56,7 +56,7 @@ pub(super) fn start(opts: &RecordOptions) -> Result<Session<'_>> {
     };
     // From here on, a failure lets a gated child go without running the command.
     let attached = attach(&opts, child.as_ref(), &tracefs);
-    let (sampler, probes) = match attached {
+    let (mut sampler, probes) = match attached {
         Ok(a) => a,
         Err(e) => {
             abandon(child.take());
@@ -86,8 +86,10 @@ pub(super) fn start(opts: &RecordOptions) -> Result<Session<'_>> {
     collector.set_probes(probes.table());
     collector.watch(target_pid);
     if child.is_none() {
+        sampler.set_python(target_pid, collector.python_entry(target_pid));
         for d in target::descendants(target_pid) {
             collector.watch(d);
+            sampler.set_python(d, collector.python_entry(d));
         }
     }
     let start_ns = clock::monotonic_ns();

@@ -10,8 +10,8 @@ use modelprobe::{
     recording::logs::{Level, LogLine, Stream},
     recording::{
         AgentUsage, Counter, Event, EventKind, Frame, FrameKind, GpuDetail, GpuLaunch, GpuOp,
-        GpuSource, Lost, Meta, OffCpuStats, ProbeInfo, Process, Recording, Sample, SampleKind,
-        Span, Thread, UnwindSummary,
+        GpuSource, Lost, Meta, OffCpuStats, ProbeInfo, Process, PythonInterpreter, PythonSummary,
+        Recording, Sample, SampleKind, Span, Thread, UnwindSummary,
     },
 };
 use serde_json::{json, Value};
@@ -90,6 +90,20 @@ fn meta() -> Meta {
             summed: 40,
             events_summed: 3,
         }),
+        python: Some(PythonSummary {
+            interpreters: vec![PythonInterpreter {
+                pid: 100,
+                version: "3.11".into(),
+                object: "python3.11".into(),
+            }],
+            off: vec![],
+            stacks: 19,
+            no_thread_state: 1,
+            truncated: 1,
+            read_errors: 0,
+            code_objects: 2,
+            unreadable_code: 1,
+        }),
     }
 }
 
@@ -138,6 +152,9 @@ mod stack {
     pub const KERNEL_ONLY: u32 = 6;
     /// main → py::forward → cudaLaunchKernel: where CUDA calls are made.
     pub const LAUNCH: u32 = 7;
+    /// main → serve (Python) → Model.forward (Python) → matmul → sgemm: a native operator
+    /// under the Python line that called it.
+    pub const PY_SGEMM: u32 = 9;
     /// main → handle_request: the caller of the failed CUDA call.
     pub const REQUEST: u32 = 8;
 }
@@ -183,6 +200,16 @@ fn add_frames_and_stacks(rec: &mut Recording) {
         user("worker_loop", "worker"),
         user("read", "libc.so.6"),
         kernel("ksys_read"),
+        Frame {
+            file: Some("/srv/serve.py".into()),
+            line: Some(12),
+            ..frame("serve (serve.py:12)", None, FrameKind::Python)
+        },
+        Frame {
+            file: Some("/srv/model.py".into()),
+            line: Some(30),
+            ..frame("Model.forward (model.py:30)", None, FrameKind::Python)
+        },
     ];
     rec.stacks = vec![
         vec![0, 1, 3, 4],
@@ -194,6 +221,7 @@ fn add_frames_and_stacks(rec: &mut Recording) {
         vec![5],
         vec![0, 8, 9],
         vec![0, 1],
+        vec![0, 14, 15, 3, 4],
     ];
 }
 
@@ -215,10 +243,10 @@ fn add_samples(rec: &mut Recording) {
         (100, 100, MATMUL),
         (100, 100, TOKENIZE),
         (100, 100, LIBCUDA),
-        (100, 100, SGEMM),
+        (100, 100, PY_SGEMM),
         (101, 101, READ),
         (100, 102, SGEMM),
-        (100, 100, SGEMM),
+        (100, 100, PY_SGEMM),
     ];
     let mut samples: Vec<Sample> = cpu
         .iter()

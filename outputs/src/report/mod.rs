@@ -12,6 +12,7 @@ use crate::recording::Recording;
 
 mod functions;
 mod gpu;
+mod python;
 mod sections;
 mod text;
 
@@ -78,6 +79,7 @@ pub fn build(rec: &Recording, top: usize) -> Report {
         sections::top_functions(rec, top, false),
         sections::top_functions(rec, top, true),
         sections::off_cpu(rec, top),
+        python::python(rec),
         sections::spans(rec),
     ];
     let gpu_sections = vec![

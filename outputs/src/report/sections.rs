@@ -485,6 +485,17 @@ pub(super) fn lost(rec: &Recording) -> Section {
         "user stacks stopped at an unsupported rule",
         l.user_stacks_stopped,
     );
+    if let Some(p) = &rec.meta.python {
+        row("Python stacks cut at the depth limit", p.truncated);
+        row(
+            "Python stacks stopped at an unreadable frame",
+            p.read_errors,
+        );
+        row(
+            "Python code objects unreadable (named by address)",
+            p.unreadable_code,
+        );
+    }
     if let Some(u) = &rec.meta.unwind {
         row(
             "objects left out of the unwind table (full)",

@@ -252,7 +252,7 @@ class Flame {
         const m = D.frames.m[n.f], file = D.frames.f[n.f];
         if (m >= 0) rows.push(['module', D.S[m]]);
         if (file >= 0) rows.push(['source', D.S[file] + (D.frames.ln[n.f] ? ':' + D.frames.ln[n.f] : '')]);
-        rows.push(['kind', ['user', 'kernel', 'JIT', 'unknown'][D.frames.k[n.f]] + (D.frames.i[n.f] ? ', inlined' : '')]);
+        rows.push(['kind', ['user', 'kernel', 'JIT', 'unknown', 'Python'][D.frames.k[n.f]] + (D.frames.i[n.f] ? ', inlined' : '')]);
       }
       tooltip.show('<div class="tt-name">' + esc(this.label(n)) + '</div>' + ttRows(rows), e.clientX, e.clientY);
     });

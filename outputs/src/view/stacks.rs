@@ -51,6 +51,7 @@ pub(super) fn write_frames(
             FrameKind::Kernel => 1,
             FrameKind::Jit => 2,
             FrameKind::Unknown => 3,
+            FrameKind::Python => 4,
         })
         .collect();
     let mut first = true;

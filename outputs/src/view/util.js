@@ -80,6 +80,8 @@ function frameColor(name, kind, palette) {
   }
   if (kind === 1) return 'hsl(' + Math.round(30 + 12 * f) + ',80%,' + Math.round(58 + 10 * g) + '%)';
   if (kind === 2) return 'hsl(' + Math.round(95 + 30 * f) + ',45%,' + Math.round(56 + 10 * g) + '%)';
+  // Python functions: yellows, as py-spy and speedscope draw them.
+  if (kind === 4) return 'hsl(' + Math.round(48 + 10 * f) + ',85%,' + Math.round(56 + 10 * g) + '%)';
   return 'hsl(' + Math.round(4 + 44 * f) + ',78%,' + Math.round(60 + 10 * g) + '%)';
 }
 

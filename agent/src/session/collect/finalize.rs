@@ -27,6 +27,14 @@ impl Collector {
         meta.lost.unmatched_span_returns = paired.unmatched_returns;
         meta.lost.log_bytes_cut = cut;
         meta.lost.off_cpu_stacks_evicted = sampled.off_cpu_evicted;
+        meta.python = known.python.summary().map(|mut p| {
+            let q = &sampled.quality;
+            p.stacks = q.python;
+            p.no_thread_state = q.python_no_thread;
+            p.truncated = q.python_truncated;
+            p.read_errors = q.python_errors;
+            p
+        });
 
         let mut events = self.tasks.finish();
         events.extend(model_loads);
@@ -42,6 +50,7 @@ impl Collector {
             pid,
             kernel: vec![],
             user: vec![addr],
+            python: vec![],
         }));
         let mut symbolized = symbolize_stacks(&raw, &known.maps, &known.perf_maps);
         let stub_stacks = symbolized.stacks.split_off(sample_stacks);

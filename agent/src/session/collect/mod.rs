@@ -109,6 +109,12 @@ impl Collector {
         self.probes = probes;
     }
 
+    /// Looks for `pid`'s CPython (again, after an exec or a new library): the layout the
+    /// BPF side reads its Python frames with, if it runs one it knows.
+    pub fn python_entry(&mut self, pid: u32) -> Option<modelprobe_common::python::PyProc> {
+        self.procs.python.detect(pid)
+    }
+
     /// Lifecycle changes since the last call, for the session to act on.
     pub fn take_lifecycle(&mut self) -> Vec<Lifecycle> {
         self.tasks.take_changes()

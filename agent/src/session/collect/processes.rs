@@ -9,6 +9,7 @@ use std::{
 
 use crate::{
     procmaps::MapsRegistry,
+    python::Python,
     recording::{Process, Thread},
     symbolize::PerfMap,
     target,
@@ -33,6 +34,8 @@ pub struct Processes {
     info: HashMap<u32, ProcessInfo>,
     threads: HashMap<u32, Thread>,
     exited: HashSet<u32>,
+    /// Each process's interpreter and the code objects read from it.
+    pub python: Python,
 }
 
 /// What [`Processes::finish`] hands to symbolization and the recording.
@@ -45,6 +48,8 @@ pub struct Known {
     pub processes: Vec<Process>,
     /// Threads by (pid, tid).
     pub threads: Vec<Thread>,
+    /// What reading Python frames found and cost.
+    pub python: Python,
 }
 
 impl Processes {
@@ -104,6 +109,7 @@ impl Processes {
 
     /// `pid` replaced its image: its name, command line and mappings are read again.
     pub fn exec(&mut self, pid: u32, comm: &str) {
+        self.python.forget(pid);
         if let Some(p) = self.info.get_mut(&pid) {
             p.name = Some(comm.to_string());
             p.cmdline = None;
@@ -228,6 +234,7 @@ impl Processes {
             perf_maps: self.perf_maps,
             processes,
             threads,
+            python: self.python,
         }
     }
 }

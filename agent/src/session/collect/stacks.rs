@@ -1,8 +1,8 @@
-//! Stack events into samples: each distinct (process, kernel stack, user stack) interned once,
+//! Stack events into samples: each distinct (process, kernel, user and Python stacks) interned once,
 //! CPU and off-CPU samples naming it.
 use std::collections::HashMap;
 
-use modelprobe_common::{flags, StackEvent};
+use modelprobe_common::{flags, python::PyFrame, StackEvent};
 
 use super::processes::Processes;
 use crate::{
@@ -14,7 +14,7 @@ use crate::{
 /// Interned stacks and the samples that name them.
 #[derive(Debug, Default)]
 pub struct Stacks {
-    ids: HashMap<RawStack, u32>,
+    ids: HashMap<StackKey, u32>,
     stacks: Vec<RawStack>,
     samples: Vec<Sample>,
     user_errors: u64,
@@ -24,6 +24,15 @@ pub struct Stacks {
     off_cpu_ids: HashMap<u64, u32>,
     /// Off-CPU stack ids whose stacks the kernel evicted before they were read.
     off_cpu_evicted: u64,
+}
+
+/// A stack as the kernel gave it: what makes two events' stacks the same.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct StackKey {
+    pid: u32,
+    kernel: Vec<u64>,
+    user: Vec<u64>,
+    python: Vec<PyFrame>,
 }
 
 /// How whole the user stacks were, counted over every stack event (samples, launch and error
@@ -38,6 +47,14 @@ pub struct StackQuality {
     pub stopped: u64,
     /// Innermost frame without CFI, its caller found by a validated stack scan.
     pub scanned: u64,
+    /// Stacks of a process whose Python frames are read.
+    pub python: u64,
+    /// Of those, of a thread without a Python thread state.
+    pub python_no_thread: u64,
+    /// Python frames cut at the depth limit.
+    pub python_truncated: u64,
+    /// Python walk stopped at an unreadable frame.
+    pub python_errors: u64,
 }
 
 /// What [`Stacks::finish`] hands to symbolization.
@@ -70,12 +87,17 @@ impl Stacks {
             (flags::USTACK_NO_UNWIND_INFO, &mut q.without_unwind_info),
             (flags::USTACK_UNSUPPORTED, &mut q.stopped),
             (flags::USTACK_SCANNED, &mut q.scanned),
+            (flags::PYSTACK | flags::PYSTACK_NO_THREAD, &mut q.python),
+            (flags::PYSTACK_NO_THREAD, &mut q.python_no_thread),
+            (flags::PYSTACK_TRUNCATED, &mut q.python_truncated),
+            (flags::PYSTACK_ERROR, &mut q.python_errors),
         ] {
             *count += u64::from(ev.flags & bit != 0);
         }
         let klen = (ev.kstack_len as usize).min(ev.kstack.len());
         let ulen = (ev.ustack_len as usize).min(ev.ustack.len());
-        let raw = RawStack {
+        let plen = (ev.py_len as usize).min(ev.pystack.len());
+        let key = StackKey {
             pid: ev.pid,
             kernel: ev.kstack[..klen].to_vec(),
             // A frame-pointer walk through code built without frame pointers can end in
@@ -85,18 +107,25 @@ impl Stacks {
                 .copied()
                 .filter(|&a| a != 0)
                 .collect(),
+            python: ev.pystack[..plen].to_vec(),
         };
-        if let Some(&id) = self.ids.get(&raw) {
+        if let Some(&id) = self.ids.get(&key) {
             return id;
         }
-        procs.learn_code(ev.pid, &raw.user);
-        self.add(raw)
+        procs.learn_code(ev.pid, &key.user);
+        let raw = RawStack {
+            pid: key.pid,
+            kernel: key.kernel.clone(),
+            user: key.user.clone(),
+            python: procs.python.name_frames(ev.pid, &key.python),
+        };
+        self.add(key, raw)
     }
 
     /// Keeps a stack not interned yet; returns its id.
-    fn add(&mut self, raw: RawStack) -> u32 {
+    fn add(&mut self, key: StackKey, raw: RawStack) -> u32 {
         let id = self.stacks.len() as u32;
-        self.ids.insert(raw.clone(), id);
+        self.ids.insert(key, id);
         self.stacks.push(raw);
         id
     }
@@ -119,14 +148,23 @@ impl Stacks {
 
     /// An empty stack: for time whose stack is unknown.
     fn intern_empty(&mut self) -> u32 {
-        let raw = RawStack {
+        let key = StackKey {
             pid: 0,
             kernel: Vec::new(),
             user: Vec::new(),
+            python: Vec::new(),
         };
-        match self.ids.get(&raw) {
+        match self.ids.get(&key) {
             Some(&id) => id,
-            None => self.add(raw),
+            None => {
+                let raw = RawStack {
+                    pid: 0,
+                    kernel: Vec::new(),
+                    user: Vec::new(),
+                    python: Vec::new(),
+                };
+                self.add(key, raw)
+            }
         }
     }
 
