@@ -55,8 +55,9 @@ pub(super) fn start(opts: &RecordOptions) -> Result<Session<'_>> {
         Target::Pid(_) => None,
     };
     // From here on, a failure lets a gated child go without running the command.
-    let attached = attach(&opts, child.as_ref(), &tracefs);
-    let (mut sampler, probes) = match attached {
+    let mut collector = Collector::new();
+    let attached = attach(&opts, child.as_ref(), &tracefs, &mut collector);
+    let (sampler, probes) = match attached {
         Ok(a) => a,
         Err(e) => {
             abandon(child.take());
@@ -82,14 +83,11 @@ pub(super) fn start(opts: &RecordOptions) -> Result<Session<'_>> {
         (Target::Command(_), None) => unreachable!("a command target always has a child"),
     };
 
-    let mut collector = Collector::new();
     collector.set_probes(probes.table());
     collector.watch(target_pid);
     if child.is_none() {
-        sampler.set_python(target_pid, collector.python_entry(target_pid));
         for d in target::descendants(target_pid) {
             collector.watch(d);
-            sampler.set_python(d, collector.python_entry(d));
         }
     }
     let start_ns = clock::monotonic_ns();
@@ -173,6 +171,7 @@ fn attach(
     opts: &RecordOptions,
     child: Option<&GatedChild>,
     tracefs: &std::path::Path,
+    collector: &mut Collector,
 ) -> Result<(Sampler, ProbeSet)> {
     let ctx = match (&opts.target, child) {
         (Target::Pid(pid), _) => SearchContext::for_process(*pid),
@@ -217,9 +216,12 @@ fn attach(
     let mut sampler = Sampler::start(&sampler_opts, tracefs)?;
     match (&opts.target, child) {
         (Target::Pid(pid), _) => {
+            // Python frames from the first sample: the interpreter is found before sampling.
+            sampler.set_python(*pid, collector.python_entry(*pid));
             sampler.add_target(*pid)?;
             probes.attach_to(&mut sampler, *pid)?;
             for d in target::descendants(*pid) {
+                sampler.set_python(d, collector.python_entry(d));
                 sampler.add_target(d)?;
                 if let Err(e) = probes.attach_to(&mut sampler, d) {
                     log::warn!("probes not attached to child {d}: {e}");
