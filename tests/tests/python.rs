@@ -426,3 +426,87 @@ fn a_cuda_launch_from_python_names_the_python_line() {
         "{named}/{all} launch stacks name the Python caller"
     );
 }
+
+/// A `multiprocessing` child (forked) and a `subprocess` child (exec'd) of a Python parent;
+/// the second runs CPython 3.8, whose frames are not read.
+const CHILDREN_SCRIPT: &str = r#"import multiprocessing, subprocess, sys, time
+def child_work(seconds):
+    end = time.time() + seconds
+    s = 0
+    while time.time() < end:
+        for i in range(2000):
+            s += i * i % 7
+def main(old_python):
+    old = subprocess.Popen([old_python, "-c",
+        "import time\ndef old_work():\n    end = time.time() + 2\n    while time.time() < end: pass\nold_work()\n"])
+    p = multiprocessing.get_context("fork").Process(target=child_work, args=(2,))
+    p.start()
+    p.join()
+    old.wait()
+main(sys.argv[1])
+"#;
+
+#[test]
+fn children_get_python_frames_and_an_old_interpreter_says_why_not() {
+    if !require_bpf("children_get_python_frames_and_an_old_interpreter_says_why_not") {
+        return;
+    }
+    let versions = PathBuf::from("/root/.pyenv/versions");
+    let find = |v: &str| {
+        versions
+            .read_dir()
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path().join("bin/python3"))
+            .find(|p| p.to_string_lossy().contains(v))
+    };
+    let (Some(python), Some(old)) = (find("/3.12"), find("/3.8")) else {
+        return missing("pyenv's CPython 3.12 and 3.8");
+    };
+    let _bpf = bpf_lock();
+    let out = scratch_dir("python-children");
+    let script = script(&out, "children.py", CHILDREN_SCRIPT);
+    let r = Session::run(&out.join("rec"), &[])
+        .command(&python, &[script.to_str().unwrap(), old.to_str().unwrap()])
+        .expect_success();
+    let rec = read_recording(r.out_dir());
+    let parent = rec["meta"]["target_pid"].as_u64().unwrap();
+    // Samples by process: (all, in child_work, with a native eval-loop frame left, as the
+    // 3.8 child's are).
+    let mut by_pid: HashMap<u64, (u64, u64, u64)> = HashMap::new();
+    for s in rec["samples"].as_array().unwrap() {
+        if s["kind"] != "cpu" {
+            continue;
+        }
+        let names = frame_names(&rec, s["stack"].as_u64().unwrap());
+        let e = by_pid.entry(s["pid"].as_u64().unwrap()).or_default();
+        e.0 += 1;
+        e.1 += u64::from(names.iter().any(|f| f.starts_with("child_work (")));
+        e.2 += u64::from(names.iter().any(|f| f == "_PyEval_EvalFrameDefault"));
+    }
+    eprintln!("children: samples by pid (all, child_work, eval loop): {by_pid:?}");
+    let forked = by_pid
+        .iter()
+        .filter(|(&pid, _)| pid != parent)
+        .find(|(_, c)| c.1 > 0);
+    let Some((_, &(all, named, _))) = forked else {
+        panic!("no forked child's samples name child_work: {by_pid:?}");
+    };
+    assert!(
+        named * 2 >= all,
+        "forked child: {named}/{all} in child_work"
+    );
+    // The 3.8 child: its native frames, and one line saying why no Python frames.
+    let off = rec["meta"]["python"]["off"].to_string();
+    assert!(off.contains("CPython 3.8"), "meta.python.off: {off}");
+    assert!(
+        r.stderr().contains("Python frames are off") && r.stderr().contains("CPython 3.8"),
+        "{}",
+        r.stderr()
+    );
+    assert!(
+        by_pid.values().any(|c| c.1 == 0 && c.2 > 50),
+        "no 3.8 child sampled with its native eval loop: {by_pid:?}"
+    );
+}

@@ -424,16 +424,24 @@ fn ensure_chromium() -> Result<()> {
         .env("DEBIAN_FRONTEND", "noninteractive"))
 }
 
-/// Where the native-unwinding test finds a Python with numpy (its OpenBLAS is built without
-/// frame pointers and has hand-written kernels): a venv under `target/`, made once.
+/// Where the Python tests find numpy (its OpenBLAS is built without frame pointers and has
+/// hand-written kernels) and py-spy (the yardstick for Python stacks): a venv under `target/`,
+/// made once.
 pub(crate) const NUMPY_VENV: &str = "target/py-numpy";
 
-/// The numpy venv: pyenv's newest CPython (else `python3`), `pip install numpy` from PyPI.
+/// The numpy venv: pyenv's newest CPython (else `python3`), `pip install numpy py-spy` from
+/// PyPI.
 fn ensure_numpy_venv(root: &Path) -> Result<()> {
     let venv = root.join(NUMPY_VENV);
     let python = venv.join("bin/python");
-    if succeeds(Command::new(&python).args(["-c", "import numpy"])) {
+    if succeeds(Command::new(&python).args(["-c", "import numpy"]))
+        && venv.join("bin/py-spy").exists()
+    {
         return Ok(());
+    }
+    if python.exists() {
+        say(&format!("installing numpy and py-spy into {NUMPY_VENV}"));
+        return run(Command::new(&python).args(["-m", "pip", "install", "-q", "numpy", "py-spy"]));
     }
     let base = std::fs::read_dir("/root/.pyenv/versions")
         .into_iter()
@@ -450,11 +458,11 @@ fn ensure_numpy_venv(root: &Path) -> Result<()> {
         .max()
         .map_or_else(|| "python3".into(), |(_, p)| p);
     say(&format!(
-        "creating {NUMPY_VENV} with numpy (from {}) for the native-unwinding test",
+        "creating {NUMPY_VENV} with numpy and py-spy (from {}) for the unwinding and Python tests",
         base.display()
     ));
     run(Command::new(&base).arg("-m").arg("venv").arg(&venv))?;
-    run(Command::new(venv.join("bin/pip")).args(["install", "-q", "numpy"]))
+    run(Command::new(&python).args(["-m", "pip", "install", "-q", "numpy", "py-spy"]))
 }
 
 /// Everything the demo and the measurements run: set-up, the BPF object, and release builds of

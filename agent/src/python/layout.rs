@@ -272,6 +272,110 @@ pub fn from_debug_offsets(bytes: &[u8]) -> Result<Layout, DebugOffsetsError> {
 mod tests {
     use super::*;
 
+    /// `name value` lines of `layout_check.c` built against `python`'s headers.
+    fn header_offsets(python: &std::path::Path) -> Option<std::collections::HashMap<String, u64>> {
+        let root = python.parent()?.parent()?;
+        let include = std::fs::read_dir(root.join("include"))
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.join("Python.h").exists())?;
+        let dir = std::env::temp_dir().join(format!("mp-layout-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).ok()?;
+        let exe = dir.join(root.file_name()?);
+        let src = concat!(env!("CARGO_MANIFEST_DIR"), "/src/python/layout_check.c");
+        let built = std::process::Command::new("gcc")
+            .arg("-I")
+            .arg(&include)
+            .arg("-I")
+            .arg(include.join("internal"))
+            .arg(src)
+            .arg("-o")
+            .arg(&exe)
+            .status()
+            .ok()?;
+        assert!(
+            built.success(),
+            "building layout_check.c for {}",
+            root.display()
+        );
+        let out = std::process::Command::new(&exe).output().ok()?;
+        let text = String::from_utf8(out.stdout).ok()?;
+        Some(
+            text.lines()
+                .filter_map(|l| {
+                    let (k, v) = l.split_once(' ')?;
+                    Some((k.to_string(), v.parse().ok()?))
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn tables_match_every_installed_cpython() {
+        let mut checked = 0;
+        for entry in std::fs::read_dir("/root/.pyenv/versions")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let mut v = name.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+            let version = (v.next().unwrap_or(0), v.next().unwrap_or(0));
+            let Some(table) = for_version(version) else {
+                continue;
+            };
+            let Some(h) = header_offsets(&entry.path().join("bin/python3")) else {
+                continue;
+            };
+            let w = &table.walk;
+            let mut want = vec![
+                ("runtime_interpreters_main", table.runtime_interp_main),
+                ("interp_threads_head", w.interp_threads_head as u64),
+                ("tstate_next", w.tstate_next as u64),
+                ("tstate_thread_id", w.tstate_thread_id as u64),
+                ("frame_previous", w.frame_previous as u64),
+                ("frame_code", w.frame_code as u64),
+                ("frame_instr", w.frame_instr as u64),
+                ("code_filename", table.code_filename),
+                ("code_name", table.code_name),
+                ("code_firstlineno", table.code_firstlineno),
+                ("code_linetable", table.code_linetable),
+                ("ascii_size", table.unicode_ascii_size),
+                ("compact_size", table.unicode_compact_size),
+                ("bytes_sval", BYTES_SVAL),
+                ("varobject_size", OB_SIZE),
+            ];
+            match version {
+                (3, 9) | (3, 10) => want.push(("tstate_frame", w.tstate_frame as u64)),
+                (3, 11) | (3, 12) => want.extend([
+                    ("tstate_cframe", w.tstate_frame as u64),
+                    ("cframe_current_frame", w.cframe_frame as u64),
+                ]),
+                _ => want.push(("tstate_current_frame", w.tstate_frame as u64)),
+            }
+            if version >= (3, 11) {
+                want.extend([
+                    ("code_adaptive", w.code_bytecode as u64),
+                    ("code_qualname", table.code_qualname.unwrap()),
+                ]);
+            }
+            match version {
+                (3, 11) => want.push(("frame_is_entry", w.frame_marker as u64)),
+                (3, 12..) => want.push(("frame_owner", w.frame_marker as u64)),
+                _ => {}
+            }
+            for (field, value) in want {
+                assert_eq!(h.get(field), Some(&value), "CPython {name}: {field}");
+            }
+            checked += 1;
+        }
+        if std::env::var_os("MODELPROBE_REQUIRE_BPF").is_some() {
+            assert!(checked >= 5, "only {checked} CPython versions checked");
+        }
+        eprintln!("{checked} CPython versions' headers match the tables");
+    }
+
     #[test]
     fn every_supported_version_has_a_table() {
         for minor in OLDEST.1..=NEWEST.1 {
