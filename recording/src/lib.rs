@@ -252,6 +252,21 @@ pub struct Meta {
     /// when no target ran Python.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub python: Option<PythonSummary>,
+    /// What each BPF program cost in the kernel, when the kernel counted it
+    /// (`kernel.bpf_stats_enabled=1`); empty otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bpf_programs: Vec<BpfProgramCost>,
+}
+
+/// One BPF program's runs and time, from the kernel's statistics.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BpfProgramCost {
+    /// The program (`mp_cpu_sample`).
+    pub name: String,
+    /// Times it ran.
+    pub runs: u64,
+    /// Nanoseconds it ran in all.
+    pub run_ns: u64,
 }
 
 /// The Python interpreters found in the targets, and how whole their Python stacks were.

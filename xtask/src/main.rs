@@ -431,7 +431,7 @@ pub(crate) const NUMPY_VENV: &str = "target/py-numpy";
 
 /// The numpy venv: pyenv's newest CPython (else `python3`), `pip install numpy py-spy` from
 /// PyPI.
-fn ensure_numpy_venv(root: &Path) -> Result<()> {
+pub(crate) fn ensure_numpy_venv(root: &Path) -> Result<()> {
     let venv = root.join(NUMPY_VENV);
     let python = venv.join("bin/python");
     if succeeds(Command::new(&python).args(["-c", "import numpy"]))

@@ -66,6 +66,8 @@ pub struct SamplerOptions {
     /// Capacity of the kernel's unwind-row table (16 bytes a row); 0 turns CFI unwinding off
     /// (frame pointers only).
     pub unwind_rows: u32,
+    /// Read the Python frames of CPython targets.
+    pub python_frames: bool,
 }
 
 /// Longest a target's first unwind tables are waited for before it is sampled.
@@ -189,7 +191,11 @@ impl Sampler {
             off_cpu: u32::from(opts.off_cpu),
             offcpu_event_min_ns: opts.off_cpu_event_min.as_nanos().min(u32::MAX as u128) as u32,
             lifecycle_wakeup: u32::from(opts.lifecycle_wakeup),
-            task_fsbase_off: btf::task_fsbase_offset().unwrap_or(u32::MAX),
+            task_fsbase_off: if opts.python_frames {
+                btf::task_fsbase_offset().unwrap_or(u32::MAX)
+            } else {
+                u32::MAX
+            },
         };
         let bpf_log_level = bpf_log_level();
         let mut bpf = EbpfLoader::new()
@@ -342,13 +348,14 @@ impl Sampler {
         }
     }
 
-    /// Reads `pid`'s Python frames with the interpreter layout `entry`, or stops reading them
-    /// (`None`: not Python, or no longer).
-    pub fn set_python(&mut self, pid: u32, entry: Option<PyProc>) {
+    /// Reads `pid`'s Python frames with the interpreter layout `find` returns, or stops
+    /// reading them (`None`: not Python, or no longer). `find` is not called when Python frames
+    /// are off.
+    pub fn set_python(&mut self, pid: u32, find: impl FnOnce() -> Option<PyProc>) {
         if !self.python_possible {
             return;
         }
-        let result = match entry {
+        let result = match find() {
             Some(e) => self.python.insert(pid, e, 0),
             None => match self.python.remove(&pid) {
                 Err(aya::maps::MapError::KeyNotFound) => Ok(()),
@@ -382,6 +389,25 @@ impl Sampler {
         for pid in gone {
             let _ = self.python.remove(&pid);
         }
+    }
+
+    /// Runs and time of each program, when the kernel counts them (`kernel.bpf_stats_enabled`);
+    /// empty otherwise.
+    pub fn program_costs(&self) -> Vec<crate::recording::BpfProgramCost> {
+        let mut costs: Vec<_> = self
+            .bpf
+            .programs()
+            .filter_map(|(name, p)| {
+                let info = p.info().ok()?;
+                (info.run_count() > 0).then(|| crate::recording::BpfProgramCost {
+                    name: name.to_string(),
+                    runs: info.run_count(),
+                    run_ns: info.run_time().as_nanos() as u64,
+                })
+            })
+            .collect();
+        costs.sort_by(|a, b| a.name.cmp(&b.name));
+        costs
     }
 
     /// What the unwind tables held and cost; `None` when CFI unwinding is off.

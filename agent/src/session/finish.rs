@@ -37,6 +37,7 @@ pub(super) fn finish(s: Session<'_>, stopped: Stopped) -> Result<Outcome> {
     let counts = sampler.lost()?;
     let cpus = sampler.cpus();
     let unwind = sampler.unwind_summary();
+    let bpf_programs = sampler.program_costs();
     drop(sampler); // detach before the heavy lifting, so the target runs unobserved again
     progress.set(&format!(
         "stopped; symbolizing {} samples",
@@ -73,6 +74,7 @@ pub(super) fn finish(s: Session<'_>, stopped: Stopped) -> Result<Outcome> {
         off_cpu_stats,
         // Filled in by the collector, which found the interpreters.
         python: None,
+        bpf_programs,
     };
     // Probes attached while recording (packs found by a rescan) are in the table now.
     collector.set_probes(probes.table());

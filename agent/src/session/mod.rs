@@ -67,6 +67,8 @@ pub struct RecordOptions {
     pub records_ring_bytes: u32,
     /// Capacity of the kernel's unwind-row table; 0: user stacks by frame pointers only.
     pub unwind_rows: u32,
+    /// Read the Python frames of CPython targets (`--no-python` turns it off).
+    pub python_frames: bool,
     /// Switch on the built-in probe packs (CUDA) where their libraries are found.
     pub packs: bool,
     /// Include the GPU packs (CUDA, cuBLAS, NCCL) when `packs` is on.
@@ -119,6 +121,7 @@ impl RecordOptions {
             capture_io: true,
             records_ring_bytes: crate::sampler::DEFAULT_RECORDS_RING,
             unwind_rows: modelprobe_common::unwind::DEFAULT_UNWIND_ROWS,
+            python_frames: true,
             packs: true,
             gpu_packs: true,
             cpu: true,

@@ -212,16 +212,17 @@ fn attach(
         cpu: opts.cpu,
         records_ring_bytes: opts.records_ring_bytes,
         unwind_rows: opts.unwind_rows,
+        python_frames: opts.python_frames,
     };
     let mut sampler = Sampler::start(&sampler_opts, tracefs)?;
     match (&opts.target, child) {
         (Target::Pid(pid), _) => {
             // Python frames from the first sample: the interpreter is found before sampling.
-            sampler.set_python(*pid, collector.python_entry(*pid));
+            sampler.set_python(*pid, || collector.python_entry(*pid));
             sampler.add_target(*pid)?;
             probes.attach_to(&mut sampler, *pid)?;
             for d in target::descendants(*pid) {
-                sampler.set_python(d, collector.python_entry(d));
+                sampler.set_python(d, || collector.python_entry(d));
                 sampler.add_target(d)?;
                 if let Err(e) = probes.attach_to(&mut sampler, d) {
                     log::warn!("probes not attached to child {d}: {e}");

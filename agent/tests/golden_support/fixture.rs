@@ -104,6 +104,7 @@ fn meta() -> Meta {
             code_objects: 2,
             unreadable_code: 1,
         }),
+        bpf_programs: vec![],
     }
 }
 

@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: what profiling costs the target, each figure a ratio against a baseline
 //! measured in the same run, beside the tools users compare with (`perf record`, bpftrace); and
-//! how it holds under load (`load`: a switch flood, process churn).
+//! how it holds under load (`load`: a switch flood, process churn); and Python stacks beside
+//! py-spy (`python`).
 //! Workloads do a fixed amount of work and report their own elapsed time; runs alternate
 //! between the variants so machine drift hits all alike. Results go to
 //! `bench/results/<date>.json` and `.md` (`<date>-<part>` for `--only`), and to stdout.
@@ -18,6 +19,7 @@ mod calls;
 mod cpu;
 mod load;
 mod postproc;
+mod python;
 mod unwind;
 
 use calls::{cuda_cost, event_rate, probe_cost};
@@ -71,8 +73,8 @@ pub fn run(root: &Path, runs: usize, rounds: u64, only: Option<&str>) -> Result<
     if !is_root() {
         bail!("benchmarks attach BPF programs and need root: run `sudo -E cargo xtask bench`");
     }
-    const SECTIONS: [&str; 8] = [
-        "cpu", "unwind", "load", "probe", "cuda", "events", "postproc", "fuzz",
+    const SECTIONS: [&str; 9] = [
+        "cpu", "unwind", "load", "python", "probe", "cuda", "events", "postproc", "fuzz",
     ];
     if let Some(other) = only.filter(|o| !SECTIONS.contains(o)) {
         bail!("--only takes one of {}, not {other:?}", SECTIONS.join(", "));
@@ -89,6 +91,9 @@ pub fn run(root: &Path, runs: usize, rounds: u64, only: Option<&str>) -> Result<
     }
     if matches!(only, None | Some("load")) {
         load::load(root, runs, &mut report)?;
+    }
+    if matches!(only, None | Some("python")) {
+        python::python(root, runs, &mut report)?;
     }
     if matches!(only, None | Some("probe")) {
         probe_cost(root, runs, &mut report)?;

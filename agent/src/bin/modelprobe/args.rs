@@ -269,6 +269,11 @@ pub struct RecordArgs {
     /// but code built without frame pointers (glibc, libpython, most wheels) loses its callers.
     #[arg(long)]
     pub frame_pointers: bool,
+    /// Do not read Python frames: a CPython process's stacks show the interpreter's C
+    /// functions (`_PyEval_EvalFrameDefault`) instead of its Python functions. Cheaper per
+    /// sample; by default CPython 3.9 to 3.13 have their Python frames merged in.
+    #[arg(long)]
+    pub no_python: bool,
     /// Output directory [default: <tracing.output_dir or .>/modelprobe-<target>-<time>].
     #[arg(short, long, value_name = "DIR")]
     pub output: Option<PathBuf>,

@@ -118,6 +118,7 @@ pub fn record(
     }
     opts.records_ring_bytes = args.ring_buffer_kib.saturating_mul(1024);
     opts.off_cpu_event_min = args.off_cpu_event_min;
+    opts.python_frames = !args.no_python;
     opts.unwind_rows = if args.frame_pointers {
         0
     } else {
