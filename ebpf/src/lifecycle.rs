@@ -63,6 +63,12 @@ fn try_task_newtask(ctx: &TracePointContext) -> Result<u32, i64> {
         if let Some(tables) = unsafe { crate::unwind::UNWIND_PROCS.get(&parent) }.copied() {
             let _ = crate::unwind::UNWIND_PROCS.insert(&child, &tables, 0);
         }
+        // The same interpreter at the same addresses (a `multiprocessing` worker): Python
+        // frames from the child's first sample.
+        // SAFETY: the value is copied out at once.
+        if let Some(py) = unsafe { crate::python::PY_PROCS.get(&parent) }.copied() {
+            let _ = crate::python::PY_PROCS.insert(&child, &py, 0);
+        }
     }
     emit(
         ctx,
@@ -91,6 +97,9 @@ fn try_sched_exec(ctx: &TracePointContext) -> Result<u32, i64> {
         // the agent, told by this record, publishes the new image's.
         let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
         let _ = crate::unwind::UNWIND_PROCS.remove(&pid);
+        // Nor does the old interpreter's layout: no Python frames until the agent finds the
+        // new image's interpreter, if it has one.
+        let _ = crate::python::PY_PROCS.remove(&pid);
         emit(ctx, kind::EXEC, 0, [0; 8], lost::TASK);
     }
     Ok(0)

@@ -2,8 +2,12 @@
 //! BPF programs that read a field no helper returns.
 use btf_rs::{Btf, Type};
 
-/// Where the kernel's BTF is.
+/// Where the kernel's BTF is, unless `MODELPROBE_KERNEL_BTF` says (as in preflight).
 const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+fn btf_path() -> std::path::PathBuf {
+    std::env::var_os("MODELPROBE_KERNEL_BTF").map_or_else(|| VMLINUX_BTF.into(), Into::into)
+}
 
 /// Byte offset of `task_struct.thread.fsbase` (x86-64): a thread's `%fs` base, which is its
 /// `pthread_self()`. `None` on another architecture or without BTF.
@@ -11,8 +15,9 @@ pub fn task_fsbase_offset() -> Option<u32> {
     if !cfg!(target_arch = "x86_64") {
         return None;
     }
-    let btf = Btf::from_file(VMLINUX_BTF)
-        .inspect_err(|e| log::warn!("reading {VMLINUX_BTF}: {e}; no Python frames"))
+    let path = btf_path();
+    let btf = Btf::from_file(&path)
+        .inspect_err(|e| log::warn!("reading {}: {e}; no Python frames", path.display()))
         .ok()?;
     let thread = member_offset(&btf, "task_struct", "thread")?;
     let fsbase = member_offset(&btf, "thread_struct", "fsbase")?;
