@@ -510,3 +510,56 @@ fn children_get_python_frames_and_an_old_interpreter_says_why_not() {
         "no 3.8 child sampled with its native eval loop: {by_pid:?}"
     );
 }
+
+/// Coroutines on an asyncio loop: each task's frames, as Python itself chains them while the
+/// task runs, under the loop's own.
+const ASYNC_SCRIPT: &str = r#"import asyncio, sys, time
+async def fetch(seconds):
+    end = time.time() + seconds
+    s = 0
+    while time.time() < end:
+        for i in range(2000):
+            s += i * i % 7
+        await asyncio.sleep(0)
+async def main(seconds):
+    await asyncio.gather(fetch(seconds), fetch(seconds))
+asyncio.run(main(float(sys.argv[1])))
+"#;
+
+#[test]
+fn coroutines_show_as_python_chains_them() {
+    if !require_bpf("coroutines_show_as_python_chains_them") {
+        return;
+    }
+    let Some(python) = interpreters()
+        .into_iter()
+        .find(|p| p.to_string_lossy().contains("/3.12"))
+    else {
+        return missing("pyenv's CPython 3.12");
+    };
+    let _bpf = bpf_lock();
+    let out = scratch_dir("python-async");
+    let script = script(&out, "tasks.py", ASYNC_SCRIPT);
+    let r = Session::run(&out.join("rec"), &["--freq", "199"])
+        .command(&python, &[script.to_str().unwrap(), "2"])
+        .expect_success();
+    let folded = r.folded("stacks.folded");
+    let all: u64 = folded.iter().map(|(_, n)| n).sum();
+    // The task's coroutine above the loop that runs it: run_forever ... Handle._run, fetch.
+    let in_task: u64 = folded
+        .iter()
+        .filter(
+            |(s, _)| match (s.find("._run_once ("), s.find(";fetch (")) {
+                (Some(l), Some(f)) => l < f,
+                _ => false,
+            },
+        )
+        .map(|(_, n)| n)
+        .sum();
+    eprintln!("async: {in_task}/{all} samples in fetch() under the event loop");
+    assert!(all >= 200, "too few samples: {all}");
+    assert!(
+        in_task as f64 >= 0.8 * all as f64,
+        "{in_task}/{all} samples in fetch() under the loop"
+    );
+}
