@@ -28,8 +28,8 @@ pub mod frame {
     /// (`_PyEval_EvalFrameDefault`): the frames from here inwards up to the next such frame
     /// are that native frame's. Every frame before 3.11, `is_entry` on 3.11.
     pub const ENTRY: u32 = 1 << 0;
-    /// A frame the eval loop pushes on entry on 3.12 and later (owned by the C stack): not a
-    /// Python function; the frames inwards of it are one eval call's.
+    /// A frame of the interpreter's own on 3.12 and later (see [`marker::OWNER`]): not a Python
+    /// function; the frames inwards of it are one eval call's.
     pub const SHIM: u32 = 1 << 1;
 }
 
@@ -51,11 +51,13 @@ pub mod marker {
     /// A non-zero byte at [`PyOffsets::frame_marker`](super::PyOffsets::frame_marker) marks
     /// the call's outermost frame (3.11's `is_entry`).
     pub const IS_ENTRY: u32 = 1;
-    /// The byte there is the frame's owner; [`OWNED_BY_CSTACK`] is the eval loop's shim frame
-    /// (3.12 and later).
+    /// The byte there is the frame's owner; [`FIRST_NOT_PYTHON`] and above are frames of the
+    /// interpreter's own, not of a Python function: the eval loop's shim frame on entry
+    /// (`FRAME_OWNED_BY_CSTACK`: 3 on 3.12 and 3.13, 4 from 3.14) and, from 3.14, each
+    /// thread's base frame (`FRAME_OWNED_BY_INTERPRETER`, 3).
     pub const OWNER: u32 = 2;
-    /// `FRAME_OWNED_BY_CSTACK`.
-    pub const OWNED_BY_CSTACK: u8 = 3;
+    /// The lowest owner value of a frame that is not a Python function's.
+    pub const FIRST_NOT_PYTHON: u8 = 3;
 }
 
 /// The offsets of one CPython version the walk needs, in bytes.
@@ -89,6 +91,11 @@ pub struct PyOffsets {
     /// Where the bytecode starts in a code object (`co_code_adaptive`), for
     /// [`instr::POINTER`]; 0 otherwise.
     pub code_bytecode: u32,
+    /// Tag bits to clear from the frame's code field: 3.14 holds a `_PyStackRef` there
+    /// (`Py_TAG_REFCNT`, 1); 0 before.
+    pub code_tag_mask: u32,
+    /// Explicit padding; always 0.
+    pub _pad: u32,
 }
 
 /// An offset the version has no field for.
@@ -129,7 +136,7 @@ mod layout {
 
     use super::*;
 
-    const _: () = assert!(size_of::<PyOffsets>() == 48);
-    const _: () = assert!(size_of::<PyProc>() == 56);
+    const _: () = assert!(size_of::<PyOffsets>() == 56);
+    const _: () = assert!(size_of::<PyProc>() == 64);
     const _: () = assert!(size_of::<PyFrame>() == 16);
 }

@@ -37,50 +37,87 @@ static PY_THREADS: LruHashMap<u32, u64> = LruHashMap::with_max_entries(MAX_PY_TH
 #[map]
 static PY_FRAMES: PerCpuArray<[PyFrame; MAX_PY_DEPTH]> = PerCpuArray::with_max_entries(1, 0);
 
+/// The walks' state, per CPU: in a map rather than on the stack, whose 512 bytes the programs
+/// that call [`python_stack`] mostly use already.
+#[map]
+static PY_WALK: PerCpuArray<PyWalk> = PerCpuArray::with_max_entries(1, 0);
+
+/// The state of both walks: over the interpreter's thread states, then over one thread's
+/// frames.
+#[repr(C)]
+struct PyWalk {
+    /// The interpreter's offsets.
+    offsets: PyOffsets,
+    /// Thread walk: the state to look at next (0 at the end of the list), the `thread_id`
+    /// looked for, and the state found (0 if none).
+    tstate: u64,
+    fsbase: u64,
+    found: u64,
+    /// Frame walk: the next frame to read (0 when the outermost was read), frames written,
+    /// and 1 when a frame could not be read.
+    frame: u64,
+    n: u32,
+    error: u32,
+}
+
 /// Fills `ev.pystack` for the current thread of process `pid` when that process runs a known
 /// interpreter; sets the [`flags`] `PYSTACK*` bits that say how it went.
-#[inline(always)]
+///
+/// A function of its own in the object (a BPF-to-BPF call), not inlined: the verifier then
+/// checks it once per program instead of once per path through the stack walk before it.
+#[inline(never)]
 pub(crate) fn python_stack(ev: &mut StackEvent, pid: u32, tid: u32) {
     ev.py_len = 0;
     ev._pad = 0;
-    // SAFETY: the value is copied out at once.
-    let Some(p) = (unsafe { PY_PROCS.get(&pid) }).copied() else {
+    // A raw pointer, never a reference, across the loops: the callbacks write the same slot,
+    // and a `&mut` would let the compiler assume nothing else does.
+    let Some(w) = PY_WALK.get_ptr_mut(0) else {
         return;
     };
+    // SAFETY: the map value is read at once.
+    let Some(p) = (unsafe { PY_PROCS.get(&pid) }) else {
+        return;
+    };
+    let interp_ptr = p.interp_ptr;
+    // SAFETY (every access through `w` below): this CPU's slot of PY_WALK; programs on one
+    // CPU do not interleave their walks.
+    unsafe { (*w).offsets = p.offsets };
     let Some(fsbase) = fs_base() else {
         ev.flags |= flags::PYSTACK_NO_THREAD;
         return;
     };
-    let o = p.offsets;
-    let Some(tstate) = thread_state(&p, tid, fsbase) else {
+    let Some(tstate) = thread_state(w, interp_ptr, tid, fsbase) else {
         ev.flags |= flags::PYSTACK_NO_THREAD;
         return;
     };
     ev.flags |= flags::PYSTACK;
-    let Some(mut first) = read(tstate + o.tstate_frame as u64) else {
+    let (tstate_frame, cframe_frame) =
+        // SAFETY: this CPU's slot of PY_WALK (see python_stack).
+        unsafe { ((*w).offsets.tstate_frame, (*w).offsets.cframe_frame) };
+    let Some(mut first) = read(tstate + tstate_frame as u64) else {
         ev.flags |= flags::PYSTACK_ERROR;
         return;
     };
-    if o.cframe_frame != NONE && first != 0 {
-        let Some(f) = read(first + o.cframe_frame as u64) else {
+    if cframe_frame != NONE && first != 0 {
+        let Some(f) = read(first + cframe_frame as u64) else {
             ev.flags |= flags::PYSTACK_ERROR;
             return;
         };
         first = f;
     }
-    let mut walk = FrameWalk {
-        frame: first,
-        n: 0,
-        error: 0,
-        offsets: o,
-    };
+    // SAFETY: this CPU's slot of PY_WALK (see python_stack).
+    unsafe {
+        (*w).frame = first;
+        (*w).n = 0;
+        (*w).error = 0;
+    }
     // SAFETY: bpf_loop calls `python_frame` (a static function of this program) at most
-    // MAX_PY_DEPTH times with a pointer to `walk`, which outlives the call.
+    // MAX_PY_DEPTH times; it finds its state in PY_WALK.
     unsafe {
         aya_ebpf::helpers::generated::bpf_loop(
             MAX_PY_DEPTH as u32,
             python_frame as *const () as *mut core::ffi::c_void,
-            (&mut walk as *mut FrameWalk).cast(),
+            core::ptr::null_mut(),
             0,
         );
     }
@@ -95,31 +132,31 @@ pub(crate) fn python_stack(ev: &mut StackEvent, pid: u32, tid: u32) {
             frames.cast(),
         );
     }
-    ev.py_len = walk.n.min(MAX_PY_DEPTH as u32);
-    if walk.error != 0 {
+    // SAFETY: this CPU's slot of PY_WALK. Volatile: the callback wrote it, behind the
+    // compiler's back.
+    let (n, error, next) = unsafe {
+        (
+            core::ptr::read_volatile(&(*w).n),
+            core::ptr::read_volatile(&(*w).error),
+            core::ptr::read_volatile(&(*w).frame),
+        )
+    };
+    ev.py_len = n.min(MAX_PY_DEPTH as u32);
+    if error != 0 {
         ev.flags |= flags::PYSTACK_ERROR;
-    } else if walk.frame != 0 {
+    } else if next != 0 {
         ev.flags |= flags::PYSTACK_TRUNCATED;
     }
 }
 
-/// The walk over one thread's frames.
-#[repr(C)]
-struct FrameWalk {
-    /// The next frame to read; 0 when the outermost was read.
-    frame: u64,
-    /// Frames written.
-    n: u32,
-    /// 1 when a frame could not be read.
-    error: u32,
-    offsets: PyOffsets,
-}
-
 /// One frame (a `bpf_loop` callback): writes it and moves to its caller; 1 stops the loop.
 #[inline(never)]
-extern "C" fn python_frame(i: u64, ctx: *mut core::ffi::c_void) -> i64 {
-    // SAFETY: `ctx` is the `FrameWalk` python_stack handed to bpf_loop, alive for the loop.
-    let w = unsafe { &mut *(ctx as *mut FrameWalk) };
+extern "C" fn python_frame(i: u64, _ctx: *mut core::ffi::c_void) -> i64 {
+    let Some(w) = PY_WALK.get_ptr_mut(0) else {
+        return 1;
+    };
+    // SAFETY: this CPU's walk state, set up by python_stack just before the loop.
+    let w = unsafe { &mut *w };
     if w.frame == 0 {
         return 1;
     }
@@ -145,10 +182,10 @@ extern "C" fn python_frame(i: u64, ctx: *mut core::ffi::c_void) -> i64 {
 
 /// Reads frame `w.frame` and steps `w` to its caller.
 #[inline(always)]
-fn read_frame(w: &mut FrameWalk) -> Option<PyFrame> {
+fn read_frame(w: &mut PyWalk) -> Option<PyFrame> {
     let o = &w.offsets;
     let f = w.frame;
-    let code = read(f + o.frame_code as u64)?;
+    let code = read(f + o.frame_code as u64)? & !(o.code_tag_mask as u64);
     let raw = read(f + o.frame_instr as u64)?;
     let offset = match o.instr_kind {
         instr::INT_BYTES => raw as u32,
@@ -164,7 +201,7 @@ fn read_frame(w: &mut FrameWalk) -> Option<PyFrame> {
             }
         }
         _ => {
-            if read_byte(f + o.frame_marker as u64)? == marker::OWNED_BY_CSTACK {
+            if read_byte(f + o.frame_marker as u64)? >= marker::FIRST_NOT_PYTHON {
                 flags |= frame::SHIM;
             }
         }
@@ -177,73 +214,72 @@ fn read_frame(w: &mut FrameWalk) -> Option<PyFrame> {
     })
 }
 
-/// The current thread's `PyThreadState` in process `p`, if it has one.
+/// The current thread's `PyThreadState` in the interpreter whose main-interpreter pointer is
+/// at `interp_ptr` (offsets in `*w`), if it has one.
 #[inline(always)]
-fn thread_state(p: &PyProc, tid: u32, fsbase: u64) -> Option<u64> {
-    let o = &p.offsets;
+fn thread_state(w: *mut PyWalk, interp_ptr: u64, tid: u32, fsbase: u64) -> Option<u64> {
+    // SAFETY (every access through `w`): this CPU's slot of PY_WALK, see python_stack.
+    let (id_off, head_off) = unsafe {
+        (
+            (*w).offsets.tstate_thread_id as u64,
+            (*w).offsets.interp_threads_head as u64,
+        )
+    };
     // SAFETY: the value is copied out at once.
     if let Some(&t) = unsafe { PY_THREADS.get(&tid) } {
         // A state freed and reused by another thread no longer says this thread's id.
-        if t != 0 && read(t + o.tstate_thread_id as u64) == Some(fsbase) {
+        if t != 0 && read(t + id_off) == Some(fsbase) {
             return Some(t);
         }
     }
-    let interp = read(p.interp_ptr)?;
+    let interp = read(interp_ptr)?;
     if interp == 0 {
         return None;
     }
-    let mut walk = ThreadWalk {
-        tstate: read(interp + o.interp_threads_head as u64)?,
-        fsbase,
-        next: o.tstate_next as u64,
-        id: o.tstate_thread_id as u64,
-        found: 0,
-    };
-    // SAFETY: bpf_loop calls `python_thread` at most MAX_PY_THREAD_WALK times with a pointer
-    // to `walk`, which outlives the call.
+    let head = read(interp + head_off)?;
+    // SAFETY: this CPU's slot of PY_WALK (see python_stack).
+    unsafe {
+        (*w).tstate = head;
+        (*w).fsbase = fsbase;
+        (*w).found = 0;
+    }
+    // SAFETY: bpf_loop calls `python_thread` at most MAX_PY_THREAD_WALK times; it finds its
+    // state in PY_WALK.
     unsafe {
         aya_ebpf::helpers::generated::bpf_loop(
             MAX_PY_THREAD_WALK,
             python_thread as *const () as *mut core::ffi::c_void,
-            (&mut walk as *mut ThreadWalk).cast(),
+            core::ptr::null_mut(),
             0,
         );
     }
-    if walk.found == 0 {
+    // SAFETY: this CPU's slot of PY_WALK. Volatile: the callback wrote it, behind the
+    // compiler's back.
+    let found = unsafe { core::ptr::read_volatile(&(*w).found) };
+    if found == 0 {
         return None;
     }
-    let _ = PY_THREADS.insert(&tid, &walk.found, 0);
-    Some(walk.found)
-}
-
-/// The walk over an interpreter's thread states.
-#[repr(C)]
-struct ThreadWalk {
-    /// The state to look at next; 0 at the end of the list.
-    tstate: u64,
-    /// The `thread_id` looked for.
-    fsbase: u64,
-    /// Offsets of `next` and `thread_id`.
-    next: u64,
-    id: u64,
-    /// The state found, or 0.
-    found: u64,
+    let _ = PY_THREADS.insert(&tid, &found, 0);
+    Some(found)
 }
 
 /// One thread state (a `bpf_loop` callback); 1 stops the loop.
 #[inline(never)]
-extern "C" fn python_thread(_i: u64, ctx: *mut core::ffi::c_void) -> i64 {
-    // SAFETY: `ctx` is the `ThreadWalk` thread_state handed to bpf_loop, alive for the loop.
-    let w = unsafe { &mut *(ctx as *mut ThreadWalk) };
+extern "C" fn python_thread(_i: u64, _ctx: *mut core::ffi::c_void) -> i64 {
+    let Some(w) = PY_WALK.get_ptr_mut(0) else {
+        return 1;
+    };
+    // SAFETY: this CPU's walk state, set up by thread_state just before the loop.
+    let w = unsafe { &mut *w };
     let t = w.tstate;
     if t == 0 {
         return 1;
     }
-    if read(t + w.id) == Some(w.fsbase) {
+    if read(t + w.offsets.tstate_thread_id as u64) == Some(w.fsbase) {
         w.found = t;
         return 1;
     }
-    match read(t + w.next) {
+    match read(t + w.offsets.tstate_next as u64) {
         Some(next) => {
             w.tstate = next;
             0

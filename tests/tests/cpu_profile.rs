@@ -181,7 +181,7 @@ fn attach_finalizes_when_the_target_exits() {
         return;
     }
     let _bpf = bpf_lock();
-    let workload = start_workload(&["--seconds", "1.5"]);
+    let workload = start_workload(&["--seconds", "3"]);
     let r = Session::attach(
         &scratch_dir("target-exit"),
         workload.0.id(),

@@ -15,26 +15,11 @@ use modelprobe_tests::{
     scratch_dir, target_dir, KillOnDrop, Session,
 };
 
-/// `serve()` calls `tokenize()` then `attention()`, whose loops are the same but three times
-/// longer: three quarters of the Python time is in `attention`.
-const RATIO_SCRIPT: &str = r#"import sys, time
-def tokenize(n):
-    s = 0
-    for i in range(n):
-        s += i * i % 7
-    return s
-def attention(n):
-    s = 0
-    for i in range(n):
-        s += i * i % 7
-    return s
-def serve(seconds):
-    end = time.time() + seconds
-    while time.time() < end:
-        tokenize(10000)
-        attention(30000)
-serve(float(sys.argv[1]))
-"#;
+/// The ratio workload (`tests/fixtures/python/serve_ratio.py`): `serve()` calls `tokenize()`
+/// then `attention()`, three quarters of the Python time in `attention()`.
+fn ratio_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/python/serve_ratio.py")
+}
 
 /// The interpreters to test: pyenv's CPython 3.9 and later, and Debian's static build.
 fn interpreters() -> Vec<PathBuf> {
@@ -115,7 +100,7 @@ fn py_spy_folded(spy: &Path, python: &Path, script: &Path, out: &Path) -> Vec<(S
             .arg("--")
             .arg(python)
             .arg(script)
-            .arg("3"),
+            .args(["--seconds", "3"]),
         Duration::from_secs(60),
     );
     assert!(
@@ -143,9 +128,9 @@ fn python_functions_in_every_interpreter_match_py_spy() {
     for python in &pythons {
         let tag = python.to_string_lossy().replace('/', "_");
         let out = scratch_dir(&format!("python-{tag}"));
-        let script = script(&out, "ratio.py", RATIO_SCRIPT);
+        let script = ratio_script();
         let r = Session::run(&out.join("rec"), &["--freq", "199"])
-            .command(python, &[script.to_str().unwrap(), "3"])
+            .command(python, &[script.to_str().unwrap(), "--seconds", "3"])
             .expect_success();
         let folded = r.folded("stacks.folded");
         let all: u64 = folded.iter().map(|(_, n)| n).sum();

@@ -132,13 +132,10 @@ pub(super) fn find(pid: u32, cache: &mut ObjectCache) -> Found {
 fn layout_of(pid: u32, version: Version, runtime: u64) -> Result<Layout, String> {
     if version < layout::OLDEST {
         return Err(format!(
-            "CPython {}.{} (Python frames are read for {}.{} to {}.{})",
+            "CPython {}.{} ({})",
             version.0,
             version.1,
-            layout::OLDEST.0,
-            layout::OLDEST.1,
-            layout::NEWEST.0,
-            layout::NEWEST.1
+            supported()
         ));
     }
     if version >= (3, 13) {
@@ -153,15 +150,21 @@ fn layout_of(pid: u32, version: Version, runtime: u64) -> Result<Layout, String>
     }
     layout::for_version(version).ok_or_else(|| {
         format!(
-            "CPython {}.{}: its layout is not known to this modelprobe (it reads {}.{} to {}.{})",
+            "CPython {}.{}: its layout is not known to this modelprobe ({})",
             version.0,
             version.1,
-            layout::OLDEST.0,
-            layout::OLDEST.1,
-            layout::NEWEST.0,
-            layout::NEWEST.1
+            supported()
         )
     })
+}
+
+/// Which versions are read, for the line that says a process's are not.
+fn supported() -> String {
+    let (o, n) = (layout::OLDEST, layout::NEWEST);
+    format!(
+        "Python frames are read for {}.{} to {}.{}",
+        o.0, o.1, n.0, n.1
+    )
 }
 
 /// `(3, 9)` from `libpython3.9.so.1.0`, `python3.10`, `libpython3.12d.so`.

@@ -1,10 +1,10 @@
 //! Where the fields the walk and the code-object reader need are, per CPython version.
 //!
-//! 3.9 to 3.12 come from tables derived from each version's headers (the numbers the
-//! `python_layout_matches_headers` test recomputes with `offsetof` against every CPython
-//! installed on the machine); 3.13 and later publish theirs in `_Py_DebugOffsets` at the start
-//! of `_PyRuntime`, which [`from_debug_offsets`] reads (the 3.13 table stays as the fallback
-//! for a runtime not readable yet). x86-64 (LP64) only.
+//! 3.9 to 3.13 come from tables derived from each version's headers (the numbers the
+//! `tables_match_every_installed_cpython` test recomputes with `offsetof` against every
+//! CPython installed on the machine); 3.13 and 3.14 publish theirs in `_Py_DebugOffsets` at
+//! the start of `_PyRuntime`, which [`from_debug_offsets`] reads (the 3.13 table stays as the
+//! fallback for a runtime not readable yet; 3.14 is read only that way). x86-64 (LP64) only.
 use modelprobe_common::python::{instr, marker, PyOffsets, NONE};
 
 /// A CPython minor version: (3, 11).
@@ -12,8 +12,10 @@ pub type Version = (u32, u32);
 
 /// Oldest version whose frames are read.
 pub const OLDEST: Version = (3, 9);
-/// Newest version whose frames are read.
-pub const NEWEST: Version = (3, 13);
+/// Newest version whose frames are read (3.14 through its debug offsets only).
+pub const NEWEST: Version = (3, 14);
+/// Newest version with a table of its own.
+pub const NEWEST_TABLE: Version = (3, 13);
 
 /// How a code object's line table is encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +82,8 @@ pub fn for_version(version: Version) -> Option<Layout> {
             instr_kind: instr::POINTER,
             marker_kind: kind,
             code_bytecode: 0,
+            code_tag_mask: 0,
+            _pad: 0,
         };
     Some(match version {
         (3, 9) | (3, 10) => Layout {
@@ -102,6 +106,8 @@ pub fn for_version(version: Version) -> Option<Layout> {
                 },
                 marker_kind: marker::EVERY_FRAME,
                 code_bytecode: 0,
+                code_tag_mask: 0,
+                _pad: 0,
             },
             code_filename: 104,
             code_name: 112,
@@ -177,8 +183,8 @@ pub fn for_version(version: Version) -> Option<Layout> {
 /// `_Py_DebugOffsets.cookie`.
 pub const DEBUG_COOKIE: &[u8; 8] = b"xdebugpy";
 
-/// Bytes of `_Py_DebugOffsets` (3.13's layout) [`from_debug_offsets`] reads.
-pub const DEBUG_OFFSETS_LEN: usize = 8 * 73;
+/// Bytes of `_Py_DebugOffsets` [`from_debug_offsets`] reads: enough for 3.14's, the longer.
+pub const DEBUG_OFFSETS_LEN: usize = 8 * 96;
 
 /// Why the debug offsets cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -195,11 +201,74 @@ pub enum DebugOffsetsError {
     /// Fewer bytes than the struct, or an offset that does not fit.
     #[error("the debug offsets are cut short")]
     Short,
+    /// Offsets that contradict what every CPython of that version has: the struct is not
+    /// laid out as this reader expects, and nothing read with it could be trusted.
+    #[error("CPython {0}.{1}: its debug offsets are not laid out as expected ({2})")]
+    Unexpected(u32, u32, &'static str),
 }
 
-/// The layout a 3.13 interpreter publishes at the start of its `_PyRuntime` (`bytes`, at
-/// least [`DEBUG_OFFSETS_LEN`] of them): the cookie, the version and the free-threaded flag
-/// are checked, then each offset is taken from it rather than from the table.
+/// Word indices of the fields read, in one version's `_Py_DebugOffsets` (cookie, version and
+/// free-threaded flag first, then each section's `size` followed by its fields).
+struct DebugWords {
+    interpreters_head: usize,
+    threads_head: usize,
+    tstate_next: usize,
+    tstate_current_frame: usize,
+    tstate_thread_id: usize,
+    frame_size: usize,
+    frame_previous: usize,
+    frame_executable: usize,
+    frame_instr_ptr: usize,
+    frame_owner: usize,
+    code_size: usize,
+    unicode_ascii_size: usize,
+}
+
+impl DebugWords {
+    /// 3.13 and 3.14 (`Include/internal/pycore_runtime.h`, then `pycore_debug_offsets.h`):
+    /// 3.14 adds `threads_main` to the interpreter section, `stackpointer` to the frame's and
+    /// a set-object section before the dict's.
+    fn of(minor: u32) -> DebugWords {
+        let v14 = usize::from(minor >= 14);
+        let runtime = 3; // size, finalizing, interpreters_head
+        let interp = runtime + 3; // size, id, next, threads_head, [threads_main], gc, ...
+        let tstate = interp + 13 + v14; // size, prev, next, interp, current_frame, thread_id
+        let frame = tstate + 9; // size, previous, executable, instr_ptr, localsplus, owner
+        let code = frame + 6 + v14; // size, filename, name, qualname, linetable, firstlineno,
+                                    // argcount, localsplusnames, localspluskinds, adaptive
+        let object = code + 10; // size, ob_type
+        let type_ = object + 2; // size, tp_name, tp_repr, tp_flags
+        let tuple = type_ + 4; // size, ob_item, ob_size
+        let list = tuple + 3; // size, ob_item, ob_size
+        let set = list + 3; // 3.14: size, used, table, mask
+        let dict = set + 4 * v14; // size, ma_keys, ma_values
+        let float = dict + 3; // size, ob_fval
+        let long = float + 2; // size, lv_tag, ob_digit
+        let bytes = long + 3; // size, ob_size, ob_sval
+        let unicode = bytes + 3; // size, state, length, asciiobject_size
+        DebugWords {
+            interpreters_head: runtime + 2,
+            threads_head: interp + 3,
+            tstate_next: tstate + 2,
+            tstate_current_frame: tstate + 4,
+            tstate_thread_id: tstate + 5,
+            frame_size: frame,
+            frame_previous: frame + 1,
+            frame_executable: frame + 2,
+            frame_instr_ptr: frame + 3,
+            frame_owner: frame + 5,
+            code_size: code,
+            unicode_ascii_size: unicode + 3,
+        }
+    }
+}
+
+/// The layout a 3.13 or 3.14 interpreter publishes at the start of its `_PyRuntime` (`bytes`,
+/// at least [`DEBUG_OFFSETS_LEN`] of them): the cookie, the version and the free-threaded flag
+/// are checked, each offset is taken from it, and the offsets are checked against what is
+/// fixed in every build of those versions (a string header of 40 bytes, frames and code
+/// objects that hold the fields read), so that a layout read wrong turns Python frames off
+/// rather than reading garbage.
 pub fn from_debug_offsets(bytes: &[u8]) -> Result<Layout, DebugOffsetsError> {
     if bytes.len() < DEBUG_OFFSETS_LEN {
         return Err(DebugOffsetsError::Short);
@@ -213,57 +282,67 @@ pub fn from_debug_offsets(bytes: &[u8]) -> Result<Layout, DebugOffsetsError> {
     if word(2) != 0 {
         return Err(DebugOffsetsError::FreeThreaded(version.1));
     }
-    // Only 3.13's struct is known field by field; a later one adds fields in the middle.
-    if version != (3, 13) {
+    if version != (3, 13) && version != (3, 14) {
         return Err(DebugOffsetsError::Unsupported(version.0, version.1));
     }
-    // Word indices in 3.13's `_Py_DebugOffsets`: cookie, version, free_threaded, then each
-    // section's size followed by its fields.
-    const RUNTIME: usize = 3; // size, finalizing, interpreters_head
-    const INTERP: usize = RUNTIME + 3; // size, id, next, threads_head, ...
-    const TSTATE: usize = INTERP + 13; // size, prev, next, interp, current_frame, thread_id
-    const FRAME: usize = TSTATE + 9; // size, previous, executable, instr_ptr, localsplus, owner
-    const CODE: usize = FRAME + 6; // size, filename, name, qualname, linetable, firstlineno,
-                                   // argcount, localsplusnames, localspluskinds, co_code_adaptive
-    const OBJECT: usize = CODE + 10;
-    const TYPE: usize = OBJECT + 2;
-    const TUPLE: usize = TYPE + 4;
-    const LIST: usize = TUPLE + 3;
-    const DICT: usize = LIST + 3;
-    const FLOAT: usize = DICT + 3;
-    const LONG: usize = FLOAT + 2;
-    const BYTES: usize = LONG + 3;
-    const UNICODE: usize = BYTES + 3; // size, state, length, asciiobject_size
-    let small = |i: usize| u32::try_from(word(i)).ok();
+    let w = DebugWords::of(version.1);
+    let unexpected = |why| DebugOffsetsError::Unexpected(version.0, version.1, why);
+    let small = |i: usize| u32::try_from(word(i)).map_err(|_| DebugOffsetsError::Short);
+    let code = w.code_size;
     let walk = PyOffsets {
-        interp_threads_head: small(INTERP + 3).ok_or(DebugOffsetsError::Short)?,
-        tstate_next: small(TSTATE + 2).ok_or(DebugOffsetsError::Short)?,
-        tstate_thread_id: small(TSTATE + 5).ok_or(DebugOffsetsError::Short)?,
-        tstate_frame: small(TSTATE + 4).ok_or(DebugOffsetsError::Short)?,
+        interp_threads_head: small(w.threads_head)?,
+        tstate_next: small(w.tstate_next)?,
+        tstate_thread_id: small(w.tstate_thread_id)?,
+        tstate_frame: small(w.tstate_current_frame)?,
         cframe_frame: NONE,
-        frame_previous: small(FRAME + 1).ok_or(DebugOffsetsError::Short)?,
-        frame_code: small(FRAME + 2).ok_or(DebugOffsetsError::Short)?,
-        frame_instr: small(FRAME + 3).ok_or(DebugOffsetsError::Short)?,
-        frame_marker: small(FRAME + 5).ok_or(DebugOffsetsError::Short)?,
+        frame_previous: small(w.frame_previous)?,
+        frame_code: small(w.frame_executable)?,
+        frame_instr: small(w.frame_instr_ptr)?,
+        frame_marker: small(w.frame_owner)?,
         instr_kind: instr::POINTER,
         marker_kind: marker::OWNER,
-        code_bytecode: small(CODE + 9).ok_or(DebugOffsetsError::Short)?,
+        code_bytecode: small(code + 9)?,
+        // 3.14 holds a `_PyStackRef` (`Py_TAG_REFCNT` in the low bit) in `f_executable`.
+        code_tag_mask: u32::from(version.1 >= 14),
+        _pad: 0,
     };
-    let ascii = word(UNICODE + 3);
+    let ascii = word(w.unicode_ascii_size);
+    if ascii != 40 {
+        return Err(unexpected("PyASCIIObject is not 40 bytes"));
+    }
+    let frame_size = word(w.frame_size);
+    if [
+        walk.frame_previous,
+        walk.frame_code,
+        walk.frame_instr,
+        walk.frame_marker,
+    ]
+    .iter()
+    .any(|&f| u64::from(f) >= frame_size)
+    {
+        return Err(unexpected("a frame field past the frame"));
+    }
+    let code_size = word(code);
+    let code_fields = [code + 1, code + 2, code + 3, code + 4, code + 5, code + 9];
+    if code_fields
+        .iter()
+        .any(|&i| word(i) >= code_size || word(i) < 16)
+    {
+        return Err(unexpected("a code-object field past the code object"));
+    }
     Ok(Layout {
         version,
         // `struct pyinterpreters { mutex; head; main; ... }`: main follows head.
-        runtime_interp_main: word(RUNTIME + 2) + 8,
+        runtime_interp_main: word(w.interpreters_head) + 8,
         walk,
-        code_filename: word(CODE + 1),
-        code_name: word(CODE + 2),
-        code_qualname: Some(word(CODE + 3)),
-        code_firstlineno: word(CODE + 5),
-        code_linetable: word(CODE + 4),
+        code_filename: word(code + 1),
+        code_name: word(code + 2),
+        code_qualname: Some(word(code + 3)),
+        code_firstlineno: word(code + 5),
+        code_linetable: word(code + 4),
         line_table: LineTable::Locations,
         unicode_ascii_size: ascii,
-        // PyCompactUnicodeObject: the ASCII header, utf8_length, utf8 (and 3.12+ nothing
-        // else).
+        // PyCompactUnicodeObject: the ASCII header, utf8_length, utf8.
         unicode_compact_size: ascii + 16,
     })
 }
@@ -378,38 +457,44 @@ mod tests {
 
     #[test]
     fn every_supported_version_has_a_table() {
-        for minor in OLDEST.1..=NEWEST.1 {
+        for minor in OLDEST.1..=NEWEST_TABLE.1 {
             let l = for_version((3, minor)).expect("a table");
             assert_eq!(l.version, (3, minor));
             assert_ne!(l.walk.tstate_thread_id, 0);
         }
         assert!(for_version((3, 8)).is_none());
+        // 3.14 is read only through its debug offsets.
         assert!(for_version((3, 14)).is_none());
     }
 
-    /// 3.13's debug offsets as its headers lay them out, built from the table: parsing them
-    /// must give the table back.
-    fn debug_offsets_313(version_hex: u64, free_threaded: u64) -> Vec<u8> {
+    /// Debug offsets as 3.13's or 3.14's headers lay them out, built from the 3.13 table
+    /// (3.14's fields where they sit in 3.14); parsing them must give the table back.
+    fn debug_offsets(version_hex: u64, free_threaded: u64) -> Vec<u8> {
         let t = for_version((3, 13)).unwrap();
+        let minor = ((version_hex >> 16) & 0xff) as u32;
+        let d = DebugWords::of(minor.min(14));
         let mut w = vec![0u64; DEBUG_OFFSETS_LEN / 8];
         w[1] = version_hex;
         w[2] = free_threaded;
-        w[3 + 2] = t.runtime_interp_main - 8;
-        w[6 + 3] = t.walk.interp_threads_head as u64;
-        w[19 + 2] = t.walk.tstate_next as u64;
-        w[19 + 4] = t.walk.tstate_frame as u64;
-        w[19 + 5] = t.walk.tstate_thread_id as u64;
-        w[28 + 1] = t.walk.frame_previous as u64;
-        w[28 + 2] = t.walk.frame_code as u64;
-        w[28 + 3] = t.walk.frame_instr as u64;
-        w[28 + 5] = t.walk.frame_marker as u64;
-        w[34 + 1] = t.code_filename;
-        w[34 + 2] = t.code_name;
-        w[34 + 3] = t.code_qualname.unwrap();
-        w[34 + 4] = t.code_linetable;
-        w[34 + 5] = t.code_firstlineno;
-        w[34 + 9] = t.walk.code_bytecode as u64;
-        w[67 + 3] = t.unicode_ascii_size;
+        w[d.interpreters_head] = t.runtime_interp_main - 8;
+        w[d.threads_head] = t.walk.interp_threads_head as u64;
+        w[d.tstate_next] = t.walk.tstate_next as u64;
+        w[d.tstate_current_frame] = t.walk.tstate_frame as u64;
+        w[d.tstate_thread_id] = t.walk.tstate_thread_id as u64;
+        w[d.frame_size] = 72;
+        w[d.frame_previous] = t.walk.frame_previous as u64;
+        w[d.frame_executable] = t.walk.frame_code as u64;
+        w[d.frame_instr_ptr] = t.walk.frame_instr as u64;
+        w[d.frame_owner] = t.walk.frame_marker as u64;
+        let c = d.code_size;
+        w[c] = 208;
+        w[c + 1] = t.code_filename;
+        w[c + 2] = t.code_name;
+        w[c + 3] = t.code_qualname.unwrap();
+        w[c + 4] = t.code_linetable;
+        w[c + 5] = t.code_firstlineno;
+        w[c + 9] = t.walk.code_bytecode as u64;
+        w[d.unicode_ascii_size] = t.unicode_ascii_size;
         let mut b: Vec<u8> = w.iter().flat_map(|x| x.to_le_bytes()).collect();
         b[..8].copy_from_slice(DEBUG_COOKIE);
         b
@@ -417,23 +502,47 @@ mod tests {
 
     #[test]
     fn debug_offsets_give_the_313_table() {
-        let parsed = from_debug_offsets(&debug_offsets_313(0x030d00f0, 0)).unwrap();
+        let parsed = from_debug_offsets(&debug_offsets(0x030d00f0, 0)).unwrap();
         assert_eq!(parsed, for_version((3, 13)).unwrap());
     }
 
     #[test]
+    fn debug_offsets_of_314_read_its_own_layout() {
+        let parsed = from_debug_offsets(&debug_offsets(0x030e00f0, 0)).unwrap();
+        let t = for_version((3, 13)).unwrap();
+        assert_eq!(parsed.version, (3, 14));
+        assert_eq!(parsed.walk.code_tag_mask, 1);
+        assert_eq!(
+            PyOffsets {
+                code_tag_mask: 0,
+                ..parsed.walk
+            },
+            t.walk
+        );
+        assert_eq!(parsed.code_qualname, t.code_qualname);
+        assert_eq!(parsed.unicode_ascii_size, 40);
+        // 3.13's layout read as 3.14's puts every field a word off: refused, not guessed.
+        let mut b = debug_offsets(0x030d00f0, 0);
+        b[8..16].copy_from_slice(&0x030e00f0u64.to_le_bytes());
+        assert!(matches!(
+            from_debug_offsets(&b),
+            Err(DebugOffsetsError::Unexpected(3, 14, _))
+        ));
+    }
+
+    #[test]
     fn debug_offsets_refuse_what_they_cannot_describe() {
-        let b = debug_offsets_313(0x030d00f0, 1);
+        let b = debug_offsets(0x030d00f0, 1);
         assert_eq!(
             from_debug_offsets(&b),
             Err(DebugOffsetsError::FreeThreaded(13))
         );
-        let b = debug_offsets_313(0x030e00f0, 0);
+        let b = debug_offsets(0x030f00a0, 0);
         assert_eq!(
             from_debug_offsets(&b),
-            Err(DebugOffsetsError::Unsupported(3, 14))
+            Err(DebugOffsetsError::Unsupported(3, 15))
         );
-        let mut b = debug_offsets_313(0x030d00f0, 0);
+        let mut b = debug_offsets(0x030d00f0, 0);
         b[0] = b'y';
         assert_eq!(from_debug_offsets(&b), Err(DebugOffsetsError::NoCookie));
         assert_eq!(from_debug_offsets(&b[..16]), Err(DebugOffsetsError::Short));

@@ -8,28 +8,6 @@ use serde_json::{json, Value};
 
 use super::*;
 
-/// A fixed amount of Python work (`serve` calling `tokenize` and `attention`), timed by the
-/// script itself so interpreter start-up is not counted.
-const SCRIPT: &str = r#"import sys, time
-def tokenize(n):
-    s = 0
-    for i in range(n):
-        s += i * i % 7
-    return s
-def attention(n):
-    s = 0
-    for i in range(n):
-        s += i * i % 7
-    return s
-def serve(rounds):
-    for _ in range(rounds):
-        tokenize(10000)
-        attention(30000)
-t = time.perf_counter()
-serve(int(sys.argv[1]))
-print("elapsed_ms", (time.perf_counter() - t) * 1000)
-"#;
-
 /// The interpreter measured: pyenv's 3.12 (the PyTorch 2.x servers' Python), else `python3`.
 fn interpreter() -> String {
     std::fs::read_dir("/root/.pyenv/versions")
@@ -48,8 +26,9 @@ pub(super) fn python(root: &Path, runs: usize, report: &mut Report) -> Result<()
     let python = interpreter();
     let tmp = std::env::temp_dir().join("modelprobe-bench-python");
     std::fs::create_dir_all(&tmp)?;
-    let script = tmp.join("serve.py");
-    std::fs::write(&script, SCRIPT)?;
+    // A fixed amount of Python work (`serve` calling `tokenize` and `attention`), timed by the
+    // script itself so interpreter start-up is not counted; the tests' workload.
+    let script = root.join("tests/fixtures/python/serve_ratio.py");
     // About 5 s of work on this machine (3 ms a round).
     let rounds = "1600";
     say(&format!(
@@ -57,7 +36,7 @@ pub(super) fn python(root: &Path, runs: usize, report: &mut Report) -> Result<()
     ));
     let plain = || {
         let mut c = Command::new(&python);
-        c.arg(&script).arg(rounds);
+        c.arg(&script).args(["--rounds", rounds]);
         c
     };
     let modelprobe = |extra: &'static [&'static str], out: &'static str| {
@@ -71,7 +50,7 @@ pub(super) fn python(root: &Path, runs: usize, report: &mut Report) -> Result<()
                 .arg("--")
                 .arg(python)
                 .arg(script)
-                .arg(rounds);
+                .args(["--rounds", rounds]);
             c
         }
     };
@@ -86,7 +65,7 @@ pub(super) fn python(root: &Path, runs: usize, report: &mut Report) -> Result<()
                 .arg("--")
                 .arg(python)
                 .arg(script)
-                .arg(rounds);
+                .args(["--rounds", rounds]);
             c
         }
     };

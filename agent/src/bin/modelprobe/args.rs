@@ -271,7 +271,7 @@ pub struct RecordArgs {
     pub frame_pointers: bool,
     /// Do not read Python frames: a CPython process's stacks show the interpreter's C
     /// functions (`_PyEval_EvalFrameDefault`) instead of its Python functions. Cheaper per
-    /// sample; by default CPython 3.9 to 3.13 have their Python frames merged in.
+    /// sample; by default CPython 3.9 to 3.14 have their Python frames merged in.
     #[arg(long)]
     pub no_python: bool,
     /// Output directory [default: <tracing.output_dir or .>/modelprobe-<target>-<time>].
