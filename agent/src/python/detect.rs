@@ -86,10 +86,6 @@ pub(super) fn find(pid: u32, cache: &mut ObjectCache) -> Found {
             None => mappings.push((line.path, vec![(line.start, line.offset)])),
         }
     }
-    let is_libpython = |p: &str| {
-        let name = p.rsplit('/').next().unwrap_or(p);
-        name.starts_with("libpython3") && name.contains(".so")
-    };
     // libpython first: an executable linked against it defines no runtime of its own.
     let candidates = mappings
         .iter()
@@ -165,6 +161,13 @@ fn supported() -> String {
         "Python frames are read for {}.{} to {}.{}",
         o.0, o.1, n.0, n.1
     )
+}
+
+/// True for a shared CPython (`libpython3.12.so.1.0`): mapping one is what makes a process
+/// worth looking at again.
+pub fn is_libpython(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    name.starts_with("libpython3") && name.contains(".so")
 }
 
 /// `(3, 9)` from `libpython3.9.so.1.0`, `python3.10`, `libpython3.12d.so`.

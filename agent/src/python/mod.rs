@@ -90,6 +90,14 @@ impl Python {
         entry
     }
 
+    /// `child` was forked by `parent`: the same interpreter at the same addresses (the kernel
+    /// copied the BPF entry at the fork), known without reading anything.
+    pub fn inherit(&mut self, child: u32, parent: u32) {
+        if let Some(found) = self.found.get(&parent).cloned() {
+            self.found.insert(child, found);
+        }
+    }
+
     /// `pid` ran `execve`: what was known of its interpreter and code is stale.
     pub fn forget(&mut self, pid: u32) {
         self.found.remove(&pid);

@@ -355,15 +355,17 @@ impl Sampler {
         if !self.python_possible {
             return;
         }
-        let result = match find() {
-            Some(e) => self.python.insert(pid, e, 0),
-            None => match self.python.remove(&pid) {
-                Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-                other => other,
-            },
-        };
-        if let Err(e) = result {
-            log::warn!("pid {pid}: Python frames not published ({e})");
+        match find() {
+            Some(e) => {
+                if let Err(e) = self.python.insert(pid, e, 0) {
+                    log::warn!("pid {pid}: Python frames not published ({e})");
+                }
+            }
+            // Not Python (any more): an entry of its parent's, or of its old image, goes; most
+            // often there is none.
+            None => {
+                let _ = self.python.remove(&pid);
+            }
         }
     }
 

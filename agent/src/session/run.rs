@@ -52,7 +52,10 @@ pub(super) fn run(s: &mut Session<'_>) -> Stopped {
                 log::warn!("probes not attached to new libraries of pid {pid}: {e}");
             }
             s.sampler.refresh_unwind(pid);
-            s.sampler.set_python(pid, || s.collector.python_entry(pid));
+            // A static interpreter is found at the exec; a shared one when it is mapped.
+            if files.iter().any(|f| crate::python::detect::is_libpython(f)) {
+                s.sampler.set_python(pid, || s.collector.python_entry(pid));
+            }
         }
         s.sampler.poll_unwind();
         if let Some(stopped) = check_end(s, &mut forwarded_at) {
@@ -126,7 +129,11 @@ fn follow_lifecycle(collector: &mut Collector, sampler: &mut Sampler, probes: &m
         }
         // Tables are built off this thread: asking costs nothing now.
         sampler.refresh_unwind(pid);
-        sampler.set_python(pid, || collector.python_entry(pid));
+        // A forked child's interpreter is its parent's (the kernel copied its entry); an exec
+        // is a new image to look at.
+        if matches!(change, Lifecycle::Exec(_)) {
+            sampler.set_python(pid, || collector.python_entry(pid));
+        }
         if probes.is_empty() {
             continue;
         }

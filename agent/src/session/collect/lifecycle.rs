@@ -82,6 +82,7 @@ impl Tasks {
                         Some(child as i64),
                     );
                     self.changes.push(Lifecycle::NewProcess(child));
+                    procs.python.inherit(child, rec.pid);
                     procs.watch(child);
                 }
             }
