@@ -1,9 +1,9 @@
 //! Python frames at the moment a stack is taken (see `modelprobe_common::python`).
 //!
 //! For a process in `PY_PROCS`: the current thread's `PyThreadState` (cached in `PY_THREADS`
-//! by thread id, checked on every use against the thread's `%fs` base, which is its
-//! `pthread_self()` and so its thread state's `thread_id`; on a miss the interpreter's thread
-//! list is walked), then its frames from the innermost, each written as the code object's
+//! by thread id with the list head of that walk, and checked on every use against the
+//! thread's `%fs` base, which is its `pthread_self()` and so its thread state's `thread_id`;
+//! the interpreter's thread list is walked again when its head has changed), then its frames from the innermost, each written as the code object's
 //! address and the instruction's offset. From 3.11 the frames live in the interpreter's own
 //! "data stack" in the heap: no copy of the native stack could recover them, so they are read
 //! here, while the thread is stopped on this CPU.
@@ -28,9 +28,19 @@ use crate::maps::config;
 #[map]
 pub(crate) static PY_PROCS: HashMap<u32, PyProc> = HashMap::with_max_entries(MAX_PY_PROCS, 0);
 
-/// Thread id to the address of its `PyThreadState`, as last found.
+/// Thread id to its `PyThreadState` as the last walk of the thread list found it (0: none).
 #[map]
-static PY_THREADS: LruHashMap<u32, u64> = LruHashMap::with_max_entries(MAX_PY_THREADS, 0);
+static PY_THREADS: LruHashMap<u32, PyThread> = LruHashMap::with_max_entries(MAX_PY_THREADS, 0);
+
+/// What a walk of the thread list found for one thread.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct PyThread {
+    /// Its state, or 0 when it has none.
+    tstate: u64,
+    /// The head of the list at that walk.
+    head: u64,
+}
 
 /// The frames of the walk in progress, per CPU (a `bpf_loop` callback cannot be handed the
 /// event); copied into the event at the end.
@@ -225,18 +235,25 @@ fn thread_state(w: *mut PyWalk, interp_ptr: u64, tid: u32, fsbase: u64) -> Optio
             (*w).offsets.interp_threads_head as u64,
         )
     };
-    // SAFETY: the value is copied out at once.
-    if let Some(&t) = unsafe { PY_THREADS.get(&tid) } {
-        // A state freed and reused by another thread no longer says this thread's id.
-        if t != 0 && read(t + id_off) == Some(fsbase) {
-            return Some(t);
-        }
-    }
     let interp = read(interp_ptr)?;
     if interp == 0 {
         return None;
     }
     let head = read(interp + head_off)?;
+    // A new thread state goes in at the head of the list: while the head is the one seen at
+    // the last walk, that walk's answer holds, "none" included (a native thread: no walk per
+    // sample), unless the state found no longer says this thread's id.
+    // SAFETY: the value is copied out at once.
+    if let Some(c) = unsafe { PY_THREADS.get(&tid) }.copied() {
+        if c.head == head {
+            if c.tstate == 0 {
+                return None;
+            }
+            if read(c.tstate + id_off) == Some(fsbase) {
+                return Some(c.tstate);
+            }
+        }
+    }
     // SAFETY: this CPU's slot of PY_WALK (see python_stack).
     unsafe {
         (*w).tstate = head;
@@ -256,11 +273,15 @@ fn thread_state(w: *mut PyWalk, interp_ptr: u64, tid: u32, fsbase: u64) -> Optio
     // SAFETY: this CPU's slot of PY_WALK. Volatile: the callback wrote it, behind the
     // compiler's back.
     let found = unsafe { core::ptr::read_volatile(&(*w).found) };
-    if found == 0 {
-        return None;
-    }
-    let _ = PY_THREADS.insert(&tid, &found, 0);
-    Some(found)
+    let _ = PY_THREADS.insert(
+        &tid,
+        &PyThread {
+            tstate: found,
+            head,
+        },
+        0,
+    );
+    (found != 0).then_some(found)
 }
 
 /// One thread state (a `bpf_loop` callback); 1 stops the loop.

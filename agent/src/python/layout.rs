@@ -224,24 +224,58 @@ struct DebugWords {
     unicode_ascii_size: usize,
 }
 
+/// Extra words 3.14 adds in each section of `_Py_DebugOffsets`, as its releases laid them out:
+/// the interpreter section (`threads_main`, then `code_object_generation` and
+/// `tlbc_generation`), the frame section (`stackpointer`, then `tlbc_index`), the code section
+/// (`co_tlbc`), and a set-object section before the dict's.
+#[derive(Clone, Copy)]
+struct Extra {
+    interp: usize,
+    frame: usize,
+    code: usize,
+    set: usize,
+}
+
+/// 3.13's layout, and the 3.14 ones tried in turn: the one whose fixed values check out is
+/// taken (see [`from_debug_offsets`]).
+const V13: Extra = Extra {
+    interp: 0,
+    frame: 0,
+    code: 0,
+    set: 0,
+};
+const V14: [Extra; 2] = [
+    Extra {
+        interp: 3,
+        frame: 2,
+        code: 1,
+        set: 4,
+    },
+    Extra {
+        interp: 1,
+        frame: 1,
+        code: 0,
+        set: 4,
+    },
+];
+
 impl DebugWords {
-    /// 3.13 and 3.14 (`Include/internal/pycore_runtime.h`, then `pycore_debug_offsets.h`):
-    /// 3.14 adds `threads_main` to the interpreter section, `stackpointer` to the frame's and
-    /// a set-object section before the dict's.
-    fn of(minor: u32) -> DebugWords {
-        let v14 = usize::from(minor >= 14);
+    /// The word indices of a layout with `extra` words over 3.13's
+    /// (`Include/internal/pycore_runtime.h` in 3.13, `pycore_debug_offsets.h` since).
+    fn of(extra: Extra) -> DebugWords {
         let runtime = 3; // size, finalizing, interpreters_head
-        let interp = runtime + 3; // size, id, next, threads_head, [threads_main], gc, ...
-        let tstate = interp + 13 + v14; // size, prev, next, interp, current_frame, thread_id
-        let frame = tstate + 9; // size, previous, executable, instr_ptr, localsplus, owner
-        let code = frame + 6 + v14; // size, filename, name, qualname, linetable, firstlineno,
-                                    // argcount, localsplusnames, localspluskinds, adaptive
-        let object = code + 10; // size, ob_type
+        let interp = runtime + 3; // size, id, next, threads_head, ...
+        let tstate = interp + 13 + extra.interp; // size, prev, next, interp, current_frame,
+                                                 // thread_id, ...
+        let frame = tstate + 9; // size, previous, executable, instr_ptr, localsplus, owner, ...
+        let code = frame + 6 + extra.frame; // size, filename, name, qualname, linetable,
+                                            // firstlineno, argcount, localsplusnames,
+                                            // localspluskinds, co_code_adaptive, ...
+        let object = code + 10 + extra.code; // size, ob_type
         let type_ = object + 2; // size, tp_name, tp_repr, tp_flags
         let tuple = type_ + 4; // size, ob_item, ob_size
         let list = tuple + 3; // size, ob_item, ob_size
-        let set = list + 3; // 3.14: size, used, table, mask
-        let dict = set + 4 * v14; // size, ma_keys, ma_values
+        let dict = list + 3 + extra.set; // (3.14: set: size, used, table, mask), then dict
         let float = dict + 3; // size, ob_fval
         let long = float + 2; // size, lv_tag, ob_digit
         let bytes = long + 3; // size, ob_size, ob_sval
@@ -285,7 +319,23 @@ pub fn from_debug_offsets(bytes: &[u8]) -> Result<Layout, DebugOffsetsError> {
     if version != (3, 13) && version != (3, 14) {
         return Err(DebugOffsetsError::Unsupported(version.0, version.1));
     }
-    let w = DebugWords::of(version.1);
+    let candidates: &[Extra] = if version.1 == 13 { &[V13] } else { &V14 };
+    let mut last = DebugOffsetsError::Short;
+    for &extra in candidates {
+        match read_layout(version, DebugWords::of(extra), &word) {
+            Ok(layout) => return Ok(layout),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// The layout `w` says, if its values check out.
+fn read_layout(
+    version: Version,
+    w: DebugWords,
+    word: &dyn Fn(usize) -> u64,
+) -> Result<Layout, DebugOffsetsError> {
     let unexpected = |why| DebugOffsetsError::Unexpected(version.0, version.1, why);
     let small = |i: usize| u32::try_from(word(i)).map_err(|_| DebugOffsetsError::Short);
     let code = w.code_size;
@@ -302,8 +352,9 @@ pub fn from_debug_offsets(bytes: &[u8]) -> Result<Layout, DebugOffsetsError> {
         instr_kind: instr::POINTER,
         marker_kind: marker::OWNER,
         code_bytecode: small(code + 9)?,
-        // 3.14 holds a `_PyStackRef` (`Py_TAG_REFCNT` in the low bit) in `f_executable`.
-        code_tag_mask: u32::from(version.1 >= 14),
+        // 3.14 holds a `_PyStackRef` in `f_executable`: its low two bits are tags
+        // (`Py_TAG_BITS`).
+        code_tag_mask: if version.1 >= 14 { 3 } else { 0 },
         _pad: 0,
     };
     let ascii = word(w.unicode_ascii_size);
@@ -470,9 +521,17 @@ mod tests {
     /// Debug offsets as 3.13's or 3.14's headers lay them out, built from the 3.13 table
     /// (3.14's fields where they sit in 3.14); parsing them must give the table back.
     fn debug_offsets(version_hex: u64, free_threaded: u64) -> Vec<u8> {
-        let t = for_version((3, 13)).unwrap();
         let minor = ((version_hex >> 16) & 0xff) as u32;
-        let d = DebugWords::of(minor.min(14));
+        debug_offsets_laid_out(
+            version_hex,
+            free_threaded,
+            if minor >= 14 { V14[0] } else { V13 },
+        )
+    }
+
+    fn debug_offsets_laid_out(version_hex: u64, free_threaded: u64, extra: Extra) -> Vec<u8> {
+        let t = for_version((3, 13)).unwrap();
+        let d = DebugWords::of(extra);
         let mut w = vec![0u64; DEBUG_OFFSETS_LEN / 8];
         w[1] = version_hex;
         w[2] = free_threaded;
@@ -511,7 +570,14 @@ mod tests {
         let parsed = from_debug_offsets(&debug_offsets(0x030e00f0, 0)).unwrap();
         let t = for_version((3, 13)).unwrap();
         assert_eq!(parsed.version, (3, 14));
-        assert_eq!(parsed.walk.code_tag_mask, 1);
+        assert_eq!(parsed.walk.code_tag_mask, 3);
+        // Where 3.14.0's fields are: the ASCII header's size is word 80, the code section's
+        // size word 39.
+        let d = DebugWords::of(V14[0]);
+        assert_eq!((d.unicode_ascii_size, d.code_size), (80, 39));
+        // A 3.14 laid out as its pre-releases were (fewer extra words) is read too.
+        let other = from_debug_offsets(&debug_offsets_laid_out(0x030e00b1, 0, V14[1])).unwrap();
+        assert_eq!(other.walk, parsed.walk);
         assert_eq!(
             PyOffsets {
                 code_tag_mask: 0,

@@ -7,6 +7,11 @@ use super::layout::LineTable;
 /// first line is `first` and whose table is `table`; `None` where the table says the
 /// instruction has no line (or the offset is past its end).
 pub fn line_at(kind: LineTable, table: &[u8], first: i32, offset: u32) -> Option<u32> {
+    // A frame that has not run an instruction yet (3.9's `f_lasti` of -1, a pointer just
+    // before the bytecode): CPython says its first line.
+    if (offset as i32) < 0 {
+        return u32::try_from(first).ok().filter(|&l| l > 0);
+    }
     let line = match kind {
         LineTable::Lnotab => lnotab(table, first, offset),
         LineTable::Linetable310 => linetable_310(table, first, offset)?,
@@ -149,6 +154,8 @@ mod tests {
         assert_eq!(line_at(LineTable::Lnotab, &t, 10, 5), Some(10));
         assert_eq!(line_at(LineTable::Lnotab, &t, 10, 6), Some(11));
         assert_eq!(line_at(LineTable::Lnotab, &t, 10, 12), Some(13));
+        // Not started yet: the first line.
+        assert_eq!(line_at(LineTable::Lnotab, &t, 10, u32::MAX), Some(10));
     }
 
     #[test]

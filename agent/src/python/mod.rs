@@ -55,7 +55,9 @@ pub struct Python {
     objects: detect::ObjectCache,
     codes: HashMap<(u32, u64), Option<Arc<Code>>>,
     stats: PythonStats,
-    /// One line per process whose interpreter is not read.
+    /// Every process whose frames were read, kept past its exit and exec for the summary.
+    seen: std::collections::BTreeMap<u32, PythonInterpreter>,
+    /// One line per reason an interpreter was not read (with the first pid it was seen in).
     notes: Vec<String>,
 }
 
@@ -68,13 +70,15 @@ impl Python {
         }
         let found = detect::find(pid, &mut self.objects);
         if let Found::Unsupported(why) = &found {
-            if !matches!(self.found.get(&pid), Some(Found::Unsupported(_))) {
+            // One line per reason, however many processes share it (a pool of workers).
+            if !self.notes.iter().any(|n| n.contains(why.as_str())) {
                 let line = format!("pid {pid}: Python frames are off ({why}); native frames kept");
                 log::warn!("{line}");
                 self.notes.push(line);
             }
         }
         if let Found::Interpreter(i) = &found {
+            self.note_seen(pid, i);
             log::info!(
                 "pid {pid}: CPython {}.{} in {}: Python frames on",
                 i.layout.version.0,
@@ -93,12 +97,29 @@ impl Python {
     /// `child` was forked by `parent`: the same interpreter at the same addresses (the kernel
     /// copied the BPF entry at the fork), known without reading anything.
     pub fn inherit(&mut self, child: u32, parent: u32) {
+        // A reused pid: nothing of the process it was before holds.
+        self.forget(child);
         if let Some(found) = self.found.get(&parent).cloned() {
+            if let Found::Interpreter(i) = &found {
+                self.note_seen(child, i);
+            }
             self.found.insert(child, found);
         }
     }
 
-    /// `pid` ran `execve`: what was known of its interpreter and code is stale.
+    fn note_seen(&mut self, pid: u32, i: &Interpreter) {
+        self.seen.insert(
+            pid,
+            PythonInterpreter {
+                pid,
+                version: format!("{}.{}", i.layout.version.0, i.layout.version.1),
+                object: i.object.rsplit('/').next().unwrap_or(&i.object).to_string(),
+            },
+        );
+    }
+
+    /// `pid` ran `execve` or exited: what was known of its interpreter and code is stale (the
+    /// summary keeps that it ran Python).
     pub fn forget(&mut self, pid: u32) {
         self.found.remove(&pid);
         self.codes.retain(|&(p, _), _| p != pid);
@@ -164,9 +185,10 @@ impl Python {
                 Some(Arc::new(c))
             }
             Err(e) => {
+                // Not kept: a code object made at this address later is read then.
                 log::debug!("pid {pid}: {e}");
                 self.stats.unreadable += 1;
-                None
+                return None;
             }
         };
         self.codes.insert((pid, addr), code.clone());
@@ -181,22 +203,10 @@ impl Python {
     /// What the recording says of Python (the stack counts left for the caller, who counted
     /// them): `None` when no target ran it.
     pub fn summary(&self) -> Option<PythonSummary> {
-        let mut interpreters: Vec<PythonInterpreter> = self
-            .found
-            .iter()
-            .filter_map(|(&pid, f)| match f {
-                Found::Interpreter(i) => Some(PythonInterpreter {
-                    pid,
-                    version: format!("{}.{}", i.layout.version.0, i.layout.version.1),
-                    object: i.object.rsplit('/').next().unwrap_or(&i.object).to_string(),
-                }),
-                _ => None,
-            })
-            .collect();
+        let interpreters: Vec<PythonInterpreter> = self.seen.values().cloned().collect();
         if interpreters.is_empty() && self.notes.is_empty() {
             return None;
         }
-        interpreters.sort_by_key(|i| i.pid);
         Some(PythonSummary {
             interpreters,
             off: self.notes.clone(),

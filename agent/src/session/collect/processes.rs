@@ -105,6 +105,7 @@ impl Processes {
     /// `pid`'s last thread exited.
     pub fn exited(&mut self, pid: u32) {
         self.exited.insert(pid);
+        self.python.forget(pid);
     }
 
     /// `pid` replaced its image: its name, command line and mappings are read again.
