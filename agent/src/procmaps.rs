@@ -73,6 +73,8 @@ pub(crate) struct MapsLine<'a> {
     pub exec: bool,
     /// File offset of `start`.
     pub offset: u64,
+    /// Device of the mapped file, as `stat`'s `st_dev` encodes it (from `MAJOR:MINOR`).
+    pub dev: u64,
     /// Inode of the mapped file (0 for anonymous memory).
     pub inode: u64,
     /// The path, or a pseudo-name such as `[heap]`; empty for anonymous memory.
@@ -85,7 +87,11 @@ pub(crate) fn parse_line(line: &str) -> Option<MapsLine<'_>> {
     let range = it.next()?;
     let perms = it.next()?;
     let offset = u64::from_str_radix(it.next()?, 16).ok()?;
-    let _dev = it.next()?;
+    let (major, minor) = it.next()?.split_once(':')?;
+    let dev = libc::makedev(
+        u32::from_str_radix(major, 16).ok()?,
+        u32::from_str_radix(minor, 16).ok()?,
+    );
     let inode = it.next()?.parse().ok()?;
     let path = it.next().unwrap_or("").trim_start();
     let (start, end) = range.split_once('-')?;
@@ -94,6 +100,7 @@ pub(crate) fn parse_line(line: &str) -> Option<MapsLine<'_>> {
         end: u64::from_str_radix(end, 16).ok()?,
         exec: perms.as_bytes().get(2) == Some(&b'x'),
         offset,
+        dev,
         inode,
         path,
     })
@@ -139,6 +146,16 @@ impl MapsRegistry {
         Some(added)
     }
 
+    /// `child` was forked by `parent`: it starts with the parent's mappings (the same files,
+    /// at the same addresses). False when the parent's are not known.
+    pub fn inherit(&mut self, child: u32, parent: u32) -> bool {
+        let Some(known) = self.procs.get(&parent).cloned() else {
+            return false;
+        };
+        self.procs.insert(child, known);
+        true
+    }
+
     /// Every (pid, file) newly mapped since the last call, grouped by pid in first-seen
     /// order: what the probe set must look at, whichever capture found it.
     pub fn take_new_files(&mut self) -> Vec<(u32, Vec<String>)> {
@@ -153,6 +170,11 @@ impl MapsRegistry {
     }
 
     fn open_module(&mut self, pid: u32, line: &MapsLine<'_>) -> Option<ModuleId> {
+        // A file already open (another process of the same executable, a library every
+        // process maps): known by the device and inode the maps line names, no open.
+        if let Some(id) = self.by_inode.get(&(line.dev, line.inode)) {
+            return Some(*id);
+        }
         let by_map_files = format!("/proc/{pid}/map_files/{:x}-{:x}", line.start, line.end);
         let by_root = format!("/proc/{pid}/root{}", line.path);
         let file = File::open(&by_map_files)
@@ -262,5 +284,63 @@ mod tests {
         let taken = reg.take_new_files();
         assert_eq!(taken, vec![(me, first)]);
         assert!(reg.take_new_files().is_empty());
+    }
+
+    #[test]
+    fn the_maps_device_is_stats_device() {
+        let text = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let line = text
+            .lines()
+            .filter_map(parse_line)
+            .find(|l| l.exec && l.path.starts_with('/'))
+            .expect("an executable file mapping");
+        let md = std::fs::metadata(line.path).unwrap();
+        assert_eq!(
+            (line.dev, line.inode),
+            (md.dev(), md.ino()),
+            "{}",
+            line.path
+        );
+    }
+
+    #[test]
+    fn another_process_of_the_same_files_opens_nothing_new() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let mut reg = MapsRegistry::default();
+        // Wait for the exec to have mapped libc.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !std::fs::read_to_string(format!("/proc/{}/maps", child.id()))
+            .unwrap_or_default()
+            .contains("libc")
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "sleep never mapped libc"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        reg.capture(child.id()).expect("the child");
+        let modules = reg.modules.len();
+        let libc_id = |reg: &MapsRegistry, pid: u32| {
+            reg.procs[&pid]
+                .iter()
+                .find(|m| m.path.contains("libc.so"))
+                .and_then(|m| m.module)
+        };
+        let childs_libc = libc_id(&reg, child.id()).expect("libc in sleep");
+        // This process maps libc too: the same module, found by device and inode.
+        let added = reg.capture(std::process::id()).expect("own process");
+        assert!(added.iter().any(|p| p.contains("libc")), "{added:?}");
+        assert_eq!(libc_id(&reg, std::process::id()), Some(childs_libc));
+        assert!(reg.modules.len() > modules, "the test binary itself is new");
+        // A fork inherits: the same mappings, nothing read.
+        assert!(reg.inherit(4_000_000, child.id()));
+        assert_eq!(reg.procs[&4_000_000], reg.procs[&child.id()]);
+        assert!(!reg.inherit(4_000_001, 4_000_002), "an unknown parent");
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }

@@ -337,23 +337,96 @@ fn find_mapping(base: u32, len: u32, pc: u64) -> Option<UnwindMapping> {
     Some(m)
 }
 
-/// Words above the stack pointer [`scan`] looks at.
+/// Words above the stack pointer [`scan`] looks at (a power of two: the index is masked).
 const SCAN_WORDS: u64 = 32;
 
 /// The address of the innermost frame's return address, for code its object has no CFI for
 /// (hand-written assembly such as BLAS kernels, which also use `%rbp` as a plain register):
 /// the first of [`SCAN_WORDS`] words above `sp` that points into code with tables right after
-/// a call instruction. A word that merely looks like code is not taken.
+/// a call instruction, and whose own caller, one CFI step further, is again right after a
+/// call. A word that merely looks like code is not taken, nor a stale return address left in
+/// the leaf's scratch space by an earlier call (its "caller" is whatever lies above it).
+///
+/// Each word is one call of [`scan_word`] from `bpf_loop`: with the CFI step of the check,
+/// unrolling the words would quadruple the sampling program's verification.
 #[inline(always)]
 fn scan(base: u32, len: u32, sp: u64) -> Option<u64> {
-    for k in 0..SCAN_WORDS {
-        let at = sp + 8 * k;
-        let word = read(at).unwrap_or(0);
-        if word > 8 && after_call(word) && find_mapping(base, len, word).is_some() {
-            return Some(at);
-        }
+    let mut s = Scan {
+        base,
+        len,
+        sp,
+        found: 0,
+    };
+    // SAFETY: bpf_loop calls `scan_word` (a static function of this program) at most
+    // SCAN_WORDS times with a pointer to `s`, which outlives the call.
+    unsafe {
+        aya_ebpf::helpers::generated::bpf_loop(
+            SCAN_WORDS as u32,
+            scan_word as *const () as *mut core::ffi::c_void,
+            (&mut s as *mut Scan).cast(),
+            0,
+        );
     }
-    None
+    // SAFETY: `s` is a live local; read through the pointer the callback wrote by, so the
+    // compiler cannot assume it unchanged.
+    let found = unsafe { core::ptr::read_volatile(&s.found) };
+    (found != 0).then_some(found)
+}
+
+/// What [`scan_word`] reads and answers.
+#[repr(C)]
+struct Scan {
+    base: u32,
+    len: u32,
+    sp: u64,
+    /// The address of the return address found; 0 while none is.
+    found: u64,
+}
+
+/// Word `k` above the stack pointer (a `bpf_loop` callback): 1, to stop, once it holds a
+/// plausible return address.
+#[inline(never)]
+extern "C" fn scan_word(k: u64, ctx: *mut core::ffi::c_void) -> i64 {
+    let s = ctx as *mut Scan;
+    // SAFETY: `ctx` is the `Scan` scan handed to bpf_loop, alive for the loop.
+    let (base, len, sp) = unsafe { ((*s).base, (*s).len, (*s).sp) };
+    let at = sp + 8 * (k & (SCAN_WORDS - 1));
+    let word = read(at).unwrap_or(0);
+    if word <= 8 || !after_call(word) {
+        return 0;
+    }
+    let Some(m) = find_mapping(base, len, word) else {
+        return 0;
+    };
+    if caller_plausible(&m, word, at + 8) {
+        // SAFETY: as above.
+        unsafe { core::ptr::write_volatile(&mut (*s).found, at) };
+        return 1;
+    }
+    0
+}
+
+/// One CFI step from a candidate return address `ra` whose frame's stack pointer would be
+/// `sp`: true when that frame's own return address follows a call, or when the step cannot
+/// be checked (no row, a rule relative to `%rbp`, which the leaf may have reused, or a frame
+/// whose caller is the end of the stack).
+#[inline(always)]
+fn caller_plausible(m: &UnwindMapping, ra: u64, sp: u64) -> bool {
+    // The call is in the mapping of its return address.
+    let Some(r) = row_in(m, ra - 1) else {
+        return true;
+    };
+    if r.cfa != cfa::RSP {
+        return true;
+    }
+    let cfa_addr = sp.wrapping_add(r.cfa_offset as i64 as u64);
+    if cfa_addr <= sp {
+        return false;
+    }
+    match read(cfa_addr - 8) {
+        Some(next) => next > 8 && after_call(next),
+        None => false,
+    }
 }
 
 /// True if the instruction before `ra` is a call: `call rel32` (e8, 5 bytes) or `call` through
@@ -372,7 +445,12 @@ fn after_call(ra: u64) -> bool {
 /// The row covering `pc` in the process whose mappings start at slot index `base`.
 #[inline(always)]
 fn find_row(base: u32, len: u32, pc: u64) -> Option<UnwindRow> {
-    let m = find_mapping(base, len, pc)?;
+    row_in(&find_mapping(base, len, pc)?, pc)
+}
+
+/// The row covering `pc` in mapping `m`.
+#[inline(always)]
+fn row_in(m: &UnwindMapping, pc: u64) -> Option<UnwindRow> {
     let rel = pc.wrapping_sub(m.bias);
     if rel > u32::MAX as u64 {
         return None;

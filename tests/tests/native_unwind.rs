@@ -304,6 +304,54 @@ fn recursion_threads_signal_handlers_and_dlopened_code_are_whole() {
 }
 
 #[test]
+fn forked_workers_unwind_with_their_parents_tables() {
+    if !require_bpf("forked_workers_unwind_with_their_parents_tables") {
+        return;
+    }
+    let _bpf = bpf_lock();
+    // Children forked while recording, without an exec: the agent reads nothing of theirs and
+    // they share their parent's tables.
+    let out = scratch_dir("native-unwind-forkchain");
+    let r = Session::run(&out, &["--freq", "199"])
+        .command(nofp_app(), &["forkchain", "2", "3"])
+        .expect_success();
+    let rec = r.recording();
+    let parent = rec["meta"]["target_pid"].as_u64().unwrap();
+    let mut whole = 0;
+    let mut all = 0;
+    let mut children = std::collections::BTreeSet::new();
+    for s in rec["samples"].as_array().unwrap() {
+        if s["kind"] != "cpu" || s["pid"].as_u64() == Some(parent) {
+            continue;
+        }
+        // User frames, outermost first (kernel frames and inlined functions left out).
+        let user: Vec<&str> = rec["stacks"][s["stack"].as_u64().unwrap() as usize]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| &rec["frames"][f.as_u64().unwrap() as usize])
+            .filter(|f| f["kind"] != "kernel" && f["inlined"] != true)
+            .map(|f| f["name"].as_str().unwrap())
+            .collect();
+        if user.last() != Some(&"nofp_leaf") {
+            continue;
+        }
+        children.insert(s["pid"].as_u64().unwrap());
+        all += 1;
+        let mut rest = user.iter();
+        let chain = ["nofp_fork_workers", "nofp_outer", "nofp_middle"];
+        if user.first() == Some(&"_start") && chain.iter().all(|c| rest.any(|f| f == c)) {
+            whole += 1;
+        }
+    }
+    assert_eq!(children.len(), 3, "samples from each worker: {children:?}");
+    assert_whole("forked workers", (whole, all), None);
+    // Three processes more, none with a table of its own.
+    let unwind = &rec["meta"]["unwind"];
+    assert!(unwind["processes"].as_u64().unwrap() >= 4, "{unwind}");
+}
+
+#[test]
 fn blocked_time_is_charged_to_the_whole_stack() {
     if !require_bpf("blocked_time_is_charged_to_the_whole_stack") {
         return;

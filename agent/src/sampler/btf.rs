@@ -1,6 +1,11 @@
 //! Offsets in the kernel's own structures, from its BTF (`/sys/kernel/btf/vmlinux`), for the
 //! BPF programs that read a field no helper returns.
-use btf_rs::{Btf, Type};
+//!
+//! Written by hand rather than with a BTF crate, for start-up time: btf-rs and aya-obj turn all
+//! of a kernel's ~100k types into objects (about 150 ms of CPU on each start, a quarter of
+//! `modelprobe run -- /bin/true`), where two member offsets are wanted. [`BtfTypes`] walks the
+//! type section once, in place, and decodes only the structs asked for. A test checks its
+//! answers against btf-rs on this machine's kernel.
 
 /// Where the kernel's BTF is, unless `MODELPROBE_KERNEL_BTF` says (as in preflight).
 const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -16,40 +21,211 @@ pub fn task_fsbase_offset() -> Option<u32> {
         return None;
     }
     let path = btf_path();
-    let btf = Btf::from_file(&path)
+    let bytes = std::fs::read(&path)
         .inspect_err(|e| log::warn!("reading {}: {e}; no Python frames", path.display()))
         .ok()?;
-    let thread = member_offset(&btf, "task_struct", "thread")?;
-    let fsbase = member_offset(&btf, "thread_struct", "fsbase")?;
-    Some(thread + fsbase)
-}
-
-/// Byte offset of the member `member` of the struct `name`.
-fn member_offset(btf: &Btf, name: &str, member: &str) -> Option<u32> {
-    for t in btf.resolve_types_by_name(name).ok()? {
-        let Type::Struct(s) = t else { continue };
-        for m in &s.members {
-            if btf.resolve_name(m).ok().as_deref() == Some(member) {
-                let bits = m.bit_offset();
-                return (bits % 8 == 0).then_some(bits / 8);
-            }
+    let btf = BtfTypes::new(&bytes)
+        .inspect_err(|e| log::warn!("{}: {e}; no Python frames", path.display()))
+        .ok()?;
+    let found = btf
+        .member_offsets(&[("task_struct", "thread"), ("thread_struct", "fsbase")])
+        .inspect_err(|e| log::warn!("{}: {e}; no Python frames", path.display()))
+        .ok()?;
+    match found[..] {
+        [Some(thread), Some(fsbase)] => Some(thread + fsbase),
+        _ => {
+            log::warn!("the kernel's BTF has no task_struct.thread.fsbase; no Python frames");
+            None
         }
     }
-    log::warn!("the kernel's BTF has no {name}.{member}; no Python frames");
-    None
+}
+
+/// Why a BTF blob could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BtfError {
+    #[error("not BTF (bad magic or header)")]
+    Header,
+    #[error("BTF type {0} is truncated or of an unknown kind {1}")]
+    Type(u32, u32),
+}
+
+const MAGIC: u16 = 0xeb9f;
+const KIND_STRUCT: u32 = 4;
+
+/// A BTF blob's type and string sections, read in place (native byte order, as the running
+/// kernel writes it).
+pub struct BtfTypes<'a> {
+    types: &'a [u8],
+    strings: &'a [u8],
+}
+
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+impl<'a> BtfTypes<'a> {
+    /// Checks the header (`struct btf_header`) and finds the two sections.
+    pub fn new(blob: &'a [u8]) -> Result<Self, BtfError> {
+        let magic = blob.get(0..2).map(|m| u16::from_ne_bytes([m[0], m[1]]));
+        if magic != Some(MAGIC) {
+            return Err(BtfError::Header);
+        }
+        let field = |i: usize| u32_at(blob, 4 + 4 * i).ok_or(BtfError::Header);
+        let (hdr_len, type_off, type_len, str_off, str_len) =
+            (field(0)?, field(1)?, field(2)?, field(3)?, field(4)?);
+        let section = |off: u32, len: u32| {
+            let start = hdr_len as usize + off as usize;
+            blob.get(start..start + len as usize)
+                .ok_or(BtfError::Header)
+        };
+        Ok(BtfTypes {
+            types: section(type_off, type_len)?,
+            strings: section(str_off, str_len)?,
+        })
+    }
+
+    fn name(&self, off: u32) -> &'a [u8] {
+        let rest = self.strings.get(off as usize..).unwrap_or_default();
+        &rest[..rest.iter().position(|&c| c == 0).unwrap_or(rest.len())]
+    }
+
+    /// For each `(struct, member)`, the member's byte offset in the first struct of that name
+    /// that has it (`None` when absent or a bitfield). One pass over the types, stopping early
+    /// once all are found; an error when a type before that cannot be decoded.
+    pub fn member_offsets(&self, wanted: &[(&str, &str)]) -> Result<Vec<Option<u32>>, BtfError> {
+        let mut found = vec![None; wanted.len()];
+        let mut at = 0usize;
+        let mut id = 1u32;
+        while at + 12 <= self.types.len() && found.iter().any(Option::is_none) {
+            let len = self.type_len(at, id)?;
+            let (name_off, info) = (u32_at(self.types, at).unwrap_or(0), self.info(at));
+            if (info >> 24) & 0x1f == KIND_STRUCT {
+                let name = self.name(name_off);
+                for (i, (s, m)) in wanted.iter().enumerate() {
+                    if found[i].is_none() && name == s.as_bytes() {
+                        found[i] = self.member(at, info, m);
+                    }
+                }
+            }
+            at += len;
+            id += 1;
+        }
+        Ok(found)
+    }
+
+    fn info(&self, at: usize) -> u32 {
+        u32_at(self.types, at + 4).unwrap_or(0)
+    }
+
+    /// The byte offset of `member` in the struct at `at`.
+    fn member(&self, at: usize, info: u32, member: &str) -> Option<u32> {
+        let vlen = (info & 0xffff) as usize;
+        let kind_flag = info >> 31 != 0;
+        (0..vlen).find_map(|i| {
+            let m = at + 12 + 12 * i;
+            if self.name(u32_at(self.types, m)?) != member.as_bytes() {
+                return None;
+            }
+            let raw = u32_at(self.types, m + 8)?;
+            // With kind_flag, the top 8 bits are a bitfield size and the rest the bit offset.
+            let (bits, bitfield) = if kind_flag {
+                (raw & 0x00ff_ffff, raw >> 24 != 0)
+            } else {
+                (raw, false)
+            };
+            (!bitfield && bits % 8 == 0).then_some(bits / 8)
+        })
+    }
+
+    /// The size of the type record at `at`: `struct btf_type` (12 bytes) and what its kind
+    /// appends (`include/uapi/linux/btf.h`).
+    fn type_len(&self, at: usize, id: u32) -> Result<usize, BtfError> {
+        let info = self.info(at);
+        let (kind, vlen) = ((info >> 24) & 0x1f, (info & 0xffff) as usize);
+        let extra = match kind {
+            // INT, VAR and DECL_TAG carry one u32.
+            1 | 14 | 17 => 4,
+            // PTR, FWD, TYPEDEF, VOLATILE, CONST, RESTRICT, FUNC, FLOAT, TYPE_TAG: nothing.
+            2 | 7 | 8 | 9 | 10 | 11 | 12 | 16 | 18 => 0,
+            // ARRAY: struct btf_array.
+            3 => 12,
+            // STRUCT, UNION (btf_member), DATASEC (btf_var_secinfo), ENUM64 (btf_enum64).
+            4 | 5 | 15 | 19 => 12 * vlen,
+            // ENUM (btf_enum), FUNC_PROTO (btf_param).
+            6 | 13 => 8 * vlen,
+            _ => return Err(BtfError::Type(id, kind)),
+        };
+        let len = 12 + extra;
+        if at + len > self.types.len() {
+            return Err(BtfError::Type(id, kind));
+        }
+        Ok(len)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn finds_the_fs_base_in_this_kernel() {
-        if !std::path::Path::new(VMLINUX_BTF).exists() {
-            return;
+    /// The same offsets from btf-rs, which decodes every type: a check of the hand-written walk.
+    fn btf_rs_offset(btf: &btf_rs::Btf, name: &str, member: &str) -> Option<u32> {
+        for t in btf.resolve_types_by_name(name).ok()? {
+            let btf_rs::Type::Struct(s) = t else { continue };
+            for m in &s.members {
+                if btf.resolve_name(m).ok().as_deref() == Some(member) {
+                    let bits = m.bit_offset();
+                    return (bits % 8 == 0).then_some(bits / 8);
+                }
+            }
         }
+        None
+    }
+
+    #[test]
+    fn agrees_with_btf_rs_on_this_kernel() {
+        let Ok(bytes) = std::fs::read(VMLINUX_BTF) else {
+            return;
+        };
+        let reference = btf_rs::Btf::from_bytes(&bytes).expect("btf-rs parses the kernel's BTF");
+        let mine = BtfTypes::new(&bytes).expect("header");
+        let wanted = [
+            ("task_struct", "thread"),
+            ("task_struct", "pid"),
+            ("task_struct", "tgid"),
+            ("task_struct", "comm"),
+            ("task_struct", "mm"),
+            ("thread_struct", "fsbase"),
+            ("thread_struct", "gsbase"),
+            ("task_struct", "real_parent"),
+            ("linux_binprm", "filename"),
+            ("sk_buff", "len"),
+        ];
+        let got = mine.member_offsets(&wanted).expect("every type decodes");
+        for ((s, m), got) in wanted.iter().zip(got) {
+            let want = btf_rs_offset(&reference, s, m);
+            assert!(want.is_some(), "btf-rs finds {s}.{m}");
+            assert_eq!(got, want, "{s}.{m}");
+        }
+        // And the one the sampler asks for.
         let off = task_fsbase_offset().expect("task_struct.thread.fsbase");
         // The thread struct comes last in task_struct, kilobytes in.
         assert!(off > 1024, "{off}");
+    }
+
+    #[test]
+    fn absent_members_and_bad_blobs() {
+        assert!(matches!(BtfTypes::new(b"nope"), Err(BtfError::Header)));
+        assert!(matches!(BtfTypes::new(&[]), Err(BtfError::Header)));
+        let Ok(bytes) = std::fs::read(VMLINUX_BTF) else {
+            return;
+        };
+        let btf = BtfTypes::new(&bytes).expect("header");
+        assert_eq!(
+            btf.member_offsets(&[("task_struct", "no_such_member"), ("no_such_struct", "x")])
+                .expect("a walk over every type"),
+            vec![None, None]
+        );
+        // A blob cut inside its type section: the header's lengths no longer fit.
+        assert!(BtfTypes::new(&bytes[..bytes.len() / 2]).is_err());
     }
 }

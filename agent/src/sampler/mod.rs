@@ -348,6 +348,14 @@ impl Sampler {
         }
     }
 
+    /// `child` was forked by `parent`: it unwinds with its parent's tables (shared, no read of
+    /// its maps). False when the parent has none (then [`Sampler::refresh_unwind`] is the way).
+    pub fn inherit_unwind(&mut self, child: u32, parent: u32) -> bool {
+        self.unwind
+            .as_mut()
+            .is_some_and(|u| u.inherit(child, parent))
+    }
+
     /// Reads `pid`'s Python frames with the interpreter layout `find` returns, or stops
     /// reading them (`None`: not Python, or no longer). `find` is not called when Python frames
     /// are off.

@@ -38,7 +38,14 @@ pub(super) fn finish(s: Session<'_>, stopped: Stopped) -> Result<Outcome> {
     let cpus = sampler.cpus();
     let unwind = sampler.unwind_summary();
     let bpf_programs = sampler.program_costs();
-    drop(sampler); // detach before the heavy lifting, so the target runs unobserved again
+    // Detach before the heavy lifting, so the target runs unobserved again. Each tracepoint and
+    // uprobe perf event waits out an RCU grace period as it closes (tens of ms each, one at a
+    // time under the kernel's event_mutex): on its own thread, that wait overlaps the work below.
+    let detaching = std::thread::Builder::new()
+        .name("mp-detach".into())
+        .spawn(move || drop(sampler))
+        .map_err(|e| log::debug!("detaching on this thread: {e}"))
+        .ok();
     progress.set(&format!(
         "stopped; symbolizing {} samples",
         collector.sample_count()
@@ -93,6 +100,10 @@ pub(super) fn finish(s: Session<'_>, stopped: Stopped) -> Result<Outcome> {
     recording.write(&opts.output_dir)?;
     let mut files = vec![opts.output_dir.join(crate::recording::FILE_NAME)];
     files.extend(export::export_all(&recording, &opts.output_dir)?);
+    if let Some(t) = detaching {
+        progress.set("detaching from the kernel");
+        let _ = t.join();
+    }
     progress.done();
     preflight::hand_over(
         created_output_dir.then_some(opts.output_dir.as_path()),

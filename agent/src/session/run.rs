@@ -118,28 +118,39 @@ fn sigint_from_terminal() -> bool {
 }
 
 /// Gives processes the target forked their unwind tables and probes, and both again after an
-/// exec.
+/// exec. A fork shares its parent's tables and mappings (nothing of its own is read); an exec
+/// is a new image to read.
 fn follow_lifecycle(collector: &mut Collector, sampler: &mut Sampler, probes: &mut ProbeSet) {
     for change in collector.take_lifecycle() {
-        let (Lifecycle::NewProcess(pid) | Lifecycle::Exec(pid)) = change;
+        let pid = match change {
+            Lifecycle::NewProcess { pid, parent } => {
+                if !sampler.inherit_unwind(pid, parent) && crate::target::is_alive(pid) {
+                    sampler.refresh_unwind(pid);
+                }
+                // The child's interpreter is its parent's (the kernel copied its entry).
+                if probes.is_empty() {
+                    continue;
+                }
+                pid
+            }
+            Lifecycle::Exec(pid) => pid,
+        };
         // A short-lived child (a shell, a tool an agent runs) is often gone by the time its
         // record is read: nothing to attach to or walk.
         if !crate::target::is_alive(pid) {
             continue;
         }
-        // Tables are built off this thread: asking costs nothing now.
-        sampler.refresh_unwind(pid);
-        // A forked child's interpreter is its parent's (the kernel copied its entry); an exec
-        // is a new image to look at.
-        if matches!(change, Lifecycle::Exec(_)) {
-            sampler.set_python(pid, || collector.python_entry(pid));
-        }
-        if probes.is_empty() {
-            continue;
-        }
         let result = match change {
-            Lifecycle::NewProcess(pid) => probes.attach_to(sampler, pid),
-            Lifecycle::Exec(pid) => probes.on_exec(sampler, pid),
+            Lifecycle::NewProcess { pid, .. } => probes.attach_to(sampler, pid),
+            Lifecycle::Exec(pid) => {
+                // Tables are built off this thread: asking costs nothing now.
+                sampler.refresh_unwind(pid);
+                sampler.set_python(pid, || collector.python_entry(pid));
+                if probes.is_empty() {
+                    continue;
+                }
+                probes.on_exec(sampler, pid)
+            }
         };
         if let Err(e) = result {
             log::warn!("probes not attached after {change:?}: {e}");

@@ -130,7 +130,11 @@ pub struct UnwindTables {
     next_row: u32,
     by_key: HashMap<ObjectKey, Entry>,
     by_inode: HashMap<(u64, u64), ObjectKey>,
-    slot_of: HashMap<u32, u32>,
+    /// What each process has in `UNWIND_PROCS`. A forked child shares its parent's slot until
+    /// it is registered on its own (an exec, a library mapped since).
+    published: HashMap<u32, UnwindProc>,
+    /// Processes using each slot taken from `free_slots`.
+    slot_users: HashMap<u32, u32>,
     free_slots: VecDeque<u32>,
     /// Processes published without some of their objects (still compiling).
     waiting: HashSet<u32>,
@@ -164,7 +168,8 @@ impl UnwindTables {
             next_row: 0,
             by_key: HashMap::new(),
             by_inode: HashMap::new(),
-            slot_of: HashMap::new(),
+            published: HashMap::new(),
+            slot_users: HashMap::new(),
             free_slots: (0..MAX_UNWIND_PROCS).collect(),
             waiting: HashSet::new(),
             pending: 0,
@@ -237,26 +242,58 @@ impl UnwindTables {
                 e,
             ));
         }
-        if let Some(old) = self.slot_of.insert(pid, slot) {
-            self.free_slots.push_back(old);
+        self.slot_users.insert(slot, 1);
+        if let Some(old) = self.published.insert(pid, entry) {
+            self.release(old.slot);
         } else {
             self.summary.processes += 1;
         }
         Ok(())
     }
 
-    /// `pid` exited: its slot goes back to the pool (its objects' rows stay, shared).
-    pub fn forget(&mut self, pid: u32) {
-        if let Some(slot) = self.slot_of.remove(&pid) {
-            let _ = self.procs.remove(&pid);
+    /// `child` was forked by `parent`: it has the same mappings, so it shares the parent's
+    /// tables (no read of its maps, no slot of its own). The kernel copied the parent's entry
+    /// at the fork; it is written again from what the agent holds, in case the parent has
+    /// been registered anew since. False when the parent has no tables.
+    pub fn inherit(&mut self, child: u32, parent: u32) -> bool {
+        let Some(&entry) = self.published.get(&parent) else {
+            return false;
+        };
+        if let Err(e) = self.procs.insert(child, entry, 0) {
+            log::debug!("pid {child}: parent's unwind tables not shared ({e})");
+            return false;
+        }
+        *self.slot_users.entry(entry.slot).or_insert(0) += 1;
+        match self.published.insert(child, entry) {
+            Some(old) => self.release(old.slot),
+            None => self.summary.processes += 1,
+        }
+        true
+    }
+
+    /// One process less uses `slot`: back to the pool once none does.
+    fn release(&mut self, slot: u32) {
+        let users = self.slot_users.entry(slot).or_insert(1);
+        *users -= 1;
+        if *users == 0 {
+            self.slot_users.remove(&slot);
             self.free_slots.push_back(slot);
+        }
+    }
+
+    /// `pid` exited: its slot goes back to the pool once no other process shares it (its
+    /// objects' rows stay, shared).
+    pub fn forget(&mut self, pid: u32) {
+        if let Some(entry) = self.published.remove(&pid) {
+            let _ = self.procs.remove(&pid);
+            self.release(entry.slot);
         }
     }
 
     /// Releases the slots of registered processes that no longer exist.
     pub fn forget_exited(&mut self) {
         let gone: Vec<u32> = self
-            .slot_of
+            .published
             .keys()
             .copied()
             .filter(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())

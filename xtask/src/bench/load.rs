@@ -18,6 +18,11 @@ const BPFTRACE_OFFCPU: &str =
      { @off[@where[args->next_pid]] = sum(nsecs - @start[args->next_pid]); \
        delete(@start[args->next_pid]); delete(@where[args->next_pid]); }";
 
+/// A bpftrace script that counts the lifecycle tracepoints modelprobe follows processes by.
+const BPFTRACE_LIFECYCLE: &str = "tracepoint:sched:sched_process_fork, \
+     tracepoint:sched:sched_process_exec, tracepoint:sched:sched_process_exit \
+     { @[probe] = count(); }";
+
 /// Runs `cmd` and returns what it printed on stdout; fails on a non-zero exit.
 fn output(cmd: &mut Command) -> Result<String> {
     let out = cmd.stderr(std::process::Stdio::null()).output()?;
@@ -36,6 +41,16 @@ fn figure(text: &str, key: &str) -> Result<f64> {
                 .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
         })
         .context(format!("no {key}= in the pool's output"))?
+        .parse()
+        .map_err(Into::into)
+}
+
+/// The number after `key ` on a line of its own (`elapsed_ms 1234.5`).
+fn line_figure(text: &str, key: &str) -> Result<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' '))
+        .context(format!("no `{key}` line in the output"))?
+        .trim()
         .parse()
         .map_err(Into::into)
 }
@@ -191,12 +206,15 @@ pub(super) fn load(root: &Path, runs: usize, report: &mut Report) -> Result<()> 
     ));
     report.table(
         "load_churn",
-        "Process churn: 2,000 children forked one after another, each exec'ing /bin/true",
+        "Process churn: 2,000 children forked one after another, each exec'ing /bin/true. \
+         Target time is the parent's own clock around its fork loop; wall time adds the \
+         profiler's start-up and stop (BPF verification, detaching, writing)",
         &[
             "variant",
-            "elapsed ms (median)",
-            "slowdown (median of pair ratios)",
+            "target ms (median)",
+            "target slowdown (median of pair ratios)",
             "ratio range",
+            "wall ms incl. profiler start/stop (median)",
             "lifecycle records lost",
             "agent CPU (% of one CPU)",
         ],
@@ -236,26 +254,43 @@ pub(super) fn load(root: &Path, runs: usize, report: &mut Report) -> Result<()> 
             }),
         ));
     }
-    for Compared {
-        name,
-        median_ms,
-        ratio,
-        lo,
-        hi,
-        ..
-    } in compare(&variants, runs)?
-    {
-        let mine = name.starts_with("modelprobe");
-        let r = if mine {
-            Some(recorded(&tmp.join("mp-churn"))?)
-        } else {
-            None
-        };
+    if bpftrace_ok {
+        let cmdline = format!("{} {}", app.display(), spawn.join(" "));
+        variants.push((
+            "bpftrace fork/exec/exit counts".into(),
+            Box::new(move || {
+                let mut c = Command::new("bpftrace");
+                c.args(["-q", "-e", BPFTRACE_LIFECYCLE, "-c", &cmdline]);
+                c
+            }),
+        ));
+    }
+    let mut target_ms = vec![Vec::new(); variants.len()];
+    let mut wall_ms = vec![Vec::new(); variants.len()];
+    let mut mp = None;
+    for _ in 0..runs {
+        for (i, (name, cmd)) in variants.iter().enumerate() {
+            let began = std::time::Instant::now();
+            let text = output(&mut cmd())?;
+            wall_ms[i].push(began.elapsed().as_secs_f64() * 1e3);
+            target_ms[i].push(line_figure(&text, "elapsed_ms")?);
+            if name.starts_with("modelprobe") {
+                mp = Some(recorded(&tmp.join("mp-churn"))?);
+            }
+        }
+    }
+    let base = target_ms[0].clone();
+    for (i, (name, _)) in variants.iter().enumerate() {
+        let ratios: Vec<f64> = target_ms[i].iter().zip(&base).map(|(t, b)| t / b).collect();
+        let lo = ratios.iter().copied().fold(f64::MAX, f64::min);
+        let hi = ratios.iter().copied().fold(f64::MIN, f64::max);
+        let r = mp.filter(|_| name.starts_with("modelprobe"));
         report.row(vec![
             json!(name),
-            json!(round1(median_ms)),
-            json!(format!("{:+.2}%", (ratio - 1.0) * 100.0)),
+            json!(round1(median(target_ms[i].clone()))),
+            json!(format!("{:+.2}%", (median(ratios) - 1.0) * 100.0)),
             json!(format!("{lo:.3}..{hi:.3}")),
+            json!(round1(median(wall_ms[i].clone()))),
             json!(r.map_or("-".into(), |r| r.3.to_string())),
             json!(r.map_or("-".into(), |r| format!(
                 "{:.1}%",

@@ -16,7 +16,12 @@ const CLONE_THREAD: u64 = 0x0001_0000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lifecycle {
     /// A new process was forked by a target.
-    NewProcess(u32),
+    NewProcess {
+        /// The child.
+        pid: u32,
+        /// The process that forked it.
+        parent: u32,
+    },
     /// A target process replaced its image.
     Exec(u32),
 }
@@ -81,9 +86,12 @@ impl Tasks {
                         format!("{comm} forked process {child}"),
                         Some(child as i64),
                     );
-                    self.changes.push(Lifecycle::NewProcess(child));
+                    self.changes.push(Lifecycle::NewProcess {
+                        pid: child,
+                        parent: rec.pid,
+                    });
                     procs.python.inherit(child, rec.pid);
-                    procs.watch(child);
+                    procs.forked(child, rec.pid);
                 }
             }
             kind::EXEC => {

@@ -257,7 +257,10 @@ mod tests {
         let mut handled = rec(kind::SIGNAL, 1, 4, libc::SIGUSR1 as u64, 0);
         handled.args[1] = 0x1234; // a handler is installed
         c.record(&handled);
-        assert_eq!(c.take_lifecycle(), vec![Lifecycle::NewProcess(6)]);
+        assert_eq!(
+            c.take_lifecycle(),
+            vec![Lifecycle::NewProcess { pid: 6, parent: 1 }]
+        );
         let r = c.finish(Meta::default());
         let kinds: Vec<EventKind> = r.events.iter().map(|e| e.kind).collect();
         assert_eq!(

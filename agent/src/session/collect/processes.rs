@@ -73,6 +73,25 @@ impl Processes {
         self.maps.capture(pid);
     }
 
+    /// `child` was forked by `parent`: the same image, command line and mappings, known
+    /// without reading anything of the child's (a fork-heavy target costs no file opens).
+    /// Its own mappings are read again by the periodic rescan or an exec. A parent not
+    /// known yet is watched in the usual way.
+    pub fn forked(&mut self, child: u32, parent: u32) {
+        if !self.maps.inherit(child, parent) {
+            self.watch(child);
+            return;
+        }
+        let from = self.info.get(&parent);
+        let info = ProcessInfo {
+            name: from.and_then(|p| p.name.clone()),
+            cmdline: from.and_then(|p| p.cmdline.clone()),
+            last_capture: Some(Instant::now()),
+            last_perf_map: None,
+        };
+        self.info.insert(child, info);
+    }
+
     /// True once `pid` has been watched.
     pub fn knows(&self, pid: u32) -> bool {
         self.info.contains_key(&pid)
