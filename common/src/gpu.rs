@@ -103,6 +103,9 @@ pub mod state {
     pub const ERROR: u32 = 4;
     /// The agent speaks another protocol version.
     pub const VERSION: u32 = 5;
+    /// After ON: another tool took CUPTI's process-wide activity buffer callbacks over during
+    /// the session (launches kept coming, buffers stopped); no more GPU records follow.
+    pub const TAKEN_OVER: u32 = 6;
 }
 
 /// [`WireOp::kind`] values.

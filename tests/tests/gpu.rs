@@ -39,6 +39,7 @@ fn run_cuda_app(
         // The library appears at cuInit; give the agent time to connect before the calls.
         .env("MP_CUDA_SETTLE_MS", "1500")
         .env_remove("CUDA_INJECTION64_PATH")
+        .env_remove("NVTX_INJECTION64_PATH")
         .env_remove("MODELPROBE_CUPTI")
         .envs(env.iter().copied())
         .timeout(Duration::from_secs(90))
@@ -95,6 +96,11 @@ fn gpu_activity_is_recorded_and_joined_to_launch_stacks() {
     // driver call it made.
     assert!(
         stderr.contains("cupti-standin: 0 callbacks delivered for calls that queue no GPU work"),
+        "{stderr}"
+    );
+    // Subscribed by name (cuptiSubscribe_v2), so another tool's refusal can name modelprobe.
+    assert!(
+        stderr.contains("cupti-standin: subscriber named modelprobe"),
         "{stderr}"
     );
     // Buffer completion is O(1) and calls nothing back: CUPTI holds its lock meanwhile.
@@ -204,6 +210,87 @@ fn gpu_activity_is_recorded_and_joined_to_launch_stacks() {
 }
 
 #[test]
+fn run_hands_nvtx_to_cupti_through_the_library() {
+    if !require_bpf("run_hands_nvtx_to_cupti_through_the_library") {
+        return;
+    }
+    let _bpf = bpf_lock();
+    let cupti = cupti_standin();
+    let (rec, stderr, _) = run_cuda_app(
+        "gpu-nvtx",
+        &[
+            ("MODELPROBE_CUPTI", cupti.as_os_str()),
+            ("MP_NVTX", "1".as_ref()),
+        ],
+    );
+    // The app (doing what NVTX does at its first call) found modelprobe's library through
+    // NVTX_INJECTION64_PATH, which handed NVTX's own export table on to CUPTI's injection.
+    let lines: Vec<&str> = rec["logs"]
+        .as_array()
+        .expect("logs")
+        .iter()
+        .filter_map(|l| l["message"].as_str())
+        .collect();
+    let table = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("nvtx export table "))
+        .unwrap_or_else(|| panic!("no NVTX init in the app's output: {lines:?}\n{stderr}"));
+    assert!(lines.contains(&"nvtx injection 1"), "{lines:?}\n{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "cupti-standin: NVTX injection through export table {table}, callbacks table found"
+        )),
+        "{stderr}"
+    );
+    // And GPU timings still came, through the same libcupti.
+    assert_eq!(ops_of(&rec, "kernel").len(), 5, "{}", rec["gpu"]);
+}
+
+#[test]
+fn another_tool_taking_the_activity_buffers_over_is_noticed_and_said() {
+    if !require_bpf("another_tool_taking_the_activity_buffers_over_is_noticed_and_said") {
+        return;
+    }
+    let _bpf = bpf_lock();
+    let cupti = cupti_standin();
+    let fixtures = fixture_lib_dir();
+    let out = scratch_dir("gpu-takeover");
+    // 150 launches 40 ms apart (6 s); before the 25th, the app registers its own activity
+    // buffer callbacks, as Kineto does when a torch.profiler trace starts.
+    let r = Session::run(&out, &[])
+        .command(fixtures.join("mp-cuda-app"), &["--launches", "150"])
+        .env("MP_CUDA_DIR", fixtures.join("cuda"))
+        .env("LD_LIBRARY_PATH", fixtures.join("cuda"))
+        .env("MP_CUDA_SETTLE_MS", "1500")
+        .env("MP_LAUNCH_GAP_US", "40000")
+        .env("MP_TAKEOVER_AT", "25")
+        .env("MODELPROBE_CUPTI", &cupti)
+        .env_remove("CUDA_INJECTION64_PATH")
+        .env_remove("NVTX_INJECTION64_PATH")
+        .timeout(Duration::from_secs(90))
+        .expect_success();
+    let (stdout, stderr) = (r.stdout(), r.stderr());
+    assert!(stdout.contains("took CUPTI over: 0"), "{stdout}\n{stderr}");
+    let rec = r.recording();
+    let src = &rec["gpu"]["sources"][0];
+    assert_eq!(src["state"], "taken-over", "{src}\n{stderr}");
+    let message = src["message"].as_str().unwrap();
+    assert!(
+        message.contains("another tool took CUPTI's process-wide activity buffers over"),
+        "{message}"
+    );
+    // What the session said when it started is kept.
+    assert!(message.contains("CUPTI API"), "{message}");
+    assert!(
+        stderr.contains("another tool took CUPTI's process-wide activity buffers over"),
+        "{stderr}"
+    );
+    // The kernels before the takeover were recorded, the later ones went to the other tool.
+    let kernels = ops_of(&rec, "kernel").len();
+    assert!((10..=25).contains(&kernels), "{kernels} kernels");
+}
+
+#[test]
 fn cupti_held_by_another_tool_leaves_uprobe_tracing_and_says_so() {
     if !require_bpf("cupti_held_by_another_tool_leaves_uprobe_tracing_and_says_so") {
         return;
@@ -214,16 +301,17 @@ fn cupti_held_by_another_tool_leaves_uprobe_tracing_and_says_so() {
         "gpu-busy",
         &[
             ("MODELPROBE_CUPTI", cupti.as_os_str()),
-            ("MP_CUPTI_BUSY", "1".as_ref()),
+            ("MP_CUPTI_BUSY", "pytorch-kineto".as_ref()),
         ],
     );
     let src = &rec["gpu"]["sources"][0];
     assert_eq!(src["state"], "busy", "{src}");
+    // cuptiSubscribe_v2 named the holder, and the message says who it is.
     assert!(
         src["message"]
             .as_str()
             .unwrap()
-            .contains("another tool already holds CUPTI"),
+            .contains("another tool already holds CUPTI (CUPTI for pytorch-kineto)"),
         "{src}"
     );
     assert!(

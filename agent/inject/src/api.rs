@@ -4,7 +4,7 @@
 //! which GPU activity records point back to.
 use std::{
     ffi::{c_void, CStr},
-    sync::atomic::{AtomicBool, AtomicU32, Ordering},
+    sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
 };
 
 use cupti_sys::{types as t, Cupti};
@@ -54,6 +54,17 @@ static API_NAMES: [[AtomicU32; API_CBIDS]; 2] =
 const API_CBIDS: usize = 2048;
 /// An [`API_NAMES`] entry for a call that queues no GPU work.
 const NO_WORK: u32 = u32::MAX;
+/// Set in an [`API_NAMES`] entry of a call that always makes an activity record (launches,
+/// copies, memsets): the calls the [`takeover`](crate::takeover) watch counts.
+const MAKES_RECORD: u32 = 1 << 31;
+
+/// Record-making calls seen since the process started (see [`MAKES_RECORD`]).
+static RECORD_CALLS: AtomicU64 = AtomicU64::new(0);
+
+/// Record-making calls (launches, copies, memsets) seen so far.
+pub fn record_calls() -> u64 {
+    RECORD_CALLS.load(Ordering::Relaxed)
+}
 
 /// Turns on the API callbacks of the calls that queue GPU work, one callback id at a time
 /// (every other CUDA call, `cudaGetDevice` around each ATen launch, costs nothing then). Where
@@ -102,6 +113,16 @@ pub(crate) fn enable_api_callbacks(
         }
     }
     Ok(())
+}
+
+/// True for the calls that always leave an activity record (a kernel, copy or memset), whatever
+/// the timing: what the takeover watch expects buffers for.
+fn makes_record(name: &str) -> bool {
+    ["Launch", "Memcpy", "Memset"]
+        .iter()
+        .any(|w| name.contains(w))
+        && !name.contains("Occupancy")
+        && !name.contains("HostFunc")
 }
 
 /// True for API functions that queue GPU work (or wait for it): their correlation ids are
@@ -187,19 +208,23 @@ unsafe fn on_api(
             // SAFETY: functionName is CUPTI's static NUL-terminated name of the function.
             let name = (!data.functionName.is_null())
                 .then(|| unsafe { CStr::from_ptr(data.functionName) }.to_string_lossy());
-            let id = name
-                .filter(|n| queues_gpu_work(n))
-                .map(|n| outbox::lock().intern(&n));
+            let id = name.filter(|n| queues_gpu_work(n)).map(|n| {
+                let makes = if makes_record(&n) { MAKES_RECORD } else { 0 };
+                (outbox::lock().intern(&n), makes)
+            });
             if let Some(s) = slot {
-                s.store(id.map_or(NO_WORK, |i| i + 1), Ordering::Relaxed);
+                s.store(id.map_or(NO_WORK, |(i, m)| (i + 1) | m), Ordering::Relaxed);
             }
             id
         }
-        cached => Some(cached - 1),
+        cached => Some(((cached & !MAKES_RECORD) - 1, cached & MAKES_RECORD)),
     };
-    let Some(api) = name_id else {
+    let Some((api, makes)) = name_id else {
         return;
     };
+    if enter && makes != 0 {
+        RECORD_CALLS.fetch_add(1, Ordering::Relaxed);
+    }
     let tid = TID.with(|t| *t);
     outbox::lock().push_launch(WireLaunch {
         tid,

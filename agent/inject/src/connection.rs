@@ -14,7 +14,7 @@ use modelprobe_common::gpu::{
     msg, read, state, Dropped, Header, Hello, Status, MAGIC, MAX_MESSAGE, VERSION,
 };
 
-use crate::{cupti, outbox, threads};
+use crate::{api, cupti, outbox, takeover, threads};
 
 /// How long the agent has to say HELLO after connecting.
 const HELLO_WAIT: Duration = Duration::from_secs(2);
@@ -88,16 +88,18 @@ pub fn run(conn: OwnedFd, pid: u32) {
     EXIT_HOOK.call_once(|| unsafe {
         libc::atexit(at_exit);
     });
-    serve_records(&conn, &hello);
+    serve_records(&conn, &hello, pid);
     SESSION_PID.store(0, Ordering::SeqCst);
 }
 
-/// The ON part of a session: records out until the end, then flush, rest, BYE.
-fn serve_records(conn: &OwnedFd, hello: &Hello) {
+/// The ON part of a session: records out until the end (watching for another tool taking the
+/// activity buffers over), then flush, rest, BYE.
+fn serve_records(conn: &OwnedFd, hello: &Hello, pid: u32) {
     let flush_every = Duration::from_millis(u64::from(hello.flush_ms.clamp(50, 10_000)));
     let (mut last_flush, mut last_clock) = (Instant::now(), Instant::now());
     push_clock();
     let mut agent_gone = false;
+    let mut watch = takeover::Watch::default();
     while !threads::stopping() {
         match threads::wait_readable(conn, SEND_EVERY) {
             Ok(true) => match recv_kind(conn) {
@@ -110,6 +112,23 @@ fn serve_records(conn: &OwnedFd, hello: &Hello) {
         if last_flush.elapsed() >= flush_every {
             cupti::flush(false);
             last_flush = Instant::now();
+        }
+        let now = Instant::now();
+        match watch.check(cupti::buffer_calls(), api::record_calls(), now) {
+            takeover::Verdict::Fine => {}
+            takeover::Verdict::ForceFlush => cupti::flush(true),
+            takeover::Verdict::TakenOver => {
+                let text = format!(
+                    "GPU records for process {} stopped: another tool took CUPTI's \
+                     process-wide activity buffers over (a torch.profiler trace or Nsight \
+                     started?); CUDA calls are still traced by uprobes",
+                    pid
+                );
+                if send_status(conn, state::TAKEN_OVER, 0, pid, &text).is_err() {
+                    agent_gone = true;
+                    break;
+                }
+            }
         }
         if last_clock.elapsed() >= CLOCK_EVERY {
             push_clock();

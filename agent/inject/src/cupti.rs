@@ -41,6 +41,9 @@ static SUBSCRIBER: AtomicUsize = AtomicUsize::new(0);
 /// Buffers CUPTI completed, waiting for [`read_completed`]: (context, stream, buffer, valid
 /// bytes), the pointers as addresses.
 static COMPLETED: Mutex<Vec<(usize, u32, usize, usize)>> = Mutex::new(Vec::new());
+/// CUPTI's calls of this library's buffer callbacks (requests and completions) so far: what the
+/// [`takeover`](crate::takeover) watch looks at.
+static BUFFER_CALLS: AtomicU64 = AtomicU64::new(0);
 /// True once CUPTI stamps records with [`timestamp`] (CLOCK_MONOTONIC).
 static MONOTONIC_STAMPS: AtomicBool = AtomicBool::new(false);
 /// The activity kinds recorded, and whether failing to enable one ends the session.
@@ -90,24 +93,16 @@ pub fn start(hello: &Hello, pid: u32) -> Result<(u32, String), Refusal> {
     // Subscribe first: when another tool (Kineto, Nsight) holds CUPTI, nothing of it is
     // touched. Activity buffer callbacks are process-wide: registering ours before knowing we
     // are the subscriber would take the other tool's records away.
-    let mut subscriber: t::CUpti_SubscriberHandle = std::ptr::null_mut();
-    // SAFETY: `api_callback` matches CUpti_CallbackFunc and lives as long as the process (the
-    // library pins itself right after a successful subscribe, before CUPTI can call it back
-    // from another session).
-    let r = unsafe {
-        (f.subscribe)(
-            &mut subscriber,
-            Some(api::api_callback),
-            std::ptr::null_mut(),
-        )
-    };
+    let ((r, subscriber), holder) = subscribe(cupti);
     if r == t::CUptiResult::CUPTI_ERROR_MULTIPLE_SUBSCRIBERS_NOT_SUPPORTED {
+        // CUPTI 13 names the holder ("CUPTI for <name>"); older ones do not.
+        let holder = holder
+            .unwrap_or_else(|| "the PyTorch profiler/Kineto, Nsight Systems or DCGM".to_string());
         return Err((
             state::BUSY,
             format!(
-                "GPU timings off for process {pid}: another tool already holds CUPTI (the \
-                 PyTorch profiler/Kineto, Nsight Systems or DCGM); CUDA calls are still traced \
-                 by uprobes"
+                "GPU timings off for process {pid}: another tool already holds CUPTI \
+                 ({holder}); CUDA calls are still traced by uprobes"
             ),
         ));
     }
@@ -163,6 +158,103 @@ pub fn start(hello: &Hello, pid: u32) -> Result<(u32, String), Refusal> {
             }
         ),
     ))
+}
+
+/// Subscribes to the API callbacks as "modelprobe": `cuptiSubscribe_v2` where CUPTI has it
+/// (13.0+), which also names the tool already subscribed when it refuses; else
+/// `cuptiSubscribe`. Returns the result and handle, and the holder's name when refused.
+fn subscribe(cupti: &Cupti) -> ((t::CUptiResult, t::CUpti_SubscriberHandle), Option<String>) {
+    let f = cupti.functions();
+    let mut subscriber: t::CUpti_SubscriberHandle = std::ptr::null_mut();
+    let Some(subscribe_v2) = f.subscribe_v2 else {
+        // SAFETY: `api_callback` matches CUpti_CallbackFunc and lives as long as the process
+        // (the library pins itself right after a successful subscribe, before CUPTI can call
+        // it back from another session).
+        let r = unsafe {
+            (f.subscribe)(
+                &mut subscriber,
+                Some(api::api_callback),
+                std::ptr::null_mut(),
+            )
+        };
+        return ((r, subscriber), None);
+    };
+    let mut old_name =
+        [0 as std::ffi::c_char; cupti_sys::v13::CUPTI_OLD_SUBSCRIBER_NAME_MIN_LEN as usize];
+    let mut params = t::CUpti_SubscriberParams {
+        // The fields of CUDA 13.0's struct, the first to have cuptiSubscribe_v2; a later
+        // CUPTI reads the rest (allowMultipleSubscribers) as absent: one subscriber, which is
+        // what this library's process-wide activity buffers need.
+        structSize: std::mem::offset_of!(t::CUpti_SubscriberParams, allowMultipleSubscribers),
+        subscriberName: c"modelprobe".as_ptr(),
+        oldSubscriberName: old_name.as_mut_ptr(),
+        oldSubscriberSize: old_name.len(),
+        allowMultipleSubscribers: 0,
+        padding: [0; 7],
+    };
+    // SAFETY: as for cuptiSubscribe above; `params` and the name buffers outlive the call
+    // (CUPTI copies the subscriber name).
+    let r = unsafe {
+        subscribe_v2(
+            &mut subscriber,
+            Some(api::api_callback),
+            std::ptr::null_mut(),
+            &mut params,
+        )
+    };
+    // SAFETY: CUPTI writes a NUL-terminated string of at most the buffer's size; the last
+    // byte is forced to NUL in case it filled it.
+    let holder = unsafe {
+        old_name[old_name.len() - 1] = 0;
+        std::ffi::CStr::from_ptr(old_name.as_ptr())
+    }
+    .to_string_lossy()
+    .trim()
+    .to_string();
+    ((r, subscriber), (!holder.is_empty()).then_some(holder))
+}
+
+/// NVTX's injection call, forwarded to the `InitializeInjectionNvtx2` of the libcupti this
+/// process's GPU sessions use (found as [`start`] finds it, and loaded once for both). 0 when
+/// there is none: NVTX then stays a no-op, as without an injection library.
+///
+/// # Safety
+/// `get_export_table` is the `NvtxGetExportTableFunc_t` NVTX passed to this library's
+/// `InitializeInjectionNvtx2` (it is handed on, not called here).
+pub unsafe fn forward_nvtx(get_export_table: *const c_void) -> std::ffi::c_int {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    let loaded = match load(&find::mapped_files(&maps), std::process::id()) {
+        Ok(l) => l,
+        Err((_, why)) => {
+            eprintln!("modelprobe GPU library: NVTX ranges off: {why}");
+            return 0;
+        }
+    };
+    let Ok(path) = std::ffi::CString::new(loaded.cupti.path().as_os_str().as_encoded_bytes())
+    else {
+        return 0;
+    };
+    // SAFETY: RTLD_NOLOAD only returns the handle of a library already loaded (load() did),
+    // taking one more reference, which is kept: libcupti stays for the process's life.
+    let handle = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD) };
+    if handle.is_null() {
+        return 0;
+    }
+    // SAFETY: a valid handle and a NUL-terminated name.
+    let sym = unsafe { libc::dlsym(handle, c"InitializeInjectionNvtx2".as_ptr()) };
+    if sym.is_null() {
+        eprintln!(
+            "modelprobe GPU library: NVTX ranges off: {} has no InitializeInjectionNvtx2",
+            loaded.cupti.path().display()
+        );
+        return 0;
+    }
+    // SAFETY: NVTX's documented injection entry point, `int (*)(NvtxGetExportTableFunc_t)`,
+    // given the export-table function NVTX gave us.
+    let init: unsafe extern "C" fn(*const c_void) -> std::ffi::c_int =
+        unsafe { std::mem::transmute(sym) };
+    // SAFETY: as above.
+    unsafe { init(get_export_table) }
 }
 
 /// CUPTI's timestamps, when it takes ours: CLOCK_MONOTONIC, the recording's clock.
@@ -222,6 +314,11 @@ fn unsubscribe(cupti: &Cupti) {
         // SAFETY: a subscriber this library created and has not released.
         unsafe { (cupti.functions().unsubscribe)(sub) };
     }
+}
+
+/// CUPTI's calls of this library's buffer callbacks so far.
+pub fn buffer_calls() -> u64 {
+    BUFFER_CALLS.load(Ordering::Relaxed)
 }
 
 /// Asks CUPTI for the buffers holding completed records (`forced`: all of them).
@@ -325,6 +422,7 @@ unsafe extern "C" fn buffer_requested(
     size: *mut usize,
     max_records: *mut usize,
 ) {
+    BUFFER_CALLS.fetch_add(1, Ordering::Relaxed);
     let bytes = BUFFER_BYTES.load(Ordering::Relaxed);
     // SAFETY: aligned_alloc with a power-of-two alignment and a size that is a multiple of it.
     let ptr = unsafe { libc::aligned_alloc(8, bytes) }.cast::<u8>();
@@ -345,6 +443,7 @@ unsafe extern "C" fn buffer_completed(
 ) {
     // O(1), and no CUPTI call: CUPTI runs this under its own lock, and every launch callback
     // waits for it. The buffer is read on the library's own thread ([`read_completed`]).
+    BUFFER_CALLS.fetch_add(1, Ordering::Relaxed);
     COMPLETED.lock().unwrap_or_else(|p| p.into_inner()).push((
         context as usize,
         stream_id,

@@ -2,7 +2,8 @@
 //! which reports them only in-process.
 //!
 //! It gets in two ways: the CUDA driver loads it at `cuInit` when `CUDA_INJECTION64_PATH`
-//! names it (what `modelprobe run` sets up) and calls [`InitializeInjection`]; or
+//! names it (what `modelprobe run` sets up) and calls [`InitializeInjection`] (NVTX may load
+//! it first, through `NVTX_INJECTION64_PATH`, and call [`InitializeInjectionNvtx2`]); or
 //! `modelprobe attach --gpu` loads it into a running process, and its initializer runs.
 //! Either way it only starts a thread that waits on an abstract Unix socket
 //! (`modelprobe-gpu.<pid>`, see [`modelprobe_common::gpu`]): while no agent is connected it
@@ -17,6 +18,7 @@
 //! Modules: [`listener`] (the socket), [`connection`] (one agent connection), [`threads`]
 //! (what the library's threads share), [`api`] (which calls are reported, and how), [`cupti`]
 //! (CUPTI on and off, its callbacks), [`records`] (activity records into wire ops),
+//! [`takeover`] (noticing another tool taking the activity buffers over),
 //! [`outbox`] (records waiting for the agent), [`find`] (which libcupti).
 
 pub mod api;
@@ -26,6 +28,7 @@ pub mod find;
 pub mod listener;
 pub mod outbox;
 pub mod records;
+pub mod takeover;
 pub mod threads;
 
 use std::ffi::c_int;
@@ -36,6 +39,21 @@ use std::ffi::c_int;
 pub extern "C" fn InitializeInjection() -> c_int {
     listener::start();
     1
+}
+
+/// Called by NVTX at a process's first NVTX call when `NVTX_INJECTION64_PATH` names this
+/// library (what `modelprobe run` sets up): hands NVTX to CUPTI's own injection (the libcupti
+/// the GPU session will use), so NVTX ranges become CUPTI marker records. Returns CUPTI's
+/// answer, or 0 (NVTX then stays a no-op) when no libcupti is found.
+///
+/// # Safety
+/// Called by NVTX, with its export-table function.
+#[no_mangle]
+pub unsafe extern "C" fn InitializeInjectionNvtx2(
+    get_export_table: *const std::ffi::c_void,
+) -> c_int {
+    // SAFETY: NVTX's export-table function, handed on as it came.
+    unsafe { cupti::forward_nvtx(get_export_table) }
 }
 
 /// Stops the library's thread (ending any agent session: flush, send, CUPTI off), for

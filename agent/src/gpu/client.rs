@@ -436,7 +436,16 @@ pub fn ingest(c: &mut Collected, m: &[u8]) -> Option<String> {
             } else {
                 text.clone()
             };
-            c.status = Some((s.state, s.cupti_version, text));
+            // A takeover ends a session that was on: keep what it said of the CUPTI in use.
+            let text = match (&c.status, s.state) {
+                (Some((state::ON, _, on)), state::TAKEN_OVER) => format!("{on}; {text}"),
+                _ => text,
+            };
+            let version = match (&c.status, s.cupti_version) {
+                (Some((_, v, _)), 0) => *v,
+                _ => s.cupti_version,
+            };
+            c.status = Some((s.state, version, text));
             Some(line)
         }
         msg::NAMES => {

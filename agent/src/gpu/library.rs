@@ -16,6 +16,11 @@ static LIBRARY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/libmodelprobe_
 /// The environment variable through which the CUDA driver loads an injection library.
 pub const ENV: &str = "CUDA_INJECTION64_PATH";
 
+/// The environment variable through which NVTX loads its injection library at the first NVTX
+/// call: the library forwards to CUPTI's, so NVTX ranges become CUPTI marker records. Read
+/// once per process, at its first NVTX call: `attach` comes too late for it.
+pub const NVTX_ENV: &str = "NVTX_INJECTION64_PATH";
+
 /// The embedded library's bytes.
 pub fn bytes() -> Result<&'static [u8]> {
     if LIBRARY.is_empty() {

@@ -21,6 +21,7 @@ fn state_name(st: u32) -> &'static str {
         state::NO_CUPTI => "no-cupti",
         state::BUSY => "busy",
         state::VERSION => "version",
+        state::TAKEN_OVER => "taken-over",
         _ => "error",
     }
 }

@@ -37,23 +37,41 @@ struct Last {
 }
 
 impl GpuSide {
-    /// The environment that makes a launched command load the GPU library at `cuInit`; empty
-    /// (with the reason logged) when GPU timings are off or the user already set
-    /// `CUDA_INJECTION64_PATH`.
+    /// The environment that makes a launched command load the GPU library at `cuInit`
+    /// (`CUDA_INJECTION64_PATH`) and route its NVTX ranges to CUPTI
+    /// (`NVTX_INJECTION64_PATH`); empty when GPU timings are off. A variable the user already
+    /// set is left as it is (and logged).
     pub fn launch_env(opts: &RecordOptions) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
         if !opts.gpu_trace {
             return Vec::new();
         }
-        if let Some(set) = std::env::var_os(library::ENV) {
-            log::info!(
-                "{} is already set ({}): leaving it; GPU timings come only if that is modelprobe's library",
-                library::ENV,
-                set.to_string_lossy()
-            );
+        let unset: Vec<&str> = [library::ENV, library::NVTX_ENV]
+            .into_iter()
+            .filter(|var| match std::env::var_os(var) {
+                Some(set) => {
+                    log::info!(
+                        "{var} is already set ({}): leaving it; {} come only if that is \
+                         modelprobe's library",
+                        set.to_string_lossy(),
+                        if *var == library::ENV {
+                            "GPU timings"
+                        } else {
+                            "NVTX ranges"
+                        }
+                    );
+                    false
+                }
+                None => true,
+            })
+            .collect();
+        if unset.is_empty() {
             return Vec::new();
         }
         match library::write_to(&library::default_dir()) {
-            Ok(path) => vec![(library::ENV.into(), path.into_os_string())],
+            Ok(path) => unset
+                .into_iter()
+                .map(|var| (var.into(), path.clone().into_os_string()))
+                .collect(),
             Err(e) => {
                 log::warn!("GPU timings off: {e}");
                 Vec::new()
