@@ -205,8 +205,19 @@ pub struct WireOp {
     pub aux: u32,
     /// By kind, see [`op`].
     pub aux2: u32,
+    /// [`op_flag`] bits.
+    pub flags: u32,
     /// Always 0.
-    pub _pad: [u32; 2],
+    pub _pad: u32,
+}
+
+/// [`WireOp::flags`] bits.
+pub mod op_flag {
+    /// The op's correlation id cannot be trusted, so it is not joined to a launch: a CUDA graph
+    /// launch's work in a process's session after the first, on a CUPTI before 13.1 Update 1
+    /// (whose release notes fix "incorrect correlation IDs for cudaGraphLaunch ... in
+    /// profiling sessions after the first session").
+    pub const CORRELATION_UNRELIABLE: u32 = 1;
 }
 
 /// A CUDA call that queued GPU work, seen from inside the call.

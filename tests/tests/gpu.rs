@@ -291,6 +291,35 @@ fn another_tool_taking_the_activity_buffers_over_is_noticed_and_said() {
 }
 
 #[test]
+fn a_child_forked_during_a_session_exits_without_waiting_for_it() {
+    if !require_bpf("a_child_forked_during_a_session_exits_without_waiting_for_it") {
+        return;
+    }
+    let _bpf = bpf_lock();
+    let cupti = cupti_standin();
+    let (rec, stderr, _) = run_cuda_app(
+        "gpu-fork-exit",
+        &[
+            ("MODELPROBE_CUPTI", cupti.as_os_str()),
+            ("MP_FORK_EXIT", "1".as_ref()),
+        ],
+    );
+    let line = rec["logs"]
+        .as_array()
+        .expect("logs")
+        .iter()
+        .filter_map(|l| l["message"].as_str())
+        .find_map(|l| l.strip_prefix("forked child exited in "))
+        .unwrap_or_else(|| panic!("the app forked no child\n{stderr}"))
+        .to_string();
+    let ms: f64 = line.trim_end_matches(" ms").parse().unwrap();
+    // The exit hook waits up to 3 s, but only in the process whose session it is.
+    assert!(ms < 1000.0, "the forked child took {ms} ms to exit");
+    // The parent's session went on.
+    assert_eq!(ops_of(&rec, "kernel").len(), 5, "{}", rec["gpu"]);
+}
+
+#[test]
 fn cupti_held_by_another_tool_leaves_uprobe_tracing_and_says_so() {
     if !require_bpf("cupti_held_by_another_tool_leaves_uprobe_tracing_and_says_so") {
         return;

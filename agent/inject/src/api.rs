@@ -32,6 +32,11 @@ pub fn new_session() {
     SESSION.fetch_add(1, Ordering::SeqCst);
 }
 
+/// The current session's ordinal in this process (1 for the first).
+pub fn session() -> u32 {
+    SESSION.load(Ordering::SeqCst)
+}
+
 /// CLOCK_MONOTONIC in ns: the clock launches are stamped with (and the recording's).
 pub fn monotonic_ns() -> u64 {
     // SAFETY: timespec is plain data; clock_gettime writes it.

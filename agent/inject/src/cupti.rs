@@ -467,6 +467,14 @@ pub fn read_completed() {
     }
 }
 
+/// True when CUDA graph launches' correlation ids cannot be trusted: CUPTI before 13.1 Update 1
+/// gets them wrong in a process's profiling sessions after the first (fixed in 13.1 Update 1,
+/// per its release notes). 13.1 Update 1 may report 13.1's API version (130100): it is then
+/// counted as affected, which leaves joins out rather than making wrong ones.
+pub fn graph_correlation_unreliable(cupti_version: u32, session: u32) -> bool {
+    session > 1 && cupti_version <= 130_100
+}
+
 /// One completed buffer: its records to the outbox, its drop count.
 ///
 /// # Safety
@@ -490,9 +498,10 @@ unsafe fn read_buffer(context: t::CUcontext, stream_id: u32, buffer: *mut u8, va
             // the CUPTI that wrote it; the buffer is freed only after the conversion below.
             activities.push(unsafe { decode_raw(&l.layout, record) });
         }
+        let unreliable_graphs = graph_correlation_unreliable(l.cupti.version(), api::session());
         let mut out = outbox::lock();
         for activity in &activities {
-            records::convert(activity, &mut out);
+            records::convert(activity, unreliable_graphs, &mut out);
         }
     }
     let mut dropped = 0usize;

@@ -7,7 +7,7 @@ use std::ffi::CStr;
 use std::{collections::HashMap, sync::Mutex};
 
 use cupti_sys::{Activity, MemcpyKind, SyncType};
-use modelprobe_common::gpu::{op, WireOp};
+use modelprobe_common::gpu::{op, op_flag, WireOp};
 
 use crate::outbox;
 
@@ -37,9 +37,11 @@ fn sync_name(kind: SyncType) -> &'static str {
 }
 
 /// Turns one decoded record into what the agent gets (kinds it does not use are skipped).
-pub fn convert(activity: &Activity, out: &mut outbox::Outbox) {
+/// With `unreliable_graphs` (see [`crate::cupti::graph_correlation_unreliable`]), the work of
+/// CUDA graph launches is flagged [`op_flag::CORRELATION_UNRELIABLE`].
+pub fn convert(activity: &Activity, unreliable_graphs: bool, out: &mut outbox::Outbox) {
     let no_peer = u32::MAX;
-    let op = match activity {
+    let mut op = match activity {
         Activity::Kernel(k) => {
             // SAFETY: called while the buffer holding the record is alive; the name is
             // CUPTI's, kept for the life of the kernel's module.
@@ -147,6 +149,9 @@ pub fn convert(activity: &Activity, out: &mut outbox::Outbox) {
         }
         _ => return,
     };
+    if unreliable_graphs && op.graph_id != 0 {
+        op.flags |= op_flag::CORRELATION_UNRELIABLE;
+    }
     out.push_op(op);
 }
 
@@ -185,7 +190,7 @@ mod tests {
             graph_id: 0,
             graph_node_id: 0,
         });
-        convert(&kernel, &mut out);
+        convert(&kernel, true, &mut out);
         let copy = Activity::Memcpy(Memcpy {
             copy_kind: MemcpyKind::HtoD,
             src_kind: MemoryKind::Pinned,
@@ -202,7 +207,7 @@ mod tests {
             graph_id: 0,
             graph_node_id: 0,
         });
-        convert(&copy, &mut out);
+        convert(&copy, true, &mut out);
         let range = c"forward";
         for (flags, ts) in [(2, 10), (4, 500)] {
             convert(
@@ -217,6 +222,7 @@ mod tests {
                     }),
                     domain: RawCStr::new(std::ptr::null()),
                 }),
+                false,
                 &mut out,
             );
         }
@@ -232,5 +238,48 @@ mod tests {
         let names: Vec<&str> = batch.names.iter().map(|(_, n)| n.as_str()).collect();
         assert_eq!(names, ["_Z6matmulPfS_S_i", "HtoD", "forward"]);
         assert_eq!(batch.names[c.name as usize].1, "HtoD");
+        // Outside CUDA graphs, nothing is flagged even when graph joins are unreliable.
+        assert!(batch.ops.iter().all(|o| o.flags == 0));
+    }
+
+    #[test]
+    fn graph_work_is_flagged_only_when_its_correlation_is_unreliable() {
+        let name = c"_Z4stepv";
+        let graph_kernel = |graph_id| {
+            Activity::Kernel(Kernel {
+                concurrent: true,
+                name: RawCStr::new(name.as_ptr()),
+                start: 1,
+                end: 2,
+                device_id: 0,
+                context_id: 1,
+                stream_id: 3,
+                correlation_id: 77,
+                grid: [1, 1, 1],
+                block: [32, 1, 1],
+                registers_per_thread: 8,
+                static_shared_memory: 0,
+                dynamic_shared_memory: 0,
+                local_memory_per_thread: 0,
+                graph_id,
+                graph_node_id: 5,
+            })
+        };
+        let mut out = outbox::Outbox::new();
+        convert(&graph_kernel(4), true, &mut out);
+        convert(&graph_kernel(4), false, &mut out);
+        convert(&graph_kernel(0), true, &mut out);
+        let flags: Vec<u32> = out.take().ops.iter().map(|o| o.flags).collect();
+        assert_eq!(flags, [op_flag::CORRELATION_UNRELIABLE, 0, 0]);
+        // CUPTI's fix came in 13.1 Update 1, for sessions after a process's first.
+        use crate::cupti::graph_correlation_unreliable as unreliable;
+        assert!(!unreliable(130_000, 1), "a first session is right");
+        assert!(unreliable(130_000, 2));
+        assert!(unreliable(28, 3), "CUDA 12's CUPTI");
+        assert!(
+            unreliable(130_100, 2),
+            "13.1 (Update 1 cannot be told apart)"
+        );
+        assert!(!unreliable(130_200, 2));
     }
 }

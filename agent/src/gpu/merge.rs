@@ -8,7 +8,7 @@
 //! time (preferring one that kept its calling stack).
 use std::collections::HashMap;
 
-use modelprobe_common::gpu::{op, state};
+use modelprobe_common::gpu::{op, op_flag, state};
 
 use super::{client::Collected, clock::ClockMap};
 use crate::recording::{GpuDetail, GpuLaunch, GpuOp, GpuSource, GpuTrace, Recording};
@@ -107,7 +107,7 @@ fn add_process(gpu: &mut GpuTrace, global: &mut HashMap<String, u32>, c: Collect
             span: None,
         });
     }
-    let (mut queries, mut untimed) = (0u64, 0u64);
+    let (mut queries, mut untimed, mut unjoined_graph) = (0u64, 0u64, 0u64);
     for w in &c.ops {
         if w.end < w.start || (w.start == 0 && w.end == 0) {
             untimed += 1; // CUPTI could not time it: counted, not drawn
@@ -148,6 +148,11 @@ fn add_process(gpu: &mut GpuTrace, global: &mut HashMap<String, u32>, c: Collect
             u32::MAX => device_of.get(&w.context).copied().unwrap_or(0),
             d => d,
         };
+        // Drawn, but not joined to a launch its correlation id may wrongly name.
+        let trusted = w.flags & op_flag::CORRELATION_UNRELIABLE == 0;
+        if !trusted {
+            unjoined_graph += 1;
+        }
         gpu.ops.push(GpuOp {
             pid,
             device,
@@ -158,7 +163,7 @@ fn add_process(gpu: &mut GpuTrace, global: &mut HashMap<String, u32>, c: Collect
             correlation: w.correlation,
             name: intern(w.name, &mut gpu.names),
             launch_span: None,
-            launch: (w.correlation != 0)
+            launch: (trusted && w.correlation != 0)
                 .then(|| by_correlation.get(&w.correlation).copied())
                 .flatten(),
             detail,
@@ -174,6 +179,13 @@ fn add_process(gpu: &mut GpuTrace, global: &mut HashMap<String, u32>, c: Collect
     if untimed > 0 {
         message.push_str(&format!(
             "; {untimed} records without a usable time (zero or end before start) left out"
+        ));
+    }
+    if unjoined_graph > 0 {
+        message.push_str(&format!(
+            "; {unjoined_graph} CUDA graph records not joined to their launch (this CUPTI, \
+             before 13.1 Update 1, gives graph launches wrong correlation ids after a \
+             process's first session)"
         ));
     }
     if st == state::ON && !c.complete {
@@ -375,6 +387,24 @@ mod tests {
         assert_eq!(g.ops[0].launch_span, Some(1));
         assert_eq!(g.ops[1].launch_span, Some(2));
         assert_eq!(g.launches[g.ops[3].launch.unwrap() as usize].tid, 13);
+    }
+
+    #[test]
+    fn graph_work_with_an_unreliable_correlation_is_drawn_but_not_joined() {
+        let mut c = collected();
+        c.ops[0].graph_id = 3;
+        c.ops[0].flags = op_flag::CORRELATION_UNRELIABLE;
+        let mut rec = recording();
+        merge(&mut rec, vec![c], &[]);
+        let g = &rec.gpu;
+        assert_eq!(g.ops.len(), 5, "still drawn");
+        assert_eq!((g.ops[0].launch, g.ops[0].launch_span), (None, None));
+        assert!(g.ops[1].launch.is_some(), "the rest joins as before");
+        let message = &g.sources[0].message;
+        assert!(
+            message.contains("; 1 CUDA graph records not joined to their launch"),
+            "{message}"
+        );
     }
 
     #[test]
