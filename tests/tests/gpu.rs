@@ -577,6 +577,74 @@ fn attach_live(name: &str, own_pid_ns: bool) {
     );
 }
 
+/// CUPTI 13.0 (what the stand-in says it is) gives CUDA graph launches wrong correlation ids
+/// in a process's sessions after the first: a second `attach` draws that graph work without
+/// joining it to a launch, and says how many, where the first joined it.
+#[test]
+fn graph_launches_after_a_first_session_are_not_joined_on_an_old_cupti() {
+    if !require_bpf("graph_launches_after_a_first_session_are_not_joined_on_an_old_cupti") {
+        return;
+    }
+    let _bpf = bpf_lock();
+    let fixtures = fixture_lib_dir();
+    // 400 graph launches 20 ms apart: about 8 s, two sessions' worth.
+    let mut app = Command::new(fixtures.join("mp-cuda-app"));
+    app.args(["--launches", "400"])
+        .env("MP_CUDA_DIR", fixtures.join("cuda"))
+        .env("MP_CUDA_SETTLE_MS", "300")
+        .env("MP_GRAPH", "1")
+        .env("MP_LAUNCH_GAP_US", "20000")
+        .env("MODELPROBE_CUPTI", cupti_standin())
+        .env_remove("CUDA_INJECTION64_PATH")
+        .stdout(std::process::Stdio::null());
+    let child = KillOnDrop(app.spawn().expect("start mp-cuda-app"));
+    let pid = child.0.id();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .unwrap_or_default()
+        .contains("libcuda.so.1")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no libcuda in the app"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let session = |name: &str| {
+        let r = Session::attach(&scratch_dir(name), pid, &["--duration", "2s"])
+            .timeout(Duration::from_secs(60))
+            .expect_success();
+        let stderr = r.stderr().to_string();
+        (r.recording(), stderr)
+    };
+    let (first, stderr) = session("gpu-graph-first");
+    let kernels = ops_of(&first, "kernel");
+    assert!(kernels.len() >= 20, "{} kernels\n{stderr}", kernels.len());
+    // All joined, but for a launch at the session's edge (called before the library was on).
+    let unjoined = kernels.iter().filter(|k| !k["launch"].is_u64()).count();
+    assert!(
+        unjoined <= 1,
+        "the first session joins graph work: {unjoined} of {} not\n{}",
+        kernels.len(),
+        first["gpu"]["sources"]
+    );
+    let (second, stderr) = session("gpu-graph-second");
+    let kernels = ops_of(&second, "kernel");
+    assert!(kernels.len() >= 20, "{} kernels\n{stderr}", kernels.len());
+    assert!(
+        kernels.iter().all(|k| k["launch"].is_null()),
+        "a later session leaves graph work unjoined: {kernels:?}"
+    );
+    let message = second["gpu"]["sources"][0]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!(
+            "; {} CUDA graph records not joined to their launch",
+            kernels.len()
+        )),
+        "{message}"
+    );
+}
+
 /// The pids whose parent is `pid`.
 fn children_of(pid: u32) -> Vec<u32> {
     std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
