@@ -98,6 +98,15 @@ fn gpu_activity_is_recorded_and_joined_to_launch_stacks() {
         stderr.contains("cupti-standin: 0 callbacks delivered for calls that queue no GPU work"),
         "{stderr}"
     );
+    // Teardown disabled the activity kinds before its forced flush: nothing recorded after
+    // the flush can leak into a next session.
+    assert!(
+        stderr.contains(
+            "cupti-standin: at unsubscribe, the last forced flush came with 0 activity kinds \
+             enabled"
+        ),
+        "{stderr}"
+    );
     // Subscribed by name (cuptiSubscribe_v2), so another tool's refusal can name modelprobe.
     assert!(
         stderr.contains("cupti-standin: subscriber named modelprobe"),
