@@ -66,6 +66,23 @@ enum Task {
     /// CPU and memory, cost per probed call and per CUDA call against bpftrace, zero-loss event
     /// rate, post-processing throughput against inferno's CLI, bounded fuzzing; writes
     /// bench/results/<date>.json and .md.
+    /// On a machine with an NVIDIA GPU (root): a cudarc workload with known counts under
+    /// `modelprobe run`, its recording held against what it did (counts, joins, durations
+    /// against CUDA events, NVML, clock drift, the API error); prints a table of checks and
+    /// writes the report, view.html and trace.json to OUT. Without a GPU: one line, exit 0.
+    GpuCheck {
+        /// Use the prebuilt binaries in this folder (`cargo xtask gpu-kit`) instead of
+        /// building: how it runs on a GPU host without cargo.
+        #[arg(long)]
+        kit: Option<PathBuf>,
+        /// Where the recording, report, view.html and trace.json go.
+        #[arg(long, default_value = "out/gpu-check")]
+        out: PathBuf,
+    },
+    /// Build stripped release binaries for a GPU host into target/gpu-kit/ (modelprobe,
+    /// mp-gpu-fixture, xtask): carry that folder and run
+    /// `target/gpu-kit/xtask gpu-check --kit target/gpu-kit` there.
+    GpuKit,
     Bench {
         /// Baseline/profiled pairs per frequency.
         #[arg(long, default_value_t = 5)]
@@ -122,6 +139,8 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
+        Task::GpuCheck { kit, out } => gpu_check::run(&root, kit.as_deref(), &out),
+        Task::GpuKit => gpu_kit(&root),
         Task::Bench { runs, rounds, only } => bench::run(&root, runs, rounds, only.as_deref()),
     }
 }
@@ -129,13 +148,20 @@ fn main() -> Result<()> {
 mod bench;
 mod cupti;
 mod fuzz;
+mod gpu_check;
 mod results;
 
+/// The workspace this xtask was built in; when that folder is not here (a binary carried to
+/// another machine, as the GPU kit is), the current directory.
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let built_in = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask lives in the workspace")
-        .to_path_buf()
+        .to_path_buf();
+    if built_in.join("Cargo.toml").exists() {
+        return built_in;
+    }
+    std::env::current_dir().unwrap_or(built_in)
 }
 
 pub(crate) fn say(msg: &str) {
@@ -482,6 +508,32 @@ pub(crate) fn build_release_with_fixtures(root: &Path) -> Result<()> {
         // The stand-in CUPTI (an example cdylib) for the GPU-timings cost.
         "--examples",
     ])
+}
+
+/// Stripped release binaries for a GPU host, in target/gpu-kit/ (small enough to carry).
+fn gpu_kit(root: &Path) -> Result<()> {
+    build_release_with_fixtures(root)?;
+    cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "modelprobe-gpu-fixture",
+        "-p",
+        "xtask",
+    ])?;
+    let kit = root.join("target/gpu-kit");
+    std::fs::create_dir_all(&kit)?;
+    for bin in ["modelprobe", "mp-gpu-fixture", "xtask"] {
+        let to = kit.join(bin);
+        std::fs::copy(root.join("target/release").join(bin), &to)
+            .with_context(|| format!("copying {bin}"))?;
+        run(Command::new("strip").arg(&to))?;
+    }
+    say(&format!(
+        "GPU kit in {}: carry it and run `target/gpu-kit/xtask gpu-check --kit target/gpu-kit` as root there",
+        kit.display()
+    ));
+    Ok(())
 }
 
 fn demo(root: &Path) -> Result<()> {
