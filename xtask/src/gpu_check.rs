@@ -11,8 +11,10 @@
 //! binaries (this one included) in `target/gpu-kit/`; there, `target/gpu-kit/xtask gpu-check
 //! --kit target/gpu-kit` runs without cargo. Without a GPU it says so in one line and exits 0.
 //!
-//! Not yet here (issue 21): the PyTorch generation loop under `run` and live `attach`,
-//! `torch.profiler` coexistence, and tokens/s overhead.
+//! Where PyTorch with CUDA is installed, a generation loop (`gpu-fixture/torch_loop.py`, a
+//! GPT-2-sized decoder with random weights) runs alone, under `run`, under a live `attach`,
+//! and with a `torch.profiler` trace of its own under `run`: tokens/s overhead, GPU work
+//! recorded and joined, Python frames, and what coexistence with torch.profiler gave.
 use std::{
     path::{Path, PathBuf},
     process::Command,
@@ -39,10 +41,11 @@ fn check(name: &str, pass: bool, figure: impl Into<String>) -> Check {
     }
 }
 
-/// The binaries the check runs.
+/// The binaries and script the check runs.
 struct Kit {
     modelprobe: PathBuf,
     fixture: PathBuf,
+    torch_loop: PathBuf,
 }
 
 /// Runs the check; `kit` is a folder of prebuilt binaries (else they are built here).
@@ -51,6 +54,7 @@ pub(crate) fn run(root: &Path, kit: Option<&Path>, out: &Path) -> Result<()> {
         Some(dir) => Kit {
             modelprobe: dir.join("modelprobe"),
             fixture: dir.join("mp-gpu-fixture"),
+            torch_loop: dir.join("torch_loop.py"),
         },
         None => {
             crate::build_release_with_fixtures(root)?;
@@ -58,6 +62,7 @@ pub(crate) fn run(root: &Path, kit: Option<&Path>, out: &Path) -> Result<()> {
             Kit {
                 modelprobe: root.join("target/release/modelprobe"),
                 fixture: root.join("target/release/mp-gpu-fixture"),
+                torch_loop: root.join("gpu-fixture/torch_loop.py"),
             }
         }
     };
@@ -116,7 +121,7 @@ pub(crate) fn run(root: &Path, kit: Option<&Path>, out: &Path) -> Result<()> {
         &std::fs::read_to_string(rec_dir.join("recording.json"))
             .context("reading the recording")?,
     )?;
-    let checks = check_fixture(&rec, &oracle);
+    let mut checks = check_fixture(&rec, &oracle);
     std::fs::write(out.join("oracle.json"), oracle.to_string())?;
     let report = Command::new(&kit.modelprobe)
         .arg("report")
@@ -129,8 +134,11 @@ pub(crate) fn run(root: &Path, kit: Option<&Path>, out: &Path) -> Result<()> {
         .arg(&rec_dir)
         .status();
     let _ = std::fs::copy(rec_dir.join("trace.json"), out.join("trace.json"));
+    match python_with_cuda() {
+        Some(python) => checks.extend(torch_checks(&kit, &python, out)?),
+        None => say("gpu-check: no PyTorch with CUDA for python3 (or $MODELPROBE_GPU_PYTHON): the PyTorch checks are skipped"),
+    }
     print_table(&checks);
-    say("gpu-check: not yet checked here: the PyTorch generation loop under run and attach, torch.profiler coexistence, tokens/s overhead");
     say(&format!(
         "gpu-check: report, view.html and trace.json in {}",
         out.display()
@@ -181,6 +189,185 @@ fn cuda_library_dirs() -> Vec<String> {
         .filter(|d| has(d, "libnvrtc.so") || has(d, "libcublas.so"))
         .map(|d| d.to_string_lossy().into_owned())
         .collect()
+}
+
+/// A Python whose PyTorch sees a GPU: `$MODELPROBE_GPU_PYTHON`, else `python3`.
+fn python_with_cuda() -> Option<String> {
+    let python = std::env::var("MODELPROBE_GPU_PYTHON").unwrap_or_else(|_| "python3".into());
+    Command::new(&python)
+        .args([
+            "-c",
+            "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)",
+        ])
+        .status()
+        .is_ok_and(|s| s.success())
+        .then_some(python)
+}
+
+/// A `key value` figure the loop printed.
+fn printed(stdout: &str, key: &str) -> Option<f64> {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// GPU work in a recording: (kernels, kernels joined to a launch, the GPU sources' states).
+fn gpu_work(dir: &Path) -> Result<(usize, usize, Vec<String>, bool)> {
+    let rec: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("recording.json"))?)?;
+    let ops = rec["gpu"]["ops"].as_array().cloned().unwrap_or_default();
+    let kernels: Vec<&Value> = ops.iter().filter(|o| o["kind"] == "kernel").collect();
+    let joined = kernels.iter().filter(|k| k["launch"].is_u64()).count();
+    let states = rec["gpu"]["sources"]
+        .as_array()
+        .map(|s| {
+            s.iter()
+                .map(|s| {
+                    format!(
+                        "{} ({})",
+                        s["state"].as_str().unwrap_or("?"),
+                        s["message"].as_str().unwrap_or("")
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let python = rec["meta"]["python"]["interpreters"]
+        .as_array()
+        .is_some_and(|i| !i.is_empty());
+    Ok((kernels.len(), joined, states, python))
+}
+
+/// The PyTorch loop alone, under `run`, under a live `attach`, and with torch.profiler.
+fn torch_checks(kit: &Kit, python: &str, out: &Path) -> Result<Vec<Check>> {
+    let script = kit.torch_loop.to_string_lossy().into_owned();
+    let secs = "15";
+    let mut checks = Vec::new();
+    say("gpu-check: PyTorch generation loop alone");
+    let alone = Command::new(python)
+        .args([&script, "--seconds", secs])
+        .output()?;
+    let base = printed(&String::from_utf8_lossy(&alone.stdout), "tokens_per_s");
+    checks.push(check(
+        "PyTorch loop runs",
+        alone.status.success() && base.is_some(),
+        format!("{:.1} tokens/s alone", base.unwrap_or(0.0)),
+    ));
+    let Some(base) = base else {
+        return Ok(checks);
+    };
+
+    say("gpu-check: PyTorch loop under `modelprobe run`");
+    let run_dir = out.join("torch-run");
+    let under = Command::new(&kit.modelprobe)
+        .args(["run", "-q", "-o"])
+        .arg(&run_dir)
+        .args(["--", python, &script, "--seconds", secs])
+        .output()?;
+    let tps = printed(&String::from_utf8_lossy(&under.stdout), "tokens_per_s").unwrap_or(0.0);
+    let overhead = 1.0 - tps / base;
+    checks.push(check(
+        "PyTorch tokens/s overhead under run",
+        under.status.success() && overhead <= 0.05,
+        format!(
+            "{tps:.1} vs {base:.1} tokens/s ({:+.1}%)",
+            -100.0 * overhead
+        ),
+    ));
+    if under.status.success() {
+        let (kernels, joined, states, py) = gpu_work(&run_dir)?;
+        checks.push(check(
+            "PyTorch under run: kernels joined",
+            kernels > 0 && joined * 100 >= kernels * 99,
+            format!(
+                "{joined} of {kernels} kernels joined; {}",
+                states.join("; ")
+            ),
+        ));
+        checks.push(check(
+            "PyTorch under run: Python frames",
+            py,
+            if py {
+                "interpreter found"
+            } else {
+                "no interpreter in meta.python"
+            },
+        ));
+    }
+
+    say("gpu-check: PyTorch loop under a live `modelprobe attach`");
+    let ready = out.join("torch-ready");
+    let _ = std::fs::remove_file(&ready);
+    let mut target = Command::new(python)
+        .args([&script, "--seconds", "30", "--ready-file"])
+        .arg(&ready)
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !ready.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let attach_dir = out.join("torch-attach");
+    let attached = Command::new(&kit.modelprobe)
+        .args(["attach", "-q", "--duration", "8s", "--pid"])
+        .arg(target.id().to_string())
+        .arg("-o")
+        .arg(&attach_dir)
+        .output()?;
+    let mut target_out = String::new();
+    if let Some(mut o) = target.stdout.take() {
+        let _ = std::io::Read::read_to_string(&mut o, &mut target_out);
+    }
+    let target_ok = target.wait()?.success();
+    if attached.status.success() {
+        let (kernels, joined, states, _) = gpu_work(&attach_dir)?;
+        checks.push(check(
+            "PyTorch live attach: kernels joined",
+            target_ok && kernels > 0 && joined * 100 >= kernels * 99,
+            format!(
+                "{joined} of {kernels} kernels joined; target {}; {}",
+                if target_ok { "finished" } else { "FAILED" },
+                states.join("; ")
+            ),
+        ));
+    } else {
+        checks.push(check(
+            "PyTorch live attach: kernels joined",
+            false,
+            String::from_utf8_lossy(&attached.stderr).trim().to_string(),
+        ));
+    }
+
+    say("gpu-check: PyTorch loop running a torch.profiler trace, under `modelprobe run`");
+    let prof_dir = out.join("torch-profiler");
+    let prof = Command::new(&kit.modelprobe)
+        .args(["run", "-q", "-o"])
+        .arg(&prof_dir)
+        .args(["--", python, &script, "--seconds", secs, "--profile"])
+        .output()?;
+    let events = printed(
+        &String::from_utf8_lossy(&prof.stdout),
+        "profiler_gpu_events",
+    );
+    let states = if prof.status.success() {
+        gpu_work(&prof_dir)?.2
+    } else {
+        Vec::new()
+    };
+    // Coexistence is honest when the target ran through and modelprobe says what it got.
+    checks.push(check(
+        "torch.profiler coexistence",
+        prof.status.success() && events.is_some() && !states.is_empty(),
+        format!(
+            "torch.profiler got {} GPU events; modelprobe: {}",
+            events.map_or("no".into(), |e| format!("{e:.0}")),
+            if states.is_empty() {
+                "nothing".into()
+            } else {
+                states.join("; ")
+            }
+        ),
+    ));
+    Ok(checks)
 }
 
 /// The fixture's `oracle {...}` line.

@@ -529,6 +529,10 @@ fn gpu_kit(root: &Path) -> Result<()> {
             .with_context(|| format!("copying {bin}"))?;
         run(Command::new("strip").arg(&to))?;
     }
+    std::fs::copy(
+        root.join("gpu-fixture/torch_loop.py"),
+        kit.join("torch_loop.py"),
+    )?;
     say(&format!(
         "GPU kit in {}: carry it and run `target/gpu-kit/xtask gpu-check --kit target/gpu-kit` as root there",
         kit.display()
