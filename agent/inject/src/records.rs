@@ -167,12 +167,9 @@ mod tests {
     use super::*;
     use cupti_sys::{Kernel, Marker, MarkerFlags, Memcpy, MemoryKind, RawCStr};
 
-    #[test]
-    fn records_convert_to_wire_ops() {
-        let mut out = outbox::Outbox::new();
-        let name = c"_Z6matmulPfS_S_i";
-        assert_eq!(text(name.as_ptr()), "_Z6matmulPfS_S_i");
-        let kernel = Activity::Kernel(Kernel {
+    /// A kernel record on device 1, context 2, stream 7, 150 ns long, 8×256 threads.
+    fn kernel(name: &'static CStr, correlation_id: u32, graph_id: u32) -> Activity {
+        Activity::Kernel(Kernel {
             concurrent: true,
             name: RawCStr::new(name.as_ptr()),
             start: 100,
@@ -180,16 +177,24 @@ mod tests {
             device_id: 1,
             context_id: 2,
             stream_id: 7,
-            correlation_id: 42,
+            correlation_id,
             grid: [8, 1, 1],
             block: [256, 1, 1],
             registers_per_thread: 32,
             static_shared_memory: 1024,
             dynamic_shared_memory: 0,
             local_memory_per_thread: 0,
-            graph_id: 0,
-            graph_node_id: 0,
-        });
+            graph_id,
+            graph_node_id: u64::from(graph_id),
+        })
+    }
+
+    #[test]
+    fn records_convert_to_wire_ops() {
+        let mut out = outbox::Outbox::new();
+        let name = c"_Z6matmulPfS_S_i";
+        assert_eq!(text(name.as_ptr()), "_Z6matmulPfS_S_i");
+        let kernel = kernel(name, 42, 0);
         convert(&kernel, true, &mut out);
         let copy = Activity::Memcpy(Memcpy {
             copy_kind: MemcpyKind::HtoD,
@@ -244,27 +249,7 @@ mod tests {
 
     #[test]
     fn graph_work_is_flagged_only_when_its_correlation_is_unreliable() {
-        let name = c"_Z4stepv";
-        let graph_kernel = |graph_id| {
-            Activity::Kernel(Kernel {
-                concurrent: true,
-                name: RawCStr::new(name.as_ptr()),
-                start: 1,
-                end: 2,
-                device_id: 0,
-                context_id: 1,
-                stream_id: 3,
-                correlation_id: 77,
-                grid: [1, 1, 1],
-                block: [32, 1, 1],
-                registers_per_thread: 8,
-                static_shared_memory: 0,
-                dynamic_shared_memory: 0,
-                local_memory_per_thread: 0,
-                graph_id,
-                graph_node_id: 5,
-            })
-        };
+        let graph_kernel = |graph_id| kernel(c"_Z4stepv", 77, graph_id);
         let mut out = outbox::Outbox::new();
         convert(&graph_kernel(4), true, &mut out);
         convert(&graph_kernel(4), false, &mut out);
