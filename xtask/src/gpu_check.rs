@@ -155,7 +155,18 @@ fn no_gpu() -> Option<String> {
     if !Path::new("/dev/nvidiactl").exists() {
         return Some("no /dev/nvidiactl".into());
     }
-    let found = ["/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib"]
+    // Where the loader would find it: its cache, else the usual folders.
+    let cached = Command::new("ldconfig")
+        .arg("-p")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("libcuda.so.1"));
+    let found = cached
+        || [
+            "/usr/lib/x86_64-linux-gnu",
+            "/usr/lib64",
+            "/usr/lib",
+            "/usr/local/nvidia/lib64",
+        ]
         .iter()
         .any(|d| Path::new(d).join("libcuda.so.1").exists());
     (!found).then(|| "no libcuda.so.1 (the NVIDIA driver's user-space library)".into())
