@@ -33,9 +33,10 @@ extern "C" __global__ void mp_scale(float *x, float s, unsigned n) {
 }
 "#;
 
-/// Elements per buffer: 32 Mi floats (128 MiB), so each kernel runs long enough (a few hundred
-/// microseconds) for its GPU time to be compared with its event timing within 5%.
-const N: usize = 32 << 20;
+/// Elements per buffer: 128 Mi floats (512 MiB), so that even on an H200 (4.8 TB/s) each
+/// `mp_vector_add` runs about 0.3 ms, and the microsecond or two its CUDA events add is well
+/// inside the 5% its GPU time is compared at.
+const N: usize = 128 << 20;
 /// Graph launches; each runs two `mp_scale` nodes.
 const GRAPH_LAUNCHES: usize = 4;
 /// SGEMM size (square).
