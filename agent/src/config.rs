@@ -17,6 +17,14 @@
 //!   rate: 1.0            # fraction of spans kept (0 < rate <= 1), every 1/rate-th call per function
 //! probes:
 //!   - libllama.so:llama_decode@2
+//! llm:
+//!   enabled: true        # LLM API calls from the target's TLS traffic (--no-llm)
+//!   capture_io: false    # keep prompts and completions (--capture-io)
+//!   redact: ['\bacct-[0-9]+\b']   # more to replace by [REDACTED] in captured text
+//!   prices:              # US dollars per million tokens, over the built-in table
+//!     my-finetune: {input: 3.0, output: 12.0, cached_input: 1.5}
+//! model_pricing:         # also accepted: dollars per 1,000 tokens
+//!   gpt-4: {input: 0.03, output: 0.06}
 //! ```
 //!
 //! Environment: `ENABLE_TRACING`, `TRACE_LEVEL`, `TRACE_OUTPUT_DIR`, `ENABLE_PROFILING`,
@@ -93,7 +101,7 @@ impl<T> Setting<T> {
 }
 
 /// Every setting in effect.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Settings {
     /// The config file read, if any.
     pub file: Option<PathBuf>,
@@ -115,6 +123,14 @@ pub struct Settings {
     pub sample_rate: Setting<f64>,
     /// Probes from the file (command-line probes are added to these).
     pub probes: Setting<Vec<ProbeSpec>>,
+    /// LLM API calls read from TLS traffic.
+    pub llm: Setting<bool>,
+    /// Keep LLM prompts and completions.
+    pub llm_capture_io: Setting<bool>,
+    /// More patterns to redact in captured LLM text (checked regular expressions).
+    pub llm_redact: Setting<Vec<regex::Regex>>,
+    /// Model prices over the built-in table (checked).
+    pub llm_prices: Setting<modelprobe_llm::PriceTable>,
 }
 
 impl Default for Settings {
@@ -130,6 +146,10 @@ impl Default for Settings {
             frequency_hz: Setting::default(99),
             sample_rate: Setting::default(1.0),
             probes: Setting::default(Vec::new()),
+            llm: Setting::default(true),
+            llm_capture_io: Setting::default(false),
+            llm_redact: Setting::default(Vec::new()),
+            llm_prices: Setting::default(modelprobe_llm::PriceTable::builtin()),
         }
     }
 }
@@ -141,6 +161,18 @@ struct FileConfig {
     profiling: Option<ProfilingFile>,
     sampling: Option<SamplingFile>,
     probes: Option<Vec<SpecValue>>,
+    llm: Option<LlmFile>,
+    /// The seed's price table shape: dollars per 1,000 tokens by model.
+    model_pricing: Option<serde_yaml_ng::Value>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LlmFile {
+    enabled: Option<bool>,
+    capture_io: Option<bool>,
+    redact: Option<Vec<String>>,
+    prices: Option<serde_yaml_ng::Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -338,6 +370,52 @@ impl Settings {
         if let Some(v) = parsed.probes {
             self.probes.set(v.into_iter().map(|s| s.0).collect(), src());
         }
+        let bad = |message: String| Error::Config {
+            path: path.to_path_buf(),
+            line: 0,
+            message,
+        };
+        let mut prices = Vec::new();
+        if let Some(l) = parsed.llm {
+            if let Some(v) = l.enabled {
+                self.llm.set(v, src());
+            }
+            if let Some(v) = l.capture_io {
+                self.llm_capture_io.set(v, src());
+            }
+            if let Some(v) = l.redact {
+                let compiled = v
+                    .iter()
+                    .map(|r| {
+                        regex::Regex::new(r).map_err(|e| {
+                            bad(format!(
+                                "llm.redact: {r:?} is not a regular expression: {e}"
+                            ))
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                self.llm_redact.set(compiled, src());
+            }
+            if let Some(v) = l.prices {
+                let mut doc = serde_yaml_ng::Mapping::new();
+                doc.insert("prices".into(), v);
+                prices.push(("llm.prices", serde_yaml_ng::Value::Mapping(doc)));
+            }
+        }
+        if let Some(v) = parsed.model_pricing {
+            let mut doc = serde_yaml_ng::Mapping::new();
+            doc.insert("model_pricing".into(), v);
+            prices.push(("model_pricing", serde_yaml_ng::Value::Mapping(doc)));
+        }
+        if !prices.is_empty() {
+            let mut table = self.llm_prices.value.clone();
+            for (key, doc) in prices {
+                table
+                    .merge_value(&doc)
+                    .map_err(|e| bad(format!("{key}: {e}")))?;
+            }
+            self.llm_prices.set(table, src());
+        }
         Ok(())
     }
 
@@ -402,6 +480,14 @@ impl Settings {
                 format!("{v} Hz")
             }),
             row("sampling.rate", &self.sample_rate, |v| v.to_string()),
+            row("llm.enabled", &self.llm, |v| v.to_string()),
+            row("llm.capture_io", &self.llm_capture_io, |v| v.to_string()),
+            row("llm.redact", &self.llm_redact, |v| {
+                v.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ")
+            }),
+            row("llm.prices", &self.llm_prices, |v| {
+                format!("{} models (built-in as of {})", v.len(), v.as_of())
+            }),
             row("probes", &self.probes, |v| {
                 if v.is_empty() {
                     "(none)".into()

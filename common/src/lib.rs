@@ -69,6 +69,11 @@ pub mod kind {
     /// queues GPU work (see [`LAUNCH_STACK_COOKIE`](super::LAUNCH_STACK_COOKIE)); `probe` is
     /// the probe id.
     pub const SPAN_STACK: u32 = 14;
+    /// [`TlsRecord`](super::TlsRecord): plaintext one `SSL_read`/`SSL_write` call moved (a piece
+    /// of it: one call is sent as up to [`MAX_TLS_CHUNKS`](super::MAX_TLS_CHUNKS) records).
+    pub const TLS_DATA: u32 = 15;
+    /// [`TlsRecord`](super::TlsRecord) with no payload: `SSL_free` ended connection `conn`.
+    pub const TLS_CLOSE: u32 = 16;
 }
 
 /// Set in a span probe's cookie when its function returns a status code: a non-zero return
@@ -158,8 +163,12 @@ pub mod lost {
     pub const LOG: u32 = 6;
     /// File opens dropped because the record ring buffer was full.
     pub const OPEN: u32 = 7;
+    /// TLS plaintext records dropped because the TLS ring buffer was full.
+    pub const TLS: u32 = 8;
+    /// TLS calls not followed because the table of calls in progress was full.
+    pub const TLS_TABLE_FULL: u32 = 9;
     /// Number of counters.
-    pub const COUNT: u32 = 8;
+    pub const COUNT: u32 = 10;
 }
 
 /// One stack event, as written to the ring buffer.
@@ -274,6 +283,85 @@ pub struct DataRecord {
     pub data: [u8; DATA_CAPTURE],
 }
 
+/// What a TLS probe is attached to: the low bits of its attach cookie.
+pub mod tls_fn {
+    /// `int SSL_write(SSL *, const void *buf, int num)`: returns the bytes written.
+    pub const WRITE: u64 = 1;
+    /// `int SSL_read(SSL *, void *buf, int num)`: returns the bytes read.
+    pub const READ: u64 = 2;
+    /// `int SSL_write_ex(SSL *, const void *buf, size_t num, size_t *written)`: returns 1 on
+    /// success, the count through `written`.
+    pub const WRITE_EX: u64 = 3;
+    /// `int SSL_read_ex(SSL *, void *buf, size_t num, size_t *readbytes)`.
+    pub const READ_EX: u64 = 4;
+    /// `void SSL_free(SSL *)`: the connection ends.
+    pub const FREE: u64 = 5;
+}
+
+/// Direction of a [`TlsRecord`]'s bytes.
+pub mod tls_dir {
+    /// The target wrote them (`SSL_write*`): requests, for a client.
+    pub const WRITE: u32 = 0;
+    /// The target read them (`SSL_read*`): responses, for a client.
+    pub const READ: u32 = 1;
+}
+
+/// Most records one `SSL_read`/`SSL_write` call is sent as: its first `MAX_TLS_CHUNKS - 1`
+/// pieces of [`DATA_CAPTURE`] bytes and, for a longer call, its last piece; the bytes between
+/// are counted (the call's `call_len` against what arrived), not sent.
+pub const MAX_TLS_CHUNKS: u32 = 16;
+
+/// A piece of the plaintext of one TLS call, or the end of a connection, as written to the
+/// `TLS` ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct TlsRecord {
+    /// [`kind::TLS_DATA`] or [`kind::TLS_CLOSE`].
+    pub kind: u32,
+    /// CPU it was recorded on.
+    pub cpu: u32,
+    /// Process id (tgid).
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// CLOCK_MONOTONIC ns when the call returned (TLS_CLOSE: when `SSL_free` was entered).
+    pub time_ns: u64,
+    /// The connection: its `SSL *`.
+    pub conn: u64,
+    /// Bytes the whole call moved.
+    pub call_len: u64,
+    /// Where this piece starts within the call's bytes.
+    pub offset: u32,
+    /// Valid bytes in `data`.
+    pub len: u32,
+    /// A [`tls_dir`] constant.
+    pub direction: u32,
+    /// Explicit padding; always 0.
+    pub _pad: u32,
+    /// The bytes.
+    pub data: [u8; DATA_CAPTURE],
+}
+
+/// Size of a [`TlsRecord`]'s header, before `data`.
+pub const TLS_HEADER: usize = core::mem::size_of::<TlsRecord>() - DATA_CAPTURE;
+
+/// A TLS call in progress on a thread, kept from its entry to its return.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TlsPending {
+    /// The `SSL *`.
+    pub conn: u64,
+    /// The caller's buffer.
+    pub buf: u64,
+    /// `SSL_*_ex`: where the count is written; 0 otherwise.
+    pub count_out: u64,
+    /// A [`tls_dir`] constant.
+    pub direction: u32,
+    /// TLS calls entered inside this one (an `SSL_read` built on `SSL_read_ex`): their returns
+    /// are skipped, so the bytes are sent once.
+    pub nested: u32,
+}
+
 /// Size of a [`DataRecord`]'s header, before `data`.
 pub const DATA_HEADER: usize = core::mem::size_of::<DataHeader>();
 
@@ -336,6 +424,9 @@ unsafe impl aya::Pod for DataRecord {}
 // SAFETY: as above.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for DataHeader {}
+// SAFETY: as above.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for TlsRecord {}
 
 /// Compile-time layout checks: a change here must be made on both sides at once.
 mod layout {
@@ -373,6 +464,14 @@ mod layout {
     const _: () = assert!(offset_of!(DataRecord, header) == 0);
     const _: () = assert!(offset_of!(DataRecord, data) == DATA_HEADER);
     const _: () = assert!(size_of::<DataRecord>() == DATA_HEADER + DATA_CAPTURE);
+    const _: () = assert!(offset_of!(TlsRecord, kind) == 0);
+    const _: () = assert!(offset_of!(TlsRecord, conn) == 24);
+    const _: () = assert!(offset_of!(TlsRecord, call_len) == 32);
+    const _: () = assert!(offset_of!(TlsRecord, offset) == 40);
+    const _: () = assert!(offset_of!(TlsRecord, direction) == 48);
+    const _: () = assert!(offset_of!(TlsRecord, data) == 56);
+    const _: () = assert!(TLS_HEADER == 56);
+    const _: () = assert!(size_of::<TlsPending>() == 32);
 }
 
 #[cfg(test)]

@@ -14,6 +14,9 @@
 //!   (status probes).
 //! - [`stdio`]: `mp_sys_write` / `mp_sys_writev` / `mp_sys_openat`: stdout/stderr writes and
 //!   file opens, as `DataRecord`s.
+//! - [`tls`]: `mp_tls_enter` / `mp_tls_exit` / `mp_tls_free` (uprobes on OpenSSL's
+//!   `SSL_read`, `SSL_write`, their `_ex` forms and `SSL_free`): the plaintext of a target's
+//!   TLS calls, for the LLM API calls the agent parses out of it.
 //! - [`unwind`]: the user-stack walk through the agent's CFI tables, used by every program
 //!   that takes a stack (the kernel's frame-pointer walk where a process has none).
 //! - [`python`]: the Python frames of a thread of a known CPython, read with every stack.
@@ -38,6 +41,7 @@ mod python;
 mod sampling;
 mod spans;
 mod stdio;
+mod tls;
 mod unwind;
 
 #[cfg(not(test))]

@@ -19,7 +19,7 @@ use modelprobe_common::{
         stat, Blocked, OffCpuKey, OffCpuSum, ThreadCpu, MAX_OFFCPU_STACKS, MAX_OFFCPU_SUMS,
         MAX_THREAD_CPU,
     },
-    Config, DataRecord, StackEvent,
+    Config, DataRecord, StackEvent, TlsPending, TlsRecord,
 };
 
 /// Written by the agent before load (`EbpfLoader::override_global`).
@@ -70,6 +70,18 @@ pub(crate) static RECORDS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
 /// other kind shares their ring.
 #[map]
 pub(crate) static LIFECYCLE: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+
+/// TLS plaintext (`TlsRecord`s): its own ring, so a busy connection costs no span or log.
+#[map]
+pub(crate) static TLS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
+
+/// TLS calls in progress, by thread: from `SSL_read`'s entry to its return.
+#[map]
+pub(crate) static TLS_PENDING: HashMap<u32, TlsPending> = HashMap::with_max_entries(16384, 0);
+
+/// Per-CPU scratch for a `TlsRecord` (larger than the BPF stack).
+#[map]
+pub(crate) static TLS_SCRATCH: PerCpuArray<TlsRecord> = PerCpuArray::with_max_entries(1, 0);
 
 /// Out-parameter pointers of calls in progress, by thread (see `DEREF_ARG0_COOKIE`).
 #[map]

@@ -11,6 +11,7 @@ mod error;
 mod gpu;
 mod io;
 pub mod launch;
+pub mod llm;
 pub mod logs;
 
 #[cfg(any(test, feature = "fixtures"))]
@@ -58,6 +59,9 @@ pub struct Recording {
     /// GPU activity from CUPTI, joined to the CPU calls that launched it.
     #[serde(default, skip_serializing_if = "GpuTrace::is_empty")]
     pub gpu: GpuTrace,
+    /// LLM API calls read from the target's TLS and HTTP traffic.
+    #[serde(default, skip_serializing_if = "llm::LlmTrace::is_empty")]
+    pub llm: llm::LlmTrace,
 }
 
 /// A quantity sampled over time, such as a GPU's utilization.
@@ -407,6 +411,13 @@ pub struct Lost {
     /// kept, under an empty stack.
     #[serde(default)]
     pub off_cpu_stacks_evicted: u64,
+    /// TLS plaintext records dropped because their ring buffer was full (the LLM calls they
+    /// belonged to are marked incomplete).
+    #[serde(default)]
+    pub tls_records: u64,
+    /// TLS calls not followed because the table of calls in progress was full.
+    #[serde(default)]
+    pub tls_calls_untracked: u64,
 }
 
 impl Lost {
@@ -422,6 +433,8 @@ impl Lost {
             self.log_writes,
             self.file_opens,
             self.gpu_records,
+            self.tls_records,
+            self.tls_calls_untracked,
         ]
         .into_iter()
         .fold(0, u64::saturating_add)
@@ -545,6 +558,7 @@ impl Recording {
             logs: Vec::new(),
             counters: Vec::new(),
             gpu: GpuTrace::default(),
+            llm: llm::LlmTrace::default(),
         }
     }
 

@@ -88,6 +88,25 @@ pub fn require_bpf(test: &str) -> bool {
     }
 }
 
+/// The venv `cargo xtask test` makes under `target/`: numpy, py-spy and the `openai` and
+/// `anthropic` clients.
+pub fn tools_venv() -> Option<PathBuf> {
+    target_dir()
+        .ancestors()
+        .nth(1)
+        .map(|t| t.join("py-numpy"))
+        .filter(|v| v.exists())
+}
+
+/// Fails under `MODELPROBE_REQUIRE_BPF` (CI), else says why the test is skipped.
+pub fn missing(what: &str) {
+    assert!(
+        std::env::var_os("MODELPROBE_REQUIRE_BPF").is_none(),
+        "{what} is missing: `cargo xtask test` sets it up"
+    );
+    eprintln!("skipped: {what} is missing");
+}
+
 /// A fresh, empty directory under the system temp dir.
 pub fn scratch_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("mp-test-{name}-{}", std::process::id()));

@@ -11,8 +11,8 @@ use std::{
 };
 
 use modelprobe_tests::{
-    bpf_lock, fixture_lib_dir, frame_names, read_recording, require_bpf, run_with_timeout,
-    scratch_dir, target_dir, KillOnDrop, Session,
+    bpf_lock, fixture_lib_dir, frame_names, missing, read_recording, require_bpf, run_with_timeout,
+    scratch_dir, tools_venv, KillOnDrop, Session,
 };
 
 /// The ratio workload (`tests/fixtures/python/serve_ratio.py`): `serve()` calls `tokenize()`
@@ -48,24 +48,6 @@ fn interpreters() -> Vec<PathBuf> {
 fn py_spy() -> Option<PathBuf> {
     let bin = tools_venv()?.join("bin/py-spy");
     bin.exists().then_some(bin)
-}
-
-/// The venv `cargo xtask test` makes under `target/` (numpy and py-spy).
-fn tools_venv() -> Option<PathBuf> {
-    target_dir()
-        .ancestors()
-        .nth(1)
-        .map(|t| t.join("py-numpy"))
-        .filter(|v| v.exists())
-}
-
-/// Fails under `MODELPROBE_REQUIRE_BPF` (CI), else says why the test is skipped.
-fn missing(what: &str) {
-    assert!(
-        std::env::var_os("MODELPROBE_REQUIRE_BPF").is_none(),
-        "{what} is missing: `cargo xtask test` sets it up"
-    );
-    eprintln!("skipped: {what} is missing");
 }
 
 /// Writes `text` as `name` in `dir`.

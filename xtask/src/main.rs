@@ -451,23 +451,33 @@ fn ensure_chromium() -> Result<()> {
 }
 
 /// Where the Python tests find numpy (its OpenBLAS is built without frame pointers and has
-/// hand-written kernels) and py-spy (the yardstick for Python stacks): a venv under `target/`,
-/// made once.
+/// hand-written kernels), py-spy (the yardstick for Python stacks) and the `openai` and
+/// `anthropic` clients (the LLM-call tests): a venv under `target/`, made once.
 pub(crate) const NUMPY_VENV: &str = "target/py-numpy";
 
-/// The numpy venv: pyenv's newest CPython (else `python3`), `pip install numpy py-spy` from
-/// PyPI.
+/// The Python packages the tests use, from PyPI.
+const VENV_PACKAGES: &[&str] = &["numpy", "py-spy", "openai", "anthropic"];
+
+/// The numpy venv: pyenv's newest CPython (else `python3`), [`VENV_PACKAGES`] from PyPI.
 pub(crate) fn ensure_numpy_venv(root: &Path) -> Result<()> {
     let venv = root.join(NUMPY_VENV);
     let python = venv.join("bin/python");
-    if succeeds(Command::new(&python).args(["-c", "import numpy"]))
+    if succeeds(Command::new(&python).args(["-c", "import numpy, openai, anthropic"]))
         && venv.join("bin/py-spy").exists()
     {
         return Ok(());
     }
+    let install = |python: &Path| {
+        run(Command::new(python)
+            .args(["-m", "pip", "install", "-q"])
+            .args(VENV_PACKAGES))
+    };
     if python.exists() {
-        say(&format!("installing numpy and py-spy into {NUMPY_VENV}"));
-        return run(Command::new(&python).args(["-m", "pip", "install", "-q", "numpy", "py-spy"]));
+        say(&format!(
+            "installing {} into {NUMPY_VENV}",
+            VENV_PACKAGES.join(", ")
+        ));
+        return install(&python);
     }
     let base = std::fs::read_dir("/root/.pyenv/versions")
         .into_iter()
@@ -484,11 +494,12 @@ pub(crate) fn ensure_numpy_venv(root: &Path) -> Result<()> {
         .max()
         .map_or_else(|| "python3".into(), |(_, p)| p);
     say(&format!(
-        "creating {NUMPY_VENV} with numpy and py-spy (from {}) for the unwinding and Python tests",
+        "creating {NUMPY_VENV} with {} (from {}) for the unwinding, Python and LLM-call tests",
+        VENV_PACKAGES.join(", "),
         base.display()
     ));
     run(Command::new(&base).arg("-m").arg("venv").arg(&venv))?;
-    run(Command::new(&python).args(["-m", "pip", "install", "-q", "numpy", "py-spy"]))
+    install(&python)
 }
 
 /// Everything the demo and the measurements run: set-up, the BPF object, and release builds of

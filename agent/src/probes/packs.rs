@@ -7,6 +7,7 @@
 //! attributes (kernel name, grid and block, bytes and direction) and error events.
 use std::collections::BTreeMap;
 
+use modelprobe_common::tls_fn;
 use serde_json::{json, Value};
 
 use super::{function_symbols, resolve_target, ProbeSpec, ResolvedProbe, SearchContext};
@@ -54,6 +55,9 @@ pub enum Decoder {
     },
     /// Nothing to read beyond the call itself (sync, free, graph launch).
     Plain,
+    /// An OpenSSL call whose plaintext is captured (a `modelprobe_common::tls_fn` constant):
+    /// attached with the TLS programs, not as a span.
+    Tls(u64),
 }
 
 /// One function of a pack.
@@ -78,6 +82,10 @@ pub struct Pack {
     pub functions: &'static [PackFn],
     /// How a non-zero return is named (`cudaError_t` or `CUresult`).
     pub error_names: fn(u64) -> &'static str,
+    /// Only where the process has the library mapped (or its executable exports the
+    /// functions), not where it merely could load it: a library nearly every process could
+    /// load (OpenSSL) would otherwise cost every session its probes.
+    pub only_mapped: bool,
 }
 
 impl PackFn {
@@ -169,6 +177,7 @@ pub static PACKS: &[Pack] = &[
             f("cudaEventSynchronize", Decoder::Plain),
         ],
         error_names: runtime_error_name,
+        only_mapped: false,
     },
     Pack {
         name: "cuda-driver",
@@ -196,6 +205,7 @@ pub static PACKS: &[Pack] = &[
             f("cuEventSynchronize", Decoder::Plain),
         ],
         error_names: driver_error_name,
+        only_mapped: false,
     },
     Pack {
         name: "llama.cpp",
@@ -210,6 +220,7 @@ pub static PACKS: &[Pack] = &[
             value("llama_init_from_model", Decoder::Plain),
         ],
         error_names: llama_error_name,
+        only_mapped: false,
     },
     Pack {
         name: "cublas",
@@ -225,12 +236,14 @@ pub static PACKS: &[Pack] = &[
             f("cublasGemmBatchedEx", Decoder::Gemm),
         ],
         error_names: cublas_error_name,
+        only_mapped: false,
     },
     Pack {
         name: "cublaslt",
         libraries: &["libcublasLt.so"],
         functions: &[f("cublasLtMatmul", Decoder::Plain)],
         error_names: cublas_error_name,
+        only_mapped: false,
     },
     Pack {
         name: "nccl",
@@ -249,8 +262,31 @@ pub static PACKS: &[Pack] = &[
             f("ncclGroupEnd", Decoder::Plain),
         ],
         error_names: nccl_error_name,
+        only_mapped: false,
+    },
+    Pack {
+        name: OPENSSL_PACK,
+        // Python's `_ssl`, curl and most wheels use the system's; Node links it statically
+        // (found in the executable).
+        libraries: &["libssl.so.3", "libssl.so.1.1", "libssl.so"],
+        functions: &[
+            value("SSL_write", Decoder::Tls(tls_fn::WRITE)),
+            value("SSL_read", Decoder::Tls(tls_fn::READ)),
+            value("SSL_write_ex", Decoder::Tls(tls_fn::WRITE_EX)),
+            value("SSL_read_ex", Decoder::Tls(tls_fn::READ_EX)),
+            value("SSL_free", Decoder::Tls(tls_fn::FREE)),
+        ],
+        error_names: no_error_name,
+        only_mapped: true,
     },
 ];
+
+/// The pack that captures TLS plaintext for the LLM calls (`--no-llm` turns it off).
+pub const OPENSSL_PACK: &str = "openssl";
+
+fn no_error_name(_: u64) -> &'static str {
+    ""
+}
 
 impl Decoder {
     /// Which argument holds a host code address to name (a kernel's host stub), if any.
@@ -275,7 +311,7 @@ fn args_needed(d: Decoder) -> u8 {
         Decoder::LlamaBatch => 8,
         Decoder::TokenCount | Decoder::Token => 0,
         Decoder::Collective { count, dtype } => (count.max(dtype) + 1) as u8,
-        Decoder::Plain => 0,
+        Decoder::Plain | Decoder::Tls(_) => 0,
     }
 }
 
@@ -317,6 +353,13 @@ pub fn resolve_packs(ctx: &SearchContext) -> Vec<PackProbe> {
             let Ok(path) = resolve_target(&probe_target, ctx) else {
                 continue;
             };
+            let is_exe = ctx
+                .exe
+                .as_deref()
+                .is_some_and(|e| e.file_name() == path.file_name());
+            if pack.only_mapped && !is_exe && !ctx.mapped.contains(&path) {
+                continue;
+            }
             let host_path = ctx.host_path(&path);
             let symbols = symbols_of
                 .entry(host_path.clone())
@@ -441,7 +484,7 @@ pub fn decode(
                 a.insert("bytes".into(), json!(arg(count) * size));
             }
         }
-        Decoder::Plain => {}
+        Decoder::Plain | Decoder::Tls(_) => {}
     }
     a
 }

@@ -81,6 +81,12 @@ impl ProbeSet {
                     .as_deref()
                     .and_then(|p| crate::probes::packs::lookup(p, &info.function))
                     .map(|(_, f)| f);
+                if let Some(crate::probes::packs::Decoder::Tls(which)) = pack_fn.map(|f| f.decoder)
+                {
+                    sampler.attach_tls(&r.host_path, r.file_offset, which, pid)?;
+                    n += 1;
+                    continue;
+                }
                 let mut cookie = *id as u64;
                 if info.args > 6 {
                     cookie |= modelprobe_common::STACK_ARGS_COOKIE;

@@ -34,9 +34,11 @@ use crate::{unwind::UnwindTables, Error, Result};
 
 mod btf;
 pub mod offcpu;
+mod tls;
 pub mod tracefs;
 
 pub use offcpu::OffCpu;
+pub use tls::TlsView;
 
 /// The BPF object built by `cargo xtask build-ebpf`, embedded at compile time.
 static BPF_OBJECT: &[u8] =
@@ -113,6 +115,8 @@ pub struct Sampler {
     records: RingBuf<MapData>,
     /// Process, thread and signal records.
     lifecycle: RingBuf<MapData>,
+    /// TLS plaintext.
+    tls: RingBuf<MapData>,
     /// Off-CPU sums and stacks, per-thread CPU time.
     off: offcpu::OffCpuTables,
     targets: HashMap<MapData, u32, u32>,
@@ -156,6 +160,8 @@ pub trait EventSink {
     fn record(&mut self, rec: &Record);
     /// A log write or file open.
     fn data(&mut self, data: &DataView<'_>);
+    /// A piece of a TLS call's plaintext, or a TLS connection's end.
+    fn tls(&mut self, tls: &TlsView<'_>);
 }
 
 /// The highest sampling frequency the kernel allows (`perf_event_max_sample_rate`).
@@ -255,6 +261,8 @@ impl Sampler {
             .map_err(|e| Error::bpf("opening the SPAN_STACKS ring buffer", e))?;
         let lifecycle = RingBuf::try_from(take_map(&mut bpf, "LIFECYCLE")?)
             .map_err(|e| Error::bpf("opening the LIFECYCLE ring buffer", e))?;
+        let tls = RingBuf::try_from(take_map(&mut bpf, "TLS")?)
+            .map_err(|e| Error::bpf("opening the TLS ring buffer", e))?;
         let off = offcpu::OffCpuTables::new(&mut bpf, crate::clock::monotonic_ns())?;
         let targets = HashMap::try_from(take_map(&mut bpf, "TARGETS")?)
             .map_err(|e| Error::bpf("opening the TARGETS map", e))?;
@@ -284,6 +292,7 @@ impl Sampler {
             span_stacks,
             records,
             lifecycle,
+            tls,
             off,
             targets,
             cpus: cpus.len() as u32,
@@ -435,6 +444,7 @@ impl Sampler {
             self.span_stacks.as_raw_fd(),
             self.records.as_raw_fd(),
             self.lifecycle.as_raw_fd(),
+            self.tls.as_raw_fd(),
             logs,
         ]
         .map(|fd| libc::pollfd {
@@ -479,6 +489,12 @@ impl Sampler {
                 }
             } else if let Some(rec) = read_pod::<Record>(&item) {
                 sink.record(&rec);
+                n += 1;
+            }
+        }
+        while let Some(item) = self.tls.next() {
+            if let Some(view) = tls::tls_view(&item) {
+                sink.tls(&view);
                 n += 1;
             }
         }

@@ -123,6 +123,8 @@ fn lost_in_kernel(counts: &LostCounts) -> Lost {
         task_records: counts[lost::TASK as usize],
         log_writes: counts[lost::LOG as usize],
         file_opens: counts[lost::OPEN as usize],
+        tls_records: counts[lost::TLS as usize],
+        tls_calls_untracked: counts[lost::TLS_TABLE_FULL as usize],
         ..Lost::default()
     }
 }

@@ -73,6 +73,9 @@ pub struct RecordOptions {
     pub packs: bool,
     /// Include the GPU packs (CUDA, cuBLAS, NCCL) when `packs` is on.
     pub gpu_packs: bool,
+    /// Capture TLS plaintext (the `openssl` pack, when `packs` is on) and parse LLM API
+    /// calls out of it with these options; `None` (`--no-llm`): off.
+    pub llm: Option<modelprobe_llm::Options>,
     /// Sample CPU stacks (off: spans, events and logs only).
     pub cpu: bool,
     /// Log lines below this level are not kept (unleveled lines count as INFO).
@@ -124,6 +127,7 @@ impl RecordOptions {
             python_frames: true,
             packs: true,
             gpu_packs: true,
+            llm: Some(modelprobe_llm::Options::default()),
             cpu: true,
             min_log_level: crate::recording::logs::Level::Debug,
             span_sample_rate: 1.0,

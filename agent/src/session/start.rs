@@ -56,6 +56,9 @@ pub(super) fn start(opts: &RecordOptions) -> Result<Session<'_>> {
     };
     // From here on, a failure lets a gated child go without running the command.
     let mut collector = Collector::new();
+    if let (true, Some(llm)) = (opts.packs, &opts.llm) {
+        collector.capture_llm_calls(llm.clone());
+    }
     let attached = attach(&opts, child.as_ref(), &tracefs, &mut collector);
     let (sampler, probes) = match attached {
         Ok(a) => a,
@@ -181,12 +184,14 @@ fn attach(
     let mut probes = ProbeSet::resolve(&opts.probes, &ctx)?;
     probes.keep_launch_stacks(opts.gpu_trace);
     if opts.packs {
-        let skip = if opts.gpu_packs {
-            &[][..]
-        } else {
-            packs::GPU_PACKS
-        };
-        probes.enable_packs(&ctx, skip);
+        let mut skip: Vec<&'static str> = Vec::new();
+        if !opts.gpu_packs {
+            skip.extend_from_slice(packs::GPU_PACKS);
+        }
+        if opts.llm.is_none() {
+            skip.push(packs::OPENSSL_PACK);
+        }
+        probes.enable_packs(&ctx, &skip);
         for pack in packs::PACKS {
             let fns = probes.pack_functions(pack.name);
             if let Some(first) = fns.first() {

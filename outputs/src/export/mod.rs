@@ -9,11 +9,13 @@ mod gpu_flamegraph;
 pub(crate) mod gpu_ops;
 mod timeline;
 mod timeline_gpu;
+mod timeline_llm;
 
 pub use flamegraph::FlameGraph;
 pub use folded::{folded_stacks, Folded};
 pub use gpu_flamegraph::{gpu_folded, GpuFlameGraph};
 pub use timeline::{trace_events, write_trace_events, Timeline};
+pub use timeline_llm::{gen_ai_attributes, span_name};
 
 /// Writes one output format for a recording into an output directory.
 pub trait Exporter {

@@ -6,7 +6,8 @@
 //! where the thread blocked, CPU samples as instants carrying their stack, lifecycle and signal
 //! events as instants, a per-process CPU counter, and the recording's metadata and drop counts
 //! in `otherData`. GPU operations get track groups of their own, with flows from the CPU calls
-//! that launched them (`export/timeline_gpu.rs`).
+//! that launched them (`export/timeline_gpu.rs`); LLM API calls get async slices with their
+//! GenAI attributes (`export/timeline_llm.rs`).
 use std::{
     collections::BTreeMap,
     fs::File,
@@ -16,7 +17,7 @@ use std::{
 
 use serde_json::{json, Value};
 
-use super::{timeline_gpu, Exporter};
+use super::{timeline_gpu, timeline_llm, Exporter};
 use crate::{
     recording::{FrameKind, Recording, SampleKind},
     Error, Result,
@@ -203,6 +204,7 @@ pub fn write_trace_events(rec: &Recording, w: &mut dyn Write) -> std::io::Result
             "tid": e.tid, "ts": us(e.time_ns), "args": {"message": e.message, "value": e.value}}),
         )?;
     }
+    timeline_llm::write_llm_events(rec, w, &mut |w| comma(&mut first, w))?;
     timeline_gpu::write_gpu_events(rec, w, &mut |w| comma(&mut first, w))
 }
 

@@ -12,6 +12,7 @@ use crate::recording::Recording;
 
 mod functions;
 mod gpu;
+mod llm;
 mod python;
 mod sections;
 mod text;
@@ -93,6 +94,11 @@ pub fn build(rec: &Recording, top: usize) -> Report {
         sections::gpu_metrics(rec),
     ];
     sections.extend(gpu::fold_unused(rec, gpu_sections));
+    if !rec.llm.is_empty() {
+        sections.push(llm::calls(rec));
+        sections.extend(llm::errors(rec));
+        sections.extend(llm::capture(rec));
+    }
     sections.extend([
         sections::tokens(rec),
         sections::events(rec, top),

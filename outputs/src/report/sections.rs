@@ -124,6 +124,9 @@ pub(super) fn headline(rec: &Recording) -> Vec<(String, String)> {
     if let Some(gpu) = super::gpu::headline(rec) {
         push("GPU", gpu);
     }
+    if let Some(llm) = super::llm::headline(rec) {
+        push("LLM calls", llm);
+    }
     push("log lines", rec.logs.len().to_string());
     if let Some(a) = m.agent {
         push(
@@ -470,6 +473,10 @@ pub(super) fn lost(rec: &Recording) -> Section {
     row("file opens", l.file_opens);
     if !rec.gpu.is_empty() || l.gpu_records > 0 {
         row("GPU activity records (CUPTI)", l.gpu_records);
+    }
+    if !rec.llm.is_empty() || l.tls_records + l.tls_calls_untracked > 0 {
+        row("TLS plaintext records (ring buffer full)", l.tls_records);
+        row("TLS calls untracked (table full)", l.tls_calls_untracked);
     }
     row("user stacks unreadable", l.user_stack_errors);
     row("kernel stacks unreadable", l.kernel_stack_errors);

@@ -1,7 +1,7 @@
 //! `cargo xtask bench`: what profiling costs the target, each figure a ratio against a baseline
 //! measured in the same run, beside the tools users compare with (`perf record`, bpftrace); and
-//! how it holds under load (`load`: a switch flood, process churn); and Python stacks beside
-//! py-spy (`python`).
+//! how it holds under load (`load`: a switch flood, process churn); Python stacks beside
+//! py-spy (`python`); and LLM calls read from TLS beside bpftrace's uprobes (`llm`).
 //! Workloads do a fixed amount of work and report their own elapsed time; runs alternate
 //! between the variants so machine drift hits all alike. Results go to
 //! `bench/results/<date>.json` and `.md` (`<date>-<part>` for `--only`), and to stdout.
@@ -17,6 +17,7 @@ use crate::{build_release_with_fixtures, is_root, results::Report, say};
 
 mod calls;
 mod cpu;
+mod llm;
 mod load;
 mod postproc;
 mod python;
@@ -73,8 +74,8 @@ pub fn run(root: &Path, runs: usize, rounds: u64, only: Option<&str>) -> Result<
     if !is_root() {
         bail!("benchmarks attach BPF programs and need root: run `sudo -E cargo xtask bench`");
     }
-    const SECTIONS: [&str; 9] = [
-        "cpu", "unwind", "load", "python", "probe", "cuda", "events", "postproc", "fuzz",
+    const SECTIONS: [&str; 10] = [
+        "cpu", "unwind", "load", "python", "llm", "probe", "cuda", "events", "postproc", "fuzz",
     ];
     if let Some(other) = only.filter(|o| !SECTIONS.contains(o)) {
         bail!("--only takes one of {}, not {other:?}", SECTIONS.join(", "));
@@ -94,6 +95,9 @@ pub fn run(root: &Path, runs: usize, rounds: u64, only: Option<&str>) -> Result<
     }
     if matches!(only, None | Some("python")) {
         python::python(root, runs, &mut report)?;
+    }
+    if matches!(only, None | Some("llm")) {
+        llm::llm(root, runs, &mut report)?;
     }
     if matches!(only, None | Some("probe")) {
         probe_cost(root, runs, &mut report)?;

@@ -245,6 +245,27 @@ pub struct RecordArgs {
     /// Do not capture the target's stdout/stderr or its model-file opens.
     #[arg(long)]
     pub no_logs: bool,
+    /// Do not read LLM API calls (OpenAI, Anthropic, OpenAI-compatible servers) out of the
+    /// target's TLS traffic. By default, once a process maps OpenSSL (or its executable
+    /// exports it, as Node's does), the plaintext of its SSL_read/SSL_write calls is parsed in
+    /// the agent into calls with model, tokens, time to first token and cost; no payload text
+    /// is kept unless --capture-io.
+    #[arg(long)]
+    pub no_llm: bool,
+    /// Keep the prompts (request bodies) and completions of LLM calls in the recording, capped
+    /// at 64 KiB each. Headers (Authorization, x-api-key, cookies) are never kept; JSON values
+    /// of keys like api_key or password are replaced by [REDACTED], as is what --redact matches.
+    #[arg(long)]
+    pub capture_io: bool,
+    /// With --capture-io: also replace what this regular expression matches in captured text
+    /// by [REDACTED]. Repeatable.
+    #[arg(long, value_name = "REGEX", value_parser = parse_regex)]
+    pub redact: Vec<regex::Regex>,
+    /// Prices of LLM models, a YAML file (US dollars per million tokens, `prices: {MODEL:
+    /// {input: X, output: Y, cached_input: Z}}`, or the `model_pricing:` shape per 1,000
+    /// tokens), over the built-in table; also `llm.prices` in the config file.
+    #[arg(long, value_name = "FILE")]
+    pub prices: Option<PathBuf>,
     /// No GPU timings from CUPTI: `run` does not set CUDA_INJECTION64_PATH, and the GPU
     /// library is not asked for kernels, copies and syncs (the CUDA probe pack still traces
     /// the calls).
@@ -284,6 +305,10 @@ pub struct RecordArgs {
 
 fn parse_probe(s: &str) -> Result<ProbeSpec, String> {
     ProbeSpec::parse(s).map_err(|e| e.to_string())
+}
+
+fn parse_regex(s: &str) -> Result<regex::Regex, String> {
+    regex::Regex::new(s).map_err(|e| format!("not a regular expression: {e}"))
 }
 
 fn parse_level(s: &str) -> Result<Level, String> {

@@ -104,6 +104,26 @@ pub fn record(
     opts.capture_io = s.tracing.value && !args.no_logs;
     opts.packs = s.tracing.value && !args.no_packs;
     opts.gpu_packs = s.gpu.value;
+    opts.llm = if args.no_llm || !s.llm.value {
+        None
+    } else {
+        let mut prices = s.llm_prices.value.clone();
+        if let Some(path) = &args.prices {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the price table {}", path.display()))?;
+            prices
+                .merge_yaml(&text)
+                .with_context(|| format!("in the price table {}", path.display()))?;
+        }
+        let mut redact = s.llm_redact.value.clone();
+        redact.extend(args.redact);
+        Some(modelprobe_llm::Options {
+            capture_io: args.capture_io || s.llm_capture_io.value,
+            redact,
+            prices,
+            ..modelprobe_llm::Options::default()
+        })
+    };
     if !s.gpu.value {
         opts.gpu_metrics = None;
     }

@@ -84,6 +84,10 @@ impl Collector {
         rec.probes = self.probes;
         rec.events = events;
         rec.logs = logs;
+        if let Some(llm) = self.llm {
+            let lost = rec.meta.lost.tls_records + rec.meta.lost.tls_calls_untracked;
+            rec.llm = llm.finish(rec.meta.end_ns, lost);
+        }
         rec.processes = known.processes;
         rec.threads = known.threads;
         rec

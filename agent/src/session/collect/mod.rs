@@ -6,7 +6,8 @@
 //! - [`spans`]: probed calls paired into spans, with their argument strings and stacks;
 //! - [`lifecycle`]: process, thread and signal events, and the changes the session acts on;
 //! - [`log_lines`]: stdout and stderr writes reassembled into leveled lines;
-//! - [`models`]: model files opened or held.
+//! - [`models`]: model files opened or held;
+//! - [`llm`]: TLS plaintext put back in order for the LLM-call parser.
 //!
 //! [`Collector::finish`] (in `finalize.rs`) is the one step that symbolizes and assembles the
 //! whole [`Recording`](crate::recording::Recording).
@@ -16,11 +17,12 @@ use modelprobe_common::{kind, Record, StackEvent};
 
 use crate::{
     recording::{ProbeInfo, SampleKind},
-    sampler::{DataView, EventSink, OffCpu},
+    sampler::{DataView, EventSink, OffCpu, TlsView},
 };
 
 mod finalize;
 mod lifecycle;
+mod llm;
 pub mod log_lines;
 mod models;
 mod processes;
@@ -39,6 +41,8 @@ pub struct Collector {
     logs: log_lines::LogAssembler,
     models: models::ModelFiles,
     probes: Vec<ProbeInfo>,
+    /// The LLM-call parser, when TLS plaintext is captured.
+    llm: Option<llm::LlmCapture>,
 }
 
 /// A `comm` (thread name) up to its NUL.
@@ -62,6 +66,11 @@ impl Collector {
     /// An empty collector.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Parse the TLS plaintext the kernel sends into LLM calls, with `options`.
+    pub fn capture_llm_calls(&mut self, options: modelprobe_llm::Options) {
+        self.llm = Some(llm::LlmCapture::new(options));
     }
 
     /// Number of samples so far.
@@ -185,6 +194,12 @@ impl EventSink for Collector {
                 self.models.opened(d.time_ns, d.pid, d.tid, &path, d.count)
             }
             other => log::debug!("unknown data record kind {other}"),
+        }
+    }
+
+    fn tls(&mut self, t: &TlsView<'_>) {
+        if let Some(llm) = self.llm.as_mut() {
+            llm.ingest(t);
         }
     }
 }

@@ -1,0 +1,139 @@
+//! The TLS capture's side of the sampler: attaching `mp_tls_*` to a process's OpenSSL
+//! functions, and reading `TlsRecord`s out of the `TLS` ring.
+use std::path::Path;
+
+use aya::programs::{
+    uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
+    UProbe,
+};
+use modelprobe_common::{kind, tls_fn, TlsRecord, TLS_HEADER};
+
+use super::{program, read_pod, Sampler};
+use crate::{Error, Result};
+
+/// A piece of one TLS call's plaintext, or a connection's end, borrowed from the ring.
+#[derive(Debug, Clone, Copy)]
+pub struct TlsView<'a> {
+    /// True for `SSL_free` (no bytes), false for data.
+    pub close: bool,
+    /// Process id.
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// CLOCK_MONOTONIC ns when the call returned.
+    pub time_ns: u64,
+    /// The connection's `SSL *`.
+    pub conn: u64,
+    /// Bytes the whole call moved.
+    pub call_len: u64,
+    /// Where these bytes start within the call.
+    pub offset: u64,
+    /// True when the target read them (a response, for a client).
+    pub read: bool,
+    /// The bytes.
+    pub bytes: &'a [u8],
+}
+
+/// Reads a `TlsRecord`: its header, then `len` payload bytes.
+pub(super) fn tls_view(item: &[u8]) -> Option<TlsView<'_>> {
+    if item.len() < TLS_HEADER {
+        log::warn!("short TLS record of {} bytes ignored", item.len());
+        return None;
+    }
+    // The header is a prefix of TlsRecord: read it into a whole record's worth of zeros.
+    let mut padded = [0u8; std::mem::size_of::<TlsRecord>()];
+    let n = item.len().min(padded.len());
+    padded[..n].copy_from_slice(&item[..n]);
+    let r = read_pod::<TlsRecord>(&padded)?;
+    let payload = &item[TLS_HEADER..];
+    let len = (r.len as usize).min(payload.len());
+    Some(TlsView {
+        close: r.kind == kind::TLS_CLOSE,
+        pid: r.pid,
+        tid: r.tid,
+        time_ns: r.time_ns,
+        conn: r.conn,
+        call_len: r.call_len,
+        offset: u64::from(r.offset),
+        read: r.direction == modelprobe_common::tls_dir::READ,
+        bytes: &payload[..len],
+    })
+}
+
+impl Sampler {
+    /// Attaches the TLS programs to an OpenSSL function (`which`, a `tls_fn` constant) at
+    /// `file_offset` of `path`, for process `pid` only.
+    pub fn attach_tls(
+        &mut self,
+        path: &Path,
+        file_offset: u64,
+        which: u64,
+        pid: u32,
+    ) -> Result<()> {
+        let names: &[&'static str] = if which == tls_fn::FREE {
+            &["mp_tls_free"]
+        } else {
+            &["mp_tls_enter", "mp_tls_exit"]
+        };
+        let scope = UProbeScope::OneProcess(
+            std::num::NonZeroU32::new(pid).ok_or_else(|| Error::InvalidArgument("pid 0".into()))?,
+        );
+        for &name in names {
+            self.load_span_program(name)?;
+            let prog: &mut UProbe = program(&mut self.bpf, name)?;
+            let point = UProbeAttachPoint {
+                location: UProbeAttachLocation::AbsoluteOffset(file_offset),
+                cookie: Some(which),
+            };
+            prog.attach(point, path, scope).map_err(|e| {
+                Error::bpf(
+                    format!(
+                        "attaching {name} to {}+{file_offset:#x} in pid {pid}",
+                        path.display()
+                    ),
+                    e,
+                )
+            })?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(kind: u32, len: u32, payload: &[u8]) -> Vec<u8> {
+        let mut raw = Vec::new();
+        for v in [kind, 1, 2, 3] {
+            raw.extend_from_slice(&v.to_ne_bytes());
+        }
+        for v in [10u64, 0xabc, 5000] {
+            raw.extend_from_slice(&v.to_ne_bytes());
+        }
+        for v in [2048u32, len, 1, 0] {
+            raw.extend_from_slice(&v.to_ne_bytes());
+        }
+        raw.extend_from_slice(payload);
+        raw
+    }
+
+    #[test]
+    fn tls_view_reads_the_header_then_len_bytes() {
+        let raw = item(kind::TLS_DATA, 3, b"HTTP/1.1");
+        let v = tls_view(&raw).unwrap();
+        assert!(!v.close && v.read);
+        assert_eq!((v.pid, v.tid, v.time_ns), (2, 3, 10));
+        assert_eq!((v.conn, v.call_len, v.offset), (0xabc, 5000, 2048));
+        assert_eq!(v.bytes, b"HTT");
+    }
+
+    #[test]
+    fn tls_view_clamps_len_and_reads_a_close() {
+        let raw = item(kind::TLS_CLOSE, 100, b"xy");
+        let v = tls_view(&raw).unwrap();
+        assert!(v.close);
+        assert_eq!(v.bytes, b"xy");
+        assert!(tls_view(&raw[..TLS_HEADER - 1]).is_none());
+    }
+}

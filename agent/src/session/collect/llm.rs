@@ -1,0 +1,112 @@
+//! TLS plaintext into LLM calls: puts the pieces of each `SSL_read`/`SSL_write` call back in
+//! order per connection and direction, tells the parser ([`modelprobe_llm::Tracker`]) where
+//! bytes are missing (past the per-call capture limit, or lost), and hands it the rest.
+use std::collections::HashMap;
+
+use modelprobe_llm::{ConnKey, Direction, Options, Tracker};
+
+use crate::{recording::llm::LlmTrace, sampler::TlsView};
+
+/// Where the current call of one connection and direction stands.
+#[derive(Debug, Default, Clone, Copy)]
+struct Cursor {
+    /// Bytes the call moved.
+    call_len: u64,
+    /// Bytes of it accounted for (received or skipped).
+    next: u64,
+}
+
+impl Cursor {
+    fn open(&self) -> bool {
+        self.next < self.call_len
+    }
+}
+
+/// The LLM-call parser of one session and the state of each connection's current call.
+pub struct LlmCapture {
+    tracker: Tracker,
+    cursors: HashMap<(ConnKey, bool), Cursor>,
+}
+
+impl std::fmt::Debug for LlmCapture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LlmCapture")
+            .field("connections", &self.cursors.len())
+            .finish()
+    }
+}
+
+impl LlmCapture {
+    /// A capture parsing with `options`.
+    pub fn new(options: Options) -> Self {
+        LlmCapture {
+            tracker: Tracker::new(options),
+            cursors: HashMap::new(),
+        }
+    }
+
+    /// One record from the TLS ring.
+    pub fn ingest(&mut self, v: &TlsView<'_>) {
+        let conn = ConnKey {
+            pid: v.pid,
+            id: v.conn,
+        };
+        if v.close {
+            for read in [false, true] {
+                self.flush(conn, read, v.time_ns);
+                self.cursors.remove(&(conn, read));
+            }
+            self.tracker.close(conn, v.time_ns);
+            return;
+        }
+        let dir = if v.read {
+            Direction::Inbound
+        } else {
+            Direction::Outbound
+        };
+        let cursor = self.cursors.entry((conn, v.read)).or_default();
+        if cursor.open() && (v.offset < cursor.next || v.call_len != cursor.call_len) {
+            // The previous call's last pieces never came (lost): skip what was left of it.
+            let missing = cursor.call_len - cursor.next;
+            self.tracker.gap(conn, dir, v.time_ns, missing);
+            cursor.next = cursor.call_len;
+        }
+        if !cursor.open() {
+            *cursor = Cursor {
+                call_len: v.call_len,
+                next: 0,
+            };
+        }
+        if v.offset > cursor.next {
+            self.tracker
+                .gap(conn, dir, v.time_ns, v.offset - cursor.next);
+        }
+        cursor.next = v.offset + v.bytes.len() as u64;
+        self.tracker.data(conn, v.tid, dir, v.time_ns, v.bytes);
+    }
+
+    /// Skips what is left of the current call of `conn` in one direction.
+    fn flush(&mut self, conn: ConnKey, read: bool, time_ns: u64) {
+        if let Some(c) = self.cursors.get_mut(&(conn, read)) {
+            if c.open() {
+                let dir = if read {
+                    Direction::Inbound
+                } else {
+                    Direction::Outbound
+                };
+                self.tracker.gap(conn, dir, time_ns, c.call_len - c.next);
+                c.next = c.call_len;
+            }
+        }
+    }
+
+    /// The calls, at the end of the recording; `lost` records the kernel dropped.
+    pub fn finish(mut self, end_ns: u64, lost: u64) -> LlmTrace {
+        let open: Vec<(ConnKey, bool)> = self.cursors.keys().copied().collect();
+        for (conn, read) in open {
+            self.flush(conn, read, end_ns);
+        }
+        self.tracker.lost_records(lost);
+        self.tracker.finish(end_ns)
+    }
+}

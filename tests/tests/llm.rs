@@ -1,0 +1,318 @@
+//! LLM API calls out of the process, for real, as root: the real `openai` and `anthropic`
+//! Python clients (from PyPI, in `target/py-numpy`) call a local HTTPS server in the
+//! providers' shapes (`tests/fixtures/llm/server.py`); modelprobe reads their TLS plaintext
+//! from OpenSSL and must account every call with its exact tokens and cost, and never write
+//! the API key anywhere.
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use modelprobe_tests::{
+    bpf_lock, missing, require_bpf, run_with_timeout, scratch_dir, tools_venv, KillOnDrop,
+    Recorded, Session,
+};
+use serde_json::Value;
+
+/// The key both clients send (`Authorization: Bearer` and `x-api-key`).
+const SECRET: &str = "SECRET-abc123";
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/llm")
+        .join(name)
+}
+
+/// The stand-in API server, on a loopback port, with a fresh self-signed certificate.
+struct Server {
+    _child: KillOnDrop,
+    base: String,
+    cert: PathBuf,
+}
+
+fn start_server(dir: &Path, python: &Path) -> Server {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = run_with_timeout(
+        Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args(["-subj", "/CN=127.0.0.1"])
+            .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert),
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success(), "openssl req failed: {out:?}");
+    let port_file = dir.join("port");
+    let child = Command::new(python)
+        .arg(fixture("server.py"))
+        .arg("--cert")
+        .arg(&cert)
+        .arg("--key")
+        .arg(&key)
+        .arg("--port-file")
+        .arg(&port_file)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start the stand-in API server");
+    let child = KillOnDrop(child);
+    let start = Instant::now();
+    let port = loop {
+        if let Ok(p) = std::fs::read_to_string(&port_file) {
+            break p.trim().to_string();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Server {
+        _child: child,
+        base: format!("https://127.0.0.1:{port}"),
+        cert,
+    }
+}
+
+/// Records the client script against a fresh server; `None` when the venv is missing.
+fn record_client(name: &str, options: &[&str]) -> Option<(Recorded, PathBuf)> {
+    let Some(venv) = tools_venv() else {
+        missing("target/py-numpy (openai, anthropic)");
+        return None;
+    };
+    let python = venv.join("bin/python");
+    let dir = scratch_dir(name);
+    let server = start_server(&dir, &python);
+    let prices = dir.join("prices.yaml");
+    std::fs::write(
+        &prices,
+        "prices:\n  acme-llm-1: {input: 2.0, output: 8.0}\n",
+    )
+    .unwrap();
+    let mut opts = vec!["--prices", prices.to_str().unwrap()];
+    opts.extend_from_slice(options);
+    let out = dir.join("rec");
+    let r = Session::run(&out, &opts)
+        .command(
+            &python,
+            &[
+                fixture("client.py").to_str().unwrap(),
+                "--base",
+                &server.base,
+                "--ca",
+                server.cert.to_str().unwrap(),
+            ],
+        )
+        .timeout(Duration::from_secs(120))
+        .expect_success();
+    assert!(
+        r.stdout().contains("async 4"),
+        "client failed: {}",
+        r.stdout()
+    );
+    Some((r, out))
+}
+
+fn calls(r: &Recorded) -> Vec<Value> {
+    r.recording()["llm"]["calls"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The calls asking for `model` with `input` tokens (the stand-in echoes what it is asked).
+fn find<'a>(calls: &'a [Value], model: &str, input: u64) -> &'a Value {
+    calls
+        .iter()
+        .find(|c| c["model"] == model && c["usage"]["input_tokens"] == input)
+        .or_else(|| {
+            calls
+                .iter()
+                .find(|c| c["model"] == model && c["usage"].is_null() && input == 0)
+        })
+        .unwrap_or_else(|| panic!("no {model} call with {input} input tokens in {calls:#?}"))
+}
+
+fn usage(c: &Value) -> [u64; 4] {
+    let u = &c["usage"];
+    let n = |k: &str| u[k].as_u64().unwrap_or(0);
+    [
+        n("input_tokens"),
+        n("output_tokens"),
+        n("cache_read_tokens"),
+        n("cache_creation_tokens"),
+    ]
+}
+
+fn cost(c: &Value) -> f64 {
+    c["cost_usd"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no cost in {c:#}"))
+}
+
+/// Every file under `dir`, read as bytes.
+fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push((p.clone(), std::fs::read(&p).unwrap()));
+        }
+    }
+    out
+}
+
+fn assert_no_secret(dir: &Path) {
+    let files = files_under(dir);
+    assert!(files.len() >= 3, "too few files in {}", dir.display());
+    for (path, bytes) in files {
+        assert!(
+            !bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()),
+            "the API key reached {}",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn every_call_of_the_openai_and_anthropic_clients_is_accounted_exactly() {
+    if !require_bpf("every_call_of_the_openai_and_anthropic_clients_is_accounted_exactly") {
+        return;
+    }
+    let _bpf = bpf_lock();
+    let Some((r, out)) = record_client("llm-clients", &[]) else {
+        return;
+    };
+    let calls = calls(&r);
+    assert_eq!(calls.len(), 13, "{calls:#?}\n{}", r.stderr());
+    assert_eq!(r.recording()["llm"]["stats"]["records_lost"], 0);
+
+    // Sync chat completion: gzipped JSON, a dated model in the answer.
+    let c = find(&calls, "gpt-4o-mini", 12);
+    assert_eq!(usage(c), [12, 7, 0, 0]);
+    assert_eq!(c["provider"], "openai-compatible");
+    assert_eq!(c["endpoint"], "chat.completions");
+    assert_eq!(c["response_model"], "gpt-4o-mini-2024-07-18");
+    assert_eq!(
+        (&c["status"], &c["stream"]),
+        (&Value::from(200), &Value::from(false))
+    );
+    assert_eq!(
+        (&c["max_tokens"], &c["temperature"]),
+        (&Value::from(50), &Value::from(0.5))
+    );
+    assert_eq!(c["finish_reason"], "stop");
+    assert_eq!(c["response_id"], "chatcmpl-1");
+    assert_eq!(c["cost_source"], "builtin");
+    assert!(cost(c) > 0.0);
+
+    // Streamed with usage: 15 content events, their first one the time to first token.
+    let c = find(&calls, "gpt-4o", 20);
+    assert_eq!(usage(c), [20, 15, 4, 0]);
+    assert_eq!(c["stream"], true);
+    let t = |k: &str| c[k].as_u64().unwrap_or(0);
+    assert!(
+        t("start_ns") < t("first_byte_ns")
+            && t("first_byte_ns") <= t("first_token_ns")
+            && t("first_token_ns") < t("end_ns"),
+        "times out of order: {c:#}"
+    );
+    assert!(c["stream_events"].as_u64().unwrap() >= 17, "{c:#}");
+
+    // Streamed without usage: marked, not guessed.
+    let c = calls
+        .iter()
+        .find(|c| c["model"] == "gpt-4o-mini" && c["usage_missing"] == true)
+        .unwrap_or_else(|| panic!("no usage-less stream in {calls:#?}"));
+    assert!(c["usage"].is_null() && c["cost_usd"].is_null(), "{c:#}");
+
+    // A 52 KB answer: many SSL_reads, the usage at its very end.
+    assert_eq!(usage(find(&calls, "gpt-4o-mini", 1000)), [1000, 9000, 0, 0]);
+
+    // The responses API, and Anthropic's messages, plain and streamed.
+    let c = find(&calls, "gpt-4.1-mini", 30);
+    assert_eq!(
+        (&c["endpoint"], usage(c)),
+        (&Value::from("responses"), [30, 10, 5, 0])
+    );
+    let c = find(&calls, "claude-sonnet-4-5", 25);
+    assert_eq!(c["provider"], "anthropic");
+    assert_eq!(c["endpoint"], "messages");
+    assert_eq!(usage(c), [25, 11, 3, 4]);
+    assert_eq!(c["finish_reason"], "end_turn");
+    // Anthropic's input excludes the cache: 25 × $3 + 3 × $0.30 + 4 × $3.75 + 11 × $15 per MTok.
+    let want = (25.0 * 3.0 + 3.0 * 0.30 + 4.0 * 3.75 + 11.0 * 15.0) / 1e6;
+    assert!((cost(c) - want).abs() < 1e-12, "{} != {want}", cost(c));
+    let c = find(&calls, "claude-haiku-4-5", 40);
+    assert_eq!(
+        (usage(c), &c["stream"]),
+        ([40, 6, 0, 0], &Value::from(true))
+    );
+    assert!(c["first_token_ns"].as_u64().unwrap() > 0);
+
+    // A 429 with retry-after.
+    let c = calls
+        .iter()
+        .find(|c| c["model"] == "rate-limited-model")
+        .expect("the rate-limited call");
+    assert_eq!(c["status"], 429);
+    assert_eq!(c["error"]["retry_after_s"], 7.0);
+    assert_eq!(c["error"]["kind"], "rate_limit_exceeded");
+
+    // Priced by the user's table: 1M × $2 + 0.5M × $8.
+    let c = find(&calls, "acme-llm-1", 1_000_000);
+    assert_eq!((cost(c), &c["cost_source"]), (6.0, &Value::from("config")));
+
+    // Four concurrent calls on one asyncio event loop, two of them streamed.
+    for i in 0..4u64 {
+        let c = find(&calls, "gpt-4o-mini", 100 + i);
+        assert_eq!(usage(c)[1], 10 + i, "{c:#}");
+        assert_eq!(c["stream"], i % 2 == 1);
+    }
+    // No payload text without --capture-io, and the key nowhere.
+    assert!(calls.iter().all(|c| c["io"].is_null()));
+    assert_no_secret(&out);
+}
+
+#[test]
+fn capture_io_keeps_prompts_and_completions_but_never_the_key() {
+    if !require_bpf("capture_io_keeps_prompts_and_completions_but_never_the_key") {
+        return;
+    }
+    let _bpf = bpf_lock();
+    let Some((r, out)) = record_client("llm-capture-io", &["--capture-io"]) else {
+        return;
+    };
+    let calls = calls(&r);
+    let c = find(&calls, "gpt-4o-mini", 12);
+    let io = &c["io"];
+    assert!(
+        io["request"].as_str().unwrap().contains("tokens 12 7"),
+        "{io:#}"
+    );
+    assert!(
+        io["completion"]
+            .as_str()
+            .unwrap()
+            .starts_with("the quick brown"),
+        "{io:#}"
+    );
+    // Streams are reassembled.
+    let c = find(&calls, "claude-haiku-4-5", 40);
+    assert_eq!(
+        c["io"]["completion"]
+            .as_str()
+            .unwrap()
+            .split_whitespace()
+            .count(),
+        6,
+        "{c:#}"
+    );
+    assert_no_secret(&out);
+}
