@@ -129,6 +129,8 @@ pub(crate) enum Content {
 /// One body being read: decoded, then buffered or streamed.
 pub(crate) struct Body {
     decoder: Decoder,
+    /// Bytes of it were lost.
+    gapped: bool,
     /// What the body is read as.
     pub content: Content,
     scratch: Vec<u8>,
@@ -141,6 +143,7 @@ impl Body {
             content_type.is_some_and(|t| t.to_ascii_lowercase().contains("text/event-stream"));
         Body {
             decoder: Decoder::new(content_encoding),
+            gapped: false,
             content: if sse {
                 Content::Sse(sse::Parser::default())
             } else {
@@ -162,6 +165,7 @@ impl Body {
 
     /// Body bytes were lost.
     pub fn gap(&mut self) {
+        self.gapped = true;
         self.decoder.gap();
         match &mut self.content {
             Content::Json(buf) => buf.gap(),
@@ -174,6 +178,12 @@ impl Body {
         if let Content::Sse(parser) = &mut self.content {
             parser.finish(emit);
         }
+    }
+
+    /// True when the body's coding could not be decoded (not for a gap: that is counted as
+    /// bytes not captured).
+    pub fn undecodable(&self) -> bool {
+        self.decoder.broken() && !self.gapped
     }
 
     /// The JSON body, when it is one.

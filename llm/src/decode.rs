@@ -1,5 +1,5 @@
-//! Content decoding of a body (`Content-Encoding: gzip` / `deflate`), incrementally, as its
-//! bytes arrive.
+//! Content decoding of a body (`Content-Encoding: gzip`, `deflate` or `br`), incrementally,
+//! as its bytes arrive. Other codings (`zstd`) are not decoded: the body is marked so.
 
 use std::io::Write;
 
@@ -17,6 +17,8 @@ pub(crate) enum Decoder {
     Zlib(ZlibDecoder<Vec<u8>>),
     /// Raw deflate (what some servers send for `deflate`).
     Raw(DeflateDecoder<Vec<u8>>),
+    /// Brotli (httpx asks for it when the `brotli` package is installed).
+    Brotli(Box<brotli_decompressor::DecompressorWriter<Vec<u8>>>),
     /// An unknown coding, or the stream broke (a gap, corrupt data): nothing more comes out.
     Broken,
 }
@@ -31,6 +33,10 @@ impl Decoder {
             None | Some("" | "identity") => Decoder::Identity,
             Some("gzip" | "x-gzip") => Decoder::Gzip(GzDecoder::new(Vec::new())),
             Some("deflate") => Decoder::Deflate,
+            Some("br") => Decoder::Brotli(Box::new(brotli_decompressor::DecompressorWriter::new(
+                Vec::new(),
+                4096,
+            ))),
             Some(_) => Decoder::Broken,
         }
     }
@@ -69,11 +75,21 @@ impl Decoder {
                 d.get_mut(),
                 out,
             ),
+            Decoder::Brotli(d) => drain(
+                d.write_all(input).and_then(|()| d.flush()),
+                d.get_mut(),
+                out,
+            ),
             Decoder::Deflate | Decoder::Broken => false,
         };
         if !ok {
             *self = Decoder::Broken;
         }
+    }
+
+    /// True when nothing more can be decoded (an unknown coding, corrupt data, or a gap).
+    pub fn broken(&self) -> bool {
+        matches!(self, Decoder::Broken)
     }
 
     /// Bytes were lost: a compressed stream cannot go on.
@@ -129,7 +145,12 @@ mod tests {
     #[test]
     fn identity_passes_through_and_unknown_codings_yield_nothing() {
         assert_eq!(decode_split(Decoder::new(None), TEXT), TEXT);
-        assert_eq!(decode_split(Decoder::new(Some("br")), TEXT), b"");
+        assert_eq!(decode_split(Decoder::new(Some("zstd")), TEXT), b"");
+
+        let mut br = brotli::CompressorWriter::new(Vec::new(), 4096, 5, 22);
+        br.write_all(TEXT).unwrap();
+        let br = br.into_inner();
+        assert_eq!(decode_split(Decoder::new(Some("br")), &br), TEXT);
     }
 
     #[test]

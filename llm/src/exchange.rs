@@ -216,6 +216,7 @@ impl Exchange {
         let mut events = Vec::new();
         body.finish(&mut |event| events.push(event));
         self.read_events(api, events, now_ns);
+        self.call.body_not_decoded = body.undecodable();
         if let Some(json) = body.json() {
             let retry_after = self.reply.error.as_ref().and_then(|e| e.retry_after_s);
             self.reply.read_body(api, &json.value_or_salvage());

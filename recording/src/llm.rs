@@ -125,6 +125,10 @@ pub struct LlmCall {
     /// Where the cost came from: `provider`, `builtin` or `config`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub cost_source: String,
+    /// The response's `Content-Encoding` (`zstd`) could not be decoded: what its body said
+    /// (usage, id, errors) is unknown.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub body_not_decoded: bool,
     /// True when part of the exchange was not captured (the parser skipped bytes).
     #[serde(default, skip_serializing_if = "is_false")]
     pub incomplete: bool,

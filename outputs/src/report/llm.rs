@@ -183,6 +183,7 @@ pub(super) fn capture(rec: &Recording) -> Option<Section> {
     let calls = &rec.llm.calls;
     let usage_missing = calls.iter().filter(|c| c.usage_missing).count() as u64;
     let incomplete = calls.iter().filter(|c| c.incomplete).count() as u64;
+    let not_decoded = calls.iter().filter(|c| c.body_not_decoded).count() as u64;
     let rows: Vec<(&str, u64, &str)> = vec![
         (
             "streams without usage",
@@ -190,6 +191,11 @@ pub(super) fn capture(rec: &Recording) -> Option<Section> {
             "their tokens and cost are unknown (OpenAI streams report usage only with stream_options.include_usage)",
         ),
         ("calls incomplete", incomplete, "part of their bytes were not captured"),
+        (
+            "answers not decoded",
+            not_decoded,
+            "a Content-Encoding modelprobe does not decode (zstd): usage unknown",
+        ),
         ("bytes not captured", st.bytes_not_captured, "past the per-call capture limit, or lost"),
         ("TLS records lost", st.records_lost, "the TLS ring buffer was full"),
         ("exchanges not parsed", st.unparsed_exchanges, "not HTTP/1.x where expected (after a gap)"),
