@@ -72,7 +72,8 @@ pub mod kind {
     /// [`TlsRecord`](super::TlsRecord): plaintext one `SSL_read`/`SSL_write` call moved (a piece
     /// of it: one call is sent as up to [`MAX_TLS_CHUNKS`](super::MAX_TLS_CHUNKS) records).
     pub const TLS_DATA: u32 = 15;
-    /// [`TlsRecord`](super::TlsRecord) with no payload: `SSL_free` ended connection `conn`.
+    /// [`TlsRecord`](super::TlsRecord) with no payload: `SSL_free` (or `close` of a socket)
+    /// ended connection `conn`.
     pub const TLS_CLOSE: u32 = 16;
 }
 
@@ -165,7 +166,8 @@ pub mod lost {
     pub const OPEN: u32 = 7;
     /// TLS plaintext records dropped because the TLS ring buffer was full.
     pub const TLS: u32 = 8;
-    /// TLS calls not followed because the table of calls in progress was full.
+    /// TLS calls not followed because the table of calls in progress was full (socket calls
+    /// and connected sockets too).
     pub const TLS_TABLE_FULL: u32 = 9;
     /// Number of counters.
     pub const COUNT: u32 = 10;
@@ -311,8 +313,8 @@ pub mod tls_dir {
 /// are counted (the call's `call_len` against what arrived), not sent.
 pub const MAX_TLS_CHUNKS: u32 = 16;
 
-/// A piece of the plaintext of one TLS call, or the end of a connection, as written to the
-/// `TLS` ring buffer.
+/// A piece of the plaintext of one TLS call (or, for plain HTTP, one socket read or write), or
+/// the end of a connection, as written to the `TLS` ring buffer.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct TlsRecord {
@@ -326,7 +328,7 @@ pub struct TlsRecord {
     pub tid: u32,
     /// CLOCK_MONOTONIC ns when the call returned (TLS_CLOSE: when `SSL_free` was entered).
     pub time_ns: u64,
-    /// The connection: its `SSL *`.
+    /// The connection (see [`plain_source`]).
     pub conn: u64,
     /// Bytes the whole call moved.
     pub call_len: u64,
@@ -336,10 +338,19 @@ pub struct TlsRecord {
     pub len: u32,
     /// A [`tls_dir`] constant.
     pub direction: u32,
-    /// Explicit padding; always 0.
-    pub _pad: u32,
+    /// A [`plain_source`] constant: where the plaintext was read.
+    pub source: u32,
     /// The bytes.
     pub data: [u8; DATA_CAPTURE],
+}
+
+/// Where a [`TlsRecord`]'s plaintext was read.
+pub mod plain_source {
+    /// OpenSSL's `SSL_read`/`SSL_write`: `conn` is the `SSL *`.
+    pub const TLS: u32 = 0;
+    /// A TCP socket's `read`/`write`/`recvfrom`/`sendto` (plain HTTP): `conn` is the socket's
+    /// id, the time it was connected (unique within the process, unlike its file descriptor).
+    pub const SOCKET: u32 = 1;
 }
 
 /// Size of a [`TlsRecord`]'s header, before `data`.
@@ -355,12 +366,18 @@ pub struct TlsPending {
     pub buf: u64,
     /// `SSL_*_ex`: where the count is written; 0 otherwise.
     pub count_out: u64,
+    /// A socket call: its file descriptor; 0 for a TLS call.
+    pub fd: u64,
     /// A [`tls_dir`] constant.
     pub direction: u32,
     /// TLS calls entered inside this one (an `SSL_read` built on `SSL_read_ex`): their returns
     /// are skipped, so the bytes are sent once.
     pub nested: u32,
 }
+
+/// `SOCKETS` value of a socket whose first bytes were a TLS handshake: its encrypted bytes are
+/// not sent (the TLS probes read its plaintext).
+pub const SOCKET_MUTED: u64 = 0;
 
 /// Size of a [`DataRecord`]'s header, before `data`.
 pub const DATA_HEADER: usize = core::mem::size_of::<DataHeader>();
@@ -471,7 +488,7 @@ mod layout {
     const _: () = assert!(offset_of!(TlsRecord, direction) == 48);
     const _: () = assert!(offset_of!(TlsRecord, data) == 56);
     const _: () = assert!(TLS_HEADER == 56);
-    const _: () = assert!(size_of::<TlsPending>() == 32);
+    const _: () = assert!(size_of::<TlsPending>() == 40);
 }
 
 #[cfg(test)]

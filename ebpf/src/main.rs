@@ -17,6 +17,8 @@
 //! - [`tls`]: `mp_tls_enter` / `mp_tls_exit` / `mp_tls_free` (uprobes on OpenSSL's
 //!   `SSL_read`, `SSL_write`, their `_ex` forms and `SSL_free`): the plaintext of a target's
 //!   TLS calls, for the LLM API calls the agent parses out of it.
+//! - [`sockets`]: `mp_sock_*` (syscall tracepoints, with `--plain-http`): the same for plain
+//!   HTTP on the target's TCP sockets.
 //! - [`unwind`]: the user-stack walk through the agent's CFI tables, used by every program
 //!   that takes a stack (the kernel's frame-pointer walk where a process has none).
 //! - [`python`]: the Python frames of a thread of a known CPython, read with every stack.
@@ -39,6 +41,7 @@ mod maps;
 mod offcpu;
 mod python;
 mod sampling;
+mod sockets;
 mod spans;
 mod stdio;
 mod tls;

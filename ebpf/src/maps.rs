@@ -79,6 +79,15 @@ pub(crate) static TLS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
 #[map]
 pub(crate) static TLS_PENDING: HashMap<u32, TlsPending> = HashMap::with_max_entries(16384, 0);
 
+/// The target's TCP sockets (`--plain-http`), by (pid << 32 | fd): their connection id, or
+/// `SOCKET_MUTED` for one that carries TLS.
+#[map]
+pub(crate) static SOCKETS: HashMap<u64, u64> = HashMap::with_max_entries(65536, 0);
+
+/// Socket reads and writes in progress, by thread.
+#[map]
+pub(crate) static SOCK_PENDING: HashMap<u32, TlsPending> = HashMap::with_max_entries(16384, 0);
+
 /// Per-CPU scratch for a `TlsRecord` (larger than the BPF stack).
 #[map]
 pub(crate) static TLS_SCRATCH: PerCpuArray<TlsRecord> = PerCpuArray::with_max_entries(1, 0);

@@ -20,7 +20,7 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use modelprobe_common::{
-    kind, lost, tls_dir, tls_fn, TlsPending, DATA_CAPTURE, MAX_TLS_CHUNKS, TLS_HEADER,
+    kind, lost, plain_source, tls_dir, tls_fn, TlsPending, DATA_CAPTURE, MAX_TLS_CHUNKS, TLS_HEADER,
 };
 
 use crate::maps::{count_lost, current_is_target, wakeup_flags, TLS, TLS_PENDING, TLS_SCRATCH};
@@ -45,6 +45,7 @@ pub fn mp_tls_enter(ctx: ProbeContext) -> u32 {
         conn: a(0),
         buf: a(1),
         count_out: if ex { a(3) } else { 0 },
+        fd: 0,
         direction: if which == tls_fn::WRITE || which == tls_fn::WRITE_EX {
             tls_dir::WRITE
         } else {
@@ -99,14 +100,14 @@ fn try_tls_exit(ctx: &RetProbeContext) -> Result<u32, i64> {
     } else {
         return Ok(0);
     };
-    send(ctx, &pending, moved);
+    send(ctx, &pending, moved, plain_source::TLS);
     Ok(0)
 }
 
 /// Sends the `moved` bytes at `pending.buf`: the first `MAX_TLS_CHUNKS - 1` pieces and, when
 /// they do not reach the end, the last piece.
 #[inline(always)]
-fn send<C: EbpfContext>(ctx: &C, pending: &TlsPending, moved: u64) {
+pub(crate) fn send<C: EbpfContext>(ctx: &C, pending: &TlsPending, moved: u64, source: u32) {
     let Some(scratch) = TLS_SCRATCH.get_ptr_mut(0) else {
         return;
     };
@@ -142,7 +143,7 @@ fn send<C: EbpfContext>(ctx: &C, pending: &TlsPending, moved: u64) {
         r.call_len = moved;
         r.offset = offset as u32;
         r.direction = pending.direction;
-        r._pad = 0;
+        r.source = source;
         let Some(dst) = r.data.get_mut(..len) else {
             return;
         };
@@ -175,8 +176,15 @@ pub fn mp_tls_free(ctx: ProbeContext) -> u32 {
     if !current_is_target() {
         return 0;
     }
+    close(&ctx, ctx.arg::<u64>(0).unwrap_or(0), plain_source::TLS);
+    0
+}
+
+/// Sends the end of connection `conn`.
+#[inline(always)]
+pub(crate) fn close<C: EbpfContext>(ctx: &C, conn: u64, source: u32) {
     let Some(scratch) = TLS_SCRATCH.get_ptr_mut(0) else {
-        return 0;
+        return;
     };
     let pid_tgid = bpf_get_current_pid_tgid();
     // SAFETY: this CPU's scratch slot, a whole TlsRecord.
@@ -188,16 +196,15 @@ pub fn mp_tls_free(ctx: ProbeContext) -> u32 {
     r.tid = pid_tgid as u32;
     // SAFETY: no preconditions.
     r.time_ns = unsafe { bpf_ktime_get_ns() };
-    r.conn = ctx.arg::<u64>(0).unwrap_or(0);
+    r.conn = conn;
     r.call_len = 0;
     r.offset = 0;
     r.len = 0;
     r.direction = 0;
-    r._pad = 0;
+    r.source = source;
     // SAFETY: the header part of the scratch record.
     let bytes = unsafe { core::slice::from_raw_parts(scratch as *const u8, TLS_HEADER) };
     if TLS.output::<[u8]>(bytes, wakeup_flags(&TLS)).is_err() {
-        count_lost(&ctx, lost::TLS);
+        count_lost(ctx, lost::TLS);
     }
-    0
 }

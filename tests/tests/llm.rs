@@ -31,7 +31,7 @@ struct Server {
     cert: PathBuf,
 }
 
-fn start_server(dir: &Path, python: &Path) -> Server {
+fn start_server(dir: &Path, python: &Path, plain: bool) -> Server {
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     let out = run_with_timeout(
         Command::new("openssl")
@@ -56,6 +56,7 @@ fn start_server(dir: &Path, python: &Path) -> Server {
         .arg(&key)
         .arg("--port-file")
         .arg(&port_file)
+        .args(plain.then_some("--plain"))
         .stdout(Stdio::null())
         .spawn()
         .expect("start the stand-in API server");
@@ -73,12 +74,16 @@ fn start_server(dir: &Path, python: &Path) -> Server {
     };
     Server {
         _child: child,
-        base: format!("https://127.0.0.1:{port}"),
+        base: format!(
+            "{}://127.0.0.1:{port}",
+            if plain { "http" } else { "https" }
+        ),
         cert,
     }
 }
 
-/// Records the client script against a fresh server; `None` when the venv is missing.
+/// Records the client script against a fresh server (plain HTTP with `--plain-http` among
+/// `options`); `None` when the venv is missing.
 fn record_client(name: &str, options: &[&str]) -> Option<(Recorded, PathBuf)> {
     let Some(venv) = tools_venv() else {
         missing("target/py-numpy (openai, anthropic)");
@@ -86,7 +91,7 @@ fn record_client(name: &str, options: &[&str]) -> Option<(Recorded, PathBuf)> {
     };
     let python = venv.join("bin/python");
     let dir = scratch_dir(name);
-    let server = start_server(&dir, &python);
+    let server = start_server(&dir, &python, options.contains(&"--plain-http"));
     let prices = dir.join("prices.yaml");
     std::fs::write(
         &prices,
@@ -314,5 +319,25 @@ fn capture_io_keeps_prompts_and_completions_but_never_the_key() {
         6,
         "{c:#}"
     );
+    assert_no_secret(&out);
+}
+
+#[test]
+fn plain_http_to_a_local_server_is_read_from_the_sockets() {
+    if !require_bpf("plain_http_to_a_local_server_is_read_from_the_sockets") {
+        return;
+    }
+    let _bpf = bpf_lock();
+    let Some((r, out)) = record_client("llm-plain-http", &["--plain-http"]) else {
+        return;
+    };
+    let calls = calls(&r);
+    assert_eq!(calls.len(), 13, "{calls:#?}\n{}", r.stderr());
+    assert_eq!(usage(find(&calls, "gpt-4o-mini", 12)), [12, 7, 0, 0]);
+    assert_eq!(usage(find(&calls, "gpt-4o-mini", 1000)), [1000, 9000, 0, 0]);
+    assert_eq!(usage(find(&calls, "claude-haiku-4-5", 40)), [40, 6, 0, 0]);
+    for i in 0..4u64 {
+        assert_eq!(usage(find(&calls, "gpt-4o-mini", 100 + i))[1], 10 + i);
+    }
     assert_no_secret(&out);
 }

@@ -70,6 +70,8 @@ pub struct SamplerOptions {
     pub unwind_rows: u32,
     /// Read the Python frames of CPython targets.
     pub python_frames: bool,
+    /// Read plain HTTP on the targets' TCP sockets (syscall tracepoints on read and write).
+    pub plain_http: bool,
 }
 
 /// Longest a target's first unwind tables are waited for before it is sampled.
@@ -230,6 +232,9 @@ impl Sampler {
             attach_tracepoint(&mut bpf, "mp_sys_write", "syscalls", "sys_enter_write")?;
             attach_tracepoint(&mut bpf, "mp_sys_writev", "syscalls", "sys_enter_writev")?;
             attach_tracepoint(&mut bpf, "mp_sys_openat", "syscalls", "sys_enter_openat")?;
+        }
+        if opts.plain_http {
+            tls::attach_plain_http(&mut bpf)?;
         }
 
         let cpus = online_cpus().map_err(|(what, e)| Error::io(format!("reading {what}"), e))?;

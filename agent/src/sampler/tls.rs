@@ -2,13 +2,16 @@
 //! functions, and reading `TlsRecord`s out of the `TLS` ring.
 use std::path::Path;
 
-use aya::programs::{
-    uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
-    UProbe,
+use aya::{
+    programs::{
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
+        TracePoint, UProbe,
+    },
+    Ebpf,
 };
-use modelprobe_common::{kind, tls_fn, TlsRecord, TLS_HEADER};
+use modelprobe_common::{kind, plain_source, tls_fn, TlsRecord, TLS_HEADER};
 
-use super::{program, read_pod, Sampler};
+use super::{log_verified, program, read_pod, Sampler};
 use crate::{Error, Result};
 
 /// A piece of one TLS call's plaintext, or a connection's end, borrowed from the ring.
@@ -30,6 +33,8 @@ pub struct TlsView<'a> {
     pub offset: u64,
     /// True when the target read them (a response, for a client).
     pub read: bool,
+    /// True for a plain TCP socket (`--plain-http`): `conn` is the socket's id, not an `SSL *`.
+    pub socket: bool,
     /// The bytes.
     pub bytes: &'a [u8],
 }
@@ -56,8 +61,47 @@ pub(super) fn tls_view(item: &[u8]) -> Option<TlsView<'_>> {
         call_len: r.call_len,
         offset: u64::from(r.offset),
         read: r.direction == modelprobe_common::tls_dir::READ,
+        socket: r.source == plain_source::SOCKET,
         bytes: &payload[..len],
     })
+}
+
+/// The plain-HTTP programs and the syscalls each is attached to.
+const SOCKET_PROGRAMS: &[(&str, &[&str])] = &[
+    ("mp_sock_connect", &["sys_enter_connect"]),
+    ("mp_sock_close", &["sys_enter_close"]),
+    (
+        "mp_sock_send_enter",
+        &["sys_enter_write", "sys_enter_sendto"],
+    ),
+    (
+        "mp_sock_recv_enter",
+        &["sys_enter_read", "sys_enter_recvfrom"],
+    ),
+    (
+        "mp_sock_exit",
+        &[
+            "sys_exit_write",
+            "sys_exit_sendto",
+            "sys_exit_read",
+            "sys_exit_recvfrom",
+        ],
+    ),
+];
+
+/// Loads and attaches the plain-HTTP socket programs (`--plain-http`).
+pub(super) fn attach_plain_http(bpf: &mut Ebpf) -> Result<()> {
+    for (name, events) in SOCKET_PROGRAMS {
+        let prog: &mut TracePoint = program(bpf, name)?;
+        prog.load()
+            .map_err(|e| Error::bpf(format!("loading {name}"), e))?;
+        log_verified(name, prog.info().ok());
+        for event in *events {
+            prog.attach("syscalls", event)
+                .map_err(|e| Error::bpf(format!("attaching {name} to syscalls/{event}"), e))?;
+        }
+    }
+    Ok(())
 }
 
 impl Sampler {
@@ -104,6 +148,7 @@ mod tests {
     use super::*;
 
     fn item(kind: u32, len: u32, payload: &[u8]) -> Vec<u8> {
+        // direction READ, source SOCKET.
         let mut raw = Vec::new();
         for v in [kind, 1, 2, 3] {
             raw.extend_from_slice(&v.to_ne_bytes());
@@ -111,7 +156,7 @@ mod tests {
         for v in [10u64, 0xabc, 5000] {
             raw.extend_from_slice(&v.to_ne_bytes());
         }
-        for v in [2048u32, len, 1, 0] {
+        for v in [2048u32, len, 1, 1] {
             raw.extend_from_slice(&v.to_ne_bytes());
         }
         raw.extend_from_slice(payload);
@@ -122,7 +167,7 @@ mod tests {
     fn tls_view_reads_the_header_then_len_bytes() {
         let raw = item(kind::TLS_DATA, 3, b"HTTP/1.1");
         let v = tls_view(&raw).unwrap();
-        assert!(!v.close && v.read);
+        assert!(!v.close && v.read && v.socket);
         assert_eq!((v.pid, v.tid, v.time_ns), (2, 3, 10));
         assert_eq!((v.conn, v.call_len, v.offset), (0xabc, 5000, 2048));
         assert_eq!(v.bytes, b"HTT");

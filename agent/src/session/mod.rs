@@ -76,6 +76,8 @@ pub struct RecordOptions {
     /// Capture TLS plaintext (the `openssl` pack, when `packs` is on) and parse LLM API
     /// calls out of it with these options; `None` (`--no-llm`): off.
     pub llm: Option<modelprobe_llm::Options>,
+    /// With `llm`: also read plain HTTP on the targets' TCP sockets (`--plain-http`).
+    pub plain_http: bool,
     /// Sample CPU stacks (off: spans, events and logs only).
     pub cpu: bool,
     /// Log lines below this level are not kept (unleveled lines count as INFO).
@@ -128,6 +130,7 @@ impl RecordOptions {
             packs: true,
             gpu_packs: true,
             llm: Some(modelprobe_llm::Options::default()),
+            plain_http: false,
             cpu: true,
             min_log_level: crate::recording::logs::Level::Debug,
             span_sample_rate: 1.0,

@@ -218,6 +218,7 @@ fn attach(
         records_ring_bytes: opts.records_ring_bytes,
         unwind_rows: opts.unwind_rows,
         python_frames: opts.python_frames,
+        plain_http: opts.plain_http && opts.packs && opts.llm.is_some(),
     };
     let mut sampler = Sampler::start(&sampler_opts, tracefs)?;
     match (&opts.target, child) {

@@ -257,6 +257,12 @@ pub struct RecordArgs {
     /// of keys like api_key or password are replaced by [REDACTED], as is what --redact matches.
     #[arg(long)]
     pub capture_io: bool,
+    /// Also read LLM calls from plain (unencrypted) HTTP on the target's TCP sockets: an
+    /// OpenAI-compatible server on localhost (vLLM, llama.cpp's server, Ollama). Off by
+    /// default: it puts tracepoints on every read and write syscall, which every process on
+    /// the machine passes through (a map lookup each) and which take time to detach.
+    #[arg(long)]
+    pub plain_http: bool,
     /// With --capture-io: also replace what this regular expression matches in captured text
     /// by [REDACTED]. Repeatable.
     #[arg(long, value_name = "REGEX", value_parser = parse_regex)]

@@ -104,6 +104,7 @@ pub fn record(
     opts.capture_io = s.tracing.value && !args.no_logs;
     opts.packs = s.tracing.value && !args.no_packs;
     opts.gpu_packs = s.gpu.value;
+    opts.plain_http = args.plain_http;
     opts.llm = if args.no_llm || !s.llm.value {
         None
     } else {

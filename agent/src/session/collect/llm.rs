@@ -7,6 +7,9 @@ use modelprobe_llm::{ConnKey, Direction, Options, Tracker};
 
 use crate::{recording::llm::LlmTrace, sampler::TlsView};
 
+/// Set in the [`ConnKey`] id of a plain TCP socket.
+const SOCKET_ID: u64 = 1 << 63;
+
 /// Where the current call of one connection and direction stands.
 #[derive(Debug, Default, Clone, Copy)]
 struct Cursor {
@@ -47,9 +50,10 @@ impl LlmCapture {
 
     /// One record from the TLS ring.
     pub fn ingest(&mut self, v: &TlsView<'_>) {
+        // Socket ids and `SSL *`s never meet: user addresses never have the top bit set.
         let conn = ConnKey {
             pid: v.pid,
-            id: v.conn,
+            id: if v.socket { v.conn | SOCKET_ID } else { v.conn },
         };
         if v.close {
             for read in [false, true] {
