@@ -370,8 +370,8 @@ pub struct TlsPending {
     pub fd: u64,
     /// A [`tls_dir`] constant.
     pub direction: u32,
-    /// TLS calls entered inside this one (an `SSL_read` built on `SSL_read_ex`): their returns
-    /// are skipped, so the bytes are sent once.
+    /// TLS calls of the same direction entered inside this one (an `SSL_read` built on
+    /// `SSL_read_ex`): their returns are skipped, so the bytes are sent once.
     pub nested: u32,
 }
 

@@ -75,9 +75,10 @@ pub(crate) static LIFECYCLE: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 #[map]
 pub(crate) static TLS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
 
-/// TLS calls in progress, by thread: from `SSL_read`'s entry to its return.
+/// TLS calls in progress, by thread and direction (tid | direction << 32): from `SSL_read`'s
+/// entry to its return.
 #[map]
-pub(crate) static TLS_PENDING: HashMap<u32, TlsPending> = HashMap::with_max_entries(16384, 0);
+pub(crate) static TLS_PENDING: HashMap<u64, TlsPending> = HashMap::with_max_entries(16384, 0);
 
 /// The target's TCP sockets (`--plain-http`), by (pid << 32 | fd): their connection id, or
 /// `SOCKET_MUTED` for one that carries TLS.

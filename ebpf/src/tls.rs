@@ -1,5 +1,6 @@
 //! TLS plaintext of a target's `SSL_read`/`SSL_write` calls (OpenSSL and its ABI twins), as
-//! `TlsRecord`s in the `TLS` ring: `mp_tls_enter` (uprobe) keeps the call's buffer by thread,
+//! `TlsRecord`s in the `TLS` ring: `mp_tls_enter` (uprobe) keeps the call's buffer by thread and
+//! direction (Node writes from inside a read, in the handshake's callback),
 //! `mp_tls_exit` (uretprobe) sends the bytes the call actually moved, and `mp_tls_free`
 //! (uprobe on `SSL_free`) says a connection ended.
 //!
@@ -32,9 +33,16 @@ pub fn mp_tls_enter(ctx: ProbeContext) -> u32 {
     }
     // SAFETY: called from a uprobe program, whose context the helper accepts.
     let which = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
-    let tid = bpf_get_current_pid_tgid() as u32;
-    if let Some(p) = TLS_PENDING.get_ptr_mut(&tid) {
-        // A TLS call made by a TLS call: the outer one sends the bytes.
+    let direction = if which == tls_fn::WRITE || which == tls_fn::WRITE_EX {
+        tls_dir::WRITE
+    } else {
+        tls_dir::READ
+    };
+    let key = pending_key(direction);
+    if let Some(p) = TLS_PENDING.get_ptr_mut(&key) {
+        // A read made by a read (an `SSL_read` built on `SSL_read_ex`): the outer one sends
+        // the bytes. (A write made inside a read, as Node does from the handshake's callback,
+        // has a key of its own.)
         // SAFETY: the entry is only read and written by this thread's own probes.
         unsafe { (*p).nested += 1 };
         return 0;
@@ -46,17 +54,19 @@ pub fn mp_tls_enter(ctx: ProbeContext) -> u32 {
         buf: a(1),
         count_out: if ex { a(3) } else { 0 },
         fd: 0,
-        direction: if which == tls_fn::WRITE || which == tls_fn::WRITE_EX {
-            tls_dir::WRITE
-        } else {
-            tls_dir::READ
-        },
+        direction,
         nested: 0,
     };
-    if TLS_PENDING.insert(&tid, &pending, 0).is_err() {
+    if TLS_PENDING.insert(&key, &pending, 0).is_err() {
         count_lost(&ctx, lost::TLS_TABLE_FULL);
     }
     0
+}
+
+/// The `TLS_PENDING` key of the current thread's call in `direction`.
+#[inline(always)]
+fn pending_key(direction: u32) -> u64 {
+    (bpf_get_current_pid_tgid() & 0xffff_ffff) | (u64::from(direction) << 32)
 }
 
 #[uretprobe]
@@ -74,8 +84,15 @@ fn try_tls_exit(ctx: &RetProbeContext) -> Result<u32, i64> {
     if !current_is_target() {
         return Ok(0);
     }
-    let tid = bpf_get_current_pid_tgid() as u32;
-    let Some(p) = TLS_PENDING.get_ptr_mut(&tid) else {
+    // SAFETY: called from a uretprobe program, whose context the helper accepts.
+    let which = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
+    let direction = if which == tls_fn::WRITE || which == tls_fn::WRITE_EX {
+        tls_dir::WRITE
+    } else {
+        tls_dir::READ
+    };
+    let key = pending_key(direction);
+    let Some(p) = TLS_PENDING.get_ptr_mut(&key) else {
         return Ok(0);
     };
     // SAFETY: the entry is only read and written by this thread's own probes; it is copied
@@ -87,7 +104,7 @@ fn try_tls_exit(ctx: &RetProbeContext) -> Result<u32, i64> {
         }
         *p
     };
-    let _ = TLS_PENDING.remove(&tid);
+    let _ = TLS_PENDING.remove(&key);
     let ret: i64 = ctx.ret::<i64>() as i32 as i64;
     let moved = if pending.count_out != 0 {
         if ret != 1 {

@@ -341,3 +341,42 @@ fn plain_http_to_a_local_server_is_read_from_the_sockets() {
     }
     assert_no_secret(&out);
 }
+
+#[test]
+fn the_node_client_is_read_from_nodes_own_openssl() {
+    if !require_bpf("the_node_client_is_read_from_nodes_own_openssl") {
+        return;
+    }
+    let client_dir = modelprobe_tests::target_dir()
+        .ancestors()
+        .nth(1)
+        .map(|t| t.join("node-llm"))
+        .filter(|d| d.join("node_modules/openai").exists());
+    let (Some(client_dir), Some(venv)) = (client_dir, tools_venv()) else {
+        return missing("target/node-llm (npm openai) or target/py-numpy");
+    };
+    let _bpf = bpf_lock();
+    let dir = scratch_dir("llm-node");
+    let server = start_server(&dir, &venv.join("bin/python"), false);
+    let out = dir.join("rec");
+    // Node links OpenSSL into its executable: the probes are found there, not in a libssl.
+    let r = Session::run(&out, &[])
+        .command(
+            "node",
+            &[fixture("client.mjs").to_str().unwrap(), &server.base],
+        )
+        .env("NODE_EXTRA_CA_CERTS", &server.cert)
+        .env("MP_NODE_CLIENT_DIR", &client_dir)
+        .timeout(Duration::from_secs(120))
+        .expect_success();
+    assert!(r.stdout().contains("stream events"), "{}", r.stdout());
+    let calls = calls(&r);
+    assert_eq!(calls.len(), 2, "{calls:#?}");
+    assert_eq!(usage(find(&calls, "gpt-4o-mini", 12)), [12, 7, 0, 0]);
+    let c = find(&calls, "gpt-4o", 20);
+    assert_eq!(
+        (usage(c), &c["stream"]),
+        ([20, 15, 0, 0], &Value::from(true))
+    );
+    assert_no_secret(&out);
+}

@@ -409,6 +409,7 @@ fn lint() -> Result<()> {
 fn test(root: &Path) -> Result<()> {
     ensure_chromium()?;
     ensure_numpy_venv(root)?;
+    ensure_node_client(root)?;
     say("checking cupti-sys's bindings against the pinned CUPTI headers");
     if let Err(e) = cupti::generate(root, true) {
         if e.downcast_ref::<cupti::Offline>().is_none() {
@@ -500,6 +501,30 @@ pub(crate) fn ensure_numpy_venv(root: &Path) -> Result<()> {
     ));
     run(Command::new(&base).arg("-m").arg("venv").arg(&venv))?;
     install(&python)
+}
+
+/// Where the LLM-call tests find the Node `openai` client (npm), under `target/`.
+pub(crate) const NODE_CLIENT_DIR: &str = "target/node-llm";
+
+/// `npm install openai` into [`NODE_CLIENT_DIR`], once; nothing when the machine has no Node
+/// (the test then says it is skipped, or fails under CI's `MODELPROBE_REQUIRE_BPF`).
+fn ensure_node_client(root: &Path) -> Result<()> {
+    let dir = root.join(NODE_CLIENT_DIR);
+    if dir.join("node_modules/openai/package.json").exists() {
+        return Ok(());
+    }
+    if !succeeds(Command::new("npm").arg("--version")) {
+        say("no npm here: the Node LLM-client test will be skipped");
+        return Ok(());
+    }
+    say(&format!(
+        "installing the Node openai client into {NODE_CLIENT_DIR}"
+    ));
+    std::fs::create_dir_all(&dir)?;
+    run(Command::new("npm")
+        .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
+        .arg(&dir)
+        .arg("openai@7"))
 }
 
 /// Everything the demo and the measurements run: set-up, the BPF object, and release builds of
