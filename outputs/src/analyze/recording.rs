@@ -10,6 +10,8 @@
 //! - An event is named after its kind; `api_error` and `fatal_signal` are `ERROR`, `signal`
 //!   is `WARN`, the rest `INFO`.
 //! - A log line keeps the level detected when it was recorded; its name is its stream.
+//! - An LLM API call is a span named as the GenAI convention names it (`chat gpt-4o`): its
+//!   status, tokens, cost and time to first token in the message, `ERROR` when it failed.
 use std::collections::HashSet;
 
 use super::{Item, ItemKind};
@@ -78,6 +80,39 @@ fn describe_span(function: &str, s: &Span) -> String {
     out
 }
 
+/// `chat gpt-4o: 200, 12 in + 7 out tokens, $0.000006, first token 45.1 ms [openai
+/// api.openai.com/v1/chat/completions]`, and the error when it failed.
+fn describe_llm_call(c: &crate::recording::llm::LlmCall) -> String {
+    use std::fmt::Write;
+    let mut out = format!("{}: {}", crate::export::span_name(c), c.status);
+    match c.usage {
+        Some(u) => {
+            let _ = write!(
+                out,
+                ", {} in + {} out tokens",
+                u.input_tokens, u.output_tokens
+            );
+        }
+        None if c.usage_missing => out.push_str(", usage not reported"),
+        None => {}
+    }
+    if let Some(cost) = c.cost_usd {
+        let _ = write!(out, ", ${cost:.6}");
+    }
+    if c.first_token_ns > c.start_ns {
+        let _ = write!(
+            out,
+            ", first token {:.1} ms",
+            (c.first_token_ns - c.start_ns) as f64 / 1e6
+        );
+    }
+    if let Some(e) = &c.error {
+        let _ = write!(out, ", error {} {}", e.kind, e.message);
+    }
+    let _ = write!(out, " [{} {}{}]", c.provider, c.host, c.path);
+    out
+}
+
 /// Every span, event and log line of `rec` as items of input `input`, in time order.
 pub(crate) fn items(rec: &Recording, input: usize) -> Vec<Item> {
     let clock = Clock::of(rec);
@@ -115,6 +150,19 @@ pub(crate) fn items(rec: &Recording, input: usize) -> Vec<Item> {
             name: Some(e.kind.name().to_string()),
             message: e.message.clone(),
             duration_ns: None,
+            counts_as_error: true,
+        });
+    }
+    for c in &rec.llm.calls {
+        let failed = c.error.is_some() || c.status >= 400;
+        out.push(Item {
+            input,
+            t: Some(clock.wall(c.start_ns)),
+            level: Some(if failed { Level::Error } else { Level::Info }),
+            kind: ItemKind::Span,
+            name: Some(crate::export::span_name(c)),
+            message: describe_llm_call(c),
+            duration_ns: Some(c.end_ns.saturating_sub(c.start_ns)),
             counts_as_error: true,
         });
     }
@@ -265,5 +313,54 @@ pub(crate) mod tests {
             "cudaMemcpy(4096) = 1 [error=cudaErrorInvalidValue]"
         );
         assert!(items.iter().all(|i| i.input == 3));
+    }
+
+    #[test]
+    fn llm_calls_are_spans_named_by_operation_and_model() {
+        use crate::recording::llm::{LlmCall, LlmError, Usage};
+        let mut rec = recording();
+        let call = |start: u64, status: u16| LlmCall {
+            start_ns: start,
+            first_token_ns: start + 45_100_000,
+            end_ns: start + 90_000_000,
+            provider: "openai".into(),
+            endpoint: "chat.completions".into(),
+            host: "api.openai.com".into(),
+            path: "/v1/chat/completions".into(),
+            model: "gpt-4o".into(),
+            status,
+            usage: Some(Usage {
+                input_tokens: 12,
+                output_tokens: 7,
+                ..Usage::default()
+            }),
+            cost_usd: Some(0.000_1),
+            ..LlmCall::default()
+        };
+        let mut failed = call(6_500_000_000, 429);
+        failed.error = Some(LlmError {
+            kind: "rate_limit_exceeded".into(),
+            ..LlmError::default()
+        });
+        failed.usage = None;
+        rec.llm.calls = vec![call(6_200_000_000, 200), failed];
+        let items = items(&rec, 0);
+        let llm: Vec<&Item> = items
+            .iter()
+            .filter(|i| i.name.as_deref() == Some("chat gpt-4o"))
+            .collect();
+        assert_eq!(llm.len(), 2);
+        assert_eq!(
+            llm[0].message,
+            "chat gpt-4o: 200, 12 in + 7 out tokens, $0.000100, first token 45.1 ms [openai api.openai.com/v1/chat/completions]"
+        );
+        assert_eq!(llm[0].duration_ns, Some(90_000_000));
+        assert_eq!(llm[0].level, Some(Level::Info));
+        assert!(llm[1].is_error());
+        assert!(
+            llm[1].message.contains("error rate_limit_exceeded"),
+            "{}",
+            llm[1].message
+        );
     }
 }

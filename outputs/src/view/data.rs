@@ -40,7 +40,8 @@
 //! unsigned) are written as hexadecimal strings. Columns no item uses (`ac`/`a` without
 //! arguments, `r` without return values, `t` without attributes) are left out. A GPU stream is a
 //! `"spans"` track in a `"gpu"` group whose spans are the stream's operations, with a `"gpu"`
-//! component (`view/gpu.rs`); an NVML reading is a `"counter"` track there, and GPU samples
+//! component (`view/gpu.rs`); a process's LLM API calls are a `"spans"` track in its group
+//! (`view/llm.rs`); an NVML reading is a `"counter"` track there, and GPU samples
 //! would be another entry of `sets`: the page draws each kind of component wherever it appears.
 use std::{
     collections::BTreeMap,
@@ -252,6 +253,13 @@ pub(super) fn write_data(
         )?;
         w.write_all(b"}}")?;
     }
+    super::llm::write_tracks(
+        rec,
+        &|pid| groups.iter().position(|g| g.pid == pid),
+        &mut strings,
+        w,
+        &mut first_track,
+    )?;
     super::gpu::write_tracks(
         rec,
         &launches,

@@ -45,6 +45,7 @@ use crate::{recording::Recording, Error, Result};
 mod data;
 mod encode;
 mod gpu;
+mod llm;
 mod stacks;
 
 /// The page, with `{{TITLE}}`, `{{CSS}}`, `{{DATA}}` and `{{JS}}` placeholders, in this order.

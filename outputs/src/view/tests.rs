@@ -611,3 +611,42 @@ fn nvml_counters_become_a_gpu_group_with_counter_tracks() {
     assert_eq!(undelta(&track["c"]["t"]), [1_000, 3_000]);
     assert_eq!(track["c"]["v"], json!([40.0, 90.0]));
 }
+
+#[test]
+fn llm_calls_get_a_spans_track_in_their_process_group() {
+    use crate::recording::llm::LlmCall;
+    let mut rec = synthetic(10, 1, 20);
+    let t0 = rec.meta.start_ns;
+    let call = |start: u64, end: u64| LlmCall {
+        pid: 100,
+        tid: 100,
+        start_ns: t0 + start,
+        end_ns: t0 + end,
+        provider: "anthropic".into(),
+        endpoint: "messages".into(),
+        model: "claude-sonnet-4-5".into(),
+        status: 200,
+        ..LlmCall::default()
+    };
+    // Two at once on one event loop, then a third.
+    rec.llm.calls = vec![call(1_000, 5_000), call(2_000, 4_000), call(6_000, 7_000)];
+    let v: Value = serde_json::from_str(embedded(&render_html(&rec, &report()))).unwrap();
+    let track = v["tracks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["title"] == "LLM calls")
+        .expect("the LLM track");
+    let group = &v["groups"][track["group"].as_u64().unwrap() as usize];
+    assert_eq!(group["pid"], 100);
+    let spans = &track["spans"];
+    assert_eq!(undelta(&spans["s"]), [1_000, 2_000, 6_000]);
+    assert_eq!(spans["d"], json!([4_000, 2_000, 1_000]));
+    assert_eq!(spans["l"], json!([0, 1, 0]));
+    let strings = v["strings"].as_array().unwrap();
+    let name = &strings[spans["n"][0].as_u64().unwrap() as usize];
+    assert_eq!(name, "chat claude-sonnet-4-5");
+    let attrs = &strings[spans["t"][0].as_u64().unwrap() as usize - 1];
+    let attrs: Value = serde_json::from_str(attrs.as_str().unwrap()).unwrap();
+    assert_eq!(attrs["gen_ai.provider.name"], "anthropic");
+}
