@@ -337,11 +337,21 @@ pub fn resolve_packs(ctx: &SearchContext) -> Vec<PackProbe> {
     let mut symbols_of: std::collections::HashMap<std::path::PathBuf, Vec<super::FunctionSymbol>> =
         std::collections::HashMap::new();
     for pack in PACKS {
-        // The library, or the runtime linked statically into the executable.
+        // The library, a wheel's renamed copy of it, or the runtime linked statically into
+        // the executable.
+        let renamed = ctx.mapped.iter().filter_map(|m| {
+            let name = m.file_name()?.to_str()?;
+            let is_copy = pack
+                .libraries
+                .iter()
+                .any(|l| library_name_matches(name, l) && !name.starts_with(l));
+            is_copy.then(|| name.to_string())
+        });
         let targets = pack
             .libraries
             .iter()
             .map(|l| l.to_string())
+            .chain(renamed.collect::<Vec<_>>())
             .chain(exe_name.clone());
         for target in targets {
             let probe_target = ProbeSpec {
@@ -392,6 +402,21 @@ pub fn resolve_packs(ctx: &SearchContext) -> Vec<PackProbe> {
         }
     }
     out
+}
+
+/// Whether file `name` is pack library `lib`: itself (`libssl.so.3`), a versioned name
+/// (`libssl.so.3.0`), or a wheel's copy renamed by auditwheel (`libssl-a1b2c3d4.so.3`).
+pub fn library_name_matches(name: &str, lib: &str) -> bool {
+    if name == lib || name.starts_with(&format!("{lib}.")) {
+        return true;
+    }
+    let Some(at) = lib.find(".so") else {
+        return false;
+    };
+    let (stem, suffix) = lib.split_at(at);
+    name.strip_prefix(stem)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .is_some_and(|rest| rest.contains(suffix))
 }
 
 /// The pack function behind a probe, by pack name and function.
@@ -588,6 +613,23 @@ pub fn error_name(pack: &Pack, ret: u64) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn library_names_match_versions_and_wheel_copies() {
+        assert!(library_name_matches("libssl.so.3", "libssl.so.3"));
+        assert!(library_name_matches("libssl.so.3.0", "libssl.so.3"));
+        assert!(library_name_matches("libssl-a1b2c3d4.so.3", "libssl.so.3"));
+        assert!(library_name_matches(
+            "libcudart-d6e8f4a1.so.12",
+            "libcudart.so"
+        ));
+        assert!(!library_name_matches(
+            "libssl-a1b2c3d4.so.1.1",
+            "libssl.so.3"
+        ));
+        assert!(!library_name_matches("libssl3.so", "libssl.so.3"));
+        assert!(!library_name_matches("libsslx.so.3", "libssl.so.3"));
+    }
 
     #[test]
     fn decodes_launches_and_copies() {

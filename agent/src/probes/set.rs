@@ -167,7 +167,7 @@ impl ProbeSet {
             crate::probes::packs::PACKS
                 .iter()
                 .flat_map(|p| p.libraries)
-                .any(|lib| name == *lib || name.starts_with(&format!("{lib}.")))
+                .any(|lib| crate::probes::packs::library_name_matches(name, lib))
         };
         if !self.packs || !files.iter().any(pack_lib) {
             return Ok(0);
