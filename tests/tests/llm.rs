@@ -380,3 +380,53 @@ fn the_node_client_is_read_from_nodes_own_openssl() {
     );
     assert_no_secret(&out);
 }
+
+#[test]
+fn attach_reads_the_calls_of_a_client_already_talking() {
+    if !require_bpf("attach_reads_the_calls_of_a_client_already_talking") {
+        return;
+    }
+    let Some(venv) = tools_venv() else {
+        return missing("target/py-numpy (openai, anthropic)");
+    };
+    let _bpf = bpf_lock();
+    let dir = scratch_dir("llm-attach");
+    let server = start_server(&dir, &venv.join("bin/python"), false);
+    // A client whose connection is open (and libssl mapped) before modelprobe comes.
+    let mut client = Command::new(venv.join("bin/python"))
+        .arg(fixture("client.py"))
+        .args(["--base", &server.base, "--ca"])
+        .arg(&server.cert)
+        .args(["--repeat", "400", "--pause", "0.02"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the client");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(client.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "ready");
+    let client = KillOnDrop(client);
+    let out = dir.join("rec");
+    let r = Session::attach(&out, client.0.id(), &["--duration", "3s"])
+        .timeout(Duration::from_secs(60))
+        .expect_success();
+    let calls = calls(&r);
+    // About 3 s of 20 ms pauses: well over 20 calls, each with its exact tokens.
+    assert!(calls.len() >= 20, "{} calls\n{}", calls.len(), r.stderr());
+    let whole: Vec<&Value> = calls
+        .iter()
+        .filter(|c| !c["incomplete"].as_bool().unwrap_or(false))
+        .collect();
+    assert!(whole.len() + 2 >= calls.len(), "{calls:#?}");
+    for c in whole {
+        assert_eq!(
+            (usage(c), &c["status"]),
+            ([5, 3, 0, 0], &Value::from(200)),
+            "{c:#}"
+        );
+    }
+    assert_no_secret(&out);
+}
