@@ -543,6 +543,28 @@ mod tests {
     }
 
     #[test]
+    fn llm_settings_and_both_price_shapes() {
+        let s = from_file(
+            "llm:\n  capture_io: true\n  redact: ['acct-[0-9]+']\n  prices:\n    my-model: {input: 3.0, output: 12.0}\nmodel_pricing:\n  old-model: {input: 0.03, output: 0.06}\n",
+        )
+        .unwrap();
+        assert!(s.llm.value && s.llm_capture_io.value);
+        assert!(s.llm_redact.value[0].is_match("acct-42"));
+        let prices = &s.llm_prices.value;
+        let (p, source) = prices.price("my-model").unwrap();
+        assert_eq!((p.input_per_mtok, p.output_per_mtok), (3.0, 12.0));
+        assert_eq!(source, modelprobe_llm::PriceSource::Config);
+        // Per 1,000 tokens in the seed's shape: per million here.
+        assert_eq!(prices.price("old-model").unwrap().0.output_per_mtok, 60.0);
+        // The built-in table is still there underneath.
+        assert!(prices.price("gpt-4o-mini").is_some());
+        let e = err("llm:\n  redact: ['(']\n");
+        assert!(e.contains("llm.redact") && e.contains("regular expression"), "{e}");
+        let e = err("llm:\n  prices:\n    m: {input: cheap}\n");
+        assert!(e.contains("llm.prices"), "{e}");
+    }
+
+    #[test]
     fn errors_name_the_key_and_the_line() {
         let e = err("tracing:\n  enabled: true\n  levle: INFO\n");
         assert!(e.contains("/etc/mp.yaml:3:"), "{e}");
