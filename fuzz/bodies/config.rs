@@ -15,7 +15,7 @@ pub fn run(data: &[u8]) {
             let hz = settings.frequency_hz.value;
             assert!((1..=100_000).contains(&hz), "frequency {hz} accepted");
             // What `config show` prints must be producible for anything accepted.
-            assert_eq!(settings.rows().len(), 10);
+            assert_eq!(settings.rows().len(), 14);
         }
         Err(e) => {
             let msg = e.to_string();
