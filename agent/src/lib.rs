@@ -52,7 +52,8 @@ pub mod target;
 pub mod unwind;
 
 pub use error::{Error, Result};
+/// The recording model and format (the `modelprobe-recording` crate).
+pub use modelprobe_llm as llm;
 /// The outputs, built on the recording alone (the `modelprobe-outputs` crate).
 pub use modelprobe_outputs::{analyze, export, report, view};
-/// The recording model and format (the `modelprobe-recording` crate).
 pub use modelprobe_recording as recording;

@@ -12,6 +12,8 @@ use std::{
 
 #[path = "../../fuzz/bodies/config.rs"]
 mod config;
+#[path = "../../fuzz/bodies/llm_stream.rs"]
+mod llm_stream;
 #[path = "../../fuzz/bodies/log_file.rs"]
 mod log_file;
 #[path = "../../fuzz/bodies/log_line.rs"]
@@ -27,6 +29,7 @@ type Body = fn(&[u8]);
 /// Every fuzz target: its name (its directory under `fuzz/seeds` and `fuzz/regressions`) and body.
 const TARGETS: &[(&str, Body)] = &[
     ("config", config::run),
+    ("llm_stream", llm_stream::run),
     ("log_file", log_file::run),
     ("log_line", log_line::run),
     ("probe_spec", probe_spec::run),

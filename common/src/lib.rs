@@ -75,6 +75,10 @@ pub mod kind {
     /// [`TlsRecord`](super::TlsRecord) with no payload: `SSL_free` (or `close` of a socket)
     /// ended connection `conn`.
     pub const TLS_CLOSE: u32 = 16;
+    /// [`TlsRecord`](super::TlsRecord) with no payload: a call moved `call_len` bytes that were
+    /// not sent because the agent asked to skip them (`TLS_SKIP`: a large body that is no LLM
+    /// call).
+    pub const TLS_SKIPPED: u32 = 17;
 }
 
 /// Set in a span probe's cookie when its function returns a status code: a non-zero return
@@ -375,6 +379,20 @@ pub struct TlsPending {
     pub nested: u32,
 }
 
+/// A `TLS_SKIP` key: one direction of one connection of one process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct TlsSkipKey {
+    /// Process id (tgid).
+    pub pid: u32,
+    /// A [`tls_dir`] constant.
+    pub direction: u16,
+    /// A [`plain_source`] constant.
+    pub source: u16,
+    /// The connection, as [`TlsRecord::conn`] names it.
+    pub conn: u64,
+}
+
 /// `SOCKETS` value of a socket whose first bytes were a TLS handshake: its encrypted bytes are
 /// not sent (the TLS probes read its plaintext).
 pub const SOCKET_MUTED: u64 = 0;
@@ -444,6 +462,9 @@ unsafe impl aya::Pod for DataHeader {}
 // SAFETY: as above.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for TlsRecord {}
+// SAFETY: as above.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for TlsSkipKey {}
 
 /// Compile-time layout checks: a change here must be made on both sides at once.
 mod layout {
@@ -489,6 +510,7 @@ mod layout {
     const _: () = assert!(offset_of!(TlsRecord, data) == 56);
     const _: () = assert!(TLS_HEADER == 56);
     const _: () = assert!(size_of::<TlsPending>() == 40);
+    const _: () = assert!(size_of::<TlsSkipKey>() == 16);
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use modelprobe_common::{
         stat, Blocked, OffCpuKey, OffCpuSum, ThreadCpu, MAX_OFFCPU_STACKS, MAX_OFFCPU_SUMS,
         MAX_THREAD_CPU,
     },
-    Config, DataRecord, StackEvent, TlsPending, TlsRecord,
+    Config, DataRecord, StackEvent, TlsPending, TlsRecord, TlsSkipKey,
 };
 
 /// Written by the agent before load (`EbpfLoader::override_global`).
@@ -88,6 +88,11 @@ pub(crate) static SOCKETS: HashMap<u64, u64> = HashMap::with_max_entries(65536, 
 /// Socket reads and writes in progress, by thread.
 #[map]
 pub(crate) static SOCK_PENDING: HashMap<u32, TlsPending> = HashMap::with_max_entries(16384, 0);
+
+/// Bytes of one direction of a connection the agent asked not to be sent (the rest of a large
+/// body that is no LLM call): whole calls within it are sent as `TLS_SKIPPED` counts.
+#[map]
+pub(crate) static TLS_SKIP: HashMap<TlsSkipKey, u64> = HashMap::with_max_entries(4096, 0);
 
 /// Per-CPU scratch for a `TlsRecord` (larger than the BPF stack).
 #[map]

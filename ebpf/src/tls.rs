@@ -21,10 +21,13 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use modelprobe_common::{
-    kind, lost, plain_source, tls_dir, tls_fn, TlsPending, DATA_CAPTURE, MAX_TLS_CHUNKS, TLS_HEADER,
+    kind, lost, plain_source, tls_dir, tls_fn, TlsPending, TlsSkipKey, DATA_CAPTURE,
+    MAX_TLS_CHUNKS, TLS_HEADER,
 };
 
-use crate::maps::{count_lost, current_is_target, wakeup_flags, TLS, TLS_PENDING, TLS_SCRATCH};
+use crate::maps::{
+    count_lost, current_is_target, wakeup_flags, TLS, TLS_PENDING, TLS_SCRATCH, TLS_SKIP,
+};
 
 #[uprobe]
 pub fn mp_tls_enter(ctx: ProbeContext) -> u32 {
@@ -122,13 +125,44 @@ fn try_tls_exit(ctx: &RetProbeContext) -> Result<u32, i64> {
 }
 
 /// Sends the `moved` bytes at `pending.buf`: the first `MAX_TLS_CHUNKS - 1` pieces and, when
-/// they do not reach the end, the last piece.
+/// they do not reach the end, the last piece; or only their count, when the agent asked for
+/// them to be skipped (`TLS_SKIP`) and the whole call lies within what it asked.
 #[inline(always)]
 pub(crate) fn send<C: EbpfContext>(ctx: &C, pending: &TlsPending, moved: u64, source: u32) {
     let Some(scratch) = TLS_SCRATCH.get_ptr_mut(0) else {
         return;
     };
     let pid_tgid = bpf_get_current_pid_tgid();
+    let skip = TlsSkipKey {
+        pid: (pid_tgid >> 32) as u32,
+        direction: pending.direction as u16,
+        source: source as u16,
+        conn: pending.conn,
+    };
+    if let Some(left) = TLS_SKIP.get_ptr_mut(&skip) {
+        // SAFETY: the entry is only written by this connection's calls (one at a time per
+        // direction) and by the agent, which only inserts.
+        let left_now = unsafe { *left };
+        if left_now >= moved {
+            if left_now == moved {
+                let _ = TLS_SKIP.remove(&skip);
+            } else {
+                // SAFETY: as above.
+                unsafe { *left = left_now - moved };
+            }
+            header_only(
+                ctx,
+                kind::TLS_SKIPPED,
+                pending.conn,
+                moved,
+                pending.direction,
+                source,
+            );
+            return;
+        }
+        // The call runs past what was asked: send it whole, and skip no more.
+        let _ = TLS_SKIP.remove(&skip);
+    }
     let piece = DATA_CAPTURE as u64;
     let pieces = moved.div_ceil(piece);
     for i in 0..MAX_TLS_CHUNKS as u64 {
@@ -197,16 +231,38 @@ pub fn mp_tls_free(ctx: ProbeContext) -> u32 {
     0
 }
 
-/// Sends the end of connection `conn`.
+/// Sends the end of connection `conn`, and forgets any skip asked for it.
 #[inline(always)]
 pub(crate) fn close<C: EbpfContext>(ctx: &C, conn: u64, source: u32) {
+    let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    for direction in [tls_dir::WRITE, tls_dir::READ] {
+        let _ = TLS_SKIP.remove(&TlsSkipKey {
+            pid,
+            direction: direction as u16,
+            source: source as u16,
+            conn,
+        });
+    }
+    header_only(ctx, kind::TLS_CLOSE, conn, 0, 0, source);
+}
+
+/// Sends a record without bytes: a close, or the count of a skipped call.
+#[inline(always)]
+fn header_only<C: EbpfContext>(
+    ctx: &C,
+    record_kind: u32,
+    conn: u64,
+    call_len: u64,
+    direction: u32,
+    source: u32,
+) {
     let Some(scratch) = TLS_SCRATCH.get_ptr_mut(0) else {
         return;
     };
     let pid_tgid = bpf_get_current_pid_tgid();
     // SAFETY: this CPU's scratch slot, a whole TlsRecord.
     let r = unsafe { &mut *scratch };
-    r.kind = kind::TLS_CLOSE;
+    r.kind = record_kind;
     // SAFETY: no preconditions.
     r.cpu = unsafe { bpf_get_smp_processor_id() };
     r.pid = (pid_tgid >> 32) as u32;
@@ -214,10 +270,10 @@ pub(crate) fn close<C: EbpfContext>(ctx: &C, conn: u64, source: u32) {
     // SAFETY: no preconditions.
     r.time_ns = unsafe { bpf_ktime_get_ns() };
     r.conn = conn;
-    r.call_len = 0;
+    r.call_len = call_len;
     r.offset = 0;
     r.len = 0;
-    r.direction = 0;
+    r.direction = direction;
     r.source = source;
     // SAFETY: the header part of the scratch record.
     let bytes = unsafe { core::slice::from_raw_parts(scratch as *const u8, TLS_HEADER) };

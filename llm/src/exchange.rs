@@ -4,7 +4,7 @@
 use modelprobe_recording::llm::{LlmCall, LlmError};
 
 use crate::{
-    body::Body,
+    body::{Body, JsonBuf},
     cost,
     http::{Framing, Head},
     io::{self, Capped},
@@ -105,6 +105,17 @@ impl Exchange {
             timing: Timing::default(),
             call,
         }
+    }
+
+    /// True when this exchange is certainly no LLM call, whatever is read of it from now on:
+    /// its request was lost, its method or path is no LLM API's, or its request body, read to
+    /// its end, is not JSON.
+    pub fn certainly_not_llm(&self) -> bool {
+        let not_json = || {
+            let json = self.request.as_ref().and_then(Body::json);
+            !self.json_content_type && !json.is_some_and(starts_like_json)
+        };
+        self.lost || self.api.is_none() || (self.request_done && not_json())
     }
 
     /// A request that could not be parsed.
@@ -242,11 +253,10 @@ impl Exchange {
         let Some(json) = request.json() else {
             return Outcome::Other;
         };
-        let starts_like_json = json.head().iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
         let body = json.value_or_salvage();
         provider::read_request(&body, &mut self.call);
         let anthropic_shape = self.anthropic_headers || self.call.provider == "anthropic";
-        let is_llm = (self.json_content_type || starts_like_json)
+        let is_llm = (self.json_content_type || starts_like_json(json))
             && (api != Api::Messages || anthropic_shape || !self.call.model.is_empty());
         if !is_llm {
             return Outcome::Other;
@@ -297,6 +307,11 @@ impl Exchange {
         }
         Outcome::Call(Box::new(call))
     }
+}
+
+/// True when a body's first byte that is not white space opens a JSON object.
+fn starts_like_json(json: &JsonBuf) -> bool {
+    json.head().iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
 }
 
 /// The deployment of an Azure OpenAI path (`/openai/deployments/NAME/chat/completions`),

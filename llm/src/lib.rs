@@ -10,6 +10,10 @@
 //! Headers are never kept, and payload text only with [`Options::capture_io`] (redacted and
 //! capped). Memory per connection is bounded whatever the traffic.
 //!
+//! Large bodies that are certainly no LLM call's (a model download, an upload) need not be
+//! captured at all: the tracker asks for them to be skipped ([`Tracker::take_skip_requests`])
+//! and is told when they were ([`Tracker::skipped`]).
+//!
 //! [`LlmCall`]: modelprobe_recording::llm::LlmCall
 
 mod body;
@@ -23,7 +27,7 @@ mod sse;
 mod tracker;
 
 pub use prices::{cost, Price, PriceError, PriceSource, PriceTable};
-pub use tracker::Tracker;
+pub use tracker::{SkipRequest, Tracker};
 
 /// Which way bytes went, seen from the traced process.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -56,6 +60,9 @@ pub struct Options {
     pub redact: Vec<regex::Regex>,
     /// Prices to compute costs with.
     pub prices: PriceTable,
+    /// A `Content-Length` body certainly not an LLM call's with more than this many bytes still
+    /// to come is asked to be skipped ([`Tracker::take_skip_requests`]); 0: never.
+    pub skip_bodies_over: u64,
 }
 
 impl Default for Options {
@@ -65,6 +72,7 @@ impl Default for Options {
             io_cap_bytes: 64 * 1024,
             redact: Vec::new(),
             prices: PriceTable::builtin(),
+            skip_bodies_over: 8 * 1024 * 1024,
         }
     }
 }

@@ -45,6 +45,10 @@ pub struct LlmStats {
     pub records_lost: u64,
     /// Exchanges whose bytes could not be parsed as HTTP/1.x (after a gap, say): dropped.
     pub unparsed_exchanges: u64,
+    /// Bytes of large non-LLM bodies (model downloads, uploads) the kernel was asked not to
+    /// send: counted, never captured, and not in `bytes_not_captured`.
+    #[serde(default)]
+    pub bytes_skipped: u64,
 }
 
 /// One request/response exchange with an LLM API.

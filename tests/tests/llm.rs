@@ -430,3 +430,52 @@ fn attach_reads_the_calls_of_a_client_already_talking() {
     }
     assert_no_secret(&out);
 }
+
+#[test]
+fn a_large_download_is_counted_by_the_kernel_not_sent() {
+    if !require_bpf("a_large_download_is_counted_by_the_kernel_not_sent") {
+        return;
+    }
+    let Some(venv) = tools_venv() else {
+        return missing("target/py-numpy (openai, anthropic)");
+    };
+    let _bpf = bpf_lock();
+    let dir = scratch_dir("llm-download");
+    let server = start_server(&dir, &venv.join("bin/python"), false);
+    let out = dir.join("rec");
+    const BYTES: u64 = 256 << 20;
+    let r = Session::run(&out, &[])
+        .command(
+            venv.join("bin/python"),
+            &[
+                fixture("client.py").to_str().unwrap(),
+                "--base",
+                &server.base,
+                "--ca",
+                server.cert.to_str().unwrap(),
+                "--download",
+                &BYTES.to_string(),
+            ],
+        )
+        .timeout(Duration::from_secs(120))
+        .expect_success();
+    assert!(
+        r.stdout().contains(&format!("downloaded {BYTES} then 5 3")),
+        "{}",
+        r.stdout()
+    );
+    let llm = &r.recording()["llm"];
+    let stats = &llm["stats"];
+    // Most of the file never left the kernel; nothing was lost or left unaccounted.
+    let skipped = stats["bytes_skipped"].as_u64().unwrap_or(0);
+    assert!(
+        skipped >= BYTES / 2,
+        "{skipped} of {BYTES} bytes skipped: {stats:#}"
+    );
+    assert_eq!(stats["records_lost"], 0, "{stats:#}");
+    assert_eq!(stats["bytes_not_captured"], 0, "{stats:#}");
+    assert_eq!(stats["other_requests"], 1, "{stats:#}");
+    let calls = llm["calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 1, "{calls:#?}");
+    assert_eq!(usage(&calls[0]), [5, 3, 0, 0]);
+}

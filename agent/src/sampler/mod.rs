@@ -38,7 +38,7 @@ mod tls;
 pub mod tracefs;
 
 pub use offcpu::OffCpu;
-pub use tls::TlsView;
+pub use tls::{TlsKind, TlsView};
 
 /// The BPF object built by `cargo xtask build-ebpf`, embedded at compile time.
 static BPF_OBJECT: &[u8] =
@@ -119,6 +119,8 @@ pub struct Sampler {
     lifecycle: RingBuf<MapData>,
     /// TLS plaintext.
     tls: RingBuf<MapData>,
+    /// Bytes of connections the kernel is asked not to send (`TLS_SKIP`).
+    tls_skip: HashMap<MapData, modelprobe_common::TlsSkipKey, u64>,
     /// Off-CPU sums and stacks, per-thread CPU time.
     off: offcpu::OffCpuTables,
     targets: HashMap<MapData, u32, u32>,
@@ -268,6 +270,8 @@ impl Sampler {
             .map_err(|e| Error::bpf("opening the LIFECYCLE ring buffer", e))?;
         let tls = RingBuf::try_from(take_map(&mut bpf, "TLS")?)
             .map_err(|e| Error::bpf("opening the TLS ring buffer", e))?;
+        let tls_skip = HashMap::try_from(take_map(&mut bpf, "TLS_SKIP")?)
+            .map_err(|e| Error::bpf("opening the TLS_SKIP map", e))?;
         let off = offcpu::OffCpuTables::new(&mut bpf, crate::clock::monotonic_ns())?;
         let targets = HashMap::try_from(take_map(&mut bpf, "TARGETS")?)
             .map_err(|e| Error::bpf("opening the TARGETS map", e))?;
@@ -298,6 +302,7 @@ impl Sampler {
             records,
             lifecycle,
             tls,
+            tls_skip,
             off,
             targets,
             cpus: cpus.len() as u32,

@@ -9,16 +9,28 @@ use aya::{
     },
     Ebpf,
 };
-use modelprobe_common::{kind, plain_source, tls_fn, TlsRecord, TLS_HEADER};
+use modelprobe_common::{kind, plain_source, tls_dir, tls_fn, TlsRecord, TlsSkipKey, TLS_HEADER};
 
 use super::{log_verified, program, read_pod, Sampler};
 use crate::{Error, Result};
 
-/// A piece of one TLS call's plaintext, or a connection's end, borrowed from the ring.
+/// What a [`TlsView`] says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsKind {
+    /// Bytes of a call.
+    Data,
+    /// A call of `call_len` bytes skipped at the agent's request (no bytes).
+    Skipped,
+    /// The connection ended (`SSL_free`, `close`).
+    Close,
+}
+
+/// A piece of one TLS call's plaintext, a skipped call, or a connection's end, borrowed from
+/// the ring.
 #[derive(Debug, Clone, Copy)]
 pub struct TlsView<'a> {
-    /// True for `SSL_free` (no bytes), false for data.
-    pub close: bool,
+    /// What it says.
+    pub kind: TlsKind,
     /// Process id.
     pub pid: u32,
     /// Thread id.
@@ -53,7 +65,11 @@ pub(super) fn tls_view(item: &[u8]) -> Option<TlsView<'_>> {
     let payload = &item[TLS_HEADER..];
     let len = (r.len as usize).min(payload.len());
     Some(TlsView {
-        close: r.kind == kind::TLS_CLOSE,
+        kind: match r.kind {
+            kind::TLS_CLOSE => TlsKind::Close,
+            kind::TLS_SKIPPED => TlsKind::Skipped,
+            _ => TlsKind::Data,
+        },
         pid: r.pid,
         tid: r.tid,
         time_ns: r.time_ns,
@@ -105,6 +121,25 @@ pub(super) fn attach_plain_http(bpf: &mut Ebpf) -> Result<()> {
 }
 
 impl Sampler {
+    /// Asks the kernel not to send the next `bytes` bytes of one direction of a connection
+    /// (`conn` as its records name it; `socket` for a plain TCP socket): whole calls within
+    /// them come as [`TlsKind::Skipped`] counts.
+    pub fn skip_plaintext(&mut self, pid: u32, conn: u64, read: bool, socket: bool, bytes: u64) {
+        let key = TlsSkipKey {
+            pid,
+            direction: if read { tls_dir::READ } else { tls_dir::WRITE } as u16,
+            source: if socket {
+                plain_source::SOCKET
+            } else {
+                plain_source::TLS
+            } as u16,
+            conn,
+        };
+        if let Err(e) = self.tls_skip.insert(key, bytes, 0) {
+            log::debug!("TLS_SKIP not set for pid {pid}: {e}");
+        }
+    }
+
     /// Attaches the TLS programs to an OpenSSL function (`which`, a `tls_fn` constant) at
     /// `file_offset` of `path`, for process `pid` only.
     pub fn attach_tls(
@@ -167,7 +202,7 @@ mod tests {
     fn tls_view_reads_the_header_then_len_bytes() {
         let raw = item(kind::TLS_DATA, 3, b"HTTP/1.1");
         let v = tls_view(&raw).unwrap();
-        assert!(!v.close && v.read && v.socket);
+        assert!(v.kind == TlsKind::Data && v.read && v.socket);
         assert_eq!((v.pid, v.tid, v.time_ns), (2, 3, 10));
         assert_eq!((v.conn, v.call_len, v.offset), (0xabc, 5000, 2048));
         assert_eq!(v.bytes, b"HTT");
@@ -177,7 +212,7 @@ mod tests {
     fn tls_view_clamps_len_and_reads_a_close() {
         let raw = item(kind::TLS_CLOSE, 100, b"xy");
         let v = tls_view(&raw).unwrap();
-        assert!(v.close);
+        assert_eq!(v.kind, TlsKind::Close);
         assert_eq!(v.bytes, b"xy");
         assert!(tls_view(&raw[..TLS_HEADER - 1]).is_none());
     }

@@ -37,6 +37,9 @@ pub(super) fn run(s: &mut Session<'_>) -> Stopped {
         if s.sampler.wait(Duration::from_millis(100)) {
             s.sampler.drain(&mut s.collector);
             follow_lifecycle(&mut s.collector, &mut s.sampler, &mut s.probes);
+            for (pid, conn, read, socket, bytes) in s.collector.take_skip_requests() {
+                s.sampler.skip_plaintext(pid, conn, read, socket, bytes);
+            }
         }
         s.gpu.poll(&s.collector.live_pids());
         // Libraries loaded from outside any search path (a wheel's RPATH, a ctypes load):

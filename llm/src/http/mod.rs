@@ -6,7 +6,8 @@
 //! ([`Framing`]), since a response's framing depends on its request. Bytes that were not
 //! captured ([`Parser::gap`]) are skipped when they lie inside a body of known length;
 //! anywhere else the framing is lost, and the parser resynchronises at the next thing that
-//! looks like the start of a message.
+//! looks like the start of a message. Bytes of a `Content-Length` body that were skipped on
+//! purpose ([`Parser::skip`]) advance the framing without the handler hearing of them.
 
 mod start;
 
@@ -135,6 +136,17 @@ enum Chunk {
 pub(crate) struct Parser {
     kind: Kind,
     state: State,
+    /// Heads read so far: the number of the current message.
+    heads: u64,
+}
+
+/// A body delimited by `Content-Length`, being read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LengthBody {
+    /// Which message of the stream it belongs to (heads read so far).
+    pub message: u64,
+    /// Its bytes still to come.
+    pub left: u64,
 }
 
 impl Parser {
@@ -146,7 +158,34 @@ impl Parser {
                 buf: Vec::new(),
                 started_ns: 0,
             },
+            heads: 0,
         }
+    }
+
+    /// The `Content-Length` body being read, if that is where the parser is.
+    pub fn length_body(&self) -> Option<LengthBody> {
+        match self.state {
+            State::Length(left) => Some(LengthBody {
+                message: self.heads,
+                left,
+            }),
+            _ => None,
+        }
+    }
+
+    /// `n` bytes of the current `Content-Length` body went by unseen, on purpose: the framing
+    /// advances past them (ending the message at its last byte) and the handler is not told of
+    /// them. Returns how many of the `n` lay outside such a body (none when all is well).
+    pub fn skip(&mut self, n: u64, now_ns: u64, h: &mut impl Handler) -> u64 {
+        let State::Length(left) = &mut self.state else {
+            return n;
+        };
+        let skipped = n.min(*left);
+        *left -= skipped;
+        if *left == 0 {
+            self.end(now_ns, h);
+        }
+        n - skipped
     }
 
     /// The next captured bytes.
@@ -303,6 +342,7 @@ impl Parser {
             self.lose(false, now_ns, h);
             return;
         };
+        self.heads += 1;
         match h.head(head, started_ns, now_ns) {
             Framing::Empty => self.end(now_ns, h),
             Framing::Length(n) => self.state = State::Length(n),

@@ -240,3 +240,45 @@ fn start_lines_are_recognised_from_their_prefixes() {
     assert_eq!(resp(b"HTTP/1.1 20"), Verdict::Maybe);
     assert_eq!(resp(b"HTTP/2 200"), Verdict::No);
 }
+
+#[test]
+fn skipped_bytes_advance_a_length_body_unseen() {
+    let mut parser = Parser::new(Kind::Response);
+    let mut log = Log::default();
+    assert_eq!(parser.length_body(), None);
+    parser.feed(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nab",
+        1,
+        &mut log,
+    );
+    let body = parser.length_body();
+    assert_eq!(
+        body,
+        Some(LengthBody {
+            message: 1,
+            left: 8
+        })
+    );
+    assert_eq!(parser.skip(5, 1, &mut log), 0);
+    parser.feed(
+        b"xyzHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n",
+        1,
+        &mut log,
+    );
+    assert_eq!(
+        parser.length_body(),
+        Some(LengthBody {
+            message: 2,
+            left: 4
+        })
+    );
+    // Past the end of the body: the rest is returned, the message ends.
+    assert_eq!(parser.skip(6, 1, &mut log), 2);
+    assert_eq!(parser.length_body(), None);
+    assert_eq!(parser.skip(3, 1, &mut log), 3);
+    log.flush_body();
+    assert_eq!(
+        log.events,
+        ["head 200", "body abxyz", "end", "head 200", "end"]
+    );
+}

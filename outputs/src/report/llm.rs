@@ -200,6 +200,11 @@ pub(super) fn capture(rec: &Recording) -> Option<Section> {
         ("TLS records lost", st.records_lost, "the TLS ring buffer was full"),
         ("exchanges not parsed", st.unparsed_exchanges, "not HTTP/1.x where expected (after a gap)"),
         ("HTTP/2 connections", st.http2_connections, "detected and counted, not parsed"),
+        (
+            "bytes skipped",
+            st.bytes_skipped,
+            "large bodies of other requests (downloads): counted in the kernel, not sent",
+        ),
         ("other protocols", st.other_connections, "TLS connections that were not HTTP"),
     ];
     let rows: Vec<_> = rows.into_iter().filter(|r| r.1 > 0).collect();

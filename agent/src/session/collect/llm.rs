@@ -5,7 +5,10 @@ use std::collections::HashMap;
 
 use modelprobe_llm::{ConnKey, Direction, Options, Tracker};
 
-use crate::{recording::llm::LlmTrace, sampler::TlsView};
+use crate::{
+    recording::llm::LlmTrace,
+    sampler::{TlsKind, TlsView},
+};
 
 /// Set in the [`ConnKey`] id of a plain TCP socket.
 const SOCKET_ID: u64 = 1 << 63;
@@ -55,7 +58,7 @@ impl LlmCapture {
             pid: v.pid,
             id: if v.socket { v.conn | SOCKET_ID } else { v.conn },
         };
-        if v.close {
+        if v.kind == TlsKind::Close {
             for read in [false, true] {
                 self.flush(conn, read, v.time_ns);
                 self.cursors.remove(&(conn, read));
@@ -69,11 +72,17 @@ impl LlmCapture {
             Direction::Outbound
         };
         let cursor = self.cursors.entry((conn, v.read)).or_default();
-        if cursor.open() && (v.offset < cursor.next || v.call_len != cursor.call_len) {
+        let skipped = v.kind == TlsKind::Skipped;
+        if cursor.open() && (skipped || v.offset < cursor.next || v.call_len != cursor.call_len) {
             // The previous call's last pieces never came (lost): skip what was left of it.
             let missing = cursor.call_len - cursor.next;
             self.tracker.gap(conn, dir, v.time_ns, missing);
             cursor.next = cursor.call_len;
+        }
+        if skipped {
+            // A whole call the kernel counted without sending, as asked.
+            self.tracker.skipped(conn, dir, v.time_ns, v.call_len);
+            return;
         }
         if !cursor.open() {
             *cursor = Cursor {
@@ -87,6 +96,25 @@ impl LlmCapture {
         }
         cursor.next = v.offset + v.bytes.len() as u64;
         self.tracker.data(conn, v.tid, dir, v.time_ns, v.bytes);
+    }
+
+    /// Bodies the parser would rather the kernel did not send: (pid, the connection as the
+    /// kernel names it, read, socket, bytes).
+    pub fn take_skip_requests(&mut self) -> Vec<(u32, u64, bool, bool, u64)> {
+        self.tracker
+            .take_skip_requests()
+            .into_iter()
+            .map(|r| {
+                let socket = r.conn.id & SOCKET_ID != 0;
+                (
+                    r.conn.pid,
+                    r.conn.id & !SOCKET_ID,
+                    r.dir == Direction::Inbound,
+                    socket,
+                    r.bytes,
+                )
+            })
+            .collect()
     }
 
     /// Skips what is left of the current call of `conn` in one direction.

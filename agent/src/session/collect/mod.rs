@@ -73,6 +73,15 @@ impl Collector {
         self.llm = Some(llm::LlmCapture::new(options));
     }
 
+    /// Large non-LLM bodies the kernel can stop sending: (pid, connection, read, socket,
+    /// bytes), for [`Sampler::skip_plaintext`](crate::sampler::Sampler::skip_plaintext).
+    pub fn take_skip_requests(&mut self) -> Vec<(u32, u64, bool, bool, u64)> {
+        self.llm
+            .as_mut()
+            .map(llm::LlmCapture::take_skip_requests)
+            .unwrap_or_default()
+    }
+
     /// Number of samples so far.
     pub fn sample_count(&self) -> usize {
         self.stacks.sample_count()

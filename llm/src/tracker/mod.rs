@@ -1,5 +1,8 @@
 //! The connections of one session: each one's protocol, found from its first outbound bytes,
 //! its two HTTP/1.x parsers and its exchanges in flight, paired request to response in order.
+//! Which of their bodies need not be captured is decided in [`skip`].
+
+mod skip;
 
 use std::collections::{HashMap, VecDeque};
 
@@ -10,6 +13,8 @@ use crate::{
     http::{self, Framing, Handler, Head, Kind, Verdict},
     ConnKey, Direction, Options,
 };
+
+pub use skip::SkipRequest;
 
 /// Most exchanges waiting for their response on one connection; beyond, the oldest is given
 /// up as unanswered (its response was not captured), so memory stays bounded.
@@ -25,6 +30,8 @@ pub struct Tracker {
     /// The next connection number of each process.
     numbers: HashMap<u32, u32>,
     shared: Shared,
+    /// Skips asked for since the last take.
+    skip_requests: Vec<SkipRequest>,
 }
 
 /// What every connection adds to.
@@ -66,6 +73,8 @@ struct Connection {
     requests: http::Parser,
     responses: http::Parser,
     exchanges: Exchanges,
+    /// The bodies whose skip was decided.
+    skips: skip::Decided,
 }
 
 /// A connection's exchanges in request order. Requests and responses both complete in
@@ -258,6 +267,7 @@ impl Tracker {
             conns: HashMap::new(),
             numbers: HashMap::new(),
             shared: Shared::default(),
+            skip_requests: Vec::new(),
         }
     }
 
@@ -342,6 +352,7 @@ impl Tracker {
         if c.exchanges.upgraded {
             c.protocol = Protocol::Ignored;
         }
+        self.consider_skips(conn);
     }
 
     /// `missing` bytes of this direction were not captured at this point: the parser skips
@@ -393,8 +404,9 @@ impl Tracker {
                 };
                 c.responses.gap(missing, time_ns, &mut h);
             }
-            _ => {}
+            _ => return,
         }
+        self.consider_skips(conn);
     }
 
     /// The connection ended (`SSL_free`, `close`): what is open on it ends at `time_ns`, and
@@ -471,6 +483,7 @@ fn connection<'a>(
             requests: http::Parser::new(Kind::Request),
             responses: http::Parser::new(Kind::Response),
             exchanges: Exchanges::default(),
+            skips: skip::Decided::default(),
         }
     })
 }
