@@ -389,7 +389,8 @@ impl Settings {
                     .map(|r| {
                         regex::Regex::new(r).map_err(|e| {
                             bad(format!(
-                                "llm.redact: {r:?} is not a regular expression: {e}"
+                                "llm.redact: {r:?} is not a regular expression: {}",
+                                crate::analyze::regex_problem(&e)
                             ))
                         })
                     })

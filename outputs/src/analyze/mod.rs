@@ -184,19 +184,21 @@ impl std::fmt::Display for TimeBound {
 /// Compiles a `--pattern`; a bad one is a one-line [`Error::InvalidArgument`].
 pub fn parse_pattern(s: &str) -> Result<regex::Regex> {
     regex::Regex::new(s).map_err(|e| {
-        // The regex crate's syntax errors span several lines (the pattern, a caret, the
-        // error): keep the last, which says what is wrong.
-        let text = e.to_string();
-        let why = text
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("")
-            .trim()
-            .trim_start_matches("error: ")
-            .to_string();
-        Error::InvalidArgument(format!("invalid --pattern {s:?}: {why}"))
+        Error::InvalidArgument(format!("invalid --pattern {s:?}: {}", regex_problem(&e)))
     })
+}
+
+/// What is wrong with a regular expression, in one line: the regex crate's syntax errors span
+/// several (the pattern, a caret, the error), and the last says what is wrong.
+pub fn regex_problem(e: &regex::Error) -> String {
+    let text = e.to_string();
+    text.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
+        .trim_start_matches("error: ")
+        .to_string()
 }
 
 /// Where an item comes from.

@@ -314,7 +314,12 @@ fn parse_probe(s: &str) -> Result<ProbeSpec, String> {
 }
 
 fn parse_regex(s: &str) -> Result<regex::Regex, String> {
-    regex::Regex::new(s).map_err(|e| format!("not a regular expression: {e}"))
+    regex::Regex::new(s).map_err(|e| {
+        format!(
+            "not a regular expression: {}",
+            modelprobe::analyze::regex_problem(&e)
+        )
+    })
 }
 
 fn parse_level(s: &str) -> Result<Level, String> {
