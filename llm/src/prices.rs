@@ -76,15 +76,21 @@ pub struct PriceTable {
 impl PriceTable {
     /// The built-in table.
     pub fn builtin() -> PriceTable {
-        let doc: Value = serde_yaml_ng::from_str(BUILTIN).expect("prices.yaml is YAML");
-        let mut table = PriceTable {
-            prices: HashMap::new(),
-            as_of: String::new(),
-        };
-        table
-            .merge(&doc, PriceSource::Builtin)
-            .expect("prices.yaml is a price table");
-        table
+        // Parsed once: every `Options::default()` (and `Settings::default()`) starts from it.
+        static PARSED: std::sync::OnceLock<PriceTable> = std::sync::OnceLock::new();
+        PARSED
+            .get_or_init(|| {
+                let doc: Value = serde_yaml_ng::from_str(BUILTIN).expect("prices.yaml is YAML");
+                let mut table = PriceTable {
+                    prices: HashMap::new(),
+                    as_of: String::new(),
+                };
+                table
+                    .merge(&doc, PriceSource::Builtin)
+                    .expect("prices.yaml is a price table");
+                table
+            })
+            .clone()
     }
 
     /// Overrides and extends the table from a user's YAML document.
