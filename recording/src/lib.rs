@@ -613,4 +613,15 @@ impl Recording {
             .map(|p| p.name.clone())
             .unwrap_or_else(|| format!("pid-{pid}"))
     }
+
+    /// Name of thread `tid` of `pid`: its last name, its process's for a main thread never
+    /// named, else `tid N`.
+    pub fn thread_name(&self, pid: u32, tid: u32) -> String {
+        self.threads
+            .iter()
+            .find(|t| t.pid == pid && t.tid == tid)
+            .map(|t| t.name.clone())
+            .or_else(|| (tid == pid).then(|| self.process_name(pid)))
+            .unwrap_or_else(|| format!("tid {tid}"))
+    }
 }

@@ -408,6 +408,7 @@ fn lint() -> Result<()> {
 
 fn test(root: &Path) -> Result<()> {
     ensure_chromium()?;
+    ensure_go()?;
     ensure_numpy_venv(root)?;
     ensure_node_client(root)?;
     say("checking cupti-sys's bindings against the pinned CUPTI headers");
@@ -430,24 +431,35 @@ fn test(root: &Path) -> Result<()> {
 
 /// Headless Chromium, which the viewer test opens `view.html` in (Debian's `chromium`).
 fn ensure_chromium() -> Result<()> {
-    if succeeds(Command::new("chromium").arg("--version")) {
+    ensure_package(
+        &["chromium", "--version"],
+        "chromium",
+        "the HTML viewer is tested in headless Chromium",
+    )
+}
+
+/// `go tool pprof` reads the pprof export in the tests, as users read it.
+fn ensure_go() -> Result<()> {
+    ensure_package(
+        &["go", "version"],
+        "golang-go",
+        "the pprof export is read back with `go tool pprof`",
+    )
+}
+
+/// Installs Debian package `package` with apt unless `probe` (a command line) runs (`why`
+/// says what for).
+fn ensure_package(probe: &[&str], package: &str, why: &str) -> Result<()> {
+    if succeeds(Command::new(probe[0]).args(&probe[1..])) {
         return Ok(());
     }
     if !is_root() {
-        bail!(
-            "the viewer test needs Chromium: run `sudo apt-get install -y chromium` and try again"
-        );
+        bail!("{why}: run `sudo apt-get install -y {package}` and try again");
     }
-    say("installing chromium with apt (the HTML viewer is tested in headless Chromium)");
+    say(&format!("installing {package} with apt ({why})"));
     run(Command::new("apt-get").args(["update", "-qq"]))?;
     run(Command::new("apt-get")
-        .args([
-            "install",
-            "-y",
-            "-qq",
-            "--no-install-recommends",
-            "chromium",
-        ])
+        .args(["install", "-y", "-qq", "--no-install-recommends", package])
         .env("DEBIAN_FRONTEND", "noninteractive"))
 }
 

@@ -7,6 +7,7 @@ mod flamegraph;
 mod folded;
 mod gpu_flamegraph;
 pub(crate) mod gpu_ops;
+pub mod pprof;
 mod timeline;
 mod timeline_gpu;
 mod timeline_llm;
@@ -14,6 +15,7 @@ mod timeline_llm;
 pub use flamegraph::FlameGraph;
 pub use folded::{folded_stacks, Folded};
 pub use gpu_flamegraph::{gpu_folded, GpuFlameGraph};
+pub use pprof::Pprof;
 pub use timeline::{trace_events, write_trace_events, Timeline};
 pub use timeline_llm::{gen_ai_attributes, span_name};
 

@@ -316,12 +316,7 @@ fn write_meta(rec: &Recording, w: &mut dyn Write) -> io::Result<()> {
 }
 
 fn thread_name(rec: &Recording, pid: u32, tid: u32) -> String {
-    rec.threads
-        .iter()
-        .find(|t| t.pid == pid && t.tid == tid)
-        .map(|t| t.name.clone())
-        .or_else(|| (tid == pid).then(|| rec.process_name(pid)))
-        .unwrap_or_else(|| format!("tid {tid}"))
+    rec.thread_name(pid, tid)
 }
 
 fn write_thread_track(

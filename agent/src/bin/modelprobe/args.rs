@@ -144,6 +144,23 @@ pub enum Command {
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
     },
+    /// Write a recording in a format other tools read. pprof: `cpu.pb.gz` (samples and CPU
+    /// nanoseconds), `offcpu.pb.gz` (blocked nanoseconds) and `gpu.pb.gz` (GPU nanoseconds by
+    /// launch stack), for `go tool pprof`, Pyroscope, Parca and Grafana, with pid, tid and
+    /// thread labels on every sample.
+    #[command(
+        after_help = "Example:\n  modelprobe export out --format pprof && go tool pprof -top out/cpu.pb.gz"
+    )]
+    Export {
+        /// Output directory of an earlier attach or run (or its recording.json).
+        path: PathBuf,
+        /// The format to write.
+        #[arg(long, value_enum)]
+        format: ExportFormat,
+        /// Where to write the files [default: the recording's directory].
+        #[arg(short, long, value_name = "DIR")]
+        output: Option<PathBuf>,
+    },
     /// Settings: where they come from and what is in effect.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -311,6 +328,13 @@ pub struct RecordArgs {
 
 fn parse_probe(s: &str) -> Result<ProbeSpec, String> {
     ProbeSpec::parse(s).map_err(|e| e.to_string())
+}
+
+/// The formats `export` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// pprof's profile.proto, gzipped: one file per kind of sample.
+    Pprof,
 }
 
 fn parse_regex(s: &str) -> Result<regex::Regex, String> {

@@ -1,10 +1,12 @@
-//! Commands that read rather than record: `probes`, `report`, `analyze`, `view`, `config show`.
+//! Commands that read rather than record: `probes`, `report`, `analyze`, `export`, `view`,
+//! `config show`.
 use std::{
     io::Write,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
+use anyhow::Context;
 use modelprobe::{
     analyze::{self, AnalyzeOptions},
     probes::ProbeSpec,
@@ -133,6 +135,43 @@ pub fn analyze(inputs: &[PathBuf], args: AnalyzeArgs) -> anyhow::Result<i32> {
 }
 
 /// `modelprobe view`.
+/// `modelprobe export DIR --format F`.
+pub fn export(
+    path: &Path,
+    format: crate::args::ExportFormat,
+    output: Option<PathBuf>,
+    quiet: bool,
+) -> anyhow::Result<i32> {
+    use modelprobe::export::Exporter;
+    let rec = Recording::read(path)?;
+    let dir = output.unwrap_or_else(|| {
+        if path.is_dir() {
+            path.to_path_buf()
+        } else {
+            path.parent().map(Path::to_path_buf).unwrap_or_default()
+        }
+    });
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let exporter = match format {
+        crate::args::ExportFormat::Pprof => modelprobe::export::Pprof,
+    };
+    let files = exporter.export(&rec, &dir)?;
+    modelprobe::preflight::hand_over(None, &files);
+    if files.is_empty() {
+        anyhow::bail!(
+            "{} has no CPU, off-CPU or GPU samples to write as {}",
+            path.display(),
+            exporter.name()
+        );
+    }
+    if !quiet {
+        for f in &files {
+            eprintln!("modelprobe: wrote {}", f.display());
+        }
+    }
+    Ok(0)
+}
+
 pub fn view(path: &Path, output: Option<PathBuf>, quiet: bool) -> anyhow::Result<i32> {
     let started = Instant::now();
     let progress = modelprobe::progress::Progress::new(!quiet);

@@ -87,6 +87,11 @@ fn real_main(cli: Cli) -> anyhow::Result<i32> {
             },
         ),
         Command::View { path, output } => inspect::view(&path, output, cli.quiet),
+        Command::Export {
+            path,
+            format,
+            output,
+        } => inspect::export(&path, format, output, cli.quiet),
         Command::Config(ConfigCommand::Show) => inspect::config_show(config),
         Command::GpuLibrary { dir } => inspect::gpu_library(dir),
     }
