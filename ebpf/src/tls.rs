@@ -36,11 +36,7 @@ pub fn mp_tls_enter(ctx: ProbeContext) -> u32 {
     }
     // SAFETY: called from a uprobe program, whose context the helper accepts.
     let which = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
-    let direction = if which == tls_fn::WRITE || which == tls_fn::WRITE_EX {
-        tls_dir::WRITE
-    } else {
-        tls_dir::READ
-    };
+    let direction = direction_of(which);
     let key = pending_key(direction);
     if let Some(p) = TLS_PENDING.get_ptr_mut(&key) {
         // A read made by a read (an `SSL_read` built on `SSL_read_ex`): the outer one sends
@@ -66,6 +62,16 @@ pub fn mp_tls_enter(ctx: ProbeContext) -> u32 {
     0
 }
 
+/// The `tls_dir` of a `tls_fn`.
+#[inline(always)]
+fn direction_of(which: u64) -> u32 {
+    if which == tls_fn::WRITE || which == tls_fn::WRITE_EX {
+        tls_dir::WRITE
+    } else {
+        tls_dir::READ
+    }
+}
+
 /// The `TLS_PENDING` key of the current thread's call in `direction`.
 #[inline(always)]
 fn pending_key(direction: u32) -> u64 {
@@ -89,11 +95,7 @@ fn try_tls_exit(ctx: &RetProbeContext) -> Result<u32, i64> {
     }
     // SAFETY: called from a uretprobe program, whose context the helper accepts.
     let which = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
-    let direction = if which == tls_fn::WRITE || which == tls_fn::WRITE_EX {
-        tls_dir::WRITE
-    } else {
-        tls_dir::READ
-    };
+    let direction = direction_of(which);
     let key = pending_key(direction);
     let Some(p) = TLS_PENDING.get_ptr_mut(&key) else {
         return Ok(0);

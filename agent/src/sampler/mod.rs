@@ -577,12 +577,24 @@ impl Sampler {
         } else {
             "mp_span_exit"
         };
-        self.load_span_program(enter)?;
-        self.load_span_program(exit)?;
+        self.attach_uprobes(&[enter, exit], path, file_offset, cookie, pid)
+    }
+
+    /// Loads (once) and attaches uprobe programs `names` at `file_offset` of `path`, for
+    /// process `pid` only, with attach cookie `cookie`.
+    fn attach_uprobes(
+        &mut self,
+        names: &[&'static str],
+        path: &Path,
+        file_offset: u64,
+        cookie: u64,
+        pid: u32,
+    ) -> Result<()> {
         let scope = UProbeScope::OneProcess(
             std::num::NonZeroU32::new(pid).ok_or_else(|| Error::InvalidArgument("pid 0".into()))?,
         );
-        for name in [enter, exit] {
+        for &name in names {
+            self.load_span_program(name)?;
             let prog: &mut UProbe = program(&mut self.bpf, name)?;
             let point = UProbeAttachPoint {
                 location: UProbeAttachLocation::AbsoluteOffset(file_offset),

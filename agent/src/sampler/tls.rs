@@ -2,13 +2,7 @@
 //! functions, and reading `TlsRecord`s out of the `TLS` ring.
 use std::path::Path;
 
-use aya::{
-    programs::{
-        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
-        TracePoint, UProbe,
-    },
-    Ebpf,
-};
+use aya::{programs::TracePoint, Ebpf};
 use modelprobe_common::{kind, plain_source, tls_dir, tls_fn, TlsRecord, TlsSkipKey, TLS_HEADER};
 
 use super::{log_verified, program, read_pod, Sampler};
@@ -154,27 +148,7 @@ impl Sampler {
         } else {
             &["mp_tls_enter", "mp_tls_exit"]
         };
-        let scope = UProbeScope::OneProcess(
-            std::num::NonZeroU32::new(pid).ok_or_else(|| Error::InvalidArgument("pid 0".into()))?,
-        );
-        for &name in names {
-            self.load_span_program(name)?;
-            let prog: &mut UProbe = program(&mut self.bpf, name)?;
-            let point = UProbeAttachPoint {
-                location: UProbeAttachLocation::AbsoluteOffset(file_offset),
-                cookie: Some(which),
-            };
-            prog.attach(point, path, scope).map_err(|e| {
-                Error::bpf(
-                    format!(
-                        "attaching {name} to {}+{file_offset:#x} in pid {pid}",
-                        path.display()
-                    ),
-                    e,
-                )
-            })?;
-        }
-        Ok(())
+        self.attach_uprobes(names, path, file_offset, which, pid)
     }
 }
 
