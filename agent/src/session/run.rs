@@ -40,6 +40,7 @@ pub(super) fn run(s: &mut Session<'_>) -> Stopped {
             for (pid, conn, read, socket, bytes) in s.collector.take_skip_requests() {
                 s.sampler.skip_plaintext(pid, conn, read, socket, bytes);
             }
+            s.collector.close_exited_connections();
         }
         s.gpu.poll(&s.collector.live_pids());
         // Libraries loaded from outside any search path (a wheel's RPATH, a ctypes load):

@@ -428,6 +428,21 @@ impl Tracker {
         }
     }
 
+    /// Process `pid` exited: every connection it still had ends at `time_ns` (a process that
+    /// exits without `SSL_free` would otherwise keep its connections' state for the session).
+    pub fn close_process(&mut self, pid: u32, time_ns: u64) {
+        let mut conns: Vec<ConnKey> = self
+            .conns
+            .keys()
+            .filter(|c| c.pid == pid)
+            .copied()
+            .collect();
+        conns.sort();
+        for conn in conns {
+            self.close(conn, time_ns);
+        }
+    }
+
     /// Capture records the kernel dropped (its ring buffer was full).
     pub fn lost_records(&mut self, n: u64) {
         self.shared.stats.records_lost += n;

@@ -98,6 +98,21 @@ impl LlmCapture {
         self.tracker.data(conn, v.tid, dir, v.time_ns, v.bytes);
     }
 
+    /// Process `pid` exited: its connections end (after everything it sent was drained).
+    pub fn close_process(&mut self, pid: u32, time_ns: u64) {
+        let open: Vec<(ConnKey, bool)> = self
+            .cursors
+            .keys()
+            .filter(|(c, _)| c.pid == pid)
+            .copied()
+            .collect();
+        for (conn, read) in open {
+            self.flush(conn, read, time_ns);
+            self.cursors.remove(&(conn, read));
+        }
+        self.tracker.close_process(pid, time_ns);
+    }
+
     /// Bodies the parser would rather the kernel did not send: (pid, the connection as the
     /// kernel names it, read, socket, bytes).
     pub fn take_skip_requests(&mut self) -> Vec<(u32, u64, bool, bool, u64)> {
@@ -140,5 +155,74 @@ impl LlmCapture {
         }
         self.tracker.lost_records(lost);
         self.tracker.finish(end_ns)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn piece<'a>(
+        read: bool,
+        time_ns: u64,
+        offset: u64,
+        call_len: u64,
+        bytes: &'a [u8],
+    ) -> TlsView<'a> {
+        TlsView {
+            kind: TlsKind::Data,
+            pid: 7,
+            tid: 7,
+            time_ns,
+            conn: 0x55aa,
+            call_len,
+            offset,
+            read,
+            socket: false,
+            bytes,
+        }
+    }
+
+    const REQUEST: &[u8] = b"POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\nContent-Type: application/json\r\nContent-Length: 26\r\n\r\n{\"model\":\"gpt-4o\",\"n\":1}  ";
+
+    #[test]
+    fn pieces_past_the_cursor_are_gaps_and_an_exit_ends_the_call() {
+        let mut c = LlmCapture::new(Options::default());
+        // The request in two pieces of one call, its last two bytes never sent.
+        let len = REQUEST.len() as u64;
+        c.ingest(&piece(false, 1_000, 0, len, &REQUEST[..40]));
+        c.ingest(&piece(
+            false,
+            1_000,
+            40,
+            len,
+            &REQUEST[40..REQUEST.len() - 2],
+        ));
+        // The process exits before any answer: the rest of the call is a gap, and its call ends
+        // then, not at the recording's end.
+        c.close_process(7, 5_000);
+        let trace = c.finish(9_999, 0);
+        assert_eq!(trace.stats.bytes_not_captured, 2);
+        assert_eq!(trace.calls.len(), 1, "{trace:#?}");
+        let call = &trace.calls[0];
+        assert_eq!((call.start_ns, call.end_ns, call.status), (1_000, 5_000, 0));
+        assert!(call.incomplete);
+    }
+
+    #[test]
+    fn a_skipped_call_is_counted_not_lost() {
+        let mut c = LlmCapture::new(Options::default());
+        let head = b"GET /files/big HTTP/1.1\r\nHost: h\r\n\r\n";
+        c.ingest(&piece(false, 1_000, 0, head.len() as u64, head));
+        let response = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n";
+        c.ingest(&piece(true, 2_000, 0, response.len() as u64, response));
+        c.ingest(&TlsView {
+            kind: TlsKind::Skipped,
+            ..piece(true, 3_000, 0, 100_000, &[])
+        });
+        let trace = c.finish(9_999, 0);
+        assert_eq!(trace.stats.bytes_skipped, 100_000);
+        assert_eq!(trace.stats.bytes_not_captured, 0);
+        assert_eq!(trace.stats.other_requests, 1);
     }
 }

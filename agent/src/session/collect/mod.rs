@@ -43,6 +43,9 @@ pub struct Collector {
     probes: Vec<ProbeInfo>,
     /// The LLM-call parser, when TLS plaintext is captured.
     llm: Option<llm::LlmCapture>,
+    /// Processes that exited in the records drained last, and when: their connections end
+    /// once everything they sent before has been drained too.
+    exited: Vec<(u32, u64)>,
 }
 
 /// A `comm` (thread name) up to its NUL.
@@ -71,6 +74,17 @@ impl Collector {
     /// Parse the TLS plaintext the kernel sends into LLM calls, with `options`.
     pub fn capture_llm_calls(&mut self, options: modelprobe_llm::Options) {
         self.llm = Some(llm::LlmCapture::new(options));
+    }
+
+    /// Ends the connections of the processes that exited in the last drain: called after it,
+    /// when the TLS records they wrote before exiting have been read too.
+    pub fn close_exited_connections(&mut self) {
+        let exited = std::mem::take(&mut self.exited);
+        if let Some(llm) = self.llm.as_mut() {
+            for (pid, time_ns) in exited {
+                llm.close_process(pid, time_ns);
+            }
+        }
     }
 
     /// Large non-LLM bodies the kernel can stop sending: (pid, connection, read, socket,
@@ -183,6 +197,10 @@ impl EventSink for Collector {
         match rec.kind {
             kind::SPAN_ENTER => self.spans.enter(rec),
             kind::SPAN_EXIT => self.spans.exit(rec),
+            kind::TASK_EXIT if rec.args[0] == 1 && self.llm.is_some() => {
+                self.exited.push((rec.pid, rec.time_ns));
+                self.tasks.ingest(rec, &mut self.procs);
+            }
             _ => self.tasks.ingest(rec, &mut self.procs),
         }
     }
