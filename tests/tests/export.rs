@@ -1,6 +1,6 @@
 //! `modelprobe export --format pprof`, read back by `go tool pprof` as users read it: the
 //! fixture workload's known hot spots (`mp_hot_a` three times `mp_hot_b`), the same totals as
-//! the folded stacks, and the labels.
+//! the folded stacks, and the labels; and `--format speedscope`, held against the same.
 use std::{path::Path, process::Command, time::Duration};
 
 use modelprobe_tests::*;
@@ -102,4 +102,56 @@ fn pprof_export_opens_in_go_tool_pprof_with_the_known_hot_spots() {
     // The profile is named after the workload's executable, its first mapping.
     let head = pprof(&["-top", "-nodecount=1"], &cpu);
     assert!(head.contains("File: mp-workload"), "{head}");
+}
+
+#[test]
+fn speedscope_export_holds_the_same_samples_per_thread() {
+    if !require_bpf("speedscope_export_holds_the_same_samples_per_thread") {
+        return;
+    }
+    let _bpf = bpf_lock();
+    let out = scratch_dir("export-speedscope");
+    let rec_dir = out.join("rec");
+    let r = Session::run(&rec_dir, &["--freq", "397"])
+        .workload(&["--seconds", "2"])
+        .expect_success();
+    let status = Command::new(modelprobe_bin())
+        .args(["export", "--format", "speedscope"])
+        .arg(&rec_dir)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(rec_dir.join("profile.speedscope.json")).unwrap())
+            .unwrap();
+    // The shared frames are the recording's, in its order.
+    let rec = r.recording();
+    let frames = rec["frames"].as_array().unwrap();
+    let period = 1_000_000_000 / 397;
+    let mut total = 0;
+    let mut hot_a = 0;
+    for p in doc["profiles"].as_array().unwrap() {
+        assert_eq!(p["type"], "sampled");
+        let samples = p["samples"].as_array().unwrap();
+        let weights = p["weights"].as_array().unwrap();
+        assert_eq!(samples.len(), weights.len());
+        for (s, w) in samples.iter().zip(weights) {
+            let n = w.as_u64().unwrap() / period;
+            total += n;
+            // Root first: the leaf function is the last frame neither kernel nor inlined.
+            let leaf = s
+                .as_array()
+                .unwrap()
+                .iter()
+                .rev()
+                .map(|f| &frames[f.as_u64().unwrap() as usize])
+                .find(|f| f["kind"] != "kernel" && f["inlined"] != true);
+            if leaf.is_some_and(|f| f["name"] == "mp_hot_a") {
+                hot_a += n;
+            }
+        }
+    }
+    let folded = r.folded("stacks.folded");
+    assert_eq!(total, folded.iter().map(|(_, n)| n).sum::<u64>());
+    assert_eq!(hot_a, self_weight(&folded, "mp_hot_a"));
 }

@@ -8,6 +8,7 @@ mod folded;
 mod gpu_flamegraph;
 pub(crate) mod gpu_ops;
 pub mod pprof;
+mod speedscope;
 mod timeline;
 mod timeline_gpu;
 mod timeline_llm;
@@ -16,6 +17,7 @@ pub use flamegraph::FlameGraph;
 pub use folded::{folded_stacks, Folded};
 pub use gpu_flamegraph::{gpu_folded, GpuFlameGraph};
 pub use pprof::Pprof;
+pub use speedscope::Speedscope;
 pub use timeline::{trace_events, write_trace_events, Timeline};
 pub use timeline_llm::{gen_ai_attributes, span_name};
 

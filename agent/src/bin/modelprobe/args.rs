@@ -147,7 +147,8 @@ pub enum Command {
     /// Write a recording in a format other tools read. pprof: `cpu.pb.gz` (samples and CPU
     /// nanoseconds), `offcpu.pb.gz` (blocked nanoseconds) and `gpu.pb.gz` (GPU nanoseconds by
     /// launch stack), for `go tool pprof`, Pyroscope, Parca and Grafana, with pid, tid and
-    /// thread labels on every sample.
+    /// thread labels on every sample. speedscope: `profile.speedscope.json`, one profile per
+    /// thread and kind of sample, for speedscope.app.
     #[command(
         after_help = "Example:\n  modelprobe export out --format pprof && go tool pprof -top out/cpu.pb.gz"
     )]
@@ -335,6 +336,8 @@ fn parse_probe(s: &str) -> Result<ProbeSpec, String> {
 pub enum ExportFormat {
     /// pprof's profile.proto, gzipped: one file per kind of sample.
     Pprof,
+    /// speedscope's JSON: one profile per thread and kind of sample.
+    Speedscope,
 }
 
 fn parse_regex(s: &str) -> Result<regex::Regex, String> {

@@ -152,8 +152,9 @@ pub fn export(
         }
     });
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let exporter = match format {
-        crate::args::ExportFormat::Pprof => modelprobe::export::Pprof,
+    let exporter: Box<dyn Exporter> = match format {
+        crate::args::ExportFormat::Pprof => Box::new(modelprobe::export::Pprof),
+        crate::args::ExportFormat::Speedscope => Box::new(modelprobe::export::Speedscope),
     };
     let files = exporter.export(&rec, &dir)?;
     modelprobe::preflight::hand_over(None, &files);
