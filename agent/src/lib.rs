@@ -20,6 +20,7 @@
 //!   process that is already running;
 //! - [`recording`] (the `modelprobe-recording` crate): the recording model, its versioned
 //!   on-disk format, and the queries every output shares (which call launched a GPU op);
+//! - [`push`]: sends the OTLP export to a collector over HTTP;
 //! - [`export`], [`report`], [`view`], [`analyze`] (the `modelprobe-outputs` crate): folded
 //!   stacks, flame graphs, the timeline, the summary, the HTML viewer, log analysis, built on
 //!   the recording alone.
@@ -43,6 +44,7 @@ pub mod preflight;
 pub mod probes;
 pub mod procmaps;
 pub mod progress;
+pub mod push;
 pub mod python;
 pub mod sampler;
 pub mod session;

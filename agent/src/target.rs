@@ -71,6 +71,25 @@ pub fn cmdline(pid: u32) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join(" "))
 }
 
+/// The path of the process's executable (`/proc/PID/exe`), if it can be read.
+pub fn exe(pid: u32) -> Option<String> {
+    fs::read_link(format!("/proc/{pid}/exe"))
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned())
+}
+
+/// The process's cgroup path: the cgroup v2 line (`0::/PATH`) of `/proc/PID/cgroup`, else
+/// the first v1 line's path.
+pub fn cgroup(pid: u32) -> Option<String> {
+    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let path_of = |l: &str| l.splitn(3, ':').nth(2).map(str::to_string);
+    text.lines()
+        .find(|l| l.starts_with("0::"))
+        .or_else(|| text.lines().next())
+        .and_then(path_of)
+        .filter(|p| !p.is_empty())
+}
+
 /// All live descendants of `root` (children, grandchildren, ...), from one scan of `/proc`.
 pub fn descendants(root: u32) -> Vec<u32> {
     let mut parent_of = Vec::new();

@@ -265,7 +265,9 @@ impl Exchange {
             self.call.model = azure_deployment(&self.call.path).unwrap_or_default();
         }
         if !self.response_done {
+            // Cut by the connection's or the recording's end: its answer was not all seen.
             self.call.end_ns = end_ns;
+            self.call.incomplete = true;
             self.read_response(end_ns);
         }
         let mut call = self.call;

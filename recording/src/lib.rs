@@ -451,6 +451,12 @@ pub struct Process {
     /// Command line, when it could be read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cmdline: Option<String>,
+    /// Path of its executable (`/proc/PID/exe`), when it could be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exe: Option<String>,
+    /// Its cgroup path (the v2 line of `/proc/PID/cgroup`): names a container or a pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
 }
 
 /// A thread seen during the recording.

@@ -133,7 +133,8 @@ pub struct LlmCall {
     /// (usage, id, errors) is unknown.
     #[serde(default, skip_serializing_if = "is_false")]
     pub body_not_decoded: bool,
-    /// True when part of the exchange was not captured (the parser skipped bytes).
+    /// True when part of the exchange was not captured (the parser skipped bytes, or the
+    /// connection or the recording ended before the response did).
     #[serde(default, skip_serializing_if = "is_false")]
     pub incomplete: bool,
     /// Prompt and completion text, only with `--capture-io`.

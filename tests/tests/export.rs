@@ -1,7 +1,12 @@
 //! `modelprobe export --format pprof`, read back by `go tool pprof` as users read it: the
 //! fixture workload's known hot spots (`mp_hot_a` three times `mp_hot_b`), the same totals as
-//! the folded stacks, and the labels; and `--format speedscope`, held against the same.
-use std::{path::Path, process::Command, time::Duration};
+//! the folded stacks, and the labels; `--format speedscope`, held against the same; and
+//! `--format otlp --endpoint`, sent to a receiver built on the official OpenTelemetry protos.
+use std::{
+    path::Path,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
 
 use modelprobe_tests::*;
 
@@ -154,4 +159,195 @@ fn speedscope_export_holds_the_same_samples_per_thread() {
     let folded = r.folded("stacks.folded");
     assert_eq!(total, folded.iter().map(|(_, n)| n).sum::<u64>());
     assert_eq!(hot_a, self_weight(&folded, "mp_hot_a"));
+}
+
+/// The value of attribute `key` in an OTLP JSON attribute list (`{"key", "value": {"stringValue"}}`).
+fn otlp_attr<'a>(attrs: &'a serde_json::Value, key: &str) -> Option<&'a serde_json::Value> {
+    attrs
+        .as_array()?
+        .iter()
+        .find(|a| a["key"] == key)
+        .and_then(|a| a["value"].as_object()?.values().next())
+}
+
+#[test]
+fn otlp_export_is_read_by_a_receiver_on_the_official_protos() {
+    if !require_bpf("otlp_export_is_read_by_a_receiver_on_the_official_protos") {
+        return;
+    }
+    let Some(python) = tools_venv().map(|v| v.join("bin/python")).filter(|p| {
+        Command::new(p)
+            .args([
+                "-c",
+                "import opentelemetry.proto.collector.trace.v1.trace_service_pb2",
+            ])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }) else {
+        return missing("the opentelemetry-proto Python package");
+    };
+    let out = scratch_dir("export-otlp");
+    let rec_dir = out.join("rec");
+    let r = {
+        let _bpf = bpf_lock();
+        Session::run(&rec_dir, &["--probe", "mp-workload:mp_span_*@1"])
+            .workload(&["--calls", "25"])
+            .expect_success()
+    };
+    let pid = r.recording()["meta"]["target_pid"].as_u64().unwrap();
+
+    // The receiver throttles the first request: the push must retry it.
+    let (port_file, received) = (out.join("port"), out.join("received.jsonl"));
+    let _receiver = KillOnDrop(
+        Command::new(&python)
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/otlp/receiver.py"))
+            .arg("--port-file")
+            .arg(&port_file)
+            .arg("--out")
+            .arg(&received)
+            .args(["--throttle", "1"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let started = Instant::now();
+    let port = loop {
+        if let Ok(p) = std::fs::read_to_string(&port_file) {
+            break p.trim().to_string();
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "no receiver");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let secret = "SECRET-otlp-123";
+    let sent = run_with_timeout(
+        Command::new(modelprobe_bin())
+            .args(["export", "--format", "otlp", "--endpoint"])
+            .arg(format!("http://127.0.0.1:{port}"))
+            .arg("--header")
+            .arg(format!("x-api-key={secret}"))
+            .arg(&rec_dir),
+        Duration::from_secs(60),
+    );
+    let stderr = String::from_utf8_lossy(&sent.stderr);
+    assert!(sent.status.success(), "{stderr}");
+    assert!(stderr.contains("sent 50 spans"), "{stderr}");
+    assert!(!stderr.contains(secret));
+
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&received)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let of = |signal: &'static str| lines.iter().filter(move |l| l["signal"] == signal);
+    assert!(lines.iter().all(|l| l["headers"]["x-api-key"] == secret));
+
+    // Traces: every call, the inner one the child of the outer in its trace.
+    let mut spans = Vec::new();
+    for l in of("traces") {
+        for rs in l["request"]["resourceSpans"].as_array().unwrap() {
+            let res = &rs["resource"]["attributes"];
+            assert_eq!(otlp_attr(res, "service.name").unwrap(), "mp-workload");
+            assert_eq!(
+                otlp_attr(res, "process.pid").unwrap(),
+                &serde_json::json!(pid.to_string())
+            );
+            assert!(otlp_attr(res, "host.name").is_some());
+            for ss in rs["scopeSpans"].as_array().unwrap() {
+                assert_eq!(ss["scope"]["name"], "modelprobe");
+                spans.extend(ss["spans"].as_array().unwrap().iter().cloned());
+            }
+        }
+    }
+    let named = |n: &'static str| spans.iter().filter(move |s| s["name"] == n);
+    assert_eq!(named("mp_span_outer").count(), 25);
+    assert_eq!(named("mp_span_target").count(), 25);
+    for t in named("mp_span_target") {
+        let parent = named("mp_span_outer")
+            .find(|o| o["spanId"] == t["parentSpanId"])
+            .unwrap_or_else(|| panic!("no parent for {t}"));
+        assert_eq!(parent["traceId"], t["traceId"]);
+        let ns = |s: &serde_json::Value, k: &str| s[k].as_str().unwrap().parse::<u64>().unwrap();
+        assert!(ns(parent, "startTimeUnixNano") <= ns(t, "startTimeUnixNano"));
+        assert!(ns(t, "endTimeUnixNano") <= ns(parent, "endTimeUnixNano"));
+        // mp_span_target sleeps 2 ms.
+        assert!(ns(t, "endTimeUnixNano") - ns(t, "startTimeUnixNano") >= 2_000_000);
+    }
+
+    // Metrics: the latency histogram counts every call; CPU time is there.
+    let metrics: Vec<&serde_json::Value> = of("metrics")
+        .flat_map(|l| l["request"]["resourceMetrics"].as_array().unwrap())
+        .flat_map(|rm| rm["scopeMetrics"].as_array().unwrap())
+        .flat_map(|sm| sm["metrics"].as_array().unwrap())
+        .collect();
+    let metric = |n: &str| {
+        metrics
+            .iter()
+            .find(|m| m["name"] == n)
+            .unwrap_or_else(|| panic!("no {n}"))
+    };
+    for p in metric("modelprobe.span.duration")["histogram"]["dataPoints"]
+        .as_array()
+        .unwrap()
+    {
+        assert_eq!(p["count"], "25", "{p}");
+    }
+    assert!(metric("process.cpu.time")["sum"]["dataPoints"][0]["asDouble"].as_f64() > Some(0.0));
+    assert!(
+        metric("modelprobe.lost")["sum"]["dataPoints"]
+            .as_array()
+            .unwrap()
+            .len()
+            > 5
+    );
+
+    // Logs: the process's exit, as an event record.
+    let events: Vec<&serde_json::Value> = of("logs")
+        .flat_map(|l| l["request"]["resourceLogs"].as_array().unwrap())
+        .flat_map(|rl| rl["scopeLogs"].as_array().unwrap())
+        .flat_map(|sl| sl["logRecords"].as_array().unwrap())
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["eventName"] == "modelprobe.process_exit"),
+        "{events:?}"
+    );
+
+    // Files without --endpoint; clear one-line errors for what cannot be sent.
+    let files = out.join("files");
+    let status = Command::new(modelprobe_bin())
+        .args(["export", "--format", "otlp", "-o"])
+        .arg(&files)
+        .arg(&rec_dir)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(files.join("otlp/traces-0000.pb").exists());
+    for (args, says) in [
+        (
+            vec!["--format", "otlp", "--endpoint", "http://127.0.0.1:1"],
+            "sending traces",
+        ),
+        (
+            vec!["--format", "otlp", "--endpoint", "localhost:4318"],
+            "bad OTLP endpoint",
+        ),
+        (
+            vec!["--format", "pprof", "--endpoint", "http://127.0.0.1:1"],
+            "--endpoint is for --format otlp",
+        ),
+    ] {
+        let o = Command::new(modelprobe_bin())
+            .arg("export")
+            .args(&args)
+            .arg(&rec_dir)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{args:?}");
+        assert!(
+            err.contains(says) && err.trim().lines().count() == 1,
+            "{args:?}: {err}"
+        );
+    }
 }

@@ -465,18 +465,26 @@ fn ensure_package(probe: &[&str], package: &str, why: &str) -> Result<()> {
 
 /// Where the Python tests find numpy (its OpenBLAS is built without frame pointers and has
 /// hand-written kernels), py-spy (the yardstick for Python stacks) and the `openai` and
-/// `anthropic` clients (the LLM-call tests): a venv under `target/`, made once.
+/// `anthropic` clients (the LLM-call tests) and `opentelemetry-proto` (the OTLP receiver of the
+/// export tests): a venv under `target/`, made once.
 pub(crate) const NUMPY_VENV: &str = "target/py-numpy";
 
 /// The Python packages the tests use, from PyPI.
-const VENV_PACKAGES: &[&str] = &["numpy", "py-spy", "openai", "anthropic"];
+const VENV_PACKAGES: &[&str] = &[
+    "numpy",
+    "py-spy",
+    "openai",
+    "anthropic",
+    "opentelemetry-proto",
+];
 
 /// The numpy venv: pyenv's newest CPython (else `python3`), [`VENV_PACKAGES`] from PyPI.
 pub(crate) fn ensure_numpy_venv(root: &Path) -> Result<()> {
     let venv = root.join(NUMPY_VENV);
     let python = venv.join("bin/python");
-    if succeeds(Command::new(&python).args(["-c", "import numpy, openai, anthropic"]))
-        && venv.join("bin/py-spy").exists()
+    if succeeds(
+        Command::new(&python).args(["-c", "import numpy, openai, anthropic, opentelemetry.proto"]),
+    ) && venv.join("bin/py-spy").exists()
     {
         return Ok(());
     }

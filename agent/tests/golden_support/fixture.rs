@@ -114,11 +114,15 @@ fn add_processes_and_threads(rec: &mut Recording) {
             pid: 100,
             name: "python3".into(),
             cmdline: Some("python3 serve.py --model /models/tiny.gguf".into()),
+            exe: None,
+            cgroup: None,
         },
         Process {
             pid: 101,
             name: "worker".into(),
             cmdline: None,
+            exe: None,
+            cgroup: None,
         },
     ];
     let thread = |pid, tid, name: &str| Thread {

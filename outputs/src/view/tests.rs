@@ -55,11 +55,15 @@ fn synthetic(spans: usize, threads: u32, samples: usize) -> Recording {
             pid: 100,
             name: "python3".into(),
             cmdline: Some("python3 serve.py".into()),
+            exe: None,
+            cgroup: None,
         },
         Process {
             pid: 200,
             name: "worker".into(),
             cmdline: None,
+            exe: None,
+            cgroup: None,
         },
     ];
     let tids: Vec<(u32, u32)> = (0..threads)

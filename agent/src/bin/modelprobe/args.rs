@@ -148,9 +148,11 @@ pub enum Command {
     /// nanoseconds), `offcpu.pb.gz` (blocked nanoseconds) and `gpu.pb.gz` (GPU nanoseconds by
     /// launch stack), for `go tool pprof`, Pyroscope, Parca and Grafana, with pid, tid and
     /// thread labels on every sample. speedscope: `profile.speedscope.json`, one profile per
-    /// thread and kind of sample, for speedscope.app.
+    /// thread and kind of sample, for speedscope.app. otlp: spans (probe spans, LLM calls with
+    /// their GenAI attributes), metrics and logs as OTLP/HTTP protobuf bodies in `otlp/`, or
+    /// sent to a collector with --endpoint.
     #[command(
-        after_help = "Example:\n  modelprobe export out --format pprof && go tool pprof -top out/cpu.pb.gz"
+        after_help = "Examples:\n  modelprobe export out --format pprof && go tool pprof -top out/cpu.pb.gz\n  modelprobe export out --format otlp --endpoint http://localhost:4318\n  OTEL_EXPORTER_OTLP_HEADERS='x-api-key=...' modelprobe export out --format otlp --endpoint https://otlp.example.com"
     )]
     Export {
         /// Output directory of an earlier attach or run (or its recording.json).
@@ -161,6 +163,14 @@ pub enum Command {
         /// Where to write the files [default: the recording's directory].
         #[arg(short, long, value_name = "DIR")]
         output: Option<PathBuf>,
+        /// otlp: send to this OTLP/HTTP collector (its base URL; /v1/traces, /v1/metrics and
+        /// /v1/logs are added) instead of writing files.
+        #[arg(long, value_name = "URL")]
+        endpoint: Option<String>,
+        /// otlp: a header for the collector, NAME=VALUE (repeatable; comma-separated lists
+        /// too). OTEL_EXPORTER_OTLP_HEADERS, when set, adds its own. Values are never printed.
+        #[arg(long = "header", value_name = "NAME=VALUE")]
+        headers: Vec<String>,
     },
     /// Settings: where they come from and what is in effect.
     #[command(subcommand)]
@@ -338,6 +348,8 @@ pub enum ExportFormat {
     Pprof,
     /// speedscope's JSON: one profile per thread and kind of sample.
     Speedscope,
+    /// OTLP (OpenTelemetry): spans, metrics and logs, as files or sent with --endpoint.
+    Otlp,
 }
 
 fn parse_regex(s: &str) -> Result<regex::Regex, String> {

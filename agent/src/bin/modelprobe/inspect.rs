@@ -140,10 +140,24 @@ pub fn export(
     path: &Path,
     format: crate::args::ExportFormat,
     output: Option<PathBuf>,
+    endpoint: Option<String>,
+    headers: &[String],
     quiet: bool,
 ) -> anyhow::Result<i32> {
     use modelprobe::export::Exporter;
+    let endpoint = match (endpoint, format) {
+        (Some(url), crate::args::ExportFormat::Otlp) => {
+            let mut headers = headers.to_vec();
+            headers.extend(std::env::var("OTEL_EXPORTER_OTLP_HEADERS").ok());
+            Some(modelprobe::push::Endpoint::new(&url, &headers)?)
+        }
+        (Some(_), _) => anyhow::bail!("--endpoint is for --format otlp"),
+        (None, _) => None,
+    };
     let rec = Recording::read(path)?;
+    if let Some(endpoint) = endpoint {
+        return push_otlp(&rec, &endpoint, quiet);
+    }
     let dir = output.unwrap_or_else(|| {
         if path.is_dir() {
             path.to_path_buf()
@@ -155,6 +169,7 @@ pub fn export(
     let exporter: Box<dyn Exporter> = match format {
         crate::args::ExportFormat::Pprof => Box::new(modelprobe::export::Pprof),
         crate::args::ExportFormat::Speedscope => Box::new(modelprobe::export::Speedscope),
+        crate::args::ExportFormat::Otlp => Box::new(modelprobe::export::Otlp),
     };
     let files = exporter.export(&rec, &dir)?;
     modelprobe::preflight::hand_over(None, &files);
@@ -169,6 +184,42 @@ pub fn export(
         for f in &files {
             eprintln!("modelprobe: wrote {}", f.display());
         }
+    }
+    Ok(0)
+}
+
+/// `export --format otlp --endpoint URL`: every request, in order, with progress.
+fn push_otlp(
+    rec: &Recording,
+    endpoint: &modelprobe::push::Endpoint,
+    quiet: bool,
+) -> anyhow::Result<i32> {
+    let requests = modelprobe::export::otlp::requests(rec);
+    let progress = modelprobe::progress::Progress::new(!quiet);
+    let total = requests.len();
+    let pushed = modelprobe::push::push(endpoint, &requests, |n, r| {
+        progress.set(&format!(
+            "sending {} {} ({}/{total})",
+            r.items,
+            r.signal.name(),
+            n + 1
+        ))
+    })?;
+    progress.done();
+    if !quiet {
+        let [spans, points, logs] = pushed.items;
+        eprintln!(
+            "modelprobe: sent {spans} spans, {points} metrics and {logs} log records to {} in {} requests ({:.1} KiB)",
+            endpoint.url(modelprobe::export::otlp::Signal::Traces).trim_end_matches("/v1/traces"),
+            pushed.requests,
+            pushed.bytes as f64 / 1024.0
+        );
+    }
+    if pushed.rejected > 0 {
+        anyhow::bail!(
+            "the collector rejected {} items (see the warnings above)",
+            pushed.rejected
+        );
     }
     Ok(0)
 }

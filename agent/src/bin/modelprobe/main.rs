@@ -91,7 +91,9 @@ fn real_main(cli: Cli) -> anyhow::Result<i32> {
             path,
             format,
             output,
-        } => inspect::export(&path, format, output, cli.quiet),
+            endpoint,
+            headers,
+        } => inspect::export(&path, format, output, endpoint, &headers, cli.quiet),
         Command::Config(ConfigCommand::Show) => inspect::config_show(config),
         Command::GpuLibrary { dir } => inspect::gpu_library(dir),
     }

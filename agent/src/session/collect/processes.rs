@@ -22,6 +22,8 @@ const RECAPTURE_EVERY: Duration = Duration::from_millis(100);
 struct ProcessInfo {
     name: Option<String>,
     cmdline: Option<String>,
+    exe: Option<String>,
+    cgroup: Option<String>,
     last_capture: Option<Instant>,
     last_perf_map: Option<Instant>,
 }
@@ -66,6 +68,11 @@ impl Processes {
         info.last_capture = Some(Instant::now());
         if info.cmdline.is_none() {
             info.cmdline = target::cmdline(pid);
+            info.exe = target::exe(pid);
+        }
+        if info.cgroup.is_none() {
+            // Kept across an exec: a cgroup move is rare and a re-read per exec is not free.
+            info.cgroup = target::cgroup(pid);
         }
         if let Some(name) = target::comm(pid) {
             info.name = Some(name);
@@ -86,6 +93,8 @@ impl Processes {
         let info = ProcessInfo {
             name: from.and_then(|p| p.name.clone()),
             cmdline: from.and_then(|p| p.cmdline.clone()),
+            exe: from.and_then(|p| p.exe.clone()),
+            cgroup: from.and_then(|p| p.cgroup.clone()),
             last_capture: Some(Instant::now()),
             last_perf_map: None,
         };
@@ -244,6 +253,8 @@ impl Processes {
                 pid,
                 name: info.name.unwrap_or_else(|| format!("pid-{pid}")),
                 cmdline: info.cmdline,
+                exe: info.exe,
+                cgroup: info.cgroup,
             })
             .collect();
         processes.sort_by_key(|p| p.pid);

@@ -1,0 +1,212 @@
+//! Sends a recording's OTLP requests ([`crate::export::otlp`]) to a collector over
+//! OTLP/HTTP with protobuf bodies: `POST {endpoint}/v1/traces` (`/v1/metrics`, `/v1/logs`),
+//! with the headers a backend wants (an API key). A request the collector throttles
+//! (429, 502, 503, 504) is retried with backoff, honouring `Retry-After`; one it refuses fails
+//! the push with the collector's words; items it says it rejected are counted, not hidden.
+//!
+//! Written on `ureq` (blocking, rustls): a push is a handful of sequential requests at the end
+//! of a command, which needs no async runtime.
+use std::time::Duration;
+
+use crate::export::otlp::{self, Request, Signal};
+
+/// Attempts per request before giving up on a throttling collector.
+const ATTEMPTS: u32 = 5;
+
+/// Why a push failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    /// The endpoint is not an http(s) URL.
+    #[error("bad OTLP endpoint {0:?}: expected http://HOST:PORT or https://HOST:PORT[/PATH]")]
+    BadEndpoint(String),
+    /// A header is not `NAME=VALUE`.
+    #[error("bad OTLP header {0:?}: expected NAME=VALUE")]
+    BadHeader(String),
+    /// The collector could not be reached or the connection broke.
+    #[error("sending {signal} to {url}: {source}")]
+    Transport {
+        /// The signal being sent.
+        signal: &'static str,
+        /// Where.
+        url: String,
+        /// What went wrong.
+        #[source]
+        source: Box<ureq::Error>,
+    },
+    /// The collector answered with an error status.
+    #[error("{url} refused {signal}: HTTP {status}{}", if message.is_empty() { String::new() } else { format!(": {message}") })]
+    Refused {
+        /// The signal being sent.
+        signal: &'static str,
+        /// Where.
+        url: String,
+        /// The HTTP status.
+        status: u16,
+        /// The start of the collector's reply.
+        message: String,
+    },
+}
+
+/// Where and how to push.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    base: String,
+    headers: Vec<(String, String)>,
+}
+
+impl Endpoint {
+    /// An endpoint from its base URL (`http://localhost:4318`; the signal paths are added) and
+    /// `NAME=VALUE` headers, each also read comma-separated as in `OTEL_EXPORTER_OTLP_HEADERS`.
+    pub fn new(url: &str, headers: &[String]) -> Result<Self, PushError> {
+        let base = url.trim_end_matches('/');
+        let rest = base
+            .strip_prefix("http://")
+            .or_else(|| base.strip_prefix("https://"));
+        if rest.is_none_or(|r| r.is_empty() || r.starts_with('/')) {
+            return Err(PushError::BadEndpoint(url.to_string()));
+        }
+        let mut parsed = Vec::new();
+        for h in headers.iter().flat_map(|h| h.split(',')) {
+            if h.trim().is_empty() {
+                continue;
+            }
+            let (name, value) = h
+                .split_once('=')
+                .filter(|(n, _)| !n.trim().is_empty())
+                .ok_or_else(|| PushError::BadHeader(redact(h)))?;
+            parsed.push((name.trim().to_string(), value.trim().to_string()));
+        }
+        Ok(Endpoint {
+            base: base.to_string(),
+            headers: parsed,
+        })
+    }
+
+    /// The URL a signal is posted to.
+    pub fn url(&self, signal: Signal) -> String {
+        format!("{}{}", self.base, signal.path())
+    }
+}
+
+/// A header as an error may show it: its name, never its value.
+fn redact(h: &str) -> String {
+    match h.split_once('=') {
+        Some((name, _)) => format!("{name}=…"),
+        None => "(a header without '=')".into(),
+    }
+}
+
+/// What a push sent.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pushed {
+    /// Requests sent.
+    pub requests: usize,
+    /// Spans, metric data points... sent, per signal (traces, metrics, logs).
+    pub items: [usize; 3],
+    /// Items the collector said it rejected.
+    pub rejected: i64,
+    /// Bytes of request bodies.
+    pub bytes: usize,
+}
+
+/// Sends every request in order; stops at the first that fails for good. `progress` hears each
+/// request as it goes out.
+pub fn push(
+    endpoint: &Endpoint,
+    requests: &[Request],
+    mut progress: impl FnMut(usize, &Request),
+) -> Result<Pushed, PushError> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(30)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut done = Pushed::default();
+    for (n, r) in requests.iter().enumerate() {
+        progress(n, r);
+        let url = endpoint.url(r.signal);
+        let mut wait = Duration::from_millis(500);
+        for attempt in 1..=ATTEMPTS {
+            let mut req = agent
+                .post(&url)
+                .header("Content-Type", "application/x-protobuf");
+            for (k, v) in &endpoint.headers {
+                req = req.header(k, v);
+            }
+            let transport = |e: ureq::Error| PushError::Transport {
+                signal: r.signal.name(),
+                url: url.clone(),
+                source: Box::new(e),
+            };
+            let mut resp = req.send(&r.body[..]).map_err(transport)?;
+            let status = resp.status().as_u16();
+            let retry_after = resp
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+            let reply = resp
+                .body_mut()
+                .with_config()
+                .limit(1 << 20)
+                .read_to_vec()
+                .unwrap_or_default();
+            if (200..300).contains(&status) {
+                if let Some((rejected, message)) = otlp::rejected(r.signal, &reply) {
+                    log::warn!(
+                        "{url} rejected {rejected} of {} {}: {message}",
+                        r.items,
+                        r.signal.name()
+                    );
+                    done.rejected += rejected;
+                }
+                break;
+            }
+            let throttled = matches!(status, 429 | 502 | 503 | 504);
+            if !throttled || attempt == ATTEMPTS {
+                let message = String::from_utf8_lossy(&reply[..reply.len().min(200)])
+                    .trim()
+                    .replace('\n', " ");
+                return Err(PushError::Refused {
+                    signal: r.signal.name(),
+                    url,
+                    status,
+                    message,
+                });
+            }
+            let pause = retry_after.map_or(wait, |s| Duration::from_secs(s.min(30)));
+            log::info!("{url} answered {status}; retrying in {pause:?}");
+            std::thread::sleep(pause);
+            wait *= 2;
+        }
+        done.requests += 1;
+        done.items[r.signal as usize] += r.items;
+        done.bytes += r.body.len();
+    }
+    Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_and_headers_are_checked_and_values_never_shown() {
+        let e = Endpoint::new("http://localhost:4318/", &["a=1,b = x=y".into()]).unwrap();
+        assert_eq!(e.url(Signal::Traces), "http://localhost:4318/v1/traces");
+        assert_eq!(
+            e.headers,
+            [("a".into(), "1".into()), ("b".into(), "x=y".into())]
+        );
+        for bad in ["localhost:4318", "http://", "ftp://x", "https:///v1"] {
+            assert!(Endpoint::new(bad, &[]).is_err(), "{bad}");
+        }
+        let err = Endpoint::new("http://x", &["=secret".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("secret"), "{err}");
+        let err = Endpoint::new("http://x", &["tokenonly".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("NAME=VALUE"), "{err}");
+    }
+}

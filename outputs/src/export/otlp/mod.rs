@@ -1,0 +1,274 @@
+//! OTLP, the OpenTelemetry protocol, from a recording: probe spans and LLM calls as traces,
+//! GPU counters, CPU time, span latencies, LLM tokens and cost and drop counters as metrics, the
+//! target's output and lifecycle events as logs. Each request is the protobuf body OTLP/HTTP
+//! sends (`ExportTraceServiceRequest`, ...; the `opentelemetry-proto` crate's types), so the
+//! files this writes can be posted to any collector as they are, and `modelprobe export
+//! --endpoint` sends the same bytes.
+//!
+//! One resource per target process (see [`resource`]); one instrumentation scope, `modelprobe`.
+//! Requests hold at most [`BATCH`] items each, as collectors cap a request's size.
+use std::path::{Path, PathBuf};
+
+use opentelemetry_proto::tonic::common::v1::{
+    any_value, AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList,
+};
+use prost::Message;
+use serde_json::Value;
+
+use super::Exporter;
+use crate::{recording::Recording, Result};
+
+mod logs;
+mod metrics;
+pub mod resource;
+mod traces;
+
+/// Most spans, metric data points or log records in one request.
+pub const BATCH: usize = 4096;
+
+/// The three OTLP signals modelprobe sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// Spans.
+    Traces,
+    /// Metric data points.
+    Metrics,
+    /// Log records.
+    Logs,
+}
+
+impl Signal {
+    /// The signal's name as OTLP/HTTP's paths spell it (`traces`, `metrics`, `logs`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Signal::Traces => "traces",
+            Signal::Metrics => "metrics",
+            Signal::Logs => "logs",
+        }
+    }
+
+    /// The path OTLP/HTTP posts this signal to, under the endpoint: `/v1/traces`...
+    pub fn path(self) -> &'static str {
+        match self {
+            Signal::Traces => "/v1/traces",
+            Signal::Metrics => "/v1/metrics",
+            Signal::Logs => "/v1/logs",
+        }
+    }
+}
+
+/// One request body, ready to send.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// Which signal it carries.
+    pub signal: Signal,
+    /// Spans, data points or log records in it.
+    pub items: usize,
+    /// The encoded `Export*ServiceRequest`.
+    pub body: Vec<u8>,
+}
+
+/// Every request a recording makes, traces first.
+pub fn requests(rec: &Recording) -> Vec<Request> {
+    let mut out = Vec::new();
+    for (req, items) in traces::requests(rec) {
+        out.push(encode(Signal::Traces, items, &req));
+    }
+    for (req, items) in metrics::requests(rec) {
+        out.push(encode(Signal::Metrics, items, &req));
+    }
+    for (req, items) in logs::requests(rec) {
+        out.push(encode(Signal::Logs, items, &req));
+    }
+    out
+}
+
+fn encode(signal: Signal, items: usize, msg: &impl Message) -> Request {
+    Request {
+        signal,
+        items,
+        body: msg.encode_to_vec(),
+    }
+}
+
+/// What a collector's reply to a request says it rejected: `(items, message)`, when it says so
+/// (OTLP's partial success); `None` when it took everything or the reply is not one.
+pub fn rejected(signal: Signal, reply: &[u8]) -> Option<(i64, String)> {
+    use opentelemetry_proto::tonic::collector::{logs, metrics, trace};
+    let (n, message) = match signal {
+        Signal::Traces => {
+            let p = trace::v1::ExportTraceServiceResponse::decode(reply)
+                .ok()?
+                .partial_success?;
+            (p.rejected_spans, p.error_message)
+        }
+        Signal::Metrics => {
+            let p = metrics::v1::ExportMetricsServiceResponse::decode(reply)
+                .ok()?
+                .partial_success?;
+            (p.rejected_data_points, p.error_message)
+        }
+        Signal::Logs => {
+            let p = logs::v1::ExportLogsServiceResponse::decode(reply)
+                .ok()?
+                .partial_success?;
+            (p.rejected_log_records, p.error_message)
+        }
+    };
+    (n > 0 || !message.is_empty()).then_some((n, message))
+}
+
+/// `export --format otlp`: `otlp/traces-0000.pb`, `otlp/metrics-0000.pb`, `otlp/logs-0000.pb`
+/// (one file per request; post one with `curl --data-binary @FILE -H 'Content-Type:
+/// application/x-protobuf' http://collector:4318/v1/traces`).
+pub struct Otlp;
+
+impl Exporter for Otlp {
+    fn name(&self) -> &'static str {
+        "otlp"
+    }
+
+    fn export(&self, rec: &Recording, dir: &Path) -> Result<Vec<PathBuf>> {
+        let requests = requests(rec);
+        if requests.is_empty() {
+            return Ok(Vec::new());
+        }
+        let out = dir.join("otlp");
+        std::fs::create_dir_all(&out)
+            .map_err(|e| crate::Error::io(format!("creating {}", out.display()), e))?;
+        let mut written = Vec::new();
+        let mut counts = [0usize; 3];
+        for r in requests {
+            let n = &mut counts[r.signal as usize];
+            let path = out.join(format!("{}-{:04}.pb", r.signal.name(), n));
+            *n += 1;
+            std::fs::write(&path, &r.body)
+                .map_err(|e| crate::Error::io(format!("writing {}", path.display()), e))?;
+            written.push(path);
+        }
+        Ok(written)
+    }
+}
+
+/// The one instrumentation scope.
+fn scope() -> InstrumentationScope {
+    InstrumentationScope {
+        name: "modelprobe".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        ..Default::default()
+    }
+}
+
+/// A recording's time (the agent's monotonic clock) as Unix nanoseconds, through the pair
+/// taken at the start.
+fn unix_ns(rec: &Recording, t: u64) -> u64 {
+    let start = rec.meta.start_unix_ms.saturating_mul(1_000_000);
+    if t >= rec.meta.start_ns {
+        start.saturating_add(t - rec.meta.start_ns)
+    } else {
+        start.saturating_sub(rec.meta.start_ns - t)
+    }
+}
+
+fn any(v: any_value::Value) -> Option<AnyValue> {
+    Some(AnyValue { value: Some(v) })
+}
+
+/// A string attribute.
+fn kv_str(key: &str, v: impl Into<String>) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: any(any_value::Value::StringValue(v.into())),
+        ..Default::default()
+    }
+}
+
+/// An integer attribute.
+fn kv_int(key: &str, v: i64) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: any(any_value::Value::IntValue(v)),
+        ..Default::default()
+    }
+}
+
+/// An attribute from a JSON value (objects become key-value lists; integers past `i64` doubles).
+fn kv_json(key: &str, v: &Value) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(json_value(v)),
+        ..Default::default()
+    }
+}
+
+fn json_value(v: &Value) -> AnyValue {
+    use any_value::Value as V;
+    let value = match v {
+        Value::Null => None,
+        Value::Bool(b) => Some(V::BoolValue(*b)),
+        Value::Number(n) => Some(match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => V::IntValue(i),
+            (None, Some(f)) => V::DoubleValue(f),
+            (None, None) => V::StringValue(n.to_string()),
+        }),
+        Value::String(s) => Some(V::StringValue(s.clone())),
+        Value::Array(a) => Some(V::ArrayValue(ArrayValue {
+            values: a.iter().map(json_value).collect(),
+        })),
+        Value::Object(o) => Some(V::KvlistValue(KeyValueList {
+            values: o.iter().map(|(k, v)| kv_json(k, v)).collect(),
+        })),
+    };
+    AnyValue { value }
+}
+
+/// 64 well-mixed bits (splitmix64's finalizer): span and trace ids from counters.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// What makes one recording's ids its own: its host, start time and target.
+fn recording_seed(rec: &Recording) -> u64 {
+    let mut h = mix(rec.meta.start_unix_ms ^ ((rec.meta.target_pid as u64) << 40));
+    for b in rec
+        .meta
+        .hostname
+        .bytes()
+        .chain(rec.meta.start_ns.to_le_bytes())
+    {
+        h = mix(h ^ b as u64);
+    }
+    h
+}
+
+/// Splits items grouped by resource key into requests of at most [`BATCH`] items: each request
+/// gets one group per key it holds, made by `group`. Returns each request's groups and item count.
+fn batched<K: Ord + Copy, T, G>(
+    by_key: std::collections::BTreeMap<K, Vec<T>>,
+    mut group: impl FnMut(K, Vec<T>) -> G,
+) -> Vec<(Vec<G>, usize)> {
+    let mut out: Vec<(Vec<G>, usize)> = Vec::new();
+    let mut current: (Vec<G>, usize) = (Vec::new(), 0);
+    for (key, mut items) in by_key {
+        while !items.is_empty() {
+            let room = BATCH - current.1;
+            let rest = items.split_off(room.min(items.len()));
+            current.1 += items.len();
+            current.0.push(group(key, items));
+            items = rest;
+            if current.1 == BATCH {
+                out.push(std::mem::take(&mut current));
+            }
+        }
+    }
+    if current.1 > 0 {
+        out.push(current);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;
