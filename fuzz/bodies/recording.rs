@@ -1,10 +1,15 @@
 //! `recording`: `Recording::from_slice` on arbitrary bytes (a `recording.json` read from disk),
-//! then everything that reads a recording back: the report and every default exporter.
+//! then everything that reads a recording back: the report, every default exporter and the
+//! formats `export` writes (pprof, speedscope, OTLP, Perfetto).
 //!
 //! Shared by the fuzz target and `agent/tests/fuzz_regressions.rs` (included with `#[path]`).
 use std::{path::PathBuf, sync::OnceLock};
 
-use modelprobe::{export, recording::Recording, report};
+use modelprobe::{
+    export::{self, Exporter},
+    recording::Recording,
+    report,
+};
 
 /// Where the exporters write: one directory per process, reused by every input.
 pub fn scratch_dir() -> &'static PathBuf {
@@ -25,5 +30,19 @@ pub fn run(data: &[u8]) {
     let _ = report::build(&rec, 10).to_json();
     if let Err(e) = export::export_all(&rec, scratch_dir()) {
         panic!("a recording that parses failed to export: {e}");
+    }
+    let on_demand: [&dyn Exporter; 4] = [
+        &export::Pprof,
+        &export::Speedscope,
+        &export::Otlp,
+        &export::Perfetto,
+    ];
+    for exporter in on_demand {
+        if let Err(e) = exporter.export(&rec, scratch_dir()) {
+            panic!(
+                "a recording that parses failed to export as {}: {e}",
+                exporter.name()
+            );
+        }
     }
 }

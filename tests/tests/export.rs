@@ -1,7 +1,8 @@
 //! `modelprobe export --format pprof`, read back by `go tool pprof` as users read it: the
 //! fixture workload's known hot spots (`mp_hot_a` three times `mp_hot_b`), the same totals as
 //! the folded stacks, and the labels; `--format speedscope`, held against the same; and
-//! `--format otlp --endpoint`, sent to a receiver built on the official OpenTelemetry protos.
+//! `--format otlp --endpoint`, sent to a receiver built on the official OpenTelemetry protos;
+//! `--format perfetto`, read by `protoc --decode` against Perfetto's message definitions.
 use std::{
     path::Path,
     process::{Command, Stdio},
@@ -350,4 +351,98 @@ fn otlp_export_is_read_by_a_receiver_on_the_official_protos() {
             "{args:?}: {err}"
         );
     }
+}
+
+#[test]
+fn perfetto_export_decodes_with_protoc_and_holds_the_recording() {
+    if !require_bpf("perfetto_export_decodes_with_protoc_and_holds_the_recording") {
+        return;
+    }
+    if !Command::new("protoc")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        return missing("protoc (protobuf-compiler), for `protoc --decode`");
+    }
+    let out = scratch_dir("export-perfetto");
+    let rec_dir = out.join("rec");
+    let r = {
+        let _bpf = bpf_lock();
+        Session::run(
+            &rec_dir,
+            &[
+                "--off-cpu",
+                "--freq",
+                "397",
+                "--probe",
+                "mp-workload:mp_sleep@1",
+            ],
+        )
+        .workload(&["--seconds", "2"])
+        .expect_success()
+    };
+    let status = Command::new(modelprobe_bin())
+        .args(["export", "--format", "perfetto"])
+        .arg(&rec_dir)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let trace = rec_dir.join("trace.pftrace");
+    // Perfetto's own merged proto when given (checked by hand against it), else the subset.
+    let proto = std::env::var_os("MODELPROBE_PERFETTO_PROTO")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/perfetto/trace_subset.proto")
+        });
+    let decoded = run_with_timeout(
+        Command::new("protoc")
+            .arg(format!(
+                "--proto_path={}",
+                proto.parent().unwrap().display()
+            ))
+            .arg("--decode=perfetto.protos.Trace")
+            .arg(proto.file_name().unwrap())
+            .stdin(std::fs::File::open(&trace).unwrap()),
+        Duration::from_secs(60),
+    );
+    let text = String::from_utf8_lossy(&decoded.stdout);
+    assert!(
+        decoded.status.success(),
+        "protoc --decode failed: {}",
+        String::from_utf8_lossy(&decoded.stderr)
+    );
+    // Every field written is one the definition knows (protoc prints unknown ones by number).
+    let unknown: Vec<&str> = text
+        .lines()
+        .filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "fields the proto does not know: {unknown:?}"
+    );
+
+    let rec = r.recording();
+    let count = |needle: &str| text.matches(needle).count();
+    // Every CPU sample, every span (a begin and an end each), the workload's threads.
+    let cpu = rec["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["kind"] == "cpu")
+        .count();
+    assert!(cpu > 100, "{cpu} CPU samples");
+    assert_eq!(count("perf_sample {"), cpu);
+    let spans = rec["spans"].as_array().unwrap().len();
+    assert!(spans > 20, "{spans} spans");
+    assert_eq!(count("name: \"mp_sleep\""), spans);
+    assert_eq!(count("TYPE_SLICE_BEGIN"), count("TYPE_SLICE_END"));
+    assert!(
+        text.contains("thread_name: \"mp-sleeper\""),
+        "no sleeper thread track"
+    );
+    assert!(text.contains("name: \"off-CPU\""), "no off-CPU track");
+    // The hot functions are interned once and named in the samples' stacks.
+    assert_eq!(count("str: \"mp_hot_a\""), 1);
+    assert!(text.contains("sequence_flags: 1"));
 }

@@ -409,6 +409,7 @@ fn lint() -> Result<()> {
 fn test(root: &Path) -> Result<()> {
     ensure_chromium()?;
     ensure_go()?;
+    ensure_protoc()?;
     ensure_numpy_venv(root)?;
     ensure_node_client(root)?;
     say("checking cupti-sys's bindings against the pinned CUPTI headers");
@@ -444,6 +445,15 @@ fn ensure_go() -> Result<()> {
         &["go", "version"],
         "golang-go",
         "the pprof export is read back with `go tool pprof`",
+    )
+}
+
+/// `protoc --decode` reads the Perfetto export in the tests.
+fn ensure_protoc() -> Result<()> {
+    ensure_package(
+        &["protoc", "--version"],
+        "protobuf-compiler",
+        "the Perfetto export is read back with `protoc --decode`",
     )
 }
 

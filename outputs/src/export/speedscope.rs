@@ -96,7 +96,10 @@ pub fn document(rec: &Recording) -> Option<Value> {
             } else {
                 format!("{} (tid {tid})", rec.thread_name(pid, tid))
             };
-            let total: u64 = samples.iter().map(|(_, w)| w).sum();
+            let total = samples
+                .iter()
+                .map(|(_, w)| *w)
+                .fold(0u64, u64::saturating_add);
             let (stacks, weights): (Vec<Vec<usize>>, Vec<u64>) = samples.into_iter().unzip();
             json!({
                 "type": "sampled",

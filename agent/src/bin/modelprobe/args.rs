@@ -150,7 +150,9 @@ pub enum Command {
     /// thread labels on every sample. speedscope: `profile.speedscope.json`, one profile per
     /// thread and kind of sample, for speedscope.app. otlp: spans (probe spans, LLM calls with
     /// their GenAI attributes), metrics and logs as OTLP/HTTP protobuf bodies in `otlp/`, or
-    /// sent to a collector with --endpoint.
+    /// sent to a collector with --endpoint. perfetto: `trace.pftrace` (Perfetto's protobuf
+    /// format: threads, spans, GPU streams with flows, LLM calls, counters, CPU samples with
+    /// their stacks), which ui.perfetto.dev opens at sizes the JSON timeline cannot.
     #[command(
         after_help = "Examples:\n  modelprobe export out --format pprof && go tool pprof -top out/cpu.pb.gz\n  modelprobe export out --format otlp --endpoint http://localhost:4318\n  OTEL_EXPORTER_OTLP_HEADERS='x-api-key=...' modelprobe export out --format otlp --endpoint https://otlp.example.com"
     )]
@@ -350,6 +352,8 @@ pub enum ExportFormat {
     Speedscope,
     /// OTLP (OpenTelemetry): spans, metrics and logs, as files or sent with --endpoint.
     Otlp,
+    /// Perfetto's protobuf trace: trace.pftrace, for ui.perfetto.dev at any size.
+    Perfetto,
 }
 
 fn parse_regex(s: &str) -> Result<regex::Regex, String> {

@@ -170,12 +170,13 @@ pub fn export(
         crate::args::ExportFormat::Pprof => Box::new(modelprobe::export::Pprof),
         crate::args::ExportFormat::Speedscope => Box::new(modelprobe::export::Speedscope),
         crate::args::ExportFormat::Otlp => Box::new(modelprobe::export::Otlp),
+        crate::args::ExportFormat::Perfetto => Box::new(modelprobe::export::Perfetto),
     };
     let files = exporter.export(&rec, &dir)?;
     modelprobe::preflight::hand_over(None, &files);
     if files.is_empty() {
         anyhow::bail!(
-            "{} has no CPU, off-CPU or GPU samples to write as {}",
+            "{} has nothing to write as {} (no samples, spans or events)",
             path.display(),
             exporter.name()
         );

@@ -176,7 +176,10 @@ fn process_metrics(rec: &Recording, w: Window, pid: u32) -> Vec<Metric> {
         .filter(|t| t.pid == pid && t.cpu_ns.is_some())
         .collect();
     if !threads.is_empty() {
-        let total: u64 = threads.iter().filter_map(|t| t.cpu_ns).sum();
+        let total = threads
+            .iter()
+            .filter_map(|t| t.cpu_ns)
+            .fold(0u64, u64::saturating_add);
         out.push(sum(
             "process.cpu.time",
             "s",
@@ -203,7 +206,7 @@ fn process_metrics(rec: &Recording, w: Window, pid: u32) -> Vec<Metric> {
     let (mut cpu_samples, mut off_cpu_ns) = (0u64, 0u64);
     for s in rec.samples.iter().filter(|s| s.pid == pid) {
         match s.kind {
-            SampleKind::Cpu => cpu_samples += s.weight.max(1),
+            SampleKind::Cpu => cpu_samples = cpu_samples.saturating_add(s.weight.max(1)),
             SampleKind::OffCpu => off_cpu_ns = off_cpu_ns.saturating_add(s.weight),
         }
     }
@@ -276,7 +279,10 @@ fn llm_metrics(rec: &Recording, w: Window, pid: u32) -> Vec<Metric> {
             .or_default()
             .push(c.end_ns.saturating_sub(c.start_ns) as f64 / 1e9);
         if let Some(u) = c.usage {
-            let input = u.input_tokens + u.cache_read_tokens + u.cache_creation_tokens;
+            let input = u
+                .input_tokens
+                .saturating_add(u.cache_read_tokens)
+                .saturating_add(u.cache_creation_tokens);
             tokens
                 .entry((key.clone(), "input"))
                 .or_default()
