@@ -20,6 +20,7 @@
 //!   process that is already running;
 //! - [`recording`] (the `modelprobe-recording` crate): the recording model, its versioned
 //!   on-disk format, and the queries every output shares (which call launched a GPU op);
+//! - [`live`]: Prometheus metrics served while a recording runs (`--metrics-addr`);
 //! - [`push`]: sends the OTLP export to a collector over HTTP;
 //! - [`export`], [`report`], [`view`], [`analyze`] (the `modelprobe-outputs` crate): folded
 //!   stacks, flame graphs, the timeline, the summary, the HTML viewer, log analysis, built on
@@ -39,6 +40,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod gpu;
+pub mod live;
 pub mod live_load;
 pub mod preflight;
 pub mod probes;

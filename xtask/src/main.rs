@@ -410,6 +410,7 @@ fn test(root: &Path) -> Result<()> {
     ensure_chromium()?;
     ensure_go()?;
     ensure_protoc()?;
+    ensure_prometheus()?;
     ensure_numpy_venv(root)?;
     ensure_node_client(root)?;
     say("checking cupti-sys's bindings against the pinned CUPTI headers");
@@ -454,6 +455,15 @@ fn ensure_protoc() -> Result<()> {
         &["protoc", "--version"],
         "protobuf-compiler",
         "the Perfetto export is read back with `protoc --decode`",
+    )
+}
+
+/// A real Prometheus server scrapes the agent's `/metrics` in the tests.
+fn ensure_prometheus() -> Result<()> {
+    ensure_package(
+        &["prometheus", "--version"],
+        "prometheus",
+        "a real Prometheus server scrapes `--metrics-addr` in the tests",
     )
 }
 

@@ -26,6 +26,7 @@ pub(super) fn finish(s: Session<'_>, stopped: Stopped) -> Result<Outcome> {
         started_at,
         created_output_dir,
         progress,
+        live,
         child: _,
     } = s;
     gpu.collect_last(&progress);
@@ -35,6 +36,11 @@ pub(super) fn finish(s: Session<'_>, stopped: Stopped) -> Result<Outcome> {
     let off_cpu_stats = opts.off_cpu.then(|| sampler.off_cpu_stats());
     let (recording_cpu_ns, recording_peak_rss_kib) = clock::agent_usage();
     let counts = sampler.lost()?;
+    // The last figures for a scrape while the recording is written (the server stops after).
+    if let Some((metrics, _server)) = &live {
+        collector.publish_llm_calls();
+        metrics.lost(&lost_in_kernel(&counts));
+    }
     let cpus = sampler.cpus();
     let unwind = sampler.unwind_summary();
     let bpf_programs = sampler.program_costs();
@@ -113,7 +119,7 @@ pub(super) fn finish(s: Session<'_>, stopped: Stopped) -> Result<Outcome> {
 }
 
 /// What the BPF side counted as dropped, by cause.
-fn lost_in_kernel(counts: &LostCounts) -> Lost {
+pub(super) fn lost_in_kernel(counts: &LostCounts) -> Lost {
     Lost {
         cpu_samples: counts[lost::CPU_SAMPLE as usize],
         off_cpu_events: counts[lost::OFF_CPU as usize],

@@ -96,6 +96,8 @@ pub struct RecordOptions {
     pub inject: InjectMode,
     /// `attach`: unload a library loaded live when the recording ends.
     pub retract: bool,
+    /// Serve Prometheus metrics on this address while recording (`--metrics-addr`).
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// When `attach` loads the GPU library into a running process ([`crate::live_load`]).
@@ -139,6 +141,7 @@ impl RecordOptions {
             gpu_trace: true,
             inject: InjectMode::IfCuda,
             retract: false,
+            metrics_addr: None,
         }
     }
 }

@@ -41,6 +41,7 @@ pub(super) fn run(s: &mut Session<'_>) -> Stopped {
                 s.sampler.skip_plaintext(pid, conn, read, socket, bytes);
             }
             s.collector.close_exited_connections();
+            s.collector.publish_llm_calls();
         }
         s.gpu.poll(&s.collector.live_pids());
         // Libraries loaded from outside any search path (a wheel's RPATH, a ctypes load):
@@ -50,6 +51,7 @@ pub(super) fn run(s: &mut Session<'_>) -> Stopped {
             s.collector.rescan_maps();
             s.sampler.forget_exited();
             s.sampler.drain_off_cpu_sums(&mut s.collector, false);
+            publish_progress(s);
         }
         for (pid, files) in s.collector.take_new_files() {
             if let Err(e) = s.probes.on_new_files(&mut s.sampler, pid, &files) {
@@ -66,6 +68,21 @@ pub(super) fn run(s: &mut Session<'_>) -> Stopped {
             return stopped;
         }
     }
+}
+
+/// The live metrics' running figures: drop counters and how much is recorded.
+fn publish_progress(s: &Session<'_>) {
+    let Some(live) = s.collector.live() else {
+        return;
+    };
+    match s.sampler.lost() {
+        Ok(counts) => live.lost(&super::finish::lost_in_kernel(&counts)),
+        Err(e) => log::debug!("metrics: drop counters not read: {e}"),
+    }
+    live.progress(
+        s.collector.live_pids().len(),
+        s.started_at.elapsed().as_secs_f64(),
+    );
 }
 
 /// Whether the session is over: the target exited, a signal came (forwarded to a launched

@@ -42,6 +42,11 @@ pub(super) struct Session<'a> {
     pub created_output_dir: bool,
     /// The progress line on stderr.
     pub progress: Progress,
+    /// Live metrics and their server (`--metrics-addr`); the server stops when dropped.
+    pub live: Option<(
+        std::sync::Arc<crate::live::LiveMetrics>,
+        crate::live::MetricsServer,
+    )>,
 }
 
 /// Checks everything, attaches, releases a launched command.
@@ -49,6 +54,15 @@ pub(super) fn start(opts: &RecordOptions) -> Result<Session<'_>> {
     let opts = checked(opts)?;
     let created_output_dir = preflight::prepare_output_dir(&opts.output_dir)?;
     let tracefs = preflight::ensure_tracefs()?;
+    // A bad --metrics-addr is an error before anything is attached or launched.
+    let live = match opts.metrics_addr {
+        Some(addr) => {
+            let metrics = std::sync::Arc::new(crate::live::LiveMetrics::new());
+            let server = crate::live::MetricsServer::start(addr, metrics.clone())?;
+            Some((metrics, server))
+        }
+        None => None,
+    };
 
     let mut child = match &opts.target {
         Target::Command(argv) => Some(GatedChild::spawn(argv, &GpuSide::launch_env(&opts))?),
@@ -56,6 +70,9 @@ pub(super) fn start(opts: &RecordOptions) -> Result<Session<'_>> {
     };
     // From here on, a failure lets a gated child go without running the command.
     let mut collector = Collector::new();
+    if let Some((metrics, _)) = &live {
+        collector.publish_to(metrics.clone());
+    }
     if let (true, Some(llm)) = (opts.packs, &opts.llm) {
         collector.capture_llm_calls(llm.clone());
     }
@@ -114,6 +131,7 @@ pub(super) fn start(opts: &RecordOptions) -> Result<Session<'_>> {
     let gpu = GpuSide::start(&opts, child.is_none().then_some(target_pid))?;
     Ok(Session {
         progress: Progress::new(opts.progress),
+        live,
         opts,
         sampler,
         probes,

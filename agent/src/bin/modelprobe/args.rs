@@ -293,6 +293,12 @@ pub struct RecordArgs {
     /// the machine passes through (a map lookup each) and which take time to detach.
     #[arg(long)]
     pub plain_http: bool,
+    /// Serve Prometheus metrics on this address while recording (http://ADDR/metrics): CPU
+    /// samples and blocked time per process name, span latency histograms per function, LLM
+    /// calls, tokens, cost and time to first token per model, and drop counters. E.g.
+    /// 127.0.0.1:9464; port 0 picks one (printed).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// With --capture-io: also replace what this regular expression matches in captured text
     /// by [REDACTED]. Repeatable.
     #[arg(long, value_name = "REGEX", value_parser = parse_regex)]

@@ -105,6 +105,7 @@ pub fn record(
     opts.packs = s.tracing.value && !args.no_packs;
     opts.gpu_packs = s.gpu.value;
     opts.plain_http = args.plain_http;
+    opts.metrics_addr = args.metrics_addr;
     opts.llm = if args.no_llm || !s.llm.value {
         None
     } else {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use modelprobe_llm::{ConnKey, Direction, Options, Tracker};
 
 use crate::{
-    recording::llm::LlmTrace,
+    recording::llm::{LlmCall, LlmTrace},
     sampler::{TlsKind, TlsView},
 };
 
@@ -32,6 +32,8 @@ impl Cursor {
 pub struct LlmCapture {
     tracker: Tracker,
     cursors: HashMap<(ConnKey, bool), Cursor>,
+    /// Calls taken from the tracker while recording (for live metrics), in order taken.
+    finished: Vec<LlmCall>,
 }
 
 impl std::fmt::Debug for LlmCapture {
@@ -48,6 +50,7 @@ impl LlmCapture {
         LlmCapture {
             tracker: Tracker::new(options),
             cursors: HashMap::new(),
+            finished: Vec::new(),
         }
     }
 
@@ -147,6 +150,13 @@ impl LlmCapture {
         }
     }
 
+    /// The calls finished since the last call (they are kept for [`LlmCapture::finish`]).
+    pub fn take_finished(&mut self) -> &[LlmCall] {
+        let known = self.finished.len();
+        self.finished.extend(self.tracker.take_calls());
+        &self.finished[known..]
+    }
+
     /// The calls, at the end of the recording; `lost` records the kernel dropped.
     pub fn finish(mut self, end_ns: u64, lost: u64) -> LlmTrace {
         let open: Vec<(ConnKey, bool)> = self.cursors.keys().copied().collect();
@@ -154,7 +164,15 @@ impl LlmCapture {
             self.flush(conn, read, end_ns);
         }
         self.tracker.lost_records(lost);
-        self.tracker.finish(end_ns)
+        let mut trace = self.tracker.finish(end_ns);
+        if !self.finished.is_empty() {
+            self.finished.append(&mut trace.calls);
+            trace.calls = self.finished;
+            trace
+                .calls
+                .sort_by_key(|c| (c.start_ns, c.pid, c.connection));
+        }
+        trace
     }
 }
 

@@ -46,6 +46,8 @@ pub struct Collector {
     /// Processes that exited in the records drained last, and when: their connections end
     /// once everything they sent before has been drained too.
     exited: Vec<(u32, u64)>,
+    /// Live metrics to count into as records arrive (`--metrics-addr`).
+    live: Option<std::sync::Arc<crate::live::LiveMetrics>>,
 }
 
 /// A `comm` (thread name) up to its NUL.
@@ -69,6 +71,31 @@ impl Collector {
     /// An empty collector.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Counts what arrives into `metrics` as well.
+    pub fn publish_to(&mut self, metrics: std::sync::Arc<crate::live::LiveMetrics>) {
+        self.live = Some(metrics);
+    }
+
+    /// The process name a metric labels `pid`'s data with.
+    fn process_label(&self, pid: u32) -> &str {
+        self.procs.name(pid).unwrap_or("unknown")
+    }
+
+    /// Hands LLM calls finished since the last call to the live metrics (they stay in the
+    /// recording). Called after each drain.
+    pub fn publish_llm_calls(&mut self) {
+        if let (Some(live), Some(llm)) = (&self.live, self.llm.as_mut()) {
+            for c in llm.take_finished() {
+                live.llm_call(c);
+            }
+        }
+    }
+
+    /// The live metrics, if any.
+    pub fn live(&self) -> Option<&crate::live::LiveMetrics> {
+        self.live.as_deref()
     }
 
     /// Parse the TLS plaintext the kernel sends into LLM calls, with `options`.
@@ -170,7 +197,12 @@ impl Collector {
 impl EventSink for Collector {
     fn stack(&mut self, ev: &StackEvent) {
         match ev.kind {
-            kind::CPU_SAMPLE => self.stacks.sample(ev, SampleKind::Cpu, &mut self.procs),
+            kind::CPU_SAMPLE => {
+                self.stacks.sample(ev, SampleKind::Cpu, &mut self.procs);
+                if let Some(live) = &self.live {
+                    live.cpu_sample(self.process_label(ev.pid));
+                }
+            }
             kind::API_ERROR_STACK => {
                 let stack = self.stacks.intern(ev, &mut self.procs);
                 self.spans.error_stack(ev.tid, ev.time_ns, stack);
@@ -191,12 +223,24 @@ impl EventSink for Collector {
 
     fn off_cpu(&mut self, interval: &OffCpu) {
         self.stacks.off_cpu(interval, &mut self.procs);
+        if let Some(live) = &self.live {
+            live.blocked(self.process_label(interval.pid), interval.blocked_ns);
+        }
     }
 
     fn record(&mut self, rec: &Record) {
         match rec.kind {
             kind::SPAN_ENTER => self.spans.enter(rec),
-            kind::SPAN_EXIT => self.spans.exit(rec),
+            kind::SPAN_EXIT => {
+                let closed = self.spans.exit(rec);
+                if let (Some(live), Some(span)) = (&self.live, closed) {
+                    let function = self
+                        .probes
+                        .get(span.probe as usize)
+                        .map_or("unknown", |p| p.function.as_str());
+                    live.span(function, span.end_ns.saturating_sub(span.start_ns));
+                }
+            }
             kind::TASK_EXIT if rec.args[0] == 1 && self.llm.is_some() => {
                 self.exited.push((rec.pid, rec.time_ns));
                 self.tasks.ingest(rec, &mut self.procs);

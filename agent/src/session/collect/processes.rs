@@ -101,6 +101,11 @@ impl Processes {
         self.info.insert(child, info);
     }
 
+    /// The name `pid` was last seen with.
+    pub fn name(&self, pid: u32) -> Option<&str> {
+        self.info.get(&pid)?.name.as_deref()
+    }
+
     /// True once `pid` has been watched.
     pub fn knows(&self, pid: u32) -> bool {
         self.info.contains_key(&pid)

@@ -57,13 +57,14 @@ impl Spans {
         });
     }
 
-    /// A probed function returned: closes the innermost open call of that probe on the thread.
-    pub fn exit(&mut self, rec: &Record) {
+    /// A probed function returned: closes the innermost open call of that probe on the thread,
+    /// and returns it (none when no call of it was open).
+    pub fn exit(&mut self, rec: &Record) -> Option<&Span> {
         let stack = self.open.entry(rec.tid).or_default();
         let probe = (rec.id & COOKIE_ID_MASK) as u32;
         let Some(pos) = stack.iter().rposition(|s| s.probe == probe) else {
             self.unmatched_returns += 1;
-            return;
+            return None;
         };
         // Anything opened above it lost its return: drop those, count them.
         self.unmatched_returns += (stack.len() - pos - 1) as u64;
@@ -91,6 +92,7 @@ impl Spans {
             attrs,
             stack: None,
         });
+        self.spans.last()
     }
 
     /// A string argument of the open call of `probe` on thread `tid`.
