@@ -1,6 +1,7 @@
-//! `--metrics-addr`: a real Prometheus server (Debian's `prometheus`) scrapes a recording in
-//! progress, and its query API returns the series the recording counts: CPU samples by
-//! process, the probed function's latency histogram, the drop counters.
+//! Live outputs. `--metrics-addr`: a real Prometheus server (Debian's `prometheus`) scrapes a
+//! recording in progress, and its query API returns the series the recording counts: CPU
+//! samples by process, the probed function's latency histogram, the drop counters.
+//! `--export jsonl:FILE`: every span and event as a JSON line, as the recording has them.
 use std::{
     io::{Read, Write},
     net::{TcpListener, TcpStream},
@@ -179,4 +180,51 @@ fn prometheus_scrapes_a_recording_in_progress() {
         )),
         "{err}"
     );
+}
+
+#[test]
+fn the_jsonl_stream_holds_every_span_and_event_of_the_recording() {
+    if !require_bpf("the_jsonl_stream_holds_every_span_and_event_of_the_recording") {
+        return;
+    }
+    let _bpf = bpf_lock();
+    let dir = scratch_dir("live-jsonl");
+    let stream = dir.join("live.jsonl");
+    let r = Session::run(
+        &dir.join("rec"),
+        &[
+            "--probe",
+            "mp-workload:mp_span_*@1",
+            "--export",
+            &format!("jsonl:{}", stream.display()),
+        ],
+    )
+    .workload(&["--calls", "25"])
+    .expect_success();
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&stream)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let rec = r.recording();
+    let spans: Vec<_> = lines.iter().filter(|l| l["type"] == "span").collect();
+    assert_eq!(spans.len(), rec["spans"].as_array().unwrap().len());
+    assert_eq!(spans.len(), 50);
+    for i in 0..25u64 {
+        let target = spans
+            .iter()
+            .find(|s| s["function"] == "mp_span_target" && s["args"] == serde_json::json!([i]))
+            .unwrap_or_else(|| panic!("no mp_span_target({i})"));
+        assert_eq!(target["ret"], 2 * i);
+        assert!(target["duration_ms"].as_f64() >= Some(2.0));
+    }
+    let events: Vec<_> = lines.iter().filter(|l| l["type"] == "event").collect();
+    assert_eq!(events.len(), rec["events"].as_array().unwrap().len());
+    assert!(
+        events.iter().any(|e| e["kind"] == "process_exit"),
+        "{events:?}"
+    );
+    assert!(r
+        .stderr()
+        .contains(&format!("streamed {} JSON lines", lines.len())));
 }

@@ -37,9 +37,16 @@ pub(super) fn finish(s: Session<'_>, stopped: Stopped) -> Result<Outcome> {
     let (recording_cpu_ns, recording_peak_rss_kib) = clock::agent_usage();
     let counts = sampler.lost()?;
     // The last figures for a scrape while the recording is written (the server stops after).
-    if let Some((metrics, _server)) = &live {
-        collector.publish_llm_calls();
+    collector.publish();
+    if let Some((metrics, _server)) = &live.server {
         metrics.lost(&lost_in_kernel(&counts));
+    }
+    if let Some(stream) = &live.stream {
+        log::info!(
+            "streamed {} JSON lines to {}",
+            stream.lines(),
+            stream.target
+        );
     }
     let cpus = sampler.cpus();
     let unwind = sampler.unwind_summary();

@@ -98,6 +98,9 @@ pub struct RecordOptions {
     pub retract: bool,
     /// Serve Prometheus metrics on this address while recording (`--metrics-addr`).
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Stream spans, LLM calls and events as JSON lines while recording (`--export
+    /// jsonl:-` or `jsonl:FILE`).
+    pub export_stream: Option<String>,
 }
 
 /// When `attach` loads the GPU library into a running process ([`crate::live_load`]).
@@ -142,6 +145,7 @@ impl RecordOptions {
             inject: InjectMode::IfCuda,
             retract: false,
             metrics_addr: None,
+            export_stream: None,
         }
     }
 }

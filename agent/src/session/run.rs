@@ -41,7 +41,7 @@ pub(super) fn run(s: &mut Session<'_>) -> Stopped {
                 s.sampler.skip_plaintext(pid, conn, read, socket, bytes);
             }
             s.collector.close_exited_connections();
-            s.collector.publish_llm_calls();
+            s.collector.publish();
         }
         s.gpu.poll(&s.collector.live_pids());
         // Libraries loaded from outside any search path (a wheel's RPATH, a ctypes load):
@@ -72,7 +72,7 @@ pub(super) fn run(s: &mut Session<'_>) -> Stopped {
 
 /// The live metrics' running figures: drop counters and how much is recorded.
 fn publish_progress(s: &Session<'_>) {
-    let Some(live) = s.collector.live() else {
+    let Some(live) = s.collector.live_metrics() else {
         return;
     };
     match s.sampler.lost() {

@@ -2,11 +2,13 @@
 //! a missing privilege is one clear error before anything is attached; a launched command
 //! waits at a gate until the probes and the sampler watch it, so `run` sees it from its first
 //! instruction.
-use std::{borrow::Cow, time::Instant};
+use std::{borrow::Cow, sync::Arc, time::Instant};
 
 use super::{gpu::GpuSide, Collector, RecordOptions, Target};
 use crate::{
-    clock, preflight,
+    clock,
+    live::{JsonLines, Live, LiveMetrics, MetricsServer},
+    preflight,
     probes::{packs, ProbeSet, SearchContext},
     progress::Progress,
     sampler::{max_frequency, Sampler, SamplerOptions},
@@ -42,11 +44,44 @@ pub(super) struct Session<'a> {
     pub created_output_dir: bool,
     /// The progress line on stderr.
     pub progress: Progress,
-    /// Live metrics and their server (`--metrics-addr`); the server stops when dropped.
-    pub live: Option<(
-        std::sync::Arc<crate::live::LiveMetrics>,
-        crate::live::MetricsServer,
-    )>,
+    /// Live outputs (`--metrics-addr`, `--export jsonl:`).
+    pub live: LiveOutputs,
+}
+
+/// The live outputs of a session: the metrics server (stops when dropped) and the stream.
+pub(super) struct LiveOutputs {
+    /// Metrics and the server answering scrapes.
+    pub server: Option<(Arc<LiveMetrics>, MetricsServer)>,
+    /// The JSON-lines stream.
+    pub stream: Option<Arc<JsonLines>>,
+}
+
+impl LiveOutputs {
+    /// Opens what `opts` asks for: a bad address or path is an error before anything is
+    /// attached or launched.
+    fn open(opts: &RecordOptions) -> Result<Self> {
+        let server = match opts.metrics_addr {
+            Some(addr) => {
+                let metrics = Arc::new(LiveMetrics::new());
+                let server = MetricsServer::start(addr, metrics.clone())?;
+                Some((metrics, server))
+            }
+            None => None,
+        };
+        let stream = match &opts.export_stream {
+            Some(spec) => Some(Arc::new(JsonLines::open(spec)?)),
+            None => None,
+        };
+        Ok(LiveOutputs { server, stream })
+    }
+
+    /// What the collector feeds.
+    fn live(&self) -> Live {
+        Live {
+            metrics: self.server.as_ref().map(|(m, _)| m.clone()),
+            stream: self.stream.clone(),
+        }
+    }
 }
 
 /// Checks everything, attaches, releases a launched command.
@@ -54,15 +89,7 @@ pub(super) fn start(opts: &RecordOptions) -> Result<Session<'_>> {
     let opts = checked(opts)?;
     let created_output_dir = preflight::prepare_output_dir(&opts.output_dir)?;
     let tracefs = preflight::ensure_tracefs()?;
-    // A bad --metrics-addr is an error before anything is attached or launched.
-    let live = match opts.metrics_addr {
-        Some(addr) => {
-            let metrics = std::sync::Arc::new(crate::live::LiveMetrics::new());
-            let server = crate::live::MetricsServer::start(addr, metrics.clone())?;
-            Some((metrics, server))
-        }
-        None => None,
-    };
+    let live = LiveOutputs::open(&opts)?;
 
     let mut child = match &opts.target {
         Target::Command(argv) => Some(GatedChild::spawn(argv, &GpuSide::launch_env(&opts))?),
@@ -70,9 +97,7 @@ pub(super) fn start(opts: &RecordOptions) -> Result<Session<'_>> {
     };
     // From here on, a failure lets a gated child go without running the command.
     let mut collector = Collector::new();
-    if let Some((metrics, _)) = &live {
-        collector.publish_to(metrics.clone());
-    }
+    collector.publish_to(live.live());
     if let (true, Some(llm)) = (opts.packs, &opts.llm) {
         collector.capture_llm_calls(llm.clone());
     }

@@ -299,6 +299,13 @@ pub struct RecordArgs {
     /// 127.0.0.1:9464; port 0 picks one (printed).
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Stream what happens as JSON lines while recording, for scripts: jsonl:- (stdout) or
+    /// jsonl:FILE. One object a line: {"type":"span"} when a probed call returns,
+    /// {"type":"llm_call"} when an LLM answer is read, {"type":"event"} for process, thread
+    /// and signal events. With `run`, the command's own stdout goes to the same terminal:
+    /// prefer a file. (pprof, OTLP, Perfetto: `modelprobe export` on the recording.)
+    #[arg(long = "export", value_name = "jsonl:-|jsonl:FILE")]
+    pub export_stream: Option<String>,
     /// With --capture-io: also replace what this regular expression matches in captured text
     /// by [REDACTED]. Repeatable.
     #[arg(long, value_name = "REGEX", value_parser = parse_regex)]

@@ -106,6 +106,7 @@ pub fn record(
     opts.gpu_packs = s.gpu.value;
     opts.plain_http = args.plain_http;
     opts.metrics_addr = args.metrics_addr;
+    opts.export_stream = args.export_stream;
     opts.llm = if args.no_llm || !s.llm.value {
         None
     } else {

@@ -39,6 +39,11 @@ impl Tasks {
         self.events.len()
     }
 
+    /// The events after the first `n`.
+    pub fn events_since(&self, n: usize) -> &[Event] {
+        self.events.get(n..).unwrap_or_default()
+    }
+
     /// Lifecycle changes since the last call.
     pub fn take_changes(&mut self) -> Vec<Lifecycle> {
         std::mem::take(&mut self.changes)

@@ -46,8 +46,10 @@ pub struct Collector {
     /// Processes that exited in the records drained last, and when: their connections end
     /// once everything they sent before has been drained too.
     exited: Vec<(u32, u64)>,
-    /// Live metrics to count into as records arrive (`--metrics-addr`).
-    live: Option<std::sync::Arc<crate::live::LiveMetrics>>,
+    /// Live outputs fed as records arrive (`--metrics-addr`, `--export jsonl:`).
+    live: crate::live::Live,
+    /// Lifecycle events already handed to the live outputs.
+    events_published: usize,
 }
 
 /// A `comm` (thread name) up to its NUL.
@@ -73,9 +75,9 @@ impl Collector {
         Self::default()
     }
 
-    /// Counts what arrives into `metrics` as well.
-    pub fn publish_to(&mut self, metrics: std::sync::Arc<crate::live::LiveMetrics>) {
-        self.live = Some(metrics);
+    /// Hands what arrives to `live` as well.
+    pub fn publish_to(&mut self, live: crate::live::Live) {
+        self.live = live;
     }
 
     /// The process name a metric labels `pid`'s data with.
@@ -83,19 +85,28 @@ impl Collector {
         self.procs.name(pid).unwrap_or("unknown")
     }
 
-    /// Hands LLM calls finished since the last call to the live metrics (they stay in the
-    /// recording). Called after each drain.
-    pub fn publish_llm_calls(&mut self) {
-        if let (Some(live), Some(llm)) = (&self.live, self.llm.as_mut()) {
+    /// Hands what finished since the last call to the live outputs (it stays in the
+    /// recording): LLM calls, lifecycle events; then flushes the stream. Called after each
+    /// drain.
+    pub fn publish(&mut self) {
+        if !self.live.is_on() {
+            return;
+        }
+        if let Some(llm) = self.llm.as_mut() {
             for c in llm.take_finished() {
-                live.llm_call(c);
+                self.live.llm_call(c);
             }
         }
+        for e in self.tasks.events_since(self.events_published) {
+            self.live.event(e);
+        }
+        self.events_published = self.tasks.count();
+        self.live.flush();
     }
 
     /// The live metrics, if any.
-    pub fn live(&self) -> Option<&crate::live::LiveMetrics> {
-        self.live.as_deref()
+    pub fn live_metrics(&self) -> Option<&crate::live::LiveMetrics> {
+        self.live.metrics.as_deref()
     }
 
     /// Parse the TLS plaintext the kernel sends into LLM calls, with `options`.
@@ -199,8 +210,8 @@ impl EventSink for Collector {
         match ev.kind {
             kind::CPU_SAMPLE => {
                 self.stacks.sample(ev, SampleKind::Cpu, &mut self.procs);
-                if let Some(live) = &self.live {
-                    live.cpu_sample(self.process_label(ev.pid));
+                if self.live.metrics.is_some() {
+                    self.live.cpu_sample(self.process_label(ev.pid));
                 }
             }
             kind::API_ERROR_STACK => {
@@ -223,8 +234,9 @@ impl EventSink for Collector {
 
     fn off_cpu(&mut self, interval: &OffCpu) {
         self.stacks.off_cpu(interval, &mut self.procs);
-        if let Some(live) = &self.live {
-            live.blocked(self.process_label(interval.pid), interval.blocked_ns);
+        if self.live.metrics.is_some() {
+            self.live
+                .blocked(self.process_label(interval.pid), interval.blocked_ns);
         }
     }
 
@@ -233,12 +245,10 @@ impl EventSink for Collector {
             kind::SPAN_ENTER => self.spans.enter(rec),
             kind::SPAN_EXIT => {
                 let closed = self.spans.exit(rec);
-                if let (Some(live), Some(span)) = (&self.live, closed) {
-                    let function = self
-                        .probes
-                        .get(span.probe as usize)
-                        .map_or("unknown", |p| p.function.as_str());
-                    live.span(function, span.end_ns.saturating_sub(span.start_ns));
+                if let (true, Some(span)) = (self.live.is_on(), closed) {
+                    if let Some(probe) = self.probes.get(span.probe as usize) {
+                        self.live.span(probe, span);
+                    }
                 }
             }
             kind::TASK_EXIT if rec.args[0] == 1 && self.llm.is_some() => {
