@@ -201,6 +201,28 @@ fn main() {
                "spans_per_s": spans as f64 / s, "bytes": bytes})
     );
 
+    // The formats other tools read, on the same recording: time and size beside trace.json.
+    let formats: [&dyn Exporter; 4] = [
+        &modelprobe::export::Perfetto,
+        &modelprobe::export::Otlp,
+        &modelprobe::export::Pprof,
+        &modelprobe::export::Speedscope,
+    ];
+    for exporter in formats {
+        let t = Instant::now();
+        let files = exporter.export(&rec, &out).expect("export");
+        let s = t.elapsed().as_secs_f64();
+        let bytes: u64 = files
+            .iter()
+            .map(|f| std::fs::metadata(f).map_or(0, |m| m.len()))
+            .sum();
+        println!(
+            "{}",
+            json!({"what": "export", "format": exporter.name(), "spans": spans,
+                   "samples": samples, "seconds": s, "bytes": bytes, "files": files.len()})
+        );
+    }
+
     let t = Instant::now();
     let report = modelprobe::report::build(&rec, 50).to_json();
     let stats = modelprobe::view::write_html(&rec, &report, &out.join("view.html")).expect("view");

@@ -39,7 +39,11 @@ type Series = BTreeMap<(String, &'static str, Option<u32>, Option<u32>), Vec<(u6
 impl NvmlSampler {
     /// Loads NVML and starts sampling every `interval`; the error says in one line why GPU
     /// metrics are unavailable (no driver, no GPU).
-    pub fn start(interval: Duration) -> Result<NvmlSampler, String> {
+    /// Each reading of a device also goes to `live` (`--metrics-addr`).
+    pub fn start(
+        interval: Duration,
+        live: Option<Arc<crate::live::LiveMetrics>>,
+    ) -> Result<NvmlSampler, String> {
         let nvml = Nvml::init().map_err(|e| match e {
             nvml_wrapper::error::NvmlError::LibloadingError(_) => {
                 "no NVIDIA driver (libnvidia-ml.so.1 cannot be loaded)".to_string()
@@ -56,7 +60,7 @@ impl NvmlSampler {
         let flag = Arc::clone(&stop);
         let handle = std::thread::Builder::new()
             .name("mp-nvml".into())
-            .spawn(move || sample_until(&nvml, devices, interval, &flag))
+            .spawn(move || sample_until(&nvml, devices, interval, &flag, live.as_deref()))
             .map_err(|e| format!("cannot start the NVML thread ({e})"))?;
         Ok(NvmlSampler {
             stop,
@@ -99,13 +103,24 @@ fn to_counters(series: Series) -> Vec<Counter> {
         .collect()
 }
 
-fn sample_until(nvml: &Nvml, devices: u32, interval: Duration, stop: &AtomicBool) -> Series {
+fn sample_until(
+    nvml: &Nvml,
+    devices: u32,
+    interval: Duration,
+    stop: &AtomicBool,
+    live: Option<&crate::live::LiveMetrics>,
+) -> Series {
     let mut series = Series::new();
     let mut failed: HashSet<(u32, &'static str)> = HashSet::new();
     while !stop.load(Ordering::Relaxed) {
         for index in 0..devices {
             match nvml.device_by_index(index) {
-                Ok(device) => read_device(&device, index, &mut series, &mut failed),
+                Ok(device) => {
+                    read_device(&device, index, &mut series, &mut failed);
+                    if let Some(live) = live {
+                        publish(live, &series, index);
+                    }
+                }
                 Err(e) => {
                     if failed.insert((index, "device")) {
                         log::debug!("NVML: GPU {index}: {e}");
@@ -116,6 +131,19 @@ fn sample_until(nvml: &Nvml, devices: u32, interval: Duration, stop: &AtomicBool
         std::thread::sleep(interval);
     }
     series
+}
+
+/// The latest reading of each of device `index`'s own counters, to the live metrics.
+fn publish(live: &crate::live::LiveMetrics, series: &Series, index: u32) {
+    let prefix = format!("GPU {index} ");
+    for ((name, unit, device, pid), points) in series {
+        if *device != Some(index) || pid.is_some() {
+            continue;
+        }
+        if let Some(&(_, v)) = points.last() {
+            live.gpu(index, name.strip_prefix(&prefix).unwrap_or(name), unit, v);
+        }
+    }
 }
 
 fn read_device(
@@ -223,7 +251,7 @@ mod tests {
     #[test]
     fn without_a_driver_start_says_why_in_one_line() {
         // Machines with an NVIDIA driver sample instead; both outcomes are checked.
-        match NvmlSampler::start(Duration::from_millis(10)) {
+        match NvmlSampler::start(Duration::from_millis(10), None) {
             Err(why) => {
                 assert!(!why.contains('\n'), "{why}");
                 assert!(

@@ -7,6 +7,7 @@
 //! - `modelprobe_llm_calls_total{provider,model,status}`, `modelprobe_llm_tokens_total{model,type}`,
 //!   `modelprobe_llm_cost_usd_total{model}`, `modelprobe_llm_time_to_first_token_seconds{model}`
 //! - `modelprobe_lost_total{kind}`: data dropped, by the recording's names for it
+//! - `modelprobe_gpu{gpu,what,unit}`: each GPU's latest NVML reading (with a GPU and NVML)
 //! - `modelprobe_targets`: processes being recorded; `modelprobe_recording_seconds`
 use std::{collections::HashMap, sync::atomic::AtomicU64, sync::Mutex};
 
@@ -47,6 +48,13 @@ struct ModelLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GpuLabels {
+    gpu: String,
+    what: String,
+    unit: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabel {
     kind: String,
 }
@@ -73,6 +81,7 @@ pub struct LiveMetrics {
     llm_cost: Family<ModelLabel, FloatCounter>,
     llm_ttft: Family<ModelLabel, Histogram, fn() -> Histogram>,
     lost: Family<KindLabel, Counter>,
+    gpu: Family<GpuLabels, Gauge<f64, AtomicU64>>,
     targets: Gauge,
     recording_seconds: Gauge<f64, AtomicU64>,
     /// The lost counts already added, per kind (the kernel gives running totals).
@@ -98,6 +107,7 @@ impl LiveMetrics {
             llm_cost: Family::default(),
             llm_ttft: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
             lost: Family::default(),
+            gpu: Family::default(),
             targets: Gauge::default(),
             recording_seconds: Gauge::default(),
             lost_seen: Mutex::new(HashMap::new()),
@@ -143,6 +153,11 @@ impl LiveMetrics {
             "lost",
             "Data dropped or cut while recording, by kind",
             m.lost.clone(),
+        );
+        r.register(
+            "gpu",
+            "The latest NVML reading of each GPU: utilization, memory, power, clocks, temperature",
+            m.gpu.clone(),
         );
         r.register("targets", "Processes being recorded", m.targets.clone());
         r.register(
@@ -240,6 +255,17 @@ impl LiveMetrics {
         }
     }
 
+    /// The latest reading `what` (in `unit`) of GPU `gpu`.
+    pub fn gpu(&self, gpu: u32, what: &str, unit: &str, value: f64) {
+        self.gpu
+            .get_or_create(&GpuLabels {
+                gpu: gpu.to_string(),
+                what: what.to_string(),
+                unit: unit.to_string(),
+            })
+            .set(value);
+    }
+
     /// How many processes are recorded and for how long.
     pub fn progress(&self, targets: usize, seconds: f64) {
         self.targets.set(targets as i64);
@@ -290,6 +316,7 @@ mod tests {
             ..Lost::default()
         });
         m.progress(2, 1.5);
+        m.gpu(0, "utilization", "%", 87.0);
         let text = m.encode();
         for line in [
             "modelprobe_cpu_samples_total{process=\"python3\"} 2",
@@ -302,6 +329,7 @@ mod tests {
             "modelprobe_lost_total{kind=\"cpu_samples\"} 6",
             "modelprobe_lost_total{kind=\"tls_records\"} 0",
             "modelprobe_targets 2",
+            "modelprobe_gpu{gpu=\"0\",what=\"utilization\",unit=\"%\"} 87.0",
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
         }

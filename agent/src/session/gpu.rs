@@ -81,10 +81,14 @@ impl GpuSide {
 
     /// Starts NVML sampling and the GPU clients; for `attach` (`running` is the target),
     /// loads the library into the processes that need it.
-    pub fn start(opts: &RecordOptions, running: Option<u32>) -> Result<GpuSide> {
+    pub fn start(
+        opts: &RecordOptions,
+        running: Option<u32>,
+        live: Option<std::sync::Arc<crate::live::LiveMetrics>>,
+    ) -> Result<GpuSide> {
         let nvml = opts
             .gpu_metrics
-            .and_then(|every| match nvml::NvmlSampler::start(every) {
+            .and_then(|every| match nvml::NvmlSampler::start(every, live) {
                 Ok(s) => {
                     log::info!("GPU metrics: {} GPU(s) every {every:?} (NVML)", s.devices());
                     Some(s)

@@ -153,7 +153,11 @@ pub(super) fn start(opts: &RecordOptions) -> Result<Session<'_>> {
         ),
     }
     // For `attach`, the GPU library may be loaded into the running processes now.
-    let gpu = GpuSide::start(&opts, child.is_none().then_some(target_pid))?;
+    let gpu = GpuSide::start(
+        &opts,
+        child.is_none().then_some(target_pid),
+        live.server.as_ref().map(|(m, _)| m.clone()),
+    )?;
     Ok(Session {
         progress: Progress::new(opts.progress),
         live,

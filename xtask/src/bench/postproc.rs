@@ -125,6 +125,37 @@ pub(super) fn postproc(root: &Path, report: &mut Report) -> Result<()> {
             )),
         ]);
     }
+    // The export formats, against trace.json's size and time on the same recording.
+    let json = get("timeline", None);
+    let json_bytes = json["bytes"].as_f64().unwrap_or(0.0);
+    let json_s = json["seconds"].as_f64().unwrap_or(0.0);
+    for r in results.iter().filter(|r| r["what"] == "export") {
+        let s = r["seconds"].as_f64().unwrap_or(0.0);
+        let bytes = r["bytes"].as_f64().unwrap_or(0.0);
+        report.row(vec![
+            json!(format!(
+                "export --format {}",
+                r["format"].as_str().unwrap_or("?")
+            )),
+            json!(format!(
+                "{} spans + {} samples -> {:.0} MiB in {} files ({:.2}x trace.json's size)",
+                r["spans"],
+                r["samples"],
+                bytes / 1048576.0,
+                r["files"],
+                bytes / json_bytes.max(1.0)
+            )),
+            json!(format!(
+                "{s:.2} s ({:.2}x trace.json's time)",
+                s / json_s.max(1e-9)
+            )),
+            json!(format!(
+                "{:.0} spans+samples/s",
+                (r["spans"].as_u64().unwrap_or(0) + r["samples"].as_u64().unwrap_or(0)) as f64
+                    / s.max(1e-9)
+            )),
+        ]);
+    }
     let _ = std::fs::remove_dir_all(&out);
     Ok(())
 }
