@@ -79,9 +79,11 @@ impl Builder {
         });
     }
 
-    fn begin(
+    /// A named event of type `ty` (a slice's begin, an instant); returns it, to add flows.
+    fn named(
         &mut self,
         ts: u64,
+        ty: EventType,
         track: u64,
         name: String,
         category: &str,
@@ -90,7 +92,7 @@ impl Builder {
         self.push(
             ts,
             TrackEvent {
-                r#type: Some(EventType::SliceBegin as i32),
+                r#type: Some(ty as i32),
                 track_uuid: Some(track),
                 categories: vec![category.into()],
                 name: Some(name),
@@ -115,27 +117,6 @@ impl Builder {
         );
     }
 
-    fn instant(
-        &mut self,
-        ts: u64,
-        track: u64,
-        name: String,
-        category: &str,
-        args: Vec<DebugAnnotation>,
-    ) {
-        self.push(
-            ts,
-            TrackEvent {
-                r#type: Some(EventType::Instant as i32),
-                track_uuid: Some(track),
-                categories: vec![category.into()],
-                name: Some(name),
-                debug_annotations: args,
-                ..Default::default()
-            },
-        );
-    }
-
     /// Slices on `base` and lanes under it named `lane_name(k)`: `items` are (start, end, name,
     /// category, annotations, flows), in any order.
     fn slices(&mut self, base: u64, lane_name: &str, mut items: Vec<Slice>) {
@@ -155,7 +136,14 @@ impl Builder {
             for e in ended {
                 self.end(e, track);
             }
-            let ev = self.begin(s.start, track, s.name, s.category, s.args);
+            let ev = self.named(
+                s.start,
+                EventType::SliceBegin,
+                track,
+                s.name,
+                s.category,
+                s.args,
+            );
             ev.flow_ids = s.flows;
         }
         for (lane, ends) in lanes.finish() {
@@ -314,7 +302,7 @@ pub fn trace(rec: &Recording) -> proto::Trace {
         let track = b.tracks.thread(rec, l.pid, l.tid);
         let name = l.level.map_or(l.stream.name(), |lv| lv.name()).to_string();
         let args = vec![annotation("message", &Value::String(l.message.clone()))];
-        b.instant(l.time_ns, track, name, "log", args);
+        b.named(l.time_ns, EventType::Instant, track, name, "log", args);
     }
     for e in &rec.events {
         let track = match e.kind {
@@ -327,7 +315,14 @@ pub fn trace(rec: &Recording) -> proto::Trace {
         if let Some(v) = e.value {
             args.push(annotation("value", &serde_json::json!(v)));
         }
-        b.instant(e.time_ns, track, e.kind.name().to_string(), "event", args);
+        b.named(
+            e.time_ns,
+            EventType::Instant,
+            track,
+            e.kind.name().to_string(),
+            "event",
+            args,
+        );
     }
 
     // Counters.
