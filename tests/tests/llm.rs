@@ -10,8 +10,8 @@ use std::{
 };
 
 use modelprobe_tests::{
-    bpf_lock, missing, require_bpf, run_with_timeout, scratch_dir, tools_venv, KillOnDrop,
-    Recorded, Session,
+    bpf_lock, missing, modelprobe_bin, require_bpf, run_with_timeout, scratch_dir, tools_venv,
+    KillOnDrop, Recorded, Session,
 };
 use serde_json::Value;
 
@@ -280,9 +280,73 @@ fn every_call_of_the_openai_and_anthropic_clients_is_accounted_exactly() {
         assert_eq!(usage(c)[1], 10 + i, "{c:#}");
         assert_eq!(c["stream"], i % 2 == 1);
     }
-    // No payload text without --capture-io, and the key nowhere.
+    // No payload text without --capture-io, and the key nowhere (the OTLP export included).
     assert!(calls.iter().all(|c| c["io"].is_null()));
+    otlp_spans_carry_the_calls(&out, &calls);
     assert_no_secret(&out);
+}
+
+/// `export --format otlp`, decoded by the official OpenTelemetry protos (PyPI's
+/// opentelemetry-proto): one CLIENT span per call with its GenAI attributes, the 429 an error.
+fn otlp_spans_carry_the_calls(out: &Path, calls: &[Value]) {
+    let status = Command::new(modelprobe_bin())
+        .args(["-q", "export", "--format", "otlp"])
+        .arg(out)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let python = tools_venv().unwrap().join("bin/python");
+    let decode = r#"
+import sys, glob, json
+from google.protobuf import json_format
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as t
+for f in sorted(glob.glob(sys.argv[1] + '/otlp/traces-*.pb')):
+    r = t.ExportTraceServiceRequest()
+    r.ParseFromString(open(f, 'rb').read())
+    for rs in r.resource_spans:
+        for ss in rs.scope_spans:
+            for s in ss.spans:
+                print(json.dumps(json_format.MessageToDict(s)))
+"#;
+    let o = Command::new(&python)
+        .args(["-c", decode])
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let spans: Vec<Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let attr = |s: &Value, key: &str| -> Value {
+        s["attributes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|a| a["key"] == key)
+            .and_then(|a| a["value"].as_object()?.values().next().cloned())
+            .unwrap_or(Value::Null)
+    };
+    let clients: Vec<&Value> = spans
+        .iter()
+        .filter(|s| s["kind"] == "SPAN_KIND_CLIENT")
+        .collect();
+    assert_eq!(clients.len(), calls.len());
+    let claude = clients
+        .iter()
+        .find(|s| attr(s, "gen_ai.request.model") == "claude-sonnet-4-5")
+        .expect("the claude call");
+    assert_eq!(claude["name"], "chat claude-sonnet-4-5");
+    // OTLP's JSON mapping writes 64-bit integers as strings.
+    assert_eq!(attr(claude, "gen_ai.usage.input_tokens"), "25");
+    assert_eq!(attr(claude, "gen_ai.usage.output_tokens"), "11");
+    assert_eq!(attr(claude, "gen_ai.provider.name"), "anthropic");
+    let limited = clients
+        .iter()
+        .find(|s| attr(s, "gen_ai.request.model") == "rate-limited-model")
+        .expect("the rate-limited call");
+    assert_eq!(limited["status"]["code"], "STATUS_CODE_ERROR");
+    assert_eq!(attr(limited, "error.type"), "rate_limit_exceeded");
 }
 
 #[test]
