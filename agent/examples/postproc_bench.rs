@@ -202,9 +202,10 @@ fn main() {
     );
 
     // The formats other tools read, on the same recording: time and size beside trace.json.
+    let otlp = modelprobe::export::Otlp::default();
     let formats: [&dyn Exporter; 4] = [
         &modelprobe::export::Perfetto,
-        &modelprobe::export::Otlp,
+        &otlp,
         &modelprobe::export::Pprof,
         &modelprobe::export::Speedscope,
     ];

@@ -31,10 +31,11 @@ pub fn run(data: &[u8]) {
     if let Err(e) = export::export_all(&rec, scratch_dir()) {
         panic!("a recording that parses failed to export: {e}");
     }
+    let otlp = export::Otlp::default();
     let on_demand: [&dyn Exporter; 4] = [
         &export::Pprof,
         &export::Speedscope,
-        &export::Otlp,
+        &otlp,
         &export::Perfetto,
     ];
     for exporter in on_demand {

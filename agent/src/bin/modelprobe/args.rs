@@ -171,6 +171,8 @@ pub enum Command {
         endpoint: Option<String>,
         /// otlp: a header for the collector, NAME=VALUE (repeatable; comma-separated lists
         /// too). OTEL_EXPORTER_OTLP_HEADERS, when set, adds its own. Values are never printed.
+        /// OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES (k=v,...) set resource attributes on
+        /// every process's resource, as in any OpenTelemetry SDK.
         #[arg(long = "header", value_name = "NAME=VALUE")]
         headers: Vec<String>,
     },

@@ -169,7 +169,9 @@ pub fn export(
     let exporter: Box<dyn Exporter> = match format {
         crate::args::ExportFormat::Pprof => Box::new(modelprobe::export::Pprof),
         crate::args::ExportFormat::Speedscope => Box::new(modelprobe::export::Speedscope),
-        crate::args::ExportFormat::Otlp => Box::new(modelprobe::export::Otlp),
+        crate::args::ExportFormat::Otlp => Box::new(modelprobe::export::Otlp {
+            resource: otel_resource(),
+        }),
         crate::args::ExportFormat::Perfetto => Box::new(modelprobe::export::Perfetto),
     };
     let files = exporter.export(&rec, &dir)?;
@@ -189,13 +191,22 @@ pub fn export(
     Ok(0)
 }
 
+/// The resource attributes of `OTEL_RESOURCE_ATTRIBUTES` and `OTEL_SERVICE_NAME`.
+fn otel_resource() -> Vec<(String, String)> {
+    let var = |k: &str| std::env::var(k).ok();
+    modelprobe::export::otlp::resource_from_env(
+        var("OTEL_RESOURCE_ATTRIBUTES").as_deref(),
+        var("OTEL_SERVICE_NAME").as_deref(),
+    )
+}
+
 /// `export --format otlp --endpoint URL`: every request, in order, with progress.
 fn push_otlp(
     rec: &Recording,
     endpoint: &modelprobe::push::Endpoint,
     quiet: bool,
 ) -> anyhow::Result<i32> {
-    let requests = modelprobe::export::otlp::requests(rec);
+    let requests = modelprobe::export::otlp::requests_with(rec, &otel_resource());
     let progress = modelprobe::progress::Progress::new(!quiet);
     let total = requests.len();
     let pushed = modelprobe::push::push(endpoint, &requests, |n, r| {

@@ -70,17 +70,88 @@ pub struct Request {
 
 /// Every request a recording makes, traces first.
 pub fn requests(rec: &Recording) -> Vec<Request> {
+    requests_with(rec, &[])
+}
+
+/// Every request, with `resource` attributes set on every resource (replacing what modelprobe
+/// read, `service.name` included): `OTEL_RESOURCE_ATTRIBUTES` and `OTEL_SERVICE_NAME`, as every
+/// OpenTelemetry SDK takes them.
+pub fn requests_with(rec: &Recording, resource: &[(String, String)]) -> Vec<Request> {
+    let set = |r: Option<&mut opentelemetry_proto::tonic::resource::v1::Resource>| {
+        if let Some(r) = r {
+            for (k, v) in resource {
+                r.attributes.retain(|a| &a.key != k);
+                r.attributes.push(kv_str(k, v.clone()));
+            }
+        }
+    };
     let mut out = Vec::new();
-    for (req, items) in traces::requests(rec) {
+    for (mut req, items) in traces::requests(rec) {
+        req.resource_spans
+            .iter_mut()
+            .for_each(|r| set(r.resource.as_mut()));
         out.push(encode(Signal::Traces, items, &req));
     }
-    for (req, items) in metrics::requests(rec) {
+    for (mut req, items) in metrics::requests(rec) {
+        req.resource_metrics
+            .iter_mut()
+            .for_each(|r| set(r.resource.as_mut()));
         out.push(encode(Signal::Metrics, items, &req));
     }
-    for (req, items) in logs::requests(rec) {
+    for (mut req, items) in logs::requests(rec) {
+        req.resource_logs
+            .iter_mut()
+            .for_each(|r| set(r.resource.as_mut()));
         out.push(encode(Signal::Logs, items, &req));
     }
     out
+}
+
+/// The resource attributes the OpenTelemetry environment sets: `OTEL_RESOURCE_ATTRIBUTES`
+/// (`k=v,k=v`, values percent-decoded) then `OTEL_SERVICE_NAME` (which wins for
+/// `service.name`), from the values given.
+pub fn resource_from_env(
+    attributes: Option<&str>,
+    service_name: Option<&str>,
+) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = attributes
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            let k = k.trim();
+            (!k.is_empty()).then(|| (k.to_string(), percent_decode(v.trim())))
+        })
+        .collect();
+    if let Some(name) = service_name.filter(|n| !n.is_empty()) {
+        out.retain(|(k, _)| k != "service.name");
+        out.push(("service.name".into(), name.to_string()));
+    }
+    out
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn encode(signal: Signal, items: usize, msg: &impl Message) -> Request {
@@ -121,7 +192,11 @@ pub fn rejected(signal: Signal, reply: &[u8]) -> Option<(i64, String)> {
 /// `export --format otlp`: `otlp/traces-0000.pb`, `otlp/metrics-0000.pb`, `otlp/logs-0000.pb`
 /// (one file per request; post one with `curl --data-binary @FILE -H 'Content-Type:
 /// application/x-protobuf' http://collector:4318/v1/traces`).
-pub struct Otlp;
+#[derive(Debug, Default)]
+pub struct Otlp {
+    /// Resource attributes set on every resource (see [`requests_with`]).
+    pub resource: Vec<(String, String)>,
+}
 
 impl Exporter for Otlp {
     fn name(&self) -> &'static str {
@@ -129,7 +204,7 @@ impl Exporter for Otlp {
     }
 
     fn export(&self, rec: &Recording, dir: &Path) -> Result<Vec<PathBuf>> {
-        let requests = requests(rec);
+        let requests = requests_with(rec, &self.resource);
         if requests.is_empty() {
             return Ok(Vec::new());
         }

@@ -406,7 +406,7 @@ fn large_recordings_are_split_into_requests_with_nothing_left_out() {
 fn files_are_one_request_each() {
     let rec = recording();
     let dir = std::env::temp_dir().join(format!("mp-otlp-{}", std::process::id()));
-    let files = Otlp.export(&rec, &dir).unwrap();
+    let files = Otlp::default().export(&rec, &dir).unwrap();
     let names: Vec<_> = files
         .iter()
         .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
@@ -421,4 +421,50 @@ fn files_are_one_request_each() {
         1
     );
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn the_environment_sets_resource_attributes_and_the_service_name() {
+    let extra = resource_from_env(
+        Some("deployment.environment=prod, service.name=ignored,team=ml%2Cinfra,bad"),
+        Some("inference-api"),
+    );
+    assert_eq!(
+        extra,
+        [
+            ("deployment.environment".to_string(), "prod".to_string()),
+            ("team".to_string(), "ml,infra".to_string()),
+            ("service.name".to_string(), "inference-api".to_string()),
+        ]
+    );
+    let rec = recording();
+    for r in requests_with(&rec, &extra) {
+        let resources: Vec<_> = match r.signal {
+            Signal::Traces => ExportTraceServiceRequest::decode(r.body.as_slice())
+                .unwrap()
+                .resource_spans
+                .into_iter()
+                .filter_map(|x| x.resource)
+                .collect(),
+            Signal::Metrics => ExportMetricsServiceRequest::decode(r.body.as_slice())
+                .unwrap()
+                .resource_metrics
+                .into_iter()
+                .filter_map(|x| x.resource)
+                .collect(),
+            Signal::Logs => ExportLogsServiceRequest::decode(r.body.as_slice())
+                .unwrap()
+                .resource_logs
+                .into_iter()
+                .filter_map(|x| x.resource)
+                .collect(),
+        };
+        assert!(!resources.is_empty());
+        for res in resources {
+            let a = &res.attributes;
+            assert_eq!(s(attr(a, "service.name")), "inference-api");
+            assert_eq!(a.iter().filter(|k| k.key == "service.name").count(), 1);
+            assert_eq!(s(attr(a, "team")), "ml,infra");
+        }
+    }
 }
