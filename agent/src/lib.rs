@@ -38,6 +38,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod continuous;
 pub mod error;
 pub mod gpu;
 pub mod live;
@@ -49,6 +50,7 @@ pub mod progress;
 pub mod push;
 pub mod python;
 pub mod sampler;
+pub mod select;
 pub mod session;
 pub mod signals;
 pub mod symbolize;

@@ -266,6 +266,14 @@ impl LiveMetrics {
             .set(value);
     }
 
+    /// A new session counts into these metrics: its drop counters start from zero.
+    pub fn new_session(&self) {
+        self.lost_seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
     /// How many processes are recorded and for how long.
     pub fn progress(&self, targets: usize, seconds: f64) {
         self.targets.set(targets as i64);

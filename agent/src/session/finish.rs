@@ -38,7 +38,7 @@ pub(super) fn finish(s: Session<'_>, stopped: Stopped) -> Result<Outcome> {
     let counts = sampler.lost()?;
     // The last figures for a scrape while the recording is written (the server stops after).
     collector.publish();
-    if let Some((metrics, _server)) = &live.server {
+    if let Some(metrics) = live.metrics() {
         metrics.lost(&lost_in_kernel(&counts));
     }
     if let Some(stream) = &live.stream {

@@ -101,6 +101,12 @@ pub struct RecordOptions {
     /// Stream spans, LLM calls and events as JSON lines while recording (`--export
     /// jsonl:-` or `jsonl:FILE`).
     pub export_stream: Option<String>,
+    /// With a [`Target::Pid`]: more running processes recorded beside it, each with its
+    /// children (the continuous agent's selection). The session ends when all have exited.
+    pub more_pids: Vec<u32>,
+    /// Count into these live metrics instead of serving a set of this session's own (the
+    /// continuous agent serves one set for its whole life).
+    pub shared_metrics: Option<Arc<crate::live::LiveMetrics>>,
 }
 
 /// When `attach` loads the GPU library into a running process ([`crate::live_load`]).
@@ -146,6 +152,8 @@ impl RecordOptions {
             retract: false,
             metrics_addr: None,
             export_stream: None,
+            more_pids: Vec::new(),
+            shared_metrics: None,
         }
     }
 }

@@ -99,7 +99,11 @@ fn check_end(s: &Session<'_>, forwarded_at: &mut Option<Instant>) -> Option<Stop
                 return Some(stopped("target-exited", Some(status)));
             }
         }
-        None if !target::is_alive(s.target_pid) => return Some(stopped("target-exited", None)),
+        None if !target::is_alive(s.target_pid)
+            && !s.opts.more_pids.iter().any(|&p| target::is_alive(p)) =>
+        {
+            return Some(stopped("target-exited", None))
+        }
         None => {}
     }
     let signal = s.opts.stop.load(Ordering::Relaxed);

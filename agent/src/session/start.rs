@@ -52,6 +52,8 @@ pub(super) struct Session<'a> {
 pub(super) struct LiveOutputs {
     /// Metrics and the server answering scrapes.
     pub server: Option<(Arc<LiveMetrics>, MetricsServer)>,
+    /// Metrics someone else serves (the continuous agent's).
+    pub shared: Option<Arc<LiveMetrics>>,
     /// The JSON-lines stream.
     pub stream: Option<Arc<JsonLines>>,
 }
@@ -68,19 +70,36 @@ impl LiveOutputs {
             }
             None => None,
         };
+        let shared = opts.shared_metrics.clone();
+        if let Some(m) = &shared {
+            // A new sampler counts its drops from zero.
+            m.new_session();
+        }
         let stream = match &opts.export_stream {
             Some(spec) => Some(Arc::new(JsonLines::open(spec)?)),
             None => None,
         };
-        Ok(LiveOutputs { server, stream })
+        Ok(LiveOutputs {
+            server,
+            shared,
+            stream,
+        })
     }
 
     /// What the collector feeds.
     fn live(&self) -> Live {
         Live {
-            metrics: self.server.as_ref().map(|(m, _)| m.clone()),
+            metrics: self.metrics(),
             stream: self.stream.clone(),
         }
+    }
+
+    /// The metrics counted into, served here or elsewhere.
+    pub fn metrics(&self) -> Option<Arc<LiveMetrics>> {
+        self.server
+            .as_ref()
+            .map(|(m, _)| m.clone())
+            .or_else(|| self.shared.clone())
     }
 }
 
@@ -129,15 +148,16 @@ pub(super) fn start(opts: &RecordOptions) -> Result<Session<'_>> {
     };
 
     collector.set_probes(probes.table());
-    collector.watch(target_pid);
-    if child.is_none() {
-        for d in target::descendants(target_pid) {
-            collector.watch(d);
-        }
-    }
     let start_ns = clock::monotonic_ns();
-    if child.is_none() {
-        collector.note_loaded_models(target_pid, start_ns);
+    let roots = std::iter::once(target_pid).chain(opts.more_pids.iter().copied());
+    for root in roots {
+        collector.watch(root);
+        if child.is_none() {
+            for d in target::descendants(root) {
+                collector.watch(d);
+            }
+            collector.note_loaded_models(root, start_ns);
+        }
     }
     match &child {
         Some(_) => log::info!(
@@ -153,11 +173,7 @@ pub(super) fn start(opts: &RecordOptions) -> Result<Session<'_>> {
         ),
     }
     // For `attach`, the GPU library may be loaded into the running processes now.
-    let gpu = GpuSide::start(
-        &opts,
-        child.is_none().then_some(target_pid),
-        live.server.as_ref().map(|(m, _)| m.clone()),
-    )?;
+    let gpu = GpuSide::start(&opts, child.is_none().then_some(target_pid), live.metrics())?;
     Ok(Session {
         progress: Progress::new(opts.progress),
         live,
@@ -203,6 +219,14 @@ fn checked(opts: &RecordOptions) -> Result<Cow<'_, RecordOptions>> {
             log::info!("{pid} is a thread of process {tgid}: profiling the process");
             opts.to_mut().target = Target::Pid(tgid);
         }
+    }
+    for &pid in &opts.more_pids {
+        if pid == std::process::id() {
+            return Err(Error::InvalidArgument(
+                "refusing to profile modelprobe itself".into(),
+            ));
+        }
+        target::check_pid(pid)?;
     }
     if let Target::Pid(pid) = opts.target {
         if pid == std::process::id() {
@@ -270,15 +294,22 @@ fn attach(
     let mut sampler = Sampler::start(&sampler_opts, tracefs)?;
     match (&opts.target, child) {
         (Target::Pid(pid), _) => {
-            // Python frames from the first sample: the interpreter is found before sampling.
-            sampler.set_python(*pid, || collector.python_entry(*pid));
-            sampler.add_target(*pid)?;
-            probes.attach_to(&mut sampler, *pid)?;
-            for d in target::descendants(*pid) {
-                sampler.set_python(d, || collector.python_entry(d));
-                sampler.add_target(d)?;
-                if let Err(e) = probes.attach_to(&mut sampler, d) {
-                    log::warn!("probes not attached to child {d}: {e}");
+            for root in std::iter::once(*pid).chain(opts.more_pids.iter().copied()) {
+                // Python frames from the first sample: the interpreter is found before
+                // sampling.
+                sampler.set_python(root, || collector.python_entry(root));
+                sampler.add_target(root)?;
+                if root == *pid {
+                    probes.attach_to(&mut sampler, root)?;
+                } else if let Err(e) = probes.attach_to(&mut sampler, root) {
+                    log::warn!("probes not attached to {root}: {e}");
+                }
+                for d in target::descendants(root) {
+                    sampler.set_python(d, || collector.python_entry(d));
+                    sampler.add_target(d)?;
+                    if let Err(e) = probes.attach_to(&mut sampler, d) {
+                        log::warn!("probes not attached to child {d}: {e}");
+                    }
                 }
             }
         }

@@ -176,6 +176,55 @@ pub enum Command {
         #[arg(long = "header", value_name = "NAME=VALUE")]
         headers: Vec<String>,
     },
+    /// Record the processes you choose continuously, window after window, at a low rate: for
+    /// a server or a fleet. Each window's recording goes to DIR/window-<ms> (the last --keep
+    /// are kept) and, with --endpoint, is pushed as OTLP; --metrics-addr serves Prometheus
+    /// metrics for the agent's life. A process that starts during a window is recorded from
+    /// the next. BPF programs are loaded per window and nothing stays attached between
+    /// windows. SIGINT/SIGTERM ends the window in progress (kept) and the agent.
+    #[command(
+        after_help = "Examples:\n  sudo modelprobe agent --match '^vllm' --metrics-addr 0.0.0.0:9464\n  sudo modelprobe agent --loads libcuda --loads libpython --window 60s --endpoint http://otel-collector:4318"
+    )]
+    Agent {
+        /// Record processes whose name or command line matches this regular expression
+        /// (repeatable).
+        #[arg(long = "match", value_name = "REGEX", value_parser = parse_regex)]
+        matches: Vec<regex::Regex>,
+        /// Record processes that map a file whose name contains this (libcuda, libpython;
+        /// repeatable).
+        #[arg(long, value_name = "LIBRARY")]
+        loads: Vec<String>,
+        /// Length of each window.
+        #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION", default_value = "60s")]
+        window: std::time::Duration,
+        /// CPU samples per second.
+        #[arg(long, default_value_t = 19, value_name = "HZ")]
+        freq: u64,
+        /// Also record blocked (off-CPU) time.
+        #[arg(long)]
+        off_cpu: bool,
+        /// Do not parse LLM API calls.
+        #[arg(long)]
+        no_llm: bool,
+        /// Where the windows' recordings go.
+        #[arg(long, value_name = "DIR", default_value = "modelprobe-agent")]
+        dir: PathBuf,
+        /// How many windows' recordings to keep (older ones are removed).
+        #[arg(long, default_value_t = 10, value_name = "N")]
+        keep: usize,
+        /// Serve Prometheus metrics here for the agent's life (http://ADDR/metrics).
+        #[arg(long, value_name = "ADDR")]
+        metrics_addr: Option<std::net::SocketAddr>,
+        /// Push each window's spans, metrics and logs to this OTLP/HTTP collector.
+        #[arg(long, value_name = "URL")]
+        endpoint: Option<String>,
+        /// A header for the collector, NAME=VALUE (repeatable); OTEL_EXPORTER_OTLP_HEADERS too.
+        #[arg(long = "header", value_name = "NAME=VALUE")]
+        headers: Vec<String>,
+        /// Stop after this many windows (default: until a signal).
+        #[arg(long, value_name = "N")]
+        windows: Option<u64>,
+    },
     /// Settings: where they come from and what is in effect.
     #[command(subcommand)]
     Config(ConfigCommand),

@@ -192,7 +192,7 @@ pub fn export(
 }
 
 /// The resource attributes of `OTEL_RESOURCE_ATTRIBUTES` and `OTEL_SERVICE_NAME`.
-fn otel_resource() -> Vec<(String, String)> {
+pub fn otel_resource() -> Vec<(String, String)> {
     let var = |k: &str| std::env::var(k).ok();
     modelprobe::export::otlp::resource_from_env(
         var("OTEL_RESOURCE_ATTRIBUTES").as_deref(),

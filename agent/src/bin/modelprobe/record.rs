@@ -37,7 +37,7 @@ fn default_output(parent: Option<&Path>, label: &str) -> PathBuf {
     parent.map_or_else(|| PathBuf::from(&name), |p| p.join(&name))
 }
 
-fn register_signals() -> anyhow::Result<Arc<AtomicUsize>> {
+pub fn register_signals() -> anyhow::Result<Arc<AtomicUsize>> {
     let stop = Arc::new(AtomicUsize::new(0));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register_usize(sig, Arc::clone(&stop), sig as usize)

@@ -1,0 +1,122 @@
+//! Which running processes the continuous agent records: by name or command line (regular
+//! expressions), and by what they have loaded ("every process that maps libcuda", "every
+//! Python": a substring of a mapped file's name). One scan of `/proc` per call; a process that
+//! matches any rule is chosen. Kernel threads (no command line) and modelprobe itself never
+//! are.
+use std::fs;
+
+use regex::Regex;
+
+/// The rules.
+#[derive(Debug, Clone, Default)]
+pub struct Selector {
+    /// Matched against the process's name (`comm`) and its command line.
+    pub names: Vec<Regex>,
+    /// Matched against the file names the process maps (`libcuda`, `libpython`).
+    pub loads: Vec<String>,
+}
+
+impl Selector {
+    /// True when no rule is given (the agent refuses to select everything).
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty() && self.loads.is_empty()
+    }
+
+    /// Whether a process with this name, command line and maps text is chosen.
+    pub fn matches(&self, comm: &str, cmdline: &str, maps: impl FnOnce() -> String) -> bool {
+        if self
+            .names
+            .iter()
+            .any(|r| r.is_match(comm) || r.is_match(cmdline))
+        {
+            return true;
+        }
+        if self.loads.is_empty() {
+            return false;
+        }
+        let maps = maps();
+        maps.lines()
+            .filter_map(|l| l.split_whitespace().nth(5))
+            .filter_map(|path| path.rsplit('/').next())
+            .any(|file| self.loads.iter().any(|want| file.contains(want.as_str())))
+    }
+
+    /// The processes chosen now, in pid order; `except` (the agent's own children, say) never.
+    pub fn select(&self, except: &[u32]) -> Vec<u32> {
+        let me = std::process::id();
+        let mut out = Vec::new();
+        let Ok(dir) = fs::read_dir("/proc") else {
+            return out;
+        };
+        for entry in dir.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if pid == me || except.contains(&pid) {
+                continue;
+            }
+            let Some(cmdline) = crate::target::cmdline(pid) else {
+                continue; // a kernel thread, or gone
+            };
+            let comm = crate::target::comm(pid).unwrap_or_default();
+            let maps = || fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+            if self.matches(&comm, &cmdline, maps) {
+                out.push(pid);
+            }
+        }
+        out.sort_unstable();
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_command_lines_and_loaded_libraries_choose_processes() {
+        let s = Selector {
+            names: vec![
+                Regex::new("^vllm$").unwrap(),
+                Regex::new("serve\\.py").unwrap(),
+            ],
+            loads: vec!["libcuda".into()],
+        };
+        let none = String::new;
+        assert!(s.matches("vllm", "/usr/bin/vllm serve", none));
+        assert!(s.matches("python3", "python3 serve.py --port 8000", none));
+        assert!(!s.matches("python3", "python3 train.py", none));
+        let maps = || {
+            "7f00-7f10 r-xp 00000000 08:01 42 /usr/lib/x86_64-linux-gnu/libcuda.so.550.54\n"
+                .to_string()
+        };
+        assert!(s.matches("python3", "python3 train.py", maps));
+        assert!(!Selector::default().matches("x", "x", none));
+        assert!(Selector::default().is_empty());
+    }
+
+    #[test]
+    fn a_live_process_is_found_by_its_command_line_and_the_agent_never() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let s = Selector {
+            names: vec![Regex::new("^sleep 30$").unwrap()],
+            loads: vec![],
+        };
+        let chosen = s.select(&[]);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(chosen.contains(&child.id()), "{chosen:?}");
+        let me = Selector {
+            names: vec![Regex::new(".").unwrap()],
+            loads: vec![],
+        };
+        assert!(!me.select(&[]).contains(&std::process::id()));
+    }
+}

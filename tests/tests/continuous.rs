@@ -1,0 +1,160 @@
+//! `modelprobe agent`, the continuous agent: against a long-lived matching process and 100
+//! short-lived ones started one after another, it records window after window, keeps only the
+//! last `--keep` windows on disk, serves one set of metrics across windows, holds its memory
+//! flat, ends cleanly on SIGINT and leaves no BPF program behind.
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use modelprobe_tests::*;
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn metrics(port: u16) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET /metrics HTTP/1.0\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
+/// The value of the series line starting with `series` (`name{labels}`).
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series))?
+        .rsplit(' ')
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn the_agent_records_window_after_window_with_bounded_disk_and_memory() {
+    if !require_bpf("the_agent_records_window_after_window_with_bounded_disk_and_memory") {
+        return;
+    }
+    let _bpf = bpf_lock();
+    let dir = scratch_dir("agent");
+    let windows = dir.join("windows");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let long = start_workload(&["--seconds", "40"]);
+    let long_pid = long.0.id();
+    let mut agent = Agent::spawn(
+        Command::new(modelprobe_bin())
+            .args(["agent", "--match", "^mp-workload$", "--window", "2s"])
+            .args(["--keep", "3", "--metrics-addr"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--dir")
+            .arg(&windows),
+    );
+    agent.wait_for_programs(1, Duration::from_secs(30));
+
+    // 100 short-lived matching processes, one after another, while the agent works.
+    let started = Instant::now();
+    let mut rss = Vec::new();
+    for i in 0..100 {
+        let status = Command::new(workload_bin())
+            .args(["--seconds", "0.05"])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        if i % 5 == 0 {
+            rss.extend(rss_kib(agent.pid()));
+        }
+    }
+    // At least 5 windows in all, sampling the agent's memory.
+    while started.elapsed() < Duration::from_secs(14) {
+        rss.extend(rss_kib(agent.pid()));
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let text = metrics(port).expect("the agent's /metrics");
+    let samples = value(
+        &text,
+        "modelprobe_cpu_samples_total{process=\"mp-workload\"}",
+    )
+    .unwrap_or_else(|| panic!("no CPU samples series:\n{text}"));
+    // One set of metrics across windows: far more samples than one 2 s window at 19 Hz holds.
+    assert!(samples > 100.0, "{samples} samples:\n{text}");
+
+    agent.signal(libc::SIGINT);
+    let run = agent.finish(Duration::from_secs(30));
+    run.assert_success();
+    assert_programs_released(&run.programs, "after the agent");
+    drop(long);
+
+    let err = run.stderr();
+    let recorded: u64 = err
+        .lines()
+        .filter(|l| l.contains("window(s) recorded"))
+        .find_map(|l| {
+            l.strip_prefix("modelprobe: agent: ")?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no summary line:\n{err}"));
+    assert!(recorded >= 5, "{recorded} windows:\n{err}");
+    let kept: Vec<_> = std::fs::read_dir(&windows)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(kept.len(), 3, "--keep 3: {kept:?}");
+    for w in &kept {
+        let rec = read_recording(w);
+        assert_eq!(rec["meta"]["frequency_hz"], 19);
+        assert!(
+            rec["processes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["pid"] == long_pid),
+            "the long-lived process is in every window"
+        );
+    }
+
+    // Memory stays flat: the last third of the readings no higher than the first third's
+    // peak plus 16 MiB.
+    assert!(rss.len() >= 9, "{rss:?}");
+    let third = rss.len() / 3;
+    let early = rss[..third].iter().max().unwrap();
+    let late = rss[rss.len() - third..].iter().max().unwrap();
+    eprintln!("agent: {recorded} windows; RSS peak {early} KiB in the first third, {late} KiB in the last");
+    assert!(
+        late <= &(early + 16 * 1024),
+        "RSS grew: {early} KiB -> {late} KiB ({rss:?})"
+    );
+}
+
+#[test]
+fn the_agent_says_what_it_needs() {
+    let o = Command::new(modelprobe_bin())
+        .args(["agent", "--window", "1s"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("say which processes to record") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+}
