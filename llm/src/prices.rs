@@ -60,8 +60,15 @@ pub enum PriceError {
 }
 
 fn invalid(at: impl Into<String>, problem: impl Into<String>) -> PriceError {
+    // A key may hold a newline or any control character: the error stays on one line.
+    let at: String = at.into();
+    let at = if at.chars().any(char::is_control) {
+        at.escape_debug().to_string()
+    } else {
+        at
+    };
     PriceError::Invalid {
-        at: at.into(),
+        at,
         problem: problem.into(),
     }
 }
