@@ -162,6 +162,19 @@ fn synthetic(samples: usize, spans: usize) -> Recording {
     rec
 }
 
+/// This process's resident memory now and its peak, in KiB (`/proc/self/status`).
+fn rss_kib() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let out = PathBuf::from(
@@ -217,10 +230,12 @@ fn main() {
             .iter()
             .map(|f| std::fs::metadata(f).map_or(0, |m| m.len()))
             .sum();
+        let (rss, peak) = rss_kib();
         println!(
             "{}",
             json!({"what": "export", "format": exporter.name(), "spans": spans,
-                   "samples": samples, "seconds": s, "bytes": bytes, "files": files.len()})
+                   "samples": samples, "seconds": s, "bytes": bytes, "files": files.len(),
+                   "rss_kib": rss, "peak_rss_kib": peak})
         );
     }
 

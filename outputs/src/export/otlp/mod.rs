@@ -327,13 +327,14 @@ fn batched<K: Ord + Copy, T, G>(
 ) -> Vec<(Vec<G>, usize)> {
     let mut out: Vec<(Vec<G>, usize)> = Vec::new();
     let mut current: (Vec<G>, usize) = (Vec::new(), 0);
-    for (key, mut items) in by_key {
-        while !items.is_empty() {
-            let room = BATCH - current.1;
-            let rest = items.split_off(room.min(items.len()));
-            current.1 += items.len();
-            current.0.push(group(key, items));
-            items = rest;
+    for (key, items) in by_key {
+        // Moved out a chunk at a time: no copy of what is left, no group holding a buffer
+        // sized for all of it.
+        let mut items = items.into_iter().peekable();
+        while items.peek().is_some() {
+            let chunk: Vec<T> = items.by_ref().take(BATCH - current.1).collect();
+            current.1 += chunk.len();
+            current.0.push(group(key, chunk));
             if current.1 == BATCH {
                 out.push(std::mem::take(&mut current));
             }

@@ -12,7 +12,6 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use prost::Message;
 use serde_json::Value;
 
 use super::{gpu_ops::GpuNames, timeline_llm, Exporter};
@@ -34,11 +33,21 @@ use tracks::{Lanes, Tracks};
 /// The one packet sequence's id.
 const SEQUENCE: u32 = 1;
 
-/// A packet and when it happens; packets are written in time order (stable, so each track's
-/// own order stands at equal times).
+/// A packet, encoded as it is made (as `Trace.packet`: its field key, length and bytes, a
+/// few dozen bytes where the message itself would take hundreds), and when it happens;
+/// packets are written in time order (stable, so each track's own order stands at equal
+/// times).
 struct Timed {
     ts: u64,
-    packet: TracePacket,
+    bytes: Vec<u8>,
+}
+
+impl Timed {
+    fn new(ts: u64, packet: &TracePacket) -> Timed {
+        let mut bytes = Vec::new();
+        prost::encoding::message::encode(1, packet, &mut bytes);
+        Timed { ts, bytes }
+    }
 }
 
 /// Builds the packets of one trace.
@@ -68,18 +77,17 @@ fn annotation(name: &str, v: &Value) -> DebugAnnotation {
 
 impl Builder {
     fn push(&mut self, ts: u64, event: TrackEvent) {
-        self.events.push(Timed {
-            ts,
-            packet: TracePacket {
-                timestamp: Some(ts),
-                trusted_packet_sequence_id: Some(SEQUENCE),
-                track_event: Some(event),
-                ..Default::default()
-            },
-        });
+        let packet = TracePacket {
+            timestamp: Some(ts),
+            trusted_packet_sequence_id: Some(SEQUENCE),
+            track_event: Some(event),
+            ..Default::default()
+        };
+        self.events.push(Timed::new(ts, &packet));
     }
 
-    /// A named event of type `ty` (a slice's begin, an instant); returns it, to add flows.
+    /// A named event of type `ty` (a slice's begin, an instant), in `flows`.
+    #[allow(clippy::too_many_arguments)]
     fn named(
         &mut self,
         ts: u64,
@@ -88,7 +96,8 @@ impl Builder {
         name: String,
         category: &str,
         args: Vec<DebugAnnotation>,
-    ) -> &mut TrackEvent {
+        flows: Vec<u64>,
+    ) {
         self.push(
             ts,
             TrackEvent {
@@ -97,13 +106,10 @@ impl Builder {
                 categories: vec![category.into()],
                 name: Some(name),
                 debug_annotations: args,
+                flow_ids: flows,
                 ..Default::default()
             },
         );
-        self.events
-            .last_mut()
-            .and_then(|t| t.packet.track_event.as_mut())
-            .expect("just pushed")
     }
 
     fn end(&mut self, ts: u64, track: u64) {
@@ -136,15 +142,15 @@ impl Builder {
             for e in ended {
                 self.end(e, track);
             }
-            let ev = self.named(
+            self.named(
                 s.start,
                 EventType::SliceBegin,
                 track,
                 s.name,
                 s.category,
                 s.args,
+                s.flows,
             );
-            ev.flow_ids = s.flows;
         }
         for (lane, ends) in lanes.finish() {
             let track = track_of(lane, &mut self.tracks);
@@ -170,8 +176,9 @@ fn span_flow(span: u32) -> u64 {
     span as u64 + 1
 }
 
-/// Every packet of a recording's trace, interned data first.
-pub fn trace(rec: &Recording) -> proto::Trace {
+/// A recording's trace, encoded (a `perfetto.protos.Trace`): interned data first, then the
+/// track descriptors, then every event in time order; `None` when it has nothing to show.
+pub fn encode(rec: &Recording) -> Option<Vec<u8>> {
     let mut b = Builder {
         tracks: Tracks::default(),
         events: Vec::new(),
@@ -302,7 +309,15 @@ pub fn trace(rec: &Recording) -> proto::Trace {
         let track = b.tracks.thread(rec, l.pid, l.tid);
         let name = l.level.map_or(l.stream.name(), |lv| lv.name()).to_string();
         let args = vec![annotation("message", &Value::String(l.message.clone()))];
-        b.named(l.time_ns, EventType::Instant, track, name, "log", args);
+        b.named(
+            l.time_ns,
+            EventType::Instant,
+            track,
+            name,
+            "log",
+            args,
+            Vec::new(),
+        );
     }
     for e in &rec.events {
         let track = match e.kind {
@@ -322,6 +337,7 @@ pub fn trace(rec: &Recording) -> proto::Trace {
             e.kind.name().to_string(),
             "event",
             args,
+            Vec::new(),
         );
     }
 
@@ -351,45 +367,51 @@ pub fn trace(rec: &Recording) -> proto::Trace {
     for s in rec.samples.iter().filter(|s| s.kind == SampleKind::Cpu) {
         let callstack = interner.callstack(s.stack);
         b.tracks.thread(rec, s.pid, s.tid);
-        b.events.push(Timed {
-            ts: s.time_ns,
-            packet: TracePacket {
-                timestamp: Some(s.time_ns),
-                trusted_packet_sequence_id: Some(SEQUENCE),
-                sequence_flags: Some(SEQ_NEEDS_INCREMENTAL_STATE),
-                perf_sample: Some(proto::PerfSample {
-                    pid: Some(s.pid),
-                    tid: Some(s.tid),
-                    callstack_iid: Some(callstack),
-                    cpu_mode: Some(proto::CPU_MODE_USER),
-                    ..Default::default()
-                }),
+        let packet = TracePacket {
+            timestamp: Some(s.time_ns),
+            trusted_packet_sequence_id: Some(SEQUENCE),
+            sequence_flags: Some(SEQ_NEEDS_INCREMENTAL_STATE),
+            perf_sample: Some(proto::PerfSample {
+                pid: Some(s.pid),
+                tid: Some(s.tid),
+                callstack_iid: Some(callstack),
+                cpu_mode: Some(proto::CPU_MODE_USER),
                 ..Default::default()
-            },
-        });
+            }),
+            ..Default::default()
+        };
+        b.events.push(Timed::new(s.time_ns, &packet));
     }
 
+    if b.events.is_empty() {
+        return None;
+    }
     b.events.sort_by_key(|t| t.ts);
     let first_ts = b.events.first().map_or(rec.meta.start_ns, |t| t.ts);
-    let mut packet = Vec::with_capacity(b.events.len() + b.tracks.descriptors.len() + 1);
-    // The sequence's start: its interned data.
-    packet.push(TracePacket {
+    let body: usize = b.events.iter().map(|t| t.bytes.len()).sum();
+    let mut out = Vec::with_capacity(body + 4096);
+    // The sequence's start: its interned data, then the tracks.
+    let start = TracePacket {
         timestamp: Some(first_ts),
         trusted_packet_sequence_id: Some(SEQUENCE),
         sequence_flags: Some(SEQ_INCREMENTAL_STATE_CLEARED),
         interned_data: Some(interner.finish()),
         ..Default::default()
-    });
+    };
+    prost::encoding::message::encode(1, &start, &mut out);
     for d in b.tracks.descriptors {
-        packet.push(TracePacket {
+        let packet = TracePacket {
             timestamp: Some(first_ts),
             trusted_packet_sequence_id: Some(SEQUENCE),
             track_descriptor: Some(d),
             ..Default::default()
-        });
+        };
+        prost::encoding::message::encode(1, &packet, &mut out);
     }
-    packet.extend(b.events.into_iter().map(|t| t.packet));
-    proto::Trace { packet }
+    for t in b.events {
+        out.extend_from_slice(&t.bytes);
+    }
+    Some(out)
 }
 
 /// `export --format perfetto`: `trace.pftrace`, for ui.perfetto.dev and `trace_processor`.
@@ -401,17 +423,11 @@ impl Exporter for Perfetto {
     }
 
     fn export(&self, rec: &Recording, dir: &Path) -> Result<Vec<PathBuf>> {
-        let trace = trace(rec);
-        // Only the sequence start and track descriptors: nothing to show.
-        if trace
-            .packet
-            .iter()
-            .all(|p| p.track_event.is_none() && p.perf_sample.is_none())
-        {
+        let Some(bytes) = encode(rec) else {
             return Ok(Vec::new());
-        }
+        };
         let path = dir.join("trace.pftrace");
-        std::fs::write(&path, trace.encode_to_vec())
+        std::fs::write(&path, bytes)
             .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
         Ok(vec![path])
     }

@@ -8,7 +8,7 @@ use super::{proto::*, *};
 use crate::recording::fixtures::{gpu_recording, sample_recording};
 
 fn decoded(rec: &Recording) -> Trace {
-    Trace::decode(trace(rec).encode_to_vec().as_slice()).unwrap()
+    Trace::decode(encode(rec).expect("something to show").as_slice()).unwrap()
 }
 
 /// Per track: its (type, timestamp, name) events in file order.
