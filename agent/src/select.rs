@@ -109,7 +109,13 @@ mod tests {
             names: vec![Regex::new("^sleep 30$").unwrap()],
             loads: vec![],
         };
-        let chosen = s.select(&[]);
+        // Until the child has exec'd `sleep` (its command line is the test's before that).
+        let started = std::time::Instant::now();
+        let mut chosen = s.select(&[]);
+        while !chosen.contains(&child.id()) && started.elapsed().as_secs() < 5 {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            chosen = s.select(&[]);
+        }
         let _ = child.kill();
         let _ = child.wait();
         assert!(chosen.contains(&child.id()), "{chosen:?}");
