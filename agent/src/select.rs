@@ -45,17 +45,7 @@ impl Selector {
     pub fn select(&self, except: &[u32]) -> Vec<u32> {
         let me = std::process::id();
         let mut out = Vec::new();
-        let Ok(dir) = fs::read_dir("/proc") else {
-            return out;
-        };
-        for entry in dir.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
+        for pid in crate::target::all_pids() {
             if pid == me || except.contains(&pid) {
                 continue;
             }

@@ -90,27 +90,23 @@ pub fn cgroup(pid: u32) -> Option<String> {
         .filter(|p| !p.is_empty())
 }
 
+/// Every process now: the numeric entries of `/proc` (none when it cannot be read).
+pub fn all_pids() -> impl Iterator<Item = u32> {
+    fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+}
+
 /// All live descendants of `root` (children, grandchildren, ...), from one scan of `/proc`.
 pub fn descendants(root: u32) -> Vec<u32> {
-    let mut parent_of = Vec::new();
-    if let Ok(dir) = fs::read_dir("/proc") {
-        for entry in dir.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            if let Some((_, ppid)) = fs::read_to_string(entry.path().join("stat"))
-                .ok()
-                .as_deref()
-                .and_then(parse_stat)
-            {
-                parent_of.push((pid, ppid));
-            }
-        }
-    }
+    let parent_of: Vec<(u32, u32)> = all_pids()
+        .filter_map(|pid| {
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            parse_stat(&stat).map(|(_, ppid)| (pid, ppid))
+        })
+        .collect();
     let mut found = vec![root];
     let mut i = 0;
     while i < found.len() {
