@@ -82,6 +82,11 @@ impl Endpoint {
         })
     }
 
+    /// The base URL, as given (without a trailing slash).
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     /// The URL a signal is posted to.
     pub fn url(&self, signal: Signal) -> String {
         format!("{}{}", self.base, signal.path())

@@ -421,6 +421,18 @@ pub struct Lost {
 }
 
 impl Lost {
+    /// Every counter by its name in the recording format (`cpu_samples`, `tls_records`...),
+    /// zeros included: for outputs that list them all (metrics by kind).
+    pub fn by_kind(&self) -> Vec<(String, u64)> {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(kinds)) => kinds
+                .into_iter()
+                .filter_map(|(k, v)| Some((k, v.as_u64()?)))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// Events that were dropped outright (stack read errors excluded).
     pub fn dropped(&self) -> u64 {
         [

@@ -240,12 +240,8 @@ impl LiveMetrics {
 
     /// The drop counters so far (running totals).
     pub fn lost(&self, lost: &Lost) {
-        let Ok(serde_json::Value::Object(kinds)) = serde_json::to_value(lost) else {
-            return;
-        };
         let mut seen = self.lost_seen.lock().unwrap_or_else(|e| e.into_inner());
-        for (kind, v) in kinds {
-            let Some(total) = v.as_u64() else { continue };
+        for (kind, total) in lost.by_kind() {
             let before = seen.entry(kind.clone()).or_default();
             let counter = self.lost.get_or_create(&KindLabel { kind });
             if total > *before {

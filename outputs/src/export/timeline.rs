@@ -48,7 +48,7 @@ fn frame_label(rec: &Recording, f: u32) -> String {
 }
 
 /// The innermost real (not inlined) function of a stack, for naming slices.
-fn leaf_function(rec: &Recording, stack: u32) -> String {
+pub(super) fn leaf_function(rec: &Recording, stack: u32) -> String {
     rec.stacks[stack as usize]
         .iter()
         .rev()

@@ -13,7 +13,7 @@ fn us(ns: u64) -> f64 {
 }
 
 /// The GenAI operation (`gen_ai.operation.name`) of an endpoint.
-fn operation(endpoint: &str) -> &'static str {
+pub(crate) fn operation(endpoint: &str) -> &'static str {
     match endpoint {
         "embeddings" => "embeddings",
         "completions" => "text_completion",

@@ -222,7 +222,7 @@ fn push_otlp(
         let [spans, points, logs] = pushed.items;
         eprintln!(
             "modelprobe: sent {spans} spans, {points} metrics and {logs} log records to {} in {} requests ({:.1} KiB)",
-            endpoint.url(modelprobe::export::otlp::Signal::Traces).trim_end_matches("/v1/traces"),
+            endpoint.base(),
             pushed.requests,
             pushed.bytes as f64 / 1024.0
         );

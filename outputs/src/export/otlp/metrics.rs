@@ -268,11 +268,7 @@ fn llm_metrics(rec: &Recording, w: Window, pid: u32) -> Vec<Metric> {
     let mut durations: BTreeMap<Key, Vec<f64>> = BTreeMap::new();
     let mut cost: BTreeMap<Key, f64> = BTreeMap::new();
     for c in rec.llm.calls.iter().filter(|c| c.pid == pid) {
-        let op = timeline_llm::span_name(c)
-            .split(' ')
-            .next()
-            .unwrap_or("chat")
-            .to_string();
+        let op = timeline_llm::operation(&c.endpoint).to_string();
         let key = (c.provider.clone(), c.model.clone(), op);
         durations
             .entry(key.clone())
@@ -356,25 +352,25 @@ fn host_metrics(rec: &Recording, w: Window) -> Vec<Metric> {
         .map(|c| gauge(rec, c))
         .collect();
     // Every kind of dropped data, by its name in the recording (zeros too: they say "nothing lost").
-    if let Ok(serde_json::Value::Object(lost)) = serde_json::to_value(&rec.meta.lost) {
-        let points = lost
-            .iter()
-            .filter_map(|(k, v)| Some((k, v.as_u64()?)))
-            .map(|(k, n)| {
-                number(
-                    w,
-                    vec![kv_str("modelprobe.lost.kind", k.clone())],
-                    number_data_point::Value::AsInt(n.min(i64::MAX as u64) as i64),
-                )
-            })
-            .collect();
-        out.push(sum(
-            "modelprobe.lost",
-            "{record}",
-            "Data dropped or cut while recording, by kind",
-            points,
-        ));
-    }
+    let points = rec
+        .meta
+        .lost
+        .by_kind()
+        .into_iter()
+        .map(|(k, n)| {
+            number(
+                w,
+                vec![kv_str("modelprobe.lost.kind", k)],
+                number_data_point::Value::AsInt(n.min(i64::MAX as u64) as i64),
+            )
+        })
+        .collect();
+    out.push(sum(
+        "modelprobe.lost",
+        "{record}",
+        "Data dropped or cut while recording, by kind",
+        points,
+    ));
     out
 }
 

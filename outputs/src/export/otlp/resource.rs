@@ -123,7 +123,7 @@ pub fn of(rec: &Recording, known: &BTreeMap<u32, Resource>, pid: u32) -> Resourc
             rec,
             &Process {
                 pid,
-                name: format!("pid-{pid}"),
+                name: rec.process_name(pid),
                 cmdline: None,
                 exe: None,
                 cgroup: None,

@@ -237,7 +237,7 @@ pub fn encode(rec: &Recording) -> Option<Vec<u8>> {
         blocked.entry((s.pid, s.tid)).or_default().push(Slice {
             start: s.time_ns,
             end: s.time_ns.saturating_add(s.weight),
-            name: format!("off-CPU: {}", stacks::leaf_name(rec, s.stack)),
+            name: format!("off-CPU: {}", super::timeline::leaf_function(rec, s.stack)),
             category: "off_cpu",
             args: Vec::new(),
             flows: Vec::new(),

@@ -6,14 +6,6 @@ use std::collections::HashMap;
 use super::proto::{Callstack, Frame, InternedData, InternedString, Mapping};
 use crate::recording::Recording;
 
-/// The leaf function of a stack, for slice names.
-pub(super) fn leaf_name(rec: &Recording, stack: u32) -> &str {
-    rec.stacks
-        .get(stack as usize)
-        .and_then(|s| s.last())
-        .map_or("[unknown]", |&f| rec.frames[f as usize].name.as_str())
-}
-
 /// Interning tables under construction.
 pub(super) struct Interner<'a> {
     rec: &'a Recording,

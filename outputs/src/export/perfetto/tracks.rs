@@ -50,7 +50,7 @@ impl Tracks {
                         .and_then(|p| p.cmdline.as_deref())
                         .map(|c| c.split(' ').map(str::to_string).collect())
                         .unwrap_or_default(),
-                    process_name: Some(p.map_or_else(|| format!("pid-{pid}"), |p| p.name.clone())),
+                    process_name: Some(rec.process_name(pid)),
                 }),
                 ..Default::default()
             }
@@ -61,17 +61,12 @@ impl Tracks {
     pub fn thread(&mut self, rec: &Recording, pid: u32, tid: u32) -> u64 {
         self.get(Key::Thread(pid, tid), |tracks| {
             let parent = tracks.process(rec, pid);
-            let name = rec
-                .threads
-                .iter()
-                .find(|t| t.pid == pid && t.tid == tid)
-                .map(|t| t.name.clone());
             TrackDescriptor {
                 parent_uuid: Some(parent),
                 thread: Some(ThreadDescriptor {
                     pid: Some(pid as i32),
                     tid: Some(tid as i32),
-                    thread_name: name,
+                    thread_name: Some(rec.thread_name(pid, tid)),
                 }),
                 ..Default::default()
             }
