@@ -25,6 +25,13 @@
 //!     my-finetune: {input: 3.0, output: 12.0, cached_input: 1.5}
 //! model_pricing:         # also accepted: dollars per 1,000 tokens
 //!   gpt-4: {input: 0.03, output: 0.06}
+//! agent:                 # `modelprobe agent`; read again on SIGHUP
+//!   match: ['^vllm', 'serve\.py']   # name or command line (regular expressions)
+//!   cgroup: ['kubepods']  # cgroup path (regular expressions)
+//!   loads: [libcuda]     # a mapped file's name contains this
+//!   window: 60s          # length of each window
+//!   frequency: 19        # CPU samples per second
+//!   keep: 10             # windows kept on disk
 //! ```
 //!
 //! Environment: `ENABLE_TRACING`, `TRACE_LEVEL`, `TRACE_OUTPUT_DIR`, `ENABLE_PROFILING`,
@@ -131,6 +138,39 @@ pub struct Settings {
     pub llm_redact: Setting<Vec<regex::Regex>>,
     /// Model prices over the built-in table (checked).
     pub llm_prices: Setting<modelprobe_llm::PriceTable>,
+    /// The continuous agent's rules (`agent:`).
+    pub agent: AgentSettings,
+}
+
+/// The `agent:` section: what `modelprobe agent` records (its command line adds to the
+/// rules and wins for the rest).
+#[derive(Debug, Clone)]
+pub struct AgentSettings {
+    /// Name or command-line patterns.
+    pub matches: Setting<Vec<regex::Regex>>,
+    /// Cgroup path patterns.
+    pub cgroups: Setting<Vec<regex::Regex>>,
+    /// Mapped-file name parts.
+    pub loads: Setting<Vec<String>>,
+    /// Window length.
+    pub window: Setting<std::time::Duration>,
+    /// CPU samples per second.
+    pub frequency_hz: Setting<u64>,
+    /// Windows kept.
+    pub keep: Setting<usize>,
+}
+
+impl Default for AgentSettings {
+    fn default() -> Self {
+        AgentSettings {
+            matches: Setting::default(Vec::new()),
+            cgroups: Setting::default(Vec::new()),
+            loads: Setting::default(Vec::new()),
+            window: Setting::default(std::time::Duration::from_secs(60)),
+            frequency_hz: Setting::default(19),
+            keep: Setting::default(10),
+        }
+    }
 }
 
 impl Default for Settings {
@@ -150,6 +190,7 @@ impl Default for Settings {
             llm_capture_io: Setting::default(false),
             llm_redact: Setting::default(Vec::new()),
             llm_prices: Setting::default(modelprobe_llm::PriceTable::builtin()),
+            agent: AgentSettings::default(),
         }
     }
 }
@@ -164,6 +205,19 @@ struct FileConfig {
     llm: Option<LlmFile>,
     /// The seed's price table shape: dollars per 1,000 tokens by model.
     model_pricing: Option<serde_yaml_ng::Value>,
+    agent: Option<AgentFile>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct AgentFile {
+    #[serde(rename = "match")]
+    matches: Option<Vec<String>>,
+    cgroup: Option<Vec<String>>,
+    loads: Option<Vec<String>>,
+    window: Option<DurationValue>,
+    frequency: Option<FrequencyValue>,
+    keep: Option<KeepValue>,
 }
 
 #[derive(Deserialize, Default)]
@@ -268,6 +322,18 @@ macro_rules! checked {
 checked!(LevelValue, Level, parse_level);
 checked!(FrequencyValue, u64, parse_frequency);
 checked!(RateValue, f64, parse_rate);
+checked!(DurationValue, std::time::Duration, |t: &str| {
+    humantime::parse_duration(t.trim())
+        .map_err(|e| format!("{t:?} is not a duration ({e}): use 60s, 5m..."))
+});
+checked!(
+    KeepValue,
+    usize,
+    |t: &str| match t.trim().parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("{t:?} is not a number of windows: use 1 or more")),
+    }
+);
 checked!(SpecValue, ProbeSpec, |t: &str| ProbeSpec::parse(t)
     .map_err(|e| e.to_string()));
 
@@ -408,6 +474,38 @@ impl Settings {
             doc.insert("model_pricing".into(), v);
             prices.push(("model_pricing", serde_yaml_ng::Value::Mapping(doc)));
         }
+        if let Some(a) = parsed.agent {
+            let patterns = |key: &str, list: Vec<String>| {
+                list.iter()
+                    .map(|r| {
+                        regex::Regex::new(r).map_err(|e| {
+                            bad(format!(
+                                "agent.{key}: {r:?} is not a regular expression: {}",
+                                crate::analyze::regex_problem(&e)
+                            ))
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()
+            };
+            if let Some(v) = a.matches {
+                self.agent.matches.set(patterns("match", v)?, src());
+            }
+            if let Some(v) = a.cgroup {
+                self.agent.cgroups.set(patterns("cgroup", v)?, src());
+            }
+            if let Some(v) = a.loads {
+                self.agent.loads.set(v, src());
+            }
+            if let Some(v) = a.window {
+                self.agent.window.set(v.0, src());
+            }
+            if let Some(v) = a.frequency {
+                self.agent.frequency_hz.set(v.0, src());
+            }
+            if let Some(v) = a.keep {
+                self.agent.keep.set(v.0, src());
+            }
+        }
         if !prices.is_empty() {
             let mut table = self.llm_prices.value.clone();
             for (key, doc) in prices {
@@ -463,6 +561,8 @@ impl Settings {
         ) -> (&'static str, String, String) {
             (key, show(&s.value), s.source.to_string())
         }
+        let patterns =
+            |v: &Vec<regex::Regex>| v.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ");
         vec![
             row("tracing.enabled", &self.tracing, |v| v.to_string()),
             row("tracing.level", &self.level, |v| {
@@ -489,6 +589,16 @@ impl Settings {
             row("llm.prices", &self.llm_prices, |v| {
                 format!("{} models (built-in as of {})", v.len(), v.as_of())
             }),
+            row("agent.match", &self.agent.matches, |v| patterns(v)),
+            row("agent.cgroup", &self.agent.cgroups, |v| patterns(v)),
+            row("agent.loads", &self.agent.loads, |v| v.join(", ")),
+            row("agent.window", &self.agent.window, |v| {
+                humantime::format_duration(*v).to_string()
+            }),
+            row("agent.frequency", &self.agent.frequency_hz, |v| {
+                format!("{v} Hz")
+            }),
+            row("agent.keep", &self.agent.keep, |v| v.to_string()),
             row("probes", &self.probes, |v| {
                 if v.is_empty() {
                     "(none)".into()

@@ -4,6 +4,10 @@
 //! (429, 502, 503, 504) is retried with backoff, honouring `Retry-After`; one it refuses fails
 //! the push with the collector's words; items it says it rejected are counted, not hidden.
 //!
+//! Profiles go as pprof to a Pyroscope-style ingest endpoint ([`push_pprof`]):
+//! `POST {url}?name=SERVICE.KIND&from=S&until=S&format=pprof`, a gzipped `profile.proto` body
+//! per kind (cpu, off_cpu, gpu).
+//!
 //! Written on `ureq` (blocking, rustls): a push is a handful of sequential requests at the end
 //! of a command, which needs no async runtime.
 use std::time::Duration;
@@ -91,6 +95,111 @@ impl Endpoint {
     pub fn url(&self, signal: Signal) -> String {
         format!("{}{}", self.base, signal.path())
     }
+}
+
+/// Where profiles are pushed as pprof: an ingest URL (`http://pyroscope:4040/ingest`; a
+/// bare `http://HOST:PORT` gets `/ingest`) and headers.
+#[derive(Debug, Clone)]
+pub struct PprofEndpoint {
+    url: String,
+    headers: Vec<(String, String)>,
+}
+
+impl PprofEndpoint {
+    /// An endpoint from its URL and `NAME=VALUE` headers (as for [`Endpoint::new`]).
+    pub fn new(url: &str, headers: &[String]) -> Result<Self, PushError> {
+        let e = Endpoint::new(url, headers)?;
+        let after_scheme = e.base.split_once("://").map_or("", |(_, r)| r);
+        let url = if after_scheme.contains('/') {
+            e.base
+        } else {
+            format!("{}/ingest", e.base)
+        };
+        Ok(PprofEndpoint {
+            url,
+            headers: e.headers,
+        })
+    }
+
+    /// The ingest URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+/// Sends the recording's profiles (CPU, off-CPU, GPU: those it has) to `endpoint`, named
+/// `service.cpu` and so on; returns how many were sent.
+pub fn push_pprof(
+    endpoint: &PprofEndpoint,
+    rec: &crate::recording::Recording,
+    service: &str,
+) -> Result<usize, PushError> {
+    use crate::export::pprof::{self, Kind};
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(30)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let secs = |ns: u64| {
+        let ms = rec.meta.start_unix_ms as i64 + (ns as i64 - rec.meta.start_ns as i64) / 1_000_000;
+        (ms / 1000).max(0)
+    };
+    let from = secs(rec.meta.start_ns);
+    let until = secs(rec.meta.end_ns.max(rec.meta.start_ns)).max(from + 1);
+    let mut sent = 0;
+    for (kind, suffix) in [
+        (Kind::Cpu, "cpu"),
+        (Kind::OffCpu, "off_cpu"),
+        (Kind::Gpu, "gpu"),
+    ] {
+        let Some(profile) = pprof::profile(rec, kind) else {
+            continue;
+        };
+        let body = pprof::gzipped(&profile);
+        let sep = if endpoint.url.contains('?') { '&' } else { '?' };
+        let url = format!(
+            "{}{sep}name={service}.{suffix}&from={from}&until={until}&format=pprof&spyName=modelprobe",
+            endpoint.url
+        );
+        let mut wait = Duration::from_millis(500);
+        for attempt in 1..=ATTEMPTS {
+            let mut req = agent
+                .post(&url)
+                .header("Content-Type", "application/octet-stream");
+            for (k, v) in &endpoint.headers {
+                req = req.header(k, v);
+            }
+            let mut resp = req.send(&body[..]).map_err(|e| PushError::Transport {
+                signal: "profiles",
+                url: endpoint.url.clone(),
+                source: Box::new(e),
+            })?;
+            let status = resp.status().as_u16();
+            if (200..300).contains(&status) {
+                sent += 1;
+                break;
+            }
+            let reply = resp
+                .body_mut()
+                .with_config()
+                .limit(1 << 16)
+                .read_to_vec()
+                .unwrap_or_default();
+            if !matches!(status, 429 | 502 | 503 | 504) || attempt == ATTEMPTS {
+                return Err(PushError::Refused {
+                    signal: "profiles",
+                    url: endpoint.url.clone(),
+                    status,
+                    message: String::from_utf8_lossy(&reply[..reply.len().min(200)])
+                        .trim()
+                        .replace('\n', " "),
+                });
+            }
+            std::thread::sleep(wait);
+            wait *= 2;
+        }
+    }
+    Ok(sent)
 }
 
 /// A header as an error may show it: its name, never its value.
@@ -209,6 +318,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(!err.contains("secret"), "{err}");
+        let p = PprofEndpoint::new("http://pyroscope:4040", &[]).unwrap();
+        assert_eq!(p.url(), "http://pyroscope:4040/ingest");
+        let p = PprofEndpoint::new("https://x/api/ingest/", &[]).unwrap();
+        assert_eq!(p.url(), "https://x/api/ingest");
         let err = Endpoint::new("http://x", &["tokenonly".into()])
             .unwrap_err()
             .to_string();

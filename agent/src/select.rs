@@ -1,7 +1,8 @@
 //! Which running processes the continuous agent records: by name or command line (regular
-//! expressions), and by what they have loaded ("every process that maps libcuda", "every
-//! Python": a substring of a mapped file's name). One scan of `/proc` per call; a process that
-//! matches any rule is chosen. Kernel threads (no command line) and modelprobe itself never
+//! expressions), by cgroup (a regular expression over `/proc/PID/cgroup`: a container's or a
+//! systemd service's, a Kubernetes pod's), and by what they have loaded ("every process that
+//! maps libcuda", "every Python": a substring of a mapped file's name). One scan of `/proc`
+//! per call; a process that matches any rule is chosen. Kernel threads (no command line) and modelprobe itself never
 //! are.
 use std::fs;
 
@@ -14,22 +15,50 @@ pub struct Selector {
     pub names: Vec<Regex>,
     /// Matched against the file names the process maps (`libcuda`, `libpython`).
     pub loads: Vec<String>,
+    /// Matched against the process's cgroup paths (each line of `/proc/PID/cgroup`).
+    pub cgroups: Vec<Regex>,
 }
 
 impl Selector {
     /// True when no rule is given (the agent refuses to select everything).
     pub fn is_empty(&self) -> bool {
-        self.names.is_empty() && self.loads.is_empty()
+        self.names.is_empty() && self.loads.is_empty() && self.cgroups.is_empty()
     }
 
-    /// Whether a process with this name, command line and maps text is chosen.
-    pub fn matches(&self, comm: &str, cmdline: &str, maps: impl FnOnce() -> String) -> bool {
+    /// The rules in one line, for the log.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        parts.extend(self.names.iter().map(|r| format!("match {r}")));
+        parts.extend(self.cgroups.iter().map(|r| format!("cgroup {r}")));
+        parts.extend(self.loads.iter().map(|l| format!("loads {l}")));
+        parts.join(", ")
+    }
+
+    /// Whether a process with this name, command line, cgroup file text and maps text is
+    /// chosen (the files are read only when a rule needs them).
+    pub fn matches(
+        &self,
+        comm: &str,
+        cmdline: &str,
+        cgroup: impl FnOnce() -> String,
+        maps: impl FnOnce() -> String,
+    ) -> bool {
         if self
             .names
             .iter()
             .any(|r| r.is_match(comm) || r.is_match(cmdline))
         {
             return true;
+        }
+        if !self.cgroups.is_empty() {
+            let text = cgroup();
+            let paths = text.lines().filter_map(|l| l.splitn(3, ':').nth(2));
+            if paths
+                .into_iter()
+                .any(|p| self.cgroups.iter().any(|r| r.is_match(p)))
+            {
+                return true;
+            }
         }
         if self.loads.is_empty() {
             return false;
@@ -53,8 +82,9 @@ impl Selector {
                 continue; // a kernel thread, or gone
             };
             let comm = crate::target::comm(pid).unwrap_or_default();
+            let cgroup = || fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
             let maps = || fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
-            if self.matches(&comm, &cmdline, maps) {
+            if self.matches(&comm, &cmdline, cgroup, maps) {
                 out.push(pid);
             }
         }
@@ -75,17 +105,23 @@ mod tests {
                 Regex::new("serve\\.py").unwrap(),
             ],
             loads: vec!["libcuda".into()],
+            cgroups: vec![Regex::new("kubepods.*pod1234").unwrap()],
         };
         let none = String::new;
-        assert!(s.matches("vllm", "/usr/bin/vllm serve", none));
-        assert!(s.matches("python3", "python3 serve.py --port 8000", none));
-        assert!(!s.matches("python3", "python3 train.py", none));
+        assert!(s.matches("vllm", "/usr/bin/vllm serve", none, none));
+        assert!(s.matches("python3", "python3 serve.py --port 8000", none, none));
+        assert!(!s.matches("python3", "python3 train.py", none, none));
         let maps = || {
             "7f00-7f10 r-xp 00000000 08:01 42 /usr/lib/x86_64-linux-gnu/libcuda.so.550.54\n"
                 .to_string()
         };
-        assert!(s.matches("python3", "python3 train.py", maps));
-        assert!(!Selector::default().matches("x", "x", none));
+        assert!(s.matches("python3", "python3 train.py", none, maps));
+        let pod =
+            || "0::/kubepods.slice/kubepods-pod1234.slice/cri-containerd-ab.scope\n".to_string();
+        assert!(s.matches("python3", "python3 train.py", pod, none));
+        let other = || "0::/system.slice/ssh.service\n".to_string();
+        assert!(!s.matches("python3", "python3 train.py", other, none));
+        assert!(!Selector::default().matches("x", "x", none, none));
         assert!(Selector::default().is_empty());
     }
 
@@ -97,7 +133,7 @@ mod tests {
             .unwrap();
         let s = Selector {
             names: vec![Regex::new("^sleep 30$").unwrap()],
-            loads: vec![],
+            ..Selector::default()
         };
         // Until the child has exec'd `sleep` (its command line is the test's before that).
         let started = std::time::Instant::now();
@@ -111,7 +147,7 @@ mod tests {
         assert!(chosen.contains(&child.id()), "{chosen:?}");
         let me = Selector {
             names: vec![Regex::new(".").unwrap()],
-            loads: vec![],
+            ..Selector::default()
         };
         assert!(!me.select(&[]).contains(&std::process::id()));
     }

@@ -375,6 +375,8 @@ pub struct Agent {
     programs: BTreeSet<u32>,
     stdout: Option<std::thread::JoinHandle<Vec<u8>>>,
     stderr: Option<std::thread::JoinHandle<Vec<u8>>>,
+    /// Its stderr so far, as the drain reads it.
+    stderr_now: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
 }
 
 /// What a finished [`Agent`] left: its output, and every BPF program id it held.
@@ -404,12 +406,19 @@ impl AgentRun {
 
 fn drain<R: std::io::Read + Send + 'static>(
     pipe: Option<R>,
+    so_far: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
 ) -> Option<std::thread::JoinHandle<Vec<u8>>> {
     pipe.map(|mut p| {
         std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = p.read_to_end(&mut buf);
-            buf
+            let mut chunk = [0u8; 4096];
+            while let Ok(n) = p.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                so_far.lock().unwrap().extend_from_slice(&chunk[..n]);
+            }
+            let all = so_far.lock().unwrap().clone();
+            all
         })
     })
 }
@@ -423,13 +432,34 @@ impl Agent {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start modelprobe");
-        let stdout = drain(child.stdout.take());
-        let stderr = drain(child.stderr.take());
+        let stdout = drain(child.stdout.take(), Default::default());
+        let stderr_now = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stderr = drain(child.stderr.take(), stderr_now.clone());
         Agent {
             child: KillOnDrop(child),
             programs: BTreeSet::new(),
             stdout,
             stderr,
+            stderr_now,
+        }
+    }
+
+    /// What it has written to stderr so far.
+    pub fn stderr_so_far(&self) -> String {
+        String::from_utf8_lossy(&self.stderr_now.lock().unwrap()).into_owned()
+    }
+
+    /// Waits until its stderr holds `needle`; panics with it after `limit`.
+    pub fn wait_for_stderr(&mut self, needle: &str, limit: Duration) {
+        let start = Instant::now();
+        while !self.stderr_so_far().contains(needle) {
+            self.look();
+            assert!(
+                start.elapsed() < limit,
+                "no {needle:?} on the agent's stderr after {limit:?}: {}",
+                self.stderr_so_far()
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 

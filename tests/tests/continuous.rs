@@ -1,7 +1,10 @@
 //! `modelprobe agent`, the continuous agent: against a long-lived matching process and 100
 //! short-lived ones started one after another, it records window after window, keeps only the
 //! last `--keep` windows on disk, serves one set of metrics across windows, holds its memory
-//! flat, ends cleanly on SIGINT and leaves no BPF program behind.
+//! flat, ends cleanly on SIGINT and leaves no BPF program behind. A process that starts
+//! mid-window is recorded from then on; `modelprobe ctl capture` gets a deep capture over the
+//! control socket; SIGHUP reads the config file's rules again; profiles go to a pprof ingest
+//! endpoint that `go tool pprof` reads.
 use std::{
     io::{Read, Write},
     net::TcpStream,
@@ -59,7 +62,7 @@ fn the_agent_records_window_after_window_with_bounded_disk_and_memory() {
     let mut agent = Agent::spawn(
         Command::new(modelprobe_bin())
             .args(["agent", "--match", "^mp-workload$", "--window", "2s"])
-            .args(["--keep", "3", "--metrics-addr"])
+            .args(["--keep", "3", "--no-control", "--metrics-addr"])
             .arg(format!("127.0.0.1:{port}"))
             .arg("--dir")
             .arg(&windows),
@@ -143,6 +146,118 @@ fn the_agent_records_window_after_window_with_bounded_disk_and_memory() {
         late <= &(early + 16 * 1024),
         "RSS grew: {early} KiB -> {late} KiB ({rss:?})"
     );
+}
+
+#[test]
+fn the_agent_picks_up_new_processes_takes_captures_and_reloads_its_rules() {
+    if !require_bpf("the_agent_picks_up_new_processes_takes_captures_and_reloads_its_rules") {
+        return;
+    }
+    let _bpf = bpf_lock();
+    let dir = scratch_dir("agent-ctl");
+    let windows = dir.join("windows");
+    let socket = dir.join("ctl.sock");
+    let config = dir.join("config.yaml");
+    std::fs::write(&config, "agent:\n  match: ['^mp-workload$']\n  window: 60s\n").unwrap();
+    let first = start_workload(&["--seconds", "60"]);
+    let first_pid = first.0.id();
+    let mut agent = Agent::spawn(
+        Command::new(modelprobe_bin())
+            .arg("--config")
+            .arg(&config)
+            .args(["agent", "--control"])
+            .arg(&socket)
+            .arg("--dir")
+            .arg(&windows),
+    );
+    agent.wait_for_stderr("window of 60s over 1 process(es)", Duration::from_secs(30));
+    agent.wait_for_programs(1, Duration::from_secs(30));
+
+    // A matching process started mid-window is recorded from then on, within a few seconds.
+    let second = start_workload(&["--seconds", "60"]);
+    let second_pid = second.0.id();
+    agent.wait_for_stderr(
+        &format!("recording pid {second_pid} "),
+        Duration::from_secs(10),
+    );
+
+    // A deep capture through the control socket, beside the window.
+    let out = run_with_timeout(
+        Command::new(modelprobe_bin())
+            .args(["ctl", "capture", "--pid"])
+            .arg(first_pid.to_string())
+            .args(["--duration", "2s", "--print-dir", "--socket"])
+            .arg(&socket),
+        Duration::from_secs(120),
+    );
+    assert!(
+        out.status.success(),
+        "ctl capture: {}\nagent: {}",
+        String::from_utf8_lossy(&out.stderr),
+        agent.stderr_so_far()
+    );
+    let capture = std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    assert!(capture.starts_with(windows.join("captures")), "{capture:?}");
+    let rec = read_recording(&capture);
+    assert_eq!(rec["meta"]["frequency_hz"], 99, "a capture samples at 99 Hz");
+    assert_eq!(rec["meta"]["off_cpu"], true, "a capture records blocked time");
+    assert_eq!(rec["meta"]["target_pid"], first_pid);
+    let cpu = rec["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["kind"] == "cpu")
+        .count();
+    assert!(cpu > 20, "{cpu} CPU sample records in a 2 s capture at 99 Hz");
+    // A capture of a process that is not there is a clear error, and the agent goes on.
+    let out = run_with_timeout(
+        Command::new(modelprobe_bin())
+            .args(["ctl", "capture", "--pid", "4194000", "--duration", "1s", "--socket"])
+            .arg(&socket),
+        Duration::from_secs(30),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("could not capture pid 4194000"), "{err}");
+
+    // New rules: SIGHUP ends the 60 s window early (written) and the next uses them.
+    std::fs::write(&config, "agent:\n  match: ['^mp-workload$']\n  window: 3s\n").unwrap();
+    agent.signal(libc::SIGHUP);
+    agent.wait_for_stderr("rules reloaded", Duration::from_secs(15));
+    agent.wait_for_stderr("window of 3s over 2 process(es)", Duration::from_secs(15));
+    // A bad file keeps the old rules.
+    std::fs::write(&config, "agent:\n  window: soon\n").unwrap();
+    agent.signal(libc::SIGHUP);
+    agent.wait_for_stderr("rules not reloaded", Duration::from_secs(15));
+
+    agent.signal(libc::SIGINT);
+    let run = agent.finish(Duration::from_secs(60));
+    run.assert_success();
+    assert_programs_released(&run.programs, "after the agent and its capture");
+    assert!(!socket.exists(), "the control socket is removed");
+    let err = run.stderr();
+    assert!(
+        err.contains("1 process(es) picked up mid-window, 2 reload(s)")
+            || err.contains("1 process(es) picked up mid-window, 1 reload(s)"),
+        "{err}"
+    );
+    // The window the reload ended holds both processes.
+    let both = std::fs::read_dir(&windows)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("window-"))
+        .map(|e| read_recording(&e.path()))
+        .any(|rec| {
+            let pids: Vec<u64> = rec["processes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|p| p["pid"].as_u64())
+                .collect();
+            pids.contains(&(first_pid as u64)) && pids.contains(&(second_pid as u64))
+        });
+    assert!(both, "no window recorded both processes:\n{err}");
+    drop((first, second));
 }
 
 #[test]

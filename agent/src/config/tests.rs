@@ -132,3 +132,31 @@ fn locating_the_file() {
     let e = env(&[("MODELPROBE_CONFIG", "/x/b.yaml")]);
     assert_eq!(locate(None, &e), Some(PathBuf::from("/x/b.yaml")));
 }
+
+#[test]
+fn the_agent_section() {
+    let s = from_file(
+        "agent:\n  match: ['^vllm', 'serve\\.py']\n  cgroup: [kubepods]\n  loads: [libcuda]\n  window: 30s\n  frequency: 49\n  keep: 3\n",
+    )
+    .unwrap();
+    let a = &s.agent;
+    assert!(a.matches.value[1].is_match("python serve.py"));
+    assert!(a.cgroups.value[0].is_match("/kubepods.slice/x"));
+    assert_eq!(a.loads.value, ["libcuda"]);
+    assert_eq!(a.window.value, std::time::Duration::from_secs(30));
+    assert_eq!((a.frequency_hz.value, a.keep.value), (49, 3));
+    assert_eq!(a.window.source, Source::File("/etc/mp.yaml".into()));
+    assert!(s.rows().iter().any(|(k, v, _)| *k == "agent.window" && v == "30s"));
+    // Defaults.
+    let d = Settings::default().agent;
+    assert_eq!((d.frequency_hz.value, d.keep.value), (19, 10));
+    for (text, want) in [
+        ("agent:\n  window: soon\n", "not a duration"),
+        ("agent:\n  keep: 0\n", "not a number of windows"),
+        ("agent:\n  match: ['(']\n", "agent.match"),
+        ("agent:\n  pids: [1]\n", "unknown field"),
+    ] {
+        let e = err(text);
+        assert!(e.contains(want), "{text}: {e}");
+    }
+}

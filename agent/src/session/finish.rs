@@ -28,6 +28,7 @@ pub(super) fn finish(s: Session<'_>, stopped: Stopped) -> Result<Outcome> {
         progress,
         live,
         child: _,
+        adopted,
     } = s;
     gpu.collect_last(&progress);
     sampler.drain(&mut collector);
@@ -122,7 +123,11 @@ pub(super) fn finish(s: Session<'_>, stopped: Stopped) -> Result<Outcome> {
         created_output_dir.then_some(opts.output_dir.as_path()),
         &files,
     );
-    Ok(Outcome { recording, files })
+    Ok(Outcome {
+        recording,
+        files,
+        adopted: adopted.len(),
+    })
 }
 
 /// What the BPF side counted as dropped, by cause.

@@ -15,7 +15,7 @@
 use std::{
     ffi::OsString,
     path::PathBuf,
-    sync::{atomic::AtomicUsize, Arc},
+    sync::{atomic::AtomicUsize, Arc, Mutex},
     time::Duration,
 };
 
@@ -107,6 +107,33 @@ pub struct RecordOptions {
     /// Count into these live metrics instead of serving a set of this session's own (the
     /// continuous agent serves one set for its whole life).
     pub shared_metrics: Option<Arc<crate::live::LiveMetrics>>,
+    /// With a [`Target::Pid`]: running processes handed over while recording, recorded from
+    /// then on like `more_pids` (the continuous agent's new matches). With it, the session
+    /// ends on its processes' exit only when every one it recorded has exited.
+    pub adopt: Option<Arc<Adopt>>,
+}
+
+/// Processes handed to a session in progress, taken by its event loop (every ~100 ms): each
+/// gets its unwind tables, Python frames and probes, and its children are followed, as for a
+/// process named at the start.
+#[derive(Debug, Default)]
+pub struct Adopt {
+    pending: Mutex<Vec<u32>>,
+}
+
+impl Adopt {
+    /// Hands `pid` over (one the session already records is ignored).
+    pub fn push(&self, pid: u32) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(pid);
+    }
+
+    /// What was handed over since the last call.
+    fn take(&self) -> Vec<u32> {
+        std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()))
+    }
 }
 
 /// When `attach` loads the GPU library into a running process ([`crate::live_load`]).
@@ -154,6 +181,7 @@ impl RecordOptions {
             export_stream: None,
             more_pids: Vec::new(),
             shared_metrics: None,
+            adopt: None,
         }
     }
 }
@@ -165,6 +193,8 @@ pub struct Outcome {
     pub recording: Recording,
     /// Every file written.
     pub files: Vec<PathBuf>,
+    /// Processes handed over while recording ([`RecordOptions::adopt`]) and recorded.
+    pub adopted: usize,
 }
 
 /// Runs a whole session: checks, attaches, records until done, writes outputs.

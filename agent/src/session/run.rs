@@ -64,6 +64,7 @@ pub(super) fn run(s: &mut Session<'_>) -> Stopped {
             }
         }
         s.sampler.poll_unwind();
+        adopt(s);
         if let Some(stopped) = check_end(s, &mut forwarded_at) {
             return stopped;
         }
@@ -100,7 +101,8 @@ fn check_end(s: &Session<'_>, forwarded_at: &mut Option<Instant>) -> Option<Stop
             }
         }
         None if !target::is_alive(s.target_pid)
-            && !s.opts.more_pids.iter().any(|&p| target::is_alive(p)) =>
+            && !s.opts.more_pids.iter().any(|&p| target::is_alive(p))
+            && !s.adopted.iter().any(|&p| target::is_alive(p)) =>
         {
             return Some(stopped("target-exited", None))
         }
@@ -133,6 +135,44 @@ fn check_end(s: &Session<'_>, forwarded_at: &mut Option<Instant>) -> Option<Stop
         return Some(stopped("duration", None));
     }
     None
+}
+
+/// Records the processes handed over since the last call ([`super::RecordOptions::adopt`])
+/// as the ones named at the start are: their children, unwind tables, Python frames, probes.
+fn adopt(s: &mut Session<'_>) {
+    let Some(adopt) = &s.opts.adopt else {
+        return;
+    };
+    let start_ns = clock::monotonic_ns();
+    for pid in adopt.take() {
+        let known = pid == s.target_pid
+            || s.opts.more_pids.contains(&pid)
+            || s.adopted.contains(&pid)
+            || s.collector.live_pids().contains(&pid);
+        if known || !target::is_alive(pid) {
+            continue;
+        }
+        log::info!(
+            "recording pid {pid} ({}) from now on",
+            target::cmdline(pid).unwrap_or_default()
+        );
+        s.adopted.push(pid);
+        let tree: Vec<u32> = std::iter::once(pid)
+            .chain(target::descendants(pid))
+            .collect();
+        for &p in &tree {
+            s.collector.watch(p);
+            s.sampler.set_python(p, || s.collector.python_entry(p));
+            if let Err(e) = s.sampler.add_target(p) {
+                log::warn!("pid {p} not sampled: {e}");
+                continue;
+            }
+            if let Err(e) = s.probes.attach_to(&mut s.sampler, p) {
+                log::warn!("probes not attached to {p}: {e}");
+            }
+        }
+        s.collector.note_loaded_models(pid, start_ns);
+    }
 }
 
 /// True when `SIGINT` most likely came from the terminal, which already delivered it to the

@@ -46,6 +46,8 @@ pub(super) struct Session<'a> {
     pub progress: Progress,
     /// Live outputs (`--metrics-addr`, `--export jsonl:`).
     pub live: LiveOutputs,
+    /// Processes handed over while recording ([`RecordOptions::adopt`]).
+    pub adopted: Vec<u32>,
 }
 
 /// The live outputs of a session: the metrics server (stops when dropped) and the stream.
@@ -189,6 +191,7 @@ pub(super) fn start(opts: &RecordOptions) -> Result<Session<'_>> {
         start_unix_ms: clock::unix_ms(),
         started_at: Instant::now(),
         created_output_dir,
+        adopted: Vec::new(),
     })
 }
 

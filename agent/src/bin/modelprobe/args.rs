@@ -178,53 +178,18 @@ pub enum Command {
     },
     /// Record the processes you choose continuously, window after window, at a low rate: for
     /// a server or a fleet. Each window's recording goes to DIR/window-<ms> (the last --keep
-    /// are kept) and, with --endpoint, is pushed as OTLP; --metrics-addr serves Prometheus
-    /// metrics for the agent's life. A process that starts during a window is recorded from
-    /// the next. BPF programs are loaded per window and nothing stays attached between
-    /// windows. SIGINT/SIGTERM ends the window in progress (kept) and the agent.
-    #[command(
-        after_help = "Examples:\n  sudo modelprobe agent --match '^vllm' --metrics-addr 0.0.0.0:9464\n  sudo modelprobe agent --loads libcuda --loads libpython --window 60s --endpoint http://otel-collector:4318"
-    )]
-    Agent {
-        /// Record processes whose name or command line matches this regular expression
-        /// (repeatable).
-        #[arg(long = "match", value_name = "REGEX", value_parser = parse_regex)]
-        matches: Vec<regex::Regex>,
-        /// Record processes that map a file whose name contains this (libcuda, libpython;
-        /// repeatable).
-        #[arg(long, value_name = "LIBRARY")]
-        loads: Vec<String>,
-        /// Length of each window.
-        #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION", default_value = "60s")]
-        window: std::time::Duration,
-        /// CPU samples per second.
-        #[arg(long, default_value_t = 19, value_name = "HZ")]
-        freq: u64,
-        /// Also record blocked (off-CPU) time.
-        #[arg(long)]
-        off_cpu: bool,
-        /// Do not parse LLM API calls.
-        #[arg(long)]
-        no_llm: bool,
-        /// Where the windows' recordings go.
-        #[arg(long, value_name = "DIR", default_value = "modelprobe-agent")]
-        dir: PathBuf,
-        /// How many windows' recordings to keep (older ones are removed).
-        #[arg(long, default_value_t = 10, value_name = "N")]
-        keep: usize,
-        /// Serve Prometheus metrics here for the agent's life (http://ADDR/metrics).
-        #[arg(long, value_name = "ADDR")]
-        metrics_addr: Option<std::net::SocketAddr>,
-        /// Push each window's spans, metrics and logs to this OTLP/HTTP collector.
-        #[arg(long, value_name = "URL")]
-        endpoint: Option<String>,
-        /// A header for the collector, NAME=VALUE (repeatable); OTEL_EXPORTER_OTLP_HEADERS too.
-        #[arg(long = "header", value_name = "NAME=VALUE")]
-        headers: Vec<String>,
-        /// Stop after this many windows (default: until a signal).
-        #[arg(long, value_name = "N")]
-        windows: Option<u64>,
-    },
+    /// are kept) and, with --endpoint, is pushed as OTLP (--pprof-endpoint: profiles as
+    /// pprof); --metrics-addr serves Prometheus metrics for the agent's life. The rules are
+    /// checked every second: a process that starts during a window is recorded from then on.
+    /// BPF programs are loaded per window and nothing stays attached between windows.
+    /// `modelprobe ctl capture` asks it for a deep capture over its control socket.
+    /// SIGINT/SIGTERM ends the window in progress (kept) and the agent; SIGHUP reads the
+    /// config file's `agent:` rules again.
+    #[command(after_help = AGENT_HELP)]
+    Agent(AgentArgs),
+    /// Talk to a running agent (`modelprobe agent`) over its control socket.
+    #[command(subcommand)]
+    Ctl(CtlCommand),
     /// Settings: where they come from and what is in effect.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -418,6 +383,110 @@ pub enum ExportFormat {
     Otlp,
     /// Perfetto's protobuf trace: trace.pftrace, for ui.perfetto.dev at any size.
     Perfetto,
+}
+
+const AGENT_HELP: &str = "Examples:
+  sudo modelprobe agent --match '^vllm' --metrics-addr 0.0.0.0:9464
+  sudo modelprobe agent --loads libcuda --loads libpython --window 60s --endpoint http://otel-collector:4318
+  sudo modelprobe agent --cgroup 'kubepods.*pod' --pprof-endpoint http://pyroscope:4040
+  sudo modelprobe ctl capture --pid 4242 --duration 10s
+
+Rules can also live in the config file (reloaded on SIGHUP; the command line adds to them):
+  agent:
+    match: ['^vllm']
+    cgroup: ['kubepods']
+    loads: [libcuda]
+    window: 60s
+    frequency: 19
+    keep: 10";
+
+/// `modelprobe agent`'s options.
+#[derive(Args)]
+pub struct AgentArgs {
+    /// Record processes whose name or command line matches this regular expression
+    /// (repeatable).
+    #[arg(long = "match", value_name = "REGEX", value_parser = parse_regex)]
+    pub matches: Vec<regex::Regex>,
+    /// Record processes whose cgroup path matches this regular expression: a container, a
+    /// Kubernetes pod, a systemd service (repeatable).
+    #[arg(long = "cgroup", value_name = "REGEX", value_parser = parse_regex)]
+    pub cgroups: Vec<regex::Regex>,
+    /// Record processes that map a file whose name contains this (libcuda, libpython;
+    /// repeatable).
+    #[arg(long, value_name = "LIBRARY")]
+    pub loads: Vec<String>,
+    /// Length of each window [default: 60s, or agent.window].
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub window: Option<std::time::Duration>,
+    /// CPU samples per second [default: 19, or agent.frequency].
+    #[arg(long, value_name = "HZ")]
+    pub freq: Option<u64>,
+    /// Also record blocked (off-CPU) time.
+    #[arg(long)]
+    pub off_cpu: bool,
+    /// Do not parse LLM API calls.
+    #[arg(long)]
+    pub no_llm: bool,
+    /// Where the windows' recordings (and captures, under captures/) go.
+    #[arg(long, value_name = "DIR", default_value = "modelprobe-agent")]
+    pub dir: PathBuf,
+    /// How many windows' recordings to keep, older ones removed [default: 10, or
+    /// agent.keep].
+    #[arg(long, value_name = "N")]
+    pub keep: Option<usize>,
+    /// Serve Prometheus metrics here for the agent's life (http://ADDR/metrics).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Push each window's spans, metrics and logs to this OTLP/HTTP collector.
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
+    /// Push each window's CPU, off-CPU and GPU profiles as pprof to this ingest URL
+    /// (Pyroscope: http://HOST:4040, posted to /ingest).
+    #[arg(long, value_name = "URL")]
+    pub pprof_endpoint: Option<String>,
+    /// A header for the endpoints, NAME=VALUE (repeatable); OTEL_EXPORTER_OTLP_HEADERS too.
+    #[arg(long = "header", value_name = "NAME=VALUE")]
+    pub headers: Vec<String>,
+    /// The control socket `modelprobe ctl` talks to.
+    #[arg(long, value_name = "PATH", default_value = modelprobe::continuous::control::DEFAULT_SOCKET)]
+    pub control: PathBuf,
+    /// Do not listen on a control socket.
+    #[arg(long, conflicts_with = "control")]
+    pub no_control: bool,
+    /// Stop after this many windows (default: until a signal).
+    #[arg(long, value_name = "N")]
+    pub windows: Option<u64>,
+}
+
+/// `modelprobe ctl`.
+#[derive(Subcommand)]
+pub enum CtlCommand {
+    /// Have the agent record one process in depth for a while: CPU and off-CPU stacks at
+    /// 99 Hz, every pack's spans, and GPU timings where it uses CUDA (the GPU library is loaded
+    /// into it and unloaded after). Waits until the recording is written and prints where.
+    #[command(
+        after_help = "Example:\n  sudo modelprobe ctl capture --pid 4242 --duration 10s\n  sudo modelprobe report $(sudo modelprobe ctl capture --pid 4242 --duration 10s --print-dir)"
+    )]
+    Capture {
+        /// The process.
+        #[arg(long)]
+        pid: u32,
+        /// For how long (100ms to 1h).
+        #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION", default_value = "10s")]
+        duration: std::time::Duration,
+        /// Where the recording goes [default: a new folder under the agent's DIR/captures].
+        #[arg(short, long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// CPU samples per second.
+        #[arg(long, value_name = "HZ")]
+        freq: Option<u64>,
+        /// Print only the recording's folder (for scripts).
+        #[arg(long)]
+        print_dir: bool,
+        /// The agent's control socket.
+        #[arg(long, value_name = "PATH", default_value = modelprobe::continuous::control::DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
 }
 
 fn parse_regex(s: &str) -> Result<regex::Regex, String> {

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use modelprobe::error::exit_code;
 
+mod agent;
 mod args;
 mod inspect;
 mod record;
@@ -94,46 +95,8 @@ fn real_main(cli: Cli) -> anyhow::Result<i32> {
             endpoint,
             headers,
         } => inspect::export(&path, format, output, endpoint, &headers, cli.quiet),
-        Command::Agent {
-            matches,
-            loads,
-            window,
-            freq,
-            off_cpu,
-            no_llm,
-            dir,
-            keep,
-            metrics_addr,
-            endpoint,
-            headers,
-            windows,
-        } => {
-            let mut headers = headers;
-            headers.extend(std::env::var("OTEL_EXPORTER_OTLP_HEADERS").ok());
-            let opts = modelprobe::continuous::AgentOptions {
-                select: modelprobe::select::Selector {
-                    names: matches,
-                    loads,
-                },
-                window,
-                frequency_hz: freq,
-                off_cpu,
-                llm: !no_llm,
-                dir,
-                keep,
-                metrics_addr,
-                endpoint: endpoint
-                    .map(|url| modelprobe::push::Endpoint::new(&url, &headers))
-                    .transpose()?,
-                resource: inspect::otel_resource(),
-                stop: record::register_signals()?,
-                max_windows: windows,
-            };
-            modelprobe::preflight::check_privileges()?;
-            modelprobe::continuous::run(&opts)
-                .map(|_| 0)
-                .map_err(Into::into)
-        }
+        Command::Agent(args) => agent::agent(config, args),
+        Command::Ctl(cmd) => agent::ctl(cmd),
         Command::Config(ConfigCommand::Show) => inspect::config_show(config),
         Command::GpuLibrary { dir } => inspect::gpu_library(dir),
     }

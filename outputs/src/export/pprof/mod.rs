@@ -346,6 +346,14 @@ pub fn profile(rec: &Recording, kind: Kind) -> Option<proto::Profile> {
     }
 }
 
+/// `profile` encoded and gzipped, as a file or an upload holds it.
+pub fn gzipped(profile: &proto::Profile) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    // Writing to a Vec cannot fail.
+    let _ = gz.write_all(&profile.encode_to_vec());
+    gz.finish().unwrap_or_default()
+}
+
 /// Writes `profile` gzipped to `path`.
 fn write(profile: &proto::Profile, path: &Path) -> Result<()> {
     let err = |e| Error::io(format!("writing {}", path.display()), e);
