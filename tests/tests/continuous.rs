@@ -158,7 +158,11 @@ fn the_agent_picks_up_new_processes_takes_captures_and_reloads_its_rules() {
     let windows = dir.join("windows");
     let socket = dir.join("ctl.sock");
     let config = dir.join("config.yaml");
-    std::fs::write(&config, "agent:\n  match: ['^mp-workload$']\n  window: 60s\n").unwrap();
+    std::fs::write(
+        &config,
+        "agent:\n  match: ['^mp-workload$']\n  window: 60s\n",
+    )
+    .unwrap();
     let first = start_workload(&["--seconds", "60"]);
     let first_pid = first.0.id();
     let mut agent = Agent::spawn(
@@ -199,8 +203,14 @@ fn the_agent_picks_up_new_processes_takes_captures_and_reloads_its_rules() {
     let capture = std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
     assert!(capture.starts_with(windows.join("captures")), "{capture:?}");
     let rec = read_recording(&capture);
-    assert_eq!(rec["meta"]["frequency_hz"], 99, "a capture samples at 99 Hz");
-    assert_eq!(rec["meta"]["off_cpu"], true, "a capture records blocked time");
+    assert_eq!(
+        rec["meta"]["frequency_hz"], 99,
+        "a capture samples at 99 Hz"
+    );
+    assert_eq!(
+        rec["meta"]["off_cpu"], true,
+        "a capture records blocked time"
+    );
     assert_eq!(rec["meta"]["target_pid"], first_pid);
     let cpu = rec["samples"]
         .as_array()
@@ -208,11 +218,22 @@ fn the_agent_picks_up_new_processes_takes_captures_and_reloads_its_rules() {
         .iter()
         .filter(|s| s["kind"] == "cpu")
         .count();
-    assert!(cpu > 20, "{cpu} CPU sample records in a 2 s capture at 99 Hz");
+    assert!(
+        cpu > 20,
+        "{cpu} CPU sample records in a 2 s capture at 99 Hz"
+    );
     // A capture of a process that is not there is a clear error, and the agent goes on.
     let out = run_with_timeout(
         Command::new(modelprobe_bin())
-            .args(["ctl", "capture", "--pid", "4194000", "--duration", "1s", "--socket"])
+            .args([
+                "ctl",
+                "capture",
+                "--pid",
+                "4194000",
+                "--duration",
+                "1s",
+                "--socket",
+            ])
             .arg(&socket),
         Duration::from_secs(30),
     );
@@ -221,7 +242,11 @@ fn the_agent_picks_up_new_processes_takes_captures_and_reloads_its_rules() {
     assert!(err.contains("could not capture pid 4194000"), "{err}");
 
     // New rules: SIGHUP ends the 60 s window early (written) and the next uses them.
-    std::fs::write(&config, "agent:\n  match: ['^mp-workload$']\n  window: 3s\n").unwrap();
+    std::fs::write(
+        &config,
+        "agent:\n  match: ['^mp-workload$']\n  window: 3s\n",
+    )
+    .unwrap();
     agent.signal(libc::SIGHUP);
     agent.wait_for_stderr("rules reloaded", Duration::from_secs(15));
     agent.wait_for_stderr("window of 3s over 2 process(es)", Duration::from_secs(15));
@@ -258,6 +283,121 @@ fn the_agent_picks_up_new_processes_takes_captures_and_reloads_its_rules() {
         });
     assert!(both, "no window recorded both processes:\n{err}");
     drop((first, second));
+}
+
+#[test]
+fn the_agent_pushes_each_window_as_otlp_and_its_profiles_as_pprof() {
+    if !require_bpf("the_agent_pushes_each_window_as_otlp_and_its_profiles_as_pprof") {
+        return;
+    }
+    let Some(python) = tools_venv().map(|v| v.join("bin/python")).filter(|p| {
+        Command::new(p)
+            .args([
+                "-c",
+                "import opentelemetry.proto.collector.trace.v1.trace_service_pb2",
+            ])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }) else {
+        return missing("the opentelemetry-proto Python package");
+    };
+    if !Command::new("go")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        return missing("go (golang-go), for `go tool pprof`");
+    }
+    let _bpf = bpf_lock();
+    let dir = scratch_dir("agent-push");
+    let (port_file, received) = (dir.join("port"), dir.join("received.jsonl"));
+    let _receiver = KillOnDrop(
+        Command::new(&python)
+            .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/otlp/receiver.py"))
+            .arg("--port-file")
+            .arg(&port_file)
+            .arg("--out")
+            .arg(&received)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let started = Instant::now();
+    let port = loop {
+        if let Ok(p) = std::fs::read_to_string(&port_file) {
+            break p.trim().to_string();
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "no receiver");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let workload = start_workload(&["--seconds", "30"]);
+    let url = format!("http://127.0.0.1:{port}");
+    let run = run_agent(
+        Command::new(modelprobe_bin())
+            .args([
+                "agent",
+                "--match",
+                "^mp-workload$",
+                "--window",
+                "3s",
+                "--windows",
+                "1",
+            ])
+            .args([
+                "--freq",
+                "199",
+                "--no-control",
+                "--endpoint",
+                &url,
+                "--pprof-endpoint",
+                &url,
+            ])
+            .arg("--dir")
+            .arg(dir.join("windows"))
+            .env("OTEL_SERVICE_NAME", "mp-agent-test"),
+        Duration::from_secs(60),
+    );
+    run.assert_success();
+    drop(workload);
+    let err = run.stderr();
+    assert!(err.contains("1 window(s) recorded, 1 pushed"), "{err}");
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&received)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let signals: Vec<&str> = lines.iter().filter_map(|l| l["signal"].as_str()).collect();
+    assert!(signals.contains(&"metrics"), "{signals:?}");
+    let cpu = lines
+        .iter()
+        .find(|l| l["signal"] == "profiles" && l["query"]["name"] == "mp-agent-test.cpu")
+        .unwrap_or_else(|| panic!("no CPU profile pushed: {lines:?}"));
+    let from: u64 = cpu["query"]["from"].as_str().unwrap().parse().unwrap();
+    let until: u64 = cpu["query"]["until"].as_str().unwrap().parse().unwrap();
+    assert!(until > from && until - from <= 10, "{from}..{until}");
+    // The pushed profile opens in `go tool pprof` with the workload's hot functions.
+    let top = Command::new("go")
+        .args([
+            "tool",
+            "pprof",
+            "-top",
+            "-nodecount=1000",
+            "-sample_index=samples",
+        ])
+        .arg(cpu["file"].as_str().unwrap())
+        .env("HOME", std::env::temp_dir())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&top.stdout);
+    assert!(
+        top.status.success(),
+        "{}",
+        String::from_utf8_lossy(&top.stderr)
+    );
+    assert!(
+        text.contains("mp_hot_a") && text.contains("mp_hot_b"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -146,7 +146,10 @@ fn the_agent_section() {
     assert_eq!(a.window.value, std::time::Duration::from_secs(30));
     assert_eq!((a.frequency_hz.value, a.keep.value), (49, 3));
     assert_eq!(a.window.source, Source::File("/etc/mp.yaml".into()));
-    assert!(s.rows().iter().any(|(k, v, _)| *k == "agent.window" && v == "30s"));
+    assert!(s
+        .rows()
+        .iter()
+        .any(|(k, v, _)| *k == "agent.window" && v == "30s"));
     // Defaults.
     let d = Settings::default().agent;
     assert_eq!((d.frequency_hz.value, d.keep.value), (19, 10));

@@ -15,6 +15,7 @@ use serde_json::json;
 
 use crate::{build_release_with_fixtures, is_root, results::Report, say};
 
+mod agent;
 mod calls;
 mod cpu;
 mod llm;
@@ -74,8 +75,9 @@ pub fn run(root: &Path, runs: usize, rounds: u64, only: Option<&str>) -> Result<
     if !is_root() {
         bail!("benchmarks attach BPF programs and need root: run `sudo -E cargo xtask bench`");
     }
-    const SECTIONS: [&str; 10] = [
-        "cpu", "unwind", "load", "python", "llm", "probe", "cuda", "events", "postproc", "fuzz",
+    const SECTIONS: [&str; 11] = [
+        "cpu", "unwind", "load", "python", "llm", "probe", "cuda", "events", "postproc", "agent",
+        "fuzz",
     ];
     if let Some(other) = only.filter(|o| !SECTIONS.contains(o)) {
         bail!("--only takes one of {}, not {other:?}", SECTIONS.join(", "));
@@ -110,6 +112,9 @@ pub fn run(root: &Path, runs: usize, rounds: u64, only: Option<&str>) -> Result<
     }
     if matches!(only, None | Some("postproc")) {
         post_processing(root, &mut report)?;
+    }
+    if matches!(only, None | Some("agent")) {
+        agent::agent(root, &mut report)?;
     }
     if matches!(only, None | Some("fuzz")) {
         crate::fuzz::bench(root, &mut report)?;
