@@ -215,13 +215,19 @@ fn redact(h: &str) -> String {
 pub struct Pushed {
     /// Requests sent.
     pub requests: usize,
-    /// Spans, metric data points... sent, per signal (traces, metrics, logs).
-    pub items: [usize; 3],
+    /// Spans, metric data points... sent, per signal (traces, metrics, logs, profiles).
+    pub items: [usize; 4],
     /// Items the collector said it rejected.
     pub rejected: i64,
     /// Bytes of request bodies.
     pub bytes: usize,
+    /// Profiles requests not sent: the collector does not take the (development) profiles
+    /// signal.
+    pub profiles_skipped: usize,
 }
+
+/// Statuses with which a collector says it has no profiles signal (not enabled, or too old).
+const NO_PROFILES: [u16; 3] = [404, 415, 501];
 
 /// Sends every request in order; stops at the first that fails for good. `progress` hears each
 /// request as it goes out.
@@ -236,7 +242,12 @@ pub fn push(
         .build()
         .into();
     let mut done = Pushed::default();
-    for (n, r) in requests.iter().enumerate() {
+    let mut no_profiles = false;
+    'requests: for (n, r) in requests.iter().enumerate() {
+        if no_profiles && r.signal == Signal::Profiles {
+            done.profiles_skipped += 1;
+            continue;
+        }
         progress(n, r);
         let url = endpoint.url(r.signal);
         let mut wait = Duration::from_millis(500);
@@ -274,6 +285,14 @@ pub fn push(
                     done.rejected += rejected;
                 }
                 break;
+            }
+            if r.signal == Signal::Profiles && NO_PROFILES.contains(&status) {
+                log::warn!(
+                    "{url} does not take profiles (HTTP {status}; OTLP profiles are a development signal a collector must enable): profiles not sent"
+                );
+                no_profiles = true;
+                done.profiles_skipped += 1;
+                continue 'requests;
             }
             let throttled = matches!(status, 429 | 502 | 503 | 504);
             if !throttled || attempt == ATTEMPTS {
@@ -326,5 +345,48 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("NAME=VALUE"), "{err}");
+    }
+
+    #[test]
+    fn a_collector_without_the_profiles_signal_gets_the_rest() {
+        let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
+        let port = server.server_addr().to_ip().unwrap().port();
+        let seen = std::thread::spawn(move || {
+            let mut paths = Vec::new();
+            for _ in 0..2 {
+                let Ok(Some(req)) = server.recv_timeout(Duration::from_secs(10)) else {
+                    break;
+                };
+                paths.push(req.url().to_string());
+                let status = if req.url().contains("profiles") {
+                    404
+                } else {
+                    200
+                };
+                let _ = req.respond(tiny_http::Response::empty(status));
+            }
+            paths
+        });
+        let request = |signal| Request {
+            signal,
+            items: 1,
+            body: Vec::new(),
+        };
+        let e = Endpoint::new(&format!("http://127.0.0.1:{port}"), &[]).unwrap();
+        let done = push(
+            &e,
+            &[
+                request(Signal::Profiles),
+                request(Signal::Profiles),
+                request(Signal::Traces),
+            ],
+            |_, _| {},
+        )
+        .unwrap();
+        assert_eq!((done.requests, done.profiles_skipped), (1, 2));
+        assert_eq!(done.items, [1, 0, 0, 0]);
+        // The second profiles request is not even tried.
+        let paths = seen.join().unwrap();
+        assert_eq!(paths, ["/v1development/profiles", "/v1/traces"]);
     }
 }

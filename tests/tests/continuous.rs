@@ -370,8 +370,33 @@ fn the_agent_pushes_each_window_as_otlp_and_its_profiles_as_pprof() {
     assert!(signals.contains(&"metrics"), "{signals:?}");
     let cpu = lines
         .iter()
-        .find(|l| l["signal"] == "profiles" && l["query"]["name"] == "mp-agent-test.cpu")
+        .find(|l| l["signal"] == "pprof" && l["query"]["name"] == "mp-agent-test.cpu")
         .unwrap_or_else(|| panic!("no CPU profile pushed: {lines:?}"));
+    // The same profile as OTLP's profiles signal, read by the official protos: the workload's
+    // resource, its hot functions in the dictionary.
+    let otlp = lines
+        .iter()
+        .find(|l| l["signal"] == "profiles")
+        .unwrap_or_else(|| panic!("no OTLP profiles pushed: {signals:?}"));
+    let req = &otlp["request"];
+    let strings: Vec<&str> = req["dictionary"]["stringTable"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s.as_str())
+        .collect();
+    assert!(
+        strings.contains(&"mp_hot_a") && strings.contains(&"samples"),
+        "{strings:?}"
+    );
+    let rp = &req["resourceProfiles"][0];
+    let attrs = rp["resource"]["attributes"].to_string();
+    assert!(attrs.contains("mp-agent-test"), "{attrs}");
+    assert!(attrs.contains("process.pid"), "{attrs}");
+    let samples = rp["scopeProfiles"][0]["profiles"][0]["samples"]
+        .as_array()
+        .map_or(0, Vec::len);
+    assert!(samples > 0, "{rp}");
     let from: u64 = cpu["query"]["from"].as_str().unwrap().parse().unwrap();
     let until: u64 = cpu["query"]["until"].as_str().unwrap().parse().unwrap();
     assert!(until > from && until - from <= 10, "{from}..{until}");

@@ -219,9 +219,9 @@ fn push_otlp(
     })?;
     progress.done();
     if !quiet {
-        let [spans, points, logs] = pushed.items;
+        let [spans, points, logs, samples] = pushed.items;
         eprintln!(
-            "modelprobe: sent {spans} spans, {points} metrics and {logs} log records to {} in {} requests ({:.1} KiB)",
+            "modelprobe: sent {spans} spans, {points} metrics, {logs} log records and {samples} profile samples to {} in {} requests ({:.1} KiB)",
             endpoint.base(),
             pushed.requests,
             pushed.bytes as f64 / 1024.0

@@ -1,6 +1,7 @@
 //! OTLP, the OpenTelemetry protocol, from a recording: probe spans and LLM calls as traces,
 //! GPU counters, CPU time, span latencies, LLM tokens and cost and drop counters as metrics, the
-//! target's output and lifecycle events as logs. Each request is the protobuf body OTLP/HTTP
+//! target's output and lifecycle events as logs, and CPU, off-CPU and GPU profiles as the
+//! development profiles signal ([`profiles`]). Each request is the protobuf body OTLP/HTTP
 //! sends (`ExportTraceServiceRequest`, ...; the `opentelemetry-proto` crate's types), so the
 //! files this writes can be posted to any collector as they are, and `modelprobe export
 //! --endpoint` sends the same bytes.
@@ -20,13 +21,14 @@ use crate::{recording::Recording, Result};
 
 mod logs;
 mod metrics;
+mod profiles;
 pub mod resource;
 mod traces;
 
 /// Most spans, metric data points or log records in one request.
 pub const BATCH: usize = 4096;
 
-/// The three OTLP signals modelprobe sends.
+/// The OTLP signals modelprobe sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Signal {
     /// Spans.
@@ -35,15 +37,29 @@ pub enum Signal {
     Metrics,
     /// Log records.
     Logs,
+    /// Profiles (OTLP's development signal).
+    Profiles,
 }
 
 impl Signal {
-    /// The signal's name as OTLP/HTTP's paths spell it (`traces`, `metrics`, `logs`).
+    /// Every signal, in the order requests are made.
+    pub const ALL: [Signal; 4] = [
+        Signal::Traces,
+        Signal::Metrics,
+        Signal::Logs,
+        Signal::Profiles,
+    ];
+}
+
+impl Signal {
+    /// The signal's name as OTLP/HTTP's paths spell it (`traces`, `metrics`, `logs`,
+    /// `profiles`).
     pub fn name(self) -> &'static str {
         match self {
             Signal::Traces => "traces",
             Signal::Metrics => "metrics",
             Signal::Logs => "logs",
+            Signal::Profiles => "profiles",
         }
     }
 
@@ -53,6 +69,7 @@ impl Signal {
             Signal::Traces => "/v1/traces",
             Signal::Metrics => "/v1/metrics",
             Signal::Logs => "/v1/logs",
+            Signal::Profiles => "/v1development/profiles",
         }
     }
 }
@@ -103,6 +120,12 @@ pub fn requests_with(rec: &Recording, resource: &[(String, String)]) -> Vec<Requ
             .iter_mut()
             .for_each(|r| set(r.resource.as_mut()));
         out.push(encode(Signal::Logs, items, &req));
+    }
+    for (mut req, items) in profiles::requests(rec) {
+        req.resource_profiles
+            .iter_mut()
+            .for_each(|r| set(r.resource.as_mut()));
+        out.push(encode(Signal::Profiles, items, &req));
     }
     out
 }
@@ -165,7 +188,7 @@ fn encode(signal: Signal, items: usize, msg: &impl Message) -> Request {
 /// What a collector's reply to a request says it rejected: `(items, message)`, when it says so
 /// (OTLP's partial success); `None` when it took everything or the reply is not one.
 pub fn rejected(signal: Signal, reply: &[u8]) -> Option<(i64, String)> {
-    use opentelemetry_proto::tonic::collector::{logs, metrics, trace};
+    use opentelemetry_proto::tonic::collector::{logs, metrics, profiles, trace};
     let (n, message) = match signal {
         Signal::Traces => {
             let p = trace::v1::ExportTraceServiceResponse::decode(reply)
@@ -185,11 +208,18 @@ pub fn rejected(signal: Signal, reply: &[u8]) -> Option<(i64, String)> {
                 .partial_success?;
             (p.rejected_log_records, p.error_message)
         }
+        Signal::Profiles => {
+            let p = profiles::v1development::ExportProfilesServiceResponse::decode(reply)
+                .ok()?
+                .partial_success?;
+            (p.rejected_profiles, p.error_message)
+        }
     };
     (n > 0 || !message.is_empty()).then_some((n, message))
 }
 
-/// `export --format otlp`: `otlp/traces-0000.pb`, `otlp/metrics-0000.pb`, `otlp/logs-0000.pb`
+/// `export --format otlp`: `otlp/traces-0000.pb`, `otlp/metrics-0000.pb`, `otlp/logs-0000.pb`,
+/// `otlp/profiles-0000.pb`
 /// (one file per request; post one with `curl --data-binary @FILE -H 'Content-Type:
 /// application/x-protobuf' http://collector:4318/v1/traces`).
 #[derive(Debug, Default)]
@@ -212,7 +242,7 @@ impl Exporter for Otlp {
         std::fs::create_dir_all(&out)
             .map_err(|e| crate::Error::io(format!("creating {}", out.display()), e))?;
         let mut written = Vec::new();
-        let mut counts = [0usize; 3];
+        let mut counts = [0usize; Signal::ALL.len()];
         for r in requests {
             let n = &mut counts[r.signal as usize];
             let path = out.join(format!("{}-{:04}.pb", r.signal.name(), n));

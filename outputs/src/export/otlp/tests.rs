@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use opentelemetry_proto::tonic::{
     collector::{
         logs::v1::ExportLogsServiceRequest, metrics::v1::ExportMetricsServiceRequest,
+        profiles::v1development::ExportProfilesServiceRequest,
         trace::v1::ExportTraceServiceRequest,
     },
     common::v1::{any_value::Value as V, KeyValue},
@@ -411,7 +412,17 @@ fn files_are_one_request_each() {
         .iter()
         .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(names, ["traces-0000.pb", "metrics-0000.pb", "logs-0000.pb"]);
+    // Profiles: CPU, then off-CPU.
+    assert_eq!(
+        names,
+        [
+            "traces-0000.pb",
+            "metrics-0000.pb",
+            "logs-0000.pb",
+            "profiles-0000.pb",
+            "profiles-0001.pb"
+        ]
+    );
     let body = std::fs::read(&files[0]).unwrap();
     assert_eq!(
         ExportTraceServiceRequest::decode(body.as_slice())
@@ -458,6 +469,12 @@ fn the_environment_sets_resource_attributes_and_the_service_name() {
                 .into_iter()
                 .filter_map(|x| x.resource)
                 .collect(),
+            Signal::Profiles => ExportProfilesServiceRequest::decode(r.body.as_slice())
+                .unwrap()
+                .resource_profiles
+                .into_iter()
+                .filter_map(|x| x.resource)
+                .collect(),
         };
         assert!(!resources.is_empty());
         for res in resources {
@@ -467,4 +484,98 @@ fn the_environment_sets_resource_attributes_and_the_service_name() {
             assert_eq!(s(attr(a, "team")), "ml,infra");
         }
     }
+}
+
+#[test]
+fn profiles_hold_every_cpu_sample_by_process_with_a_consistent_dictionary() {
+    let rec = recording();
+    let cpu_total: u64 = rec
+        .samples
+        .iter()
+        .filter(|s| s.kind == crate::recording::SampleKind::Cpu)
+        .map(|s| s.weight)
+        .sum();
+    assert!(cpu_total > 0, "the fixture has CPU samples");
+    let reqs: Vec<_> = requests(&rec)
+        .into_iter()
+        .filter(|r| r.signal == Signal::Profiles)
+        .map(|r| ExportProfilesServiceRequest::decode(r.body.as_slice()).unwrap())
+        .collect();
+    assert!(!reqs.is_empty());
+    let cpu = &reqs[0];
+    let d = cpu.dictionary.as_ref().unwrap();
+    // Entry 0 of every table is the empty one OTLP reserves.
+    assert_eq!(d.string_table[0], "");
+    assert_eq!(d.function_table[0], Default::default());
+    assert_eq!(d.location_table[0], Default::default());
+    assert_eq!(d.stack_table[0], Default::default());
+    let name = |i: i32| d.string_table[i as usize].as_str();
+    let mut total = 0i64;
+    let mut leaves = Vec::new();
+    for rp in &cpu.resource_profiles {
+        let res = rp.resource.as_ref().unwrap();
+        let pid = i(attr(&res.attributes, "process.pid"));
+        assert!(rec.processes.iter().any(|p| i64::from(p.pid) == pid));
+        let p = &rp.scope_profiles[0].profiles[0];
+        let st = p.sample_type.unwrap();
+        assert_eq!(
+            (name(st.type_strindex), name(st.unit_strindex)),
+            ("samples", "count")
+        );
+        let pt = p.period_type.unwrap();
+        assert_eq!(
+            (name(pt.type_strindex), name(pt.unit_strindex)),
+            ("cpu", "nanoseconds")
+        );
+        assert_eq!(
+            p.period,
+            1_000_000_000 / rec.meta.frequency_hz.max(1) as i64
+        );
+        assert_eq!(p.time_unix_nano, 1_700_000_000_000 * MS);
+        assert_eq!(p.duration_nano, 100 * MS);
+        assert_eq!(p.profile_id.len(), 16);
+        for s in &p.samples {
+            total += s.values[0];
+            let stack = &d.stack_table[s.stack_index as usize];
+            assert!(!stack.location_indices.is_empty());
+            for &l in &stack.location_indices {
+                assert!(l > 0 && (l as usize) < d.location_table.len());
+                for line in &d.location_table[l as usize].lines {
+                    assert!(line.function_index > 0);
+                    assert!((line.function_index as usize) < d.function_table.len());
+                }
+            }
+            let leaf = &d.location_table[stack.location_indices[0] as usize].lines[0];
+            leaves.push(name(
+                d.function_table[leaf.function_index as usize].name_strindex,
+            ));
+            let keys: Vec<&str> = s
+                .attribute_indices
+                .iter()
+                .map(|&a| name(d.attribute_table[a as usize].key_strindex))
+                .collect();
+            assert_eq!(keys, ["thread.id", "thread.name"]);
+        }
+    }
+    assert_eq!(total as u64, cpu_total, "every CPU sample, once");
+    // The same leaves as the pprof export's.
+    let pprof = crate::export::pprof::profile(&rec, crate::export::pprof::Kind::Cpu).unwrap();
+    let pprof_leaf = |s: &crate::export::pprof::proto::Sample| {
+        let loc = pprof
+            .location
+            .iter()
+            .find(|l| l.id == s.location_id[0])
+            .unwrap();
+        let f = pprof
+            .function
+            .iter()
+            .find(|f| f.id == loc.line[0].function_id)
+            .unwrap();
+        pprof.string_table[f.name as usize].clone()
+    };
+    let mut want: Vec<String> = pprof.sample.iter().map(pprof_leaf).collect();
+    let mut got: Vec<String> = leaves.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    got.sort();
+    assert_eq!(got, want);
 }
