@@ -25,6 +25,27 @@ fn rss_kib(pid: u32) -> Option<u64> {
         .ok()
 }
 
+/// KiB of the process's resident memory in BPF map mappings (ring buffers, mmapped arrays).
+fn bpf_map_rss_kib(pid: u32) -> u64 {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mut in_map = false;
+    let mut total = 0;
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if first.contains('-') && first.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
+            in_map = line.contains("anon_inode:bpf-map");
+        } else if let (true, Some(kib)) = (in_map, line.strip_prefix("Rss:")) {
+            total += kib
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .unwrap_or(0);
+        }
+    }
+    total
+}
+
 fn metrics(port: u16) -> Option<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
@@ -88,6 +109,13 @@ fn the_agent_records_window_after_window_with_bounded_disk_and_memory() {
         rss.extend(rss_kib(agent.pid()));
         std::thread::sleep(Duration::from_millis(250));
     }
+    // The rings are sized for 19 Hz and the unwind table is mapped only while written: the
+    // BPF maps hold little of the agent's memory (the defaults would be 80 MiB and more).
+    let maps = bpf_map_rss_kib(agent.pid());
+    assert!(
+        maps > 0 && maps < 16 * 1024,
+        "{maps} KiB resident in BPF maps"
+    );
     let text = metrics(port).expect("the agent's /metrics");
     let samples = value(
         &text,
@@ -141,7 +169,7 @@ fn the_agent_records_window_after_window_with_bounded_disk_and_memory() {
     let third = rss.len() / 3;
     let early = rss[..third].iter().max().unwrap();
     let late = rss[rss.len() - third..].iter().max().unwrap();
-    eprintln!("agent: {recorded} windows; RSS peak {early} KiB in the first third, {late} KiB in the last");
+    eprintln!("agent: {recorded} windows; RSS peak {early} KiB in the first third, {late} KiB in the last; {maps} KiB in BPF maps");
     assert!(
         late <= &(early + 16 * 1024),
         "RSS grew: {early} KiB -> {late} KiB ({rss:?})"

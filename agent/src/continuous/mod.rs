@@ -226,6 +226,11 @@ pub fn run(opts: &AgentOptions) -> Result<AgentSummary> {
         ro.off_cpu = opts.off_cpu;
         ro.stop = window_stop.clone();
         ro.shared_metrics = Some(metrics.clone());
+        // Rings for low rates, not for 999 Hz (mapped rings are resident memory).
+        if rules.frequency_hz <= 99 {
+            ro.small_rings = true;
+            ro.records_ring_bytes = 512 << 10;
+        }
         // Light by default: no output capture, no GPU library loaded into anyone.
         ro.capture_io = false;
         ro.gpu_trace = false;

@@ -72,7 +72,20 @@ pub struct SamplerOptions {
     pub python_frames: bool,
     /// Read plain HTTP on the targets' TCP sockets (syscall tracepoints on read and write).
     pub plain_http: bool,
+    /// Ring buffers sized for low rates ([`SMALL_RINGS`]): the continuous agent's 19 Hz
+    /// needs a fraction of the default rings, which are resident memory while mapped.
+    pub small_rings: bool,
 }
+
+/// The ring sizes `small_rings` sets, in bytes (the defaults are in `ebpf/src/maps.rs`: 8 MiB
+/// of CPU samples, 4 MiB each of span stacks and TLS, 1 MiB each of off-CPU and lifecycle).
+pub const SMALL_RINGS: [(&str, u32); 5] = [
+    ("EVENTS", 1 << 20),
+    ("SPAN_STACKS", 512 << 10),
+    ("TLS", 1 << 20),
+    ("OFFCPU_EVENTS", 256 << 10),
+    ("LIFECYCLE", 256 << 10),
+];
 
 /// Longest a target's first unwind tables are waited for before it is sampled.
 const INITIAL_TABLES_WAIT: Duration = Duration::from_secs(30);
@@ -208,11 +221,18 @@ impl Sampler {
             },
         };
         let bpf_log_level = bpf_log_level();
-        let mut bpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        loader
             .override_global("CONFIG", &config, true)
             .override_global(aya_log::LEVEL, &bpf_log_level, true)
             .map_max_entries("RECORDS", opts.records_ring_bytes)
-            .map_max_entries("UNWIND_ROWS", opts.unwind_rows.max(1))
+            .map_max_entries("UNWIND_ROWS", opts.unwind_rows.max(1));
+        if opts.small_rings {
+            for (name, bytes) in SMALL_RINGS {
+                loader.map_max_entries(name, bytes);
+            }
+        }
+        let mut bpf = loader
             .load(BPF_OBJECT)
             .map_err(|e| Error::bpf("loading the BPF object", e))?;
         let bpf_logs = if bpf_log_level == 0 {

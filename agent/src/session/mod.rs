@@ -65,6 +65,9 @@ pub struct RecordOptions {
     pub capture_io: bool,
     /// Size of the ring buffer for spans, events and logs, in bytes.
     pub records_ring_bytes: u32,
+    /// The other ring buffers at the sizes low rates need
+    /// ([`crate::sampler::SMALL_RINGS`]; the continuous agent's).
+    pub small_rings: bool,
     /// Capacity of the kernel's unwind-row table; 0: user stacks by frame pointers only.
     pub unwind_rows: u32,
     /// Read the Python frames of CPython targets (`--no-python` turns it off).
@@ -163,6 +166,7 @@ impl RecordOptions {
             probes: Vec::new(),
             capture_io: true,
             records_ring_bytes: crate::sampler::DEFAULT_RECORDS_RING,
+            small_rings: false,
             unwind_rows: modelprobe_common::unwind::DEFAULT_UNWIND_ROWS,
             python_frames: true,
             packs: true,

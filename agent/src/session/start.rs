@@ -293,6 +293,7 @@ fn attach(
         unwind_rows: opts.unwind_rows,
         python_frames: opts.python_frames,
         plain_http: opts.plain_http && opts.packs && opts.llm.is_some(),
+        small_rings: opts.small_rings,
     };
     let mut sampler = Sampler::start(&sampler_opts, tracefs)?;
     match (&opts.target, child) {
