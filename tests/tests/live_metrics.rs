@@ -141,6 +141,14 @@ fn prometheus_scrapes_a_recording_in_progress() {
             .any(|(m, v)| m["process"] == "mp-workload" && *v > 10.0),
         "{cpu:?}"
     );
+    // The kernel's accounting of the same process's CPU time, beside the samples.
+    let kernel = query(prom_port, "modelprobe_process_cpu_seconds_total");
+    assert!(
+        kernel
+            .iter()
+            .any(|(m, v)| m["process"] == "mp-workload" && *v > 0.1),
+        "{kernel:?}"
+    );
     // mp_sleep sleeps 20 ms: the histogram's mean says so.
     let mean = query(
         prom_port,

@@ -3,6 +3,8 @@
 //! make a series per child), a span by its probed function, an LLM call by provider and model.
 //!
 //! - `modelprobe_cpu_samples_total{process}`, `modelprobe_off_cpu_seconds_total{process}`
+//! - `modelprobe_process_cpu_seconds_total{process}`: CPU time as the kernel accounts it
+//!   (`/proc/PID/stat`, read every second), counted from when a process is first seen
 //! - `modelprobe_span_duration_seconds{function}` (histogram: rate, latency quantiles)
 //! - `modelprobe_llm_calls_total{provider,model,status}`, `modelprobe_llm_tokens_total{model,type}`,
 //!   `modelprobe_llm_cost_usd_total{model}`, `modelprobe_llm_time_to_first_token_seconds{model}`
@@ -75,6 +77,7 @@ pub struct LiveMetrics {
     registry: Registry,
     cpu_samples: Family<ProcessLabel, Counter>,
     off_cpu_seconds: Family<ProcessLabel, FloatCounter>,
+    process_cpu: Family<ProcessLabel, FloatCounter>,
     span_duration: Family<FunctionLabel, Histogram, fn() -> Histogram>,
     llm_calls: Family<CallLabels, Counter>,
     llm_tokens: Family<TokenLabels, Counter>,
@@ -86,6 +89,8 @@ pub struct LiveMetrics {
     recording_seconds: Gauge<f64, AtomicU64>,
     /// The lost counts already added, per kind (the kernel gives running totals).
     lost_seen: Mutex<HashMap<String, u64>>,
+    /// Each process's CPU seconds already added (the kernel gives running totals).
+    cpu_seen: Mutex<HashMap<u32, f64>>,
 }
 
 impl Default for LiveMetrics {
@@ -101,6 +106,7 @@ impl LiveMetrics {
         let m = LiveMetrics {
             cpu_samples: Family::default(),
             off_cpu_seconds: Family::default(),
+            process_cpu: Family::default(),
             span_duration: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
             llm_calls: Family::default(),
             llm_tokens: Family::default(),
@@ -111,6 +117,7 @@ impl LiveMetrics {
             targets: Gauge::default(),
             recording_seconds: Gauge::default(),
             lost_seen: Mutex::new(HashMap::new()),
+            cpu_seen: Mutex::new(HashMap::new()),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -123,6 +130,11 @@ impl LiveMetrics {
             "off_cpu_seconds",
             "Time threads were blocked (off-CPU recording), by process name",
             m.off_cpu_seconds.clone(),
+        );
+        r.register(
+            "process_cpu_seconds",
+            "CPU time of the recorded processes as the kernel accounts it, by process name",
+            m.process_cpu.clone(),
         );
         r.register(
             "span_duration_seconds",
@@ -251,6 +263,29 @@ impl LiveMetrics {
         }
     }
 
+    /// Process `pid` (named `process`) has used `total` CPU seconds in all: what it used since
+    /// the last call is counted (nothing at the first, which sets where it started).
+    pub fn process_cpu(&self, pid: u32, process: &str, total: f64) {
+        let mut seen = self.cpu_seen.lock().unwrap_or_else(|e| e.into_inner());
+        let before = seen.entry(pid).or_insert(total);
+        if total > *before {
+            self.process_cpu
+                .get_or_create(&ProcessLabel {
+                    process: process.to_string(),
+                })
+                .inc_by(total - *before);
+            *before = total;
+        }
+    }
+
+    /// Forgets the processes not in `live` (their pids may come back as others).
+    pub fn keep_process_cpu(&self, live: &[u32]) {
+        self.cpu_seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|pid, _| live.contains(pid));
+    }
+
     /// The latest reading `what` (in `unit`) of GPU `gpu`.
     pub fn gpu(&self, gpu: u32, what: &str, unit: &str, value: f64) {
         self.gpu
@@ -321,6 +356,14 @@ mod tests {
         });
         m.progress(2, 1.5);
         m.gpu(0, "utilization", "%", 87.0);
+        // Kernel CPU time: counted from the first reading, per pid, summed by name; a pid
+        // forgotten and seen again starts over.
+        m.process_cpu(10, "python3", 100.0);
+        m.process_cpu(10, "python3", 101.5);
+        m.process_cpu(11, "python3", 7.0);
+        m.process_cpu(11, "python3", 7.25);
+        m.keep_process_cpu(&[10]);
+        m.process_cpu(11, "python3", 50.0);
         let text = m.encode();
         for line in [
             "modelprobe_cpu_samples_total{process=\"python3\"} 2",
@@ -333,6 +376,7 @@ mod tests {
             "modelprobe_lost_total{kind=\"cpu_samples\"} 6",
             "modelprobe_lost_total{kind=\"tls_records\"} 0",
             "modelprobe_targets 2",
+            "modelprobe_process_cpu_seconds_total{process=\"python3\"} 1.75",
             "modelprobe_gpu{gpu=\"0\",what=\"utilization\",unit=\"%\"} 87.0",
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");

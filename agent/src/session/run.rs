@@ -76,6 +76,7 @@ fn publish_progress(s: &Session<'_>) {
     let Some(live) = s.collector.live_metrics() else {
         return;
     };
+    s.collector.publish_process_cpu();
     match s.sampler.lost() {
         Ok(counts) => live.lost(&super::finish::lost_in_kernel(&counts)),
         Err(e) => log::debug!("metrics: drop counters not read: {e}"),

@@ -104,6 +104,20 @@ impl Collector {
         self.live.flush();
     }
 
+    /// Counts each live process's CPU time, as the kernel accounts it, into the live metrics.
+    pub fn publish_process_cpu(&self) {
+        let Some(m) = self.live.metrics.as_deref() else {
+            return;
+        };
+        let live = self.live_pids();
+        for &pid in &live {
+            if let Some(total) = crate::target::cpu_seconds(pid) {
+                m.process_cpu(pid, self.process_label(pid), total);
+            }
+        }
+        m.keep_process_cpu(&live);
+    }
+
     /// The live metrics, if any.
     pub fn live_metrics(&self) -> Option<&crate::live::LiveMetrics> {
         self.live.metrics.as_deref()
