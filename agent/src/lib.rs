@@ -53,6 +53,7 @@ pub mod sampler;
 pub mod select;
 pub mod session;
 pub mod signals;
+pub mod snapshot;
 pub mod symbolize;
 pub mod target;
 pub mod unwind;

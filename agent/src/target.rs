@@ -60,6 +60,25 @@ pub fn comm(pid: u32) -> Option<String> {
         .map(|s| s.trim_end().to_string())
 }
 
+/// A thread's name (`comm`), if it is still there.
+pub fn thread_comm(pid: u32, tid: u32) -> Option<String> {
+    fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
+        .ok()
+        .map(|s| s.trim_end().to_string())
+}
+
+/// The process's thread ids, in order (empty when it is gone).
+pub fn thread_ids(pid: u32) -> Vec<u32> {
+    let mut tids: Vec<u32> = fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    tids.sort_unstable();
+    tids
+}
+
 /// CPU time the process's threads have used, user and system, in seconds (the kernel's
 /// accounting in `/proc/PID/stat`), if it is still there.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {

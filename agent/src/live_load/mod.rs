@@ -42,7 +42,7 @@ mod hold;
 #[cfg(target_arch = "x86_64")]
 mod load;
 #[cfg(target_arch = "x86_64")]
-mod ptrace;
+pub(crate) mod ptrace;
 #[cfg(target_arch = "x86_64")]
 mod remote;
 

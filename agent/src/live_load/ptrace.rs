@@ -31,7 +31,7 @@ const XSTATE_MAX: usize = 32 * 1024;
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[allow(missing_docs)] // Register names.
-pub(super) struct Regs {
+pub(crate) struct Regs {
     pub r15: u64,
     pub r14: u64,
     pub r13: u64,
@@ -63,7 +63,7 @@ pub(super) struct Regs {
 
 /// The FPU/vector state: the legacy FXSAVE image, and the XSAVE area when the CPU has one.
 #[derive(Clone)]
-pub(super) struct FpState {
+pub(crate) struct FpState {
     /// The legacy FXSAVE image (x87, SSE).
     pub fx: [u8; 512],
     xstate: Option<Vec<u8>>,
@@ -83,7 +83,7 @@ impl FpState {
 
 /// Where a stopped thread is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Stop {
+pub(crate) enum Stop {
     /// `PTRACE_EVENT_STOP`: our interrupt (`SIGTRAP`) or a group stop (a stop signal); the
     /// thread is inside the kernel's signal handling, where syscall restarts are decided.
     Event(i32),
@@ -97,7 +97,7 @@ pub(super) enum Stop {
 
 /// Why a wait returned without a stop.
 #[derive(Debug)]
-pub(super) enum WaitError {
+pub(crate) enum WaitError {
     /// No stop within the limit.
     Timeout,
     /// The thread exited or was killed (the text says how).
@@ -108,7 +108,7 @@ pub(super) enum WaitError {
 
 /// Syscall entry or exit, from `PTRACE_GET_SYSCALL_INFO`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum SyscallPhase {
+pub(crate) enum SyscallPhase {
     /// Entry, with the ABI's audit arch (`AUDIT_ARCH_X86_64` for 64-bit syscalls).
     Entry {
         /// `AUDIT_ARCH_*`.
@@ -121,7 +121,7 @@ pub(super) enum SyscallPhase {
 }
 
 /// `AUDIT_ARCH_X86_64`.
-pub(super) const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+pub(crate) const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
 
 fn ptrace(req: i64, tid: u32, addr: u64, data: u64) -> io::Result<i64> {
     // SAFETY: every request passed here takes (pid, addr, data) as plain integers or as
@@ -137,7 +137,7 @@ fn ptrace(req: i64, tid: u32, addr: u64, data: u64) -> io::Result<i64> {
 
 /// A thread this thread of the agent traces.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Tracee {
+pub(crate) struct Tracee {
     /// The thread id.
     pub tid: u32,
 }
@@ -337,7 +337,7 @@ fn decode(status: i32) -> Result<Stop, WaitError> {
 /// A raw `siginfo_t` (128 bytes).
 #[derive(Clone, Copy)]
 #[repr(C, align(8))]
-pub(super) struct SigInfo(pub [u64; 16]);
+pub(crate) struct SigInfo(pub [u64; 16]);
 
 impl SigInfo {
     /// `si_signo`.
@@ -363,7 +363,7 @@ impl std::fmt::Debug for SigInfo {
 }
 
 /// `SIGSEGV` and the like, for messages (a `SIGSYS` here is a seccomp filter's).
-pub(super) fn signal_name(sig: i32) -> String {
+pub(crate) fn signal_name(sig: i32) -> String {
     if sig == libc::SIGSYS {
         return "SIGSYS, a seccomp filter".into();
     }

@@ -25,6 +25,7 @@ mod collect;
 mod finish;
 mod gpu;
 mod run;
+pub(crate) mod snapshot;
 mod start;
 
 pub use collect::log_lines;

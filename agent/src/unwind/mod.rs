@@ -10,5 +10,6 @@
 pub mod compile;
 mod shared;
 pub mod tables;
+pub mod walk;
 
 pub use tables::UnwindTables;

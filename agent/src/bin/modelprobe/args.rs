@@ -74,6 +74,24 @@ pub enum Command {
         )]
         command: Vec<OsString>,
     },
+    /// Print every thread's stack now, native and Python (like `py-spy dump` or gdb's `thread
+    /// apply all bt`): the process is held only while its stacks are copied (a few ms), then
+    /// unwound with its CFI and named as a profile's frames are.
+    #[command(
+        after_help = "Examples:\n  sudo modelprobe stacks --pid 4242\n  sudo modelprobe stacks --pid 4242 --json | jq '.threads[] | {name, top: .frames[0].name}'"
+    )]
+    Stacks {
+        /// The process.
+        #[arg(long)]
+        pid: u32,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Show native frames under the Python ones too (by default a Python thread's
+        /// interpreter frames are left out).
+        #[arg(long)]
+        native: bool,
+    },
     /// Show where --probe specs would attach in a process (file, function, offset), without
     /// attaching anything.
     #[command(

@@ -65,6 +65,7 @@ fn real_main(cli: Cli) -> anyhow::Result<i32> {
             cli.quiet,
         ),
         Command::Probes { pid, probes } => inspect::probes(pid, &probes),
+        Command::Stacks { pid, json, native } => inspect::stacks(pid, json, native),
         Command::Report { path, top, json } => inspect::report(&path, top, json),
         Command::Analyze {
             inputs,
