@@ -54,6 +54,7 @@ pub mod select;
 pub mod session;
 pub mod signals;
 pub mod snapshot;
+pub mod stop;
 pub mod symbolize;
 pub mod target;
 pub mod unwind;

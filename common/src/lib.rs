@@ -79,6 +79,82 @@ pub mod kind {
     /// not sent because the agent asked to skip them (`TLS_SKIP`: a large body that is no LLM
     /// call).
     pub const TLS_SKIPPED: u32 = 17;
+    /// [`Record`](super::Record): a stop rule fired and the probe sent the process `SIGSTOP`
+    /// from the thread that hit it (see [`stop`](super::stop)); `id` is the probe id,
+    /// `args[0]` a [`stop::reason`](super::stop::reason), `args[1..7]` the call's first six
+    /// arguments (a breakpoint) or its return value in `args[1]` (an API error), `args[7]` the
+    /// address the call returns to (which a return probe's trampoline hides on the stack).
+    pub const STOP: u32 = 18;
+}
+
+/// Stopping the target from a probe, at the call that asked for it (`--break`, `--stop-on
+/// api_error`): the BPF side sends `SIGSTOP` from the thread that hit the probe, so every
+/// thread stops with that one at the call, and reports it as a [`kind::STOP`] record.
+pub mod stop {
+    /// Why a process was stopped. Values of a [`kind::STOP`](super::kind::STOP) record's
+    /// `args[0]`.
+    pub mod reason {
+        /// A breakpoint's condition held (see [`StopRule`](super::StopRule)).
+        pub const BREAK: u64 = 1;
+        /// A status-returning API call failed.
+        pub const API_ERROR: u64 = 2;
+    }
+
+    /// Comparisons of a [`StopRule`]'s argument with its value (as signed 64-bit integers).
+    pub mod op {
+        /// Every call.
+        pub const ANY: u32 = 0;
+        /// `==`.
+        pub const EQ: u32 = 1;
+        /// `!=`.
+        pub const NE: u32 = 2;
+        /// `<`.
+        pub const LT: u32 = 3;
+        /// `<=`.
+        pub const LE: u32 = 4;
+        /// `>`.
+        pub const GT: u32 = 5;
+        /// `>=`.
+        pub const GE: u32 = 6;
+    }
+
+    /// Breakpoints at once.
+    pub const MAX_STOP_RULES: u32 = 64;
+
+    /// A breakpoint on one probed function, in `STOP_RULES` under its probe id.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct StopRule {
+        /// Which integer argument is compared (0..=5).
+        pub arg: u32,
+        /// An [`op`] constant.
+        pub op: u32,
+        /// What it is compared with.
+        pub value: i64,
+        /// The process is stopped from the `hit`-th matching call on (1: the first).
+        pub hit: u64,
+        /// Matching calls so far (counted by the BPF side).
+        pub seen: u64,
+    }
+
+    /// Whether `arg` compared by `op` with `value` holds.
+    pub fn holds(arg: i64, op: u32, value: i64) -> bool {
+        match op {
+            op::EQ => arg == value,
+            op::NE => arg != value,
+            op::LT => arg < value,
+            op::LE => arg <= value,
+            op::GT => arg > value,
+            op::GE => arg >= value,
+            _ => true,
+        }
+    }
+
+    // SAFETY: integers only, no implicit padding (checked below): any bit pattern is valid.
+    #[cfg(feature = "user")]
+    unsafe impl aya::Pod for StopRule {}
+
+    const _: () = assert!(core::mem::size_of::<StopRule>() == 32);
 }
 
 /// Set in a span probe's cookie when its function returns a status code: a non-zero return
@@ -441,6 +517,9 @@ pub struct Config {
     /// a thread's `pthread_self()`, which finds its Python thread state. `u32::MAX` when
     /// unknown (no Python frames).
     pub task_fsbase_off: u32,
+    /// 1 to stop the process (`SIGSTOP` from the failing thread) when a status-returning API
+    /// call fails, within the stop budget (`--stop-on api_error`).
+    pub stop_on_api_error: u32,
 }
 
 // SAFETY: both types are `repr(C)`, `Copy`, contain only integers and integer arrays, and have
@@ -485,7 +564,7 @@ mod layout {
     const _: () = assert!(offset_of!(StackEvent, pystack) == 96 + 16 * MAX_STACK_DEPTH);
     const _: () =
         assert!(size_of::<StackEvent>() == 96 + 16 * MAX_STACK_DEPTH + 16 * python::MAX_PY_DEPTH);
-    const _: () = assert!(size_of::<Config>() == 60);
+    const _: () = assert!(size_of::<Config>() == 64);
     const _: () = assert!(offset_of!(Record, kind) == 0);
     const _: () = assert!(offset_of!(Record, time_ns) == 16);
     const _: () = assert!(offset_of!(Record, id) == 24);

@@ -44,6 +44,7 @@ mod sampling;
 mod sockets;
 mod spans;
 mod stdio;
+mod stop;
 mod tls;
 mod unwind;
 

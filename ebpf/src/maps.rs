@@ -40,6 +40,7 @@ static CONFIG: Config = Config {
     offcpu_event_min_ns: 0,
     lifecycle_wakeup: 0,
     task_fsbase_off: u32::MAX,
+    stop_on_api_error: 0,
 };
 
 /// Processes (tgids) being profiled.

@@ -91,6 +91,7 @@ fn try_span_enter<const STACKS: bool>(ctx: &ProbeContext) -> Result<u32, i64> {
         // The stack that queued GPU work: its GPU time is charged to it.
         launch_stack(ctx, probe);
     }
+    crate::stop::check_break(ctx, probe, [a(0), a(1), a(2), a(3), a(4), a(5)]);
     Ok(0)
 }
 
@@ -194,7 +195,17 @@ fn try_span_exit<const STACKS: bool>(ctx: &RetProbeContext) -> Result<u32, i64> 
     if STACKS && cookie & STATUS_COOKIE != 0 && ret as u32 != 0 {
         // A failed API call: keep where it was called from (the caller's stack, as the return
         // probe runs on the way back to it).
-        error_stack(ctx, (cookie & COOKIE_ID_MASK) as u32);
+        let probe = (cookie & COOKIE_ID_MASK) as u32;
+        error_stack(ctx, probe);
+        if crate::maps::config().stop_on_api_error != 0 {
+            crate::stop::stop(
+                ctx,
+                modelprobe_common::stop::reason::API_ERROR,
+                probe,
+                [ret, 0, 0, 0, 0, 0],
+                crate::stop::user_ip(ctx),
+            );
+        }
     }
     Ok(0)
 }

@@ -163,6 +163,10 @@ pub enum EventKind {
     ModelLoad,
     /// A call of a pack's API (CUDA) returned an error (`value`: the error code).
     ApiError,
+    /// modelprobe stopped the process at a breakpoint or a failed call (`--break`,
+    /// `--stop-on`; `message`: why and where, `tid`: the thread that hit it, `stack`: its
+    /// stack at the stop).
+    Stopped,
 }
 
 impl EventKind {
@@ -179,6 +183,7 @@ impl EventKind {
             EventKind::FatalSignal => "fatal_signal",
             EventKind::ModelLoad => "model_load",
             EventKind::ApiError => "api_error",
+            EventKind::Stopped => "stopped",
         }
     }
 }

@@ -34,6 +34,7 @@ use crate::{unwind::UnwindTables, Error, Result};
 
 mod btf;
 pub mod offcpu;
+mod stop;
 mod tls;
 pub mod tracefs;
 
@@ -72,6 +73,9 @@ pub struct SamplerOptions {
     pub python_frames: bool,
     /// Read plain HTTP on the targets' TCP sockets (syscall tracepoints on read and write).
     pub plain_http: bool,
+    /// Stop the process at a failed API call (`--stop-on api_error`; within the stop budget
+    /// set by [`Sampler::set_stop_budget`]).
+    pub stop_on_api_error: bool,
     /// Ring buffers sized for low rates ([`SMALL_RINGS`]): the continuous agent's 19 Hz
     /// needs a fraction of the default rings, which are resident memory while mapped.
     pub small_rings: bool,
@@ -219,6 +223,7 @@ impl Sampler {
             } else {
                 u32::MAX
             },
+            stop_on_api_error: u32::from(opts.stop_on_api_error),
         };
         let bpf_log_level = bpf_log_level();
         let mut loader = EbpfLoader::new();
@@ -649,7 +654,7 @@ impl Sampler {
     }
 }
 
-fn missing(name: &str) -> Error {
+pub(super) fn missing(name: &str) -> Error {
     Error::bpf(
         format!("finding {name} in the BPF object"),
         std::io::Error::new(std::io::ErrorKind::NotFound, "not in this object"),

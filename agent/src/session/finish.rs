@@ -29,6 +29,7 @@ pub(super) fn finish(s: Session<'_>, stopped: Stopped) -> Result<Outcome> {
         live,
         child: _,
         adopted,
+        held: _,
     } = s;
     gpu.collect_last(&progress);
     sampler.drain(&mut collector);

@@ -27,6 +27,7 @@ mod gpu;
 mod run;
 pub(crate) mod snapshot;
 mod start;
+mod stops;
 
 pub use collect::log_lines;
 use collect::{Collector, Lifecycle};
@@ -115,6 +116,9 @@ pub struct RecordOptions {
     /// then on like `more_pids` (the continuous agent's new matches). With it, the session
     /// ends on its processes' exit only when every one it recorded has exited.
     pub adopt: Option<Arc<Adopt>>,
+    /// Breakpoints and `--stop-on` rules: the process is stopped there, its stacks printed,
+    /// and it is resumed by `modelprobe resume` or after the timeout.
+    pub stops: Option<crate::stop::StopOptions>,
 }
 
 /// Processes handed to a session in progress, taken by its event loop (every ~100 ms): each
@@ -187,6 +191,7 @@ impl RecordOptions {
             more_pids: Vec::new(),
             shared_metrics: None,
             adopt: None,
+            stops: None,
         }
     }
 }

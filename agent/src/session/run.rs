@@ -65,7 +65,9 @@ pub(super) fn run(s: &mut Session<'_>) -> Stopped {
         }
         s.sampler.poll_unwind();
         adopt(s);
+        super::stops::follow(s);
         if let Some(stopped) = check_end(s, &mut forwarded_at) {
+            super::stops::release(s);
             return stopped;
         }
     }

@@ -48,6 +48,8 @@ pub(super) struct Session<'a> {
     pub live: LiveOutputs,
     /// Processes handed over while recording ([`RecordOptions::adopt`]).
     pub adopted: Vec<u32>,
+    /// Processes this session stopped ([`RecordOptions::stops`]) and when.
+    pub held: Vec<(u32, Instant)>,
 }
 
 /// The live outputs of a session: the metrics server (stops when dropped) and the stream.
@@ -192,6 +194,7 @@ pub(super) fn start(opts: &RecordOptions) -> Result<Session<'_>> {
         started_at: Instant::now(),
         created_output_dir,
         adopted: Vec::new(),
+        held: Vec::new(),
     })
 }
 
@@ -255,7 +258,10 @@ fn attach(
         (Target::Command(_), Some(c)) => SearchContext::for_command(&c.program_path),
         (Target::Command(_), None) => unreachable!("a command target always has a child"),
     };
-    let mut probes = ProbeSet::resolve(&opts.probes, &ctx)?;
+    let mut specs = opts.probes.clone();
+    let breaks = opts.stops.as_ref().map_or(&[][..], |s| &s.breaks[..]);
+    specs.extend(breaks.iter().map(|b| b.spec.clone()));
+    let mut probes = ProbeSet::resolve(&specs, &ctx)?;
     probes.keep_launch_stacks(opts.gpu_trace);
     if opts.packs {
         let mut skip: Vec<&'static str> = Vec::new();
@@ -286,7 +292,7 @@ fn attach(
         // A user's probes are attached to each new process at once; the packs' libraries
         // (CUDA...) take far longer to load than the agent's 100 ms poll, so for them
         // lifecycle records wait for the batch and short-lived children cost nothing.
-        lifecycle_wakeup: !opts.probes.is_empty(),
+        lifecycle_wakeup: !specs.is_empty(),
         capture_io: opts.capture_io,
         cpu: opts.cpu,
         records_ring_bytes: opts.records_ring_bytes,
@@ -294,8 +300,28 @@ fn attach(
         python_frames: opts.python_frames,
         plain_http: opts.plain_http && opts.packs && opts.llm.is_some(),
         small_rings: opts.small_rings,
+        stop_on_api_error: opts.stops.as_ref().is_some_and(|s| s.api_error),
     };
     let mut sampler = Sampler::start(&sampler_opts, tracefs)?;
+    if let Some(stops) = &opts.stops {
+        let table = probes.table();
+        for b in &stops.breaks {
+            for (id, _) in table
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.spec == b.spec.text)
+            {
+                sampler.set_stop_rule(id as u32, b.rule)?;
+            }
+        }
+        sampler.set_stop_budget(stops.max)?;
+        log::info!(
+            "stopping the process {}; at most {} time(s), resumed after {} unless `modelprobe resume PID` comes first",
+            stops.describe(),
+            stops.max,
+            humantime::format_duration(stops.timeout)
+        );
+    }
     match (&opts.target, child) {
         (Target::Pid(pid), _) => {
             for root in std::iter::once(*pid).chain(opts.more_pids.iter().copied()) {

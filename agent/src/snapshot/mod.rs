@@ -45,6 +45,9 @@ pub struct ThreadStack {
     pub frames: Vec<FrameLine>,
     /// True when the walk reached the thread's first frame.
     pub whole: bool,
+    /// Callers left out because a return probe (a `--probe`'s or a pack's uretprobe) holds
+    /// their return address: the kernel's trampoline stands in its place on the stack.
+    pub probed_callers_hidden: usize,
 }
 
 /// One frame as shown.
@@ -80,6 +83,94 @@ pub struct Snapshot {
     pub python: bool,
 }
 
+impl Snapshot {
+    /// As text, a thread after another: its name, state and frames, innermost first (a
+    /// Python thread's interpreter frames left out unless `native`).
+    pub fn text(&self, native: bool) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "Process {}: {}\nheld for {:.2} ms; {} thread(s){}",
+            self.pid,
+            self.command,
+            self.pause.as_secs_f64() * 1000.0,
+            self.threads.len(),
+            if self.python {
+                ", Python frames read"
+            } else {
+                ""
+            }
+        );
+        for t in &self.threads {
+            let waiting = t
+                .waiting_in
+                .as_deref()
+                .map(|w| format!(", in {w}"))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "\nThread {} \"{}\" ({}{waiting})",
+                t.tid,
+                t.name,
+                state_word(&t.state)
+            );
+            let has_python = t.frames.iter().any(|f| f.kind == "python");
+            let mut hidden = 0;
+            for f in &t.frames {
+                // A Python thread's native frames outside its Python ones are the
+                // interpreter's.
+                if has_python && !native && f.kind != "python" {
+                    hidden += 1;
+                    continue;
+                }
+                let at = match (&f.file, f.line) {
+                    _ if f.kind == "python" => String::new(),
+                    (Some(file), Some(line)) => format!(" ({file}:{line})"),
+                    (Some(file), None) => format!(" ({file})"),
+                    _ => f
+                        .module
+                        .as_deref()
+                        .map(|m| format!(" ({m})"))
+                        .unwrap_or_default(),
+                };
+                let _ = writeln!(out, "    {}{at}", f.name);
+            }
+            if hidden > 0 {
+                let _ = writeln!(out, "    ({hidden} native frames; --native shows them)");
+            }
+            if t.probed_callers_hidden > 0 {
+                let _ = writeln!(
+                    out,
+                    "    ({} caller frame(s) left out: a return probe holds their return address)",
+                    t.probed_callers_hidden
+                );
+            }
+            if t.frames.is_empty() {
+                let _ = writeln!(out, "    (no frames could be read)");
+            } else if !t.whole {
+                let _ = writeln!(out, "    (the outer frames could not be unwound)");
+            }
+        }
+        for (tid, why) in &self.missed {
+            let _ = writeln!(out, "\nThread {tid}: not held ({why})");
+        }
+        out
+    }
+}
+
+fn state_word(s: &str) -> &str {
+    match s {
+        "R" => "running",
+        "S" => "sleeping",
+        "D" => "waiting in the kernel",
+        "T" => "stopped",
+        "t" => "traced",
+        "Z" => "zombie",
+        other => other,
+    }
+}
+
 fn micros<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S::Error> {
     s.serialize_u64(d.as_micros() as u64)
 }
@@ -93,11 +184,18 @@ struct Tables {
     objects: HashMap<(u64, u64), Option<ObjectTable>>,
     /// Mapping start to its object's key.
     keys: HashMap<u64, (u64, u64)>,
+    /// The kernel's `[uprobes]` page (return-probe trampolines), if mapped.
+    trampolines: Option<(u64, u64)>,
 }
 
 impl Tables {
     fn new(pid: u32) -> Self {
         let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+        let trampolines = maps
+            .lines()
+            .filter_map(crate::procmaps::parse_line)
+            .find(|l| l.path == "[uprobes]")
+            .map(|l| (l.start, l.end));
         let mappings = maps
             .lines()
             .filter_map(crate::procmaps::parse_line)
@@ -106,6 +204,7 @@ impl Tables {
             .collect();
         Tables {
             mappings,
+            trampolines,
             ..Tables::default()
         }
     }
@@ -164,6 +263,13 @@ fn state_of(pid: u32, tid: u32) -> (String, Option<String>) {
 
 /// Takes the snapshot.
 pub fn take(pid: u32) -> Result<Snapshot> {
+    take_with(pid, None)
+}
+
+/// Takes the snapshot knowing, for thread `hint.0`, the address its probed call returns to
+/// (`hint.1`): where a return probe's trampoline stands in for it on that thread's stack (or
+/// in its instruction pointer), the caller is named after all.
+pub fn take_with(pid: u32, hint: Option<(u32, u64)>) -> Result<Snapshot> {
     preflight::check_privileges()?;
     target::check_pid(pid)?;
     if pid == std::process::id() {
@@ -182,8 +288,19 @@ pub fn take(pid: u32) -> Result<Snapshot> {
     let start_ns = crate::clock::monotonic_ns();
     let frozen = freeze::freeze(pid, py.as_ref())?;
     let mut wholes = HashMap::new();
+    let mut hidden: HashMap<u32, usize> = HashMap::new();
     for t in &frozen.threads {
-        let regs = (t.regs.rip, t.regs.rsp, t.regs.rbp);
+        let trampolines = tables.trampolines;
+        let in_trampoline =
+            move |pc: u64| trampolines.is_some_and(|(lo, hi)| (lo..hi).contains(&pc));
+        let known_return = hint
+            .filter(|&(tid, ra)| tid == t.tid && ra != 0)
+            .map(|(_, ra)| ra);
+        let ip = match known_return {
+            Some(ra) if in_trampoline(t.regs.rip) => ra,
+            _ => t.regs.rip,
+        };
+        let regs = (ip, t.regs.rsp, t.regs.rbp);
         // Tables for the objects on the stack: the words that point into code, and the ip.
         let mut pcs = vec![t.regs.rip];
         pcs.extend(
@@ -194,9 +311,24 @@ pub fn take(pid: u32) -> Result<Snapshot> {
         pcs.sort_unstable();
         pcs.dedup();
         tables.load(pid, &pcs);
-        let (frames, end) =
-            walk::walk(regs, MAX_STACK_DEPTH, |pc| tables.object(pc), |a| t.word(a));
+        let (mut frames, end) = walk::walk(
+            regs,
+            MAX_STACK_DEPTH,
+            |pc| tables.object(pc),
+            |a| {
+                let w = t.word(a)?;
+                Some(match known_return {
+                    Some(ra) if in_trampoline(w) => ra,
+                    _ => w,
+                })
+            },
+        );
         wholes.insert(t.tid, end == End::Whole);
+        let before = frames.len();
+        if let Some((lo, hi)) = tables.trampolines {
+            frames.retain(|&pc| !(lo..hi).contains(&pc));
+        }
+        hidden.insert(t.tid, before - frames.len());
         let name = target::thread_comm(pid, t.tid).unwrap_or_default();
         let mut comm = [0u8; TASK_COMM_LEN];
         for (d, s) in comm.iter_mut().zip(name.bytes().take(TASK_COMM_LEN - 1)) {
@@ -257,6 +389,7 @@ pub fn take(pid: u32) -> Result<Snapshot> {
                 waiting_in,
                 frames: frames_of(&rec, t.tid),
                 whole: wholes.get(&t.tid).copied().unwrap_or(false),
+                probed_callers_hidden: hidden.get(&t.tid).copied().unwrap_or(0),
             }
         })
         .collect();

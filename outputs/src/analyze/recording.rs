@@ -51,7 +51,7 @@ impl Clock {
 fn event_level(kind: EventKind) -> Level {
     match kind {
         EventKind::ApiError | EventKind::FatalSignal => Level::Error,
-        EventKind::Signal => Level::Warn,
+        EventKind::Signal | EventKind::Stopped => Level::Warn,
         _ => Level::Info,
     }
 }

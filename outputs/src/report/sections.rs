@@ -404,6 +404,7 @@ pub(super) fn events(rec: &Recording, top: usize) -> Section {
                     | EventKind::Exec
                     | EventKind::ModelLoad
                     | EventKind::ApiError
+                    | EventKind::Stopped
             )
         })
         .take(top)

@@ -92,6 +92,12 @@ pub enum Command {
         #[arg(long)]
         native: bool,
     },
+    /// Let a process stopped by --break or --stop-on (or any SIGSTOP) go on.
+    #[command(after_help = "Example:\n  sudo modelprobe resume 4242")]
+    Resume {
+        /// The stopped process.
+        pid: u32,
+    },
     /// Show where --probe specs would attach in a process (file, function, offset), without
     /// attaching anything.
     #[command(
@@ -302,6 +308,22 @@ pub struct RecordArgs {
     /// the config file's probes.
     #[arg(long = "probe", value_name = "SPEC", value_parser = parse_probe)]
     pub probes: Vec<ProbeSpec>,
+    /// Stop the process when this function is called, as a debugger's breakpoint would:
+    /// 'TARGET:SYMBOL [if argN OP VALUE] [hit N]' (OP one of == != < <= > >=, compared as
+    /// signed integers; stop from the Nth matching call). The thread stops at the call; every
+    /// thread's stack is printed; `modelprobe resume PID` (or --stop-timeout) lets it go on.
+    #[arg(long = "break", value_name = "SPEC", value_parser = parse_break)]
+    pub breaks: Vec<modelprobe::stop::Breakpoint>,
+    /// Stop the process at this: `api_error` (a CUDA, cuBLAS or NCCL call that fails, stopped
+    /// in the failing thread as the call returns). Repeatable.
+    #[arg(long = "stop-on", value_name = "WHAT", value_parser = parse_stop_on)]
+    pub stop_on: Vec<String>,
+    /// A process stopped by --break or --stop-on resumes by itself after this.
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION", default_value = "5m")]
+    pub stop_timeout: std::time::Duration,
+    /// Most stops in one recording (--break and --stop-on together).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub stop_max: u64,
     /// Do not switch on the built-in probe packs (CUDA runtime and driver, cuBLAS, NCCL,
     /// llama.cpp) when their libraries are in the target.
     #[arg(long)]
@@ -505,6 +527,16 @@ pub enum CtlCommand {
         #[arg(long, value_name = "PATH", default_value = modelprobe::continuous::control::DEFAULT_SOCKET)]
         socket: PathBuf,
     },
+}
+
+fn parse_break(s: &str) -> Result<modelprobe::stop::Breakpoint, String> {
+    modelprobe::stop::Breakpoint::parse(s).map_err(|e| e.to_string())
+}
+
+fn parse_stop_on(s: &str) -> Result<String, String> {
+    modelprobe::stop::parse_stop_on(s)
+        .map(str::to_string)
+        .map_err(|e| e.to_string())
 }
 
 fn parse_regex(s: &str) -> Result<regex::Regex, String> {

@@ -303,74 +303,8 @@ pub fn stacks(pid: u32, json: bool, native: bool) -> anyhow::Result<i32> {
     let snap = modelprobe::snapshot::take(pid)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&snap)?);
-        return Ok(0);
-    }
-    println!(
-        "Process {pid}: {}\nheld for {:.2} ms; {} thread(s){}",
-        snap.command,
-        snap.pause.as_secs_f64() * 1000.0,
-        snap.threads.len(),
-        if snap.python {
-            ", Python frames read"
-        } else {
-            ""
-        }
-    );
-    for t in &snap.threads {
-        let waiting = t
-            .waiting_in
-            .as_deref()
-            .map(|w| format!(", in {w}"))
-            .unwrap_or_default();
-        println!(
-            "\nThread {} \"{}\" ({}{waiting})",
-            t.tid,
-            t.name,
-            state_word(&t.state)
-        );
-        let has_python = t.frames.iter().any(|f| f.kind == "python");
-        let mut hidden = 0;
-        for f in &t.frames {
-            // A Python thread's native frames below its Python ones are the interpreter's.
-            if has_python && !native && f.kind != "python" {
-                hidden += 1;
-                continue;
-            }
-            let at = match (&f.file, f.line) {
-                (Some(file), Some(line)) => format!(" ({file}:{line})"),
-                (Some(file), None) => format!(" ({file})"),
-                _ => f
-                    .module
-                    .as_deref()
-                    .map(|m| format!(" ({m})"))
-                    .unwrap_or_default(),
-            };
-            println!("    {}{at}", f.name);
-        }
-        if hidden > 0 {
-            println!("    ({hidden} native frames; --native shows them)");
-        }
-        if t.frames.is_empty() {
-            println!("    (no frames could be read)");
-        } else if !t.whole {
-            println!("    (the outer frames could not be unwound)");
-        }
-    }
-    for (tid, why) in &snap.missed {
-        println!("\nThread {tid}: not held ({why})");
+    } else {
+        print!("{}", snap.text(native));
     }
     Ok(0)
-}
-
-fn state_word(s: &str) -> String {
-    let word = match s {
-        "R" => "running",
-        "S" => "sleeping",
-        "D" => "waiting in the kernel",
-        "T" => "stopped",
-        "t" => "traced",
-        "Z" => "zombie",
-        other => return other.to_string(),
-    };
-    word.to_string()
 }

@@ -66,6 +66,11 @@ fn real_main(cli: Cli) -> anyhow::Result<i32> {
         ),
         Command::Probes { pid, probes } => inspect::probes(pid, &probes),
         Command::Stacks { pid, json, native } => inspect::stacks(pid, json, native),
+        Command::Resume { pid } => {
+            modelprobe::stop::resume(pid)?;
+            println!("pid {pid} resumed");
+            Ok(0)
+        }
         Command::Report { path, top, json } => inspect::report(&path, top, json),
         Command::Analyze {
             inputs,

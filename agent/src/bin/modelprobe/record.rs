@@ -101,6 +101,17 @@ pub fn record(
         Vec::new()
     };
     opts.probes.extend(args.probes);
+    if !args.breaks.is_empty() || !args.stop_on.is_empty() {
+        if args.stop_max == 0 {
+            anyhow::bail!("--stop-max must be at least 1 with --break or --stop-on");
+        }
+        opts.stops = Some(modelprobe::stop::StopOptions {
+            breaks: args.breaks,
+            api_error: args.stop_on.iter().any(|w| w == "api_error"),
+            max: args.stop_max,
+            timeout: args.stop_timeout,
+        });
+    }
     opts.capture_io = s.tracing.value && !args.no_logs;
     opts.packs = s.tracing.value && !args.no_packs;
     opts.gpu_packs = s.gpu.value;

@@ -39,6 +39,11 @@ impl Tasks {
         self.events.len()
     }
 
+    /// Adds an event the session made (a stop).
+    pub fn push(&mut self, e: Event) {
+        self.events.push(e);
+    }
+
     /// The events after the first `n`.
     pub fn events_since(&self, n: usize) -> &[Event] {
         self.events.get(n..).unwrap_or_default()

@@ -46,6 +46,8 @@ pub struct Collector {
     /// Processes that exited in the records drained last, and when: their connections end
     /// once everything they sent before has been drained too.
     exited: Vec<(u32, u64)>,
+    /// `STOP` records not yet taken by the session.
+    stops: Vec<Record>,
     /// Live outputs fed as records arrive (`--metrics-addr`, `--export jsonl:`).
     live: crate::live::Live,
     /// Lifecycle events already handed to the live outputs.
@@ -199,6 +201,16 @@ impl Collector {
         self.procs.python.detect(pid)
     }
 
+    /// The stops the BPF side made since the last call.
+    pub fn take_stops(&mut self) -> Vec<Record> {
+        std::mem::take(&mut self.stops)
+    }
+
+    /// Adds an event the session made.
+    pub fn note_event(&mut self, e: crate::recording::Event) {
+        self.tasks.push(e);
+    }
+
     /// Lifecycle changes since the last call, for the session to act on.
     pub fn take_lifecycle(&mut self) -> Vec<Lifecycle> {
         self.tasks.take_changes()
@@ -265,6 +277,7 @@ impl EventSink for Collector {
                     }
                 }
             }
+            kind::STOP => self.stops.push(*rec),
             kind::TASK_EXIT if rec.args[0] == 1 && self.llm.is_some() => {
                 self.exited.push((rec.pid, rec.time_ns));
                 self.tasks.ingest(rec, &mut self.procs);

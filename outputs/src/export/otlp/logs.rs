@@ -30,6 +30,7 @@ fn event_severity(kind: EventKind) -> (SeverityNumber, &'static str) {
     match kind {
         EventKind::FatalSignal => (SeverityNumber::Fatal, "FATAL"),
         EventKind::ApiError => (SeverityNumber::Error, "ERROR"),
+        EventKind::Stopped => (SeverityNumber::Warn, "WARN"),
         _ => (SeverityNumber::Info, "INFO"),
     }
 }
