@@ -30,6 +30,7 @@ pub(super) fn finish(s: Session<'_>, stopped: Stopped) -> Result<Outcome> {
         child: _,
         adopted,
         held: _,
+        flight: _,
     } = s;
     gpu.collect_last(&progress);
     sampler.drain(&mut collector);
@@ -148,13 +149,13 @@ pub(super) fn lost_in_kernel(counts: &LostCounts) -> Lost {
     }
 }
 
-fn kernel_release() -> String {
+pub(super) fn kernel_release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
         .unwrap_or_default()
 }
 
-fn hostname() -> String {
+pub(super) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_default()

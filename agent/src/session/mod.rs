@@ -23,6 +23,7 @@ use crate::{probes::ProbeSpec, recording::Recording, Result};
 
 mod collect;
 mod finish;
+pub mod flight;
 mod gpu;
 mod run;
 pub(crate) mod snapshot;
@@ -119,6 +120,8 @@ pub struct RecordOptions {
     /// Breakpoints and `--stop-on` rules: the process is stopped there, its stacks printed,
     /// and it is resumed by `modelprobe resume` or after the timeout.
     pub stops: Option<crate::stop::StopOptions>,
+    /// Keep only a window of history and write it when a trigger fires (`--flight-recorder`).
+    pub flight: Option<flight::FlightOptions>,
 }
 
 /// Processes handed to a session in progress, taken by its event loop (every ~100 ms): each
@@ -192,6 +195,7 @@ impl RecordOptions {
             shared_metrics: None,
             adopt: None,
             stops: None,
+            flight: None,
         }
     }
 }

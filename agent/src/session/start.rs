@@ -50,6 +50,8 @@ pub(super) struct Session<'a> {
     pub adopted: Vec<u32>,
     /// Processes this session stopped ([`RecordOptions::stops`]) and when.
     pub held: Vec<(u32, Instant)>,
+    /// The flight recorder, when on.
+    pub flight: Option<super::flight::Flight>,
 }
 
 /// The live outputs of a session: the metrics server (stops when dropped) and the stream.
@@ -195,6 +197,7 @@ pub(super) fn start(opts: &RecordOptions) -> Result<Session<'_>> {
         created_output_dir,
         adopted: Vec::new(),
         held: Vec::new(),
+        flight: None,
     })
 }
 

@@ -324,6 +324,22 @@ pub struct RecordArgs {
     /// Most stops in one recording (--break and --stop-on together).
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub stop_max: u64,
+    /// Flight recorder: keep only the last DURATION of samples, spans, events and logs (memory
+    /// follows the window, not the run) and write it to OUTPUT/flight-N-MS/ when a --trigger
+    /// fires or modelprobe gets SIGUSR2; recording goes on after each dump.
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub flight_recorder: Option<std::time::Duration>,
+    /// With --flight-recorder: what writes the window out: api_error, signal (a fatal one),
+    /// log:REGEX (a line of the target's output), span:FUNCTION>DURATION (a probed call that
+    /// slow). Repeatable [default: api_error and signal].
+    #[arg(long = "trigger", value_name = "SPEC", value_parser = parse_trigger, requires = "flight_recorder")]
+    pub triggers: Vec<modelprobe::session::flight::Trigger>,
+    /// With --flight-recorder: most dumps in one session.
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub max_dumps: u32,
+    /// With --flight-recorder: least time between two dumps.
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION", default_value = "10s")]
+    pub dump_spacing: std::time::Duration,
     /// Do not switch on the built-in probe packs (CUDA runtime and driver, cuBLAS, NCCL,
     /// llama.cpp) when their libraries are in the target.
     #[arg(long)]
@@ -527,6 +543,10 @@ pub enum CtlCommand {
         #[arg(long, value_name = "PATH", default_value = modelprobe::continuous::control::DEFAULT_SOCKET)]
         socket: PathBuf,
     },
+}
+
+fn parse_trigger(s: &str) -> Result<modelprobe::session::flight::Trigger, String> {
+    modelprobe::session::flight::Trigger::parse(s).map_err(|e| e.to_string())
 }
 
 fn parse_break(s: &str) -> Result<modelprobe::stop::Breakpoint, String> {

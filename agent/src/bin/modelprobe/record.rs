@@ -101,6 +101,28 @@ pub fn record(
         Vec::new()
     };
     opts.probes.extend(args.probes);
+    if let Some(window) = args.flight_recorder {
+        if window.is_zero() {
+            anyhow::bail!("--flight-recorder needs a window longer than 0s, e.g. 60s");
+        }
+        let dump_now = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        signal_hook::flag::register(signal_hook::consts::SIGUSR2, dump_now.clone())
+            .context("installing the SIGUSR2 handler")?;
+        let mut triggers = args.triggers;
+        if triggers.is_empty() {
+            triggers = vec![
+                modelprobe::session::flight::Trigger::ApiError,
+                modelprobe::session::flight::Trigger::Signal,
+            ];
+        }
+        opts.flight = Some(modelprobe::session::flight::FlightOptions {
+            window,
+            triggers,
+            max_dumps: args.max_dumps,
+            spacing: args.dump_spacing,
+            dump_now,
+        });
+    }
     if !args.breaks.is_empty() || !args.stop_on.is_empty() {
         if args.stop_max == 0 {
             anyhow::bail!("--stop-max must be at least 1 with --break or --stop-on");

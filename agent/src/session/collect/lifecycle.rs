@@ -159,6 +159,11 @@ impl Tasks {
         }
     }
 
+    /// Drops the events before `t` (a flight recorder's history).
+    pub fn evict_before(&mut self, t: u64) {
+        self.events.retain(|e| e.time_ns >= t);
+    }
+
     /// The events, in time order, without the SIGKILLs of a normal exit.
     pub fn finish(mut self) -> Vec<Event> {
         self.events.sort_by_key(|e| e.time_ns);

@@ -30,6 +30,8 @@ impl Cursor {
 
 /// The LLM-call parser of one session and the state of each connection's current call.
 pub struct LlmCapture {
+    /// What it was made with (a flight recorder's next collector is made with the same).
+    options: Options,
     tracker: Tracker,
     cursors: HashMap<(ConnKey, bool), Cursor>,
     /// Calls taken from the tracker while recording (for live metrics), in order taken.
@@ -48,10 +50,16 @@ impl LlmCapture {
     /// A capture parsing with `options`.
     pub fn new(options: Options) -> Self {
         LlmCapture {
+            options: options.clone(),
             tracker: Tracker::new(options),
             cursors: HashMap::new(),
             finished: Vec::new(),
         }
+    }
+
+    /// The options it parses with.
+    pub fn options(&self) -> &Options {
+        &self.options
     }
 
     /// One record from the TLS ring.
@@ -155,6 +163,12 @@ impl LlmCapture {
         let known = self.finished.len();
         self.finished.extend(self.tracker.take_calls());
         &self.finished[known..]
+    }
+
+    /// Drops the calls that began before `t` (a flight recorder's history).
+    pub fn evict_before(&mut self, t: u64) {
+        self.finished.extend(self.tracker.take_calls());
+        self.finished.retain(|c| c.start_ns >= t);
     }
 
     /// The calls, at the end of the recording; `lost` records the kernel dropped.

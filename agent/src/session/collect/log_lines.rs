@@ -64,6 +64,21 @@ impl LogAssembler {
         }
     }
 
+    /// Drops the lines before `t` (a flight recorder's history).
+    pub fn evict_before(&mut self, t: u64) {
+        self.lines.retain(|l| l.time_ns >= t);
+    }
+
+    /// The lines completed after the first `n`.
+    pub fn lines_since(&self, n: usize) -> &[LogLine] {
+        self.lines.get(n..).unwrap_or_default()
+    }
+
+    /// Lines completed so far.
+    pub fn line_count(&self) -> usize {
+        self.lines.len()
+    }
+
     /// Every line, unterminated last lines included, in time order.
     pub fn finish(mut self) -> (Vec<LogLine>, u64) {
         for ((pid, fd), p) in std::mem::take(&mut self.partial) {

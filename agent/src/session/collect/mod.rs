@@ -28,6 +28,7 @@ mod models;
 mod processes;
 mod spans;
 mod stacks;
+pub mod triggers;
 
 pub use lifecycle::Lifecycle;
 
@@ -52,6 +53,8 @@ pub struct Collector {
     live: crate::live::Live,
     /// Lifecycle events already handed to the live outputs.
     events_published: usize,
+    /// A flight recorder's triggers, when on.
+    triggers: Option<triggers::Watch>,
 }
 
 /// A `comm` (thread name) up to its NUL.
@@ -243,6 +246,7 @@ impl EventSink for Collector {
             kind::API_ERROR_STACK => {
                 let stack = self.stacks.intern(ev, &mut self.procs);
                 self.spans.error_stack(ev.tid, ev.time_ns, stack);
+                self.trigger_api_error(ev.probe, ev.tid);
             }
             kind::SPAN_STACK => {
                 let stack = self
@@ -270,10 +274,18 @@ impl EventSink for Collector {
         match rec.kind {
             kind::SPAN_ENTER => self.spans.enter(rec),
             kind::SPAN_EXIT => {
-                let closed = self.spans.exit(rec);
-                if let (true, Some(span)) = (self.live.is_on(), closed) {
-                    if let Some(probe) = self.probes.get(span.probe as usize) {
-                        self.live.span(probe, span);
+                let closed = self
+                    .spans
+                    .exit(rec)
+                    .map(|s| (s.probe, s.end_ns.saturating_sub(s.start_ns)));
+                if let Some((probe, ns)) = closed {
+                    self.trigger_span(probe, ns);
+                    if self.live.is_on() {
+                        if let (Some(span), Some(p)) =
+                            (self.spans.last(), self.probes.get(probe as usize))
+                        {
+                            self.live.span(p, span);
+                        }
                     }
                 }
             }

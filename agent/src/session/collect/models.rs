@@ -197,6 +197,11 @@ impl ModelFiles {
         self.events.len()
     }
 
+    /// Drops the model-load events before `t` (a flight recorder's history).
+    pub fn evict_before(&mut self, t: u64) {
+        self.events.retain(|e| e.time_ns >= t);
+    }
+
     /// The load events, and how many repeated opens were folded into them.
     pub fn finish(self) -> (Vec<Event>, u64) {
         (self.events, self.repeats)

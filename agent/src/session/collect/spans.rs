@@ -116,6 +116,18 @@ impl Spans {
         self.launch_stacks.push((tid, time_ns, probe, stack));
     }
 
+    /// The span closed last.
+    pub fn last(&self) -> Option<&Span> {
+        self.spans.last()
+    }
+
+    /// Drops the spans that ended before `t`, and their stacks (a flight recorder's history).
+    pub fn evict_before(&mut self, t: u64) {
+        self.spans.retain(|s| s.end_ns >= t);
+        self.error_stacks.retain(|&(_, at, _)| at >= t);
+        self.launch_stacks.retain(|&(_, at, _, _)| at >= t);
+    }
+
     /// Everything; calls still running at `end_ns` become spans up to it, with no return
     /// value. `pid_of` names a thread's process.
     pub fn finish(mut self, end_ns: u64, pid_of: impl Fn(u32) -> Option<u32>) -> Paired {

@@ -214,6 +214,11 @@ impl Stacks {
         });
     }
 
+    /// Drops the samples taken before `t` (a flight recorder's history); interned stacks stay.
+    pub fn evict_before(&mut self, t: u64) {
+        self.samples.retain(|s| s.time_ns >= t);
+    }
+
     /// Everything, samples in time order.
     pub fn finish(mut self) -> Sampled {
         self.samples.sort_by_key(|s| s.time_ns);
