@@ -100,12 +100,18 @@ fn parse_int(s: &str) -> Option<i64> {
 }
 
 /// What stops the target, and for how long.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct StopOptions {
     /// Breakpoints.
     pub breaks: Vec<Breakpoint>,
     /// Stop at a failed API call (the packs' status-returning functions).
     pub api_error: bool,
+    /// Stop when a line of the target's output matches one of these (from user space: the
+    /// process stops within about 100 ms of the write, not at it).
+    pub logs: Vec<regex::Regex>,
+    /// Stop when a call of this probed function takes at least this long (from user space,
+    /// as the call returns).
+    pub slow: Vec<(String, Duration)>,
     /// Stops the session may make in all.
     pub max: u64,
     /// A stopped process is resumed after this long.
@@ -117,6 +123,8 @@ impl Default for StopOptions {
         StopOptions {
             breaks: Vec::new(),
             api_error: false,
+            logs: Vec::new(),
+            slow: Vec::new(),
             max: 1,
             timeout: Duration::from_secs(300),
         }
@@ -134,18 +142,36 @@ impl StopOptions {
         if self.api_error {
             parts.push("at a failed API call".into());
         }
+        parts.extend(
+            self.logs
+                .iter()
+                .map(|r| format!("at a log line matching {r}")),
+        );
+        parts.extend(self.slow.iter().map(|(f, d)| {
+            format!(
+                "after a call of {f} of {} or more",
+                humantime::format_duration(*d)
+            )
+        }));
         parts.join(", ")
     }
 }
 
-/// Parses a `--stop-on` value: `api_error`.
-pub fn parse_stop_on(text: &str) -> Result<&'static str> {
-    match text {
-        "api_error" => Ok("api_error"),
-        _ => Err(Error::InvalidArgument(format!(
-            "bad --stop-on {text:?}: use api_error (a failed CUDA, cuBLAS or NCCL call); for a \
-             function, --break TARGET:SYMBOL"
-        ))),
+/// Parses a `--stop-on` value: `api_error`, `log:REGEX` or `span:FUNCTION>DURATION` (the
+/// flight recorder's triggers, but a fatal signal, which ends the process before it can be
+/// held).
+pub fn parse_stop_on(text: &str) -> Result<crate::session::flight::Trigger> {
+    use crate::session::flight::Trigger;
+    match Trigger::parse(text) {
+        Ok(Trigger::Signal) => Err(Error::InvalidArgument(
+            "--stop-on signal: a fatal signal ends the process before it can be held; \
+             use --flight-recorder 60s --trigger signal to keep what led to it"
+                .into(),
+        )),
+        Ok(t) => Ok(t),
+        Err(e) => Err(Error::InvalidArgument(
+            e.to_string().replace("--trigger", "--stop-on"),
+        )),
     }
 }
 
@@ -219,7 +245,16 @@ mod tests {
             assert!(e.contains(why), "{bad}: {e}");
         }
         assert!(parse_stop_on("api_error").is_ok());
-        assert!(parse_stop_on("oom").is_err());
+        assert!(parse_stop_on("log:Traceback").is_ok());
+        assert!(parse_stop_on("span:llama_decode>200ms").is_ok());
+        assert!(parse_stop_on("oom")
+            .unwrap_err()
+            .to_string()
+            .contains("--stop-on"));
+        assert!(parse_stop_on("signal")
+            .unwrap_err()
+            .to_string()
+            .contains("flight-recorder"));
     }
 
     #[test]

@@ -174,3 +174,46 @@ fn a_failed_cuda_call_stops_its_thread_where_it_returns() {
     // One stop (--stop-max 1): the later failures are recorded, not stopped at.
     assert_eq!(err.matches("STOPPED").count(), 1);
 }
+
+#[test]
+fn a_log_line_stops_the_process_from_user_space() {
+    if !require_bpf("a_log_line_stops_the_process_from_user_space") {
+        return;
+    }
+    let _bpf = bpf_lock();
+    let out = scratch_dir("stop-log");
+    let script = "for i in $(seq 30); do echo tick $i; sleep 0.05; if [ $i = 10 ]; then echo 'ERROR boom'; fi; done";
+    let mut agent = Agent::spawn(
+        Command::new(modelprobe_bin())
+            .args(["run", "-o"])
+            .arg(out.join("rec"))
+            .args(["--stop-on", "log:ERROR boom", "--stop-timeout", "60s"])
+            .args(["--", "sh", "-c", script]),
+    );
+    agent.wait_for_stderr("STOPPED at log line: ERROR boom", Duration::from_secs(30));
+    let pid = stopped_pid(&agent.stderr_so_far());
+    // Stopped within ~100 ms of the line: a few ticks at most came after it.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(state(pid), "T");
+    let ticks_after = |out: &str| {
+        out.lines()
+            .skip_while(|l| !l.contains("ERROR boom"))
+            .filter(|l| l.starts_with("tick"))
+            .count()
+    };
+    let resumed = Command::new(modelprobe_bin())
+        .args(["resume", &pid.to_string()])
+        .output()
+        .unwrap();
+    assert!(resumed.status.success(), "{resumed:?}");
+    let run = agent.finish(Duration::from_secs(60));
+    run.assert_success();
+    let stdout = String::from_utf8_lossy(&run.output.stdout);
+    assert_eq!(
+        ticks_after(&stdout),
+        20,
+        "the script went on to its end: {stdout}"
+    );
+    let rec = read_recording(&out.join("rec"));
+    assert!(rec["events"].to_string().contains("\"stopped\""));
+}

@@ -31,6 +31,7 @@ pub(super) fn finish(s: Session<'_>, stopped: Stopped) -> Result<Outcome> {
         adopted,
         held: _,
         flight: _,
+        stops_left: _,
     } = s;
     gpu.collect_last(&progress);
     sampler.drain(&mut collector);

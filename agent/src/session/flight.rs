@@ -5,7 +5,6 @@
 //! failed API call, a fatal signal, a log line matching a pattern, a probed call slower than
 //! a threshold, and SIGUSR2 to modelprobe. At most `max_dumps`, at least `spacing` apart.
 use std::{
-    collections::HashMap,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -15,10 +14,7 @@ use std::{
 
 use regex::Regex;
 
-use super::{
-    collect::triggers::{Fired, Watch},
-    start::Session,
-};
+use super::{collect::triggers::Fired, start::Session};
 use crate::{clock, export, recording::Meta, Error, Result};
 
 /// One `--trigger`.
@@ -99,7 +95,6 @@ pub(super) struct Flight {
     dumps: u32,
     last_dump: Option<Instant>,
     last_evict: Instant,
-    probes_seen: usize,
     refused_said: bool,
 }
 
@@ -108,21 +103,10 @@ pub(super) fn start(s: &mut Session<'_>) {
     let Some(f) = s.opts.flight.clone() else {
         return;
     };
-    let mut watch = Watch::default();
-    for t in &f.triggers {
-        match t {
-            Trigger::ApiError => watch.api_error = true,
-            Trigger::Signal => watch.fatal_signal = true,
-            Trigger::Log(re) => watch.logs.push(re.clone()),
-            Trigger::Span { .. } => {}
-        }
-    }
-    s.collector.watch_triggers(watch);
     s.flight = Some(Flight {
         dumps: 0,
         last_dump: None,
         last_evict: Instant::now(),
-        probes_seen: usize::MAX,
         refused_said: false,
     });
     log::info!(
@@ -145,7 +129,7 @@ pub(super) fn start(s: &mut Session<'_>) {
 }
 
 /// Each turn of the event loop: bounds the history, and dumps it when a trigger fired.
-pub(super) fn follow(s: &mut Session<'_>) {
+pub(super) fn follow(s: &mut Session<'_>, fired: &[Fired]) {
     let (Some(opts), Some(flight)) = (s.opts.flight.clone(), s.flight.as_mut()) else {
         return;
     };
@@ -154,47 +138,36 @@ pub(super) fn follow(s: &mut Session<'_>) {
         let cutoff = clock::monotonic_ns().saturating_sub(opts.window.as_nanos() as u64);
         s.collector.evict_before(cutoff);
     }
-    // Slow-call thresholds by probe id, again when the table grew (packs found later).
     let table = s.probes.table();
-    if table.len() != flight.probes_seen {
-        flight.probes_seen = table.len();
-        let slow: HashMap<u32, u64> = opts
-            .triggers
-            .iter()
-            .filter_map(|t| match t {
-                Trigger::Span { function, min } => Some((function, *min)),
-                _ => None,
-            })
-            .flat_map(|(function, min)| {
-                table
-                    .iter()
-                    .enumerate()
-                    .filter(move |(_, p)| &p.function == function)
-                    .map(move |(id, _)| (id as u32, min.as_nanos() as u64))
-            })
-            .collect();
-        s.collector.set_slow_spans(slow);
-    }
-    let mut reasons: Vec<String> = s
-        .collector
-        .take_fired()
-        .into_iter()
-        .map(|f| match f {
-            Fired::ApiError { probe, tid } => format!(
-                "api_error: {} failed in thread {tid}",
-                table
-                    .get(probe as usize)
-                    .map_or("a call", |p| p.function.as_str())
-            ),
-            Fired::SlowSpan { probe, ns } => format!(
-                "span: {} took {:.1} ms",
-                table
-                    .get(probe as usize)
-                    .map_or("a call", |p| p.function.as_str()),
-                ns as f64 / 1e6
-            ),
-            Fired::FatalSignal(m) => format!("signal: {m}"),
-            Fired::Log(line) => format!("log: {}", line.chars().take(120).collect::<String>()),
+    let name = |probe: u32| {
+        table
+            .get(probe as usize)
+            .map_or("a call", |p| p.function.as_str())
+    };
+    let has = |want: fn(&Trigger) -> bool| opts.triggers.iter().any(want);
+    let slow_for = |function: &str| {
+        opts.triggers.iter().find_map(|t| match t {
+            Trigger::Span { function: f, min } if f == function => Some(min.as_nanos() as u64),
+            _ => None,
+        })
+    };
+    // The stop rules' patterns and thresholds are watched too: only the flight's count here.
+    let mut reasons: Vec<String> = fired
+        .iter()
+        .filter_map(|f| match f {
+            Fired::Log { line, .. } => opts
+                .triggers
+                .iter()
+                .any(|t| matches!(t, Trigger::Log(r) if r.is_match(line)))
+                .then(|| format!("log: {}", line.chars().take(120).collect::<String>())),
+            Fired::SlowSpan { probe, ns, .. } => slow_for(name(*probe))
+                .is_some_and(|min| *ns >= min)
+                .then(|| format!("span: {} took {:.1} ms", name(*probe), *ns as f64 / 1e6)),
+            Fired::ApiError { probe, tid } => has(|t| matches!(t, Trigger::ApiError))
+                .then(|| format!("api_error: {} failed in thread {tid}", name(*probe))),
+            Fired::FatalSignal(m) => {
+                has(|t| matches!(t, Trigger::Signal)).then(|| format!("signal: {m}"))
+            }
         })
         .collect();
     if opts.dump_now.swap(false, Ordering::Relaxed) {

@@ -29,6 +29,7 @@ mod run;
 pub(crate) mod snapshot;
 mod start;
 mod stops;
+mod watching;
 
 pub use collect::log_lines;
 use collect::{Collector, Lifecycle};

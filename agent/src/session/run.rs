@@ -26,6 +26,8 @@ const FORWARD_GRACE: Duration = Duration::from_secs(5);
 /// Records until the command exits, the target exits, the duration ends or a signal comes.
 pub(super) fn run(s: &mut Session<'_>) -> Stopped {
     super::flight::start(s);
+    super::watching::start(s);
+    let mut probes_seen = usize::MAX;
     let mut last_rescan = Instant::now();
     let mut last_progress = Instant::now();
     let mut forwarded_at: Option<Instant> = None;
@@ -66,8 +68,9 @@ pub(super) fn run(s: &mut Session<'_>) -> Stopped {
         }
         s.sampler.poll_unwind();
         adopt(s);
-        super::stops::follow(s);
-        super::flight::follow(s);
+        let fired = super::watching::take(s, &mut probes_seen);
+        super::stops::follow(s, &fired);
+        super::flight::follow(s, &fired);
         if let Some(stopped) = check_end(s, &mut forwarded_at) {
             super::stops::release(s);
             return stopped;

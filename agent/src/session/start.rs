@@ -52,6 +52,8 @@ pub(super) struct Session<'a> {
     pub held: Vec<(u32, Instant)>,
     /// The flight recorder, when on.
     pub flight: Option<super::flight::Flight>,
+    /// Stops the session may still make ([`RecordOptions::stops`]'s `max` less those made).
+    pub stops_left: u64,
 }
 
 /// The live outputs of a session: the metrics server (stops when dropped) and the stream.
@@ -180,6 +182,7 @@ pub(super) fn start(opts: &RecordOptions) -> Result<Session<'_>> {
     }
     // For `attach`, the GPU library may be loaded into the running processes now.
     let gpu = GpuSide::start(&opts, child.is_none().then_some(target_pid), live.metrics())?;
+    let stops_left = opts.stops.as_ref().map_or(0, |s| s.max);
     Ok(Session {
         progress: Progress::new(opts.progress),
         live,
@@ -198,6 +201,7 @@ pub(super) fn start(opts: &RecordOptions) -> Result<Session<'_>> {
         adopted: Vec::new(),
         held: Vec::new(),
         flight: None,
+        stops_left,
     })
 }
 

@@ -315,9 +315,11 @@ pub struct RecordArgs {
     #[arg(long = "break", value_name = "SPEC", value_parser = parse_break)]
     pub breaks: Vec<modelprobe::stop::Breakpoint>,
     /// Stop the process at this: `api_error` (a CUDA, cuBLAS or NCCL call that fails, stopped
-    /// in the failing thread as the call returns). Repeatable.
+    /// in the failing thread as the call returns), `log:REGEX` (a line of its output) or
+    /// `span:FUNCTION>DURATION` (a probed call that slow; the last two within ~100 ms, from
+    /// modelprobe). Repeatable.
     #[arg(long = "stop-on", value_name = "WHAT", value_parser = parse_stop_on)]
-    pub stop_on: Vec<String>,
+    pub stop_on: Vec<modelprobe::session::flight::Trigger>,
     /// A process stopped by --break or --stop-on resumes by itself after this.
     #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION", default_value = "5m")]
     pub stop_timeout: std::time::Duration,
@@ -553,10 +555,8 @@ fn parse_break(s: &str) -> Result<modelprobe::stop::Breakpoint, String> {
     modelprobe::stop::Breakpoint::parse(s).map_err(|e| e.to_string())
 }
 
-fn parse_stop_on(s: &str) -> Result<String, String> {
-    modelprobe::stop::parse_stop_on(s)
-        .map(str::to_string)
-        .map_err(|e| e.to_string())
+fn parse_stop_on(s: &str) -> Result<modelprobe::session::flight::Trigger, String> {
+    modelprobe::stop::parse_stop_on(s).map_err(|e| e.to_string())
 }
 
 fn parse_regex(s: &str) -> Result<regex::Regex, String> {

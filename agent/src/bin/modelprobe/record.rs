@@ -127,12 +127,22 @@ pub fn record(
         if args.stop_max == 0 {
             anyhow::bail!("--stop-max must be at least 1 with --break or --stop-on");
         }
-        opts.stops = Some(modelprobe::stop::StopOptions {
+        use modelprobe::session::flight::Trigger;
+        let mut stops = modelprobe::stop::StopOptions {
             breaks: args.breaks,
-            api_error: args.stop_on.iter().any(|w| w == "api_error"),
             max: args.stop_max,
             timeout: args.stop_timeout,
-        });
+            ..Default::default()
+        };
+        for t in args.stop_on {
+            match t {
+                Trigger::ApiError => stops.api_error = true,
+                Trigger::Log(re) => stops.logs.push(re),
+                Trigger::Span { function, min } => stops.slow.push((function, min)),
+                Trigger::Signal => {}
+            }
+        }
+        opts.stops = Some(stops);
     }
     opts.capture_io = s.tracing.value && !args.no_logs;
     opts.packs = s.tracing.value && !args.no_packs;

@@ -279,7 +279,7 @@ impl EventSink for Collector {
                     .exit(rec)
                     .map(|s| (s.probe, s.end_ns.saturating_sub(s.start_ns)));
                 if let Some((probe, ns)) = closed {
-                    self.trigger_span(probe, ns);
+                    self.trigger_span(probe, ns, rec.pid);
                     if self.live.is_on() {
                         if let (Some(span), Some(p)) =
                             (self.spans.last(), self.probes.get(probe as usize))

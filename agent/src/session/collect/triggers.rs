@@ -19,17 +19,24 @@ pub enum Fired {
         /// The thread.
         tid: u32,
     },
-    /// A call of probe `probe` took `ns`.
+    /// A call of probe `probe` took `ns`, in process `pid`.
     SlowSpan {
         /// The probe id.
         probe: u32,
         /// How long it took.
         ns: u64,
+        /// The process.
+        pid: u32,
     },
     /// A fatal signal reached a process (the event's message).
     FatalSignal(String),
-    /// A log line matched (the line).
-    Log(String),
+    /// A log line of process `pid` matched one of the patterns.
+    Log {
+        /// The line.
+        line: String,
+        /// The process.
+        pid: u32,
+    },
 }
 
 /// The triggers' state in the collector.
@@ -69,10 +76,10 @@ impl Collector {
     }
 
     /// A probed call closed.
-    pub(super) fn trigger_span(&mut self, probe: u32, ns: u64) {
+    pub(super) fn trigger_span(&mut self, probe: u32, ns: u64, pid: u32) {
         if let Some(w) = self.triggers.as_mut() {
             if w.slow.get(&probe).is_some_and(|&min| ns >= min) {
-                w.fired.push(Fired::SlowSpan { probe, ns });
+                w.fired.push(Fired::SlowSpan { probe, ns, pid });
             }
         }
     }
@@ -85,7 +92,10 @@ impl Collector {
         if !w.logs.is_empty() {
             for l in self.logs.lines_since(w.log_cursor) {
                 if w.logs.iter().any(|r| r.is_match(&l.message)) {
-                    w.fired.push(Fired::Log(l.message.clone()));
+                    w.fired.push(Fired::Log {
+                        line: l.message.clone(),
+                        pid: l.pid,
+                    });
                 }
             }
         }
