@@ -204,6 +204,26 @@ fn view_page_draws_the_recording_in_a_browser() {
     assert!(frames > 0, "the CPU flame graph drew no frames");
     assert!(tables > 0, "the report rendered no tables");
 
+    // Replay at 0.75 s (#replay=NS): every thread's state then, the hot loop on CPU in one of
+    // the hot functions, the sleeper blocked in mp_sleep.
+    let replay_page = std::path::PathBuf::from(format!("{}#replay=750000000", page.display()));
+    let dom = browse(&browser, &dir, &replay_page, &["--dump-dom".into()]);
+    assert_eq!(body_attr(&dom, "data-mp-errors").as_deref(), Some("0"));
+    assert_eq!(body_number(&dom, "data-mp-replay-t"), 750_000_000);
+    let threads = body_number(&dom, "data-mp-replay-threads");
+    assert!(threads >= 2, "{threads} threads in the replay");
+    let details = &dom[dom.find(r#"id="tl-details-body""#).expect("the details panel")..];
+    assert!(details.contains("Replay at"), "{details}");
+    assert!(
+        details.contains("on CPU, sampled") && details.contains("mp_hot_"),
+        "the hot thread's stack: {details}"
+    );
+    assert!(
+        details.contains("blocked, since") && details.contains("mp_sleep"),
+        "the sleeper's blocked stack: {details}"
+    );
+    assert!(details.contains("open calls"), "the hot functions' open spans: {details}");
+
     // A picture for CI: target/artifacts/viewer.png.
     let artifacts = target_dir()
         .parent()

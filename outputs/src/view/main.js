@@ -60,6 +60,9 @@ function start() {
     window.mpViewer = views;
     const initial = location.hash.replace('#', '');
     if (initial === 'flame' || initial === 'report') showTab(initial, views);
+    // #replay=<ns since the start>: open the timeline in replay at that instant.
+    const replay = /^replay=(-?[0-9.]+)$/.exec(initial);
+    if (replay) views.timeline.replayAt(Number(replay[1]));
     window.addEventListener('hashchange', () => {
       const tab = location.hash.replace('#', '');
       if (tab === 'timeline' || tab === 'flame' || tab === 'report') showTab(tab, views);

@@ -53,11 +53,12 @@ const TEMPLATE: &str = include_str!("viewer.html");
 /// The page's style sheet.
 const CSS: &str = include_str!("viewer.css");
 /// The page's scripts, in load order.
-const SCRIPTS: [&str; 7] = [
+const SCRIPTS: [&str; 8] = [
     include_str!("util.js"),
     include_str!("timeline.js"),
     include_str!("timeline_ui.js"),
     include_str!("timeline_gpu.js"),
+    include_str!("replay.js"),
     include_str!("flame.js"),
     include_str!("report.js"),
     include_str!("main.js"),

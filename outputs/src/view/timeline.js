@@ -175,6 +175,10 @@ class Timeline {
   }
 
   drawCursor(ctx, W, H, k) {
+    if (this.replayT !== undefined) {
+      const x = this.xOf(this.replayT, k);
+      if (x >= TL.LABEL_W && x <= W) { ctx.fillStyle = 'rgba(214,69,65,.85)'; ctx.fillRect(Math.round(x) - 1, TL.RULER_H, 2, H); }
+    }
     const sel = this.selected;
     if (sel && sel.t !== undefined) {
       const x = this.xOf(sel.t, k);

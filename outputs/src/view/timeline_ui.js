@@ -64,6 +64,7 @@ Timeline.prototype.bind = function () {
   document.getElementById('tl-zoom-in').addEventListener('click', () => this.zoomAt((this.view.s + this.view.e) / 2, 0.5));
   document.getElementById('tl-zoom-out').addEventListener('click', () => this.zoomAt((this.view.s + this.view.e) / 2, 2));
   document.getElementById('tl-search').addEventListener('input', e => this.setSearch(e.target.value));
+  document.getElementById('tl-replay').addEventListener('click', () => this.replayAt(this.replayT !== undefined ? this.replayT : (this.view.s + this.view.e) / 2));
   this.bindOverview();
 };
 
@@ -77,7 +78,10 @@ Timeline.prototype.key = function (e) {
     a: () => this.panBy(-span * 0.15), d: () => this.panBy(span * 0.15),
     '0': () => { this.fit(); this.request(); },
     f: () => { const s = this.selected; if (s && s.type === 'span') this.zoomToSpan(s.track, s.i); },
-    escape: () => this.select(null),
+    r: () => this.replayAt(at),
+    ',': () => this.replayStep(-1),
+    '.': () => this.replayStep(1),
+    escape: () => (this.replayT !== undefined ? this.replayStop() : this.select(null)),
   };
   const f = keys[e.key.toLowerCase()];
   if (f && !e.ctrlKey && !e.metaKey && !e.altKey) { f(); e.preventDefault(); }
@@ -280,6 +284,7 @@ Timeline.prototype.click = function (p) {
 
 Timeline.prototype.select = function (hit) {
   this.selected = hit;
+  if (hit) this.replayT = undefined;
   const body = document.getElementById('tl-details-body');
   body.replaceChildren();
   body.className = '';
