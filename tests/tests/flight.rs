@@ -120,3 +120,50 @@ fn bad_triggers_are_one_line_errors() {
         assert!(err.contains(want), "{args:?}: {err}");
     }
 }
+
+/// KiB resident of `pid` now.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn history_memory_follows_the_window_not_the_run() {
+    if !require_bpf("history_memory_follows_the_window_not_the_run") {
+        return;
+    }
+    let _bpf = bpf_lock();
+    let out = scratch_dir("flight-bounded");
+    // 10,000 lines of 1000 bytes a second for 7 s: 70 MB of output, 10 MB a window.
+    let mut agent = Agent::spawn(
+        Command::new(modelprobe_bin())
+            .args(["run", "-o"])
+            .arg(out.join("rec"))
+            .args(["--flight-recorder", "1s", "--"])
+            .arg(workload_bin())
+            .args(["--flood", "70000", "--rate", "10000"]),
+    );
+    agent.wait_for_programs(1, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(2));
+    let early = rss_kib(agent.pid());
+    std::thread::sleep(Duration::from_secs(4));
+    let late = rss_kib(agent.pid());
+    let run = agent.finish(Duration::from_secs(90));
+    run.assert_success();
+    eprintln!(
+        "flight recorder, 1 s window, 10 MB/s of output: RSS {early} KiB at 2 s, {late} KiB at 6 s"
+    );
+    assert!(
+        late < early + 16 * 1024,
+        "the history grew with the run: {early} KiB -> {late} KiB"
+    );
+    // What is kept is the last second, and what came since the last eviction (each second):
+    // 10,000 to 20,000 lines, not 70,000.
+    let rec = read_recording(&out.join("rec"));
+    let lines = rec["logs"].as_array().unwrap().len();
+    assert!(lines > 1000 && lines <= 25_000, "{lines} lines kept");
+}

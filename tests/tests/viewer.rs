@@ -212,7 +212,9 @@ fn view_page_draws_the_recording_in_a_browser() {
     assert_eq!(body_number(&dom, "data-mp-replay-t"), 750_000_000);
     let threads = body_number(&dom, "data-mp-replay-threads");
     assert!(threads >= 2, "{threads} threads in the replay");
-    let details = &dom[dom.find(r#"id="tl-details-body""#).expect("the details panel")..];
+    let details = &dom[dom
+        .find(r#"id="tl-details-body""#)
+        .expect("the details panel")..];
     assert!(details.contains("Replay at"), "{details}");
     assert!(
         details.contains("on CPU, sampled") && details.contains("mp_hot_"),
@@ -222,7 +224,10 @@ fn view_page_draws_the_recording_in_a_browser() {
         details.contains("blocked, since") && details.contains("mp_sleep"),
         "the sleeper's blocked stack: {details}"
     );
-    assert!(details.contains("open calls"), "the hot functions' open spans: {details}");
+    assert!(
+        details.contains("open calls"),
+        "the hot functions' open spans: {details}"
+    );
 
     // A picture for CI: target/artifacts/viewer.png.
     let artifacts = target_dir()
