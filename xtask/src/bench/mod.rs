@@ -17,6 +17,7 @@ use crate::{build_release_with_fixtures, is_root, results::Report, say};
 
 mod agent;
 mod calls;
+mod debug;
 mod cpu;
 mod llm;
 mod load;
@@ -75,9 +76,9 @@ pub fn run(root: &Path, runs: usize, rounds: u64, only: Option<&str>) -> Result<
     if !is_root() {
         bail!("benchmarks attach BPF programs and need root: run `sudo -E cargo xtask bench`");
     }
-    const SECTIONS: [&str; 11] = [
+    const SECTIONS: [&str; 12] = [
         "cpu", "unwind", "load", "python", "llm", "probe", "cuda", "events", "postproc", "agent",
-        "fuzz",
+        "debug", "fuzz",
     ];
     if let Some(other) = only.filter(|o| !SECTIONS.contains(o)) {
         bail!("--only takes one of {}, not {other:?}", SECTIONS.join(", "));
@@ -115,6 +116,9 @@ pub fn run(root: &Path, runs: usize, rounds: u64, only: Option<&str>) -> Result<
     }
     if matches!(only, None | Some("agent")) {
         agent::agent(root, &mut report)?;
+    }
+    if matches!(only, None | Some("debug")) {
+        debug::debug(root, &mut report)?;
     }
     if matches!(only, None | Some("fuzz")) {
         crate::fuzz::bench(root, &mut report)?;
