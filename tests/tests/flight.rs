@@ -167,3 +167,91 @@ fn history_memory_follows_the_window_not_the_run() {
     let lines = rec["logs"].as_array().unwrap().len();
     assert!(lines > 1000 && lines <= 25_000, "{lines} lines kept");
 }
+
+#[test]
+fn api_error_signal_and_slow_call_triggers_each_write_a_dump() {
+    if !require_bpf("api_error_signal_and_slow_call_triggers_each_write_a_dump") {
+        return;
+    }
+    let _bpf = bpf_lock();
+    let fixtures = fixture_lib_dir();
+    let cases: Vec<(&str, Vec<&str>, Command, &str)> = vec![
+        (
+            "span",
+            vec![
+                "--trigger",
+                "span:mp_span_target>1ms",
+                "--probe",
+                "mp-workload:mp_span_target",
+            ],
+            {
+                let mut c = Command::new(workload_bin());
+                c.args(["--calls", "20"]);
+                c
+            },
+            "span: mp_span_target took",
+        ),
+        (
+            "signal",
+            vec!["--trigger", "signal"],
+            {
+                let mut c = Command::new(workload_bin());
+                c.arg("--segv");
+                c
+            },
+            "signal: ",
+        ),
+        (
+            "api_error",
+            vec!["--trigger", "api_error"],
+            {
+                let mut c = Command::new(fixtures.join("mp-cuda-app"));
+                c.env("MP_CUDA_DIR", fixtures.join("cuda"))
+                    .env("MP_CUDA_SETTLE_MS", "2500");
+                c
+            },
+            "api_error: cudaMemcpy failed",
+        ),
+    ];
+    for (name, trigger, target, reason) in cases {
+        let out = scratch_dir(&format!("flight-{name}"));
+        let mut cmd = Command::new(modelprobe_bin());
+        cmd.args(["run", "-o"])
+            .arg(out.join("rec"))
+            .args(["--flight-recorder", "30s"])
+            .args(&trigger)
+            .arg("--")
+            .arg(target.get_program())
+            .args(target.get_args());
+        for (k, v) in target.get_envs() {
+            if let Some(v) = v {
+                cmd.env(k, v);
+            }
+        }
+        let run = run_agent(&mut cmd, Duration::from_secs(90));
+        let err = run.stderr();
+        assert!(
+            err.contains(&format!("flight recorder: {reason}")),
+            "{name}: {err}"
+        );
+        let dump = std::fs::read_dir(out.join("rec"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("flight-1-")
+            })
+            .unwrap_or_else(|| panic!("{name}: no dump: {err}"));
+        let rec = read_recording(&dump);
+        let why = rec["meta"]["end_reason"].as_str().unwrap();
+        assert!(why.contains(reason), "{name}: {why}");
+        // The seconds before it: the process's start is in the window (30 s), so its exec is.
+        assert!(
+            rec["events"].to_string().contains("\"exec\""),
+            "{name}: the dump holds the run up to the trigger"
+        );
+    }
+}

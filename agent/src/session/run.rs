@@ -73,6 +73,12 @@ pub(super) fn run(s: &mut Session<'_>) -> Stopped {
         super::flight::follow(s, &fired);
         if let Some(stopped) = check_end(s, &mut forwarded_at) {
             super::stops::release(s);
+            if s.opts.flight.is_some() {
+                // What the end brought (a fatal signal, a last error) can still trigger a dump.
+                s.sampler.drain(&mut s.collector);
+                let fired = super::watching::take(s, &mut probes_seen);
+                super::flight::follow(s, &fired);
+            }
             return stopped;
         }
     }

@@ -33,8 +33,16 @@ pub(super) fn debug(root: &Path, report: &mut Report) -> Result<()> {
     let run = |name: &str, window: Option<&str>| -> Result<f64> {
         let out = tmp.join(name);
         let mut c = Command::new(&modelprobe);
-        c.args(["run", "-q", "--freq", "999", "--probe", "mp-workload:mp_hot_*", "-o"])
-            .arg(&out);
+        c.args([
+            "run",
+            "-q",
+            "--freq",
+            "999",
+            "--probe",
+            "mp-workload:mp_hot_*",
+            "-o",
+        ])
+        .arg(&out);
         if let Some(w) = window {
             c.args(["--flight-recorder", w]);
         }
@@ -55,7 +63,10 @@ pub(super) fn debug(root: &Path, report: &mut Report) -> Result<()> {
     );
     report.row(vec![json!("2 s window"), json!(round1(w2))]);
     report.row(vec![json!("12 s window"), json!(round1(w12))]);
-    report.row(vec![json!("everything (no --flight-recorder)"), json!(round1(all))]);
+    report.row(vec![
+        json!("everything (no --flight-recorder)"),
+        json!(round1(all)),
+    ]);
     report.row(vec![
         json!("per second of window (12 s - 2 s) / 10"),
         json!(round1((w12 - w2) / 10.0 * 100.0) / 100.0),
@@ -90,7 +101,10 @@ pub(super) fn debug(root: &Path, report: &mut Report) -> Result<()> {
         walls.push(t.elapsed().as_secs_f64() * 1000.0);
         if !out.status.success() {
             let _ = target.kill();
-            bail!("modelprobe stacks failed: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "modelprobe stacks failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         let v: Value = serde_json::from_slice(&out.stdout)?;
         pauses.push(v["pause"].as_f64().unwrap_or(0.0) / 1000.0);
@@ -117,7 +131,12 @@ pub(super) fn debug(root: &Path, report: &mut Report) -> Result<()> {
     report.table(
         "stacks_pause",
         "modelprobe stacks on 9 threads of CPython 3.12 (10 runs; target: pause <= 10 ms)",
-        &["tool", "process held ms (median)", "held ms (max)", "command wall ms (median)"],
+        &[
+            "tool",
+            "process held ms (median)",
+            "held ms (max)",
+            "command wall ms (median)",
+        ],
     );
     report.row(vec![
         json!("modelprobe stacks"),

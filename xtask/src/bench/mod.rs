@@ -17,8 +17,8 @@ use crate::{build_release_with_fixtures, is_root, results::Report, say};
 
 mod agent;
 mod calls;
-mod debug;
 mod cpu;
+mod debug;
 mod llm;
 mod load;
 mod postproc;
