@@ -14,8 +14,11 @@ pub fn run(data: &[u8]) {
             assert!(rate > 0.0 && rate <= 1.0, "sample rate {rate} accepted");
             let hz = settings.frequency_hz.value;
             assert!((1..=100_000).contains(&hz), "frequency {hz} accepted");
+            let a = &settings.agent;
+            assert!(a.keep.value >= 1, "agent.keep {} accepted", a.keep.value);
+            assert!((1..=100_000).contains(&a.frequency_hz.value));
             // What `config show` prints must be producible for anything accepted.
-            assert_eq!(settings.rows().len(), 14);
+            assert_eq!(settings.rows().len(), 20);
         }
         Err(e) => {
             let msg = e.to_string();
