@@ -11,7 +11,7 @@
 //!   cpu: true            # sample CPU stacks
 //!   off_cpu: false       # record blocked time
 //!   gpu: true            # trace CUDA, cuBLAS and NCCL calls
-//!   memory: false        # not available yet: only false is accepted
+//!   memory: false        # each process's resident, anonymous, file and swap MiB once a second
 //!   frequency: 99        # CPU samples per second
 //! sampling:
 //!   rate: 1.0            # fraction of spans kept (0 < rate <= 1), every 1/rate-th call per function
@@ -122,6 +122,8 @@ pub struct Settings {
     pub cpu: Setting<bool>,
     /// Off-CPU (blocked) time.
     pub off_cpu: Setting<bool>,
+    /// Memory over time.
+    pub memory: Setting<bool>,
     /// CUDA, cuBLAS and NCCL tracing.
     pub gpu: Setting<bool>,
     /// CPU samples per second.
@@ -182,6 +184,7 @@ impl Default for Settings {
             output_dir: Setting::default(None),
             cpu: Setting::default(true),
             off_cpu: Setting::default(false),
+            memory: Setting::default(false),
             gpu: Setting::default(true),
             frequency_hz: Setting::default(99),
             sample_rate: Setting::default(1.0),
@@ -243,9 +246,7 @@ struct ProfilingFile {
     cpu: Option<bool>,
     off_cpu: Option<bool>,
     gpu: Option<bool>,
-    /// Checked (only `false` is accepted), otherwise unused for now.
-    #[serde(default, rename = "memory", deserialize_with = "memory_off")]
-    _memory: Option<bool>,
+    memory: Option<bool>,
     frequency: Option<FrequencyValue>,
 }
 
@@ -337,16 +338,6 @@ checked!(
 checked!(SpecValue, ProbeSpec, |t: &str| ProbeSpec::parse(t)
     .map_err(|e| e.to_string()));
 
-fn memory_off<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<bool>, D::Error> {
-    use serde::de::Error as _;
-    match bool::deserialize(d)? {
-        false => Ok(Some(false)),
-        true => Err(D::Error::custom(
-            "memory profiling is not available in this version: only false is accepted",
-        )),
-    }
-}
-
 /// The file to read: `explicit` (`--config`), else `$MODELPROBE_CONFIG`, else
 /// [`DEFAULT_PATH`] if it exists.
 pub fn locate(explicit: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
@@ -422,6 +413,9 @@ impl Settings {
             }
             if let Some(v) = p.off_cpu {
                 self.off_cpu.set(v, src());
+            }
+            if let Some(v) = p.memory {
+                self.memory.set(v, src());
             }
             if let Some(v) = p.gpu {
                 self.gpu.set(v, src());
@@ -574,9 +568,7 @@ impl Settings {
             row("profiling.cpu", &self.cpu, |v| v.to_string()),
             row("profiling.off_cpu", &self.off_cpu, |v| v.to_string()),
             row("profiling.gpu", &self.gpu, |v| v.to_string()),
-            row("profiling.memory", &Setting::default(false), |v| {
-                v.to_string()
-            }),
+            row("profiling.memory", &self.memory, |v| v.to_string()),
             row("profiling.frequency", &self.frequency_hz, |v| {
                 format!("{v} Hz")
             }),

@@ -85,6 +85,11 @@ pub mod kind {
     /// arguments (a breakpoint) or its return value in `args[1]` (an API error), `args[7]` the
     /// address the call returns to (which a return probe's trampoline hides on the stack).
     pub const STOP: u32 = 18;
+    /// [`Record`](super::Record): the kernel's OOM killer chose a target process
+    /// (`oom/mark_victim`); `id` is the victim's pid, `args` = [total_vm, anon_rss, file_rss,
+    /// shmem_rss] in KiB (0 where this kernel's tracepoint lacks them). The record's own
+    /// `pid`/`tid` are the task that ran out (often another process).
+    pub const OOM_KILL: u32 = 19;
 }
 
 /// Stopping the target from a probe, at the call that asked for it (`--break`, `--stop-on
@@ -520,6 +525,17 @@ pub struct Config {
     /// 1 to stop the process (`SIGSTOP` from the failing thread) when a status-returning API
     /// call fails, within the stop budget (`--stop-on api_error`).
     pub stop_on_api_error: u32,
+    /// Offsets in `oom/mark_victim`: `pid`, then `total_vm`, `anon_rss`, `file_rss`,
+    /// `shmem_rss` (`u32::MAX` where this kernel lacks the field).
+    pub oom_pid_off: u32,
+    /// See [`Config::oom_pid_off`].
+    pub oom_total_vm_off: u32,
+    /// See [`Config::oom_pid_off`].
+    pub oom_anon_rss_off: u32,
+    /// See [`Config::oom_pid_off`].
+    pub oom_file_rss_off: u32,
+    /// See [`Config::oom_pid_off`].
+    pub oom_shmem_rss_off: u32,
 }
 
 // SAFETY: both types are `repr(C)`, `Copy`, contain only integers and integer arrays, and have
@@ -564,7 +580,7 @@ mod layout {
     const _: () = assert!(offset_of!(StackEvent, pystack) == 96 + 16 * MAX_STACK_DEPTH);
     const _: () =
         assert!(size_of::<StackEvent>() == 96 + 16 * MAX_STACK_DEPTH + 16 * python::MAX_PY_DEPTH);
-    const _: () = assert!(size_of::<Config>() == 64);
+    const _: () = assert!(size_of::<Config>() == 84);
     const _: () = assert!(offset_of!(Record, kind) == 0);
     const _: () = assert!(offset_of!(Record, time_ns) == 16);
     const _: () = assert!(offset_of!(Record, id) == 24);

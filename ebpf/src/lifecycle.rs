@@ -236,3 +236,52 @@ fn try_sched_exit(ctx: &TracePointContext) -> Result<u32, i64> {
     }
     Ok(0)
 }
+
+#[tracepoint]
+pub fn mp_oom_victim(ctx: TracePointContext) -> u32 {
+    match try_oom_victim(&ctx) {
+        Ok(ret) => ret,
+        Err(e) => {
+            debug!(&ctx, "mp_oom_victim: reading the tracepoint failed ({})", e);
+            0
+        }
+    }
+}
+
+/// The OOM killer chose a victim: a target's death is explained (it runs in the task that
+/// ran out of memory, which may be another process).
+fn try_oom_victim(ctx: &TracePointContext) -> Result<u32, i64> {
+    let cfg = config();
+    if cfg.oom_pid_off == u32::MAX {
+        return Ok(0);
+    }
+    // SAFETY: offsets from this kernel's tracepoint format, read with bpf_probe_read.
+    let victim = unsafe { ctx.read_at::<i32>(cfg.oom_pid_off as usize)? } as u32;
+    if !crate::maps::is_target(victim) {
+        return Ok(0);
+    }
+    let field = |off: u32| -> u64 {
+        if off == u32::MAX {
+            return 0;
+        }
+        // SAFETY: as above; a field that cannot be read is 0.
+        unsafe { ctx.read_at::<u64>(off as usize) }.unwrap_or(0)
+    };
+    emit(
+        ctx,
+        kind::OOM_KILL,
+        victim as u64,
+        [
+            field(cfg.oom_total_vm_off),
+            field(cfg.oom_anon_rss_off),
+            field(cfg.oom_file_rss_off),
+            field(cfg.oom_shmem_rss_off),
+            0,
+            0,
+            0,
+            0,
+        ],
+        lost::TASK,
+    );
+    Ok(0)
+}

@@ -41,6 +41,11 @@ static CONFIG: Config = Config {
     lifecycle_wakeup: 0,
     task_fsbase_off: u32::MAX,
     stop_on_api_error: 0,
+    oom_pid_off: u32::MAX,
+    oom_total_vm_off: u32::MAX,
+    oom_anon_rss_off: u32::MAX,
+    oom_file_rss_off: u32::MAX,
+    oom_shmem_rss_off: u32::MAX,
 };
 
 /// Processes (tgids) being profiled.

@@ -167,6 +167,9 @@ pub enum EventKind {
     /// `--stop-on`; `message`: why and where, `tid`: the thread that hit it, `stack`: its
     /// stack at the stop).
     Stopped,
+    /// The kernel's OOM killer chose this process (`pid`: the victim; `message`: its memory
+    /// then; `value`: its anonymous resident KiB).
+    OomKill,
 }
 
 impl EventKind {
@@ -184,6 +187,7 @@ impl EventKind {
             EventKind::ModelLoad => "model_load",
             EventKind::ApiError => "api_error",
             EventKind::Stopped => "stopped",
+            EventKind::OomKill => "oom_kill",
         }
     }
 }

@@ -120,7 +120,7 @@ fn bad_files_and_variables_are_one_line_errors_naming_key_and_line() {
         ("profiling:\n  frequency: 0\n", ":2: ", "frequency"),
         ("sampling:\n  rate: 1.5\n", ":2: ", "sample rate"),
         ("tracing:\n  level: loud\n", ":2: ", "not a level"),
-        ("profiling:\n  memory: true\n", ":2: ", "memory profiling"),
+        ("profiling:\n  memory: sometimes\n", ":2: ", "memory"),
         ("probes:\n  - no-colon-here\n", ":2: ", "TARGET:SYMBOL"),
         ("gpu: true\n", ":1: ", "unknown field `gpu`"),
         ("tracing: [1, 2\n", "config.yaml:", ""),

@@ -75,8 +75,14 @@ fn errors_name_the_key_and_the_line() {
     assert!(e.contains(":2:") && e.contains("sample rate"), "{e}");
     let e = err("tracing:\n  level: loud\n");
     assert!(e.contains(":2:") && e.contains("not a level"), "{e}");
-    let e = err("profiling:\n  memory: true\n");
-    assert!(e.contains(":2:") && e.contains("memory profiling"), "{e}");
+    let e = err("profiling:\n  memory: sometimes\n");
+    assert!(e.contains(":2:") && e.contains("memory"), "{e}");
+    assert!(
+        from_file("profiling:\n  memory: true\n")
+            .unwrap()
+            .memory
+            .value
+    );
     let e = err("probes:\n  - nocolon\n");
     assert!(e.contains(":2:"), "{e}");
     let e = err("gpu: true\n");

@@ -201,6 +201,12 @@ impl Sampler {
         }
         let f = |cat: &str, ev: &str, field: &str| tracefs::field(tracefs_root, cat, ev, field);
         let prev_state = f("sched", "sched_switch", "prev_state")?;
+        // The OOM killer's tracepoint, where the kernel has it (its fields vary by version).
+        let oom = |field: &str| {
+            f("oom", "mark_victim", field)
+                .map(|f| f.offset)
+                .unwrap_or(u32::MAX)
+        };
         let config = Config {
             switch_prev_state_off: prev_state.offset,
             switch_prev_state_size: prev_state.size,
@@ -224,6 +230,11 @@ impl Sampler {
                 u32::MAX
             },
             stop_on_api_error: u32::from(opts.stop_on_api_error),
+            oom_pid_off: oom("pid"),
+            oom_total_vm_off: oom("total_vm"),
+            oom_anon_rss_off: oom("anon_rss"),
+            oom_file_rss_off: oom("file_rss"),
+            oom_shmem_rss_off: oom("shmem_rss"),
         };
         let bpf_log_level = bpf_log_level();
         let mut loader = EbpfLoader::new();
@@ -253,6 +264,11 @@ impl Sampler {
         attach_tracepoint(&mut bpf, "mp_sched_exec", "sched", "sched_process_exec")?;
         attach_tracepoint(&mut bpf, "mp_task_rename", "task", "task_rename")?;
         attach_tracepoint(&mut bpf, "mp_signal_deliver", "signal", "signal_deliver")?;
+        if config.oom_pid_off != u32::MAX {
+            if let Err(e) = attach_tracepoint(&mut bpf, "mp_oom_victim", "oom", "mark_victim") {
+                log::debug!("OOM kills not recorded: {e}");
+            }
+        }
         // Always: besides blocked intervals (when asked for) it keeps each thread's CPU time.
         attach_tracepoint(&mut bpf, "mp_sched_switch", "sched", "sched_switch")?;
         if opts.capture_io {

@@ -150,7 +150,8 @@ impl GpuSide {
             counters: Vec::new(),
         });
         let pids = rec.processes.iter().map(|p| p.pid).collect();
-        rec.counters = nvml::only_processes(last.counters, &pids);
+        rec.counters
+            .extend(nvml::only_processes(last.counters, &pids));
         if let Some((collected, not_injected, lines)) = last.collected {
             for line in lines {
                 log::info!("{line}");

@@ -123,6 +123,9 @@ pub struct RecordOptions {
     pub stops: Option<crate::stop::StopOptions>,
     /// Keep only a window of history and write it when a trigger fires (`--flight-recorder`).
     pub flight: Option<flight::FlightOptions>,
+    /// Record each target process's memory once a second (`--memory`): resident, anonymous,
+    /// file-backed, shared and swapped MiB, as counters.
+    pub memory: bool,
 }
 
 /// Processes handed to a session in progress, taken by its event loop (every ~100 ms): each
@@ -197,6 +200,7 @@ impl RecordOptions {
             adopt: None,
             stops: None,
             flight: None,
+            memory: false,
         }
     }
 }

@@ -28,6 +28,8 @@ pub(super) fn run(s: &mut Session<'_>) -> Stopped {
     super::flight::start(s);
     super::watching::start(s);
     let mut probes_seen = usize::MAX;
+    // Memory from the start (then once a second).
+    s.collector.sample_memory();
     let mut last_rescan = Instant::now();
     let mut last_progress = Instant::now();
     let mut forwarded_at: Option<Instant> = None;
@@ -52,6 +54,7 @@ pub(super) fn run(s: &mut Session<'_>) -> Stopped {
         if last_rescan.elapsed() >= Duration::from_secs(1) {
             last_rescan = Instant::now();
             s.collector.rescan_maps();
+            s.collector.sample_memory();
             s.sampler.forget_exited();
             s.sampler.drain_off_cpu_sums(&mut s.collector, false);
             publish_progress(s);

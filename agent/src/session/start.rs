@@ -125,6 +125,9 @@ pub(super) fn start(opts: &RecordOptions) -> Result<Session<'_>> {
     // From here on, a failure lets a gated child go without running the command.
     let mut collector = Collector::new();
     collector.publish_to(live.live());
+    if opts.memory {
+        collector.record_memory();
+    }
     if let (true, Some(llm)) = (opts.packs, &opts.llm) {
         collector.capture_llm_calls(llm.clone());
     }

@@ -50,7 +50,7 @@ impl Clock {
 
 fn event_level(kind: EventKind) -> Level {
     match kind {
-        EventKind::ApiError | EventKind::FatalSignal => Level::Error,
+        EventKind::ApiError | EventKind::FatalSignal | EventKind::OomKill => Level::Error,
         EventKind::Signal | EventKind::Stopped => Level::Warn,
         _ => Level::Info,
     }

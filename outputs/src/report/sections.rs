@@ -405,6 +405,7 @@ pub(super) fn events(rec: &Recording, top: usize) -> Section {
                     | EventKind::ModelLoad
                     | EventKind::ApiError
                     | EventKind::Stopped
+                    | EventKind::OomKill
             )
         })
         .take(top)

@@ -326,6 +326,11 @@ pub struct RecordArgs {
     /// Most stops in one recording (--break and --stop-on together).
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub stop_max: u64,
+    /// Record each process's memory once a second (resident, anonymous, file-backed, shared,
+    /// swapped MiB: counters on the timeline and in the recording) [default: the config's
+    /// profiling.memory]. The kernel's OOM kills of a target are recorded either way.
+    #[arg(long)]
+    pub memory: bool,
     /// Flight recorder: keep only the last DURATION of samples, spans, events and logs (memory
     /// follows the window, not the run) and write it to OUTPUT/flight-N-MS/ when a --trigger
     /// fires or modelprobe gets SIGUSR2; recording goes on after each dump.

@@ -88,6 +88,9 @@ impl Collector {
             let lost = rec.meta.lost.tls_records + rec.meta.lost.tls_calls_untracked;
             rec.llm = llm.finish(rec.meta.end_ns, lost);
         }
+        if let Some(m) = self.memory {
+            rec.counters = m.finish();
+        }
         rec.processes = known.processes;
         rec.threads = known.threads;
         rec

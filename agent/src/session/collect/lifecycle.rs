@@ -155,6 +155,29 @@ impl Tasks {
                 };
                 self.event(procs, rec, kind, msg, Some(sig as i64));
             }
+            kind::OOM_KILL => {
+                let victim = rec.id as u32;
+                let mib = |kib: u64| kib as f64 / 1024.0;
+                let name = procs.name(victim).unwrap_or("?").to_string();
+                let message = format!(
+                    "process {victim} ({name}) chosen by the kernel's OOM killer: anon-rss {:.1} MiB, file-rss {:.1} MiB, shmem-rss {:.1} MiB, total-vm {:.1} MiB (the task out of memory: {} in process {})",
+                    mib(rec.args[1]),
+                    mib(rec.args[2]),
+                    mib(rec.args[3]),
+                    mib(rec.args[0]),
+                    rec.tid,
+                    rec.pid
+                );
+                self.events.push(Event {
+                    time_ns: rec.time_ns,
+                    pid: victim,
+                    tid: victim,
+                    kind: EventKind::OomKill,
+                    message,
+                    value: Some(rec.args[1] as i64),
+                    stack: None,
+                });
+            }
             other => log::debug!("unknown record kind {other}"),
         }
     }

@@ -24,6 +24,7 @@ mod finalize;
 mod lifecycle;
 mod llm;
 pub mod log_lines;
+mod memory;
 mod models;
 mod processes;
 mod spans;
@@ -55,6 +56,8 @@ pub struct Collector {
     events_published: usize,
     /// A flight recorder's triggers, when on.
     triggers: Option<triggers::Watch>,
+    /// Memory over time, when asked for (`--memory`).
+    memory: Option<memory::MemoryCounters>,
 }
 
 /// A `comm` (thread name) up to its NUL.
@@ -207,6 +210,25 @@ impl Collector {
     /// The stops the BPF side made since the last call.
     pub fn take_stops(&mut self) -> Vec<Record> {
         std::mem::take(&mut self.stops)
+    }
+
+    /// Records each process's memory from now on ([`Collector::sample_memory`]).
+    pub fn record_memory(&mut self) {
+        self.memory.get_or_insert_with(Default::default);
+    }
+
+    /// Reads every live process's memory now (when memory is recorded).
+    pub fn sample_memory(&mut self) {
+        if self.memory.is_none() {
+            return;
+        }
+        let t = crate::clock::monotonic_ns();
+        let pids = self.live_pids();
+        if let Some(m) = self.memory.as_mut() {
+            for pid in pids {
+                m.sample(pid, t);
+            }
+        }
     }
 
     /// Adds an event the session made.

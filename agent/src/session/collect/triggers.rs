@@ -121,6 +121,9 @@ impl Collector {
         if let Some(llm) = &self.llm {
             next.llm = Some(super::llm::LlmCapture::new(llm.options().clone()));
         }
+        if self.memory.is_some() {
+            next.record_memory();
+        }
         next.triggers = self.triggers.take().map(|w| Watch {
             fired: Vec::new(),
             log_cursor: 0,
@@ -145,6 +148,9 @@ impl Collector {
         self.models.evict_before(t);
         if let Some(llm) = self.llm.as_mut() {
             llm.evict_before(t);
+        }
+        if let Some(m) = self.memory.as_mut() {
+            m.evict_before(t);
         }
         // Cursors into the event and line lists move with them.
         let events_gone = events - self.tasks.count();

@@ -28,7 +28,7 @@ fn severity(level: Option<Level>, stream: Stream) -> (SeverityNumber, &'static s
 
 fn event_severity(kind: EventKind) -> (SeverityNumber, &'static str) {
     match kind {
-        EventKind::FatalSignal => (SeverityNumber::Fatal, "FATAL"),
+        EventKind::FatalSignal | EventKind::OomKill => (SeverityNumber::Fatal, "FATAL"),
         EventKind::ApiError => (SeverityNumber::Error, "ERROR"),
         EventKind::Stopped => (SeverityNumber::Warn, "WARN"),
         _ => (SeverityNumber::Info, "INFO"),
