@@ -543,3 +543,45 @@ impl Agent {
 pub fn run_agent(cmd: &mut Command, limit: Duration) -> AgentRun {
     Agent::spawn(cmd).finish(limit)
 }
+
+/// The OTLP receiver (`fixtures/otlp/receiver.py`, on PyPI's official `opentelemetry-proto`)
+/// listening on a free port, writing what it receives to `dir/received.jsonl`: (its process,
+/// its base URL, that file). `extra`: its options (`--throttle N`). `None`, with the reason said,
+/// when the Python package is missing.
+pub fn otlp_receiver(dir: &Path, extra: &[&str]) -> Option<(KillOnDrop, String, PathBuf)> {
+    let python = tools_venv().map(|v| v.join("bin/python")).filter(|p| {
+        Command::new(p)
+            .args([
+                "-c",
+                "import opentelemetry.proto.collector.trace.v1.trace_service_pb2",
+            ])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    let Some(python) = python else {
+        missing("the opentelemetry-proto Python package");
+        return None;
+    };
+    let (port_file, received) = (dir.join("port"), dir.join("received.jsonl"));
+    let receiver = KillOnDrop(
+        Command::new(&python)
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/otlp/receiver.py"))
+            .arg("--port-file")
+            .arg(&port_file)
+            .arg("--out")
+            .arg(&received)
+            .args(extra)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start the OTLP receiver"),
+    );
+    let started = Instant::now();
+    let port = loop {
+        if let Ok(p) = std::fs::read_to_string(&port_file) {
+            break p.trim().to_string();
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "no receiver");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Some((receiver, format!("http://127.0.0.1:{port}"), received))
+}

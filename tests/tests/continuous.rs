@@ -318,17 +318,6 @@ fn the_agent_pushes_each_window_as_otlp_and_its_profiles_as_pprof() {
     if !require_bpf("the_agent_pushes_each_window_as_otlp_and_its_profiles_as_pprof") {
         return;
     }
-    let Some(python) = tools_venv().map(|v| v.join("bin/python")).filter(|p| {
-        Command::new(p)
-            .args([
-                "-c",
-                "import opentelemetry.proto.collector.trace.v1.trace_service_pb2",
-            ])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    }) else {
-        return missing("the opentelemetry-proto Python package");
-    };
     if !Command::new("go")
         .arg("version")
         .output()
@@ -338,28 +327,10 @@ fn the_agent_pushes_each_window_as_otlp_and_its_profiles_as_pprof() {
     }
     let _bpf = bpf_lock();
     let dir = scratch_dir("agent-push");
-    let (port_file, received) = (dir.join("port"), dir.join("received.jsonl"));
-    let _receiver = KillOnDrop(
-        Command::new(&python)
-            .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/otlp/receiver.py"))
-            .arg("--port-file")
-            .arg(&port_file)
-            .arg("--out")
-            .arg(&received)
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let started = Instant::now();
-    let port = loop {
-        if let Ok(p) = std::fs::read_to_string(&port_file) {
-            break p.trim().to_string();
-        }
-        assert!(started.elapsed() < Duration::from_secs(20), "no receiver");
-        std::thread::sleep(Duration::from_millis(50));
+    let Some((_receiver, url, received)) = otlp_receiver(&dir, &[]) else {
+        return;
     };
     let workload = start_workload(&["--seconds", "30"]);
-    let url = format!("http://127.0.0.1:{port}");
     let run = run_agent(
         Command::new(modelprobe_bin())
             .args([

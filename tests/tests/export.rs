@@ -3,11 +3,7 @@
 //! the folded stacks, and the labels; `--format speedscope`, held against the same; and
 //! `--format otlp --endpoint`, sent to a receiver built on the official OpenTelemetry protos;
 //! `--format perfetto`, read by `protoc --decode` against Perfetto's message definitions.
-use std::{
-    path::Path,
-    process::{Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::{path::Path, process::Command, time::Duration};
 
 use modelprobe_tests::*;
 
@@ -176,17 +172,6 @@ fn otlp_export_is_read_by_a_receiver_on_the_official_protos() {
     if !require_bpf("otlp_export_is_read_by_a_receiver_on_the_official_protos") {
         return;
     }
-    let Some(python) = tools_venv().map(|v| v.join("bin/python")).filter(|p| {
-        Command::new(p)
-            .args([
-                "-c",
-                "import opentelemetry.proto.collector.trace.v1.trace_service_pb2",
-            ])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    }) else {
-        return missing("the opentelemetry-proto Python package");
-    };
     let out = scratch_dir("export-otlp");
     let rec_dir = out.join("rec");
     let r = {
@@ -198,32 +183,14 @@ fn otlp_export_is_read_by_a_receiver_on_the_official_protos() {
     let pid = r.recording()["meta"]["target_pid"].as_u64().unwrap();
 
     // The receiver throttles the first request: the push must retry it.
-    let (port_file, received) = (out.join("port"), out.join("received.jsonl"));
-    let _receiver = KillOnDrop(
-        Command::new(&python)
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/otlp/receiver.py"))
-            .arg("--port-file")
-            .arg(&port_file)
-            .arg("--out")
-            .arg(&received)
-            .args(["--throttle", "1"])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let started = Instant::now();
-    let port = loop {
-        if let Ok(p) = std::fs::read_to_string(&port_file) {
-            break p.trim().to_string();
-        }
-        assert!(started.elapsed() < Duration::from_secs(20), "no receiver");
-        std::thread::sleep(Duration::from_millis(50));
+    let Some((_receiver, url, received)) = otlp_receiver(&out, &["--throttle", "1"]) else {
+        return;
     };
     let secret = "SECRET-otlp-123";
     let sent = run_with_timeout(
         Command::new(modelprobe_bin())
             .args(["export", "--format", "otlp", "--endpoint"])
-            .arg(format!("http://127.0.0.1:{port}"))
+            .arg(&url)
             .arg("--header")
             .arg(format!("x-api-key={secret}"))
             .arg(&rec_dir),

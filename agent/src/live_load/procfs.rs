@@ -62,14 +62,10 @@ pub(super) fn pick_thread(pid: u32) -> u32 {
     if live(pid) {
         return pid;
     }
-    let mut tids: Vec<u32> = fs::read_dir(format!("/proc/{pid}/task"))
+    crate::target::thread_ids(pid)
         .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .collect();
-    tids.sort_unstable();
-    tids.into_iter().find(|&t| live(t)).unwrap_or(pid)
+        .find(|&t| live(t))
+        .unwrap_or(pid)
 }
 
 /// `/proc/sys/kernel/yama/ptrace_scope`, when Yama is built in.
