@@ -138,6 +138,10 @@ pub(super) fn follow(s: &mut Session<'_>, fired: &[Fired]) {
         let cutoff = clock::monotonic_ns().saturating_sub(opts.window.as_nanos() as u64);
         s.collector.evict_before(cutoff);
     }
+    let dump_now = opts.dump_now.swap(false, Ordering::Relaxed);
+    if fired.is_empty() && !dump_now {
+        return;
+    }
     let table = s.probes.table();
     let name = |probe: u32| {
         table
@@ -170,7 +174,7 @@ pub(super) fn follow(s: &mut Session<'_>, fired: &[Fired]) {
             }
         })
         .collect();
-    if opts.dump_now.swap(false, Ordering::Relaxed) {
+    if dump_now {
         reasons.push("SIGUSR2".into());
     }
     let Some(reason) = reasons.into_iter().next() else {

@@ -22,13 +22,19 @@ pub(super) fn follow(s: &mut Session<'_>, fired: &[Fired]) {
     let Some(rules) = s.opts.stops.clone() else {
         return;
     };
-    let table = s.probes.table();
+    let stops = s.collector.take_stops();
+    // The probe table is read only when there is something to name.
+    let table = if stops.is_empty() && fired.is_empty() {
+        Vec::new()
+    } else {
+        s.probes.table()
+    };
     let name = |probe: u64| {
         table
             .get(probe as usize)
             .map_or_else(|| format!("probe {probe}"), |p| p.function.clone())
     };
-    for rec in s.collector.take_stops() {
+    for rec in stops {
         // The BPF side spent one of its budget; the session's count follows.
         s.stops_left = s.stops_left.saturating_sub(1);
         let function = name(rec.id);

@@ -57,8 +57,11 @@ fn thresholds(s: &Session<'_>) -> Vec<(String, u64)> {
 
 /// What fired since the last turn; the thresholds are set again when the probe table grew.
 pub(super) fn take(s: &mut Session<'_>, probes_seen: &mut usize) -> Vec<Fired> {
-    let table = s.probes.table();
-    if table.len() != *probes_seen {
+    if s.opts.flight.is_none() && s.opts.stops.is_none() {
+        return Vec::new();
+    }
+    if s.probes.function_count() != *probes_seen {
+        let table = s.probes.table();
         *probes_seen = table.len();
         let mut slow: HashMap<u32, u64> = HashMap::new();
         for (function, min) in thresholds(s) {
