@@ -127,6 +127,71 @@ impl PprofEndpoint {
     }
 }
 
+/// The HTTP client both pushes use: errors are statuses, not failures.
+fn client() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(30)))
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+/// POSTs `body` to `url`, retrying (with backoff, honouring `Retry-After`) while the server
+/// throttles (429, 502, 503, 504): the last status and up to 1 MiB of its reply. `signal`
+/// names what is sent in errors.
+fn post(
+    agent: &ureq::Agent,
+    url: &str,
+    headers: &[(String, String)],
+    content_type: &str,
+    body: &[u8],
+    signal: &'static str,
+) -> Result<(u16, Vec<u8>), PushError> {
+    let mut wait = Duration::from_millis(500);
+    for attempt in 1..=ATTEMPTS {
+        let mut req = agent.post(url).header("Content-Type", content_type);
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        let mut resp = req.send(body).map_err(|e| PushError::Transport {
+            signal,
+            url: url.to_string(),
+            source: Box::new(e),
+        })?;
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+        let reply = resp
+            .body_mut()
+            .with_config()
+            .limit(1 << 20)
+            .read_to_vec()
+            .unwrap_or_default();
+        if !matches!(status, 429 | 502 | 503 | 504) || attempt == ATTEMPTS {
+            return Ok((status, reply));
+        }
+        let pause = retry_after.map_or(wait, |s| Duration::from_secs(s.min(30)));
+        log::info!("{url} answered {status}; retrying in {pause:?}");
+        std::thread::sleep(pause);
+        wait *= 2;
+    }
+    unreachable!("the last attempt returns")
+}
+
+/// The refusal of `url` with `status`, quoting the start of its reply.
+fn refused(signal: &'static str, url: String, status: u16, reply: &[u8]) -> PushError {
+    PushError::Refused {
+        signal,
+        url,
+        status,
+        message: String::from_utf8_lossy(&reply[..reply.len().min(200)])
+            .trim()
+            .replace('\n', " "),
+    }
+}
+
 /// Sends the recording's profiles (CPU, off-CPU, GPU: those it has) to `endpoint`, named
 /// `service.cpu` and so on; returns how many were sent.
 pub fn push_pprof(
@@ -135,11 +200,7 @@ pub fn push_pprof(
     service: &str,
 ) -> Result<usize, PushError> {
     use crate::export::pprof::{self, Kind};
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(30)))
-        .http_status_as_error(false)
-        .build()
-        .into();
+    let agent = client();
     let secs = |ns: u64| {
         let ms = rec.meta.start_unix_ms as i64 + (ns as i64 - rec.meta.start_ns as i64) / 1_000_000;
         (ms / 1000).max(0)
@@ -161,43 +222,18 @@ pub fn push_pprof(
             "{}{sep}name={service}.{suffix}&from={from}&until={until}&format=pprof&spyName=modelprobe",
             endpoint.url
         );
-        let mut wait = Duration::from_millis(500);
-        for attempt in 1..=ATTEMPTS {
-            let mut req = agent
-                .post(&url)
-                .header("Content-Type", "application/octet-stream");
-            for (k, v) in &endpoint.headers {
-                req = req.header(k, v);
-            }
-            let mut resp = req.send(&body[..]).map_err(|e| PushError::Transport {
-                signal: "profiles",
-                url: endpoint.url.clone(),
-                source: Box::new(e),
-            })?;
-            let status = resp.status().as_u16();
-            if (200..300).contains(&status) {
-                sent += 1;
-                break;
-            }
-            let reply = resp
-                .body_mut()
-                .with_config()
-                .limit(1 << 16)
-                .read_to_vec()
-                .unwrap_or_default();
-            if !matches!(status, 429 | 502 | 503 | 504) || attempt == ATTEMPTS {
-                return Err(PushError::Refused {
-                    signal: "profiles",
-                    url: endpoint.url.clone(),
-                    status,
-                    message: String::from_utf8_lossy(&reply[..reply.len().min(200)])
-                        .trim()
-                        .replace('\n', " "),
-                });
-            }
-            std::thread::sleep(wait);
-            wait *= 2;
+        let (status, reply) = post(
+            &agent,
+            &url,
+            &endpoint.headers,
+            "application/octet-stream",
+            &body,
+            "profiles",
+        )?;
+        if !(200..300).contains(&status) {
+            return Err(refused("profiles", endpoint.url.clone(), status, &reply));
         }
+        sent += 1;
     }
     Ok(sent)
 }
@@ -236,80 +272,39 @@ pub fn push(
     requests: &[Request],
     mut progress: impl FnMut(usize, &Request),
 ) -> Result<Pushed, PushError> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(30)))
-        .http_status_as_error(false)
-        .build()
-        .into();
+    let agent = client();
     let mut done = Pushed::default();
     let mut no_profiles = false;
-    'requests: for (n, r) in requests.iter().enumerate() {
+    for (n, r) in requests.iter().enumerate() {
         if no_profiles && r.signal == Signal::Profiles {
             done.profiles_skipped += 1;
             continue;
         }
         progress(n, r);
         let url = endpoint.url(r.signal);
-        let mut wait = Duration::from_millis(500);
-        for attempt in 1..=ATTEMPTS {
-            let mut req = agent
-                .post(&url)
-                .header("Content-Type", "application/x-protobuf");
-            for (k, v) in &endpoint.headers {
-                req = req.header(k, v);
-            }
-            let transport = |e: ureq::Error| PushError::Transport {
-                signal: r.signal.name(),
-                url: url.clone(),
-                source: Box::new(e),
-            };
-            let mut resp = req.send(&r.body[..]).map_err(transport)?;
-            let status = resp.status().as_u16();
-            let retry_after = resp
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
-            let reply = resp
-                .body_mut()
-                .with_config()
-                .limit(1 << 20)
-                .read_to_vec()
-                .unwrap_or_default();
-            if (200..300).contains(&status) {
-                if let Some((rejected, message)) = otlp::rejected(r.signal, &reply) {
-                    log::warn!(
-                        "{url} rejected {rejected} of {} {}: {message}",
-                        r.items,
-                        r.signal.name()
-                    );
-                    done.rejected += rejected;
-                }
-                break;
-            }
-            if r.signal == Signal::Profiles && NO_PROFILES.contains(&status) {
-                log::warn!(
-                    "{url} does not take profiles (HTTP {status}; OTLP profiles are a development signal a collector must enable): profiles not sent"
-                );
-                no_profiles = true;
-                done.profiles_skipped += 1;
-                continue 'requests;
-            }
-            let throttled = matches!(status, 429 | 502 | 503 | 504);
-            if !throttled || attempt == ATTEMPTS {
-                let message = String::from_utf8_lossy(&reply[..reply.len().min(200)])
-                    .trim()
-                    .replace('\n', " ");
-                return Err(PushError::Refused {
-                    signal: r.signal.name(),
-                    url,
-                    status,
-                    message,
-                });
-            }
-            let pause = retry_after.map_or(wait, |s| Duration::from_secs(s.min(30)));
-            log::info!("{url} answered {status}; retrying in {pause:?}");
-            std::thread::sleep(pause);
-            wait *= 2;
+        let name = r.signal.name();
+        let (status, reply) = post(
+            &agent,
+            &url,
+            &endpoint.headers,
+            "application/x-protobuf",
+            &r.body,
+            name,
+        )?;
+        if r.signal == Signal::Profiles && NO_PROFILES.contains(&status) {
+            log::warn!(
+                "{url} does not take profiles (HTTP {status}; OTLP profiles are a development signal a collector must enable): profiles not sent"
+            );
+            no_profiles = true;
+            done.profiles_skipped += 1;
+            continue;
+        }
+        if !(200..300).contains(&status) {
+            return Err(refused(name, url, status, &reply));
+        }
+        if let Some((rejected, message)) = otlp::rejected(r.signal, &reply) {
+            log::warn!("{url} rejected {rejected} of {} {name}: {message}", r.items);
+            done.rejected += rejected;
         }
         done.requests += 1;
         done.items[r.signal as usize] += r.items;

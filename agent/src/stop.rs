@@ -179,15 +179,9 @@ pub fn parse_stop_on(text: &str) -> Result<crate::session::flight::Trigger> {
 pub fn is_stopped(pid: u32) -> bool {
     let tids = target::thread_ids(pid);
     !tids.is_empty()
-        && tids.iter().all(|&tid| {
-            std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat"))
-                .ok()
-                .and_then(|s| {
-                    s.rsplit_once(')')
-                        .and_then(|(_, r)| r.split_whitespace().next().map(str::to_string))
-                })
-                .is_some_and(|st| st == "T")
-        })
+        && tids
+            .iter()
+            .all(|&tid| target::thread_state(pid, tid) == Some('T'))
 }
 
 /// `modelprobe resume PID`: lets a stopped process go on.

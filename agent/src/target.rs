@@ -79,13 +79,33 @@ pub fn thread_ids(pid: u32) -> Vec<u32> {
     tids
 }
 
+/// The fields of a `stat` file (`/proc/PID/stat`, `/proc/PID/task/TID/stat`) after the name,
+/// which may hold spaces and parentheses: `[0]` is the state (field 3), `[11]` utime (14),
+/// `[12]` stime (15).
+fn stat_fields(path: &str) -> Option<Vec<String>> {
+    let stat = fs::read_to_string(path).ok()?;
+    Some(
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .map(str::to_string)
+            .collect(),
+    )
+}
+
+/// A thread's scheduler state letter (`R`, `S`, `D`, `T` stopped, `t` traced, `Z`...), if it
+/// is still there.
+pub fn thread_state(pid: u32, tid: u32) -> Option<char> {
+    stat_fields(&format!("/proc/{pid}/task/{tid}/stat"))?
+        .first()?
+        .chars()
+        .next()
+}
+
 /// CPU time the process's threads have used, user and system, in seconds (the kernel's
 /// accounting in `/proc/PID/stat`), if it is still there.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // After the name's closing parenthesis (a name may hold spaces and parentheses): state is
-    // field 3, utime 14, stime 15.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let fields = stat_fields(&format!("/proc/{pid}/stat"))?;
     let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
     // SAFETY: sysconf has no memory-safety preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;

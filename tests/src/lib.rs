@@ -585,3 +585,34 @@ pub fn otlp_receiver(dir: &Path, extra: &[&str]) -> Option<(KillOnDrop, String, 
     };
     Some((receiver, format!("http://127.0.0.1:{port}"), received))
 }
+
+/// Whether `go` (Debian's golang-go, for `go tool pprof`) is here; says so when not (a failure
+/// under `MODELPROBE_REQUIRE_BPF`).
+pub fn have_go() -> bool {
+    let ok = Command::new("go")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        missing("go (golang-go), for `go tool pprof`");
+    }
+    ok
+}
+
+/// `go tool pprof ARGS FILE`'s stdout; panics with its stderr when it fails.
+pub fn go_pprof(args: &[&str], file: &Path) -> String {
+    let out = run_with_timeout(
+        Command::new("go")
+            .args(["tool", "pprof"])
+            .args(args)
+            .arg(file)
+            .env("HOME", std::env::temp_dir()),
+        Duration::from_secs(120),
+    );
+    assert!(
+        out.status.success(),
+        "go tool pprof {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -320,12 +320,8 @@ fn the_agent_pushes_each_window_as_otlp_and_its_profiles_as_pprof() {
     if !require_bpf("the_agent_pushes_each_window_as_otlp_and_its_profiles_as_pprof") {
         return;
     }
-    if !Command::new("go")
-        .arg("version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
-        return missing("go (golang-go), for `go tool pprof`");
+    if !have_go() {
+        return;
     }
     let _bpf = bpf_lock();
     let dir = scratch_dir("agent-push");
@@ -402,23 +398,9 @@ fn the_agent_pushes_each_window_as_otlp_and_its_profiles_as_pprof() {
     let until: u64 = cpu["query"]["until"].as_str().unwrap().parse().unwrap();
     assert!(until > from && until - from <= 10, "{from}..{until}");
     // The pushed profile opens in `go tool pprof` with the workload's hot functions.
-    let top = Command::new("go")
-        .args([
-            "tool",
-            "pprof",
-            "-top",
-            "-nodecount=1000",
-            "-sample_index=samples",
-        ])
-        .arg(cpu["file"].as_str().unwrap())
-        .env("HOME", std::env::temp_dir())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&top.stdout);
-    assert!(
-        top.status.success(),
-        "{}",
-        String::from_utf8_lossy(&top.stderr)
+    let text = go_pprof(
+        &["-top", "-nodecount=1000", "-sample_index=samples"],
+        std::path::Path::new(cpu["file"].as_str().unwrap()),
     );
     assert!(
         text.contains("mp_hot_a") && text.contains("mp_hot_b"),

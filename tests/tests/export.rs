@@ -7,24 +7,6 @@ use std::{path::Path, process::Command, time::Duration};
 
 use modelprobe_tests::*;
 
-/// `go tool pprof ARGS FILE`'s stdout.
-fn pprof(args: &[&str], file: &Path) -> String {
-    let out = run_with_timeout(
-        Command::new("go")
-            .args(["tool", "pprof"])
-            .args(args)
-            .arg(file)
-            .env("HOME", std::env::temp_dir()),
-        Duration::from_secs(120),
-    );
-    assert!(
-        out.status.success(),
-        "go tool pprof {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// The cumulative value of the function whose name ends in `function`, from `pprof -top` rows
 /// (`flat flat% sum% cum cum% name [(inline)]`): the hot functions' own work is inlined into
 /// them, so their flat value is their callees'.
@@ -44,12 +26,8 @@ fn pprof_export_opens_in_go_tool_pprof_with_the_known_hot_spots() {
     if !require_bpf("pprof_export_opens_in_go_tool_pprof_with_the_known_hot_spots") {
         return;
     }
-    if !Command::new("go")
-        .arg("version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
-        return missing("go (golang-go), for `go tool pprof`");
+    if !have_go() {
+        return;
     }
     let _bpf = bpf_lock();
     let out = scratch_dir("export-pprof");
@@ -69,7 +47,7 @@ fn pprof_export_opens_in_go_tool_pprof_with_the_known_hot_spots() {
     assert!(pp.join("offcpu.pb.gz").exists(), "no off-CPU profile");
 
     // Sample counts: the same total as the folded stacks, and the 3:1 split.
-    let top = pprof(
+    let top = go_pprof(
         &[
             "-top",
             "-sample_index=samples",
@@ -94,7 +72,7 @@ fn pprof_export_opens_in_go_tool_pprof_with_the_known_hot_spots() {
     assert_eq!(total as u64, folded, "pprof total vs stacks.folded\n{top}");
 
     // Every sample says its process and thread.
-    let tags = pprof(&["-tags"], &cpu);
+    let tags = go_pprof(&["-tags"], &cpu);
     let pid = r.recording()["meta"]["target_pid"].as_u64().unwrap();
     assert!(
         tags.contains(&format!(": {pid}")),
@@ -102,7 +80,7 @@ fn pprof_export_opens_in_go_tool_pprof_with_the_known_hot_spots() {
     );
     assert!(tags.contains("thread:"), "no thread label:\n{tags}");
     // The profile is named after the workload's executable, its first mapping.
-    let head = pprof(&["-top", "-nodecount=1"], &cpu);
+    let head = go_pprof(&["-top", "-nodecount=1"], &cpu);
     assert!(head.contains("File: mp-workload"), "{head}");
 }
 

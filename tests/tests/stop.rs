@@ -10,16 +10,8 @@ use modelprobe_tests::*;
 fn stopped_pid(stderr: &str) -> u32 {
     stderr
         .lines()
-        .find_map(|l| {
-            l.split("pid ")
-                .nth(1)?
-                .strip_suffix("")?
-                .split(' ')
-                .next()?
-                .parse()
-                .ok()
-        })
-        .filter(|_| stderr.contains("STOPPED"))
+        .filter(|l| l.contains(" STOPPED at "))
+        .find_map(|l| l.split("pid ").nth(1)?.split(' ').next()?.parse().ok())
         .unwrap_or_else(|| panic!("no STOPPED line: {stderr}"))
 }
 

@@ -71,14 +71,13 @@ fn mapping_end(maps: &str, addr: u64) -> Option<u64> {
         .map(|l| l.end)
 }
 
-/// Holds every thread of `pid`, copies what its stacks need, lets them go.
-pub fn freeze(pid: u32, py: Option<&PyProc>) -> Result<Frozen> {
+/// Holds every thread of `pid`, copies what its stacks need, lets them go; `maps` is its
+/// `/proc/PID/maps` text (where each stack ends).
+pub fn freeze(pid: u32, py: Option<&PyProc>, maps: &str) -> Result<Frozen> {
     let tids = crate::target::thread_ids(pid);
     if tids.is_empty() {
         return Err(Error::ProcessExited(pid));
     }
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
-        .map_err(|_| Error::ProcessExited(pid))?;
     let mem = Memory { pid };
     let started = Instant::now();
     let mut held: Vec<Tracee> = Vec::new();
@@ -115,7 +114,7 @@ pub fn freeze(pid: u32, py: Option<&PyProc>) -> Result<Frozen> {
                 continue;
             };
             let start = regs.rsp.saturating_sub(RED_ZONE);
-            let end = mapping_end(&maps, regs.rsp)
+            let end = mapping_end(maps, regs.rsp)
                 .unwrap_or(regs.rsp + 4096)
                 .min(regs.rsp + MAX_STACK_COPY);
             let mut stack = vec![0u8; end.saturating_sub(start) as usize];

@@ -182,15 +182,16 @@ struct Tables {
     mappings: Vec<(u64, u64, u64, String)>,
     /// By (device, inode); `None`: unreadable or no CFI.
     objects: HashMap<(u64, u64), Option<ObjectTable>>,
-    /// Mapping start to its object's key.
-    keys: HashMap<u64, (u64, u64)>,
+    /// Mapping start to its object's key, for every mapping whose file was tried (`None`:
+    /// it could not be opened).
+    keys: HashMap<u64, Option<(u64, u64)>>,
     /// The kernel's `[uprobes]` page (return-probe trampolines), if mapped.
     trampolines: Option<(u64, u64)>,
 }
 
 impl Tables {
-    fn new(pid: u32) -> Self {
-        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+    /// The executable mappings of a `/proc/PID/maps` text; nothing read yet.
+    fn new(maps: &str) -> Self {
         let trampolines = maps
             .lines()
             .filter_map(crate::procmaps::parse_line)
@@ -209,8 +210,10 @@ impl Tables {
         }
     }
 
-    /// Loads the tables of every mapping an address of `pcs` falls in.
-    fn load(&mut self, pid: u32, pcs: &[u64]) {
+    /// Loads the tables of the mappings addresses of `pcs` fall in that were not tried yet;
+    /// false when there was none.
+    fn load(&mut self, pid: u32, pcs: &[u64]) -> bool {
+        let mut tried = false;
         for &pc in pcs {
             let Some(&(start, end, _, ref path)) =
                 self.mappings.iter().find(|m| m.0 <= pc && pc < m.1)
@@ -220,12 +223,14 @@ impl Tables {
             if self.keys.contains_key(&start) {
                 continue;
             }
+            tried = true;
             let file = File::open(format!("/proc/{pid}/map_files/{start:x}-{end:x}"))
                 .or_else(|_| File::open(format!("/proc/{pid}/root{path}")));
-            let Ok(file) = file else { continue };
-            let Ok(md) = file.metadata() else { continue };
-            let key = (md.dev(), md.ino());
-            self.keys.insert(start, key);
+            let key = file
+                .ok()
+                .and_then(|f| f.metadata().ok().map(|md| (f, (md.dev(), md.ino()))));
+            self.keys.insert(start, key.as_ref().map(|(_, k)| *k));
+            let Some((file, key)) = key else { continue };
             self.objects.entry(key).or_insert_with(|| {
                 // SAFETY: mapped read-only and private; a library rewritten in place while
                 // mapped would give wrong rows, as for every debugger.
@@ -233,12 +238,14 @@ impl Tables {
                 compile::compile(&data).ok()
             });
         }
+        tried
     }
 
     /// The rows and bias for `pc`.
     fn object(&self, pc: u64) -> Option<Object<'_>> {
         let &(start, _, offset, _) = self.mappings.iter().find(|m| m.0 <= pc && pc < m.1)?;
-        let table = self.objects.get(self.keys.get(&start)?)?.as_ref()?;
+        let key = (*self.keys.get(&start)?)?;
+        let table = self.objects.get(&key)?.as_ref()?;
         Some(Object {
             rows: &table.rows,
             bias: table.bias(start, offset)?,
@@ -248,12 +255,7 @@ impl Tables {
 
 /// The thread's state letter and name, and its wait channel.
 fn state_of(pid: u32, tid: u32) -> (String, Option<String>) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).unwrap_or_default();
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().next())
-        .unwrap_or("?")
-        .to_string();
+    let state = target::thread_state(pid, tid).unwrap_or('?').to_string();
     let wchan = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/wchan"))
         .ok()
         .map(|w| w.trim().to_string())
@@ -279,14 +281,16 @@ pub fn take_with(pid: u32, hint: Option<(u32, u64)>) -> Result<Snapshot> {
     }
     let mut collector = SnapshotCollector::new(pid);
     let py = collector.python();
-    let mut tables = Tables::new(pid);
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .map_err(|_| crate::Error::ProcessExited(pid))?;
+    let mut tables = Tables::new(&maps);
     // Before the hold: the states it is in, not "traced".
     let states: HashMap<u32, (String, Option<String>)> = target::thread_ids(pid)
         .into_iter()
         .map(|tid| (tid, state_of(pid, tid)))
         .collect();
     let start_ns = crate::clock::monotonic_ns();
-    let frozen = freeze::freeze(pid, py.as_ref())?;
+    let frozen = freeze::freeze(pid, py.as_ref(), &maps)?;
     let mut wholes = HashMap::new();
     let mut hidden: HashMap<u32, usize> = HashMap::new();
     for t in &frozen.threads {
@@ -301,28 +305,20 @@ pub fn take_with(pid: u32, hint: Option<(u32, u64)>) -> Result<Snapshot> {
             _ => t.regs.rip,
         };
         let regs = (ip, t.regs.rsp, t.regs.rbp);
-        // Tables for the objects on the stack: the words that point into code, and the ip.
-        let mut pcs = vec![t.regs.rip];
-        pcs.extend(
-            t.stack
-                .chunks_exact(8)
-                .map(|w| u64::from_le_bytes(w.try_into().unwrap_or_default())),
-        );
-        pcs.sort_unstable();
-        pcs.dedup();
-        tables.load(pid, &pcs);
-        let (mut frames, end) = walk::walk(
-            regs,
-            MAX_STACK_DEPTH,
-            |pc| tables.object(pc),
-            |a| {
-                let w = t.word(a)?;
-                Some(match known_return {
-                    Some(ra) if in_trampoline(w) => ra,
-                    _ => w,
-                })
-            },
-        );
+        let read = |a: u64| {
+            let w = t.word(a)?;
+            Some(match known_return {
+                Some(ra) if in_trampoline(w) => ra,
+                _ => w,
+            })
+        };
+        // Tables only for the objects the walk goes through: walk, read the tables of the
+        // frames it could not step through, walk again (each turn reads at least one new one).
+        let mut walked = walk::walk(regs, MAX_STACK_DEPTH, |pc| tables.object(pc), read);
+        while tables.load(pid, &walked.0) {
+            walked = walk::walk(regs, MAX_STACK_DEPTH, |pc| tables.object(pc), read);
+        }
+        let (mut frames, end) = walked;
         wholes.insert(t.tid, end == End::Whole);
         let before = frames.len();
         if let Some((lo, hi)) = tables.trampolines {
