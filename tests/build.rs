@@ -44,6 +44,8 @@ const FIXTURES: &[(&str, &str, &[&str])] = &[
         ],
     ),
     ("fixtures/llama_app.c", "mp-llama-app", &[]),
+    // Memory of known shape from named functions (tests/memory.rs).
+    ("fixtures/mem_app.c", "mp-mem-app", &["-ldl"]),
     // The same as a library in a wheel-like folder no search path names, for a host that
     // loads it at run time (llama-cpp-python's ctypes load of site-packages/llama_cpp/lib).
     (

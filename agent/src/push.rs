@@ -212,6 +212,7 @@ pub fn push_pprof(
         (Kind::Cpu, "cpu"),
         (Kind::OffCpu, "off_cpu"),
         (Kind::Gpu, "gpu"),
+        (Kind::Memory, "memory"),
     ] {
         let Some(profile) = pprof::profile(rec, kind) else {
             continue;

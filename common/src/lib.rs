@@ -10,7 +10,7 @@
 //! use modelprobe_common::python::MAX_PY_DEPTH;
 //! assert_eq!(
 //!     core::mem::size_of::<StackEvent>(),
-//!     88 + 2 * 8 * MAX_STACK_DEPTH + 8 + 16 * MAX_PY_DEPTH
+//!     88 + 2 * 8 * MAX_STACK_DEPTH + 8 + 16 * MAX_PY_DEPTH + 8
 //! );
 //! ```
 #![no_std]
@@ -90,6 +90,51 @@ pub mod kind {
     /// shmem_rss] in KiB (0 where this kernel's tracepoint lacks them). The record's own
     /// `pid`/`tid` are the task that ran out (often another process).
     pub const OOM_KILL: u32 = 19;
+    /// [`StackEvent`](super::StackEvent), on the `MEMORY` ring (`--memory`): a target's
+    /// anonymous memory grew (`mmap`, `mremap`, `brk`); `mem_addr` is where the new range
+    /// starts, `weight` its length in bytes, `mem_source` a
+    /// [`memory::source`](super::memory::source) constant; the stacks are the caller's.
+    pub const MEM_ALLOC: u32 = 20;
+    /// [`Record`](super::Record), on the `MEMORY` ring: a target gave memory back (`munmap`,
+    /// the old range of an `mremap`, a shrinking `brk`); `id` is the range's start, `args[0]`
+    /// its length in bytes, `args[1]` a [`memory::source`](super::memory::source) constant.
+    pub const MEM_FREE: u32 = 21;
+    /// [`StackEvent`](super::StackEvent), on the `MEMORY` ring: a sampled page fault of a
+    /// target (one in every `weight`: the perf event's sample period); `mem_addr` is the
+    /// faulting address.
+    pub const PAGE_FAULT: u32 = 22;
+}
+
+/// Memory by stack (`--memory`): what the `MEMORY` ring's [`kind::MEM_ALLOC`],
+/// [`kind::MEM_FREE`] and [`kind::PAGE_FAULT`] events say.
+pub mod memory {
+    /// Where a [`MEM_ALLOC`](super::kind::MEM_ALLOC) or [`MEM_FREE`](super::kind::MEM_FREE)
+    /// came from.
+    pub mod source {
+        /// An anonymous `mmap` (glibc's large blocks and arenas, Python's arenas, PyTorch's
+        /// CPU allocator), or its `munmap`.
+        pub const MMAP: u32 = 1;
+        /// `mremap`: the old range is freed and the new one allocated by the caller.
+        pub const MREMAP: u32 = 2;
+        /// The program break moved (`brk`: glibc's main heap).
+        pub const BRK: u32 = 3;
+    }
+
+    /// A memory syscall in progress on a thread, from its entry to its exit tracepoint.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct MemPending {
+        /// A [`source`] constant.
+        pub source: u32,
+        /// Explicit padding; always 0.
+        pub _pad: u32,
+        /// The length asked for (`mmap`'s `len`, `mremap`'s `new_len`).
+        pub len: u64,
+        /// `mremap`'s old address (0 for `mmap`).
+        pub old_addr: u64,
+        /// `mremap`'s old length (0 for `mmap`).
+        pub old_len: u64,
+    }
 }
 
 /// Stopping the target from a probe, at the call that asked for it (`--break`, `--stop-on
@@ -254,8 +299,11 @@ pub mod lost {
     /// TLS calls not followed because the table of calls in progress was full (socket calls
     /// and connected sockets too).
     pub const TLS_TABLE_FULL: u32 = 9;
+    /// Memory events (allocations, frees, page faults) dropped because the `MEMORY` ring
+    /// buffer was full, or syscalls not followed because the pending table was full.
+    pub const MEMORY: u32 = 10;
     /// Number of counters.
-    pub const COUNT: u32 = 10;
+    pub const COUNT: u32 = 11;
 }
 
 /// One stack event, as written to the ring buffer.
@@ -301,10 +349,13 @@ pub struct StackEvent {
     pub ustack: [u64; MAX_STACK_DEPTH],
     /// Number of valid entries in `pystack` (see [`flags::PYSTACK`]).
     pub py_len: u32,
-    /// Explicit padding; always 0.
-    pub _pad: u32,
+    /// For [`kind::MEM_ALLOC`]: a [`memory::source`] constant; 0 for the other kinds.
+    pub mem_source: u32,
     /// Python frames, innermost first (see [`python`]).
     pub pystack: [python::PyFrame; python::MAX_PY_DEPTH],
+    /// For [`kind::MEM_ALLOC`] the new range's start, for [`kind::PAGE_FAULT`] the faulting
+    /// address; 0 for the other kinds.
+    pub mem_addr: u64,
 }
 
 /// A span, process, thread or signal record, as written to the `RECORDS` ring buffer.
@@ -578,9 +629,13 @@ mod layout {
     const _: () = assert!(offset_of!(StackEvent, ustack) == 88 + 8 * MAX_STACK_DEPTH);
     const _: () = assert!(offset_of!(StackEvent, py_len) == 88 + 16 * MAX_STACK_DEPTH);
     const _: () = assert!(offset_of!(StackEvent, pystack) == 96 + 16 * MAX_STACK_DEPTH);
+    const _: () = assert!(
+        offset_of!(StackEvent, mem_addr) == 96 + 16 * MAX_STACK_DEPTH + 16 * python::MAX_PY_DEPTH
+    );
     const _: () =
-        assert!(size_of::<StackEvent>() == 96 + 16 * MAX_STACK_DEPTH + 16 * python::MAX_PY_DEPTH);
+        assert!(size_of::<StackEvent>() == 104 + 16 * MAX_STACK_DEPTH + 16 * python::MAX_PY_DEPTH);
     const _: () = assert!(size_of::<Config>() == 84);
+    const _: () = assert!(size_of::<memory::MemPending>() == 32);
     const _: () = assert!(offset_of!(Record, kind) == 0);
     const _: () = assert!(offset_of!(Record, time_ns) == 16);
     const _: () = assert!(offset_of!(Record, id) == 24);
@@ -621,7 +676,8 @@ mod tests {
             + 4 * 4
             + 2 * 8 * MAX_STACK_DEPTH
             + 4 * 2
-            + 16 * python::MAX_PY_DEPTH;
+            + 16 * python::MAX_PY_DEPTH
+            + 8;
         assert_eq!(fields, core::mem::size_of::<StackEvent>());
         assert_eq!(core::mem::align_of::<StackEvent>(), 8);
     }

@@ -52,6 +52,8 @@ pub(crate) unsafe fn fill<C: EbpfContext>(
     ev.comm = bpf_get_current_comm().unwrap_or([0; 16]);
     ev.flags = 0;
     ev.probe = 0;
+    ev.mem_source = 0;
+    ev.mem_addr = 0;
     let k = if with_kernel {
         // SAFETY: the destination is the `kstack` array of `ev`, STACK_BYTES long.
         unsafe {
@@ -104,9 +106,24 @@ pub(crate) fn emit<C: EbpfContext>(
     args: [u64; 8],
     lost_index: u32,
 ) -> Option<()> {
-    let pid_tgid = bpf_get_current_pid_tgid();
     let span = record_kind == kind::SPAN_ENTER || record_kind == kind::SPAN_EXIT;
     let ring = if span { &RECORDS } else { &LIFECYCLE };
+    let flags = lifecycle_or_batch(ring, !span);
+    emit_to(ctx, ring, flags, record_kind, id, args, lost_index)
+}
+
+/// [`emit`] into `ring`, submitted with `submit_flags`.
+#[inline(always)]
+pub(crate) fn emit_to<C: EbpfContext>(
+    ctx: &C,
+    ring: &RingBuf,
+    submit_flags: u64,
+    record_kind: u32,
+    id: u64,
+    args: [u64; 8],
+    lost_index: u32,
+) -> Option<()> {
+    let pid_tgid = bpf_get_current_pid_tgid();
     let Some(mut entry) = ring.reserve::<Record>(0) else {
         count_lost(ctx, lost_index);
         return None;
@@ -123,7 +140,7 @@ pub(crate) fn emit<C: EbpfContext>(
         args,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     });
-    entry.submit(lifecycle_or_batch(ring, !span));
+    entry.submit(submit_flags);
     Some(())
 }
 

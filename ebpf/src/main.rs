@@ -19,6 +19,9 @@
 //!   TLS calls, for the LLM API calls the agent parses out of it.
 //! - [`sockets`]: `mp_sock_*` (syscall tracepoints, with `--plain-http`): the same for plain
 //!   HTTP on the target's TCP sockets.
+//! - [`memory`]: `mp_mem_*` (syscall tracepoints on `mmap`, `munmap`, `mremap`, `brk`) and
+//!   `mp_page_fault` (a sampled `page-faults` perf event), with `--memory`: where a target's
+//!   memory comes from, by stack.
 //! - [`unwind`]: the user-stack walk through the agent's CFI tables, used by every program
 //!   that takes a stack (the kernel's frame-pointer walk where a process has none).
 //! - [`python`]: the Python frames of a thread of a known CPython, read with every stack.
@@ -38,6 +41,7 @@
 mod emit;
 mod lifecycle;
 mod maps;
+mod memory;
 mod offcpu;
 mod python;
 mod sampling;

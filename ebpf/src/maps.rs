@@ -15,6 +15,7 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use modelprobe_common::{
     lost,
+    memory::MemPending,
     offcpu::{
         stat, Blocked, OffCpuKey, OffCpuSum, ThreadCpu, MAX_OFFCPU_STACKS, MAX_OFFCPU_SUMS,
         MAX_THREAD_CPU,
@@ -103,6 +104,20 @@ pub(crate) static TLS_SKIP: HashMap<TlsSkipKey, u64> = HashMap::with_max_entries
 /// Per-CPU scratch for a `TlsRecord` (larger than the BPF stack).
 #[map]
 pub(crate) static TLS_SCRATCH: PerCpuArray<TlsRecord> = PerCpuArray::with_max_entries(1, 0);
+
+/// Memory by stack (`--memory`): allocations and page faults (`StackEvent`s) and frees
+/// (`Record`s), in the order they happened, so a free never overtakes its allocation.
+#[map]
+pub(crate) static MEMORY: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
+
+/// Memory syscalls in progress, by thread: from their entry tracepoint to their exit.
+#[map]
+pub(crate) static MEM_PENDING: HashMap<u32, MemPending> = HashMap::with_max_entries(16384, 0);
+
+/// Each target process's program break as last seen (`brk`'s return), by tgid: a new one
+/// says how far the heap grew or shrank.
+#[map]
+pub(crate) static BRK_LAST: HashMap<u32, u64> = HashMap::with_max_entries(16384, 0);
 
 /// Out-parameter pointers of calls in progress, by thread (see `DEREF_ARG0_COOKIE`).
 #[map]

@@ -78,7 +78,6 @@ struct PyWalk {
 #[inline(never)]
 pub(crate) fn python_stack(ev: &mut StackEvent, pid: u32, tid: u32) {
     ev.py_len = 0;
-    ev._pad = 0;
     // A raw pointer, never a reference, across the loops: the callbacks write the same slot,
     // and a `&mut` would let the compiler assume nothing else does.
     let Some(w) = PY_WALK.get_ptr_mut(0) else {

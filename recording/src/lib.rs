@@ -13,6 +13,7 @@ mod io;
 pub mod launch;
 pub mod llm;
 pub mod logs;
+pub mod memory;
 
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
@@ -62,6 +63,9 @@ pub struct Recording {
     /// LLM API calls read from the target's TLS and HTTP traffic.
     #[serde(default, skip_serializing_if = "llm::LlmTrace::is_empty")]
     pub llm: llm::LlmTrace,
+    /// Allocations, frees and page faults by stack (`--memory`).
+    #[serde(default, skip_serializing_if = "memory::MemoryTrace::is_empty")]
+    pub memory: memory::MemoryTrace,
 }
 
 /// A quantity sampled over time, such as a GPU's utilization.
@@ -170,6 +174,11 @@ pub enum EventKind {
     /// The kernel's OOM killer chose this process (`pid`: the victim; `message`: its memory
     /// then; `value`: its anonymous resident KiB).
     OomKill,
+    /// An allocation failed for lack of memory: a CUDA allocation returned out-of-memory, or
+    /// the target printed PyTorch's `OutOfMemoryError` (`value`: the bytes asked for, where
+    /// known; `message`: what was free and the top live allocations by stack then; `stack`:
+    /// where it was asked for).
+    Oom,
 }
 
 impl EventKind {
@@ -188,6 +197,7 @@ impl EventKind {
             EventKind::ApiError => "api_error",
             EventKind::Stopped => "stopped",
             EventKind::OomKill => "oom_kill",
+            EventKind::Oom => "oom",
         }
     }
 }
@@ -427,6 +437,10 @@ pub struct Lost {
     /// TLS calls not followed because the table of calls in progress was full.
     #[serde(default)]
     pub tls_calls_untracked: u64,
+    /// Allocations, frees and page faults (`--memory`) dropped because their ring buffer or
+    /// the table of syscalls in progress was full: live memory by stack misses them.
+    #[serde(default)]
+    pub memory_events: u64,
 }
 
 impl Lost {
@@ -456,6 +470,7 @@ impl Lost {
             self.gpu_records,
             self.tls_records,
             self.tls_calls_untracked,
+            self.memory_events,
         ]
         .into_iter()
         .fold(0, u64::saturating_add)
@@ -586,6 +601,7 @@ impl Recording {
             counters: Vec::new(),
             gpu: GpuTrace::default(),
             llm: llm::LlmTrace::default(),
+            memory: memory::MemoryTrace::default(),
         }
     }
 

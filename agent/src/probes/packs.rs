@@ -23,6 +23,22 @@ pub enum Decoder {
     /// `cuLaunchKernel(f, gx, gy, gz, bx, by, ...)`: a function handle and dims; the kernel is
     /// named from the `GetFunction` call that returned the handle.
     DriverLaunch,
+    /// An allocation (`cudaMalloc(void **out, size_t bytes)`, `cuMemAlloc`, `cuMemCreate`):
+    /// `args[bytes]` bytes of `space` memory (`device`, `host`, `managed`), the pointer (or
+    /// handle) read through `out` (arg0) at return, the calling stack kept: GPU memory by stack.
+    Alloc {
+        /// Index of the byte count.
+        bytes: usize,
+        /// `device`, `host` (page-locked) or `managed`.
+        space: &'static str,
+    },
+    /// A free of the pointer (or handle) in `args[n]` (`cudaFree`, `cuMemFree`, `cuMemRelease`).
+    Free {
+        /// Index of the pointer.
+        ptr: usize,
+        /// As in [`Decoder::Alloc`].
+        space: &'static str,
+    },
     /// `cuModuleGetFunction(CUfunction *out, CUmodule, const char *name)` and
     /// `cuLibraryGetKernel`: the name is read at entry, the handle through `out` at return.
     GetFunction,
@@ -92,11 +108,22 @@ impl PackFn {
     /// Whether its calling stack is kept at entry: runtime and driver calls that queue GPU
     /// work (launches, copies, memsets), whose GPU time the GPU flame graph charges to it.
     pub fn keeps_launch_stack(&self) -> bool {
-        (self.name.starts_with("cuda") || self.name.starts_with("cu"))
-            && ["Launch", "Memcpy", "Memset"]
-                .iter()
-                .any(|w| self.name.contains(w))
+        matches!(self.decoder, Decoder::Alloc { .. })
+            || (self.name.starts_with("cuda") || self.name.starts_with("cu"))
+                && ["Launch", "Memcpy", "Memset"]
+                    .iter()
+                    .any(|w| self.name.contains(w))
     }
+}
+
+/// An allocation of `space` memory: `(void **out, size_t bytes, ...)`.
+const fn alloc(space: &'static str) -> Decoder {
+    Decoder::Alloc { bytes: 1, space }
+}
+
+/// A free of `space` memory: `(void *ptr, ...)`.
+const fn free(space: &'static str) -> Decoder {
+    Decoder::Free { ptr: 0, space }
 }
 
 const fn f(name: &'static str, decoder: Decoder) -> PackFn {
@@ -164,14 +191,14 @@ pub static PACKS: &[Pack] = &[
             ),
             f("cudaMemset", Decoder::Bytes(2)),
             f("cudaMemsetAsync", Decoder::Bytes(2)),
-            f("cudaMalloc", Decoder::Bytes(1)),
-            f("cudaMallocHost", Decoder::Bytes(1)),
-            f("cudaHostAlloc", Decoder::Bytes(1)),
-            f("cudaMallocAsync", Decoder::Bytes(1)),
-            f("cudaMallocManaged", Decoder::Bytes(1)),
-            f("cudaFree", Decoder::Plain),
-            f("cudaFreeHost", Decoder::Plain),
-            f("cudaFreeAsync", Decoder::Plain),
+            f("cudaMalloc", alloc("device")),
+            f("cudaMallocHost", alloc("host")),
+            f("cudaHostAlloc", alloc("host")),
+            f("cudaMallocAsync", alloc("device")),
+            f("cudaMallocManaged", alloc("managed")),
+            f("cudaFree", free("device")),
+            f("cudaFreeHost", free("host")),
+            f("cudaFreeAsync", free("device")),
             f("cudaDeviceSynchronize", Decoder::Plain),
             f("cudaStreamSynchronize", Decoder::Plain),
             f("cudaEventSynchronize", Decoder::Plain),
@@ -195,11 +222,16 @@ pub static PACKS: &[Pack] = &[
             f("cuMemcpyDtoHAsync_v2", copy_dir(2, "DtoH")),
             f("cuMemcpyDtoDAsync_v2", copy_dir(2, "DtoD")),
             f("cuMemsetD8_v2", Decoder::Bytes(2)),
-            f("cuMemAlloc_v2", Decoder::Bytes(1)),
-            f("cuMemAllocHost_v2", Decoder::Bytes(1)),
-            f("cuMemAllocAsync", Decoder::Bytes(1)),
-            f("cuMemFree_v2", Decoder::Plain),
-            f("cuMemFreeAsync", Decoder::Plain),
+            f("cuMemAlloc_v2", alloc("device")),
+            f("cuMemAllocHost_v2", alloc("host")),
+            f("cuMemAllocManaged", alloc("managed")),
+            f("cuMemAllocAsync", alloc("device")),
+            f("cuMemFree_v2", free("device")),
+            f("cuMemFreeHost", free("host")),
+            f("cuMemFreeAsync", free("device")),
+            // The virtual memory API: physical memory by handle (mapped by cuMemMap).
+            f("cuMemCreate", alloc("device")),
+            f("cuMemRelease", free("device")),
             f("cuCtxSynchronize", Decoder::Plain),
             f("cuStreamSynchronize", Decoder::Plain),
             f("cuEventSynchronize", Decoder::Plain),
@@ -306,6 +338,8 @@ fn args_needed(d: Decoder) -> u8 {
         Decoder::RuntimeLaunchEx => 2,
         Decoder::Copy { bytes, kind, .. } => (bytes.max(kind.unwrap_or(0)) + 1) as u8,
         Decoder::Bytes(n) => n as u8 + 1,
+        Decoder::Alloc { bytes, .. } => bytes as u8 + 1,
+        Decoder::Free { ptr, .. } => ptr as u8 + 1,
         Decoder::Gemm => 6,
         Decoder::GetFunction => 0,
         Decoder::LlamaBatch => 8,
@@ -479,6 +513,17 @@ pub fn decode(
         }
         Decoder::Bytes(n) => {
             a.insert("bytes".into(), json!(arg(n)));
+        }
+        Decoder::Alloc { bytes, space } => {
+            // The pointer comes from the return probe (`handle`, renamed `ptr` by the caller).
+            a.insert("bytes".into(), json!(arg(bytes)));
+            a.insert("memory".into(), json!("alloc"));
+            a.insert("space".into(), json!(space));
+        }
+        Decoder::Free { ptr, space } => {
+            a.insert("ptr".into(), json!(format!("{:#x}", arg(ptr))));
+            a.insert("memory".into(), json!("free"));
+            a.insert("space".into(), json!(space));
         }
         Decoder::LlamaBatch => {
             let n = arg(6) & 0xffff_ffff;

@@ -97,10 +97,18 @@ impl ProbeSet {
                 if self.launch_stacks && pack_fn.is_some_and(|f| f.keeps_launch_stack()) {
                     cookie |= modelprobe_common::LAUNCH_STACK_COOKIE;
                 }
+                if pack_fn.is_some_and(|f| {
+                    matches!(
+                        f.decoder,
+                        crate::probes::packs::Decoder::GetFunction
+                            | crate::probes::packs::Decoder::Alloc { .. }
+                    )
+                }) {
+                    cookie |= modelprobe_common::DEREF_ARG0_COOKIE;
+                }
                 if pack_fn.is_some_and(|f| f.decoder == crate::probes::packs::Decoder::GetFunction)
                 {
-                    cookie |= modelprobe_common::DEREF_ARG0_COOKIE
-                        | modelprobe_common::STRING_ARG2_COOKIE;
+                    cookie |= modelprobe_common::STRING_ARG2_COOKIE;
                 }
                 sampler.attach_span(&r.host_path, r.file_offset, cookie, pid)?;
                 n += 1;

@@ -33,11 +33,13 @@ use modelprobe_common::{
 use crate::{unwind::UnwindTables, Error, Result};
 
 mod btf;
+mod memory;
 pub mod offcpu;
 mod stop;
 mod tls;
 pub mod tracefs;
 
+pub use memory::DEFAULT_PAGE_FAULT_PERIOD;
 pub use offcpu::OffCpu;
 pub use tls::{TlsKind, TlsView};
 
@@ -79,6 +81,11 @@ pub struct SamplerOptions {
     /// Ring buffers sized for low rates ([`SMALL_RINGS`]): the continuous agent's 19 Hz
     /// needs a fraction of the default rings, which are resident memory while mapped.
     pub small_rings: bool,
+    /// Memory by stack (`--memory`): the `mmap`/`munmap`/`mremap`/`brk` tracepoints, and a
+    /// page-fault sample every `page_fault_period` faults (0: no page faults).
+    pub memory: bool,
+    /// See [`SamplerOptions::memory`].
+    pub page_fault_period: u64,
 }
 
 /// The ring sizes `small_rings` sets, in bytes (the defaults are in `ebpf/src/maps.rs`: 8 MiB
@@ -136,6 +143,8 @@ pub struct Sampler {
     lifecycle: RingBuf<MapData>,
     /// TLS plaintext.
     tls: RingBuf<MapData>,
+    /// Allocations, frees and page faults (`--memory`).
+    memory: RingBuf<MapData>,
     /// Bytes of connections the kernel is asked not to send (`TLS_SKIP`).
     tls_skip: HashMap<MapData, modelprobe_common::TlsSkipKey, u64>,
     /// Off-CPU sums and stacks, per-thread CPU time.
@@ -248,6 +257,10 @@ impl Sampler {
                 loader.map_max_entries(name, bytes);
             }
         }
+        if !opts.memory {
+            // One page: nothing is written to it.
+            loader.map_max_entries("MEMORY", 4096);
+        }
         let mut bpf = loader
             .load(BPF_OBJECT)
             .map_err(|e| Error::bpf("loading the BPF object", e))?;
@@ -281,6 +294,9 @@ impl Sampler {
         }
 
         let cpus = online_cpus().map_err(|(what, e)| Error::io(format!("reading {what}"), e))?;
+        if opts.memory {
+            memory::attach(&mut bpf, &cpus, opts.page_fault_period)?;
+        }
         let prog: &mut PerfEvent = program(&mut bpf, "mp_cpu_sample")?;
         prog.load()
             .map_err(|e| Error::bpf("loading mp_cpu_sample", e))?;
@@ -311,6 +327,8 @@ impl Sampler {
             .map_err(|e| Error::bpf("opening the LIFECYCLE ring buffer", e))?;
         let tls = RingBuf::try_from(take_map(&mut bpf, "TLS")?)
             .map_err(|e| Error::bpf("opening the TLS ring buffer", e))?;
+        let memory = RingBuf::try_from(take_map(&mut bpf, "MEMORY")?)
+            .map_err(|e| Error::bpf("opening the MEMORY ring buffer", e))?;
         let tls_skip = HashMap::try_from(take_map(&mut bpf, "TLS_SKIP")?)
             .map_err(|e| Error::bpf("opening the TLS_SKIP map", e))?;
         let off = offcpu::OffCpuTables::new(&mut bpf, crate::clock::monotonic_ns())?;
@@ -343,6 +361,7 @@ impl Sampler {
             records,
             lifecycle,
             tls,
+            memory,
             tls_skip,
             off,
             targets,
@@ -555,6 +574,18 @@ impl Sampler {
                     sink.stack(&ev);
                     n += 1;
                 }
+            }
+        }
+        while let Some(item) = self.memory.next() {
+            // Allocations and faults are `StackEvent`s, frees `Record`s: both start with kind.
+            if read_pod::<u32>(&item) == Some(kind::MEM_FREE) {
+                if let Some(rec) = read_pod::<Record>(&item) {
+                    sink.record(&rec);
+                    n += 1;
+                }
+            } else if let Some(ev) = read_pod::<StackEvent>(&item) {
+                sink.stack(&ev);
+                n += 1;
             }
         }
         while let Some(item) = self.offcpu.next() {

@@ -146,6 +146,7 @@ pub(super) fn lost_in_kernel(counts: &LostCounts) -> Lost {
         file_opens: counts[lost::OPEN as usize],
         tls_records: counts[lost::TLS as usize],
         tls_calls_untracked: counts[lost::TLS_TABLE_FULL as usize],
+        memory_events: counts[lost::MEMORY as usize],
         ..Lost::default()
     }
 }

@@ -311,6 +311,8 @@ fn attach(
         plain_http: opts.plain_http && opts.packs && opts.llm.is_some(),
         small_rings: opts.small_rings,
         stop_on_api_error: opts.stops.as_ref().is_some_and(|s| s.api_error),
+        memory: opts.memory,
+        page_fault_period: crate::sampler::DEFAULT_PAGE_FAULT_PERIOD,
     };
     let mut sampler = Sampler::start(&sampler_opts, tracefs)?;
     if let Some(stops) = &opts.stops {

@@ -359,8 +359,9 @@ pub fn take_with(pid: u32, hint: Option<(u32, u64)>) -> Result<Snapshot> {
             kstack: [0; MAX_STACK_DEPTH],
             ustack,
             py_len: py_len as u32,
-            _pad: 0,
+            mem_source: 0,
             pystack,
+            mem_addr: 0,
         });
     }
     let command = target::cmdline(pid).unwrap_or_default();

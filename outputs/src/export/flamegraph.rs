@@ -21,7 +21,7 @@ pub const OFF_CPU_FILE: &str = "offcpu-flamegraph.svg";
 /// The flame graph exporter.
 pub struct FlameGraph;
 
-fn describe(rec: &Recording) -> String {
+pub(crate) fn describe(rec: &Recording) -> String {
     let secs = rec.duration_ns() as f64 / 1e9;
     let command = if rec.meta.command.chars().count() > 80 {
         format!(
@@ -36,7 +36,6 @@ fn describe(rec: &Recording) -> String {
 
 fn render(rec: &Recording, kind: SampleKind, path: &Path) -> Result<()> {
     let lines = folded_stacks(rec, kind);
-    let mut opts = Options::default();
     let (title, count_name, palette) = match kind {
         SampleKind::Cpu => (
             format!(
@@ -58,6 +57,18 @@ fn render(rec: &Recording, kind: SampleKind, path: &Path) -> Result<()> {
             Palette::Basic(BasicPalette::Io),
         ),
     };
+    render_lines(&lines, title, count_name, palette, path)
+}
+
+/// Renders folded `lines` (stack, weight) as a flame graph SVG at `path`.
+pub(crate) fn render_lines(
+    lines: &std::collections::BTreeMap<String, u64>,
+    title: String,
+    count_name: String,
+    palette: Palette,
+    path: &Path,
+) -> Result<()> {
+    let mut opts = Options::default();
     opts.title = title;
     opts.count_name = count_name;
     opts.colors = palette;

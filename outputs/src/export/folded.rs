@@ -40,23 +40,32 @@ pub fn folded_stacks(rec: &Recording, kind: SampleKind) -> BTreeMap<String, u64>
         if weight == 0 {
             continue;
         }
-        let mut line = sanitize(&rec.process_name(pid));
-        for &f in rec.stacks.get(stack as usize).into_iter().flatten() {
-            let frame = &rec.frames[f as usize];
-            line.push(';');
-            line.push_str(&sanitize(&frame.name));
-            if frame.kind == FrameKind::Kernel {
-                line.push_str("_[k]");
-            } else if frame.inlined {
-                line.push_str("_[i]");
-            } else if frame.kind == FrameKind::Jit {
-                line.push_str("_[j]");
-            }
-        }
-        let w: &mut u64 = out.entry(line).or_default();
+        let w: &mut u64 = out.entry(stack_line(rec, pid, Some(stack))).or_default();
         *w = w.saturating_add(weight);
     }
     out
+}
+
+/// One folded line's stack: `process;outer;...;inner` (the process alone for no stack).
+pub(crate) fn stack_line(rec: &Recording, pid: u32, stack: Option<u32>) -> String {
+    let mut line = sanitize(&rec.process_name(pid));
+    for &f in stack
+        .and_then(|s| rec.stacks.get(s as usize))
+        .into_iter()
+        .flatten()
+    {
+        let frame = &rec.frames[f as usize];
+        line.push(';');
+        line.push_str(&sanitize(&frame.name));
+        if frame.kind == FrameKind::Kernel {
+            line.push_str("_[k]");
+        } else if frame.inlined {
+            line.push_str("_[i]");
+        } else if frame.kind == FrameKind::Jit {
+            line.push_str("_[j]");
+        }
+    }
+    line
 }
 
 /// Frame names must not contain the separators of the format.
@@ -64,7 +73,7 @@ fn sanitize(name: &str) -> String {
     name.replace([';', '\n', '\r'], ":")
 }
 
-fn write_folded(path: &Path, lines: &BTreeMap<String, u64>) -> Result<()> {
+pub(crate) fn write_folded(path: &Path, lines: &BTreeMap<String, u64>) -> Result<()> {
     let mut text = String::new();
     for (stack, n) in lines {
         text.push_str(stack);

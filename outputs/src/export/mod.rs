@@ -7,6 +7,7 @@ mod flamegraph;
 mod folded;
 mod gpu_flamegraph;
 pub(crate) mod gpu_ops;
+pub mod memory;
 pub mod otlp;
 pub mod perfetto;
 pub mod pprof;
@@ -14,16 +15,19 @@ mod speedscope;
 mod timeline;
 mod timeline_gpu;
 mod timeline_llm;
+pub mod torch_memory;
 
 pub use flamegraph::FlameGraph;
 pub use folded::{folded_stacks, Folded};
 pub use gpu_flamegraph::{gpu_folded, GpuFlameGraph};
+pub use memory::MemoryGraphs;
 pub use otlp::Otlp;
 pub use perfetto::Perfetto;
 pub use pprof::Pprof;
 pub use speedscope::Speedscope;
 pub use timeline::{trace_events, write_trace_events, Timeline};
 pub use timeline_llm::{gen_ai_attributes, span_name};
+pub use torch_memory::TorchMemory;
 
 /// Writes one output format for a recording into an output directory.
 ///
@@ -83,6 +87,7 @@ pub fn default_exporters() -> Vec<Box<dyn Exporter>> {
         Box::new(Folded),
         Box::new(FlameGraph),
         Box::new(GpuFlameGraph),
+        Box::new(MemoryGraphs::default()),
         Box::new(Timeline),
     ]
 }

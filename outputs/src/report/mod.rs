@@ -13,6 +13,7 @@ use crate::recording::Recording;
 mod functions;
 mod gpu;
 mod llm;
+mod memory;
 mod python;
 mod sections;
 mod text;
@@ -99,16 +100,19 @@ pub fn build(rec: &Recording, top: usize) -> Report {
         sections.extend(llm::errors(rec));
         sections.extend(llm::capture(rec));
     }
+    sections.extend([sections::tokens(rec)]);
+    if memory::recorded(rec) {
+        sections.push(memory::top_holders(rec, top));
+        sections.push(memory::leaks(rec, top));
+    }
     sections.extend([
-        sections::tokens(rec),
         sections::events(rec, top),
         sections::logs(rec),
         sections::lost(rec),
     ]);
-    Report {
-        headline: sections::headline(rec),
-        sections,
-    }
+    let mut headline = sections::headline(rec);
+    headline.extend(memory::headline(rec));
+    Report { headline, sections }
 }
 
 impl Report {

@@ -406,6 +406,7 @@ pub(super) fn events(rec: &Recording, top: usize) -> Section {
                     | EventKind::ApiError
                     | EventKind::Stopped
                     | EventKind::OomKill
+                    | EventKind::Oom
             )
         })
         .take(top)
@@ -465,6 +466,12 @@ pub(super) fn lost(rec: &Recording) -> Section {
         );
     }
     row("child processes not followed", l.children_untracked);
+    if !rec.memory.is_empty() || l.memory_events > 0 {
+        row(
+            "memory events (ring buffer or pending table full)",
+            l.memory_events,
+        );
+    }
     if !rec.probes.is_empty() {
         row("span records", l.span_records);
         row("returns without an entry", l.unmatched_span_returns);

@@ -178,7 +178,7 @@ pub enum Command {
     /// format: threads, spans, GPU streams with flows, LLM calls, counters, CPU samples with
     /// their stacks), which ui.perfetto.dev opens at sizes the JSON timeline cannot.
     #[command(
-        after_help = "Examples:\n  modelprobe export out --format pprof && go tool pprof -top out/cpu.pb.gz\n  modelprobe export out --format otlp --endpoint http://localhost:4318\n  OTEL_EXPORTER_OTLP_HEADERS='x-api-key=...' modelprobe export out --format otlp --endpoint https://otlp.example.com"
+        after_help = "Examples:\n  modelprobe export out --format pprof && go tool pprof -top out/cpu.pb.gz\n  modelprobe export out --format otlp --endpoint http://localhost:4318\n  modelprobe export out --format memory --at 30s\n  OTEL_EXPORTER_OTLP_HEADERS='x-api-key=...' modelprobe export out --format otlp --endpoint https://otlp.example.com"
     )]
     Export {
         /// Output directory of an earlier attach or run (or its recording.json).
@@ -199,6 +199,10 @@ pub enum Command {
         /// every process's resource, as in any OpenTelemetry SDK.
         #[arg(long = "header", value_name = "NAME=VALUE")]
         headers: Vec<String>,
+        /// memory: memory in use at this time after the recording's start (`2.5s`) instead
+        /// of at its end.
+        #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+        at: Option<std::time::Duration>,
     },
     /// Record the processes you choose continuously, window after window, at a low rate: for
     /// a server or a fleet. Each window's recording goes to DIR/window-<ms> (the last --keep
@@ -446,6 +450,12 @@ pub enum ExportFormat {
     Otlp,
     /// Perfetto's protobuf trace: trace.pftrace, for ui.perfetto.dev at any size.
     Perfetto,
+    /// Memory flame graphs and folded stacks (--memory; GPU memory from the CUDA packs): in
+    /// use at the end (or --at), allocated, page faults, GPU memory in use.
+    Memory,
+    /// GPU memory as PyTorch's memory snapshot (gpu-memory-snapshot.pickle): open it at
+    /// https://pytorch.org/memory_viz.
+    TorchMemory,
 }
 
 const AGENT_HELP: &str = "Examples:

@@ -142,9 +142,13 @@ pub fn export(
     output: Option<PathBuf>,
     endpoint: Option<String>,
     headers: &[String],
+    at: Option<std::time::Duration>,
     quiet: bool,
 ) -> anyhow::Result<i32> {
     use modelprobe::export::Exporter;
+    if at.is_some() && format != crate::args::ExportFormat::Memory {
+        anyhow::bail!("--at is for --format memory");
+    }
     let endpoint = match (endpoint, format) {
         (Some(url), crate::args::ExportFormat::Otlp) => {
             let mut headers = headers.to_vec();
@@ -173,12 +177,16 @@ pub fn export(
             resource: otel_resource(),
         }),
         crate::args::ExportFormat::Perfetto => Box::new(modelprobe::export::Perfetto),
+        crate::args::ExportFormat::Memory => Box::new(modelprobe::export::MemoryGraphs {
+            at: at.map(|d| rec.meta.start_ns + d.as_nanos() as u64),
+        }),
+        crate::args::ExportFormat::TorchMemory => Box::new(modelprobe::export::TorchMemory),
     };
     let files = exporter.export(&rec, &dir)?;
     modelprobe::preflight::hand_over(None, &files);
     if files.is_empty() {
         anyhow::bail!(
-            "{} has nothing to write as {} (no samples, spans or events)",
+            "{} has nothing to write as {} (no samples, spans, events or memory by stack: --memory, the CUDA packs' allocations)",
             path.display(),
             exporter.name()
         );

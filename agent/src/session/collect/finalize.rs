@@ -3,7 +3,7 @@
 //! arguments, give API errors and launches their stacks, and assemble.
 use std::collections::HashMap;
 
-use super::{spans, Collector};
+use super::{oom, spans, Collector};
 use crate::{
     recording::{launch, FrameKind, Meta, Recording},
     symbolize::{symbolize_stacks, RawStack},
@@ -91,8 +91,10 @@ impl Collector {
         if let Some(m) = self.memory {
             rec.counters = m.finish();
         }
+        rec.memory = self.allocations.finish();
         rec.processes = known.processes;
         rec.threads = known.threads;
+        oom::explain(&mut rec);
         rec
     }
 }

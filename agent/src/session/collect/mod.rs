@@ -7,6 +7,8 @@
 //! - [`lifecycle`]: process, thread and signal events, and the changes the session acts on;
 //! - [`log_lines`]: stdout and stderr writes reassembled into leveled lines;
 //! - [`models`]: model files opened or held;
+//! - [`allocations`]: `--memory`'s allocations, frees and page faults, by stack; [`memory`]
+//!   each process's resident memory over time; [`oom`] explains out-of-memory failures;
 //! - [`llm`]: TLS plaintext put back in order for the LLM-call parser.
 //!
 //! [`Collector::finish`] (in `finalize.rs`) is the one step that symbolizes and assembles the
@@ -20,12 +22,14 @@ use crate::{
     sampler::{DataView, EventSink, OffCpu, TlsView},
 };
 
+mod allocations;
 mod finalize;
 mod lifecycle;
 mod llm;
 pub mod log_lines;
 mod memory;
 mod models;
+mod oom;
 mod processes;
 mod spans;
 mod stacks;
@@ -58,6 +62,8 @@ pub struct Collector {
     triggers: Option<triggers::Watch>,
     /// Memory over time, when asked for (`--memory`).
     memory: Option<memory::MemoryCounters>,
+    /// Allocations, frees and page faults by stack (`--memory`).
+    allocations: allocations::Allocations,
 }
 
 /// A `comm` (thread name) up to its NUL.
@@ -276,6 +282,10 @@ impl EventSink for Collector {
                     .intern(&stacks::with_caller(ev), &mut self.procs);
                 self.spans.launch_stack(ev.tid, ev.time_ns, ev.probe, stack);
             }
+            kind::MEM_ALLOC | kind::PAGE_FAULT => {
+                self.allocations
+                    .stack_event(ev, &mut self.stacks, &mut self.procs)
+            }
             other => log::debug!("unknown event kind {other}"),
         }
     }
@@ -312,6 +322,7 @@ impl EventSink for Collector {
                 }
             }
             kind::STOP => self.stops.push(*rec),
+            kind::MEM_FREE => self.allocations.free(rec),
             kind::TASK_EXIT if rec.args[0] == 1 && self.llm.is_some() => {
                 self.exited.push((rec.pid, rec.time_ns));
                 self.tasks.ingest(rec, &mut self.procs);

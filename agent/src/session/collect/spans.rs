@@ -205,6 +205,12 @@ pub fn decode_pack_spans(
         let mut symbol = |addr: u64| stub_names.get(&(pid, addr)).cloned();
         s.attrs
             .extend(packs::decode(pf.decoder, &s.args, &mut symbol));
+        if matches!(pf.decoder, packs::Decoder::Alloc { .. }) {
+            // What the allocation returned through its out-parameter is the pointer.
+            if let Some(ptr) = s.attrs.remove("handle") {
+                s.attrs.insert("ptr".into(), ptr);
+            }
+        }
         if pf.decoder == packs::Decoder::GetFunction {
             if let (Some(name), Some(handle)) = (s.attrs.get("name"), s.attrs.get("handle")) {
                 if let (Some(name), Some(handle)) = (name.as_str(), handle.as_str()) {

@@ -152,6 +152,7 @@ impl Collector {
         if let Some(m) = self.memory.as_mut() {
             m.evict_before(t);
         }
+        self.allocations.evict_before(t);
         // Cursors into the event and line lists move with them.
         let events_gone = events - self.tasks.count();
         let lines_gone = lines - self.logs.line_count();

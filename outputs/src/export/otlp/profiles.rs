@@ -26,7 +26,7 @@ use crate::{
 
 /// One request per kind of profile the recording has; the item count is its samples.
 pub(super) fn requests(rec: &Recording) -> Vec<(ExportProfilesServiceRequest, usize)> {
-    [Kind::Cpu, Kind::OffCpu, Kind::Gpu]
+    [Kind::Cpu, Kind::OffCpu, Kind::Gpu, Kind::Memory]
         .into_iter()
         .enumerate()
         .filter_map(|(n, kind)| {

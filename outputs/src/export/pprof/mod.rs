@@ -33,6 +33,8 @@ pub const CPU_FILE: &str = "cpu.pb.gz";
 pub const OFF_CPU_FILE: &str = "offcpu.pb.gz";
 /// File name of the GPU profile.
 pub const GPU_FILE: &str = "gpu.pb.gz";
+/// File name of the memory profile.
+pub const MEMORY_FILE: &str = "memory.pb.gz";
 
 /// The pprof exporter (`modelprobe export DIR --format pprof`).
 pub struct Pprof;
@@ -47,6 +49,10 @@ pub enum Kind {
     /// GPU time of kernels, copies and memsets, by the stack that launched them:
     /// `gpu/nanoseconds`.
     Gpu,
+    /// Memory by allocating stack (`--memory`, and GPU memory from the CUDA packs), as Go's
+    /// heap profiles hold it: `alloc_objects/count`, `alloc_space/bytes`,
+    /// `inuse_objects/count`, `inuse_space/bytes` (live at the end; the default).
+    Memory,
 }
 
 impl Kind {
@@ -56,6 +62,7 @@ impl Kind {
             Kind::Cpu => CPU_FILE,
             Kind::OffCpu => OFF_CPU_FILE,
             Kind::Gpu => GPU_FILE,
+            Kind::Memory => MEMORY_FILE,
         }
     }
 }
@@ -343,7 +350,45 @@ pub fn profile(rec: &Recording, kind: Kind) -> Option<proto::Profile> {
             }
             (!b.samples.is_empty()).then(|| b.finish())
         }
+        Kind::Memory => memory_profile(rec),
     }
+}
+
+/// See [`Kind::Memory`]. GPU memory sits under a leaf naming its kind (`[GPU device]`).
+fn memory_profile(rec: &Recording) -> Option<proto::Profile> {
+    use crate::recording::memory::{self, MemEventKind, MemSource};
+    let mut b = Builder::new(
+        rec,
+        &[
+            ("alloc_objects", "count"),
+            ("alloc_space", "bytes"),
+            ("inuse_objects", "count"),
+            ("inuse_space", "bytes"),
+        ],
+    );
+    b.profile.default_sample_type = b.profile.sample_type[3].r#type;
+    b.profile.period_type = Some(b.profile.sample_type[1]);
+    let locations = |b: &mut Builder, stack: Option<u32>, source: MemSource| {
+        let mut out = Vec::new();
+        if source.is_gpu() {
+            out.push(b.location(vec![NO_FRAME], &format!("[{}]", source.name())));
+        }
+        if let Some(stack) = stack {
+            out.extend(b.stack(stack));
+        }
+        out
+    };
+    let events = memory::all_events(rec);
+    for e in events.iter().filter(|e| e.kind == MemEventKind::Alloc) {
+        let locs = locations(&mut b, e.stack, e.source);
+        b.add(locs, e.pid, e.tid, &[1, e.bytes as i64, 0, 0]);
+    }
+    let live = memory::live_at(&events, u64::MAX);
+    for r in live.live() {
+        let locs = locations(&mut b, r.stack, r.source);
+        b.add(locs, r.pid, r.tid, &[0, 0, 1, r.bytes as i64]);
+    }
+    (!b.samples.is_empty()).then(|| b.finish())
 }
 
 /// `profile` encoded and gzipped, as a file or an upload holds it.
@@ -372,7 +417,7 @@ impl Exporter for Pprof {
 
     fn export(&self, rec: &Recording, dir: &Path) -> Result<Vec<PathBuf>> {
         let mut files = Vec::new();
-        for kind in [Kind::Cpu, Kind::OffCpu, Kind::Gpu] {
+        for kind in [Kind::Cpu, Kind::OffCpu, Kind::Gpu, Kind::Memory] {
             if let Some(p) = profile(rec, kind) {
                 let path = dir.join(kind.file());
                 write(&p, &path)?;

@@ -1,0 +1,205 @@
+//! Memory by stack (`--memory`), without a probe on `malloc`: the syscalls that give a process
+//! memory, and a sample of the page faults that make it resident.
+//!
+//! - `mp_mem_mmap_enter` / `mp_mem_mremap_enter` / `mp_mem_brk_enter` note the call in
+//!   `MEM_PENDING` (an anonymous `mmap` only: file mappings are code and data files, counted
+//!   in the resident-memory counters), and `mp_mem_exit` (attached to the three exit
+//!   tracepoints) sends what it returned as a `MEM_ALLOC` event with the caller's stacks; the
+//!   old range of an `mremap` and a shrinking break as `MEM_FREE` records first.
+//! - `mp_mem_munmap` sends a `MEM_FREE` record (the agent drops ranges it never saw given).
+//! - `mp_page_fault` (a `page-faults` perf event sampled every N faults on every CPU) sends the
+//!   faulting thread's stacks as a `PAGE_FAULT` event weighted by N.
+//!
+//! Everything goes through the one `MEMORY` ring, in order: a free never arrives before the
+//! allocation it returns.
+
+use aya_ebpf::{
+    helpers::bpf_get_current_pid_tgid,
+    macros::{perf_event, tracepoint},
+    programs::{PerfEventContext, TracePointContext},
+};
+use modelprobe_common::{kind, lost, memory::source, memory::MemPending, StackEvent};
+
+use crate::{
+    emit::{emit_to, fill},
+    maps::{count_lost, current_is_target, wakeup_flags, BRK_LAST, MEMORY, MEM_PENDING},
+};
+
+/// Offsets of a syscall tracepoint's fields: arguments from 16 at entry, `long ret` at 16 at
+/// exit (after the common header and `int nr`).
+const SYSCALL_ARG0: usize = 16;
+const SYSCALL_RET: usize = 16;
+
+/// `mmap`'s `MAP_ANONYMOUS` flag.
+const MAP_ANONYMOUS: u64 = 0x20;
+
+/// The syscall's `i`-th argument at its entry tracepoint (0 where unreadable).
+#[inline(always)]
+fn arg(ctx: &TracePointContext, i: usize) -> u64 {
+    // SAFETY: syscall tracepoint arguments at fixed offsets, read with bpf_probe_read.
+    unsafe { ctx.read_at::<u64>(SYSCALL_ARG0 + 8 * i) }.unwrap_or(0)
+}
+
+/// Keeps a call of the current thread until its exit tracepoint.
+#[inline(always)]
+fn pend(ctx: &TracePointContext, p: MemPending) {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    if MEM_PENDING.insert(&tid, &p, 0).is_err() {
+        count_lost(ctx, lost::MEMORY);
+    }
+}
+
+#[tracepoint]
+pub fn mp_mem_mmap_enter(ctx: TracePointContext) -> u32 {
+    if !current_is_target() || arg(&ctx, 3) & MAP_ANONYMOUS == 0 {
+        return 0;
+    }
+    pend(
+        &ctx,
+        MemPending {
+            source: source::MMAP,
+            _pad: 0,
+            len: arg(&ctx, 1),
+            old_addr: 0,
+            old_len: 0,
+        },
+    );
+    0
+}
+
+#[tracepoint]
+pub fn mp_mem_mremap_enter(ctx: TracePointContext) -> u32 {
+    if !current_is_target() {
+        return 0;
+    }
+    pend(
+        &ctx,
+        MemPending {
+            source: source::MREMAP,
+            _pad: 0,
+            len: arg(&ctx, 2),
+            old_addr: arg(&ctx, 0),
+            old_len: arg(&ctx, 1),
+        },
+    );
+    0
+}
+
+#[tracepoint]
+pub fn mp_mem_brk_enter(ctx: TracePointContext) -> u32 {
+    if !current_is_target() {
+        return 0;
+    }
+    pend(
+        &ctx,
+        MemPending {
+            source: source::BRK,
+            _pad: 0,
+            len: 0,
+            old_addr: 0,
+            old_len: 0,
+        },
+    );
+    0
+}
+
+#[tracepoint]
+pub fn mp_mem_munmap(ctx: TracePointContext) -> u32 {
+    if !current_is_target() {
+        return 0;
+    }
+    let (addr, len) = (arg(&ctx, 0), arg(&ctx, 1));
+    free(&ctx, addr, len, source::MMAP);
+    0
+}
+
+/// Sends a `MEM_FREE` record.
+#[inline(always)]
+fn free(ctx: &TracePointContext, addr: u64, len: u64, src: u32) {
+    emit_to(
+        ctx,
+        &MEMORY,
+        wakeup_flags(&MEMORY),
+        kind::MEM_FREE,
+        addr,
+        [len, src as u64, 0, 0, 0, 0, 0, 0],
+        lost::MEMORY,
+    );
+}
+
+#[tracepoint]
+pub fn mp_mem_exit(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    // SAFETY: the value is copied out before it is removed.
+    let Some(p) = (unsafe { MEM_PENDING.get(&tid) }).copied() else {
+        return 0;
+    };
+    let _ = MEM_PENDING.remove(&tid);
+    // SAFETY: the exit tracepoint's return value at its fixed offset.
+    let ret = unsafe { ctx.read_at::<i64>(SYSCALL_RET) }.unwrap_or(-1);
+    // An error is a small negative number (for `brk`, the old break: no change).
+    if (-4095..0).contains(&ret) {
+        return 0;
+    }
+    let ret = ret as u64;
+    let (addr, len) = match p.source {
+        source::BRK => {
+            let tgid = (pid_tgid >> 32) as u32;
+            // SAFETY: the value is copied out at once.
+            let last = unsafe { BRK_LAST.get(&tgid) }.copied();
+            let _ = BRK_LAST.insert(&tgid, &ret, 0);
+            match last {
+                Some(last) if ret > last => (last, ret - last),
+                Some(last) if ret < last => {
+                    free(&ctx, ret, last - ret, source::BRK);
+                    return 0;
+                }
+                // Unchanged, or the first break seen (`brk(0)`): a baseline.
+                _ => return 0,
+            }
+        }
+        source::MREMAP => {
+            free(&ctx, p.old_addr, p.old_len, source::MREMAP);
+            (ret, p.len)
+        }
+        _ => (ret, p.len),
+    };
+    let Some(mut entry) = MEMORY.reserve::<StackEvent>(0) else {
+        count_lost(&ctx, lost::MEMORY);
+        return 0;
+    };
+    let ev = entry.as_mut_ptr();
+    // SAFETY: `ev` points into a ring-buffer reservation of size_of::<StackEvent>() bytes.
+    unsafe {
+        fill(&ctx, ev, kind::MEM_ALLOC, pid_tgid, false);
+        (*ev).weight = len;
+        (*ev).mem_addr = addr;
+        (*ev).mem_source = p.source;
+    }
+    entry.submit(wakeup_flags(&MEMORY));
+    0
+}
+
+#[perf_event]
+pub fn mp_page_fault(ctx: PerfEventContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if pid_tgid as u32 == 0 || !crate::maps::is_target((pid_tgid >> 32) as u32) {
+        return 0;
+    }
+    let Some(mut entry) = MEMORY.reserve::<StackEvent>(0) else {
+        count_lost(&ctx, lost::MEMORY);
+        return 0;
+    };
+    let ev = entry.as_mut_ptr();
+    // SAFETY: `ev` points into a ring-buffer reservation of size_of::<StackEvent>() bytes; a
+    // perf_event program's context is a `bpf_perf_event_data` the kernel owns for the call.
+    unsafe {
+        fill(&ctx, ev, kind::PAGE_FAULT, pid_tgid, false);
+        let data = &*ctx.ctx;
+        (*ev).weight = data.sample_period;
+        (*ev).mem_addr = data.addr;
+    }
+    entry.submit(wakeup_flags(&MEMORY));
+    0
+}

@@ -1,0 +1,579 @@
+//! Memory by stack: what `--memory` recorded (allocations and frees of anonymous memory from
+//! the `mmap`/`munmap`/`mremap`/`brk` syscalls, sampled page faults), and the GPU allocations
+//! the CUDA packs' spans carry, replayed in time order into live memory by stack at any
+//! instant, allocation totals, leak candidates and the top holders at an out-of-memory.
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Recording, Span};
+
+/// What `--memory` recorded.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryTrace {
+    /// Allocations, frees and page faults, in time order.
+    pub events: Vec<MemEvent>,
+    /// One page-fault event stands for this many faults (the perf event's period).
+    #[serde(default)]
+    pub page_fault_period: u64,
+}
+
+impl MemoryTrace {
+    /// True when nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+}
+
+/// What happened to a range of memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemEventKind {
+    /// `bytes` from `addr` were given to the process (by `stack`).
+    Alloc,
+    /// `bytes` from `addr` were given back (no stack: the range's own is what counts).
+    Free,
+    /// A sampled page fault at `addr`; `bytes` is the faults it stands for times the page size.
+    PageFault,
+}
+
+/// Where the memory came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemSource {
+    /// An anonymous `mmap` / `munmap`.
+    Mmap,
+    /// `mremap` (the old range freed, the new one allocated).
+    Mremap,
+    /// The program break (`brk`).
+    Brk,
+    /// A page fault.
+    Fault,
+    /// GPU device memory (`cudaMalloc`, `cuMemAlloc`, `cuMemCreate`...).
+    GpuDevice,
+    /// Page-locked host memory from CUDA (`cudaMallocHost`, `cudaHostAlloc`).
+    GpuHost,
+    /// CUDA managed (unified) memory.
+    GpuManaged,
+}
+
+impl MemSource {
+    /// True for the GPU's kinds of memory.
+    pub fn is_gpu(self) -> bool {
+        matches!(
+            self,
+            MemSource::GpuDevice | MemSource::GpuHost | MemSource::GpuManaged
+        )
+    }
+
+    /// The name outputs show.
+    pub fn name(self) -> &'static str {
+        match self {
+            MemSource::Mmap => "mmap",
+            MemSource::Mremap => "mremap",
+            MemSource::Brk => "brk",
+            MemSource::Fault => "page fault",
+            MemSource::GpuDevice => "GPU device",
+            MemSource::GpuHost => "CUDA pinned host",
+            MemSource::GpuManaged => "CUDA managed",
+        }
+    }
+
+    /// The GPU source a CUDA pack's `space` attribute names.
+    fn from_space(space: &str) -> MemSource {
+        match space {
+            "host" => MemSource::GpuHost,
+            "managed" => MemSource::GpuManaged,
+            _ => MemSource::GpuDevice,
+        }
+    }
+}
+
+/// One allocation, free or page fault.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemEvent {
+    /// CLOCK_MONOTONIC ns.
+    #[serde(rename = "t")]
+    pub time_ns: u64,
+    /// Process id.
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// What happened.
+    pub kind: MemEventKind,
+    /// Where the memory came from.
+    pub source: MemSource,
+    /// Start of the range (the faulting address for a page fault).
+    pub addr: u64,
+    /// Length of the range in bytes.
+    pub bytes: u64,
+    /// The allocating (or faulting) stack, index into [`Recording::stacks`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack: Option<u32>,
+}
+
+/// The GPU allocations and frees the CUDA packs' spans carry (`memory` attribute `alloc` or
+/// `free`), as memory events in time order; failed allocations are left out.
+pub fn gpu_events(rec: &Recording) -> Vec<MemEvent> {
+    let mut out: Vec<MemEvent> = rec.spans.iter().filter_map(gpu_event).collect();
+    out.sort_by_key(|e| e.time_ns);
+    out
+}
+
+fn gpu_event(s: &Span) -> Option<MemEvent> {
+    let what = s.attrs.get("memory")?.as_str()?;
+    if s.attrs.contains_key("error") {
+        return None;
+    }
+    let hex = |key: &str| {
+        let text = s.attrs.get(key)?.as_str()?;
+        u64::from_str_radix(text.trim_start_matches("0x"), 16).ok()
+    };
+    let source = MemSource::from_space(
+        s.attrs
+            .get("space")
+            .and_then(|v| v.as_str())
+            .unwrap_or("device"),
+    );
+    let addr = hex("ptr")?;
+    let (kind, bytes, time_ns) = match what {
+        "alloc" => (
+            MemEventKind::Alloc,
+            s.attrs.get("bytes")?.as_u64()?,
+            s.end_ns,
+        ),
+        "free" => (MemEventKind::Free, 0, s.start_ns),
+        _ => return None,
+    };
+    Some(MemEvent {
+        time_ns,
+        pid: s.pid,
+        tid: s.tid,
+        kind,
+        source,
+        addr,
+        bytes,
+        stack: s.stack,
+    })
+}
+
+/// Every allocation and free of the recording, CPU and GPU, in time order (page faults
+/// left out).
+pub fn all_events(rec: &Recording) -> Vec<MemEvent> {
+    let mut out: Vec<MemEvent> = rec
+        .memory
+        .events
+        .iter()
+        .filter(|e| e.kind != MemEventKind::PageFault)
+        .cloned()
+        .chain(gpu_events(rec))
+        .collect();
+    out.sort_by_key(|e| e.time_ns);
+    out
+}
+
+/// A range live at some instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveRange {
+    /// Process id.
+    pub pid: u32,
+    /// The thread that allocated it.
+    pub tid: u32,
+    /// Start.
+    pub addr: u64,
+    /// Length in bytes (what is left of it after partial frees).
+    pub bytes: u64,
+    /// The stack that allocated it.
+    pub stack: Option<u32>,
+    /// Where it came from.
+    pub source: MemSource,
+    /// When it was allocated.
+    pub time_ns: u64,
+}
+
+/// Live memory as allocations and frees are replayed: ranges by (pid, GPU or not, start),
+/// split by partial frees (`munmap` of part of a mapping).
+#[derive(Debug, Default)]
+pub struct Replay {
+    live: BTreeMap<(u32, bool, u64), LiveRange>,
+    /// Bytes freed that no recorded allocation covered (mapped before recording began, or a
+    /// file mapping): not live memory this replay knows of.
+    pub unknown_freed: u64,
+}
+
+impl Replay {
+    /// An empty replay.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Applies one event (page faults are ignored).
+    pub fn apply(&mut self, e: &MemEvent) {
+        let gpu = e.source.is_gpu();
+        match e.kind {
+            MemEventKind::PageFault => {}
+            MemEventKind::Alloc => {
+                if e.bytes == 0 {
+                    return;
+                }
+                // A new mapping over old ones (MAP_FIXED) replaces them.
+                if !gpu {
+                    self.free(e.pid, gpu, e.addr, e.bytes);
+                }
+                self.live.insert(
+                    (e.pid, gpu, e.addr),
+                    LiveRange {
+                        pid: e.pid,
+                        tid: e.tid,
+                        addr: e.addr,
+                        bytes: e.bytes,
+                        stack: e.stack,
+                        source: e.source,
+                        time_ns: e.time_ns,
+                    },
+                );
+            }
+            MemEventKind::Free if gpu => {
+                // A GPU free names the pointer an allocation returned: all of it goes.
+                if self.live.remove(&(e.pid, gpu, e.addr)).is_none() {
+                    self.unknown_freed += 1;
+                }
+            }
+            MemEventKind::Free => {
+                let freed = self.free(e.pid, gpu, e.addr, e.bytes);
+                self.unknown_freed += e.bytes.saturating_sub(freed);
+            }
+        }
+    }
+
+    /// Frees `[addr, addr + len)` of process `pid`: removes what it covers, trims or splits
+    /// what it overlaps. Returns the bytes that were live.
+    fn free(&mut self, pid: u32, gpu: bool, addr: u64, len: u64) -> u64 {
+        let end = addr.saturating_add(len);
+        // Ranges start before `end`; the last one starting before `addr` may overlap too.
+        let lo = self
+            .live
+            .range((pid, gpu, 0)..(pid, gpu, addr))
+            .next_back()
+            .map_or(addr, |(k, _)| k.2);
+        let keys: Vec<u64> = self
+            .live
+            .range((pid, gpu, lo)..(pid, gpu, end))
+            .map(|(k, _)| k.2)
+            .collect();
+        let mut freed = 0;
+        for start in keys {
+            let r = self.live[&(pid, gpu, start)];
+            let r_end = r.addr + r.bytes;
+            if r_end <= addr {
+                continue;
+            }
+            self.live.remove(&(pid, gpu, start));
+            let (cut_lo, cut_hi) = (addr.max(r.addr), end.min(r_end));
+            freed += cut_hi - cut_lo;
+            if r.addr < cut_lo {
+                let head = LiveRange {
+                    bytes: cut_lo - r.addr,
+                    ..r
+                };
+                self.live.insert((pid, gpu, r.addr), head);
+            }
+            if cut_hi < r_end {
+                let tail = LiveRange {
+                    addr: cut_hi,
+                    bytes: r_end - cut_hi,
+                    ..r
+                };
+                self.live.insert((pid, gpu, cut_hi), tail);
+            }
+        }
+        freed
+    }
+
+    /// Ranges live now.
+    pub fn live(&self) -> impl Iterator<Item = &LiveRange> {
+        self.live.values()
+    }
+
+    /// Live bytes now, (CPU, GPU).
+    pub fn totals(&self) -> (u64, u64) {
+        self.live.values().fold((0, 0), |(c, g), r| {
+            if r.source.is_gpu() {
+                (c, g + r.bytes)
+            } else {
+                (c + r.bytes, g)
+            }
+        })
+    }
+}
+
+/// Live bytes by stack (`None`: allocations whose stack is unknown), largest first.
+pub fn by_stack<'a>(ranges: impl Iterator<Item = &'a LiveRange>) -> Vec<(Option<u32>, u64, u64)> {
+    let mut sums: HashMap<Option<u32>, (u64, u64)> = HashMap::new();
+    for r in ranges {
+        let e = sums.entry(r.stack).or_default();
+        e.0 += r.bytes;
+        e.1 += 1;
+    }
+    let mut out: Vec<(Option<u32>, u64, u64)> =
+        sums.into_iter().map(|(s, (b, n))| (s, b, n)).collect();
+    out.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    out
+}
+
+/// The replay of `events` up to and including `t`.
+pub fn live_at(events: &[MemEvent], t: u64) -> Replay {
+    let mut r = Replay::new();
+    for e in events.iter().take_while(|e| e.time_ns <= t) {
+        r.apply(e);
+    }
+    r
+}
+
+/// A stack whose live bytes grew steadily over the run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeakCandidate {
+    /// The allocating stack.
+    pub stack: Option<u32>,
+    /// Live bytes at the end.
+    pub live_bytes: u64,
+    /// Live ranges at the end.
+    pub live_ranges: u64,
+    /// Of the run's tenths (after the first), those in which its live bytes grew.
+    pub growing_tenths: u32,
+    /// CPU or GPU memory.
+    pub gpu: bool,
+}
+
+/// Stacks whose live bytes grew in at least 6 of the run's last 9 tenths and never fell by
+/// more than they grew, and hold at least `min_bytes` at the end: the leak candidates,
+/// largest first.
+pub fn leak_candidates(
+    events: &[MemEvent],
+    start: u64,
+    end: u64,
+    min_bytes: u64,
+) -> Vec<LeakCandidate> {
+    let span = end.saturating_sub(start).max(10);
+    let mut replay = Replay::new();
+    let mut at = events.iter().peekable();
+    // Live bytes of each stack at the end of each tenth.
+    let mut series: HashMap<(Option<u32>, bool), [u64; 10]> = HashMap::new();
+    for tenth in 0..10u64 {
+        let until = start + span * (tenth + 1) / 10;
+        while let Some(e) = at.next_if(|e| e.time_ns <= until) {
+            replay.apply(e);
+        }
+        let mut now: HashMap<(Option<u32>, bool), u64> = HashMap::new();
+        for r in replay.live() {
+            *now.entry((r.stack, r.source.is_gpu())).or_default() += r.bytes;
+        }
+        for (key, bytes) in now {
+            series.entry(key).or_insert([0; 10])[tenth as usize] = bytes;
+        }
+    }
+    for e in at {
+        replay.apply(e);
+    }
+    let mut out = Vec::new();
+    for ((stack, gpu), s) in series {
+        let growing = s.windows(2).filter(|w| w[1] > w[0]).count() as u32;
+        let fell: u64 = s.windows(2).map(|w| w[0].saturating_sub(w[1])).sum();
+        let grew: u64 = s.windows(2).map(|w| w[1].saturating_sub(w[0])).sum();
+        let (live_bytes, live_ranges) = replay
+            .live()
+            .filter(|r| r.stack == stack && r.source.is_gpu() == gpu)
+            .fold((0, 0), |(b, n), r| (b + r.bytes, n + 1));
+        if growing >= 6 && fell < grew / 2 && live_bytes >= min_bytes {
+            out.push(LeakCandidate {
+                stack,
+                live_bytes,
+                live_ranges,
+                growing_tenths: growing,
+                gpu,
+            });
+        }
+    }
+    out.sort_by(|a, b| b.live_bytes.cmp(&a.live_bytes).then(a.stack.cmp(&b.stack)));
+    out
+}
+
+/// Frames of the allocator itself (libc, the C++ runtime, CPython's allocator), skipped when
+/// naming who holds memory: the caller of `malloc` is the holder, not `malloc`.
+const ALLOCATOR_PREFIXES: &[&str] = &[
+    "malloc",
+    "calloc",
+    "realloc",
+    "reallocarray",
+    "free",
+    "posix_memalign",
+    "aligned_alloc",
+    "memalign",
+    "valloc",
+    "operator new",
+    "sysmalloc",
+    "_int_",
+    "__libc_",
+    "mmap",
+    "__mmap",
+    "mremap",
+    "__mremap",
+    "brk",
+    "__brk",
+    "sbrk",
+    "__sbrk",
+    "tcache",
+    "PyMem_",
+    "_PyMem_",
+    "PyObject_Malloc",
+    "PyObject_Realloc",
+    "PyObject_Calloc",
+    "_PyObject_",
+    "new_arena",
+    "pymalloc",
+    "allocate_from_new_pool",
+    "cudaMalloc",
+    "cudaHostAlloc",
+    "cudaFree",
+    "cuMemAlloc",
+    "cuMemCreate",
+];
+
+/// Libraries whose frames are the allocator's or the runtime's, not the holder's.
+const RUNTIME_MODULES: &[&str] = &[
+    "libc.so",
+    "libc-",
+    "ld-linux",
+    "libstdc++",
+    "libpthread",
+    "libcudart",
+    "libcuda.so",
+    "libc10",
+];
+
+/// Who holds memory allocated by `stack`: its innermost Python function if it has one, else
+/// its innermost frame that is neither the kernel, the allocator nor the C runtime.
+pub fn holder(rec: &Recording, stack: Option<u32>) -> String {
+    let Some(frames) = stack.and_then(|s| rec.stacks.get(s as usize)) else {
+        return "[unknown stack]".into();
+    };
+    let frames: Vec<&crate::Frame> = frames
+        .iter()
+        .rev()
+        .filter_map(|&f| rec.frames.get(f as usize))
+        .collect();
+    if let Some(py) = frames.iter().find(|f| f.kind == crate::FrameKind::Python) {
+        return py.name.clone();
+    }
+    frames
+        .iter()
+        .find(|f| {
+            f.kind != crate::FrameKind::Kernel
+                && !ALLOCATOR_PREFIXES.iter().any(|p| f.name.starts_with(p))
+                && !f
+                    .module
+                    .as_deref()
+                    .is_some_and(|m| RUNTIME_MODULES.iter().any(|r| m.starts_with(r)))
+        })
+        .or(frames.first())
+        .map_or_else(|| "[unknown stack]".into(), |f| f.name.clone())
+}
+
+/// Bytes for people: `512 B`, `3.0 KiB`, `1.5 GiB`.
+pub fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(t: u64, kind: MemEventKind, addr: u64, bytes: u64, stack: u32) -> MemEvent {
+        MemEvent {
+            time_ns: t,
+            pid: 1,
+            tid: 1,
+            kind,
+            source: MemSource::Mmap,
+            addr,
+            bytes,
+            stack: Some(stack),
+        }
+    }
+
+    #[test]
+    fn partial_unmaps_split_and_trim_ranges() {
+        let mut r = Replay::new();
+        r.apply(&ev(1, MemEventKind::Alloc, 0x1000, 0x4000, 7));
+        // Free the middle page: head and tail stay, under the same stack.
+        r.apply(&ev(2, MemEventKind::Free, 0x2000, 0x1000, 0));
+        let live: Vec<_> = r.live().map(|l| (l.addr, l.bytes, l.stack)).collect();
+        assert_eq!(
+            live,
+            vec![(0x1000, 0x1000, Some(7)), (0x3000, 0x2000, Some(7))]
+        );
+        // A free over the tail and beyond: only what was live counts.
+        r.apply(&ev(3, MemEventKind::Free, 0x4000, 0x3000, 0));
+        assert_eq!(r.totals(), (0x2000, 0));
+        assert_eq!(r.unknown_freed, 0x2000);
+        // MAP_FIXED over the head replaces it.
+        r.apply(&ev(4, MemEventKind::Alloc, 0x1000, 0x1000, 9));
+        assert_eq!(
+            by_stack(r.live()),
+            vec![(Some(7), 0x1000, 1), (Some(9), 0x1000, 1)]
+        );
+    }
+
+    #[test]
+    fn a_stack_that_grows_every_tenth_is_a_leak_candidate_and_a_churning_one_is_not() {
+        let mut events = Vec::new();
+        for i in 0..100u64 {
+            // Stack 1 leaks 1 MiB every 10 ns; stack 2 maps and unmaps.
+            events.push(ev(
+                i * 10,
+                MemEventKind::Alloc,
+                0x100_0000 + i * 0x10_0000,
+                0x10_0000,
+                1,
+            ));
+            events.push(ev(
+                i * 10 + 1,
+                MemEventKind::Alloc,
+                0x9000_0000,
+                0x10_0000,
+                2,
+            ));
+            events.push(ev(
+                i * 10 + 2,
+                MemEventKind::Free,
+                0x9000_0000,
+                0x10_0000,
+                0,
+            ));
+        }
+        let leaks = leak_candidates(&events, 0, 1000, 1);
+        assert_eq!(leaks.len(), 1, "{leaks:?}");
+        assert_eq!(leaks[0].stack, Some(1));
+        assert_eq!(leaks[0].live_bytes, 100 << 20);
+        assert_eq!(leaks[0].live_ranges, 100);
+        assert!(live_at(&events, 55).totals().0 == 6 << 20);
+    }
+
+    #[test]
+    fn bytes_read_for_people() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(3 << 10), "3.0 KiB");
+        assert_eq!(human_bytes(3 << 29), "1.5 GiB");
+    }
+}
