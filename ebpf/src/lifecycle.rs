@@ -97,6 +97,8 @@ fn try_sched_exec(ctx: &TracePointContext) -> Result<u32, i64> {
         // the agent, told by this record, publishes the new image's.
         let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
         let _ = crate::unwind::UNWIND_PROCS.remove(&pid);
+        // The new image has a program break of its own: the next `brk` is a new baseline.
+        let _ = crate::maps::BRK_LAST.remove(&pid);
         // Nor does the old interpreter's layout: no Python frames until the agent finds the
         // new image's interpreter, if it has one.
         let _ = crate::python::PY_PROCS.remove(&pid);
@@ -233,6 +235,7 @@ fn try_sched_exit(ctx: &TracePointContext) -> Result<u32, i64> {
     if group_dead != 0 {
         // The last thread of the process is gone: stop matching its (reusable) pid.
         let _ = TARGETS.remove(&tgid);
+        let _ = crate::maps::BRK_LAST.remove(&tgid);
     }
     Ok(0)
 }

@@ -345,15 +345,23 @@ pub struct LeakCandidate {
     pub gpu: bool,
 }
 
-/// Stacks whose live bytes grew in at least 6 of the run's last 9 tenths and never fell by
-/// more than they grew, and hold at least `min_bytes` at the end: the leak candidates,
-/// largest first.
+/// Stacks whose live bytes grew in at least 6 of the run's last 9 tenths and fell by less
+/// than half what they grew, and hold at least `min_bytes` at the run's last allocation: the
+/// leak candidates, largest first.
 pub fn leak_candidates(
     events: &[MemEvent],
     start: u64,
     end: u64,
     min_bytes: u64,
 ) -> Vec<LeakCandidate> {
+    // The run ends at its last allocation: what a process frees on its way out (an
+    // interpreter's teardown) says nothing about what it held while it ran.
+    let end = events
+        .iter()
+        .filter(|e| e.kind == MemEventKind::Alloc)
+        .map(|e| e.time_ns)
+        .max()
+        .map_or(end, |last| last.min(end));
     let span = end.saturating_sub(start).max(10);
     let mut replay = Replay::new();
     let mut at = events.iter().peekable();
@@ -371,9 +379,6 @@ pub fn leak_candidates(
         for (key, bytes) in now {
             series.entry(key).or_insert([0; 10])[tenth as usize] = bytes;
         }
-    }
-    for e in at {
-        replay.apply(e);
     }
     let mut out = Vec::new();
     for ((stack, gpu), s) in series {

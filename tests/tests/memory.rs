@@ -1,6 +1,9 @@
-//! Memory: each process's memory over time as counters (`--memory`), and the kernel's OOM
-//! killer choosing a target as an event, with the victim's memory then (a real OOM kill in a
-//! memory cgroup the test makes).
+//! Memory: each process's memory over time as counters (`--memory`), memory by allocating
+//! stack from the mmap/munmap/mremap/brk tracepoints and sampled page faults (a C fixture
+//! whose named functions map, leak and free known bytes; a Python function that grows), GPU
+//! memory by stack from the CUDA packs with a failed `cudaMalloc` explained (stand-in CUDA),
+//! and the kernel's OOM killer choosing a target as an event, with the victim's memory and top
+//! holder then (a real OOM kill in a memory cgroup the test makes).
 use std::{path::PathBuf, process::Command, time::Duration};
 
 use modelprobe_tests::*;
@@ -113,13 +116,13 @@ fn the_kernel_oom_killer_choosing_a_target_is_an_event() {
     let out = scratch_dir("memory-oom");
     // The shell joins the cgroup, then becomes Python, which grows until the kernel kills it.
     let script = format!(
-        "echo $$ > {} && exec {} -c 'a = []\nwhile True:\n    a.append(bytearray(4 << 20))\n'",
+        "echo $$ > {} && exec {} -c 'import time\ntime.sleep(2)\na = []\ndef grow():\n    while True:\n        a.append(bytearray(4 << 20))\ngrow()\n'",
         cgroup.1.display(),
         python().display()
     );
     let run = run_agent(
         Command::new(modelprobe_bin())
-            .args(["run", "-o"])
+            .args(["run", "--memory", "-o"])
             .arg(out.join("rec"))
             .args(["--", "sh", "-c", &script]),
         Duration::from_secs(60),
@@ -149,5 +152,259 @@ fn the_kernel_oom_killer_choosing_a_target_is_an_event() {
     assert!(
         message.contains("OOM killer") && message.contains("python3"),
         "{message}"
+    );
+    // With --memory, the kill names who held the memory: the Python function that grew.
+    assert!(
+        message.contains("top: ") && message.contains(" from grow ("),
+        "{message}"
+    );
+}
+
+/// Bytes of the folded file's lines whose stack goes through `function`.
+fn folded_bytes(path: &std::path::Path, function: &str) -> u64 {
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    text.lines()
+        .filter(|l| {
+            l.split(';')
+                .any(|f| f == function || f.starts_with(&format!("{function} ")))
+        })
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum()
+}
+
+/// The report's rows of section `id`.
+fn report_rows(dir: &std::path::Path, id: &str) -> Vec<serde_json::Value> {
+    let out = Command::new(modelprobe_bin())
+        .args(["report", "--json", "--top", "50"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    report["sections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id)
+        .unwrap_or_else(|| panic!("no {id} section: {report}"))["rows"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[test]
+fn memory_by_stack_names_what_each_function_maps_leaks_and_frees() {
+    if !require_bpf("memory_by_stack_names_what_each_function_maps_leaks_and_frees") {
+        return;
+    }
+    let _bpf = bpf_lock();
+    let out = scratch_dir("memory-stacks");
+    let rec_dir = out.join("rec");
+    let run = run_agent(
+        Command::new(modelprobe_bin())
+            .args(["run", "--memory", "-o"])
+            .arg(&rec_dir)
+            .arg("--")
+            .arg(fixture_lib_dir().join("mp-mem-app"))
+            .arg("cpu"),
+        Duration::from_secs(60),
+    );
+    run.assert_success();
+    const MIB: u64 = 1 << 20;
+    let inuse = rec_dir.join("memory-inuse.folded");
+    // Exactly what the fixture keeps: 40 maps of 1 MiB; 8 MiB less the 2 MiB unmapped from its
+    // middle; 20 malloc(2 MiB) blocks, each a map of 2 MiB and a page of glibc's header.
+    assert_eq!(folded_bytes(&inuse, "mp_map_leak"), 40 * MIB);
+    assert_eq!(folded_bytes(&inuse, "mp_map_partial"), 6 * MIB);
+    let malloc_maps = folded_bytes(&inuse, "mp_malloc_leak");
+    assert!(
+        (20 * (2 * MIB + 4096)..=20 * (2 * MIB + 4096) + 33 * 4096).contains(&malloc_maps),
+        "20 x (2 MiB + a page), and glibc's first heap page: {malloc_maps}"
+    );
+    // 200 maps of 256 KiB, each unmapped: allocated, none in use.
+    assert_eq!(folded_bytes(&inuse, "mp_map_churn"), 0);
+    let alloc = rec_dir.join("memory-alloc.folded");
+    assert_eq!(folded_bytes(&alloc, "mp_map_churn"), 200 * 256 * 1024);
+    // 200000 x malloc(64): the brk heap grows by at least 12.8 MB from that function.
+    let heap = folded_bytes(&inuse, "mp_small_allocs");
+    assert!(
+        (12_800_000..=24 * MIB).contains(&heap),
+        "brk heap from mp_small_allocs: {heap}"
+    );
+    // Page faults, sampled: mp_touch writes the 40 MiB it leaked.
+    let touched = folded_bytes(&rec_dir.join("memory-faults.folded"), "mp_touch");
+    assert!(
+        (30 * MIB..=48 * MIB).contains(&touched),
+        "pages first touched in mp_touch: {touched}"
+    );
+    // The report names the top holders with their live allocations.
+    let rows = report_rows(&rec_dir, "memory_top");
+    let row = |holder: &str| {
+        rows.iter()
+            .find(|r| r[0] == holder)
+            .unwrap_or_else(|| panic!("no {holder} row: {rows:?}"))
+            .clone()
+    };
+    assert_eq!(row("mp_map_leak")[3], 40);
+    assert_eq!(
+        row("mp_map_partial")[3],
+        2,
+        "head and tail of the partial unmap"
+    );
+    assert_eq!(row("mp_map_leak")[2], 40.0);
+    // The same as a pprof heap profile.
+    let status = Command::new(modelprobe_bin())
+        .args(["export", "--format", "pprof"])
+        .arg(&rec_dir)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    if have_go() {
+        let top = go_pprof(
+            &["-top", "-sample_index=inuse_space", "-show=mp_"],
+            &rec_dir.join("memory.pb.gz"),
+        );
+        assert!(
+            top.contains("mp_map_leak") && top.contains("mp_malloc_leak"),
+            "{top}"
+        );
+    }
+    // In use at an instant: before mp_map_leak ran (the fixture waits 1 s first), none of it.
+    let early = out.join("early");
+    let status = Command::new(modelprobe_bin())
+        .args(["export", "--format", "memory", "--at", "300ms", "-o"])
+        .arg(&early)
+        .arg(&rec_dir)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(
+        folded_bytes(&early.join("memory-alloc.folded"), "mp_map_leak"),
+        40 * MIB
+    );
+    assert!(
+        !early.join("memory-inuse.folded").exists()
+            || folded_bytes(&early.join("memory-inuse.folded"), "mp_map_leak") == 0
+    );
+}
+
+#[test]
+fn a_python_function_that_grows_is_a_leak_candidate_by_its_python_frame() {
+    if !require_bpf("a_python_function_that_grows_is_a_leak_candidate_by_its_python_frame") {
+        return;
+    }
+    let _bpf = bpf_lock();
+    let out = scratch_dir("memory-python-leak");
+    // 1 MiB blocks (each a map of its own: glibc's threshold stays put while none is freed),
+    // 25 a second for 3 s; beside it, dicts built and dropped (pymalloc's arenas come and go).
+    let script = "import time\ntime.sleep(2)\nheld = []\ndef leak_cache():\n    held.append(bytearray(1 << 20))\ndef churn():\n    d = {i: str(i) for i in range(20000)}\n    del d\nfor i in range(75):\n    leak_cache()\n    churn()\n    time.sleep(0.04)\n";
+    let run = run_agent(
+        Command::new(modelprobe_bin())
+            .args(["run", "--memory", "-o"])
+            .arg(out.join("rec"))
+            .arg("--")
+            .arg(python())
+            .args(["-c", script]),
+        Duration::from_secs(60),
+    );
+    run.assert_success();
+    let leaks = report_rows(&out.join("rec"), "memory_leaks");
+    assert!(!leaks.is_empty(), "no leak candidate");
+    let first = leaks[0][0].as_str().unwrap();
+    assert!(first.starts_with("leak_cache ("), "{leaks:?}");
+    assert!(
+        (70.0..=80.0).contains(&leaks[0][2].as_f64().unwrap()),
+        "75 MiB held: {leaks:?}"
+    );
+    assert!(
+        leaks
+            .iter()
+            .all(|l| !l[0].as_str().unwrap().starts_with("churn")),
+        "{leaks:?}"
+    );
+}
+
+#[test]
+fn gpu_memory_by_stack_and_a_failed_cuda_malloc_explained() {
+    if !require_bpf("gpu_memory_by_stack_and_a_failed_cuda_malloc_explained") {
+        return;
+    }
+    let _bpf = bpf_lock();
+    let out = scratch_dir("memory-gpu");
+    let rec_dir = out.join("rec");
+    let run = run_agent(
+        Command::new(modelprobe_bin())
+            .args(["run", "-o"])
+            .arg(&rec_dir)
+            .arg("--")
+            .arg(fixture_lib_dir().join("mp-mem-app"))
+            .arg("gpu")
+            .env("LD_LIBRARY_PATH", fixture_lib_dir().join("cuda"))
+            .env("MP_GPU_MEMORY", (1u64 << 30).to_string()),
+        Duration::from_secs(60),
+    );
+    run.assert_success();
+    const MIB: u64 = 1 << 20;
+    let gpu = rec_dir.join("gpu-memory-inuse.folded");
+    assert_eq!(folded_bytes(&gpu, "mp_load_weights"), 512 * MIB);
+    // 8 x 32 MiB, the first freed.
+    assert_eq!(folded_bytes(&gpu, "mp_grow_kv_cache"), 224 * MIB);
+    let rec = read_recording(&rec_dir);
+    let ooms: Vec<_> = rec["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "oom")
+        .collect();
+    assert_eq!(ooms.len(), 1, "{}", rec["events"]);
+    assert_eq!(ooms[0]["value"], 512 * MIB);
+    let message = ooms[0]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("cudaMalloc of 512.0 MiB failed (cudaErrorMemoryAllocation)")
+            && message.contains("736.0 MiB of GPU memory live in 11 allocations")
+            && message.contains(
+                "top: 512.0 MiB in 4 from mp_load_weights, 224.0 MiB in 7 from mp_grow_kv_cache"
+            ),
+        "{message}"
+    );
+    // Where it was asked for: the failed call's stack.
+    let stack = ooms[0]["stack"].as_u64().expect("the oom's stack") as usize;
+    let names: Vec<&str> = rec["stacks"][stack]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            rec["frames"][f.as_u64().unwrap() as usize]["name"]
+                .as_str()
+                .unwrap()
+        })
+        .collect();
+    assert!(names.contains(&"mp_oversized"), "{names:?}");
+    // PyTorch's memory snapshot format, read back by Python's pickle.
+    let status = Command::new(modelprobe_bin())
+        .args(["export", "--format", "torch-memory"])
+        .arg(&rec_dir)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let check = "import pickle, sys\nd = pickle.load(open(sys.argv[1], 'rb'))\nt = d['device_traces'][0]\nacts = [e['action'] for e in t]\nprint(len(d['segments']), acts.count('alloc'), acts.count('free_completed'), sum(s['total_size'] for s in d['segments']), any(f['name'] == 'mp_load_weights' for f in t[0]['frames']))\n";
+    let py = Command::new(python())
+        .args(["-c", check])
+        .arg(rec_dir.join("gpu-memory-snapshot.pickle"))
+        .output()
+        .unwrap();
+    assert!(
+        py.status.success(),
+        "{}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&py.stdout).trim(),
+        format!("11 12 1 {} True", 736 * MIB)
     );
 }
