@@ -118,7 +118,44 @@ pub mod memory {
         pub const MREMAP: u32 = 2;
         /// The program break moved (`brk`: glibc's main heap).
         pub const BRK: u32 = 3;
+        /// A sampled `malloc`/`calloc`/`realloc` (`--memory=malloc`), or the `free` of one.
+        pub const MALLOC: u32 = 4;
     }
+
+    /// Which allocator function a heap probe is on (its attach cookie, `--memory=malloc`).
+    pub mod heap_fn {
+        /// `void *malloc(size_t size)`.
+        pub const MALLOC: u64 = 1;
+        /// `void *calloc(size_t n, size_t size)`.
+        pub const CALLOC: u64 = 2;
+        /// `void *realloc(void *ptr, size_t size)`: the old block freed, a new one allocated.
+        pub const REALLOC: u64 = 3;
+        /// `void free(void *ptr)`.
+        pub const FREE: u64 = 4;
+    }
+
+    /// A sampled heap block, by process and address (`HEAP_SAMPLED`): its `free` is sent.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct HeapKey {
+        /// The block's address.
+        pub ptr: u64,
+        /// Process id.
+        pub pid: u32,
+        /// Explicit padding; always 0.
+        pub _pad: u32,
+    }
+
+    /// Sampled intervals in units of 1/1024 of the mean (`Config::heap_sample_bytes`): the
+    /// exponential distribution's quantiles at (i + 0.5) / 64, so the bytes between two samples
+    /// are exponentially distributed (a Poisson process over the bytes allocated, as tcmalloc's
+    /// sampler): an allocation of `s` bytes is sampled with probability `1 - exp(-s / mean)`.
+    pub const EXP_QUANTILES: [u32; 64] = [
+        4968, 3844, 3320, 2976, 2719, 2513, 2342, 2195, 2067, 1953, 1851, 1758, 1672, 1594, 1520,
+        1452, 1388, 1328, 1271, 1217, 1166, 1117, 1070, 1026, 983, 942, 903, 865, 828, 793, 759,
+        726, 694, 663, 633, 603, 575, 547, 520, 494, 469, 444, 419, 395, 372, 349, 327, 305, 284,
+        263, 243, 223, 203, 184, 165, 146, 128, 110, 92, 75, 58, 41, 24, 8,
+    ];
 
     /// A memory syscall in progress on a thread, from its entry to its exit tracepoint.
     #[repr(C)]
@@ -587,6 +624,21 @@ pub struct Config {
     pub oom_file_rss_off: u32,
     /// See [`Config::oom_pid_off`].
     pub oom_shmem_rss_off: u32,
+    /// `--memory=malloc`: the mean bytes allocated between two sampled heap allocations.
+    pub heap_sample_bytes: u32,
+    /// Offsets of `task_struct.utask` and `uprobe_task.return_instances`, and of
+    /// `return_instance`'s `stack`, `orig_ret_vaddr` and `next`, from the kernel's BTF: a
+    /// stack walk through a function with a pending uretprobe (whose return address is the
+    /// trampoline) reads the real one there. `u32::MAX` when unknown.
+    pub task_utask_off: u32,
+    /// See [`Config::task_utask_off`].
+    pub utask_instances_off: u32,
+    /// See [`Config::task_utask_off`].
+    pub ri_stack_off: u32,
+    /// See [`Config::task_utask_off`].
+    pub ri_orig_ret_off: u32,
+    /// See [`Config::task_utask_off`].
+    pub ri_next_off: u32,
 }
 
 // SAFETY: both types are `repr(C)`, `Copy`, contain only integers and integer arrays, and have
@@ -634,7 +686,8 @@ mod layout {
     );
     const _: () =
         assert!(size_of::<StackEvent>() == 104 + 16 * MAX_STACK_DEPTH + 16 * python::MAX_PY_DEPTH);
-    const _: () = assert!(size_of::<Config>() == 84);
+    const _: () = assert!(size_of::<Config>() == 108);
+    const _: () = assert!(size_of::<memory::HeapKey>() == 16);
     const _: () = assert!(size_of::<memory::MemPending>() == 32);
     const _: () = assert!(offset_of!(Record, kind) == 0);
     const _: () = assert!(offset_of!(Record, time_ns) == 16);

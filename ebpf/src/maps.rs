@@ -15,7 +15,7 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use modelprobe_common::{
     lost,
-    memory::MemPending,
+    memory::{HeapKey, MemPending},
     offcpu::{
         stat, Blocked, OffCpuKey, OffCpuSum, ThreadCpu, MAX_OFFCPU_STACKS, MAX_OFFCPU_SUMS,
         MAX_THREAD_CPU,
@@ -47,6 +47,12 @@ static CONFIG: Config = Config {
     oom_anon_rss_off: u32::MAX,
     oom_file_rss_off: u32::MAX,
     oom_shmem_rss_off: u32::MAX,
+    heap_sample_bytes: 512 << 10,
+    task_utask_off: u32::MAX,
+    utask_instances_off: u32::MAX,
+    ri_stack_off: u32::MAX,
+    ri_orig_ret_off: u32::MAX,
+    ri_next_off: u32::MAX,
 };
 
 /// Processes (tgids) being profiled.
@@ -118,6 +124,19 @@ pub(crate) static MEM_PENDING: HashMap<u32, MemPending> = HashMap::with_max_entr
 /// says how far the heap grew or shrank.
 #[map]
 pub(crate) static BRK_LAST: HashMap<u32, u64> = HashMap::with_max_entries(16384, 0);
+
+/// Bytes left before the next sampled heap allocation, per CPU (`--memory=malloc`).
+#[map]
+pub(crate) static HEAP_COUNTDOWN: PerCpuArray<i64> = PerCpuArray::with_max_entries(1, 0);
+
+/// A sampled allocation in progress, by thread: its size, until `malloc` returns.
+#[map]
+pub(crate) static HEAP_PENDING: HashMap<u32, u64> = HashMap::with_max_entries(16384, 0);
+
+/// Sampled heap blocks not freed yet: their `free` is sent, every other one costs a lookup.
+#[map]
+pub(crate) static HEAP_SAMPLED: HashMap<HeapKey, u64> =
+    HashMap::with_max_entries(262144, BPF_F_NO_PREALLOC);
 
 /// Out-parameter pointers of calls in progress, by thread (see `DEREF_ARG0_COOKIE`).
 #[map]

@@ -10,19 +10,30 @@
 //! - `mp_page_fault` (a `page-faults` perf event sampled every N faults on every CPU) sends the
 //!   faulting thread's stacks as a `PAGE_FAULT` event weighted by N.
 //!
+//! - `mp_heap_enter` / `mp_heap_exit` (`--memory=malloc`, uprobes on the C library's
+//!   `malloc`, `calloc`, `realloc` and `free`): a sampled heap profile (see [`mp_heap_enter`]).
+//!
 //! Everything goes through the one `MEMORY` ring, in order: a free never arrives before the
 //! allocation it returns.
 
 use aya_ebpf::{
-    helpers::bpf_get_current_pid_tgid,
-    macros::{perf_event, tracepoint},
-    programs::{PerfEventContext, TracePointContext},
+    helpers::{bpf_get_current_pid_tgid, bpf_get_prandom_u32, generated::bpf_get_attach_cookie},
+    macros::{perf_event, tracepoint, uprobe, uretprobe},
+    programs::{PerfEventContext, ProbeContext, RetProbeContext, TracePointContext},
+    EbpfContext,
 };
-use modelprobe_common::{kind, lost, memory::source, memory::MemPending, StackEvent};
+use modelprobe_common::{
+    kind, lost,
+    memory::{heap_fn, source, HeapKey, MemPending, EXP_QUANTILES},
+    StackEvent,
+};
 
 use crate::{
     emit::{emit_to, fill},
-    maps::{count_lost, current_is_target, wakeup_flags, BRK_LAST, MEMORY, MEM_PENDING},
+    maps::{
+        config, count_lost, current_is_target, wakeup_flags, BRK_LAST, HEAP_COUNTDOWN,
+        HEAP_PENDING, HEAP_SAMPLED, MEMORY, MEM_PENDING,
+    },
 };
 
 /// Offsets of a syscall tracepoint's fields: arguments from 16 at entry, `long ret` at 16 at
@@ -199,6 +210,115 @@ pub fn mp_page_fault(ctx: PerfEventContext) -> u32 {
         let data = &*ctx.ctx;
         (*ev).weight = data.sample_period;
         (*ev).mem_addr = data.addr;
+    }
+    entry.submit(wakeup_flags(&MEMORY));
+    0
+}
+
+/// `--memory=malloc`: a sampled heap profile. Every allocation's entry takes its bytes off a
+/// per-CPU countdown; the one that crosses zero is sampled (its size kept until it returns,
+/// then sent with its stacks, its address noted), and the countdown drawn again from an
+/// exponential distribution. `free` of a noted address is sent; of any other, a lookup.
+#[uprobe]
+pub fn mp_heap_enter(ctx: ProbeContext) -> u32 {
+    if !current_is_target() {
+        return 0;
+    }
+    // SAFETY: called from a uprobe program, whose context the helper accepts.
+    let which = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
+    let a = |i| ctx.arg::<u64>(i).unwrap_or(0);
+    let size = match which {
+        heap_fn::MALLOC => a(0),
+        // An overflowing product fails in calloc itself: nothing returns to sample.
+        heap_fn::CALLOC => a(0).wrapping_mul(a(1)),
+        heap_fn::REALLOC => {
+            heap_free(&ctx, a(0));
+            a(1)
+        }
+        _ => {
+            heap_free(&ctx, a(0));
+            return 0;
+        }
+    };
+    let Some(left) = HEAP_COUNTDOWN.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: this CPU's slot of a per-CPU array; programs on one CPU do not interleave.
+    unsafe {
+        *left -= size as i64;
+        if *left > 0 {
+            return 0;
+        }
+        let q = EXP_QUANTILES[(bpf_get_prandom_u32() & 63) as usize] as i64;
+        *left = (config().heap_sample_bytes as i64 * q) >> 10;
+    }
+    let tid = bpf_get_current_pid_tgid() as u32;
+    if HEAP_PENDING.insert(&tid, &size, 0).is_err() {
+        count_lost(&ctx, lost::MEMORY);
+    }
+    0
+}
+
+/// The `free` of a sampled block: a `MEM_FREE` record (its size is the agent's to know).
+#[inline(always)]
+fn heap_free(ctx: &ProbeContext, ptr: u64) {
+    if ptr == 0 {
+        return;
+    }
+    let key = HeapKey {
+        ptr,
+        pid: (bpf_get_current_pid_tgid() >> 32) as u32,
+        _pad: 0,
+    };
+    // SAFETY: only tested for presence.
+    if unsafe { HEAP_SAMPLED.get(&key) }.is_none() {
+        return;
+    }
+    let _ = HEAP_SAMPLED.remove(&key);
+    emit_to(
+        ctx,
+        &MEMORY,
+        wakeup_flags(&MEMORY),
+        kind::MEM_FREE,
+        ptr,
+        [0, source::MALLOC as u64, 0, 0, 0, 0, 0, 0],
+        lost::MEMORY,
+    );
+}
+
+#[uretprobe]
+pub fn mp_heap_exit(ctx: RetProbeContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    // SAFETY: the value is copied out before it is removed.
+    let Some(size) = (unsafe { HEAP_PENDING.get(&tid) }).copied() else {
+        return 0;
+    };
+    let _ = HEAP_PENDING.remove(&tid);
+    let ptr: u64 = ctx.ret();
+    if ptr == 0 {
+        return 0;
+    }
+    let key = HeapKey {
+        ptr,
+        pid: (pid_tgid >> 32) as u32,
+        _pad: 0,
+    };
+    if HEAP_SAMPLED.insert(&key, &size, 0).is_err() {
+        count_lost(&ctx, lost::MEMORY);
+        return 0;
+    }
+    let Some(mut entry) = MEMORY.reserve::<StackEvent>(0) else {
+        count_lost(&ctx, lost::MEMORY);
+        return 0;
+    };
+    let ev = entry.as_mut_ptr();
+    // SAFETY: `ev` points into a ring-buffer reservation of size_of::<StackEvent>() bytes.
+    unsafe {
+        fill(&ctx, ev, kind::MEM_ALLOC, pid_tgid, false);
+        (*ev).weight = size;
+        (*ev).mem_addr = ptr;
+        (*ev).mem_source = source::MALLOC;
     }
     entry.submit(wakeup_flags(&MEMORY));
     0

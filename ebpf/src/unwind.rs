@@ -23,6 +23,8 @@ use modelprobe_common::{
     StackEvent, MAX_STACK_DEPTH,
 };
 
+use crate::maps::config;
+
 /// Every object's rows (the agent sizes it at load and writes it through mmap).
 #[map]
 pub(crate) static UNWIND_ROWS: Array<UnwindRow> =
@@ -65,6 +67,10 @@ struct Walk {
     /// 1 once the walk reached the outermost frame (or stopped on purpose).
     whole: u32,
     _pad: u32,
+    /// The task's innermost pending uretprobe (`return_instance`, a kernel pointer; 0: none
+    /// or unknown): a frame whose return-address slot it names returns to the uprobe
+    /// trampoline, and its real return address is kept there.
+    ri: u64,
 }
 
 /// The frames of the walk in progress, per CPU: [`unwind_frame`] writes here (a callback
@@ -101,6 +107,7 @@ pub(crate) fn unwind_user(ev: &mut StackEvent, pid: u32) -> bool {
         n: 0,
         whole: 0,
         _pad: 0,
+        ri: pending_uretprobes(),
     };
     // SAFETY: bpf_loop calls `unwind_frame` (a static function of this program) at most
     // MAX_STACK_DEPTH times with a pointer to `walk`, which outlives the call.
@@ -234,7 +241,26 @@ fn step(w: &mut Walk, i: u64) -> Option<()> {
         w.whole = 1;
         return None;
     }
-    let ra = read(cfa_addr - 8)?;
+    let slot = cfa_addr - 8;
+    let mut ra = read(slot)?;
+    if w.ri != 0 {
+        // Pending returns are innermost first, like the walk: one whose slot is below this
+        // one belongs to a frame the walk did not see.
+        let cfg = config();
+        let mut ri_stack = read_kernel(w.ri + cfg.ri_stack_off as u64).unwrap_or(0);
+        if ri_stack != 0 && ri_stack < slot {
+            w.ri = read_kernel(w.ri + cfg.ri_next_off as u64).unwrap_or(0);
+            ri_stack = if w.ri != 0 {
+                read_kernel(w.ri + cfg.ri_stack_off as u64).unwrap_or(0)
+            } else {
+                0
+            };
+        }
+        if w.ri != 0 && ri_stack == slot {
+            ra = read_kernel(w.ri + cfg.ri_orig_ret_off as u64)?;
+            w.ri = read_kernel(w.ri + cfg.ri_next_off as u64).unwrap_or(0);
+        }
+    }
     sp = cfa_addr;
     ip = ra;
     w.ip = ip;
@@ -276,6 +302,27 @@ fn user_regs() -> Option<(u64, u64, u64)> {
 
 /// One user word; `None` where it cannot be read.
 #[inline(always)]
+fn read_kernel(addr: u64) -> Option<u64> {
+    // SAFETY: bpf_probe_read_kernel fails cleanly on a bad address.
+    unsafe { aya_ebpf::helpers::bpf_probe_read_kernel(addr as *const u64) }.ok()
+}
+
+/// The current task's innermost pending uretprobe (`utask->return_instances`), or 0.
+#[inline(always)]
+fn pending_uretprobes() -> u64 {
+    let cfg = config();
+    if cfg.task_utask_off == u32::MAX {
+        return 0;
+    }
+    // SAFETY: no preconditions; the pointer is only read through bpf_probe_read_kernel.
+    let task = unsafe { aya_ebpf::helpers::bpf_get_current_task() };
+    let utask = read_kernel(task + cfg.task_utask_off as u64).unwrap_or(0);
+    if utask == 0 {
+        return 0;
+    }
+    read_kernel(utask + cfg.utask_instances_off as u64).unwrap_or(0)
+}
+
 fn read(addr: u64) -> Option<u64> {
     // SAFETY: bpf_probe_read_user fails cleanly on a bad address.
     unsafe { aya_ebpf::helpers::bpf_probe_read_user(addr as *const u64) }.ok()

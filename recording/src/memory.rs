@@ -16,6 +16,14 @@ pub struct MemoryTrace {
     /// One page-fault event stands for this many faults (the perf event's period).
     #[serde(default)]
     pub page_fault_period: u64,
+    /// `--memory=malloc`: the mean bytes allocated between two sampled heap allocations
+    /// (0: the heap was not sampled).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub malloc_sample_bytes: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 impl MemoryTrace {
@@ -49,6 +57,8 @@ pub enum MemSource {
     Brk,
     /// A page fault.
     Fault,
+    /// A sampled heap allocation (`malloc`, `calloc`, `realloc`), or its `free`.
+    Malloc,
     /// GPU device memory (`cudaMalloc`, `cuMemAlloc`, `cuMemCreate`...).
     GpuDevice,
     /// Page-locked host memory from CUDA (`cudaMallocHost`, `cudaHostAlloc`).
@@ -57,7 +67,43 @@ pub enum MemSource {
     GpuManaged,
 }
 
+/// Which live set a source's memory belongs to: mapped ranges (`mmap`, `brk`: what the
+/// kernel gave the process), sampled heap blocks (a view of part of the mapped memory, never
+/// added to it), or GPU memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum MemClass {
+    /// Mapped by the process: `mmap`, `mremap`, `brk`.
+    Mapped,
+    /// Heap blocks sampled at `malloc` (`--memory=malloc`); bytes are estimates.
+    Heap,
+    /// GPU device, pinned host or managed memory from CUDA.
+    Gpu,
+}
+
+impl MemClass {
+    /// The name outputs show.
+    pub fn name(self) -> &'static str {
+        match self {
+            MemClass::Mapped => "CPU",
+            MemClass::Heap => "heap (sampled)",
+            MemClass::Gpu => "GPU",
+        }
+    }
+
+    /// Every class, in display order.
+    pub const ALL: [MemClass; 3] = [MemClass::Mapped, MemClass::Heap, MemClass::Gpu];
+}
+
 impl MemSource {
+    /// The live set its memory belongs to.
+    pub fn class(self) -> MemClass {
+        match self {
+            MemSource::GpuDevice | MemSource::GpuHost | MemSource::GpuManaged => MemClass::Gpu,
+            MemSource::Malloc => MemClass::Heap,
+            _ => MemClass::Mapped,
+        }
+    }
+
     /// True for the GPU's kinds of memory.
     pub fn is_gpu(self) -> bool {
         matches!(
@@ -73,6 +119,7 @@ impl MemSource {
             MemSource::Mremap => "mremap",
             MemSource::Brk => "brk",
             MemSource::Fault => "page fault",
+            MemSource::Malloc => "malloc (sampled)",
             MemSource::GpuDevice => "GPU device",
             MemSource::GpuHost => "CUDA pinned host",
             MemSource::GpuManaged => "CUDA managed",
@@ -159,17 +206,34 @@ fn gpu_event(s: &Span) -> Option<MemEvent> {
 
 /// Every allocation and free of the recording, CPU and GPU, in time order (page faults
 /// left out).
+///
+/// A sampled heap allocation's `bytes` is what it stands for: `s / (1 - exp(-s / mean))` for
+/// an allocation of `s` bytes sampled with probability `1 - exp(-s / mean)`, so sums over
+/// samples estimate the heap's bytes (the recording keeps the sizes asked for).
 pub fn all_events(rec: &Recording) -> Vec<MemEvent> {
+    let mean = rec.memory.malloc_sample_bytes as f64;
     let mut out: Vec<MemEvent> = rec
         .memory
         .events
         .iter()
         .filter(|e| e.kind != MemEventKind::PageFault)
         .cloned()
+        .map(|mut e| {
+            if e.source == MemSource::Malloc && e.kind == MemEventKind::Alloc && mean > 0.0 {
+                e.bytes = heap_estimate(e.bytes, mean);
+            }
+            e
+        })
         .chain(gpu_events(rec))
         .collect();
     out.sort_by_key(|e| e.time_ns);
     out
+}
+
+/// The bytes a sampled allocation of `size` stands for (see [`all_events`]).
+pub fn heap_estimate(size: u64, mean: f64) -> u64 {
+    let s = size.max(1) as f64;
+    (s / (1.0 - (-s / mean).exp())).round() as u64
 }
 
 /// A range live at some instant.
@@ -195,7 +259,7 @@ pub struct LiveRange {
 /// split by partial frees (`munmap` of part of a mapping).
 #[derive(Debug, Default)]
 pub struct Replay {
-    live: BTreeMap<(u32, bool, u64), LiveRange>,
+    live: BTreeMap<(u32, MemClass, u64), LiveRange>,
     /// Bytes freed that no recorded allocation covered (mapped before recording began, or a
     /// file mapping): not live memory this replay knows of.
     pub unknown_freed: u64,
@@ -209,7 +273,9 @@ impl Replay {
 
     /// Applies one event (page faults are ignored).
     pub fn apply(&mut self, e: &MemEvent) {
-        let gpu = e.source.is_gpu();
+        let class = e.source.class();
+        // GPU and heap frees name the pointer an allocation returned: all of it goes.
+        let by_pointer = class != MemClass::Mapped;
         match e.kind {
             MemEventKind::PageFault => {}
             MemEventKind::Alloc => {
@@ -217,11 +283,11 @@ impl Replay {
                     return;
                 }
                 // A new mapping over old ones (MAP_FIXED) replaces them.
-                if !gpu {
-                    self.free(e.pid, gpu, e.addr, e.bytes);
+                if !by_pointer {
+                    self.free(e.pid, class, e.addr, e.bytes);
                 }
                 self.live.insert(
-                    (e.pid, gpu, e.addr),
+                    (e.pid, class, e.addr),
                     LiveRange {
                         pid: e.pid,
                         tid: e.tid,
@@ -233,14 +299,13 @@ impl Replay {
                     },
                 );
             }
-            MemEventKind::Free if gpu => {
-                // A GPU free names the pointer an allocation returned: all of it goes.
-                if self.live.remove(&(e.pid, gpu, e.addr)).is_none() {
+            MemEventKind::Free if by_pointer => {
+                if self.live.remove(&(e.pid, class, e.addr)).is_none() {
                     self.unknown_freed += 1;
                 }
             }
             MemEventKind::Free => {
-                let freed = self.free(e.pid, gpu, e.addr, e.bytes);
+                let freed = self.free(e.pid, class, e.addr, e.bytes);
                 self.unknown_freed += e.bytes.saturating_sub(freed);
             }
         }
@@ -248,7 +313,7 @@ impl Replay {
 
     /// Frees `[addr, addr + len)` of process `pid`: removes what it covers, trims or splits
     /// what it overlaps. Returns the bytes that were live.
-    fn free(&mut self, pid: u32, gpu: bool, addr: u64, len: u64) -> u64 {
+    fn free(&mut self, pid: u32, gpu: MemClass, addr: u64, len: u64) -> u64 {
         let end = addr.saturating_add(len);
         // Ranges start before `end`; the last one starting before `addr` may overlap too.
         let lo = self
@@ -295,15 +360,18 @@ impl Replay {
         self.live.values()
     }
 
-    /// Live bytes now, (CPU, GPU).
+    /// Live bytes now, (mapped CPU memory, GPU memory); see [`Replay::total`].
     pub fn totals(&self) -> (u64, u64) {
-        self.live.values().fold((0, 0), |(c, g), r| {
-            if r.source.is_gpu() {
-                (c, g + r.bytes)
-            } else {
-                (c + r.bytes, g)
-            }
-        })
+        (self.total(MemClass::Mapped), self.total(MemClass::Gpu))
+    }
+
+    /// Live bytes of one class now.
+    pub fn total(&self, class: MemClass) -> u64 {
+        self.live
+            .values()
+            .filter(|r| r.source.class() == class)
+            .map(|r| r.bytes)
+            .sum()
     }
 }
 
@@ -341,8 +409,8 @@ pub struct LeakCandidate {
     pub live_ranges: u64,
     /// Of the run's tenths (after the first), those in which its live bytes grew.
     pub growing_tenths: u32,
-    /// CPU or GPU memory.
-    pub gpu: bool,
+    /// Which memory.
+    pub class: MemClass,
 }
 
 /// Stacks whose live bytes grew in at least 6 of the run's last 9 tenths and fell by less
@@ -366,28 +434,28 @@ pub fn leak_candidates(
     let mut replay = Replay::new();
     let mut at = events.iter().peekable();
     // Live bytes of each stack at the end of each tenth.
-    let mut series: HashMap<(Option<u32>, bool), [u64; 10]> = HashMap::new();
+    let mut series: HashMap<(Option<u32>, MemClass), [u64; 10]> = HashMap::new();
     for tenth in 0..10u64 {
         let until = start + span * (tenth + 1) / 10;
         while let Some(e) = at.next_if(|e| e.time_ns <= until) {
             replay.apply(e);
         }
-        let mut now: HashMap<(Option<u32>, bool), u64> = HashMap::new();
+        let mut now: HashMap<(Option<u32>, MemClass), u64> = HashMap::new();
         for r in replay.live() {
-            *now.entry((r.stack, r.source.is_gpu())).or_default() += r.bytes;
+            *now.entry((r.stack, r.source.class())).or_default() += r.bytes;
         }
         for (key, bytes) in now {
             series.entry(key).or_insert([0; 10])[tenth as usize] = bytes;
         }
     }
     let mut out = Vec::new();
-    for ((stack, gpu), s) in series {
+    for ((stack, class), s) in series {
         let growing = s.windows(2).filter(|w| w[1] > w[0]).count() as u32;
         let fell: u64 = s.windows(2).map(|w| w[0].saturating_sub(w[1])).sum();
         let grew: u64 = s.windows(2).map(|w| w[1].saturating_sub(w[0])).sum();
         let (live_bytes, live_ranges) = replay
             .live()
-            .filter(|r| r.stack == stack && r.source.is_gpu() == gpu)
+            .filter(|r| r.stack == stack && r.source.class() == class)
             .fold((0, 0), |(b, n), r| (b + r.bytes, n + 1));
         if growing >= 6 && fell < grew / 2 && live_bytes >= min_bytes {
             out.push(LeakCandidate {
@@ -395,7 +463,7 @@ pub fn leak_candidates(
                 live_bytes,
                 live_ranges,
                 growing_tenths: growing,
-                gpu,
+                class,
             });
         }
     }

@@ -114,9 +114,10 @@ fn the_kernel_oom_killer_choosing_a_target_is_an_event() {
     };
     let _bpf = bpf_lock();
     let out = scratch_dir("memory-oom");
-    // The shell joins the cgroup, then becomes Python, which grows until the kernel kills it.
+    // The shell joins the cgroup, then becomes Python, which grows until the kernel kills it
+    // (over most of a second: the Python frames of a stack are named while the process lives).
     let script = format!(
-        "echo $$ > {} && exec {} -c 'import time\ntime.sleep(2)\na = []\ndef grow():\n    while True:\n        a.append(bytearray(4 << 20))\ngrow()\n'",
+        "echo $$ > {} && exec {} -c 'import time\ntime.sleep(2)\na = []\ndef grow():\n    while True:\n        a.append(bytearray(4 << 20))\n        time.sleep(0.05)\ngrow()\n'",
         cgroup.1.display(),
         python().display()
     );
@@ -290,6 +291,54 @@ fn memory_by_stack_names_what_each_function_maps_leaks_and_frees() {
     assert!(
         !early.join("memory-inuse.folded").exists()
             || folded_bytes(&early.join("memory-inuse.folded"), "mp_map_leak") == 0
+    );
+}
+
+#[test]
+fn sampled_malloc_estimates_the_heap_by_stack_and_matches_its_frees() {
+    if !require_bpf("sampled_malloc_estimates_the_heap_by_stack_and_matches_its_frees") {
+        return;
+    }
+    let _bpf = bpf_lock();
+    let out = scratch_dir("memory-malloc");
+    let rec_dir = out.join("rec");
+    let run = run_agent(
+        Command::new(modelprobe_bin())
+            .args(["run", "--memory=malloc", "-o"])
+            .arg(&rec_dir)
+            .arg("--")
+            .arg(fixture_lib_dir().join("mp-mem-app"))
+            .arg("cpu"),
+        Duration::from_secs(60),
+    );
+    run.assert_success();
+    const MIB: u64 = 1 << 20;
+    let heap = rec_dir.join("memory-heap-inuse.folded");
+    // 20 x 2 MiB: each sampled with probability 1 - exp(-4), each standing for 2 MiB / that.
+    let blocks = folded_bytes(&heap, "mp_malloc_leak");
+    assert!(
+        (36 * MIB..=44 * MIB).contains(&blocks),
+        "mp_malloc_leak's 40 MiB, estimated: {blocks}"
+    );
+    // 200000 x 64 bytes (12.8 MB) sampled one per 512 KiB on average: ~24 samples.
+    let small = folded_bytes(&heap, "mp_small_allocs");
+    assert!(
+        (6_400_000..=25_600_000).contains(&small),
+        "mp_small_allocs' 12.8 MB, estimated: {small}"
+    );
+    // Every sampled block mp_heap_churn allocated was freed, and its free matched.
+    assert_eq!(folded_bytes(&heap, "mp_heap_churn"), 0);
+    let churned = folded_bytes(&rec_dir.join("memory-alloc.folded"), "mp_heap_churn");
+    assert!(
+        (40 * MIB..=90 * MIB).contains(&churned),
+        "1000 x 64 KiB allocated, estimated: {churned}"
+    );
+    // The maps made inside malloc, whose return probe replaced its return address with the
+    // uprobe trampoline: the walk reads the real one and still names the caller.
+    let maps = folded_bytes(&rec_dir.join("memory-inuse.folded"), "mp_malloc_leak");
+    assert!(
+        (20 * (2 * MIB + 4096)..=20 * (2 * MIB + 4096) + 33 * 4096).contains(&maps),
+        "{maps}"
     );
 }
 

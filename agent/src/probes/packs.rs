@@ -7,7 +7,7 @@
 //! attributes (kernel name, grid and block, bytes and direction) and error events.
 use std::collections::BTreeMap;
 
-use modelprobe_common::tls_fn;
+use modelprobe_common::{memory::heap_fn, tls_fn};
 use serde_json::{json, Value};
 
 use super::{function_symbols, resolve_target, ProbeSpec, ResolvedProbe, SearchContext};
@@ -39,6 +39,9 @@ pub enum Decoder {
         /// As in [`Decoder::Alloc`].
         space: &'static str,
     },
+    /// The C library's allocator (`--memory=malloc`): a `memory::heap_fn` constant; its own
+    /// programs sample allocations in the kernel (no span).
+    Heap(u64),
     /// `cuModuleGetFunction(CUfunction *out, CUmodule, const char *name)` and
     /// `cuLibraryGetKernel`: the name is read at entry, the handle through `out` at return.
     GetFunction,
@@ -311,10 +314,27 @@ pub static PACKS: &[Pack] = &[
         error_names: no_error_name,
         only_mapped: true,
     },
+    Pack {
+        name: MALLOC_PACK,
+        // glibc's; a program that links another allocator (jemalloc, tcmalloc) is seen
+        // through its mmap and brk calls only.
+        libraries: &["libc.so.6"],
+        functions: &[
+            value("malloc", Decoder::Heap(heap_fn::MALLOC)),
+            value("calloc", Decoder::Heap(heap_fn::CALLOC)),
+            value("realloc", Decoder::Heap(heap_fn::REALLOC)),
+            value("free", Decoder::Heap(heap_fn::FREE)),
+        ],
+        error_names: no_error_name,
+        only_mapped: true,
+    },
 ];
 
 /// The pack that captures TLS plaintext for the LLM calls (`--no-llm` turns it off).
 pub const OPENSSL_PACK: &str = "openssl";
+
+/// The pack that samples heap allocations (on only with `--memory=malloc`).
+pub const MALLOC_PACK: &str = "malloc";
 
 fn no_error_name(_: u64) -> &'static str {
     ""
@@ -345,7 +365,7 @@ fn args_needed(d: Decoder) -> u8 {
         Decoder::LlamaBatch => 8,
         Decoder::TokenCount | Decoder::Token => 0,
         Decoder::Collective { count, dtype } => (count.max(dtype) + 1) as u8,
-        Decoder::Plain | Decoder::Tls(_) => 0,
+        Decoder::Plain | Decoder::Tls(_) | Decoder::Heap(_) => 0,
     }
 }
 
@@ -533,7 +553,7 @@ pub fn decode(
                 json!(if n > 1 { "prefill" } else { "decode" }),
             );
         }
-        Decoder::TokenCount | Decoder::Token | Decoder::GetFunction => {}
+        Decoder::TokenCount | Decoder::Token | Decoder::GetFunction | Decoder::Heap(_) => {}
         Decoder::Gemm => {
             // int m, n, k: the low 32 bits of their registers.
             let (m, n, k) = (

@@ -87,6 +87,12 @@ impl ProbeSet {
                     n += 1;
                     continue;
                 }
+                if let Some(crate::probes::packs::Decoder::Heap(which)) = pack_fn.map(|f| f.decoder)
+                {
+                    sampler.attach_heap(&r.host_path, r.file_offset, which, pid)?;
+                    n += 1;
+                    continue;
+                }
                 let mut cookie = *id as u64;
                 if info.args > 6 {
                     cookie |= modelprobe_common::STACK_ARGS_COOKIE;

@@ -14,29 +14,90 @@ fn btf_path() -> std::path::PathBuf {
     std::env::var_os("MODELPROBE_KERNEL_BTF").map_or_else(|| VMLINUX_BTF.into(), Into::into)
 }
 
-/// Byte offset of `task_struct.thread.fsbase` (x86-64): a thread's `%fs` base, which is its
-/// `pthread_self()`. `None` on another architecture or without BTF.
-pub fn task_fsbase_offset() -> Option<u32> {
-    if !cfg!(target_arch = "x86_64") {
-        return None;
-    }
+/// What the BPF programs read from the kernel's structures, from one pass over its BTF.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    /// `task_struct.thread.fsbase` (x86-64): a thread's `%fs` base, which is its
+    /// `pthread_self()` (Python frames). `None` on another architecture or without BTF.
+    pub task_fsbase: Option<u32>,
+    /// Where a task's pending uretprobes keep the return addresses they replaced (see
+    /// [`UretprobeOffsets`]).
+    pub uretprobes: Option<UretprobeOffsets>,
+}
+
+/// `task_struct.utask`, `uprobe_task.return_instances`, and `return_instance`'s `stack`,
+/// `orig_ret_vaddr` and `next`: a function with a uretprobe returns to the uprobe trampoline,
+/// and the walk of a stack through it reads the real return address here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UretprobeOffsets {
+    /// `task_struct.utask`.
+    pub task_utask: u32,
+    /// `uprobe_task.return_instances`.
+    pub utask_instances: u32,
+    /// `return_instance.stack`: the stack slot whose return address was replaced.
+    pub ri_stack: u32,
+    /// `return_instance.orig_ret_vaddr`.
+    pub ri_orig_ret: u32,
+    /// `return_instance.next`: the next outer pending return.
+    pub ri_next: u32,
+}
+
+/// The offsets, from the kernel's BTF; `python` asks for the fsbase one (x86-64 only).
+pub fn kernel_offsets(python: bool) -> KernelOffsets {
     let path = btf_path();
-    let bytes = std::fs::read(&path)
+    let Ok(bytes) = std::fs::read(&path)
         .inspect_err(|e| log::warn!("reading {}: {e}; no Python frames", path.display()))
-        .ok()?;
-    let btf = BtfTypes::new(&bytes)
+    else {
+        return KernelOffsets::default();
+    };
+    let Ok(btf) = BtfTypes::new(&bytes)
         .inspect_err(|e| log::warn!("{}: {e}; no Python frames", path.display()))
-        .ok()?;
-    let found = btf
-        .member_offsets(&[("task_struct", "thread"), ("thread_struct", "fsbase")])
+    else {
+        return KernelOffsets::default();
+    };
+    let wanted = [
+        ("task_struct", "thread"),
+        ("thread_struct", "fsbase"),
+        ("task_struct", "utask"),
+        ("uprobe_task", "return_instances"),
+        ("return_instance", "stack"),
+        ("return_instance", "orig_ret_vaddr"),
+        ("return_instance", "next"),
+    ];
+    let Ok(found) = btf
+        .member_offsets(&wanted)
         .inspect_err(|e| log::warn!("{}: {e}; no Python frames", path.display()))
-        .ok()?;
-    match found[..] {
+    else {
+        return KernelOffsets::default();
+    };
+    let task_fsbase = match found[..2] {
+        _ if !python || !cfg!(target_arch = "x86_64") => None,
         [Some(thread), Some(fsbase)] => Some(thread + fsbase),
         _ => {
             log::warn!("the kernel's BTF has no task_struct.thread.fsbase; no Python frames");
             None
         }
+    };
+    let uretprobes = match found[2..] {
+        [Some(task_utask), Some(utask_instances), Some(ri_stack), Some(ri_orig_ret), Some(ri_next)] => {
+            Some(UretprobeOffsets {
+                task_utask,
+                utask_instances,
+                ri_stack,
+                ri_orig_ret,
+                ri_next,
+            })
+        }
+        _ => {
+            log::debug!(
+                "the kernel's BTF lacks the uprobe return instances: stacks through a function with a return probe stop there"
+            );
+            None
+        }
+    };
+    KernelOffsets {
+        task_fsbase,
+        uretprobes,
     }
 }
 
@@ -206,10 +267,21 @@ mod tests {
             assert!(want.is_some(), "btf-rs finds {s}.{m}");
             assert_eq!(got, want, "{s}.{m}");
         }
-        // And the one the sampler asks for.
-        let off = task_fsbase_offset().expect("task_struct.thread.fsbase");
+        // And the ones the sampler asks for.
+        let k = kernel_offsets(true);
+        let off = k.task_fsbase.expect("task_struct.thread.fsbase");
         // The thread struct comes last in task_struct, kilobytes in.
         assert!(off > 1024, "{off}");
+        let u = k.uretprobes.expect("uprobe return instances");
+        for (s, m, got) in [
+            ("task_struct", "utask", u.task_utask),
+            ("uprobe_task", "return_instances", u.utask_instances),
+            ("return_instance", "stack", u.ri_stack),
+            ("return_instance", "orig_ret_vaddr", u.ri_orig_ret),
+            ("return_instance", "next", u.ri_next),
+        ] {
+            assert_eq!(Some(got), btf_rs_offset(&reference, s, m), "{s}.{m}");
+        }
     }
 
     #[test]

@@ -64,3 +64,22 @@ pub(super) fn attach(bpf: &mut Ebpf, cpus: &[u32], period: u64) -> Result<()> {
     }
     Ok(())
 }
+
+impl super::Sampler {
+    /// Attaches the heap sampler to one allocator function (`which`: a `heap_fn` constant)
+    /// at `file_offset` of `path`, for process `pid` (`--memory=malloc`).
+    pub fn attach_heap(
+        &mut self,
+        path: &std::path::Path,
+        file_offset: u64,
+        which: u64,
+        pid: u32,
+    ) -> Result<()> {
+        let names: &[&'static str] = if which == modelprobe_common::memory::heap_fn::FREE {
+            &["mp_heap_enter"]
+        } else {
+            &["mp_heap_enter", "mp_heap_exit"]
+        };
+        self.attach_uprobes(names, path, file_offset, which, pid)
+    }
+}

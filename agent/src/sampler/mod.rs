@@ -86,6 +86,8 @@ pub struct SamplerOptions {
     pub memory: bool,
     /// See [`SamplerOptions::memory`].
     pub page_fault_period: u64,
+    /// `--memory=malloc`: mean bytes allocated between two sampled heap allocations.
+    pub heap_sample_bytes: u32,
 }
 
 /// The ring sizes `small_rings` sets, in bytes (the defaults are in `ebpf/src/maps.rs`: 8 MiB
@@ -216,6 +218,8 @@ impl Sampler {
                 .map(|f| f.offset)
                 .unwrap_or(u32::MAX)
         };
+        let kernel = btf::kernel_offsets(opts.python_frames);
+        let uret = kernel.uretprobes;
         let config = Config {
             switch_prev_state_off: prev_state.offset,
             switch_prev_state_size: prev_state.size,
@@ -233,17 +237,19 @@ impl Sampler {
             off_cpu: u32::from(opts.off_cpu),
             offcpu_event_min_ns: opts.off_cpu_event_min.as_nanos().min(u32::MAX as u128) as u32,
             lifecycle_wakeup: u32::from(opts.lifecycle_wakeup),
-            task_fsbase_off: if opts.python_frames {
-                btf::task_fsbase_offset().unwrap_or(u32::MAX)
-            } else {
-                u32::MAX
-            },
+            task_fsbase_off: kernel.task_fsbase.unwrap_or(u32::MAX),
             stop_on_api_error: u32::from(opts.stop_on_api_error),
             oom_pid_off: oom("pid"),
             oom_total_vm_off: oom("total_vm"),
             oom_anon_rss_off: oom("anon_rss"),
             oom_file_rss_off: oom("file_rss"),
             oom_shmem_rss_off: oom("shmem_rss"),
+            heap_sample_bytes: opts.heap_sample_bytes.max(1),
+            task_utask_off: uret.map_or(u32::MAX, |u| u.task_utask),
+            utask_instances_off: uret.map_or(u32::MAX, |u| u.utask_instances),
+            ri_stack_off: uret.map_or(u32::MAX, |u| u.ri_stack),
+            ri_orig_ret_off: uret.map_or(u32::MAX, |u| u.ri_orig_ret),
+            ri_next_off: uret.map_or(u32::MAX, |u| u.ri_next),
         };
         let bpf_log_level = bpf_log_level();
         let mut loader = EbpfLoader::new();

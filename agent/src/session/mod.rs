@@ -123,10 +123,17 @@ pub struct RecordOptions {
     pub stops: Option<crate::stop::StopOptions>,
     /// Keep only a window of history and write it when a trigger fires (`--flight-recorder`).
     pub flight: Option<flight::FlightOptions>,
-    /// Record each target process's memory once a second (`--memory`): resident, anonymous,
-    /// file-backed, shared and swapped MiB, as counters.
+    /// Record memory (`--memory`): each target process's resident, anonymous, file-backed,
+    /// shared and swapped MiB once a second, as counters; and memory by stack from the
+    /// `mmap`/`munmap`/`mremap`/`brk` syscalls and sampled page faults.
     pub memory: bool,
+    /// With `memory`, also sample heap allocations (`--memory=malloc`): the mean bytes between
+    /// two samples (`None`: no heap sampling).
+    pub malloc_sample_bytes: Option<u64>,
 }
+
+/// `--memory=malloc`'s default mean bytes between two sampled heap allocations.
+pub const DEFAULT_MALLOC_SAMPLE_BYTES: u64 = 512 << 10;
 
 /// Processes handed to a session in progress, taken by its event loop (every ~100 ms): each
 /// gets its unwind tables, Python frames and probes, and its children are followed, as for a
@@ -201,6 +208,7 @@ impl RecordOptions {
             stops: None,
             flight: None,
             memory: false,
+            malloc_sample_bytes: None,
         }
     }
 }

@@ -4,7 +4,7 @@
 //! instruction.
 use std::{borrow::Cow, sync::Arc, time::Instant};
 
-use super::{gpu::GpuSide, Collector, RecordOptions, Target};
+use super::{gpu::GpuSide, Collector, RecordOptions, Target, DEFAULT_MALLOC_SAMPLE_BYTES};
 use crate::{
     clock,
     live::{JsonLines, Live, LiveMetrics, MetricsServer},
@@ -127,6 +127,9 @@ pub(super) fn start(opts: &RecordOptions) -> Result<Session<'_>> {
     collector.publish_to(live.live());
     if opts.memory {
         collector.record_memory();
+        if let Some(mean) = opts.malloc_sample_bytes {
+            collector.sample_heap(mean);
+        }
     }
     if let (true, Some(llm)) = (opts.packs, &opts.llm) {
         collector.capture_llm_calls(llm.clone());
@@ -273,13 +276,26 @@ fn attach(
     specs.extend(breaks.iter().map(|b| b.spec.clone()));
     let mut probes = ProbeSet::resolve(&specs, &ctx)?;
     probes.keep_launch_stacks(opts.gpu_trace);
-    if opts.packs {
+    let heap_sampling = opts.memory && opts.malloc_sample_bytes.is_some();
+    if opts.packs || heap_sampling {
         let mut skip: Vec<&'static str> = Vec::new();
+        if !opts.packs {
+            // --no-packs --memory=malloc: the allocator's probes only.
+            skip.extend(
+                packs::PACKS
+                    .iter()
+                    .map(|p| p.name)
+                    .filter(|&n| n != packs::MALLOC_PACK),
+            );
+        }
         if !opts.gpu_packs {
             skip.extend_from_slice(packs::GPU_PACKS);
         }
         if opts.llm.is_none() {
             skip.push(packs::OPENSSL_PACK);
+        }
+        if !heap_sampling {
+            skip.push(packs::MALLOC_PACK);
         }
         probes.enable_packs(&ctx, &skip);
         for pack in packs::PACKS {
@@ -313,6 +329,10 @@ fn attach(
         stop_on_api_error: opts.stops.as_ref().is_some_and(|s| s.api_error),
         memory: opts.memory,
         page_fault_period: crate::sampler::DEFAULT_PAGE_FAULT_PERIOD,
+        heap_sample_bytes: opts
+            .malloc_sample_bytes
+            .unwrap_or(DEFAULT_MALLOC_SAMPLE_BYTES)
+            .clamp(1, u32::MAX as u64) as u32,
     };
     let mut sampler = Sampler::start(&sampler_opts, tracefs)?;
     if let Some(stops) = &opts.stops {

@@ -16,7 +16,7 @@ use super::{
 };
 use crate::{
     recording::{
-        memory::{self, human_bytes, MemEventKind},
+        memory::{self, human_bytes, MemClass, MemEventKind},
         Recording,
     },
     Result,
@@ -25,8 +25,12 @@ use crate::{
 /// What a memory flame graph shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MemoryView {
-    /// CPU memory live at an instant (the end when `None`), by allocating stack.
+    /// Mapped CPU memory (`mmap`, `brk`) live at an instant (the end when `None`), by
+    /// allocating stack.
     InUse(Option<u64>),
+    /// Sampled heap blocks (`--memory=malloc`) live at an instant, by allocating stack;
+    /// estimated bytes.
+    HeapInUse(Option<u64>),
     /// Every byte allocated over the recording, by allocating stack.
     Allocated,
     /// Sampled page faults: where memory was first touched (made resident).
@@ -40,6 +44,7 @@ impl MemoryView {
     pub fn stem(self) -> &'static str {
         match self {
             MemoryView::InUse(_) => "memory-inuse",
+            MemoryView::HeapInUse(_) => "memory-heap-inuse",
             MemoryView::Allocated => "memory-alloc",
             MemoryView::PageFaults => "memory-faults",
             MemoryView::GpuInUse(_) => "gpu-memory-inuse",
@@ -60,12 +65,16 @@ pub fn memory_folded(rec: &Recording, view: MemoryView) -> BTreeMap<String, u64>
         *w = w.saturating_add(bytes);
     };
     match view {
-        MemoryView::InUse(at) | MemoryView::GpuInUse(at) => {
-            let gpu = matches!(view, MemoryView::GpuInUse(_));
+        MemoryView::InUse(at) | MemoryView::HeapInUse(at) | MemoryView::GpuInUse(at) => {
+            let class = match view {
+                MemoryView::GpuInUse(_) => MemClass::Gpu,
+                MemoryView::HeapInUse(_) => MemClass::Heap,
+                _ => MemClass::Mapped,
+            };
             let events = memory::all_events(rec);
             let replay = memory::live_at(&events, at.unwrap_or(u64::MAX));
-            for r in replay.live().filter(|r| r.source.is_gpu() == gpu) {
-                let leaf = gpu.then(|| format!("[{}]", r.source.name()));
+            for r in replay.live().filter(|r| r.source.class() == class) {
+                let leaf = (class == MemClass::Gpu).then(|| format!("[{}]", r.source.name()));
                 add(r.pid, r.stack, r.bytes, leaf.as_deref());
             }
         }
@@ -115,6 +124,7 @@ impl Exporter for MemoryGraphs {
         };
         for view in [
             MemoryView::InUse(self.at),
+            MemoryView::HeapInUse(self.at),
             MemoryView::Allocated,
             MemoryView::PageFaults,
             MemoryView::GpuInUse(self.at),
@@ -126,6 +136,10 @@ impl Exporter for MemoryGraphs {
             let total: u64 = lines.values().sum();
             let title = match view {
                 MemoryView::InUse(_) => format!("Memory in use {when}: {}", human_bytes(total)),
+                MemoryView::HeapInUse(_) => format!(
+                    "Heap in use {when} (sampled at malloc, estimated): {}",
+                    human_bytes(total)
+                ),
                 MemoryView::Allocated => format!("Memory allocated: {}", human_bytes(total)),
                 MemoryView::PageFaults => format!(
                     "Pages first touched (page faults, sampled): {}",

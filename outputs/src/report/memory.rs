@@ -5,7 +5,7 @@ use serde_json::json;
 
 use super::{round, Section};
 use crate::recording::{
-    memory::{self, human_bytes, MemEventKind},
+    memory::{self, human_bytes, MemClass, MemEventKind},
     Recording,
 };
 
@@ -27,10 +27,17 @@ pub(super) fn headline(rec: &Recording) -> Option<(String, String)> {
         return None;
     }
     let events = memory::all_events(rec);
-    let (cpu, gpu) = memory::live_at(&events, u64::MAX).totals();
+    let live = memory::live_at(&events, u64::MAX);
+    let (cpu, gpu) = live.totals();
     let mut parts = Vec::new();
     if !rec.memory.is_empty() {
         parts.push(format!("{} CPU (mmap/brk)", human_bytes(cpu)));
+    }
+    if rec.memory.malloc_sample_bytes > 0 {
+        parts.push(format!(
+            "{} heap (sampled at malloc)",
+            human_bytes(live.total(MemClass::Heap))
+        ));
     }
     if events.iter().any(|e| e.source.is_gpu()) {
         parts.push(format!("{} GPU", human_bytes(gpu)));
@@ -53,17 +60,17 @@ pub(super) fn top_holders(rec: &Recording, top: usize) -> Section {
     );
     let events = memory::all_events(rec);
     let live = memory::live_at(&events, u64::MAX);
-    let mut allocated: std::collections::HashMap<(Option<u32>, bool), u64> = Default::default();
+    let mut allocated: std::collections::HashMap<(Option<u32>, MemClass), u64> = Default::default();
     for e in events.iter().filter(|e| e.kind == MemEventKind::Alloc) {
-        *allocated.entry((e.stack, e.source.is_gpu())).or_default() += e.bytes;
+        *allocated.entry((e.stack, e.source.class())).or_default() += e.bytes;
     }
-    for gpu in [false, true] {
-        let ranges = live.live().filter(|r| r.source.is_gpu() == gpu);
+    for class in MemClass::ALL {
+        let ranges = live.live().filter(|r| r.source.class() == class);
         for (stack, bytes, n) in memory::by_stack(ranges).into_iter().take(top) {
-            let all = allocated.get(&(stack, gpu)).copied().unwrap_or(0);
+            let all = allocated.get(&(stack, class)).copied().unwrap_or(0);
             s.rows.push(vec![
                 json!(memory::holder(rec, stack)),
-                json!(if gpu { "GPU" } else { "CPU" }),
+                json!(class.name()),
                 mib(bytes),
                 json!(n),
                 mib(all),
@@ -93,7 +100,7 @@ pub(super) fn leaks(rec: &Recording, top: usize) -> Section {
     {
         s.rows.push(vec![
             json!(memory::holder(rec, l.stack)),
-            json!(if l.gpu { "GPU" } else { "CPU" }),
+            json!(l.class.name()),
             mib(l.live_bytes),
             json!(l.live_ranges),
             json!(format!("{}/9", l.growing_tenths)),

@@ -330,11 +330,22 @@ pub struct RecordArgs {
     /// Most stops in one recording (--break and --stop-on together).
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub stop_max: u64,
-    /// Record each process's memory once a second (resident, anonymous, file-backed, shared,
-    /// swapped MiB: counters on the timeline and in the recording) [default: the config's
-    /// profiling.memory]. The kernel's OOM kills of a target are recorded either way.
-    #[arg(long)]
-    pub memory: bool,
+    /// Record memory [default: the config's profiling.memory]: each process's resident,
+    /// anonymous, file, shared and swapped MiB once a second; and memory by stack, without a
+    /// probe on malloc: the mmap/munmap/mremap/brk syscalls (where the process's memory comes
+    /// from) and one page fault in 64 (where it is first touched). Writes memory-inuse.svg,
+    /// memory-alloc.svg, memory-faults.svg; `report` names the top holders and leak candidates;
+    /// `export --format pprof` a heap profile. --memory=malloc also samples the C library's
+    /// malloc/calloc/realloc/free (one allocation per --malloc-sample-bytes allocated, Poisson
+    /// like tcmalloc's sampler): the heap by the stack that holds it, at the cost of a probe on
+    /// every malloc and free (`cargo xtask bench --only memory` measures it). CUDA allocations
+    /// are recorded by the CUDA packs either way; the kernel's OOM kills of a target too.
+    #[arg(long, value_enum, num_args = 0..=1, require_equals = true, default_missing_value = "syscalls", value_name = "MODE")]
+    pub memory: Option<MemoryMode>,
+    /// --memory=malloc: mean bytes allocated between two sampled allocations (a sample stands
+    /// for this many bytes on average).
+    #[arg(long, default_value_t = 512 * 1024, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..=1 << 31))]
+    pub malloc_sample_bytes: u64,
     /// Flight recorder: keep only the last DURATION of samples, spans, events and logs (memory
     /// follows the window, not the run) and write it to OUTPUT/flight-N-MS/ when a --trigger
     /// fires or modelprobe gets SIGUSR2; recording goes on after each dump.
@@ -437,6 +448,15 @@ pub struct RecordArgs {
 
 fn parse_probe(s: &str) -> Result<ProbeSpec, String> {
     ProbeSpec::parse(s).map_err(|e| e.to_string())
+}
+
+/// What `--memory` records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum MemoryMode {
+    /// The mmap/munmap/mremap/brk syscalls and sampled page faults (nothing per malloc).
+    Syscalls,
+    /// The same, and a sampled heap profile from malloc/calloc/realloc/free.
+    Malloc,
 }
 
 /// The formats `export` writes.

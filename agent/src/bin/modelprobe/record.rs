@@ -92,7 +92,10 @@ pub fn record(
     opts.cpu = s.cpu.value;
     opts.duration = duration;
     opts.off_cpu = s.off_cpu.value;
-    opts.memory = args.memory || s.memory.value;
+    opts.memory = args.memory.is_some() || s.memory.value;
+    if args.memory == Some(crate::args::MemoryMode::Malloc) {
+        opts.malloc_sample_bytes = Some(args.malloc_sample_bytes);
+    }
     opts.min_log_level = s.level.value;
     opts.span_sample_rate = s.sample_rate.value;
     // Tracing off: no packs, no logs, no probes from the file; --probe still counts.

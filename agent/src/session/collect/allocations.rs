@@ -14,12 +14,15 @@ pub struct Allocations {
     events: Vec<MemEvent>,
     /// Page-fault perf event period (one sample stands for this many faults).
     period: u64,
+    /// `--memory=malloc`'s mean bytes between samples (0: off).
+    pub malloc_sample_bytes: u64,
 }
 
 fn source_of(s: u32) -> MemSource {
     match s {
         source::MREMAP => MemSource::Mremap,
         source::BRK => MemSource::Brk,
+        source::MALLOC => MemSource::Malloc,
         _ => MemSource::Mmap,
     }
 }
@@ -78,6 +81,7 @@ impl Allocations {
         MemoryTrace {
             events: self.events,
             page_fault_period: self.period,
+            malloc_sample_bytes: self.malloc_sample_bytes,
         }
     }
 }

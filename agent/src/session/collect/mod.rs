@@ -223,6 +223,11 @@ impl Collector {
         self.memory.get_or_insert_with(Default::default);
     }
 
+    /// Heap allocations are sampled, one per `mean` bytes on average (`--memory=malloc`).
+    pub fn sample_heap(&mut self, mean: u64) {
+        self.allocations.malloc_sample_bytes = mean;
+    }
+
     /// Reads every live process's memory now (when memory is recorded).
     pub fn sample_memory(&mut self) {
         if self.memory.is_none() {

@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use regex::Regex;
 
 use crate::recording::{
-    memory::{self, human_bytes, MemEvent, Replay},
+    memory::{self, human_bytes, MemEvent, MemSource, Replay},
     Event, EventKind, Recording,
 };
 
@@ -91,7 +91,7 @@ pub fn explain(rec: &mut Recording) {
 fn account(rec: &Recording, events: &[MemEvent], pid: u32, t: u64, gpu: bool) -> String {
     let mine: Vec<MemEvent> = events
         .iter()
-        .filter(|e| e.pid == pid && e.source.is_gpu() == gpu)
+        .filter(|e| e.pid == pid && e.source.is_gpu() == gpu && e.source != MemSource::Malloc)
         .cloned()
         .collect();
     let what = if gpu { "GPU memory" } else { "memory" };
