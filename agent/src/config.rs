@@ -11,7 +11,7 @@
 //!   cpu: true            # sample CPU stacks
 //!   off_cpu: false       # record blocked time
 //!   gpu: true            # trace CUDA, cuBLAS and NCCL calls
-//!   memory: false        # each process's resident, anonymous, file and swap MiB once a second
+//!   memory: false        # memory over time and by stack (as --memory)
 //!   frequency: 99        # CPU samples per second
 //! sampling:
 //!   rate: 1.0            # fraction of spans kept (0 < rate <= 1), every 1/rate-th call per function

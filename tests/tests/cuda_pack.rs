@@ -47,6 +47,9 @@ fn check_cuda_app(name: &str, env: &[(&str, std::path::PathBuf)]) {
 
     let rec = r.recording();
     let probes = rec["probes"].as_array().expect("probes");
+    // Device pointers differ run to run: each is named by the order it was first returned,
+    // so a free must name its allocation's.
+    let mut pointers: Vec<String> = Vec::new();
     let spans: Vec<(String, Value, u64)> = rec["spans"]
         .as_array()
         .expect("spans")
@@ -54,9 +57,21 @@ fn check_cuda_app(name: &str, env: &[(&str, std::path::PathBuf)]) {
         .map(|s| {
             let p = &probes[s["probe"].as_u64().unwrap() as usize];
             assert!(p["pack"].is_string(), "a pack probe: {p}");
+            let mut attrs = s["attrs"].clone();
+            if let Some(ptr) = attrs
+                .get("ptr")
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+            {
+                let n = pointers.iter().position(|q| *q == ptr).unwrap_or_else(|| {
+                    pointers.push(ptr);
+                    pointers.len() - 1
+                });
+                attrs["ptr"] = json!(format!("P{n}"));
+            }
             (
                 p["function"].as_str().unwrap().to_string(),
-                s["attrs"].clone(),
+                attrs,
                 s["ret"].as_u64().unwrap(),
             )
         })
@@ -65,8 +80,16 @@ fn check_cuda_app(name: &str, env: &[(&str, std::path::PathBuf)]) {
     let launch = json!({"kernel": "vectorAdd(float const*, float const*, float*, int)",
         "grid": [256, 2, 1], "block": [128, 1, 1]});
     let mut want: Vec<(&str, Value, u64)> = vec![
-        ("cudaMalloc", json!({"bytes": big}), 0),
-        ("cudaMalloc", json!({"bytes": big}), 0),
+        (
+            "cudaMalloc",
+            json!({"bytes": big, "memory": "alloc", "space": "device", "ptr": "P0"}),
+            0,
+        ),
+        (
+            "cudaMalloc",
+            json!({"bytes": big, "memory": "alloc", "space": "device", "ptr": "P1"}),
+            0,
+        ),
         ("cudaMemcpy", json!({"bytes": big, "direction": "HtoD"}), 0),
     ];
     want.extend(std::iter::repeat_n(("cudaLaunchKernel", launch, 0), 5));
@@ -78,8 +101,16 @@ fn check_cuda_app(name: &str, env: &[(&str, std::path::PathBuf)]) {
             json!({"bytes": 16, "direction": "HtoD", "error": "cudaErrorInvalidValue"}),
             1,
         ),
-        ("cudaFree", Value::Null, 0),
-        ("cudaFree", Value::Null, 0),
+        (
+            "cudaFree",
+            json!({"memory": "free", "space": "device", "ptr": "P0"}),
+            0,
+        ),
+        (
+            "cudaFree",
+            json!({"memory": "free", "space": "device", "ptr": "P1"}),
+            0,
+        ),
         (
             "cuModuleGetFunction",
             json!({"name": "_Z9vectorAddPKfS0_Pfi", "handle": "0x1234"}),

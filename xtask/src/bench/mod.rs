@@ -21,6 +21,7 @@ mod cpu;
 mod debug;
 mod llm;
 mod load;
+mod memory;
 mod postproc;
 mod python;
 mod unwind;
@@ -76,9 +77,9 @@ pub fn run(root: &Path, runs: usize, rounds: u64, only: Option<&str>) -> Result<
     if !is_root() {
         bail!("benchmarks attach BPF programs and need root: run `sudo -E cargo xtask bench`");
     }
-    const SECTIONS: [&str; 12] = [
+    const SECTIONS: [&str; 13] = [
         "cpu", "unwind", "load", "python", "llm", "probe", "cuda", "events", "postproc", "agent",
-        "debug", "fuzz",
+        "debug", "memory", "fuzz",
     ];
     if let Some(other) = only.filter(|o| !SECTIONS.contains(o)) {
         bail!("--only takes one of {}, not {other:?}", SECTIONS.join(", "));
@@ -119,6 +120,9 @@ pub fn run(root: &Path, runs: usize, rounds: u64, only: Option<&str>) -> Result<
     }
     if matches!(only, None | Some("debug")) {
         debug::debug(root, &mut report)?;
+    }
+    if matches!(only, None | Some("memory")) {
+        memory::memory(root, runs, &mut report)?;
     }
     if matches!(only, None | Some("fuzz")) {
         crate::fuzz::bench(root, &mut report)?;

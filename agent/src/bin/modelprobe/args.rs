@@ -261,7 +261,7 @@ The file (YAML; --config, $MODELPROBE_CONFIG, or /etc/modelprobe/config.yaml):
     cpu: true              # sample CPU stacks
     off_cpu: false         # record blocked time
     gpu: true              # trace CUDA, cuBLAS, NCCL calls
-    memory: false          # not available yet
+    memory: false          # memory by stack (as --memory)
     frequency: 99          # Hz
   sampling:
     rate: 1.0              # fraction of spans kept
