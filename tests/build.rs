@@ -44,6 +44,12 @@ const FIXTURES: &[(&str, &str, &[&str])] = &[
         ],
     ),
     ("fixtures/llama_app.c", "mp-llama-app", &[]),
+    // PyTorch's caching-allocator tracepoints (pytorch:malloc, pytorch:free), as libc10_cuda.
+    (
+        "fixtures/c10_cuda_standin.c",
+        "cuda/libc10_cuda.so",
+        &["-shared", "-fPIC"],
+    ),
     // Memory of known shape from named functions (tests/memory.rs).
     ("fixtures/mem_app.c", "mp-mem-app", &["-ldl"]),
     // The same as a library in a wheel-like folder no search path names, for a host that

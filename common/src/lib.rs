@@ -120,6 +120,65 @@ pub mod memory {
         pub const BRK: u32 = 3;
         /// A sampled `malloc`/`calloc`/`realloc` (`--memory=malloc`), or the `free` of one.
         pub const MALLOC: u32 = 4;
+        /// A block of PyTorch's CUDA caching allocator (`pytorch:malloc` / `pytorch:free`).
+        pub const TORCH: u32 = 5;
+    }
+
+    /// Static tracepoints (USDT) read by `mp_usdt`: each attached site has a [`UsdtSpec`] in
+    /// `USDT_SPECS`, its index the attach cookie.
+    pub mod usdt {
+        /// Sites at once.
+        pub const MAX_USDT_SITES: u32 = 64;
+        /// Arguments read per site.
+        pub const MAX_USDT_ARGS: usize = 4;
+
+        /// What a site reports ([`UsdtSpec::event`]).
+        pub mod event {
+            /// `pytorch:malloc(ptr, device, size, stream)`: a `MEM_ALLOC` of source `TORCH`.
+            pub const TORCH_MALLOC: u32 = 1;
+            /// `pytorch:free(ptr)`: a `MEM_FREE` of source `TORCH`.
+            pub const TORCH_FREE: u32 = 2;
+        }
+
+        /// Where an argument is ([`UsdtArgSpec::kind`]).
+        pub mod arg {
+            /// Not read (0).
+            pub const NONE: u8 = 0;
+            /// `value` itself.
+            pub const CONST: u8 = 1;
+            /// The register at `regs_off` in `pt_regs`.
+            pub const REG: u8 = 2;
+            /// User memory at that register plus `value`.
+            pub const MEM: u8 = 3;
+        }
+
+        /// How to read one argument.
+        #[repr(C)]
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        pub struct UsdtArgSpec {
+            /// An [`arg`] constant.
+            pub kind: u8,
+            /// Bytes (1, 2, 4, 8), negative for a signed value.
+            pub size: i8,
+            /// The register's offset in `pt_regs`.
+            pub regs_off: u16,
+            /// Explicit padding; always 0.
+            pub _pad: u32,
+            /// The constant, or the displacement from the register.
+            pub value: i64,
+        }
+
+        /// One attached site.
+        #[repr(C)]
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        pub struct UsdtSpec {
+            /// An [`event`] constant.
+            pub event: u32,
+            /// Arguments read.
+            pub nargs: u32,
+            /// Their specs.
+            pub args: [UsdtArgSpec; MAX_USDT_ARGS],
+        }
     }
 
     /// Which allocator function a heap probe is on (its attach cookie, `--memory=malloc`).
@@ -663,6 +722,9 @@ unsafe impl aya::Pod for TlsRecord {}
 // SAFETY: as above.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for TlsSkipKey {}
+// SAFETY: as above.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for memory::usdt::UsdtSpec {}
 
 /// Compile-time layout checks: a change here must be made on both sides at once.
 mod layout {
@@ -688,6 +750,8 @@ mod layout {
         assert!(size_of::<StackEvent>() == 104 + 16 * MAX_STACK_DEPTH + 16 * python::MAX_PY_DEPTH);
     const _: () = assert!(size_of::<Config>() == 108);
     const _: () = assert!(size_of::<memory::HeapKey>() == 16);
+    const _: () = assert!(size_of::<memory::usdt::UsdtArgSpec>() == 16);
+    const _: () = assert!(size_of::<memory::usdt::UsdtSpec>() == 72);
     const _: () = assert!(size_of::<memory::MemPending>() == 32);
     const _: () = assert!(offset_of!(Record, kind) == 0);
     const _: () = assert!(offset_of!(Record, time_ns) == 16);

@@ -15,7 +15,10 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use modelprobe_common::{
     lost,
-    memory::{HeapKey, MemPending},
+    memory::{
+        usdt::{UsdtSpec, MAX_USDT_SITES},
+        HeapKey, MemPending,
+    },
     offcpu::{
         stat, Blocked, OffCpuKey, OffCpuSum, ThreadCpu, MAX_OFFCPU_STACKS, MAX_OFFCPU_SUMS,
         MAX_THREAD_CPU,
@@ -137,6 +140,10 @@ pub(crate) static HEAP_PENDING: HashMap<u32, u64> = HashMap::with_max_entries(16
 #[map]
 pub(crate) static HEAP_SAMPLED: HashMap<HeapKey, u64> =
     HashMap::with_max_entries(262144, BPF_F_NO_PREALLOC);
+
+/// How each attached static tracepoint's arguments are read, by attach cookie.
+#[map]
+pub(crate) static USDT_SPECS: Array<UsdtSpec> = Array::with_max_entries(MAX_USDT_SITES, 0);
 
 /// Out-parameter pointers of calls in progress, by thread (see `DEREF_ARG0_COOKIE`).
 #[map]

@@ -10,6 +10,8 @@
 //! - `mp_page_fault` (a `page-faults` perf event sampled every N faults on every CPU) sends the
 //!   faulting thread's stacks as a `PAGE_FAULT` event weighted by N.
 //!
+//! - `mp_usdt` (`--memory`, on PyTorch's `pytorch:malloc` / `pytorch:free` static tracepoints):
+//!   tensor-level GPU memory, each site's arguments read as the agent's `USDT_SPECS` say.
 //! - `mp_heap_enter` / `mp_heap_exit` (`--memory=malloc`, uprobes on the C library's
 //!   `malloc`, `calloc`, `realloc` and `free`): a sampled heap profile (see [`mp_heap_enter`]).
 //!
@@ -17,14 +19,21 @@
 //! allocation it returns.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_get_prandom_u32, generated::bpf_get_attach_cookie},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_prandom_u32, bpf_probe_read_kernel, bpf_probe_read_user,
+        generated::bpf_get_attach_cookie,
+    },
     macros::{perf_event, tracepoint, uprobe, uretprobe},
     programs::{PerfEventContext, ProbeContext, RetProbeContext, TracePointContext},
     EbpfContext,
 };
 use modelprobe_common::{
     kind, lost,
-    memory::{heap_fn, source, HeapKey, MemPending, EXP_QUANTILES},
+    memory::{
+        heap_fn, source,
+        usdt::{self, MAX_USDT_ARGS},
+        HeapKey, MemPending, EXP_QUANTILES,
+    },
     StackEvent,
 };
 
@@ -32,7 +41,7 @@ use crate::{
     emit::{emit_to, fill},
     maps::{
         config, count_lost, current_is_target, wakeup_flags, BRK_LAST, HEAP_COUNTDOWN,
-        HEAP_PENDING, HEAP_SAMPLED, MEMORY, MEM_PENDING,
+        HEAP_PENDING, HEAP_SAMPLED, MEMORY, MEM_PENDING, USDT_SPECS,
     },
 };
 
@@ -322,4 +331,87 @@ pub fn mp_heap_exit(ctx: RetProbeContext) -> u32 {
     }
     entry.submit(wakeup_flags(&MEMORY));
     0
+}
+
+/// A static tracepoint (`--memory`: PyTorch's caching allocator's `pytorch:malloc` and
+/// `pytorch:free`): its arguments read as `USDT_SPECS[cookie]` says.
+#[uprobe]
+pub fn mp_usdt(ctx: ProbeContext) -> u32 {
+    if !current_is_target() {
+        return 0;
+    }
+    // SAFETY: called from a uprobe program, whose context the helper accepts.
+    let slot = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) } as u32;
+    let Some(spec) = USDT_SPECS.get(slot).copied() else {
+        return 0;
+    };
+    let regs = ctx.regs as u64;
+    let mut args = [0u64; MAX_USDT_ARGS];
+    for (i, a) in spec.args.iter().enumerate() {
+        if i as u32 >= spec.nargs {
+            break;
+        }
+        args[i] = usdt_arg(regs, a);
+    }
+    match spec.event {
+        usdt::event::TORCH_MALLOC => {
+            let pid_tgid = bpf_get_current_pid_tgid();
+            let Some(mut entry) = MEMORY.reserve::<StackEvent>(0) else {
+                count_lost(&ctx, lost::MEMORY);
+                return 0;
+            };
+            let ev = entry.as_mut_ptr();
+            // SAFETY: `ev` points into a reservation of size_of::<StackEvent>() bytes.
+            unsafe {
+                fill(&ctx, ev, kind::MEM_ALLOC, pid_tgid, false);
+                (*ev).weight = args[2];
+                (*ev).mem_addr = args[0];
+                (*ev).mem_source = source::TORCH;
+            }
+            entry.submit(wakeup_flags(&MEMORY));
+        }
+        usdt::event::TORCH_FREE => {
+            emit_to(
+                &ctx,
+                &MEMORY,
+                wakeup_flags(&MEMORY),
+                kind::MEM_FREE,
+                args[0],
+                [0, source::TORCH as u64, 0, 0, 0, 0, 0, 0],
+                lost::MEMORY,
+            );
+        }
+        _ => {}
+    }
+    0
+}
+
+/// One argument of a static tracepoint, sign- or zero-extended from its size.
+#[inline(always)]
+fn usdt_arg(regs: u64, a: &usdt::UsdtArgSpec) -> u64 {
+    let reg = || -> u64 {
+        // SAFETY: a uprobe's `pt_regs`, kernel memory valid for the call, read with the
+        // faulting-safe helper at an offset the agent took from the register's name.
+        unsafe { bpf_probe_read_kernel((regs + (a.regs_off & 0xff8) as u64) as *const u64) }
+            .unwrap_or(0)
+    };
+    let raw = match a.kind {
+        usdt::arg::CONST => return a.value as u64,
+        usdt::arg::REG => reg(),
+        usdt::arg::MEM => {
+            let at = reg().wrapping_add(a.value as u64);
+            // SAFETY: user memory, read with the faulting-safe helper.
+            unsafe { bpf_probe_read_user(at as *const u64) }.unwrap_or(0)
+        }
+        _ => return 0,
+    };
+    match a.size {
+        1 => raw & 0xff,
+        2 => raw & 0xffff,
+        4 => raw & 0xffff_ffff,
+        -1 => raw as u8 as i8 as i64 as u64,
+        -2 => raw as u16 as i16 as i64 as u64,
+        -4 => raw as u32 as i32 as i64 as u64,
+        _ => raw,
+    }
 }

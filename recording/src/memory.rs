@@ -59,6 +59,9 @@ pub enum MemSource {
     Fault,
     /// A sampled heap allocation (`malloc`, `calloc`, `realloc`), or its `free`.
     Malloc,
+    /// A block of PyTorch's CUDA caching allocator (`pytorch:malloc`/`pytorch:free`): a
+    /// tensor's memory, inside the segments `cudaMalloc` reserved.
+    Torch,
     /// GPU device memory (`cudaMalloc`, `cuMemAlloc`, `cuMemCreate`...).
     GpuDevice,
     /// Page-locked host memory from CUDA (`cudaMallocHost`, `cudaHostAlloc`).
@@ -76,8 +79,10 @@ pub enum MemClass {
     Mapped,
     /// Heap blocks sampled at `malloc` (`--memory=malloc`); bytes are estimates.
     Heap,
-    /// GPU device, pinned host or managed memory from CUDA.
+    /// GPU device, pinned host or managed memory from CUDA (what PyTorch calls reserved).
     Gpu,
+    /// PyTorch's tensors, inside the GPU memory its allocator reserved (its "allocated").
+    Tensors,
 }
 
 impl MemClass {
@@ -87,11 +92,17 @@ impl MemClass {
             MemClass::Mapped => "CPU",
             MemClass::Heap => "heap (sampled)",
             MemClass::Gpu => "GPU",
+            MemClass::Tensors => "GPU tensors (PyTorch)",
         }
     }
 
     /// Every class, in display order.
-    pub const ALL: [MemClass; 3] = [MemClass::Mapped, MemClass::Heap, MemClass::Gpu];
+    pub const ALL: [MemClass; 4] = [
+        MemClass::Mapped,
+        MemClass::Heap,
+        MemClass::Gpu,
+        MemClass::Tensors,
+    ];
 }
 
 impl MemSource {
@@ -100,6 +111,7 @@ impl MemSource {
         match self {
             MemSource::GpuDevice | MemSource::GpuHost | MemSource::GpuManaged => MemClass::Gpu,
             MemSource::Malloc => MemClass::Heap,
+            MemSource::Torch => MemClass::Tensors,
             _ => MemClass::Mapped,
         }
     }
@@ -120,6 +132,7 @@ impl MemSource {
             MemSource::Brk => "brk",
             MemSource::Fault => "page fault",
             MemSource::Malloc => "malloc (sampled)",
+            MemSource::Torch => "PyTorch tensors",
             MemSource::GpuDevice => "GPU device",
             MemSource::GpuHost => "CUDA pinned host",
             MemSource::GpuManaged => "CUDA managed",

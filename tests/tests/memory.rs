@@ -379,8 +379,8 @@ fn a_python_function_that_grows_is_a_leak_candidate_by_its_python_frame() {
 }
 
 #[test]
-fn gpu_memory_by_stack_and_a_failed_cuda_malloc_explained() {
-    if !require_bpf("gpu_memory_by_stack_and_a_failed_cuda_malloc_explained") {
+fn gpu_memory_by_stack_tensors_and_a_failed_cuda_malloc_explained() {
+    if !require_bpf("gpu_memory_by_stack_tensors_and_a_failed_cuda_malloc_explained") {
         return;
     }
     let _bpf = bpf_lock();
@@ -388,7 +388,7 @@ fn gpu_memory_by_stack_and_a_failed_cuda_malloc_explained() {
     let rec_dir = out.join("rec");
     let run = run_agent(
         Command::new(modelprobe_bin())
-            .args(["run", "-o"])
+            .args(["run", "--memory", "-o"])
             .arg(&rec_dir)
             .arg("--")
             .arg(fixture_lib_dir().join("mp-mem-app"))
@@ -403,6 +403,10 @@ fn gpu_memory_by_stack_and_a_failed_cuda_malloc_explained() {
     assert_eq!(folded_bytes(&gpu, "mp_load_weights"), 512 * MIB);
     // 8 x 32 MiB, the first freed.
     assert_eq!(folded_bytes(&gpu, "mp_grow_kv_cache"), 224 * MIB);
+    // PyTorch's allocator tracepoints (stand-in libc10_cuda.so, reached only while their
+    // semaphores are held): three 10 MiB tensors, one freed.
+    let tensors = rec_dir.join("gpu-tensors-inuse.folded");
+    assert_eq!(folded_bytes(&tensors, "mp_torch_tensors"), 20 * MIB);
     let rec = read_recording(&rec_dir);
     let ooms: Vec<_> = rec["events"]
         .as_array()
@@ -441,7 +445,7 @@ fn gpu_memory_by_stack_and_a_failed_cuda_malloc_explained() {
         .status()
         .unwrap();
     assert!(status.success());
-    let check = "import pickle, sys\nd = pickle.load(open(sys.argv[1], 'rb'))\nt = d['device_traces'][0]\nacts = [e['action'] for e in t]\nprint(len(d['segments']), acts.count('alloc'), acts.count('free_completed'), sum(s['total_size'] for s in d['segments']), any(f['name'] == 'mp_load_weights' for f in t[0]['frames']))\n";
+    let check = "import pickle, sys\nd = pickle.load(open(sys.argv[1], 'rb'))\nt = d['device_traces'][0]\nacts = [e['action'] for e in t]\nprint(len(d['segments']), acts.count('segment_alloc'), acts.count('segment_free'), acts.count('alloc'), acts.count('free_completed'), sum(s['total_size'] for s in d['segments']), any(f['name'] == 'mp_load_weights' for e in t if e['action'] == 'segment_alloc' for f in e['frames']), all(any(f['name'] == 'mp_torch_tensors' for f in e['frames']) for e in t if e['action'] == 'alloc'))\n";
     let py = Command::new(python())
         .args(["-c", check])
         .arg(rec_dir.join("gpu-memory-snapshot.pickle"))
@@ -454,6 +458,6 @@ fn gpu_memory_by_stack_and_a_failed_cuda_malloc_explained() {
     );
     assert_eq!(
         String::from_utf8_lossy(&py.stdout).trim(),
-        format!("11 12 1 {} True", 736 * MIB)
+        format!("11 12 1 3 1 {} True True", 736 * MIB)
     );
 }

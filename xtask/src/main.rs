@@ -92,7 +92,8 @@ enum Task {
         rounds: u64,
         /// Only one part: `cpu` (sampling slowdown, agent cost), `unwind` (table builds),
         /// `load` (a switch flood and process churn), `probe` (per-call cost), `cuda`
-        /// (per-CUDA-call cost), `events`, `postproc` or `fuzz`.
+        /// (per-CUDA-call cost), `events`, `postproc`, `agent`, `debug`, `memory` (--memory's
+        /// costs) or `fuzz`.
         #[arg(long)]
         only: Option<String>,
     },

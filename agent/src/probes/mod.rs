@@ -11,6 +11,8 @@ pub mod packs;
 mod resolve;
 mod set;
 mod spec;
+pub mod torch_memory;
+pub mod usdt;
 
 pub use elf::{function_symbols, FunctionSymbol};
 pub use resolve::{resolve, resolve_target, ResolvedProbe, SearchContext};

@@ -326,7 +326,8 @@ pub static PACKS: &[Pack] = &[
             value("free", Decoder::Heap(heap_fn::FREE)),
         ],
         error_names: no_error_name,
-        only_mapped: true,
+        // Every dynamically linked program maps it: attached before a launched command runs.
+        only_mapped: false,
     },
 ];
 

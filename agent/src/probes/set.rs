@@ -20,9 +20,31 @@ pub struct ProbeSet {
     /// Pack libraries (target paths) already searched for pack functions, so a library
     /// mapped by many processes is read once.
     searched_libs: HashSet<String>,
+    /// PyTorch's allocator tracepoints (`--memory`).
+    torch: Option<super::torch_memory::TorchMemory>,
+}
+
+/// A file's identity (device, inode), whatever path names it.
+fn file_id(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 impl ProbeSet {
+    /// Attach to PyTorch's CUDA caching allocator's tracepoints where `libc10_cuda.so` is
+    /// mapped (`--memory`): GPU memory at tensor level.
+    pub fn trace_torch_memory(&mut self) {
+        self.torch.get_or_insert_with(Default::default);
+    }
+
+    /// Hands back what the session holds in the targets (the allocator tracepoints'
+    /// semaphores).
+    pub fn release(&mut self) {
+        if let Some(t) = self.torch.as_mut() {
+            t.release();
+        }
+    }
+
     /// Keep the calling stack of CUDA calls that queue GPU work (for GPU timings: the GPU
     /// flame graph charges GPU time to it). Off by default: it costs a stack walk per call.
     pub fn keep_launch_stacks(&mut self, on: bool) {
@@ -53,6 +75,17 @@ impl ProbeSet {
         };
         if let Some(i) = self.table.iter().position(|p| *p == info) {
             return i as u32;
+        }
+        // The same function of the same file under another name (`/lib/...` and `/usr/lib/...`
+        // on a merged /usr): one probe, or every call would be counted twice.
+        let file = file_id(&r.host_path);
+        if let Some((_, id)) = self.resolved.iter().find(|(known, _)| {
+            known.file_offset == r.file_offset
+                && known.symbol == r.symbol
+                && file.is_some()
+                && file_id(&known.host_path) == file
+        }) {
+            return *id;
         }
         self.table.push(info);
         let id = self.table.len() as u32 - 1;
@@ -171,6 +204,23 @@ impl ProbeSet {
 
     /// `pid` mapped new files: if one is a pack library, resolve the packs in it and attach.
     pub fn on_new_files(
+        &mut self,
+        sampler: &mut Sampler,
+        pid: u32,
+        files: &[String],
+    ) -> Result<usize> {
+        let torch = match self.torch.as_mut() {
+            Some(t) => t.on_new_files(sampler, pid, files).unwrap_or_else(|e| {
+                log::warn!("pid {pid}: PyTorch's allocator tracepoints not attached: {e}");
+                0
+            }),
+            None => 0,
+        };
+        self.on_new_pack_files(sampler, pid, files)
+            .map(|n| n + torch)
+    }
+
+    fn on_new_pack_files(
         &mut self,
         sampler: &mut Sampler,
         pid: u32,

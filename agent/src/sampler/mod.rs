@@ -147,6 +147,8 @@ pub struct Sampler {
     tls: RingBuf<MapData>,
     /// Allocations, frees and page faults (`--memory`).
     memory: RingBuf<MapData>,
+    /// Static tracepoint specs written to `USDT_SPECS`, by slot.
+    usdt_specs: Vec<modelprobe_common::memory::usdt::UsdtSpec>,
     /// Bytes of connections the kernel is asked not to send (`TLS_SKIP`).
     tls_skip: HashMap<MapData, modelprobe_common::TlsSkipKey, u64>,
     /// Off-CPU sums and stacks, per-thread CPU time.
@@ -368,6 +370,7 @@ impl Sampler {
             lifecycle,
             tls,
             memory,
+            usdt_specs: Vec::new(),
             tls_skip,
             off,
             targets,

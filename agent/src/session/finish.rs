@@ -16,7 +16,7 @@ pub(super) fn finish(s: Session<'_>, stopped: Stopped) -> Result<Outcome> {
     let Session {
         opts,
         mut sampler,
-        probes,
+        mut probes,
         mut collector,
         mut gpu,
         target_pid,
@@ -52,6 +52,8 @@ pub(super) fn finish(s: Session<'_>, stopped: Stopped) -> Result<Outcome> {
             stream.target
         );
     }
+    // PyTorch's allocator tracepoints gated on our semaphores: handed back first.
+    probes.release();
     let cpus = sampler.cpus();
     let unwind = sampler.unwind_summary();
     let bpf_programs = sampler.program_costs();

@@ -276,6 +276,9 @@ fn attach(
     specs.extend(breaks.iter().map(|b| b.spec.clone()));
     let mut probes = ProbeSet::resolve(&specs, &ctx)?;
     probes.keep_launch_stacks(opts.gpu_trace);
+    if opts.memory {
+        probes.trace_torch_memory();
+    }
     let heap_sampling = opts.memory && opts.malloc_sample_bytes.is_some();
     if opts.packs || heap_sampling {
         let mut skip: Vec<&'static str> = Vec::new();

@@ -37,6 +37,8 @@ pub enum MemoryView {
     PageFaults,
     /// GPU memory live at an instant (the end when `None`), by allocating stack.
     GpuInUse(Option<u64>),
+    /// PyTorch's tensors live at an instant (its allocator's tracepoints), by allocating stack.
+    TensorsInUse(Option<u64>),
 }
 
 impl MemoryView {
@@ -48,6 +50,7 @@ impl MemoryView {
             MemoryView::Allocated => "memory-alloc",
             MemoryView::PageFaults => "memory-faults",
             MemoryView::GpuInUse(_) => "gpu-memory-inuse",
+            MemoryView::TensorsInUse(_) => "gpu-tensors-inuse",
         }
     }
 }
@@ -65,9 +68,13 @@ pub fn memory_folded(rec: &Recording, view: MemoryView) -> BTreeMap<String, u64>
         *w = w.saturating_add(bytes);
     };
     match view {
-        MemoryView::InUse(at) | MemoryView::HeapInUse(at) | MemoryView::GpuInUse(at) => {
+        MemoryView::InUse(at)
+        | MemoryView::HeapInUse(at)
+        | MemoryView::GpuInUse(at)
+        | MemoryView::TensorsInUse(at) => {
             let class = match view {
                 MemoryView::GpuInUse(_) => MemClass::Gpu,
+                MemoryView::TensorsInUse(_) => MemClass::Tensors,
                 MemoryView::HeapInUse(_) => MemClass::Heap,
                 _ => MemClass::Mapped,
             };
@@ -128,6 +135,7 @@ impl Exporter for MemoryGraphs {
             MemoryView::Allocated,
             MemoryView::PageFaults,
             MemoryView::GpuInUse(self.at),
+            MemoryView::TensorsInUse(self.at),
         ] {
             let lines = memory_folded(rec, view);
             if lines.is_empty() {
@@ -147,6 +155,9 @@ impl Exporter for MemoryGraphs {
                 ),
                 MemoryView::GpuInUse(_) => {
                     format!("GPU memory in use {when}: {}", human_bytes(total))
+                }
+                MemoryView::TensorsInUse(_) => {
+                    format!("PyTorch tensors in use {when}: {}", human_bytes(total))
                 }
             };
             let folded = dir.join(format!("{}.folded", view.stem()));

@@ -1,9 +1,10 @@
 //! GPU memory in PyTorch's memory snapshot format (`torch.cuda.memory._snapshot()`, pickled):
 //! `gpu-memory-snapshot.pickle` opens in PyTorch's memory visualizer
 //! (<https://pytorch.org/memory_viz>) and in `torch.cuda._memory_viz`. Each CUDA allocation
-//! the packs saw is a segment with one block (what `cudaMalloc` returns is a segment to
-//! PyTorch's caching allocator); the trace has its `segment_alloc`/`alloc` and
-//! `free_completed`/`segment_free` actions with the allocating stack, innermost first.
+//! the packs saw is a segment (what `cudaMalloc` returns is a segment to PyTorch's caching
+//! allocator: `segment_alloc`/`segment_free`); the tensors in it come from PyTorch's
+//! `pytorch:malloc`/`pytorch:free` tracepoints (`alloc`/`free_completed`), or, without them,
+//! each segment is one block. Frames are the allocating stack, innermost first.
 //!
 //! serde-pickle writes the pickle: the format is Python's, and a hand-written one would have
 //! to track its opcodes.
@@ -14,7 +15,7 @@ use serde::Serialize;
 use super::Exporter;
 use crate::{
     recording::{
-        memory::{self, MemEvent, MemEventKind},
+        memory::{self, MemEvent, MemEventKind, MemSource},
         Recording,
     },
     Error, Result,
@@ -124,63 +125,101 @@ fn frames(rec: &Recording, stack: Option<u32>) -> Vec<SnapFrame> {
 
 /// The snapshot of the recording's GPU memory, or `None` when it has none.
 pub fn snapshot(rec: &Recording) -> Option<Snapshot> {
-    let events: Vec<MemEvent> = memory::gpu_events(rec);
-    if events.is_empty() {
+    let segments_ev: Vec<MemEvent> = memory::gpu_events(rec);
+    let tensors_ev: Vec<MemEvent> = rec
+        .memory
+        .events
+        .iter()
+        .filter(|e| e.source == MemSource::Torch && e.kind != MemEventKind::PageFault)
+        .cloned()
+        .collect();
+    if segments_ev.is_empty() && tensors_ev.is_empty() {
         return None;
     }
     let unix_us = |t: u64| {
         let since = t as i64 - rec.meta.start_ns as i64;
         (rec.meta.start_unix_ms as i64 * 1000 + since / 1000).max(0) as u64
     };
-    // A free names the pointer only: its size is the allocation's.
-    let mut sizes: std::collections::HashMap<(u32, u64), (u64, Option<u32>)> = Default::default();
+    // Without PyTorch's own tracepoints, each CUDA allocation is a segment holding one block.
+    let blocks_too = tensors_ev.is_empty();
     let mut trace = Vec::new();
-    for e in &events {
-        let (size, stack) = match e.kind {
-            MemEventKind::Alloc => {
-                sizes.insert((e.pid, e.addr), (e.bytes, e.stack));
-                (e.bytes, e.stack)
+    let mut push = |events: &[MemEvent], alloc: &[&'static str], free: &[&'static str]| {
+        // A free names the pointer only: its size is the allocation's.
+        let mut sizes: std::collections::HashMap<(u32, u64), (u64, Option<u32>)> =
+            Default::default();
+        for e in events {
+            let (size, stack, actions) = match e.kind {
+                MemEventKind::Alloc => {
+                    sizes.insert((e.pid, e.addr), (e.bytes, e.stack));
+                    (e.bytes, e.stack, alloc)
+                }
+                _ => match sizes.remove(&(e.pid, e.addr)) {
+                    Some((size, stack)) => (size, stack, free),
+                    None => continue,
+                },
+            };
+            for &action in actions {
+                trace.push(TraceEntry {
+                    action,
+                    addr: e.addr,
+                    size,
+                    stream: 0,
+                    time_us: unix_us(e.time_ns),
+                    frames: frames(rec, stack),
+                });
             }
-            _ => match sizes.remove(&(e.pid, e.addr)) {
-                Some(known) => known,
-                None => continue,
-            },
-        };
-        let actions: [&'static str; 2] = match e.kind {
-            MemEventKind::Alloc => ["segment_alloc", "alloc"],
-            _ => ["free_completed", "segment_free"],
-        };
-        for action in actions {
-            trace.push(TraceEntry {
-                action,
-                addr: e.addr,
-                size,
-                stream: 0,
-                time_us: unix_us(e.time_ns),
-                frames: frames(rec, stack),
-            });
         }
+    };
+    if blocks_too {
+        push(
+            &segments_ev,
+            &["segment_alloc", "alloc"],
+            &["free_completed", "segment_free"],
+        );
+    } else {
+        push(&segments_ev, &["segment_alloc"], &["segment_free"]);
+        push(&tensors_ev, &["alloc"], &["free_completed"]);
     }
-    let live = memory::live_at(&events, u64::MAX);
-    let segments = live
+    trace.sort_by_key(|e| e.time_us);
+    let live_segments = memory::live_at(&segments_ev, u64::MAX);
+    let live_tensors = memory::live_at(&tensors_ev, u64::MAX);
+    let segments = live_segments
         .live()
-        .map(|r| Segment {
-            device: 0,
-            address: r.addr,
-            total_size: r.bytes,
-            allocated_size: r.bytes,
-            active_size: r.bytes,
-            requested_size: r.bytes,
-            stream: 0,
-            segment_type: "large",
-            blocks: vec![Block {
+        .map(|r| {
+            let blocks: Vec<Block> = if blocks_too {
+                vec![Block {
+                    address: r.addr,
+                    size: r.bytes,
+                    requested_size: r.bytes,
+                    state: "active_allocated",
+                    frames: frames(rec, r.stack),
+                }]
+            } else {
+                live_tensors
+                    .live()
+                    .filter(|t| t.pid == r.pid && t.addr >= r.addr && t.addr < r.addr + r.bytes)
+                    .map(|t| Block {
+                        address: t.addr,
+                        size: t.bytes,
+                        requested_size: t.bytes,
+                        state: "active_allocated",
+                        frames: frames(rec, t.stack),
+                    })
+                    .collect()
+            };
+            let allocated: u64 = blocks.iter().map(|b| b.size).sum();
+            Segment {
+                device: 0,
                 address: r.addr,
-                size: r.bytes,
-                requested_size: r.bytes,
-                state: "active_allocated",
+                total_size: r.bytes,
+                allocated_size: allocated,
+                active_size: allocated,
+                requested_size: allocated,
+                stream: 0,
+                segment_type: "large",
+                blocks,
                 frames: frames(rec, r.stack),
-            }],
-            frames: frames(rec, r.stack),
+            }
         })
         .collect();
     Some(Snapshot {

@@ -23,6 +23,7 @@ fn source_of(s: u32) -> MemSource {
         source::MREMAP => MemSource::Mremap,
         source::BRK => MemSource::Brk,
         source::MALLOC => MemSource::Malloc,
+        source::TORCH => MemSource::Torch,
         _ => MemSource::Mmap,
     }
 }
