@@ -343,6 +343,76 @@ fn sampled_malloc_estimates_the_heap_by_stack_and_matches_its_frees() {
 }
 
 #[test]
+fn attach_raises_pytorchs_tracepoint_semaphores_and_detach_gives_them_back() {
+    if !require_bpf("attach_raises_pytorchs_tracepoint_semaphores_and_detach_gives_them_back") {
+        return;
+    }
+    let _bpf = bpf_lock();
+    let out = scratch_dir("memory-torch-attach");
+    let log = out.join("app.out");
+    let mut app = Command::new(fixture_lib_dir().join("mp-mem-app"))
+        .args(["torch-loop", "20"])
+        .env("LD_LIBRARY_PATH", fixture_lib_dir().join("cuda"))
+        .stdout(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let lines = || std::fs::read_to_string(&log).unwrap_or_default();
+    let wait_for = |want: &str, after: usize| {
+        let start = std::time::Instant::now();
+        while !lines().lines().skip(after).any(|l| l == want) {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "no {want:?}: {}",
+                lines()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_for("sema 0 0", 0);
+    let rec_dir = out.join("rec");
+    let run = run_agent(
+        Command::new(modelprobe_bin())
+            .args([
+                "attach",
+                "--pid",
+                &app.id().to_string(),
+                "--memory",
+                "--duration",
+                "2s",
+                "-o",
+            ])
+            .arg(&rec_dir),
+        Duration::from_secs(60),
+    );
+    run.assert_success();
+    // Raised while attached (the sites are reached only then), back to 0 after.
+    wait_for("sema 1 1", 0);
+    let seen = lines().lines().count();
+    wait_for("sema 0 0", 1);
+    let _ = app.kill();
+    let _ = app.wait();
+    assert!(seen >= 2, "{}", lines());
+    // Tensors made and freed every 20 ms: allocations and frees paired, none left.
+    let rec = read_recording(&rec_dir);
+    let torch: Vec<&serde_json::Value> = rec["memory"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["source"] == "torch")
+        .collect();
+    let allocs = torch.iter().filter(|e| e["kind"] == "alloc").count();
+    let frees = torch.iter().filter(|e| e["kind"] == "free").count();
+    assert!(
+        allocs >= 20 && allocs.abs_diff(frees) <= 1,
+        "{allocs} allocs, {frees} frees"
+    );
+    assert!(torch
+        .iter()
+        .filter(|e| e["kind"] == "alloc")
+        .all(|e| e["bytes"] == 1 << 20));
+}
+
+#[test]
 fn a_python_function_that_grows_is_a_leak_candidate_by_its_python_frame() {
     if !require_bpf("a_python_function_that_grows_is_a_leak_candidate_by_its_python_frame") {
         return;
