@@ -273,6 +273,8 @@ pub struct LiveRange {
 #[derive(Debug, Default)]
 pub struct Replay {
     live: BTreeMap<(u32, MemClass, u64), LiveRange>,
+    /// Live bytes by (process, class), kept as ranges come and go.
+    sums: HashMap<(u32, MemClass), u64>,
     /// Bytes freed that no recorded allocation covered (mapped before recording began, or a
     /// file mapping): not live memory this replay knows of.
     pub unknown_freed: u64,
@@ -299,7 +301,8 @@ impl Replay {
                 if !by_pointer {
                     self.free(e.pid, class, e.addr, e.bytes);
                 }
-                self.live.insert(
+                *self.sums.entry((e.pid, class)).or_default() += e.bytes;
+                let replaced = self.live.insert(
                     (e.pid, class, e.addr),
                     LiveRange {
                         pid: e.pid,
@@ -311,17 +314,30 @@ impl Replay {
                         time_ns: e.time_ns,
                     },
                 );
-            }
-            MemEventKind::Free if by_pointer => {
-                if self.live.remove(&(e.pid, class, e.addr)).is_none() {
-                    self.unknown_freed += 1;
+                // A pointer handed out again without its free seen.
+                if let Some(old) = replaced {
+                    self.subtract(e.pid, class, old.bytes);
                 }
             }
+            MemEventKind::Free if by_pointer => match self.live.remove(&(e.pid, class, e.addr)) {
+                Some(r) => self.subtract(e.pid, class, r.bytes),
+                None => self.unknown_freed += 1,
+            },
             MemEventKind::Free => {
                 let freed = self.free(e.pid, class, e.addr, e.bytes);
                 self.unknown_freed += e.bytes.saturating_sub(freed);
             }
         }
+    }
+
+    fn subtract(&mut self, pid: u32, class: MemClass, bytes: u64) {
+        let sum = self.sums.entry((pid, class)).or_default();
+        *sum = sum.saturating_sub(bytes);
+    }
+
+    /// Live bytes of process `pid` in `class` now.
+    pub fn live_bytes(&self, pid: u32, class: MemClass) -> u64 {
+        self.sums.get(&(pid, class)).copied().unwrap_or(0)
     }
 
     /// Frees `[addr, addr + len)` of process `pid`: removes what it covers, trims or splits
@@ -365,6 +381,7 @@ impl Replay {
                 self.live.insert((pid, gpu, cut_hi), tail);
             }
         }
+        self.subtract(pid, gpu, freed);
         freed
     }
 
@@ -482,6 +499,47 @@ pub fn leak_candidates(
     }
     out.sort_by(|a, b| b.live_bytes.cmp(&a.live_bytes).then(a.stack.cmp(&b.stack)));
     out
+}
+
+/// Live memory over time as counters, one per process and class with allocations
+/// (`memory live mapped`, `memory live heap (sampled)`, `GPU memory reserved`, `GPU tensors
+/// allocated`; MiB), at most one point per `step_ns` (the last value in each step): memory by
+/// stack on the timeline beside the resident-set counters.
+pub fn live_counters(rec: &Recording, step_ns: u64) -> Vec<crate::Counter> {
+    let events = all_events(rec);
+    let name = |class: MemClass| match class {
+        MemClass::Mapped => "memory live mapped",
+        MemClass::Heap => "memory live heap (sampled)",
+        MemClass::Gpu => "GPU memory reserved",
+        MemClass::Tensors => "GPU tensors allocated",
+    };
+    let mut live: HashMap<(u32, MemClass), u64> = HashMap::new();
+    let mut series: BTreeMap<(u32, MemClass), Vec<(u64, f64)>> = BTreeMap::new();
+    let mut replay = Replay::new();
+    for e in &events {
+        replay.apply(e);
+        let key = (e.pid, e.source.class());
+        let now = replay.live_bytes(key.0, key.1);
+        if live.insert(key, now) == Some(now) {
+            continue;
+        }
+        let points = series.entry(key).or_default();
+        let mib = now as f64 / (1u64 << 20) as f64;
+        match points.last_mut() {
+            Some(last) if e.time_ns < last.0.saturating_add(step_ns.max(1)) => last.1 = mib,
+            _ => points.push((e.time_ns, mib)),
+        }
+    }
+    series
+        .into_iter()
+        .map(|((pid, class), points)| crate::Counter {
+            name: name(class).to_string(),
+            unit: "MiB".into(),
+            device: None,
+            pid: Some(pid),
+            points,
+        })
+        .collect()
 }
 
 /// Frames of the allocator itself (libc, the C++ runtime, CPython's allocator), skipped when
@@ -654,6 +712,41 @@ mod tests {
         assert_eq!(leaks[0].live_bytes, 100 << 20);
         assert_eq!(leaks[0].live_ranges, 100);
         assert!(live_at(&events, 55).totals().0 == 6 << 20);
+    }
+
+    #[test]
+    fn live_sums_follow_the_ranges_and_become_counters() {
+        let mut events = vec![
+            ev(0, MemEventKind::Alloc, 0x1000, 0x4000, 1),
+            ev(10, MemEventKind::Free, 0x2000, 0x1000, 0),
+            ev(20, MemEventKind::Alloc, 0x10000, 0x2000, 2),
+        ];
+        let mut r = Replay::new();
+        for e in &events {
+            r.apply(e);
+        }
+        let sum: u64 = r.live().map(|l| l.bytes).sum();
+        assert_eq!(r.live_bytes(1, MemClass::Mapped), sum);
+        assert_eq!(sum, 0x5000);
+        events.push(ev(1_000_000_000, MemEventKind::Free, 0x1000, 0x20000, 0));
+        let mut rec = crate::Recording::new(Default::default());
+        rec.memory.events = events;
+        let c = live_counters(&rec, 1);
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].name, "memory live mapped");
+        let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+        assert_eq!(
+            c[0].points,
+            vec![
+                (0, mib(0x4000)),
+                (10, mib(0x3000)),
+                (20, mib(0x5000)),
+                (1_000_000_000, 0.0)
+            ]
+        );
+        // One point per step: the step's last value at its first change's time.
+        let c = live_counters(&rec, 100);
+        assert_eq!(c[0].points, vec![(0, mib(0x5000)), (1_000_000_000, 0.0)]);
     }
 
     #[test]

@@ -478,6 +478,18 @@ fn gpu_memory_by_stack_tensors_and_a_failed_cuda_malloc_explained() {
     let tensors = rec_dir.join("gpu-tensors-inuse.folded");
     assert_eq!(folded_bytes(&tensors, "mp_torch_tensors"), 20 * MIB);
     let rec = read_recording(&rec_dir);
+    // Reserved and allocated over time, as counters beside the resident set.
+    let last = |name: &str| {
+        rec["counters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .and_then(|c| c["points"].as_array()?.last()?[1].as_f64())
+            .unwrap_or_else(|| panic!("no {name} counter: {}", rec["counters"]))
+    };
+    assert_eq!(last("GPU memory reserved"), 736.0);
+    assert_eq!(last("GPU tensors allocated"), 20.0);
     let ooms: Vec<_> = rec["events"]
         .as_array()
         .unwrap()

@@ -94,6 +94,10 @@ impl Collector {
         rec.memory = self.allocations.finish();
         rec.processes = known.processes;
         rec.threads = known.threads;
+        // Live memory by class over time, beside the resident-set counters (10 points a second
+        // at most).
+        let live = crate::recording::memory::live_counters(&rec, 100_000_000);
+        rec.counters.extend(live);
         oom::explain(&mut rec);
         rec
     }
