@@ -24,6 +24,7 @@
 //!       "lg":    {"t": times Δ, "lv": level (0 none, 1 DEBUG .. 5 FATAL), "m": message,
 //!                 "o": stream (0 stdout, 1 stderr)},
 //!       "sm":    {"<set id>": {"t": times Δ, "s": stack, "w": weights (absent: all 1)}},
+//!                (sets: `cpu`, `off_cpu`, `memory`: allocations, weights in bytes)
 //!       "c":     {"unit", "t": times Δ, "v": values},
 //!       "gpu":   {"c": correlation, "q": queue delay ns or null, "lt": launching thread's
 //!                 track or -1, "li": launch span's index in it or -1, "la": API or -1}}],
@@ -69,6 +70,8 @@ struct ThreadItems {
     logs: Vec<usize>,
     cpu: Vec<usize>,
     off_cpu: Vec<usize>,
+    /// Allocations with their stack (`--memory`, CUDA packs): (time, stack, bytes).
+    memory: Vec<(u64, u32, u64)>,
 }
 
 /// A process and its threads, in display order.
@@ -113,6 +116,18 @@ fn group(rec: &Recording) -> Vec<Group> {
             SampleKind::OffCpu => items.off_cpu.push(i),
         }
     }
+    for e in crate::recording::memory::all_events(rec)
+        .into_iter()
+        .filter(|e| e.kind == crate::recording::memory::MemEventKind::Alloc)
+    {
+        if let Some(stack) = e.stack {
+            by_thread
+                .entry(key(e.pid, e.tid))
+                .or_default()
+                .memory
+                .push((e.time_ns, stack, e.bytes));
+        }
+    }
     let mut groups: Vec<Group> = Vec::new();
     for ((pid, tid), mut items) in by_thread {
         items.spans.sort_by_key(|&i| rec.spans[i].start_ns);
@@ -155,6 +170,14 @@ pub(super) fn write_data(
     if rec.meta.off_cpu || rec.samples.iter().any(|s| s.kind == SampleKind::OffCpu) {
         sets.push(serde_json::json!({
             "id": "off_cpu", "title": "Off-CPU", "unit": "ns", "interval": true,
+        }));
+    }
+    if groups
+        .iter()
+        .any(|g| g.threads.iter().any(|(_, t)| !t.memory.is_empty()))
+    {
+        sets.push(serde_json::json!({
+            "id": "memory", "title": "Memory allocated", "unit": "bytes", "interval": false,
         }));
     }
     json(w, &sets)?;
@@ -348,7 +371,7 @@ fn write_thread_track(
         w.write_all(b",\"lg\":")?;
         write_logs(rec, &items.logs, strings, w)?;
     }
-    if !items.cpu.is_empty() || !items.off_cpu.is_empty() {
+    if !items.cpu.is_empty() || !items.off_cpu.is_empty() || !items.memory.is_empty() {
         w.write_all(b",\"sm\":{")?;
         let mut first = true;
         for (id, idx) in [("cpu", &items.cpu), ("off_cpu", &items.off_cpu)] {
@@ -357,6 +380,27 @@ fn write_thread_track(
             }
             key(w, &mut first, id)?;
             stacks::write_samples(rec, idx, w)?;
+        }
+        if !items.memory.is_empty() {
+            key(w, &mut first, "memory")?;
+            let mut inner = true;
+            w.write_all(b"{")?;
+            let mut m = items.memory.clone();
+            m.sort_by_key(|p| p.0);
+            column(w, &mut inner, "t", &deltas(m.iter().map(|p| rel(rec, p.0))))?;
+            column(
+                w,
+                &mut inner,
+                "s",
+                &m.iter().map(|p| p.1).collect::<Vec<_>>(),
+            )?;
+            column(
+                w,
+                &mut inner,
+                "w",
+                &m.iter().map(|p| p.2).collect::<Vec<_>>(),
+            )?;
+            w.write_all(b"}")?;
         }
         w.write_all(b"}")?;
     }

@@ -109,7 +109,8 @@ class Flame {
   }
 
   fmtWeight(w) {
-    return this.setDef().unit === 'ns' ? fmtDur(w) : fmtCount(w) + ' samples';
+    const unit = this.setDef().unit;
+    return unit === 'ns' ? fmtDur(w) : unit === 'bytes' ? fmtBytes(w) : fmtCount(w) + ' samples';
   }
 
   label(n) {

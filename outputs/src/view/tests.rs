@@ -654,3 +654,52 @@ fn llm_calls_get_a_spans_track_in_their_process_group() {
     let attrs: Value = serde_json::from_str(attrs.as_str().unwrap()).unwrap();
     assert_eq!(attrs["gen_ai.provider.name"], "anthropic");
 }
+
+#[test]
+fn allocations_are_a_memory_set_weighted_in_bytes_on_their_threads() {
+    use crate::recording::memory::{MemEvent, MemEventKind, MemSource};
+    let mut rec = synthetic(10, 1, 20);
+    let t0 = rec.meta.start_ns;
+    let stack = rec.samples[0].stack;
+    let ev = |t: u64, kind: MemEventKind, bytes: u64| MemEvent {
+        time_ns: t0 + t,
+        pid: 100,
+        tid: 100,
+        kind,
+        source: MemSource::Mmap,
+        addr: 0x1000,
+        bytes,
+        stack: (kind == MemEventKind::Alloc).then_some(stack),
+    };
+    rec.memory.events = vec![
+        ev(1_000, MemEventKind::Alloc, 4096),
+        ev(2_000, MemEventKind::Free, 4096),
+        ev(3_000, MemEventKind::Alloc, 8192),
+    ];
+    let v: Value = serde_json::from_str(embedded(&render_html(&rec, &report()))).unwrap();
+    let set = v["sets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "memory")
+        .expect("a memory set");
+    assert_eq!(set["unit"], "bytes");
+    let track = v["tracks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["pid"] == 100 && t["tid"] == 100 && t["sm"]["memory"].is_object())
+        .expect("the allocating thread's track");
+    let m = &track["sm"]["memory"];
+    assert_eq!(undelta(&m["t"]), [1_000, 3_000]);
+    assert_eq!(m["w"], json!([4096, 8192]));
+    assert_eq!(m["s"], json!([stack, stack]));
+    // Without memory data, no such set.
+    let plain: Value =
+        serde_json::from_str(embedded(&render_html(&synthetic(10, 1, 20), &report()))).unwrap();
+    assert!(!plain["sets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["id"] == "memory"));
+}

@@ -8,7 +8,7 @@
 const TL = { RULER_H: 26, LABEL_W: 210, GROUP_H: 26, ROW_H: 18, STRIP_H: 8, MARK_H: 13, COUNTER_H: 44, PAD: 4, MIN_H: 24 };
 const TL_FONT = '11px system-ui, -apple-system, "Segoe UI", Roboto, Arial, sans-serif';
 const TL_BOLD = '600 11.5px system-ui, -apple-system, "Segoe UI", Roboto, Arial, sans-serif';
-const SET_COLORS = { cpu: [232, 116, 59], off_cpu: [92, 128, 190], gpu: [118, 185, 0] };
+const SET_COLORS = { cpu: [232, 116, 59], off_cpu: [92, 128, 190], gpu: [118, 185, 0], memory: [156, 93, 184] };
 
 function textColorOn(hex) {
   const n = parseInt(hex.slice(1), 16);
