@@ -129,13 +129,13 @@ pub fn mp_mem_munmap(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let (addr, len) = (arg(&ctx, 0), arg(&ctx, 1));
-    free(&ctx, addr, len, source::MMAP);
+    send_free(&ctx, addr, len, source::MMAP);
     0
 }
 
-/// Sends a `MEM_FREE` record.
+/// Sends a `MEM_FREE` record of `len` bytes at `addr` (0: the size is the allocation's).
 #[inline(always)]
-fn free(ctx: &TracePointContext, addr: u64, len: u64, src: u32) {
+fn send_free<C: EbpfContext>(ctx: &C, addr: u64, len: u64, src: u32) {
     emit_to(
         ctx,
         &MEMORY,
@@ -145,6 +145,32 @@ fn free(ctx: &TracePointContext, addr: u64, len: u64, src: u32) {
         [len, src as u64, 0, 0, 0, 0, 0, 0],
         lost::MEMORY,
     );
+}
+
+/// Sends a `kind` stack event (`MEM_ALLOC`, `PAGE_FAULT`) with the current task's stacks:
+/// `weight` bytes (or faults) at `addr`, from `src`.
+#[inline(always)]
+fn send_stack<C: EbpfContext>(
+    ctx: &C,
+    pid_tgid: u64,
+    event_kind: u32,
+    weight: u64,
+    addr: u64,
+    src: u32,
+) {
+    let Some(mut entry) = MEMORY.reserve::<StackEvent>(0) else {
+        count_lost(ctx, lost::MEMORY);
+        return;
+    };
+    let ev = entry.as_mut_ptr();
+    // SAFETY: `ev` points into a ring-buffer reservation of size_of::<StackEvent>() bytes.
+    unsafe {
+        fill(ctx, ev, event_kind, pid_tgid, false);
+        (*ev).weight = weight;
+        (*ev).mem_addr = addr;
+        (*ev).mem_source = src;
+    }
+    entry.submit(wakeup_flags(&MEMORY));
 }
 
 #[tracepoint]
@@ -172,7 +198,7 @@ pub fn mp_mem_exit(ctx: TracePointContext) -> u32 {
             match last {
                 Some(last) if ret > last => (last, ret - last),
                 Some(last) if ret < last => {
-                    free(&ctx, ret, last - ret, source::BRK);
+                    send_free(&ctx, ret, last - ret, source::BRK);
                     return 0;
                 }
                 // Unchanged, or the first break seen (`brk(0)`): a baseline.
@@ -180,24 +206,12 @@ pub fn mp_mem_exit(ctx: TracePointContext) -> u32 {
             }
         }
         source::MREMAP => {
-            free(&ctx, p.old_addr, p.old_len, source::MREMAP);
+            send_free(&ctx, p.old_addr, p.old_len, source::MREMAP);
             (ret, p.len)
         }
         _ => (ret, p.len),
     };
-    let Some(mut entry) = MEMORY.reserve::<StackEvent>(0) else {
-        count_lost(&ctx, lost::MEMORY);
-        return 0;
-    };
-    let ev = entry.as_mut_ptr();
-    // SAFETY: `ev` points into a ring-buffer reservation of size_of::<StackEvent>() bytes.
-    unsafe {
-        fill(&ctx, ev, kind::MEM_ALLOC, pid_tgid, false);
-        (*ev).weight = len;
-        (*ev).mem_addr = addr;
-        (*ev).mem_source = p.source;
-    }
-    entry.submit(wakeup_flags(&MEMORY));
+    send_stack(&ctx, pid_tgid, kind::MEM_ALLOC, len, addr, p.source);
     0
 }
 
@@ -207,20 +221,10 @@ pub fn mp_page_fault(ctx: PerfEventContext) -> u32 {
     if pid_tgid as u32 == 0 || !crate::maps::is_target((pid_tgid >> 32) as u32) {
         return 0;
     }
-    let Some(mut entry) = MEMORY.reserve::<StackEvent>(0) else {
-        count_lost(&ctx, lost::MEMORY);
-        return 0;
-    };
-    let ev = entry.as_mut_ptr();
-    // SAFETY: `ev` points into a ring-buffer reservation of size_of::<StackEvent>() bytes; a
-    // perf_event program's context is a `bpf_perf_event_data` the kernel owns for the call.
-    unsafe {
-        fill(&ctx, ev, kind::PAGE_FAULT, pid_tgid, false);
-        let data = &*ctx.ctx;
-        (*ev).weight = data.sample_period;
-        (*ev).mem_addr = data.addr;
-    }
-    entry.submit(wakeup_flags(&MEMORY));
+    // SAFETY: a perf_event program's context is a `bpf_perf_event_data` the kernel owns for
+    // the duration of the call.
+    let (period, addr) = unsafe { ((*ctx.ctx).sample_period, (*ctx.ctx).addr) };
+    send_stack(&ctx, pid_tgid, kind::PAGE_FAULT, period, addr, 0);
     0
 }
 
@@ -284,15 +288,7 @@ fn heap_free(ctx: &ProbeContext, ptr: u64) {
         return;
     }
     let _ = HEAP_SAMPLED.remove(&key);
-    emit_to(
-        ctx,
-        &MEMORY,
-        wakeup_flags(&MEMORY),
-        kind::MEM_FREE,
-        ptr,
-        [0, source::MALLOC as u64, 0, 0, 0, 0, 0, 0],
-        lost::MEMORY,
-    );
+    send_free(ctx, ptr, 0, source::MALLOC);
 }
 
 #[uretprobe]
@@ -317,19 +313,7 @@ pub fn mp_heap_exit(ctx: RetProbeContext) -> u32 {
         count_lost(&ctx, lost::MEMORY);
         return 0;
     }
-    let Some(mut entry) = MEMORY.reserve::<StackEvent>(0) else {
-        count_lost(&ctx, lost::MEMORY);
-        return 0;
-    };
-    let ev = entry.as_mut_ptr();
-    // SAFETY: `ev` points into a ring-buffer reservation of size_of::<StackEvent>() bytes.
-    unsafe {
-        fill(&ctx, ev, kind::MEM_ALLOC, pid_tgid, false);
-        (*ev).weight = size;
-        (*ev).mem_addr = ptr;
-        (*ev).mem_source = source::MALLOC;
-    }
-    entry.submit(wakeup_flags(&MEMORY));
+    send_stack(&ctx, pid_tgid, kind::MEM_ALLOC, size, ptr, source::MALLOC);
     0
 }
 
@@ -354,33 +338,15 @@ pub fn mp_usdt(ctx: ProbeContext) -> u32 {
         args[i] = usdt_arg(regs, a);
     }
     match spec.event {
-        usdt::event::TORCH_MALLOC => {
-            let pid_tgid = bpf_get_current_pid_tgid();
-            let Some(mut entry) = MEMORY.reserve::<StackEvent>(0) else {
-                count_lost(&ctx, lost::MEMORY);
-                return 0;
-            };
-            let ev = entry.as_mut_ptr();
-            // SAFETY: `ev` points into a reservation of size_of::<StackEvent>() bytes.
-            unsafe {
-                fill(&ctx, ev, kind::MEM_ALLOC, pid_tgid, false);
-                (*ev).weight = args[2];
-                (*ev).mem_addr = args[0];
-                (*ev).mem_source = source::TORCH;
-            }
-            entry.submit(wakeup_flags(&MEMORY));
-        }
-        usdt::event::TORCH_FREE => {
-            emit_to(
-                &ctx,
-                &MEMORY,
-                wakeup_flags(&MEMORY),
-                kind::MEM_FREE,
-                args[0],
-                [0, source::TORCH as u64, 0, 0, 0, 0, 0, 0],
-                lost::MEMORY,
-            );
-        }
+        usdt::event::TORCH_MALLOC => send_stack(
+            &ctx,
+            bpf_get_current_pid_tgid(),
+            kind::MEM_ALLOC,
+            args[2],
+            args[0],
+            source::TORCH,
+        ),
+        usdt::event::TORCH_FREE => send_free(&ctx, args[0], 0, source::TORCH),
         _ => {}
     }
     0

@@ -16,21 +16,9 @@ pub struct FunctionSymbol {
 
 /// Every defined function of `path` (symbol table and dynamic symbols), deduplicated by name.
 pub fn function_symbols(path: &Path) -> Result<Vec<FunctionSymbol>> {
-    let data =
-        std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-    let file = object::File::parse(&*data).map_err(|e| {
-        Error::InvalidArgument(format!("{} is not an ELF file: {e}", path.display()))
-    })?;
-    let segments: Vec<(u64, u64, u64)> = file
-        .segments()
-        .map(|s| (s.address(), s.size(), s.file_range().0))
-        .collect();
-    let to_offset = |addr: u64| {
-        segments
-            .iter()
-            .find(|(a, size, _)| addr >= *a && addr < a + size)
-            .map(|(a, _, off)| addr - a + off)
-    };
+    let data = read(path)?;
+    let file = parse(path, &data)?;
+    let to_offset = file_offsets(&file);
     let mut out: Vec<FunctionSymbol> = file
         .symbols()
         .chain(file.dynamic_symbols())
@@ -45,6 +33,31 @@ pub fn function_symbols(path: &Path) -> Result<Vec<FunctionSymbol>> {
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out.dedup_by(|a, b| a.name == b.name);
     Ok(out)
+}
+
+/// The bytes of `path`.
+pub(crate) fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))
+}
+
+/// `data` (the bytes of `path`) as an object file.
+pub(crate) fn parse<'a>(path: &Path, data: &'a [u8]) -> Result<object::File<'a>> {
+    object::File::parse(data)
+        .map_err(|e| Error::InvalidArgument(format!("{} is not an ELF file: {e}", path.display())))
+}
+
+/// The file offset of each virtual address of `file`'s loaded segments.
+pub(crate) fn file_offsets(file: &object::File<'_>) -> impl Fn(u64) -> Option<u64> {
+    let segments: Vec<(u64, u64, u64)> = file
+        .segments()
+        .map(|s| (s.address(), s.size(), s.file_range().0))
+        .collect();
+    move |addr: u64| {
+        segments
+            .iter()
+            .find(|(a, size, _)| addr >= *a && addr < a + size)
+            .map(|(a, _, off)| addr - a + off)
+    }
 }
 
 #[cfg(test)]

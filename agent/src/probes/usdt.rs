@@ -9,9 +9,9 @@
 //! (memory at a register plus an offset), `8@$5` (a constant); the size's sign says signed.
 use std::path::Path;
 
-use object::{Object, ObjectSection, ObjectSegment};
+use object::{Object, ObjectSection};
 
-use crate::{Error, Result};
+use crate::Result;
 
 /// One probe site.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,26 +117,14 @@ pub fn parse_arg(spec: &str) -> Option<UsdtArg> {
 
 /// The probes of `path` (none when it has no `.note.stapsdt`).
 pub fn probes(path: &Path) -> Result<Vec<UsdtProbe>> {
-    let data =
-        std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-    let file = object::File::parse(&*data).map_err(|e| {
-        Error::InvalidArgument(format!("{} is not an ELF file: {e}", path.display()))
-    })?;
+    let data = super::elf::read(path)?;
+    let file = super::elf::parse(path, &data)?;
     let Some(notes) = file.section_by_name(".note.stapsdt") else {
         return Ok(Vec::new());
     };
     let notes = notes.data().unwrap_or(&[]);
     let base = file.section_by_name(".stapsdt.base").map(|s| s.address());
-    let segments: Vec<(u64, u64, u64)> = file
-        .segments()
-        .map(|s| (s.address(), s.size(), s.file_range().0))
-        .collect();
-    let to_offset = |addr: u64| {
-        segments
-            .iter()
-            .find(|(a, size, _)| addr >= *a && addr < a + size)
-            .map(|(a, _, off)| addr - a + off)
-    };
+    let to_offset = super::elf::file_offsets(&file);
     let mut out = Vec::new();
     let mut at = 0usize;
     let word = |b: &[u8], i: usize| -> Option<u32> {
