@@ -179,6 +179,9 @@ pub enum EventKind {
     /// known; `message`: what was free and the top live allocations by stack then; `stack`:
     /// where it was asked for).
     Oom,
+    /// A Python exception nobody caught ended the process or a thread (`message`: type,
+    /// message, thread, where it was raised; `stack`: its traceback's frames).
+    PythonException,
 }
 
 impl EventKind {
@@ -198,6 +201,7 @@ impl EventKind {
             EventKind::Stopped => "stopped",
             EventKind::OomKill => "oom_kill",
             EventKind::Oom => "oom",
+            EventKind::PythonException => "python_exception",
         }
     }
 }

@@ -210,6 +210,11 @@ fn dump(s: &mut Session<'_>, opts: &FlightOptions, n: u32, reason: &str) -> Resu
     let start_ns = end_ns
         .saturating_sub(opts.window.as_nanos() as u64)
         .max(s.start_ns);
+    // History is dropped once a second: what is older than the window goes now, so the dump
+    // holds the window and nothing before it (a window longer than the run keeps it all).
+    if start_ns > s.start_ns {
+        s.collector.evict_before(start_ns);
+    }
     let next = s.collector.successor();
     let mut old = std::mem::replace(&mut s.collector, next);
     old.set_probes(s.probes.table());

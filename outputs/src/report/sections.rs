@@ -407,6 +407,7 @@ pub(super) fn events(rec: &Recording, top: usize) -> Section {
                     | EventKind::Stopped
                     | EventKind::OomKill
                     | EventKind::Oom
+                    | EventKind::PythonException
             )
         })
         .take(top)

@@ -3,7 +3,7 @@
 //! arguments, give API errors and launches their stacks, and assemble.
 use std::collections::HashMap;
 
-use super::{oom, spans, Collector};
+use super::{exceptions, oom, spans, Collector};
 use crate::{
     recording::{launch, FrameKind, Meta, Recording},
     symbolize::{symbolize_stacks, RawStack},
@@ -99,6 +99,7 @@ impl Collector {
         let live = crate::recording::memory::live_counters(&rec, 100_000_000);
         rec.counters.extend(live);
         oom::explain(&mut rec);
+        exceptions::find(&mut rec);
         rec
     }
 }

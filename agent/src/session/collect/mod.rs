@@ -9,6 +9,7 @@
 //! - [`models`]: model files opened or held;
 //! - [`allocations`]: `--memory`'s allocations, frees and page faults, by stack; [`memory`]
 //!   each process's resident memory over time; [`oom`] explains out-of-memory failures;
+//! - [`exceptions`]: uncaught Python exceptions, from the tracebacks printed on stderr;
 //! - [`llm`]: TLS plaintext put back in order for the LLM-call parser.
 //!
 //! [`Collector::finish`] (in `finalize.rs`) is the one step that symbolizes and assembles the
@@ -23,6 +24,7 @@ use crate::{
 };
 
 mod allocations;
+mod exceptions;
 mod finalize;
 mod lifecycle;
 mod llm;
