@@ -137,9 +137,10 @@ pub(crate) static HEAP_COUNTDOWN: PerCpuArray<i64> = PerCpuArray::with_max_entri
 pub(crate) static HEAP_PENDING: HashMap<u32, u64> = HashMap::with_max_entries(16384, 0);
 
 /// Sampled heap blocks not freed yet: their `free` is sent, every other one costs a lookup.
+/// Least recently used ones make room (a block whose process exited is never freed); sized
+/// by the agent (one entry unless `--memory=malloc`).
 #[map]
-pub(crate) static HEAP_SAMPLED: HashMap<HeapKey, u64> =
-    HashMap::with_max_entries(262144, BPF_F_NO_PREALLOC);
+pub(crate) static HEAP_SAMPLED: LruHashMap<HeapKey, u64> = LruHashMap::with_max_entries(65536, 0);
 
 /// How each attached static tracepoint's arguments are read, by attach cookie.
 #[map]

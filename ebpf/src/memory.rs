@@ -71,7 +71,9 @@ fn pend(ctx: &TracePointContext, p: MemPending) {
 
 #[tracepoint]
 pub fn mp_mem_mmap_enter(ctx: TracePointContext) -> u32 {
-    if !current_is_target() || arg(&ctx, 3) & MAP_ANONYMOUS == 0 {
+    // Anonymous memory only; a `PROT_NONE` map is address space reserved (glibc's arenas,
+    // CUDA's unified address range), not memory.
+    if !current_is_target() || arg(&ctx, 3) & MAP_ANONYMOUS == 0 || arg(&ctx, 2) == 0 {
         return 0;
     }
     pend(
@@ -244,6 +246,8 @@ pub fn mp_heap_enter(ctx: ProbeContext) -> u32 {
         heap_fn::MALLOC => a(0),
         // An overflowing product fails in calloc itself: nothing returns to sample.
         heap_fn::CALLOC => a(0).wrapping_mul(a(1)),
+        // `realloc(NULL, n)` is a malloc, which the `malloc` probe sees (glibc calls it).
+        heap_fn::REALLOC if a(0) == 0 => return 0,
         heap_fn::REALLOC => {
             heap_free(&ctx, a(0));
             a(1)
@@ -258,12 +262,19 @@ pub fn mp_heap_enter(ctx: ProbeContext) -> u32 {
     };
     // SAFETY: this CPU's slot of a per-CPU array; programs on one CPU do not interleave.
     unsafe {
+        let draw = || {
+            let q = EXP_QUANTILES[(bpf_get_prandom_u32() & 63) as usize] as i64;
+            (config().heap_sample_bytes as i64 * q) >> 10
+        };
+        // A CPU's first allocation starts a countdown rather than being sampled.
+        if *left == 0 {
+            *left = draw();
+        }
         *left -= size as i64;
         if *left > 0 {
             return 0;
         }
-        let q = EXP_QUANTILES[(bpf_get_prandom_u32() & 63) as usize] as i64;
-        *left = (config().heap_sample_bytes as i64 * q) >> 10;
+        *left = draw();
     }
     let tid = bpf_get_current_pid_tgid() as u32;
     if HEAP_PENDING.insert(&tid, &size, 0).is_err() {

@@ -47,6 +47,10 @@ const UC_RBP: u64 = 40 + 10 * 8;
 const UC_RSP: u64 = 40 + 15 * 8;
 const UC_RIP: u64 = 40 + 16 * 8;
 
+/// Pending uretprobes stepped over per frame at most (stale ones below the slot, chained ones
+/// on it).
+const PENDING_RETURN_STEPS: u32 = 8;
+
 /// The walk's state from one frame to the next, on the BPF stack of the program taking the
 /// stack; [`unwind_frame`] gets a pointer to it.
 #[repr(C)]
@@ -244,21 +248,26 @@ fn step(w: &mut Walk, i: u64) -> Option<()> {
     let slot = cfa_addr - 8;
     let mut ra = read(slot)?;
     if w.ri != 0 {
-        // Pending returns are innermost first, like the walk: one whose slot is below this
-        // one belongs to a frame the walk did not see.
+        // Pending returns are innermost first, like the walk. One whose slot is below this
+        // one belongs to a frame the walk did not see (left by a longjmp or an unwound
+        // exception); tail calls chain several on one slot, each with the real address.
         let cfg = config();
-        let mut ri_stack = read_kernel(w.ri + cfg.ri_stack_off as u64).unwrap_or(0);
-        if ri_stack != 0 && ri_stack < slot {
-            w.ri = read_kernel(w.ri + cfg.ri_next_off as u64).unwrap_or(0);
-            ri_stack = if w.ri != 0 {
-                read_kernel(w.ri + cfg.ri_stack_off as u64).unwrap_or(0)
-            } else {
-                0
-            };
+        let at = |ri: u64| read_kernel(ri + cfg.ri_stack_off as u64).unwrap_or(u64::MAX);
+        let next = |ri: u64| read_kernel(ri + cfg.ri_next_off as u64).unwrap_or(0);
+        for _ in 0..PENDING_RETURN_STEPS {
+            if w.ri == 0 || at(w.ri) >= slot {
+                break;
+            }
+            w.ri = next(w.ri);
         }
-        if w.ri != 0 && ri_stack == slot {
+        if w.ri != 0 && at(w.ri) == slot {
             ra = read_kernel(w.ri + cfg.ri_orig_ret_off as u64)?;
-            w.ri = read_kernel(w.ri + cfg.ri_next_off as u64).unwrap_or(0);
+            for _ in 0..PENDING_RETURN_STEPS {
+                w.ri = next(w.ri);
+                if w.ri == 0 || at(w.ri) != slot {
+                    break;
+                }
+            }
         }
     }
     sp = cfa_addr;

@@ -96,6 +96,12 @@ impl MemClass {
         }
     }
 
+    /// Memory the process holds (mapped, GPU), as opposed to views inside it (sampled heap
+    /// blocks inside mapped memory, tensors inside GPU memory): what totals add up.
+    pub fn is_held(self) -> bool {
+        matches!(self, MemClass::Mapped | MemClass::Gpu)
+    }
+
     /// Every class, in display order.
     pub const ALL: [MemClass; 4] = [
         MemClass::Mapped,
@@ -174,8 +180,34 @@ pub struct MemEvent {
 
 /// The GPU allocations and frees the CUDA packs' spans carry (`memory` attribute `alloc` or
 /// `free`), as memory events in time order; failed allocations are left out.
+///
+/// A runtime call that allocates through a probed driver call (`cudaMalloc` over
+/// `cuMemAlloc_v2`) is one allocation: of memory spans of one kind nested on a thread, the
+/// innermost is kept (it read the pointer; the outer one's out-parameter read came after the
+/// inner call's return and names nothing).
 pub fn gpu_events(rec: &Recording) -> Vec<MemEvent> {
-    let mut out: Vec<MemEvent> = rec.spans.iter().filter_map(gpu_event).collect();
+    let mut mem: Vec<&Span> = rec
+        .spans
+        .iter()
+        .filter(|s| s.attrs.contains_key("memory"))
+        .collect();
+    mem.sort_by_key(|s| (s.tid, s.start_ns, std::cmp::Reverse(s.end_ns)));
+    let what = |s: &Span| {
+        s.attrs
+            .get("memory")
+            .and_then(|m| m.as_str())
+            .map(str::to_string)
+    };
+    let mut out: Vec<MemEvent> = Vec::new();
+    for (i, s) in mem.iter().enumerate() {
+        let holds_inner = mem[i + 1..]
+            .iter()
+            .take_while(|o| o.tid == s.tid && o.start_ns <= s.end_ns)
+            .any(|o| o.end_ns <= s.end_ns && what(o) == what(s));
+        if !holds_inner {
+            out.extend(gpu_event(s));
+        }
+    }
     out.sort_by_key(|e| e.time_ns);
     out
 }
@@ -275,9 +307,11 @@ pub struct Replay {
     live: BTreeMap<(u32, MemClass, u64), LiveRange>,
     /// Live bytes by (process, class), kept as ranges come and go.
     sums: HashMap<(u32, MemClass), u64>,
-    /// Bytes freed that no recorded allocation covered (mapped before recording began, or a
-    /// file mapping): not live memory this replay knows of.
+    /// Bytes unmapped that no recorded allocation covered (mapped before recording began, or
+    /// a file mapping): not live memory this replay knows of.
     pub unknown_freed: u64,
+    /// Frees of a pointer (GPU, heap, tensors) no recorded allocation returned.
+    pub unknown_frees: u64,
 }
 
 impl Replay {
@@ -321,7 +355,7 @@ impl Replay {
             }
             MemEventKind::Free if by_pointer => match self.live.remove(&(e.pid, class, e.addr)) {
                 Some(r) => self.subtract(e.pid, class, r.bytes),
-                None => self.unknown_freed += 1,
+                None => self.unknown_frees += 1,
             },
             MemEventKind::Free => {
                 let freed = self.free(e.pid, class, e.addr, e.bytes);
@@ -358,7 +392,7 @@ impl Replay {
         let mut freed = 0;
         for start in keys {
             let r = self.live[&(pid, gpu, start)];
-            let r_end = r.addr + r.bytes;
+            let r_end = r.addr.saturating_add(r.bytes);
             if r_end <= addr {
                 continue;
             }
@@ -747,6 +781,46 @@ mod tests {
         // One point per step: the step's last value at its first change's time.
         let c = live_counters(&rec, 100);
         assert_eq!(c[0].points, vec![(0, mib(0x5000)), (1_000_000_000, 0.0)]);
+    }
+
+    #[test]
+    fn a_runtime_allocation_through_a_driver_allocation_counts_once() {
+        let mut rec = crate::Recording::new(Default::default());
+        let span = |start: u64, end: u64, attrs: serde_json::Value| crate::Span {
+            probe: 0,
+            pid: 1,
+            tid: 1,
+            start_ns: start,
+            end_ns: end,
+            depth: 0,
+            args: vec![],
+            ret: Some(0),
+            attrs: serde_json::from_value(attrs).unwrap(),
+            stack: Some(0),
+        };
+        rec.spans = vec![
+            // cudaMalloc (its out-parameter read after cuMemAlloc_v2's return: 0x0) ...
+            span(
+                10,
+                100,
+                serde_json::json!({"memory": "alloc", "bytes": 64, "ptr": "0x0"}),
+            ),
+            // ... over cuMemAlloc_v2, which read the pointer.
+            span(
+                20,
+                90,
+                serde_json::json!({"memory": "alloc", "bytes": 64, "ptr": "0x7000"}),
+            ),
+            span(
+                200,
+                210,
+                serde_json::json!({"memory": "free", "ptr": "0x7000"}),
+            ),
+        ];
+        let ev = gpu_events(&rec);
+        assert_eq!(ev.len(), 2, "{ev:?}");
+        assert_eq!((ev[0].addr, ev[0].bytes), (0x7000, 64));
+        assert_eq!(live_at(&ev, u64::MAX).totals(), (0, 0));
     }
 
     #[test]

@@ -328,7 +328,7 @@ fn sampled_malloc_estimates_the_heap_by_stack_and_matches_its_frees() {
     );
     // Every sampled block mp_heap_churn allocated was freed, and its free matched.
     assert_eq!(folded_bytes(&heap, "mp_heap_churn"), 0);
-    let churned = folded_bytes(&rec_dir.join("memory-alloc.folded"), "mp_heap_churn");
+    let churned = folded_bytes(&rec_dir.join("memory-heap-alloc.folded"), "mp_heap_churn");
     assert!(
         (40 * MIB..=90 * MIB).contains(&churned),
         "1000 x 64 KiB allocated, estimated: {churned}"

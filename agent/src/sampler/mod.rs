@@ -88,6 +88,8 @@ pub struct SamplerOptions {
     pub page_fault_period: u64,
     /// `--memory=malloc`: mean bytes allocated between two sampled heap allocations.
     pub heap_sample_bytes: u32,
+    /// `--memory=malloc` is on: the table of sampled blocks gets its room.
+    pub heap_sampling: bool,
 }
 
 /// The ring sizes `small_rings` sets, in bytes (the defaults are in `ebpf/src/maps.rs`: 8 MiB
@@ -268,6 +270,9 @@ impl Sampler {
         if !opts.memory {
             // One page: nothing is written to it.
             loader.map_max_entries("MEMORY", 4096);
+        }
+        if !opts.heap_sampling {
+            loader.map_max_entries("HEAP_SAMPLED", 1);
         }
         let mut bpf = loader
             .load(BPF_OBJECT)

@@ -336,6 +336,7 @@ fn attach(
             .malloc_sample_bytes
             .unwrap_or(DEFAULT_MALLOC_SAMPLE_BYTES)
             .clamp(1, u32::MAX as u64) as u32,
+        heap_sampling,
     };
     let mut sampler = Sampler::start(&sampler_opts, tracefs)?;
     if let Some(stops) = &opts.stops {

@@ -31,8 +31,11 @@ pub enum MemoryView {
     /// Sampled heap blocks (`--memory=malloc`) live at an instant, by allocating stack;
     /// estimated bytes.
     HeapInUse(Option<u64>),
-    /// Every byte allocated over the recording, by allocating stack.
+    /// Every byte mapped or allocated on the GPU over the recording, by allocating stack (the
+    /// sampled heap and tensors are inside those, and have their in-use views).
     Allocated,
+    /// Sampled heap allocations (`--memory=malloc`) over the recording, estimated bytes.
+    HeapAllocated,
     /// Sampled page faults: where memory was first touched (made resident).
     PageFaults,
     /// GPU memory live at an instant (the end when `None`), by allocating stack.
@@ -48,6 +51,7 @@ impl MemoryView {
             MemoryView::InUse(_) => "memory-inuse",
             MemoryView::HeapInUse(_) => "memory-heap-inuse",
             MemoryView::Allocated => "memory-alloc",
+            MemoryView::HeapAllocated => "memory-heap-alloc",
             MemoryView::PageFaults => "memory-faults",
             MemoryView::GpuInUse(_) => "gpu-memory-inuse",
             MemoryView::TensorsInUse(_) => "gpu-tensors-inuse",
@@ -86,9 +90,19 @@ pub fn memory_folded(rec: &Recording, view: MemoryView) -> BTreeMap<String, u64>
             }
         }
         MemoryView::Allocated => {
+            // Sampled heap blocks and tensors are inside mapped and GPU memory: not added.
             for e in memory::all_events(rec)
                 .iter()
-                .filter(|e| e.kind == MemEventKind::Alloc)
+                .filter(|e| e.kind == MemEventKind::Alloc && e.source.class().is_held())
+            {
+                let leaf = format!("[{}]", e.source.name());
+                add(e.pid, e.stack, e.bytes, Some(&leaf));
+            }
+        }
+        MemoryView::HeapAllocated => {
+            for e in memory::all_events(rec)
+                .iter()
+                .filter(|e| e.kind == MemEventKind::Alloc && e.source.class() == MemClass::Heap)
             {
                 let leaf = format!("[{}]", e.source.name());
                 add(e.pid, e.stack, e.bytes, Some(&leaf));
@@ -133,6 +147,7 @@ impl Exporter for MemoryGraphs {
             MemoryView::InUse(self.at),
             MemoryView::HeapInUse(self.at),
             MemoryView::Allocated,
+            MemoryView::HeapAllocated,
             MemoryView::PageFaults,
             MemoryView::GpuInUse(self.at),
             MemoryView::TensorsInUse(self.at),
@@ -149,6 +164,10 @@ impl Exporter for MemoryGraphs {
                     human_bytes(total)
                 ),
                 MemoryView::Allocated => format!("Memory allocated: {}", human_bytes(total)),
+                MemoryView::HeapAllocated => format!(
+                    "Heap allocated (sampled at malloc, estimated): {}",
+                    human_bytes(total)
+                ),
                 MemoryView::PageFaults => format!(
                     "Pages first touched (page faults, sampled): {}",
                     human_bytes(total)

@@ -197,7 +197,11 @@ pub fn snapshot(rec: &Recording) -> Option<Snapshot> {
             } else {
                 live_tensors
                     .live()
-                    .filter(|t| t.pid == r.pid && t.addr >= r.addr && t.addr < r.addr + r.bytes)
+                    .filter(|t| {
+                        t.pid == r.pid
+                            && t.addr >= r.addr
+                            && t.addr < r.addr.saturating_add(r.bytes)
+                    })
                     .map(|t| Block {
                         address: t.addr,
                         size: t.bytes,

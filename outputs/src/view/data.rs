@@ -118,7 +118,9 @@ fn group(rec: &Recording) -> Vec<Group> {
     }
     for e in crate::recording::memory::all_events(rec)
         .into_iter()
-        .filter(|e| e.kind == crate::recording::memory::MemEventKind::Alloc)
+        .filter(|e| {
+            e.kind == crate::recording::memory::MemEventKind::Alloc && e.source.class().is_held()
+        })
     {
         if let Some(stack) = e.stack {
             by_thread

@@ -52,7 +52,9 @@ fn exception_line(line: &str) -> Option<(String, String)> {
         Some((t, m)) => (t, m),
         None => (line.trim_end_matches(':'), ""),
     };
+    // A log level (`WARNING: ...`) from another thread is not an exception type.
     let ok = !ty.is_empty()
+        && ty.chars().any(|c| c.is_lowercase())
         && ty
             .chars()
             .all(|c| c.is_alphanumeric() || c == '_' || c == '.')
@@ -161,7 +163,15 @@ pub fn find(rec: &mut Recording) {
             }
             kept.push((at, tb));
         }
-        for (at, tb) in kept {
+        // A traceback printed without ending anything (`logging.exception`,
+        // `traceback.print_exc`) is not uncaught: the main thread's uncaught one is the last
+        // its process printed; a thread's came with "Exception in thread".
+        let last = kept.len();
+        let exited_cleanly = pid == rec.meta.target_pid && rec.meta.exit_status == Some(0);
+        for (n, (at, tb)) in kept.into_iter().enumerate() {
+            if tb.thread.is_none() && (n + 1 != last || exited_cleanly) {
+                continue;
+            }
             let stack = intern(rec, &tb.frames);
             let (time_ns, tid, _) = lines[at];
             let mut message = describe(&tb);

@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use regex::Regex;
 
 use crate::recording::{
-    memory::{self, human_bytes, MemEvent, MemSource, Replay},
+    memory::{self, human_bytes, MemClass, MemEvent, Replay},
     Event, EventKind, Recording,
 };
 
@@ -89,9 +89,10 @@ pub fn explain(rec: &mut Recording) {
 /// What was live in process `pid` at `t` (GPU or CPU memory), its top holders by stack, and
 /// what grew in the seconds before.
 fn account(rec: &Recording, events: &[MemEvent], pid: u32, t: u64, gpu: bool) -> String {
+    let class = if gpu { MemClass::Gpu } else { MemClass::Mapped };
     let mine: Vec<MemEvent> = events
         .iter()
-        .filter(|e| e.pid == pid && e.source.is_gpu() == gpu && e.source != MemSource::Malloc)
+        .filter(|e| e.pid == pid && e.source.class() == class)
         .cloned()
         .collect();
     let what = if gpu { "GPU memory" } else { "memory" };

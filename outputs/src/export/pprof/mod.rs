@@ -378,7 +378,11 @@ fn memory_profile(rec: &Recording) -> Option<proto::Profile> {
         }
         out
     };
-    let events = memory::all_events(rec);
+    // Memory held (mapped, GPU): the sampled heap and tensors are inside it, not added.
+    let events: Vec<_> = memory::all_events(rec)
+        .into_iter()
+        .filter(|e| e.source.class().is_held())
+        .collect();
     for e in events.iter().filter(|e| e.kind == MemEventKind::Alloc) {
         let locs = locations(&mut b, e.stack, e.source);
         b.add(locs, e.pid, e.tid, &[1, e.bytes as i64, 0, 0]);
