@@ -47,9 +47,9 @@ const UC_RBP: u64 = 40 + 10 * 8;
 const UC_RSP: u64 = 40 + 15 * 8;
 const UC_RIP: u64 = 40 + 16 * 8;
 
-/// Pending uretprobes stepped over per frame at most (stale ones below the slot, chained ones
-/// on it).
-const PENDING_RETURN_STEPS: u32 = 8;
+/// Pending uretprobes of the task read before the walk, innermost first (a stack seldom holds
+/// more than two: a probed allocator inside a probed call).
+const PENDING_RETURNS: usize = 4;
 
 /// The walk's state from one frame to the next, on the BPF stack of the program taking the
 /// stack; [`unwind_frame`] gets a pointer to it.
@@ -71,11 +71,16 @@ struct Walk {
     /// 1 once the walk reached the outermost frame (or stopped on purpose).
     whole: u32,
     _pad: u32,
-    /// The task's innermost pending uretprobe (`return_instance`, a kernel pointer; 0: none
-    /// or unknown): a frame whose return-address slot it names returns to the uprobe
-    /// trampoline, and its real return address is kept there.
-    ri: u64,
 }
+
+/// The task's pending uretprobes, per CPU, read before the walk (innermost first): the stack
+/// slots whose return address each replaced with the uprobe trampoline (0: none), then the
+/// real return addresses. Matched by slot, so a stale one (left by a longjmp) matches nothing
+/// and of a tail-call chain sharing a slot the innermost, which holds the real address too,
+/// comes first. In a map, not the walk's state: the verifier need not follow their values.
+#[map]
+static PENDING_RETURN_SLOTS: PerCpuArray<[u64; 2 * PENDING_RETURNS]> =
+    PerCpuArray::with_max_entries(1, 0);
 
 /// The frames of the walk in progress, per CPU: [`unwind_frame`] writes here (a callback
 /// cannot be handed the event), [`unwind_user`] copies them into the event.
@@ -111,8 +116,8 @@ pub(crate) fn unwind_user(ev: &mut StackEvent, pid: u32) -> bool {
         n: 0,
         whole: 0,
         _pad: 0,
-        ri: pending_uretprobes(),
     };
+    pending_uretprobes();
     // SAFETY: bpf_loop calls `unwind_frame` (a static function of this program) at most
     // MAX_STACK_DEPTH times with a pointer to `walk`, which outlives the call.
     unsafe {
@@ -247,26 +252,13 @@ fn step(w: &mut Walk, i: u64) -> Option<()> {
     }
     let slot = cfa_addr - 8;
     let mut ra = read(slot)?;
-    if w.ri != 0 {
-        // Pending returns are innermost first, like the walk. One whose slot is below this
-        // one belongs to a frame the walk did not see (left by a longjmp or an unwound
-        // exception); tail calls chain several on one slot, each with the real address.
-        let cfg = config();
-        let at = |ri: u64| read_kernel(ri + cfg.ri_stack_off as u64).unwrap_or(u64::MAX);
-        let next = |ri: u64| read_kernel(ri + cfg.ri_next_off as u64).unwrap_or(0);
-        for _ in 0..PENDING_RETURN_STEPS {
-            if w.ri == 0 || at(w.ri) >= slot {
+    if let Some(pending) = PENDING_RETURN_SLOTS.get_ptr(0) {
+        // SAFETY: this CPU's slot, written by `pending_uretprobes` before the walk.
+        let pending = unsafe { &*pending };
+        for k in 0..PENDING_RETURNS {
+            if pending[k] == slot {
+                ra = pending[PENDING_RETURNS + k];
                 break;
-            }
-            w.ri = next(w.ri);
-        }
-        if w.ri != 0 && at(w.ri) == slot {
-            ra = read_kernel(w.ri + cfg.ri_orig_ret_off as u64)?;
-            for _ in 0..PENDING_RETURN_STEPS {
-                w.ri = next(w.ri);
-                if w.ri == 0 || at(w.ri) != slot {
-                    break;
-                }
             }
         }
     }
@@ -316,20 +308,35 @@ fn read_kernel(addr: u64) -> Option<u64> {
     unsafe { aya_ebpf::helpers::bpf_probe_read_kernel(addr as *const u64) }.ok()
 }
 
-/// The current task's innermost pending uretprobe (`utask->return_instances`), or 0.
+/// Reads the current task's pending uretprobes (`utask->return_instances`, innermost first)
+/// into this CPU's `PENDING_RETURN_SLOTS`; zeros where there are fewer (or none, or the kernel
+/// did not say where they are). Straight-line, so the walk after it is verified once.
 #[inline(always)]
-fn pending_uretprobes() -> u64 {
+fn pending_uretprobes() {
+    let Some(out) = PENDING_RETURN_SLOTS.get_ptr_mut(0) else {
+        return;
+    };
     let cfg = config();
-    if cfg.task_utask_off == u32::MAX {
-        return 0;
-    }
+    let known = cfg.task_utask_off != u32::MAX;
     // SAFETY: no preconditions; the pointer is only read through bpf_probe_read_kernel.
     let task = unsafe { aya_ebpf::helpers::bpf_get_current_task() };
-    let utask = read_kernel(task + cfg.task_utask_off as u64).unwrap_or(0);
-    if utask == 0 {
-        return 0;
+    let utask = if known {
+        read_kernel(task + cfg.task_utask_off as u64).unwrap_or(0)
+    } else {
+        0
+    };
+    // A read at a small address fails: each step after the list's end gives zeros.
+    let mut ri = read_kernel(utask.wrapping_add(cfg.utask_instances_off as u64)).unwrap_or(0);
+    for k in 0..PENDING_RETURNS {
+        let slot = read_kernel(ri.wrapping_add(cfg.ri_stack_off as u64)).unwrap_or(0);
+        let addr = read_kernel(ri.wrapping_add(cfg.ri_orig_ret_off as u64)).unwrap_or(0);
+        // SAFETY: this CPU's slot of the map; programs on one CPU do not interleave.
+        unsafe {
+            (*out)[k] = if ri == 0 { 0 } else { slot };
+            (*out)[PENDING_RETURNS + k] = addr;
+        }
+        ri = read_kernel(ri.wrapping_add(cfg.ri_next_off as u64)).unwrap_or(0);
     }
-    read_kernel(utask + cfg.utask_instances_off as u64).unwrap_or(0)
 }
 
 fn read(addr: u64) -> Option<u64> {

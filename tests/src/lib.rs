@@ -586,6 +586,18 @@ pub fn otlp_receiver(dir: &Path, extra: &[&str]) -> Option<(KillOnDrop, String, 
     Some((receiver, format!("http://127.0.0.1:{port}"), received))
 }
 
+/// pyenv's CPython 3.12 (a shared libpython, on every machine of this kind), else Debian's
+/// python3.
+pub fn python312() -> PathBuf {
+    std::fs::read_dir("/root/.pyenv/versions")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("bin/python3"))
+        .find(|b| b.to_string_lossy().contains("/3.12") && b.exists())
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/python3"))
+}
+
 /// Whether `go` (Debian's golang-go, for `go tool pprof`) is here; says so when not (a failure
 /// under `MODELPROBE_REQUIRE_BPF`).
 pub fn have_go() -> bool {

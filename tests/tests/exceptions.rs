@@ -1,20 +1,9 @@
 //! Uncaught Python exceptions as events: one that ends a thread and one that ends the process
 //! (raised while handling another), read from the tracebacks the interpreter prints, with
 //! their type, message, thread and Python stack.
-use std::{path::PathBuf, process::Command, time::Duration};
+use std::{process::Command, time::Duration};
 
 use modelprobe_tests::*;
-
-/// pyenv's CPython 3.12, else Debian's python3.
-fn python() -> PathBuf {
-    std::fs::read_dir("/root/.pyenv/versions")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path().join("bin/python3"))
-        .find(|b| b.to_string_lossy().contains("/3.12") && b.exists())
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/python3"))
-}
 
 const SCRIPT: &str = "import threading
 def work():
@@ -44,7 +33,7 @@ fn uncaught_python_exceptions_are_events_with_their_stacks() {
             .args(["run", "-o"])
             .arg(out.join("rec"))
             .arg("--")
-            .arg(python())
+            .arg(python312())
             .args(["-c", SCRIPT]),
         Duration::from_secs(60),
     );

@@ -596,9 +596,11 @@ fn graph_launches_after_a_first_session_are_not_joined_on_an_old_cupti() {
     }
     let _bpf = bpf_lock();
     let fixtures = fixture_lib_dir();
-    // 400 graph launches 20 ms apart: about 8 s, two sessions' worth.
+    // 1500 graph launches 20 ms apart: about 30 s, more than two sessions' worth (a session's
+    // end waits out the kernel's uprobe detach, seconds in this VM on a slow day); killed when
+    // the test ends.
     let mut app = Command::new(fixtures.join("mp-cuda-app"));
-    app.args(["--launches", "400"])
+    app.args(["--launches", "1500"])
         .env("MP_CUDA_DIR", fixtures.join("cuda"))
         .env("MP_CUDA_SETTLE_MS", "300")
         .env("MP_GRAPH", "1")

@@ -8,17 +8,6 @@ use std::{path::PathBuf, process::Command, time::Duration};
 
 use modelprobe_tests::*;
 
-/// pyenv's CPython 3.12 (a shared libpython), else Debian's python3.
-fn python() -> PathBuf {
-    std::fs::read_dir("/root/.pyenv/versions")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path().join("bin/python3"))
-        .find(|b| b.to_string_lossy().contains("/3.12") && b.exists())
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/python3"))
-}
-
 #[test]
 fn memory_counters_follow_a_growing_python_list() {
     if !require_bpf("memory_counters_follow_a_growing_python_list") {
@@ -33,7 +22,7 @@ fn memory_counters_follow_a_growing_python_list() {
             .args(["run", "--memory", "-o"])
             .arg(out.join("rec"))
             .arg("--")
-            .arg(python())
+            .arg(python312())
             .args(["-c", script]),
         Duration::from_secs(60),
     );
@@ -119,7 +108,7 @@ fn the_kernel_oom_killer_choosing_a_target_is_an_event() {
     let script = format!(
         "echo $$ > {} && exec {} -c 'import time\ntime.sleep(2)\na = []\ndef grow():\n    while True:\n        a.append(bytearray(4 << 20))\n        time.sleep(0.05)\ngrow()\n'",
         cgroup.1.display(),
-        python().display()
+        python312().display()
     );
     let run = run_agent(
         Command::new(modelprobe_bin())
@@ -427,7 +416,7 @@ fn a_python_function_that_grows_is_a_leak_candidate_by_its_python_frame() {
             .args(["run", "--memory", "-o"])
             .arg(out.join("rec"))
             .arg("--")
-            .arg(python())
+            .arg(python312())
             .args(["-c", script]),
         Duration::from_secs(60),
     );
@@ -528,7 +517,7 @@ fn gpu_memory_by_stack_tensors_and_a_failed_cuda_malloc_explained() {
         .unwrap();
     assert!(status.success());
     let check = "import pickle, sys\nd = pickle.load(open(sys.argv[1], 'rb'))\nt = d['device_traces'][0]\nacts = [e['action'] for e in t]\nprint(len(d['segments']), acts.count('segment_alloc'), acts.count('segment_free'), acts.count('alloc'), acts.count('free_completed'), sum(s['total_size'] for s in d['segments']), any(f['name'] == 'mp_load_weights' for e in t if e['action'] == 'segment_alloc' for f in e['frames']), all(any(f['name'] == 'mp_torch_tensors' for f in e['frames']) for e in t if e['action'] == 'alloc'))\n";
-    let py = Command::new(python())
+    let py = Command::new(python312())
         .args(["-c", check])
         .arg(rec_dir.join("gpu-memory-snapshot.pickle"))
         .output()
