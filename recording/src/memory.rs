@@ -122,14 +122,6 @@ impl MemSource {
         }
     }
 
-    /// True for the GPU's kinds of memory.
-    pub fn is_gpu(self) -> bool {
-        matches!(
-            self,
-            MemSource::GpuDevice | MemSource::GpuHost | MemSource::GpuManaged
-        )
-    }
-
     /// The name outputs show.
     pub fn name(self) -> &'static str {
         match self {

@@ -46,20 +46,7 @@ fn uncaught_python_exceptions_are_events_with_their_stacks() {
         .filter(|e| e["kind"] == "python_exception")
         .collect();
     assert_eq!(events.len(), 2, "{}", rec["events"]);
-    let stack = |e: &serde_json::Value| -> Vec<String> {
-        let s = e["stack"].as_u64().expect("a stack") as usize;
-        rec["stacks"][s]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| {
-                rec["frames"][f.as_u64().unwrap() as usize]["name"]
-                    .as_str()
-                    .unwrap()
-                    .to_string()
-            })
-            .collect()
-    };
+    let stack = |e: &serde_json::Value| frame_names(&rec, e["stack"].as_u64().expect("a stack"));
     let thread = events[0];
     assert_eq!(
         thread["message"],

@@ -152,14 +152,14 @@ fn the_kernel_oom_killer_choosing_a_target_is_an_event() {
 
 /// Bytes of the folded file's lines whose stack goes through `function`.
 fn folded_bytes(path: &std::path::Path, function: &str) -> u64 {
-    let text =
-        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    text.lines()
-        .filter(|l| {
-            l.split(';')
+    read_folded(path)
+        .into_iter()
+        .filter(|(stack, _)| {
+            stack
+                .split(';')
                 .any(|f| f == function || f.starts_with(&format!("{function} ")))
         })
-        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .map(|(_, n)| n)
         .sum()
 }
 
@@ -497,18 +497,8 @@ fn gpu_memory_by_stack_tensors_and_a_failed_cuda_malloc_explained() {
         "{message}"
     );
     // Where it was asked for: the failed call's stack.
-    let stack = ooms[0]["stack"].as_u64().expect("the oom's stack") as usize;
-    let names: Vec<&str> = rec["stacks"][stack]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| {
-            rec["frames"][f.as_u64().unwrap() as usize]["name"]
-                .as_str()
-                .unwrap()
-        })
-        .collect();
-    assert!(names.contains(&"mp_oversized"), "{names:?}");
+    let names = frame_names(&rec, ooms[0]["stack"].as_u64().expect("the oom's stack"));
+    assert!(names.iter().any(|n| n == "mp_oversized"), "{names:?}");
     // PyTorch's memory snapshot format, read back by Python's pickle.
     let status = Command::new(modelprobe_bin())
         .args(["export", "--format", "torch-memory"])

@@ -22,6 +22,9 @@ pub struct ProbeSet {
     searched_libs: HashSet<String>,
     /// PyTorch's allocator tracepoints (`--memory`).
     torch: Option<super::torch_memory::TorchMemory>,
+    /// Pack probe ids by (file identity, offset): one function of one file under two paths
+    /// (`/lib/...` and `/usr/lib/...` on a merged /usr) is probed once.
+    by_file: std::collections::HashMap<((u64, u64), u64), u32>,
 }
 
 /// A file's identity (device, inode), whatever path names it.
@@ -76,20 +79,21 @@ impl ProbeSet {
         if let Some(i) = self.table.iter().position(|p| *p == info) {
             return i as u32;
         }
-        // The same function of the same file under another name (`/lib/...` and `/usr/lib/...`
-        // on a merged /usr): one probe, or every call would be counted twice.
-        let file = file_id(&r.host_path);
-        if let Some((_, id)) = self.resolved.iter().find(|(known, _)| {
-            known.file_offset == r.file_offset
-                && known.symbol == r.symbol
-                && file.is_some()
-                && file_id(&known.host_path) == file
-        }) {
+        // A pack's function found again under another path of the same file: one probe, or
+        // every call would be counted twice. (A user's specs keep their own ids: a breakpoint's
+        // rule finds its probe by spec.)
+        let key = pack
+            .and_then(|_| file_id(&r.host_path))
+            .map(|f| (f, r.file_offset));
+        if let Some(id) = key.and_then(|k| self.by_file.get(&k)) {
             return *id;
         }
         self.table.push(info);
         let id = self.table.len() as u32 - 1;
         self.resolved.push((r, id));
+        if let Some(k) = key {
+            self.by_file.insert(k, id);
+        }
         id
     }
 

@@ -42,16 +42,20 @@ pub struct UretprobeOffsets {
     pub ri_next: u32,
 }
 
+/// What a kernel without readable BTF costs.
+const NO_BTF: &str =
+    "no Python frames, and stacks through a function with a return probe stop there";
+
 /// The offsets, from the kernel's BTF; `python` asks for the fsbase one (x86-64 only).
 pub fn kernel_offsets(python: bool) -> KernelOffsets {
     let path = btf_path();
     let Ok(bytes) = std::fs::read(&path)
-        .inspect_err(|e| log::warn!("reading {}: {e}; no Python frames", path.display()))
+        .inspect_err(|e| log::warn!("reading {}: {e}; {NO_BTF}", path.display()))
     else {
         return KernelOffsets::default();
     };
-    let Ok(btf) = BtfTypes::new(&bytes)
-        .inspect_err(|e| log::warn!("{}: {e}; no Python frames", path.display()))
+    let Ok(btf) =
+        BtfTypes::new(&bytes).inspect_err(|e| log::warn!("{}: {e}; {NO_BTF}", path.display()))
     else {
         return KernelOffsets::default();
     };
@@ -66,7 +70,7 @@ pub fn kernel_offsets(python: bool) -> KernelOffsets {
     ];
     let Ok(found) = btf
         .member_offsets(&wanted)
-        .inspect_err(|e| log::warn!("{}: {e}; no Python frames", path.display()))
+        .inspect_err(|e| log::warn!("{}: {e}; {NO_BTF}", path.display()))
     else {
         return KernelOffsets::default();
     };

@@ -39,7 +39,7 @@ pub(super) fn headline(rec: &Recording) -> Option<(String, String)> {
             human_bytes(live.total(MemClass::Heap))
         ));
     }
-    if events.iter().any(|e| e.source.is_gpu()) {
+    if events.iter().any(|e| e.source.class() == MemClass::Gpu) {
         parts.push(format!("{} GPU", human_bytes(gpu)));
     }
     Some(("memory in use at the end".into(), parts.join(", ")))

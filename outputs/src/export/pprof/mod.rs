@@ -370,7 +370,7 @@ fn memory_profile(rec: &Recording) -> Option<proto::Profile> {
     b.profile.period_type = Some(b.profile.sample_type[1]);
     let locations = |b: &mut Builder, stack: Option<u32>, source: MemSource| {
         let mut out = Vec::new();
-        if source.is_gpu() {
+        if source.class() == memory::MemClass::Gpu {
             out.push(b.location(vec![NO_FRAME], &format!("[{}]", source.name())));
         }
         if let Some(stack) = stack {
