@@ -48,6 +48,7 @@ pub mod probes;
 pub mod procmaps;
 pub mod progress;
 pub mod push;
+pub mod pyprobe;
 pub mod python;
 pub mod sampler;
 pub mod select;

@@ -17,6 +17,7 @@
 
 pub mod gpu;
 pub mod offcpu;
+pub mod pyprobe;
 pub mod python;
 pub mod unwind;
 

@@ -445,6 +445,17 @@ pub struct Lost {
     /// the table of syscalls in progress was full: live memory by stack misses them.
     #[serde(default)]
     pub memory_events: u64,
+    /// Python-probe records (`--probe py:`) the in-process library could not write because
+    /// its ring was full.
+    #[serde(default)]
+    pub python_span_records: u64,
+    /// Python argument, return and exception texts cut to their length limit.
+    #[serde(default)]
+    pub python_values_cut: u64,
+    /// Python-probe events not recorded because they came while a callback ran on the same
+    /// thread (a probed function called by an argument's `repr`).
+    #[serde(default)]
+    pub python_events_reentered: u64,
 }
 
 impl Lost {
@@ -475,6 +486,8 @@ impl Lost {
             self.tls_records,
             self.tls_calls_untracked,
             self.memory_events,
+            self.python_span_records,
+            self.python_events_reentered,
         ]
         .into_iter()
         .fold(0, u64::saturating_add)

@@ -1,5 +1,6 @@
-//! The library modelprobe puts inside a CUDA process to get GPU timings from NVIDIA CUPTI,
-//! which reports them only in-process.
+//! The library modelprobe puts inside a process for what can only be seen from within: GPU
+//! timings from NVIDIA CUPTI, which reports them only in-process, and Python function spans
+//! through `sys.monitoring` ([`python`]).
 //!
 //! It gets in two ways: the CUDA driver loads it at `cuInit` when `CUDA_INJECTION64_PATH`
 //! names it (what `modelprobe run` sets up) and calls [`InitializeInjection`] (NVTX may load
@@ -19,7 +20,8 @@
 //! (what the library's threads share), [`api`] (which calls are reported, and how), [`cupti`]
 //! (CUPTI on and off, its callbacks), [`records`] (activity records into wire ops),
 //! [`takeover`] (noticing another tool taking the activity buffers over),
-//! [`outbox`] (records waiting for the agent), [`find`] (which libcupti).
+//! [`outbox`] (records waiting for the agent), [`find`] (which libcupti), [`python`] (Python
+//! probes: set up, callbacks, their shared ring).
 
 pub mod api;
 pub mod connection;
@@ -27,6 +29,7 @@ pub mod cupti;
 pub mod find;
 pub mod listener;
 pub mod outbox;
+pub mod python;
 pub mod records;
 pub mod takeover;
 pub mod threads;
@@ -70,6 +73,10 @@ pub extern "C" fn modelprobe_inject_stop() -> c_int {
 extern "C" fn on_load() {
     // Tests link the rlib into their own binary: no listener there.
     if cfg!(test) {
+        return;
+    }
+    // A copy given Python probes to set (`--probe py:`) serves those alone.
+    if python::on_load() {
         return;
     }
     listener::start();

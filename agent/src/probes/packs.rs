@@ -414,6 +414,7 @@ pub fn resolve_packs(ctx: &SearchContext) -> Vec<PackProbe> {
                 target: target.clone(),
                 symbol: String::new(),
                 args: 0,
+                ret: false,
             };
             let Ok(path) = resolve_target(&probe_target, ctx) else {
                 continue;
@@ -442,6 +443,7 @@ pub fn resolve_packs(ctx: &SearchContext) -> Vec<PackProbe> {
                         target: target.clone(),
                         symbol: pf.name.to_string(),
                         args,
+                        ret: false,
                     },
                     resolved: ResolvedProbe {
                         target_path: path.clone(),

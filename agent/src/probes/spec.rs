@@ -1,4 +1,4 @@
-//! Parsing `TARGET:SYMBOL[@N]`.
+//! Parsing `TARGET:SYMBOL[@N]`, and `py:MODULE:QUALNAME[@args[=N]][@ret]` for Python functions.
 use crate::{Error, Result};
 
 /// One `--probe` argument.
@@ -10,13 +10,24 @@ pub struct ProbeSpec {
     pub target: String,
     /// Function name or glob.
     pub symbol: String,
-    /// Integer arguments to keep, 0..=6.
+    /// Integer arguments to keep, 0..=6 (a Python probe: arguments whose `repr` is kept).
     pub args: u8,
+    /// A Python probe keeps its return value's `repr` (`@ret`).
+    pub ret: bool,
 }
+
+/// The target that marks a Python probe (`py:MODULE:QUALNAME`).
+pub const PYTHON_TARGET: &str = "py";
+
+/// Arguments `@args` keeps when it gives no number.
+pub const PY_DEFAULT_ARGS: u8 = 3;
 
 impl ProbeSpec {
     /// Parses a spec; errors name what is wrong with it.
     pub fn parse(text: &str) -> Result<ProbeSpec> {
+        if let Some(rest) = text.strip_prefix("py:") {
+            return Self::parse_python(text, rest);
+        }
         let bad = |why: &str| {
             Error::InvalidArgument(format!(
                 "bad --probe {text:?}: {why} (expected TARGET:SYMBOL[@N], e.g. libllama.so:llama_decode@2)"
@@ -44,7 +55,59 @@ impl ProbeSpec {
             target: target.to_string(),
             symbol: symbol.to_string(),
             args,
+            ret: false,
         })
+    }
+
+    fn parse_python(text: &str, rest: &str) -> Result<ProbeSpec> {
+        let bad = |why: &str| {
+            Error::InvalidArgument(format!(
+                "bad --probe {text:?}: {why} (expected py:MODULE:QUALNAME[@args[=N]][@ret], e.g. \
+                 py:app.model:Model.predict@args=2@ret)"
+            ))
+        };
+        let mut parts = rest.split('@');
+        let main = parts.next().unwrap_or_default();
+        let (module, qualname) = main
+            .split_once(':')
+            .ok_or_else(|| bad("no ':' between module and function"))?;
+        if module.is_empty() || qualname.is_empty() {
+            return Err(bad("empty module or function"));
+        }
+        let (mut args, mut ret) = (0, false);
+        for opt in parts.flat_map(|p| p.split(',')) {
+            match opt.split_once('=') {
+                None if opt == "args" => args = PY_DEFAULT_ARGS,
+                None if opt == "ret" => ret = true,
+                Some(("args", n)) => {
+                    args = n
+                        .parse()
+                        .ok()
+                        .filter(|n| *n <= 16)
+                        .ok_or_else(|| bad("@args=N takes 0 to 16"))?
+                }
+                _ => return Err(bad(&format!("unknown option {opt:?}"))),
+            }
+        }
+        Ok(ProbeSpec {
+            text: text.to_string(),
+            target: PYTHON_TARGET.to_string(),
+            symbol: main.to_string(),
+            args,
+            ret,
+        })
+    }
+
+    /// True for a Python probe (`py:MODULE:QUALNAME`).
+    pub fn is_python(&self) -> bool {
+        self.target == PYTHON_TARGET
+    }
+
+    /// A Python probe's module and qualified name (globs kept).
+    pub fn python_parts(&self) -> Option<(&str, &str)> {
+        self.is_python()
+            .then(|| self.symbol.split_once(':'))
+            .flatten()
     }
 
     /// True when the symbol is a glob.
@@ -97,6 +160,29 @@ mod tests {
             let e = ProbeSpec::parse(bad).unwrap_err();
             assert_eq!(e.exit_code(), 2, "{bad}");
             assert!(e.to_string().contains("TARGET:SYMBOL"), "{e}");
+        }
+    }
+
+    #[test]
+    fn parses_python_specs() {
+        let s = ProbeSpec::parse("py:app.model:Model.predict").unwrap();
+        assert!(s.is_python());
+        assert_eq!(s.python_parts(), Some(("app.model", "Model.predict")));
+        assert_eq!((s.args, s.ret), (0, false));
+        let s = ProbeSpec::parse("py:app.*:handle_*@args=2@ret").unwrap();
+        assert_eq!((s.args, s.ret), (2, true));
+        let s = ProbeSpec::parse("py:app:f@args,ret").unwrap();
+        assert_eq!((s.args, s.ret), (PY_DEFAULT_ARGS, true));
+        for bad in [
+            "py:nocolon",
+            "py::f",
+            "py:m:",
+            "py:m:f@args=99",
+            "py:m:f@frames",
+        ] {
+            let e = ProbeSpec::parse(bad).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{bad}");
+            assert!(e.to_string().contains("py:MODULE:QUALNAME"), "{e}");
         }
     }
 

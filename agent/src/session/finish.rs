@@ -19,6 +19,7 @@ pub(super) fn finish(s: Session<'_>, stopped: Stopped) -> Result<Outcome> {
         mut probes,
         mut collector,
         mut gpu,
+        mut python,
         target_pid,
         command,
         start_ns,
@@ -34,6 +35,7 @@ pub(super) fn finish(s: Session<'_>, stopped: Stopped) -> Result<Outcome> {
         stops_left: _,
     } = s;
     gpu.collect_last(&progress);
+    python.collect_last();
     sampler.drain(&mut collector);
     sampler.drain_off_cpu_sums(&mut collector, true);
     collector.thread_cpu(&sampler.thread_cpu());
@@ -108,6 +110,7 @@ pub(super) fn finish(s: Session<'_>, stopped: Stopped) -> Result<Outcome> {
     recording.keep_logs_from(opts.min_log_level);
     recording.sample_spans(opts.span_sample_rate);
     gpu.finish(&mut recording);
+    python.finish(&mut recording);
     let (total_cpu_ns, peak_rss_kib) = clock::agent_usage();
     recording.meta.agent = Some(AgentUsage {
         recording_cpu_ns,

@@ -10,7 +10,9 @@
 //!   detach, build the [`Recording`] in one step, write it and its outputs.
 //!
 //! Everything GPU-side (the library's environment for `run`, loading it live for `attach`, the
-//! per-process clients, NVML, the merge, retracting) is behind one type, [`gpu::GpuSide`].
+//! per-process clients, NVML, the merge, retracting) is behind one type, [`gpu::GpuSide`];
+//! Python function spans (the same library, preloaded or loaded live, its ring read while
+//! recording, its probes removed at the end) behind [`python_probes::PySide`].
 //! Whatever ends the session, the same finish runs: nothing recorded is lost.
 use std::{
     ffi::OsString,
@@ -25,6 +27,7 @@ mod collect;
 mod finish;
 pub mod flight;
 mod gpu;
+mod python_probes;
 mod run;
 pub(crate) mod snapshot;
 mod start;

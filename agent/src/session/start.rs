@@ -4,7 +4,10 @@
 //! instruction.
 use std::{borrow::Cow, sync::Arc, time::Instant};
 
-use super::{gpu::GpuSide, Collector, RecordOptions, Target, DEFAULT_MALLOC_SAMPLE_BYTES};
+use super::{
+    gpu::GpuSide, python_probes::PySide, Collector, RecordOptions, Target,
+    DEFAULT_MALLOC_SAMPLE_BYTES,
+};
 use crate::{
     clock,
     live::{JsonLines, Live, LiveMetrics, MetricsServer},
@@ -30,6 +33,8 @@ pub(super) struct Session<'a> {
     pub collector: Collector,
     /// GPU timings and metrics.
     pub gpu: GpuSide,
+    /// Python function spans.
+    pub python: PySide,
     /// The target's pid (the launched command's, for `run`).
     pub target_pid: u32,
     /// Its command line, for the recording.
@@ -118,8 +123,13 @@ pub(super) fn start(opts: &RecordOptions) -> Result<Session<'_>> {
     let tracefs = preflight::ensure_tracefs()?;
     let live = LiveOutputs::open(&opts)?;
 
+    let mut python = PySide::new();
     let mut child = match &opts.target {
-        Target::Command(argv) => Some(GatedChild::spawn(argv, &GpuSide::launch_env(&opts))?),
+        Target::Command(argv) => {
+            let mut env = GpuSide::launch_env(&opts);
+            env.extend(python.launch_env(&opts));
+            Some(GatedChild::spawn(argv, &env)?)
+        }
         Target::Pid(_) => None,
     };
     // From here on, a failure lets a gated child go without running the command.
@@ -188,6 +198,12 @@ pub(super) fn start(opts: &RecordOptions) -> Result<Session<'_>> {
     }
     // For `attach`, the GPU library may be loaded into the running processes now.
     let gpu = GpuSide::start(&opts, child.is_none().then_some(target_pid), live.metrics())?;
+    // Python probes: the launched command set them up itself; a running one gets the library.
+    python.start(
+        &opts,
+        child.is_some().then_some(target_pid),
+        child.is_none().then_some(target_pid),
+    );
     let stops_left = opts.stops.as_ref().map_or(0, |s| s.max);
     Ok(Session {
         progress: Progress::new(opts.progress),
@@ -198,6 +214,7 @@ pub(super) fn start(opts: &RecordOptions) -> Result<Session<'_>> {
         child,
         collector,
         gpu,
+        python,
         target_pid,
         command,
         start_ns,
@@ -271,7 +288,13 @@ fn attach(
         (Target::Command(_), Some(c)) => SearchContext::for_command(&c.program_path),
         (Target::Command(_), None) => unreachable!("a command target always has a child"),
     };
-    let mut specs = opts.probes.clone();
+    // Python probes are set from inside the interpreter (`python_probes`), not by uprobes.
+    let mut specs: Vec<_> = opts
+        .probes
+        .iter()
+        .filter(|s| !s.is_python())
+        .cloned()
+        .collect();
     let breaks = opts.stops.as_ref().map_or(&[][..], |s| &s.breaks[..]);
     specs.extend(breaks.iter().map(|b| b.spec.clone()));
     let mut probes = ProbeSet::resolve(&specs, &ctx)?;

@@ -477,6 +477,16 @@ pub(super) fn lost(rec: &Recording) -> Section {
         row("span records", l.span_records);
         row("returns without an entry", l.unmatched_span_returns);
     }
+    let python_probes = rec.probes.iter().any(|p| p.spec.starts_with("py:"));
+    if python_probes || l.python_span_records + l.python_events_reentered + l.python_values_cut > 0
+    {
+        row("Python span records (ring full)", l.python_span_records);
+        row(
+            "Python events inside a callback (a repr calling a probe)",
+            l.python_events_reentered,
+        );
+        row("Python values cut to 256 bytes", l.python_values_cut);
+    }
     row("process/thread records", l.task_records);
     row("log writes", l.log_writes);
     row("log bytes cut (over-long lines)", l.log_bytes_cut);

@@ -1,0 +1,269 @@
+//! Python function spans for a session (`--probe py:`, the framework packs): the in-process
+//! library's environment for a launched command, loading it live into a running interpreter,
+//! reading each process's ring while recording, asking the library to remove its probes at the
+//! end (so the process runs on as it was), and the spans into the recording.
+use std::{
+    ffi::OsString,
+    time::{Duration, Instant},
+};
+
+use modelprobe_common::pyprobe::{state, CONFIG_ENV};
+
+use super::{RecordOptions, Target};
+use crate::{
+    gpu::library,
+    live_load,
+    probes::ProbeSpec,
+    pyprobe::{self, ring::RingReader, spans::Assembler},
+    recording::Recording,
+};
+
+/// How long the end of a recording waits for the libraries to remove their probes.
+const STOP_WAIT: Duration = Duration::from_secs(3);
+/// How long a library loaded live may wait for the GIL before the agent gives up on it.
+const GIL_WAIT: Duration = Duration::from_secs(5);
+
+/// One process with the library.
+struct Watched {
+    pid: u32,
+    since: Instant,
+    ring: Option<RingReader>,
+    spans: Assembler,
+    /// The last state logged.
+    said: Option<u32>,
+}
+
+/// The Python-probe side of one session.
+pub(super) struct PySide {
+    token: u64,
+    watched: Vec<Watched>,
+}
+
+/// The Python probes among `specs`.
+fn python_specs(specs: &[ProbeSpec]) -> Vec<ProbeSpec> {
+    specs.iter().filter(|s| s.is_python()).cloned().collect()
+}
+
+/// A session token: tells this session's rings from any other's.
+fn new_token() -> u64 {
+    let nanos = crate::clock::monotonic_ns();
+    nanos ^ (u64::from(std::process::id()) << 40) ^ 0x9e37_79b9_7f4a_7c15
+}
+
+/// True when `argv` runs a Python interpreter directly (`python3`, `python3.12`, a venv's).
+fn runs_python(argv: &[OsString]) -> bool {
+    argv.first()
+        .and_then(|a| {
+            std::path::Path::new(a)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
+        .is_some_and(|n| n.starts_with("python"))
+}
+
+/// True when `pid` has PyTorch loaded (the packs' cue for a process loaded live).
+fn uses_torch(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|maps| {
+        maps.lines().any(|l| {
+            l.rsplit('/')
+                .next()
+                .is_some_and(|n| n.starts_with("libtorch_python.so"))
+        })
+    })
+}
+
+impl PySide {
+    /// A side with nothing to do (no Python probes, no packs wanted).
+    pub fn new() -> PySide {
+        PySide {
+            token: new_token(),
+            watched: Vec::new(),
+        }
+    }
+
+    /// The environment that makes a launched Python command set the probes up before its main
+    /// code runs (`LD_PRELOAD` of the library, the settings in `MODELPROBE_PY_CONFIG`); empty
+    /// when no Python probe was asked for and the packs are off or the command is not Python.
+    pub fn launch_env(&self, opts: &RecordOptions) -> Vec<(OsString, OsString)> {
+        let Target::Command(argv) = &opts.target else {
+            return Vec::new();
+        };
+        let specs = python_specs(&opts.probes);
+        if specs.is_empty() && !(opts.packs && runs_python(argv)) {
+            return Vec::new();
+        }
+        let path = match library::write_to(&library::default_dir()) {
+            Ok(p) => p,
+            Err(e) => {
+                log::warn!("Python probes off: {e}");
+                return Vec::new();
+            }
+        };
+        let mut preload = path.into_os_string();
+        if let Some(theirs) = std::env::var_os("LD_PRELOAD").filter(|v| !v.is_empty()) {
+            preload.push(" ");
+            preload.push(theirs);
+        }
+        let config = pyprobe::config(self.token, Some(std::process::id()), &specs, opts.packs);
+        vec![
+            ("LD_PRELOAD".into(), preload),
+            (CONFIG_ENV.into(), config.into()),
+        ]
+    }
+
+    /// Starts watching: the launched command (whose library was preloaded), or, for `attach`,
+    /// loads the library into `running` when it asked for Python probes or uses PyTorch.
+    pub fn start(&mut self, opts: &RecordOptions, launched: Option<u32>, running: Option<u32>) {
+        if let Some(pid) = launched {
+            if !self.launch_env(opts).is_empty() {
+                self.watch(pid);
+            }
+            return;
+        }
+        let Some(pid) = running else {
+            return;
+        };
+        let specs = python_specs(&opts.probes);
+        if specs.is_empty() && !(opts.packs && uses_torch(pid)) {
+            return;
+        }
+        let image = match library::bytes().map_err(|e| e.to_string()).and_then(|b| {
+            pyprobe::patch_image(b, &pyprobe::config(self.token, None, &specs, opts.packs))
+        }) {
+            Ok(i) => i,
+            Err(e) => {
+                log::warn!("Python probes off for pid {pid}: {e}");
+                return;
+            }
+        };
+        match live_load::load(
+            pid,
+            &image,
+            "modelprobe-py",
+            &live_load::LoadOptions::default(),
+        ) {
+            Ok(l) => {
+                log::info!(
+                    "loaded the Python-probe library into pid {pid} (thread {} held {:.2} ms)",
+                    l.tid,
+                    l.pause.as_secs_f64() * 1e3
+                );
+                self.watch(pid);
+            }
+            Err(e) => {
+                log::warn!("Python probes off for pid {pid}: could not load the library: {e}")
+            }
+        }
+    }
+
+    fn watch(&mut self, pid: u32) {
+        self.watched.push(Watched {
+            pid,
+            since: Instant::now(),
+            ring: None,
+            spans: Assembler::default(),
+            said: None,
+        });
+    }
+
+    /// Finds rings that appeared, reads what the libraries wrote, and says what they report.
+    pub fn poll(&mut self) {
+        for w in &mut self.watched {
+            if w.ring.is_none() {
+                w.ring = RingReader::find(w.pid, self.token);
+            }
+            let Some(ring) = w.ring.as_mut() else {
+                continue;
+            };
+            ring.drain(|r| w.spans.feed(r));
+            let status = ring.status();
+            if w.said != Some(status.state) {
+                w.said = Some(status.state);
+                match status.state {
+                    state::ACTIVE => {
+                        log::info!("Python probes in pid {}: {}", w.pid, status.message)
+                    }
+                    state::FAILED => {
+                        log::warn!("Python probes off for pid {}: {}", w.pid, status.message)
+                    }
+                    _ => {}
+                }
+            }
+            if status.state == state::PENDING && w.since.elapsed() > GIL_WAIT {
+                log::warn!(
+                    "Python probes off for pid {}: no GIL-safe moment within {}s (the \
+                     interpreter holds the GIL in native code, or is not running Python)",
+                    w.pid,
+                    GIL_WAIT.as_secs()
+                );
+                ring.request_stop();
+                w.said = Some(state::FAILED);
+            }
+        }
+    }
+
+    /// Asks every library to remove its probes (the process runs on as it was) and reads the
+    /// last records.
+    pub fn collect_last(&mut self) {
+        self.poll();
+        for w in &mut self.watched {
+            if let Some(r) = w.ring.as_mut() {
+                r.request_stop();
+            }
+        }
+        let deadline = Instant::now() + STOP_WAIT;
+        for w in &mut self.watched {
+            let Some(r) = w.ring.as_mut() else {
+                continue;
+            };
+            let alive = || std::path::Path::new(&format!("/proc/{}", w.pid)).exists();
+            while !r.ended() && Instant::now() < deadline && alive() {
+                r.drain(|rec| w.spans.feed(rec));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            r.drain(|rec| w.spans.feed(rec));
+            let status = r.status();
+            if status.state == state::STOPPED {
+                log::info!("Python probes in pid {}: {}", w.pid, status.message);
+            } else if status.state == state::ACTIVE && alive() {
+                log::warn!(
+                    "Python probes in pid {}: still set after {}s (the GIL never came); they \
+                     stay until the process ends, writing nowhere",
+                    w.pid,
+                    STOP_WAIT.as_secs()
+                );
+            }
+        }
+    }
+
+    /// Puts the spans, probes, stacks and exception events into `rec`, with what was lost.
+    pub fn finish(self, rec: &mut Recording) {
+        for mut w in self.watched {
+            let Some(mut ring) = w.ring.take() else {
+                if w.said.is_none() {
+                    log::warn!(
+                        "Python probes off for pid {}: the library never reported (not a CPython \
+                         command run directly, or it ended first)",
+                        w.pid
+                    );
+                }
+                continue;
+            };
+            let status = ring.status();
+            let lost = &mut rec.meta.lost;
+            lost.python_span_records += status.dropped;
+            lost.python_values_cut += status.truncated;
+            lost.python_events_reentered += status.reentered;
+            lost.unmatched_span_returns += w.spans.unmatched_exits;
+            let n = w.spans.into_recording(w.pid, rec);
+            if status.state == state::FAILED {
+                continue;
+            }
+            log::info!(
+                "Python probes in pid {}: {n} spans from {} function(s)",
+                w.pid,
+                status.probed
+            );
+        }
+    }
+}
