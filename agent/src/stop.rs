@@ -35,6 +35,11 @@ impl Breakpoint {
         let mut words = text.split_whitespace();
         let spec_text = words.next().ok_or_else(|| bad("empty"))?;
         let spec = ProbeSpec::parse(spec_text)?;
+        if spec.is_python() {
+            return Err(bad(
+                "Python functions cannot be breakpoints yet (their spans can: --probe py:...)",
+            ));
+        }
         let mut rule = StopRule {
             hit: 1,
             ..StopRule::default()

@@ -49,7 +49,8 @@ impl RingReader {
             let Ok(link) = std::fs::read_link(e.path()) else {
                 continue;
             };
-            if !link.to_string_lossy().starts_with(&want) {
+            let link = link.to_string_lossy();
+            if link != want && !link.starts_with(&format!("{want} ")) {
                 continue;
             }
             if let Some(r) = Self::open(&e.path(), pid, token) {

@@ -107,10 +107,11 @@ pub(super) fn finish(s: Session<'_>, stopped: Stopped) -> Result<Outcome> {
     // Probes attached while recording (packs found by a rescan) are in the table now.
     collector.set_probes(probes.table());
     let mut recording: Recording = collector.finish(meta);
+    // Before anything refers to spans by index (the GPU merge): Python spans sort in.
+    python.finish(&mut recording);
     recording.keep_logs_from(opts.min_log_level);
     recording.sample_spans(opts.span_sample_rate);
     gpu.finish(&mut recording);
-    python.finish(&mut recording);
     let (total_cpu_ns, peak_rss_kib) = clock::agent_usage();
     recording.meta.agent = Some(AgentUsage {
         recording_cpu_ns,

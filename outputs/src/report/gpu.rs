@@ -9,15 +9,11 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde_json::{json, Value};
 
-use super::{quantile, round, Section};
+use super::{ms, quantile, round, Section};
 use crate::{
     export::gpu_ops::{gbps, is_gpu_work, launch_of, GpuNames},
     recording::{GpuDetail, GpuOp, Recording},
 };
-
-fn ms(ns: u64) -> Value {
-    round(ns as f64 / 1e6, 3)
-}
 
 fn us(ns: f64) -> Value {
     round(ns / 1e3, 2)

@@ -12,6 +12,7 @@ use crate::recording::Recording;
 
 mod functions;
 mod gpu;
+mod layers;
 mod llm;
 mod memory;
 mod python;
@@ -84,6 +85,7 @@ pub fn build(rec: &Recording, top: usize) -> Report {
         python::python(rec),
         sections::spans(rec),
     ];
+    sections.extend(layers::pytorch_layers(rec, top));
     let gpu_sections = vec![
         sections::kernel_launches(rec, top),
         gpu::kernels(rec, top),
@@ -147,6 +149,11 @@ fn quantile<T: Copy + Default>(sorted: &[T], q: f64) -> T {
 }
 
 /// Rounds for display while keeping the JSON numeric.
+/// Nanoseconds as milliseconds, three decimals.
+fn ms(ns: u64) -> Value {
+    round(ns as f64 / 1e6, 3)
+}
+
 fn round(x: f64, digits: i32) -> Value {
     let m = 10f64.powi(digits);
     json!((x * m).round() / m)

@@ -3,7 +3,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde_json::{json, Value};
 
-use super::{function_shares, llama_phases, quantile, round, Section};
+use super::{function_shares, llama_phases, ms, quantile, round, Section};
 
 /// Sums without overflowing (a recording read from disk may hold any values).
 fn sum<'a>(values: impl IntoIterator<Item = &'a u64>) -> u64 {
@@ -24,10 +24,6 @@ fn pct(n: u64, total: u64) -> f64 {
     } else {
         100.0 * n as f64 / total as f64
     }
-}
-
-fn ms(ns: u64) -> Value {
-    round(ns as f64 / 1e6, 3)
 }
 
 fn seconds(ns: u64) -> String {

@@ -50,7 +50,8 @@ const STOP_POLL: Duration = Duration::from_millis(20);
 const EXIT_WAIT: Duration = Duration::from_secs(2);
 
 static API: OnceLock<Arc<Api>> = OnceLock::new();
-static RING: OnceLock<Arc<Ring>> = OnceLock::new();
+/// The ring, until the probes are removed (then unmapped and closed).
+static RING: Mutex<Option<Arc<Ring>>> = Mutex::new(None);
 static CONFIG: OnceLock<String> = OnceLock::new();
 /// The interpreter is exiting: the library's thread must not take the GIL again.
 static FINAL: AtomicBool = AtomicBool::new(false);
@@ -69,9 +70,9 @@ pub(crate) fn api() -> Option<&'static Api> {
     API.get().map(|a| &**a)
 }
 
-/// The ring, once created.
-pub(crate) fn ring() -> Option<&'static Ring> {
-    RING.get().map(|r| &**r)
+/// The ring, while there is one.
+pub(crate) fn ring() -> Option<Arc<Ring>> {
+    RING.lock().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
 /// The config written into this image, if any.
@@ -119,7 +120,7 @@ fn start(text: String, launched: bool) {
             return;
         }
     };
-    let _ = RING.set(ring.clone());
+    *RING.lock().unwrap_or_else(|p| p.into_inner()) = Some(ring.clone());
     extern "C" fn in_child() {
         FORKED.store(true, Ordering::SeqCst);
     }
@@ -161,14 +162,15 @@ fn start(text: String, launched: bool) {
             .and_then(|v| v.parse().ok())
             .unwrap_or(5000),
     );
-    let spawned = threads::spawn_raw(c"modelprobe-py", move || serve(&api, &ring, launched, wait));
+    let spawned = threads::spawn_raw(c"modelprobe-py", move || serve(&api, ring, launched, wait));
     if let Err(e) = spawned {
         threads::debug(&format!("python probes: no thread: {e}"));
     }
 }
 
 /// The library's thread: sets up (when loaded live), then waits for a stop request.
-fn serve(api: &Api, ring: &Ring, launched: bool, wait: Duration) {
+fn serve(api: &Api, ring: Arc<Ring>, launched: bool, wait: Duration) {
+    let ring = &*ring;
     if !launched {
         let deadline = Instant::now() + wait;
         // SAFETY: Py_IsInitialized may be called without the GIL.
@@ -216,7 +218,10 @@ fn serve(api: &Api, ring: &Ring, launched: bool, wait: Duration) {
     let gil = unsafe { (api.PyGILState_Ensure)() };
     // SAFETY: GIL held.
     unsafe { tear_down(api, ring) };
-    // SAFETY: the state PyGILState_Ensure returned.
+    // The ring goes with the last reference (this thread's caller's): unmapped and closed, so
+    // the process keeps nothing of the session but the idle library.
+    RING.lock().unwrap_or_else(|p| p.into_inner()).take();
+    // SAFETY: the state PyGILState_Release returned.
     unsafe { (api.PyGILState_Release)(gil) };
 }
 
@@ -232,6 +237,7 @@ unsafe extern "C" fn audit(event: *const c_char, args: Obj, _data: *mut c_void) 
     let (Some(api), Some(ring)) = (api(), ring()) else {
         return 0;
     };
+    let ring = &*ring;
     if name == b"exec" && ring.state() == state::ACTIVE && !MAIN_SEEN.load(Ordering::Relaxed) {
         // SAFETY: audit hooks run with the GIL held; `args` is the event's tuple.
         unsafe {
@@ -355,7 +361,7 @@ unsafe fn set_up(api: &Api, ring: &Ring) {
     let Some(text) = CONFIG.get() else {
         return;
     };
-    let (Some(api_arc), Some(ring_arc)) = (API.get(), RING.get()) else {
+    let (Some(api_arc), Some(ring_arc)) = (API.get(), self::ring()) else {
         return;
     };
     // SAFETY: GIL held; each new reference is either stored in the dict (and released) or

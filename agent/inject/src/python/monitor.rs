@@ -116,7 +116,7 @@ pub unsafe fn install(api: Arc<Api>, ring: Arc<Ring>) {
     };
 }
 
-/// Drops the table and every reference it holds (GIL held, after the callbacks are gone).
+/// Drops the table (its ring reference too) and every reference it holds (GIL held, after the callbacks are gone).
 ///
 /// # Safety
 /// GIL held.

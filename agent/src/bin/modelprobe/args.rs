@@ -308,8 +308,13 @@ pub struct RecordArgs {
     pub off_cpu_event_min: std::time::Duration,
     /// Record a span for every call of a function: TARGET:SYMBOL[@N], where TARGET is a binary
     /// or library (path or file name, e.g. libllama.so), SYMBOL a function name or glob
-    /// (handle_*), and @N keeps its first N integer arguments (max 6). Repeatable; added to
-    /// the config file's probes.
+    /// (handle_*), and @N keeps its first N integer arguments (max 6). Python functions:
+    /// py:MODULE:QUALNAME[@args[=N]][@ret] (globs allowed, e.g. py:app.model:Model.predict,
+    /// py:__main__:*; @args keeps the repr of the first N arguments (3), @ret the return
+    /// value's), CPython 3.12+: set from inside the interpreter with sys.monitoring on those
+    /// functions alone (about 0.3-1 us per probed call, nothing on the others; functions of
+    /// modules imported later are picked up as they load). Repeatable; added to the config
+    /// file's probes.
     #[arg(long = "probe", value_name = "SPEC", value_parser = parse_probe)]
     pub probes: Vec<ProbeSpec>,
     /// Stop the process when this function is called, as a debugger's breakpoint would:
@@ -363,7 +368,9 @@ pub struct RecordArgs {
     #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION", default_value = "10s")]
     pub dump_spacing: std::time::Duration,
     /// Do not switch on the built-in probe packs (CUDA runtime and driver, cuBLAS, NCCL,
-    /// llama.cpp) when their libraries are in the target.
+    /// llama.cpp) when their libraries are in the target, nor the Python ones (PyTorch
+    /// nn.Module calls named by module path, transformers generate and tokenizers, vLLM engine
+    /// steps) in a `run` of python or an `attach` to a process with PyTorch loaded.
     #[arg(long)]
     pub no_packs: bool,
     /// Do not capture the target's stdout/stderr or its model-file opens.

@@ -20,6 +20,14 @@ pub fn probes(pid: u32, specs: &[ProbeSpec]) -> anyhow::Result<i32> {
     modelprobe::target::check_pid(pid)?;
     let ctx = modelprobe::probes::SearchContext::for_process(pid);
     for spec in specs {
+        if spec.is_python() {
+            println!(
+                "{}: a Python probe, set inside the interpreter when recording (its module is \
+                 searched then, and again as modules load)",
+                spec.text
+            );
+            continue;
+        }
         let found = modelprobe::probes::resolve(spec, &ctx)?;
         let mapped = found
             .first()
