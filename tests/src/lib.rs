@@ -589,13 +589,19 @@ pub fn otlp_receiver(dir: &Path, extra: &[&str]) -> Option<(KillOnDrop, String, 
 /// pyenv's CPython 3.12 (a shared libpython, on every machine of this kind), else Debian's
 /// python3.
 pub fn python312() -> PathBuf {
+    pyenv_python(12).unwrap_or_else(|| PathBuf::from("/usr/bin/python3"))
+}
+
+/// pyenv's CPython 3.`minor` (`/root/.pyenv/versions/3.MINOR.*/bin/python3`), if installed.
+pub fn pyenv_python(minor: u32) -> Option<PathBuf> {
+    let prefix = format!("3.{minor}.");
     std::fs::read_dir("/root/.pyenv/versions")
         .into_iter()
         .flatten()
         .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
         .map(|e| e.path().join("bin/python3"))
-        .find(|b| b.to_string_lossy().contains("/3.12") && b.exists())
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/python3"))
+        .find(|b| b.exists())
 }
 
 /// Whether `go` (Debian's golang-go, for `go tool pprof`) is here; says so when not (a failure

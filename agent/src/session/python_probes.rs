@@ -139,7 +139,7 @@ impl PySide {
         match live_load::load(
             pid,
             &image,
-            "modelprobe-py",
+            "modelprobe-pylib",
             &live_load::LoadOptions::default(),
         ) {
             Ok(l) => {

@@ -126,7 +126,13 @@ fn start(text: String, launched: bool) {
     }
     // SAFETY: registers a plain function that only stores an atomic.
     unsafe { libc::pthread_atfork(None, None, Some(in_child)) };
-    let fail = |why: String| ring.set_state(state::FAILED, &why);
+    let fail = |why: String| {
+        ring.set_state(state::FAILED, &why);
+        let ring = ring.clone();
+        if let Err(e) = threads::spawn_raw(c"modelprobe-py", move || let_go(&ring)) {
+            threads::debug(&format!("python probes: no thread: {e}"));
+        }
+    };
     let Some(version) = capi::version_string() else {
         return fail("no CPython interpreter in this process".into());
     };
@@ -171,6 +177,23 @@ fn start(text: String, launched: bool) {
 /// The library's thread: sets up (when loaded live), then waits for a stop request.
 fn serve(api: &Api, ring: Arc<Ring>, launched: bool, wait: Duration) {
     let ring = &*ring;
+    serve_until_stopped(api, ring, launched, wait);
+    if ring.state() != state::ACTIVE {
+        let_go(ring);
+    }
+}
+
+/// Once the agent has read why the probes are not there (or after a while), closes the ring:
+/// the process keeps nothing of the session but the idle library.
+fn let_go(ring: &Ring) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ring.agent_mapped() && Instant::now() < deadline {
+        std::thread::sleep(STOP_POLL);
+    }
+    RING.lock().unwrap_or_else(|p| p.into_inner()).take();
+}
+
+fn serve_until_stopped(api: &Api, ring: &Ring, launched: bool, wait: Duration) {
     if !launched {
         let deadline = Instant::now() + wait;
         // SAFETY: Py_IsInitialized may be called without the GIL.
@@ -218,8 +241,8 @@ fn serve(api: &Api, ring: Arc<Ring>, launched: bool, wait: Duration) {
     let gil = unsafe { (api.PyGILState_Ensure)() };
     // SAFETY: GIL held.
     unsafe { tear_down(api, ring) };
-    // The ring goes with the last reference (this thread's caller's): unmapped and closed, so
-    // the process keeps nothing of the session but the idle library.
+    // The ring goes with the last reference (this thread's): unmapped and closed, so the
+    // process keeps nothing of the session but the idle library.
     RING.lock().unwrap_or_else(|p| p.into_inner()).take();
     // SAFETY: the state PyGILState_Release returned.
     unsafe { (api.PyGILState_Release)(gil) };
