@@ -1,5 +1,6 @@
 //! Types shared by modelprobe's BPF programs (`ebpf/`) and its agent (`agent/`), and, in
-//! [`gpu`], the wire protocol between the agent and its CUPTI injection library.
+//! [`gpu`], the wire protocol between the agent and its CUPTI injection library; in
+//! [`pyprobe`], the shared ring of its Python probes.
 //!
 //! Everything here is `#[repr(C)]`, `Copy`, and laid out with no implicit padding, so the kernel
 //! side and the user side agree byte for byte. The `layout` assertions at the bottom fail the
@@ -17,6 +18,8 @@
 
 pub mod gpu;
 pub mod offcpu;
+// User space only: the BPF target has no 32-bit atomics, and no use for it.
+#[cfg(not(target_arch = "bpf"))]
 pub mod pyprobe;
 pub mod python;
 pub mod unwind;

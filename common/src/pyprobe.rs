@@ -27,7 +27,7 @@ pub const VERSION: u32 = 1;
 /// Bytes before the data.
 pub const HEADER_BYTES: usize = 4096;
 /// Data bytes of a ring (a power of two).
-pub const DATA_BYTES: usize = 8 << 20;
+pub const DATA_BYTES: usize = 16 << 20;
 /// Longest status message.
 pub const MESSAGE_MAX: usize = 1024;
 /// Longest text value (an argument's or return value's `repr`, an exception's message), in

@@ -164,7 +164,7 @@ impl RingReader {
                 continue;
             }
             let len = header.len as usize;
-            if len < 8 || len % 8 != 0 || pos + len > data.len() {
+            if len < 8 || !len.is_multiple_of(8) || pos + len > data.len() {
                 // Unreadable from here on: skip what was written.
                 malformed += 1;
                 tail = head;

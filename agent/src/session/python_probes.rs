@@ -4,6 +4,11 @@
 //! end (so the process runs on as it was), and the spans into the recording.
 use std::{
     ffi::OsString,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    thread::JoinHandle,
     time::{Duration, Instant},
 };
 
@@ -22,6 +27,8 @@ use crate::{
 const STOP_WAIT: Duration = Duration::from_secs(3);
 /// How long a library loaded live may wait for the GIL before the agent gives up on it.
 const GIL_WAIT: Duration = Duration::from_secs(5);
+/// How often the rings are read: a hot probed function fills one in tens of milliseconds.
+const READ_EVERY: Duration = Duration::from_millis(5);
 
 /// One process with the library.
 struct Watched {
@@ -36,7 +43,9 @@ struct Watched {
 /// The Python-probe side of one session.
 pub(super) struct PySide {
     token: u64,
-    watched: Vec<Watched>,
+    watched: Arc<Mutex<Vec<Watched>>>,
+    /// The thread reading the rings, and its stop flag.
+    reader: Option<(JoinHandle<()>, Arc<AtomicBool>)>,
 }
 
 /// The Python probes among `specs`.
@@ -77,7 +86,8 @@ impl PySide {
     pub fn new() -> PySide {
         PySide {
             token: new_token(),
-            watched: Vec::new(),
+            watched: Arc::default(),
+            reader: None,
         }
     }
 
@@ -157,113 +167,155 @@ impl PySide {
     }
 
     fn watch(&mut self, pid: u32) {
-        self.watched.push(Watched {
+        self.lock().push(Watched {
             pid,
             since: Instant::now(),
             ring: None,
             spans: Assembler::default(),
             said: None,
         });
+        if self.reader.is_some() {
+            return;
+        }
+        let (watched, token) = (self.watched.clone(), self.token);
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let spawned = std::thread::Builder::new()
+            .name("mp-pyprobe".into())
+            .spawn(move || {
+                while !stopped.load(Ordering::Relaxed) {
+                    poll(
+                        &mut watched.lock().unwrap_or_else(|p| p.into_inner()),
+                        token,
+                    );
+                    std::thread::sleep(READ_EVERY);
+                }
+            });
+        match spawned {
+            Ok(t) => self.reader = Some((t, stop)),
+            Err(e) => log::warn!("Python probes: no reading thread ({e}); read once at the end"),
+        }
     }
 
-    /// Finds rings that appeared, reads what the libraries wrote, and says what they report.
-    pub fn poll(&mut self) {
-        for w in &mut self.watched {
-            if w.ring.is_none() {
-                w.ring = RingReader::find(w.pid, self.token);
-            }
-            let Some(ring) = w.ring.as_mut() else {
-                continue;
-            };
-            ring.drain(|r| w.spans.feed(r));
-            let status = ring.status();
-            if w.said != Some(status.state) {
-                w.said = Some(status.state);
-                match status.state {
-                    state::ACTIVE => {
-                        log::info!("Python probes in pid {}: {}", w.pid, status.message)
-                    }
-                    state::FAILED => {
-                        log::warn!("Python probes off for pid {}: {}", w.pid, status.message)
-                    }
-                    _ => {}
-                }
-            }
-            if status.state == state::PENDING && w.since.elapsed() > GIL_WAIT {
-                log::warn!(
-                    "Python probes off for pid {}: no GIL-safe moment within {}s (the \
-                     interpreter holds the GIL in native code, or is not running Python)",
-                    w.pid,
-                    GIL_WAIT.as_secs()
-                );
-                ring.request_stop();
-                w.said = Some(state::FAILED);
-            }
-        }
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Watched>> {
+        self.watched.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Asks every library to remove its probes (the process runs on as it was) and reads the
     /// last records.
     pub fn collect_last(&mut self) {
-        self.poll();
-        for w in &mut self.watched {
-            if let Some(r) = w.ring.as_mut() {
-                r.request_stop();
-            }
+        if let Some((thread, stop)) = self.reader.take() {
+            stop.store(true, Ordering::Relaxed);
+            let _ = thread.join();
         }
-        let deadline = Instant::now() + STOP_WAIT;
-        for w in &mut self.watched {
-            let Some(r) = w.ring.as_mut() else {
-                continue;
-            };
-            let alive = || std::path::Path::new(&format!("/proc/{}", w.pid)).exists();
-            while !r.ended() && Instant::now() < deadline && alive() {
-                r.drain(|rec| w.spans.feed(rec));
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            r.drain(|rec| w.spans.feed(rec));
-            let status = r.status();
-            if status.state == state::STOPPED {
-                log::info!("Python probes in pid {}: {}", w.pid, status.message);
-            } else if status.state == state::ACTIVE && alive() {
-                log::warn!(
-                    "Python probes in pid {}: still set after {}s (the GIL never came); they \
-                     stay until the process ends, writing nowhere",
-                    w.pid,
-                    STOP_WAIT.as_secs()
-                );
-            }
-        }
+        let token = self.token;
+        let mut watched = self.lock();
+        poll(&mut watched, token);
+        collect_last(&mut watched);
     }
 
     /// Puts the spans, probes, stacks and exception events into `rec`, with what was lost.
     pub fn finish(self, rec: &mut Recording) {
-        for mut w in self.watched {
-            let Some(mut ring) = w.ring.take() else {
-                if w.said.is_none() {
-                    log::warn!(
-                        "Python probes off for pid {}: the library never reported (not a CPython \
-                         command run directly, or it ended first)",
-                        w.pid
-                    );
+        let watched = std::mem::take(&mut *self.lock());
+        finish(watched, rec);
+    }
+}
+
+/// Finds rings that appeared, reads what the libraries wrote, and says what they report.
+fn poll(watched: &mut [Watched], token: u64) {
+    for w in watched.iter_mut() {
+        if w.ring.is_none() {
+            w.ring = RingReader::find(w.pid, token);
+        }
+        let Some(ring) = w.ring.as_mut() else {
+            continue;
+        };
+        ring.drain(|r| w.spans.feed(r));
+        let status = ring.status();
+        if w.said != Some(status.state) {
+            w.said = Some(status.state);
+            match status.state {
+                state::ACTIVE => {
+                    log::info!("Python probes in pid {}: {}", w.pid, status.message)
                 }
-                continue;
-            };
-            let status = ring.status();
-            let lost = &mut rec.meta.lost;
-            lost.python_span_records += status.dropped;
-            lost.python_values_cut += status.truncated;
-            lost.python_events_reentered += status.reentered;
-            lost.unmatched_span_returns += w.spans.unmatched_exits;
-            let n = w.spans.into_recording(w.pid, rec);
-            if status.state == state::FAILED {
-                continue;
+                state::FAILED => {
+                    log::warn!("Python probes off for pid {}: {}", w.pid, status.message)
+                }
+                _ => {}
             }
-            log::info!(
-                "Python probes in pid {}: {n} spans from {} function(s)",
+        }
+        if status.state == state::PENDING && w.since.elapsed() > GIL_WAIT {
+            log::warn!(
+                "Python probes off for pid {}: no GIL-safe moment within {}s (the \
+                     interpreter holds the GIL in native code, or is not running Python)",
                 w.pid,
-                status.probed
+                GIL_WAIT.as_secs()
+            );
+            ring.request_stop();
+            w.said = Some(state::FAILED);
+        }
+    }
+}
+
+/// Asks every library to remove its probes and reads the last records.
+fn collect_last(watched: &mut [Watched]) {
+    for w in watched.iter_mut() {
+        if let Some(r) = w.ring.as_mut() {
+            r.request_stop();
+        }
+    }
+    let deadline = Instant::now() + STOP_WAIT;
+    for w in watched.iter_mut() {
+        let Some(r) = w.ring.as_mut() else {
+            continue;
+        };
+        let alive = || std::path::Path::new(&format!("/proc/{}", w.pid)).exists();
+        while !r.ended() && Instant::now() < deadline && alive() {
+            r.drain(|rec| w.spans.feed(rec));
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        r.drain(|rec| w.spans.feed(rec));
+        let status = r.status();
+        if status.state == state::STOPPED {
+            log::info!("Python probes in pid {}: {}", w.pid, status.message);
+        } else if status.state == state::ACTIVE && alive() {
+            log::warn!(
+                "Python probes in pid {}: still set after {}s (the GIL never came); they \
+                     stay until the process ends, writing nowhere",
+                w.pid,
+                STOP_WAIT.as_secs()
             );
         }
+    }
+}
+
+/// The spans, probes, stacks and exception events of every watched process into `rec`.
+fn finish(watched: Vec<Watched>, rec: &mut Recording) {
+    for mut w in watched {
+        let Some(mut ring) = w.ring.take() else {
+            if w.said.is_none() {
+                log::warn!(
+                    "Python probes off for pid {}: the library never reported (not a CPython \
+                         command run directly, or it ended first)",
+                    w.pid
+                );
+            }
+            continue;
+        };
+        let status = ring.status();
+        let lost = &mut rec.meta.lost;
+        lost.python_span_records += status.dropped;
+        lost.python_values_cut += status.truncated;
+        lost.python_events_reentered += status.reentered;
+        lost.unmatched_span_returns += w.spans.unmatched_exits;
+        let n = w.spans.into_recording(w.pid, rec);
+        if status.state == state::FAILED {
+            continue;
+        }
+        log::info!(
+            "Python probes in pid {}: {n} spans from {} function(s)",
+            w.pid,
+            status.probed
+        );
     }
 }

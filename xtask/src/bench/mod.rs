@@ -23,6 +23,7 @@ mod llm;
 mod load;
 mod memory;
 mod postproc;
+mod pyprobe;
 mod python;
 mod unwind;
 
@@ -77,9 +78,9 @@ pub fn run(root: &Path, runs: usize, rounds: u64, only: Option<&str>) -> Result<
     if !is_root() {
         bail!("benchmarks attach BPF programs and need root: run `sudo -E cargo xtask bench`");
     }
-    const SECTIONS: [&str; 13] = [
+    const SECTIONS: [&str; 14] = [
         "cpu", "unwind", "load", "python", "llm", "probe", "cuda", "events", "postproc", "agent",
-        "debug", "memory", "fuzz",
+        "debug", "memory", "pyprobe", "fuzz",
     ];
     if let Some(other) = only.filter(|o| !SECTIONS.contains(o)) {
         bail!("--only takes one of {}, not {other:?}", SECTIONS.join(", "));
@@ -123,6 +124,9 @@ pub fn run(root: &Path, runs: usize, rounds: u64, only: Option<&str>) -> Result<
     }
     if matches!(only, None | Some("memory")) {
         memory::memory(root, runs, &mut report)?;
+    }
+    if matches!(only, None | Some("pyprobe")) {
+        pyprobe::pyprobe(root, runs, &mut report)?;
     }
     if matches!(only, None | Some("fuzz")) {
         crate::fuzz::bench(root, &mut report)?;

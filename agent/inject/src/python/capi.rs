@@ -87,6 +87,16 @@ fn sym(name: &CStr) -> Option<*mut c_void> {
     (!p.is_null()).then_some(p)
 }
 
+/// A symbol's address as the function pointer type `F`.
+///
+/// # Safety
+/// `F` is a function pointer type matching the symbol's C signature.
+unsafe fn cast<F: Copy>(p: *mut c_void) -> F {
+    assert_eq!(std::mem::size_of::<F>(), std::mem::size_of::<*mut c_void>());
+    // SAFETY: the caller's promise; both are one pointer wide.
+    unsafe { std::mem::transmute_copy(&p) }
+}
+
 macro_rules! resolve {
     ($($name:ident),* ; none = $none:expr) => {{
         Some(Api {
@@ -94,7 +104,7 @@ macro_rules! resolve {
                 // SAFETY: the symbol is CPython's function of that name, whose C signature is
                 // the field's type (stable API, unchanged since 3.12).
                 $name: unsafe {
-                    std::mem::transmute::<*mut c_void, _>(sym(CStr::from_bytes_with_nul_unchecked(
+                    cast(sym(CStr::from_bytes_with_nul_unchecked(
                         concat!(stringify!($name), "\0").as_bytes(),
                     ))?)
                 },

@@ -212,8 +212,8 @@ impl Probes {
             Some(c) => {
                 c.flags |= fl;
                 c.ret = ret;
-                // SAFETY: GIL held; names this entry owned.
                 for a in std::mem::replace(&mut c.args, args) {
+                    // SAFETY: GIL held; a name this entry owned.
                     unsafe { (api.Py_DecRef)(a) };
                 }
                 c.id

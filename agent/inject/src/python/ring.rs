@@ -14,6 +14,13 @@ use modelprobe_common::pyprobe::{
     VERSION,
 };
 
+/// The header's counters.
+enum Counter {
+    Dropped,
+    Truncated,
+    Reentered,
+}
+
 /// A mapped ring.
 pub struct Ring {
     base: *mut u8,
@@ -134,22 +141,29 @@ impl Ring {
         unsafe { (*self.header()).probed_codes = probed_codes };
     }
 
-    /// Adds one to a counter field (`dropped`, `truncated`, `reentered`).
-    fn count(&self, field: fn(*mut RingHeader) -> *mut u64) {
+    /// Adds one to a counter of the header.
+    fn count(&self, which: Counter) {
+        let h = self.header();
         // SAFETY: a field of our live header.
-        unsafe { RingHeader::atomic_u64(field(self.header())) }.fetch_add(1, Ordering::Relaxed);
+        let field = unsafe {
+            match which {
+                Counter::Dropped => std::ptr::addr_of_mut!((*h).dropped),
+                Counter::Truncated => std::ptr::addr_of_mut!((*h).truncated),
+                Counter::Reentered => std::ptr::addr_of_mut!((*h).reentered),
+            }
+        };
+        // SAFETY: as above, 8-aligned.
+        unsafe { RingHeader::atomic_u64(field) }.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a value cut to [`wire::TEXT_MAX`].
     pub fn count_truncated(&self) {
-        // SAFETY (of the pointer arithmetic in the closure): `h` is our live header.
-        self.count(|h| unsafe { std::ptr::addr_of_mut!((*h).truncated) });
+        self.count(Counter::Truncated);
     }
 
     /// Counts an event skipped because a callback was already running on its thread.
     pub fn count_reentered(&self) {
-        // SAFETY (of the pointer arithmetic in the closure): `h` is our live header.
-        self.count(|h| unsafe { std::ptr::addr_of_mut!((*h).reentered) });
+        self.count(Counter::Reentered);
     }
 
     /// Writes one record (see [`encode`]); counts it as dropped when the ring is full.
@@ -157,8 +171,7 @@ impl Ring {
         let extra: usize = 4 * ids.len() + texts.iter().map(|t| wire::text_len(t)).sum::<usize>();
         let len = record_len(std::mem::size_of::<T>(), extra);
         if len > u16::MAX as usize {
-            // SAFETY (of the closure): `h` is our live header.
-            self.count(|h| unsafe { std::ptr::addr_of_mut!((*h).dropped) });
+            self.count(Counter::Dropped);
             return;
         }
         // SAFETY: fields of our live header; `head` only changes here (one writer).
@@ -175,8 +188,7 @@ impl Ring {
         let room_to_end = DATA_BYTES - pos;
         let pad = if room_to_end < len { room_to_end } else { 0 };
         if size - (head - tail) < (pad + len) as u64 {
-            // SAFETY (of the closure): `h` is our live header.
-            self.count(|h| unsafe { std::ptr::addr_of_mut!((*h).dropped) });
+            self.count(Counter::Dropped);
             return;
         }
         // SAFETY: [pos, pos + len) (or the pad header) lies in the data area, which the reader
