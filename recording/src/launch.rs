@@ -166,3 +166,60 @@ mod tests {
         assert!(launch_of(&rec, &ops[3]).is_none());
     }
 }
+
+/// The spans of some probes (the PyTorch pack's module calls) by thread, to find the ones a
+/// launch happened inside: what charges GPU work to the layers that launched it.
+#[derive(Debug, Default)]
+pub struct Enclosing {
+    /// Span indices by (pid, tid), in start order.
+    by_thread: HashMap<(u32, u32), Vec<u32>>,
+}
+
+impl Enclosing {
+    /// The spans of `rec` whose probe `keep` accepts.
+    pub fn new(rec: &Recording, keep: impl Fn(u32) -> bool) -> Enclosing {
+        let mut by_thread: HashMap<(u32, u32), Vec<u32>> = HashMap::new();
+        for (i, s) in rec.spans.iter().enumerate() {
+            if keep(s.probe) {
+                by_thread.entry((s.pid, s.tid)).or_default().push(i as u32);
+            }
+        }
+        for list in by_thread.values_mut() {
+            list.sort_by_key(|&i| rec.spans[i as usize].start_ns);
+        }
+        Enclosing { by_thread }
+    }
+
+    /// True when no span was kept.
+    pub fn is_empty(&self) -> bool {
+        self.by_thread.is_empty()
+    }
+
+    /// The kept spans of thread `(pid, tid)` running at `t`, outermost first (span indices).
+    pub fn at(&self, rec: &Recording, pid: u32, tid: u32, t: u64) -> Vec<u32> {
+        let Some(list) = self.by_thread.get(&(pid, tid)) else {
+            return Vec::new();
+        };
+        let end = list.partition_point(|&i| rec.spans[i as usize].start_ns <= t);
+        let mut out: Vec<u32> = list[..end]
+            .iter()
+            .rev()
+            .copied()
+            .filter(|&i| rec.spans[i as usize].end_ns >= t)
+            .take(64)
+            .collect();
+        out.reverse();
+        out
+    }
+
+    /// The kept spans a GPU op was launched inside, outermost first.
+    pub fn of_op(&self, rec: &Recording, op: &GpuOp) -> Vec<u32> {
+        if self.is_empty() {
+            return Vec::new();
+        }
+        match launch_of(rec, op) {
+            Some(l) => self.at(rec, l.pid, l.tid, l.start_ns),
+            None => Vec::new(),
+        }
+    }
+}

@@ -429,3 +429,61 @@ fn pytorch_pack_names_modules_by_path_and_no_packs_turns_it_off() {
     assert!(!run.stderr().contains("Python probes"), "{}", run.stderr());
     assert!(python_spans(&read_recording(&off.join("rec"))).is_empty());
 }
+
+#[test]
+fn transformers_pack_times_generate_and_counts_tokens() {
+    if !require_bpf("transformers_pack_times_generate_and_counts_tokens") {
+        return;
+    }
+    let _bpf = bpf_lock();
+    let out = scratch_dir("python-probes-transformers");
+    let run = run_agent(
+        Command::new(modelprobe_bin())
+            .args(["run", "-o"])
+            .arg(out.join("rec"))
+            .arg("--")
+            .arg(python312())
+            .arg(fixtures().join("transformers_app.py")),
+        Duration::from_secs(60),
+    );
+    run.assert_success();
+    let rec = read_recording(&out.join("rec"));
+    let spans = python_spans(&rec);
+    let names: Vec<&str> = spans.iter().map(|(f, _)| f.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "transformers.tokenization_utils_base.PreTrainedTokenizerBase.encode",
+            "transformers.generation.utils.GenerationMixin.generate",
+            "Tiny",
+            "Tiny",
+            "Tiny",
+            "transformers.tokenization_utils_base.PreTrainedTokenizerBase.decode",
+        ],
+        "{}",
+        run.stderr()
+    );
+    assert_eq!(spans[0].1["attrs"]["return"], "len=5", "tokens encoded");
+    assert_eq!(
+        spans[5].1["attrs"]["args"], "len(token_ids)=8",
+        "tokens decoded"
+    );
+    let generate = &spans[1].1;
+    for (_, step) in &spans[2..5] {
+        assert_eq!(step["depth"], 1, "each step's forward under generate");
+        assert!(step["start_ns"].as_u64() >= generate["start_ns"].as_u64());
+    }
+    let probes = rec["probes"].as_array().unwrap();
+    let pack = |f: &str| {
+        probes
+            .iter()
+            .find(|p| p["function"] == f)
+            .map(|p| p["pack"].clone())
+            .unwrap()
+    };
+    assert_eq!(pack("Tiny"), "pytorch");
+    assert_eq!(
+        pack("transformers.generation.utils.GenerationMixin.generate"),
+        "transformers"
+    );
+}

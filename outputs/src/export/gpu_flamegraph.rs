@@ -5,6 +5,8 @@
 //! `[memcpy HtoD]` / `[memset]` as the leaf: `process;outer;...;inner;kernel NS`. Work whose
 //! launch stack is unknown goes under `process;[unknown launch stack]` (then `[thread NAME]`
 //! when the launching thread is known), so the graph's total is all the GPU time recorded.
+//! Work launched inside PyTorch module calls (the `pytorch` pack's spans) goes under those
+//! modules first, outermost first: `process;LM;model (Model);model.layers.0 (Layer);...`.
 use std::{
     collections::{BTreeMap, HashMap},
     fs::File,
@@ -19,7 +21,7 @@ use super::{
     Exporter,
 };
 use crate::{
-    recording::{FrameKind, GpuDetail, Recording},
+    recording::{launch::Enclosing, FrameKind, GpuDetail, Recording},
     Error, Result,
 };
 
@@ -38,6 +40,8 @@ pub struct GpuFlameGraph;
 #[derive(PartialEq, Eq, Hash)]
 struct Key {
     pid: u32,
+    /// Probes of the PyTorch module calls it was launched inside, outermost first.
+    layers: Vec<u32>,
     stack: Option<u32>,
     thread: Option<u32>,
     leaf: Leaf,
@@ -54,6 +58,11 @@ enum Leaf {
 /// memsets.
 pub fn gpu_folded(rec: &Recording) -> BTreeMap<String, u64> {
     let mut by_key: HashMap<Key, u64> = HashMap::new();
+    let modules = Enclosing::new(rec, |p| {
+        rec.probes
+            .get(p as usize)
+            .is_some_and(|p| p.pack.as_deref() == Some("pytorch"))
+    });
     for op in rec.gpu.ops.iter().filter(|op| is_gpu_work(op)) {
         let leaf = match &op.detail {
             GpuDetail::Kernel { .. } => Leaf::Kernel(op.name),
@@ -65,8 +74,14 @@ pub fn gpu_folded(rec: &Recording) -> BTreeMap<String, u64> {
             Some(_) => None,
             None => launch_of(rec, op).map(|l| l.tid),
         };
+        let layers = modules
+            .of_op(rec, op)
+            .into_iter()
+            .map(|s| rec.spans[s as usize].probe)
+            .collect();
         let key = Key {
             pid: op.pid,
+            layers,
             stack,
             thread,
             leaf,
@@ -85,6 +100,10 @@ pub fn gpu_folded(rec: &Recording) -> BTreeMap<String, u64> {
             .entry(key.pid)
             .or_insert_with(|| sanitize(&rec.process_name(key.pid)))
             .clone();
+        for &probe in &key.layers {
+            line.push(';');
+            line.push_str(&sanitize(&rec.probes[probe as usize].function));
+        }
         match key.stack {
             Some(stack) => {
                 for &f in &rec.stacks[stack as usize] {
@@ -217,6 +236,23 @@ mod tests {
             .sum();
         assert_eq!(folded.values().sum::<u64>(), gpu_time);
         assert_eq!(gpu_time, 730_000);
+    }
+
+    #[test]
+    fn gpu_time_goes_under_the_pytorch_modules_that_launched_it() {
+        let folded = gpu_folded(&crate::recording::fixtures::with_a_layer());
+        assert_eq!(
+            folded.get("trainer;model.layers.0 (Layer);main;train_step;launch_gemm;gemm(float*, float*, int)"),
+            Some(&300_000)
+        );
+        assert!(
+            !folded.contains_key("trainer;main;train_step;launch_gemm;gemm(float*, float*, int)")
+        );
+        assert_eq!(
+            folded.values().sum::<u64>(),
+            730_000,
+            "every ns still counted once"
+        );
     }
 
     #[test]

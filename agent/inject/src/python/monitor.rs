@@ -39,6 +39,8 @@ struct Code {
     flags: u16,
     /// Interned argument names whose values are kept (owned references).
     args: Vec<Obj>,
+    /// How the arguments are described (`repr`, or length for the packs' token counts).
+    arg_mode: RetMode,
     ret: RetMode,
 }
 
@@ -195,7 +197,7 @@ impl Probes {
             return c.id;
         }
         // SAFETY: GIL held; `code` is a live code object.
-        unsafe { self.add_code(code, b"", 0, Vec::new(), RetMode::None) }
+        unsafe { self.add_code(code, b"", 0, Vec::new(), RetMode::Repr, RetMode::None) }
     }
 
     /// Registers `code` (or updates its flags) and sends its names.
@@ -205,6 +207,7 @@ impl Probes {
         module: &[u8],
         fl: u16,
         args: Vec<Obj>,
+        arg_mode: RetMode,
         ret: RetMode,
     ) -> u32 {
         let api = self.api.clone();
@@ -212,6 +215,7 @@ impl Probes {
             Some(c) => {
                 c.flags |= fl;
                 c.ret = ret;
+                c.arg_mode = arg_mode;
                 for a in std::mem::replace(&mut c.args, args) {
                     // SAFETY: GIL held; a name this entry owned.
                     unsafe { (api.Py_DecRef)(a) };
@@ -229,6 +233,7 @@ impl Probes {
                         id,
                         flags: fl,
                         args,
+                        arg_mode,
                         ret,
                     },
                 );
@@ -370,7 +375,7 @@ unsafe fn enter(args: *const Obj, nargs: isize, fl: u16) -> Obj {
             if c.flags & flags::PROBED == 0 {
                 return;
             }
-            let (id, cflags, want_args) = (c.id, c.flags, !c.args.is_empty());
+            let (id, cflags, want_args, arg_mode) = (c.id, c.flags, !c.args.is_empty(), c.arg_mode);
             let time_ns = now_ns();
             let api = p.api.clone();
             let frame = (api.PyEval_GetFrame)();
@@ -403,14 +408,24 @@ unsafe fn enter(args: *const Obj, nargs: isize, fl: u16) -> Obj {
                     if i > 0 {
                         text.extend_from_slice(b", ");
                     }
+                    // `name=repr`, or `len(name)=N`.
+                    let by_len = arg_mode == RetMode::Len;
+                    if by_len {
+                        text.extend_from_slice(b"len(");
+                    }
                     text.extend_from_slice(api.utf8(name));
-                    text.push(b'=');
+                    text.extend_from_slice(if by_len { b")=" } else { b"=" });
                     let v = (api.PyFrame_GetVar)(frame, name);
                     if v.is_null() {
                         (api.PyErr_Clear)();
                         text.push(b'?');
+                    } else if by_len {
+                        let n = (api.PyObject_Size)(v);
+                        (api.PyErr_Clear)();
+                        text.extend_from_slice(n.to_string().as_bytes());
+                        (api.Py_DecRef)(v);
                     } else {
-                        p.describe(v, RetMode::Repr, &mut text);
+                        p.describe(v, arg_mode, &mut text);
                         (api.Py_DecRef)(v);
                     }
                 }
@@ -525,23 +540,25 @@ unsafe extern "C" fn on_unwind(_m: Obj, args: *const Obj, nargs: isize) -> Obj {
     unsafe { exit(args, nargs, flags::RAISED) }
 }
 
-/// `_mp_register(code, module, argnames, ret, flags)`: called by the setup code for each code
-/// object it sets local events on. `ret`: 0 none, 1 `repr`, 2 `len`.
+/// `_mp_register(code, module, argnames, ret, flags, by_len)`: called by the setup code for
+/// each code object it sets local events on. `ret`: 0 none, 1 `repr`, 2 `len`; `by_len`: 1
+/// describes the arguments by their length.
 unsafe extern "C" fn register(_m: Obj, args: *const Obj, nargs: isize) -> Obj {
     // SAFETY: the setup code's call, GIL held.
     unsafe {
-        let (code, module, names, ret, fl) = (
+        let (code, module, names, ret, fl, by_len) = (
             arg(args, nargs, 0),
             arg(args, nargs, 1),
             arg(args, nargs, 2),
             arg(args, nargs, 3),
             arg(args, nargs, 4),
+            arg(args, nargs, 5),
         );
         let Some(p) = (*PROBES.0.get()).as_mut() else {
             return std::ptr::null_mut();
         };
         let api = p.api.clone();
-        if code.is_null() || names.is_null() || ret.is_null() || fl.is_null() {
+        if code.is_null() || names.is_null() || ret.is_null() || fl.is_null() || by_len.is_null() {
             return api.new_none();
         }
         let mut keep = Vec::new();
@@ -556,12 +573,17 @@ unsafe extern "C" fn register(_m: Obj, args: *const Obj, nargs: isize) -> Obj {
             _ => RetMode::None,
         };
         let fl = (api.PyLong_AsLong)(fl) as u16 | flags::PROBED;
+        let arg_mode = if (api.PyLong_AsLong)(by_len) == 1 {
+            RetMode::Len
+        } else {
+            RetMode::Repr
+        };
         let module = api.utf8(module);
         let was_probed = p
             .codes
             .get(&(code as usize))
             .is_some_and(|c| c.flags & flags::PROBED != 0);
-        let id = p.add_code(code, module, fl, keep, ret);
+        let id = p.add_code(code, module, fl, keep, arg_mode, ret);
         if !was_probed {
             p.probed += 1;
             p.ring.set_probed(p.probed);

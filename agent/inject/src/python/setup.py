@@ -15,24 +15,25 @@ _PACK_TORCH, _PACK_OTHER = 32, 64
 _RET_NONE, _RET_REPR, _RET_LEN = 0, 1, 2
 _CO_NEWLOCALS = 2
 
-# Built-in packs: (module, qualname, keep args, return value, flags).
+# Built-in packs: (module, qualname, keep args, return value, flags, argument names whose
+# length is kept). Token counts: encode's result, decode's `token_ids`.
 _PACKS = {
-    "pytorch": [("torch.nn.modules.module", "Module._call_impl", 0, _RET_NONE, _PACK_TORCH)],
+    "pytorch": [("torch.nn.modules.module", "Module._call_impl", 0, _RET_NONE, _PACK_TORCH, ())],
     "transformers": [
-        ("transformers.generation.utils", "GenerationMixin.generate", 0, _RET_NONE, _PACK_OTHER),
-        ("transformers.tokenization_utils_base", "PreTrainedTokenizerBase.encode", 0, _RET_LEN, _PACK_OTHER),
-        ("transformers.tokenization_utils_base", "PreTrainedTokenizerBase.decode", 0, _RET_LEN, _PACK_OTHER),
-        ("transformers.tokenization_utils_base", "PreTrainedTokenizerBase.batch_decode", 0, _RET_LEN, _PACK_OTHER),
+        ("transformers.generation.utils", "GenerationMixin.generate", 0, _RET_NONE, _PACK_OTHER, ()),
+        ("transformers.tokenization_utils_base", "PreTrainedTokenizerBase.encode", 0, _RET_LEN, _PACK_OTHER, ()),
+        ("transformers.tokenization_utils_base", "PreTrainedTokenizerBase.decode", 0, _RET_NONE, _PACK_OTHER, ("token_ids",)),
+        ("transformers.tokenization_utils_base", "PreTrainedTokenizerBase.batch_decode", 0, _RET_LEN, _PACK_OTHER, ()),
     ],
     "vllm": [
-        ("vllm.engine.llm_engine", "LLMEngine.step", 0, _RET_LEN, _PACK_OTHER),
-        ("vllm.v1.engine.core", "EngineCore.step", 0, _RET_NONE, _PACK_OTHER),
-        ("vllm.core.scheduler", "Scheduler.schedule", 0, _RET_NONE, _PACK_OTHER),
-        ("vllm.v1.core.sched.scheduler", "Scheduler.schedule", 0, _RET_NONE, _PACK_OTHER),
+        ("vllm.engine.llm_engine", "LLMEngine.step", 0, _RET_LEN, _PACK_OTHER, ()),
+        ("vllm.v1.engine.core", "EngineCore.step", 0, _RET_NONE, _PACK_OTHER, ()),
+        ("vllm.core.scheduler", "Scheduler.schedule", 0, _RET_NONE, _PACK_OTHER, ()),
+        ("vllm.v1.core.sched.scheduler", "Scheduler.schedule", 0, _RET_NONE, _PACK_OTHER, ()),
     ],
 }
 
-_specs = []      # (module glob, qualname glob, args, ret, flags)
+_specs = []      # (module glob, qualname glob, args, ret, flags, names kept by length)
 _probed = {}     # id(code) -> code, every code object with local events
 _active = False
 _tool = None
@@ -44,7 +45,7 @@ def _config():
         key, _, value = line.partition("=")
         if key == "probe":
             module, qual, nargs, ret = value.split("\t")
-            _specs.append((module, qual, int(nargs), int(ret), 0))
+            _specs.append((module, qual, int(nargs), int(ret), 0, ()))
         elif key == "pack":
             _specs.extend(_PACKS.get(value, ()))
 
@@ -108,9 +109,9 @@ def _probe_module(module):
     if not specs:
         return
     for code in _functions(module, name, set()):
-        for _, qual, nargs, ret, flags in specs:
-            if fnmatchcase(code.co_qualname, qual):
-                _probe(code, name, nargs, ret, flags)
+        for spec in specs:
+            if fnmatchcase(code.co_qualname, spec[1]):
+                _probe(code, name, spec)
                 break
 
 
@@ -123,9 +124,9 @@ def _probe_code(code, name):
     for c in _nested(code, set()):
         if not c.co_flags & _CO_NEWLOCALS:
             continue  # the module's own code, class bodies
-        for _, qual, nargs, ret, flags in specs:
-            if fnmatchcase(c.co_qualname, qual):
-                _probe(c, name, nargs, ret, flags)
+        for spec in specs:
+            if fnmatchcase(c.co_qualname, spec[1]):
+                _probe(c, name, spec)
                 break
 
 
@@ -135,11 +136,16 @@ def _mp_main(code):
         _probe_code(code, "__main__")
 
 
-def _probe(code, module, nargs, ret, flags):
+def _probe(code, module, spec):
     if id(code) in _probed:
         return
-    names = code.co_varnames[: min(nargs, code.co_argcount + code.co_kwonlyargcount)]
-    _mp_register(code, module, tuple(names), ret, flags)
+    _, _, nargs, ret, flags, by_length = spec
+    params = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
+    if by_length:
+        names, by_len = tuple(n for n in by_length if n in params), 1
+    else:
+        names, by_len = tuple(params[:nargs]), 0
+    _mp_register(code, module, names, ret, flags, by_len)
     _M.set_local_events(_tool, code, _LOCAL)
     _probed[id(code)] = code
     if flags & _PACK_TORCH:
@@ -232,6 +238,10 @@ _finder = _Finder()
 
 def _mp_setup():
     global _tool, _active
+    if hasattr(sys, "_is_gil_enabled") and not sys._is_gil_enabled():
+        raise RuntimeError(
+            "free-threaded CPython with the GIL off is not supported (the callbacks rely on it)"
+        )
     _config()
     for tool in (4, 3, 2, 5):
         if _M.get_tool(tool) is None:
