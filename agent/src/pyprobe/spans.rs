@@ -204,6 +204,15 @@ impl Assembler {
         }
     }
 
+    /// The names of code `id` (`[code N]` if its record never came: the library re-sends a
+    /// dropped one, so only a ring read from the middle lacks one).
+    fn code(&self, id: u32) -> CodeDef {
+        self.codes.get(&id).cloned().unwrap_or_else(|| CodeDef {
+            qualname: format!("[code {id}]"),
+            ..CodeDef::default()
+        })
+    }
+
     /// Calls still running, as spans without an end.
     pub fn close_open(&mut self) {
         for (tid, open) in std::mem::take(&mut self.open) {
@@ -224,7 +233,7 @@ impl Assembler {
         let mut frames = FrameInterner::new(rec);
         let mut out = Vec::with_capacity(self.spans.len());
         for s in &self.spans {
-            let def = self.codes.get(&s.code).cloned().unwrap_or_default();
+            let def = self.code(s.code);
             let probe = *probe_of.entry((s.code, s.label)).or_insert_with(|| {
                 let function = match self.labels.get(&s.label) {
                     Some(l) if s.label != 0 => l.clone(),
@@ -274,7 +283,7 @@ impl Assembler {
         }
         for &(time_ns, tid, i) in &self.escaped {
             let s = &self.spans[i];
-            let def = self.codes.get(&s.code).cloned().unwrap_or_default();
+            let def = self.code(s.code);
             let with_self = s.stack.iter().rev().copied().chain(std::iter::once(s.code));
             let stack = frames.stack(rec, &self.codes, with_self);
             rec.events.push(Event {

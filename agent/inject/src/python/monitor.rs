@@ -42,6 +42,11 @@ struct Code {
     /// How the arguments are described (`repr`, or length for the packs' token counts).
     arg_mode: RetMode,
     ret: RetMode,
+    /// The module's name, as registered.
+    module: Vec<u8>,
+    /// Its `CODE` record made it into the ring (else it is sent again before its next use: a
+    /// span never refers to a code the agent was not told about).
+    sent: bool,
 }
 
 /// Everything the callbacks share, behind the GIL.
@@ -194,7 +199,12 @@ impl Probes {
     /// The id of a code object, registering it (names sent, a reference kept) on first sight.
     unsafe fn code_id(&mut self, code: Obj) -> u32 {
         if let Some(c) = self.codes.get(&(code as usize)) {
-            return c.id;
+            let id = c.id;
+            if !c.sent {
+                // SAFETY: GIL held; `code` is a live code object in the table.
+                unsafe { self.send_code(code) };
+            }
+            return id;
         }
         // SAFETY: GIL held; `code` is a live code object.
         unsafe { self.add_code(code, b"", 0, Vec::new(), RetMode::Repr, RetMode::None) }
@@ -216,6 +226,7 @@ impl Probes {
                 c.flags |= fl;
                 c.ret = ret;
                 c.arg_mode = arg_mode;
+                c.module = module.to_vec();
                 for a in std::mem::replace(&mut c.args, args) {
                     // SAFETY: GIL held; a name this entry owned.
                     unsafe { (api.Py_DecRef)(a) };
@@ -235,13 +246,27 @@ impl Probes {
                         args,
                         arg_mode,
                         ret,
+                        module: module.to_vec(),
+                        sent: false,
                     },
                 );
                 id
             }
         };
+        // SAFETY: GIL held; `code` is in the table now.
+        unsafe { self.send_code(code) };
+        id
+    }
+
+    /// Sends the `CODE` record of `code` (in the table), noting whether it made it.
+    unsafe fn send_code(&mut self, code: Obj) {
+        let api = self.api.clone();
+        let Some(c) = self.codes.get(&(code as usize)) else {
+            return;
+        };
+        let (id, fl, module) = (c.id, c.flags, c.module.clone());
         // SAFETY: GIL held; attributes of a live code object, released after use.
-        unsafe {
+        let sent = unsafe {
             let attr = |name: &CStr| (api.PyObject_GetAttrString)(code, name.as_ptr());
             let qual = attr(c"co_qualname");
             let file = attr(c"co_filename");
@@ -254,23 +279,26 @@ impl Probes {
             let rec = CodeRecord {
                 id,
                 first_line,
-                flags: self.codes[&(code as usize)].flags,
+                flags: fl,
                 _pad: [0; 3],
             };
-            self.ring.push(
+            let sent = self.ring.push(
                 kind::CODE,
                 0,
                 &rec,
                 &[],
-                &[cut(api.utf8(qual)).0, cut(api.utf8(file)).0, cut(module).0],
+                &[cut(api.utf8(qual)).0, cut(api.utf8(file)).0, cut(&module).0],
             );
             for o in [qual, file, line] {
                 if !o.is_null() {
                     (api.Py_DecRef)(o);
                 }
             }
+            sent
+        };
+        if let Some(c) = self.codes.get_mut(&(code as usize)) {
+            c.sent = sent;
         }
-        id
     }
 
     /// The label of the PyTorch module `frame`'s `self`.
@@ -295,13 +323,18 @@ impl Probes {
                     if cut_short {
                         self.ring.count_truncated();
                     }
-                    self.ring
-                        .push(kind::LABEL, 0, &LabelRecord { id, _pad: 0 }, &[], &[t]);
+                    let sent =
+                        self.ring
+                            .push(kind::LABEL, 0, &LabelRecord { id, _pad: 0 }, &[], &[t]);
                     if !text.is_null() {
                         (api.Py_DecRef)(text);
                     }
-                    self.labels.insert(module as usize, id);
-                    id
+                    if sent {
+                        self.labels.insert(module as usize, id);
+                        id
+                    } else {
+                        0
+                    }
                 }
             };
             (api.Py_DecRef)(module);
@@ -376,6 +409,9 @@ unsafe fn enter(args: *const Obj, nargs: isize, fl: u16) -> Obj {
                 return;
             }
             let (id, cflags, want_args, arg_mode) = (c.id, c.flags, !c.args.is_empty(), c.arg_mode);
+            if !c.sent {
+                p.send_code(code);
+            }
             let time_ns = now_ns();
             let api = p.api.clone();
             let frame = (api.PyEval_GetFrame)();

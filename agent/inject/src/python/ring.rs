@@ -166,13 +166,21 @@ impl Ring {
         self.count(Counter::Reentered);
     }
 
-    /// Writes one record (see [`encode`]); counts it as dropped when the ring is full.
-    pub fn push<T: Copy>(&self, kind: u16, tid: u32, fixed: &T, ids: &[u32], texts: &[&[u8]]) {
+    /// Writes one record (see [`encode`]); counts it as dropped when the ring is full (and
+    /// returns false).
+    pub fn push<T: Copy>(
+        &self,
+        kind: u16,
+        tid: u32,
+        fixed: &T,
+        ids: &[u32],
+        texts: &[&[u8]],
+    ) -> bool {
         let extra: usize = 4 * ids.len() + texts.iter().map(|t| wire::text_len(t)).sum::<usize>();
         let len = record_len(std::mem::size_of::<T>(), extra);
         if len > u16::MAX as usize {
             self.count(Counter::Dropped);
-            return;
+            return false;
         }
         // SAFETY: fields of our live header; `head` only changes here (one writer).
         let (head_a, tail) = unsafe {
@@ -189,7 +197,7 @@ impl Ring {
         let pad = if room_to_end < len { room_to_end } else { 0 };
         if size - (head - tail) < (pad + len) as u64 {
             self.count(Counter::Dropped);
-            return;
+            return false;
         }
         // SAFETY: [pos, pos + len) (or the pad header) lies in the data area, which the reader
         // does not touch until `head` is published below.
@@ -205,6 +213,7 @@ impl Ring {
             encode(out, kind, tid, fixed, ids, texts);
         }
         head_a.store(head + len as u64, Ordering::Release);
+        true
     }
 }
 
