@@ -152,6 +152,11 @@ fn python_spans_are_exact_on_3_12_and_3_13() {
             ["<module> (probed_app.py)", "boom (probed_app.py)"]
         );
         assert_eq!(rec["meta"]["lost"]["python_span_records"], 0);
+        let trace = std::fs::read_to_string(out.join("rec/trace.json")).unwrap();
+        assert!(
+            trace.contains("__main__.C.m"),
+            "Python spans on the timeline"
+        );
         let report = report_rows(&out.join("rec"), "spans");
         assert_eq!(
             row(&report, "__main__.boom")[9],
@@ -489,5 +494,79 @@ fn transformers_pack_times_generate_and_counts_tokens() {
     assert_eq!(
         pack("transformers.generation.utils.GenerationMixin.generate"),
         "transformers"
+    );
+
+    // vLLM's engine steps, with the batch each returned.
+    let vllm = scratch_dir("python-probes-vllm");
+    let run = run_agent(
+        Command::new(modelprobe_bin())
+            .args(["run", "-o"])
+            .arg(vllm.join("rec"))
+            .arg("--")
+            .arg(python312())
+            .arg(fixtures().join("vllm_app.py")),
+        Duration::from_secs(60),
+    );
+    run.assert_success();
+    let rec = read_recording(&vllm.join("rec"));
+    let steps: Vec<(String, Value)> = python_spans(&rec);
+    let batches: Vec<&Value> = steps.iter().map(|(_, s)| &s["attrs"]["return"]).collect();
+    assert_eq!(batches, ["len=3", "len=2", "len=1"], "{steps:?}");
+    assert!(steps
+        .iter()
+        .all(|(f, _)| f == "vllm.engine.llm_engine.LLMEngine.step"));
+}
+
+#[test]
+fn an_interpreter_that_never_gives_the_gil_gets_a_reason_and_the_rest_records() {
+    if !require_bpf("an_interpreter_that_never_gives_the_gil_gets_a_reason_and_the_rest_records") {
+        return;
+    }
+    let _bpf = bpf_lock();
+    let out = scratch_dir("python-probes-no-gil");
+    // `sum` over a range runs in C with the GIL held, never reaching a switch point.
+    let mut app = KillOnDrop(
+        Command::new(python312())
+            .args(["-c", "print('go', flush=True)\nsum(range(10**11))"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = app.0.id();
+    {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(app.0.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line, "go\n");
+    }
+    let run = run_agent(
+        Command::new(modelprobe_bin())
+            .args([
+                "attach",
+                "--pid",
+                &pid.to_string(),
+                "--duration",
+                "7s",
+                "-o",
+            ])
+            .arg(out.join("rec"))
+            .args(["--probe", "py:__main__:*"]),
+        Duration::from_secs(60),
+    );
+    run.assert_success();
+    let err = run.stderr();
+    assert!(
+        err.contains(&format!(
+            "Python probes off for pid {pid}: no GIL-safe moment within 5s"
+        )),
+        "{err}"
+    );
+    let rec = read_recording(&out.join("rec"));
+    assert!(python_spans(&rec).is_empty());
+    assert!(
+        rec["samples"].as_array().unwrap().len() > 100,
+        "CPU samples still recorded"
     );
 }
