@@ -18,6 +18,24 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/python/probes")
 }
 
+/// `modelprobe run [FLAGS] -o OUT/rec -- PYTHON fixtures/SCRIPT`, succeeded: its stderr and
+/// recording.
+fn run_script(out: &Path, flags: &[&str], python: &Path, script: &str) -> (String, Value) {
+    let run = run_agent(
+        Command::new(modelprobe_bin())
+            .arg("run")
+            .args(flags)
+            .arg("-o")
+            .arg(out.join("rec"))
+            .arg("--")
+            .arg(python)
+            .arg(fixtures().join(script)),
+        Duration::from_secs(60),
+    );
+    run.assert_success();
+    (run.stderr(), read_recording(&out.join("rec")))
+}
+
 /// (function, span) pairs of the recording's Python spans, in start order.
 fn python_spans(rec: &Value) -> Vec<(String, Value)> {
     let probes = rec["probes"].as_array().unwrap();
@@ -64,23 +82,17 @@ fn python_spans_are_exact_on_3_12_and_3_13() {
             continue;
         };
         let out = scratch_dir(&format!("python-probes-3{minor}"));
-        let run = run_agent(
-            Command::new(modelprobe_bin())
-                .args(["run", "-o"])
-                .arg(out.join("rec"))
-                .args([
-                    "--probe",
-                    "py:__main__:*@args@ret",
-                    "--probe",
-                    "py:late_mod:*@args@ret",
-                ])
-                .arg("--")
-                .arg(&python)
-                .arg(fixtures().join("probed_app.py")),
-            Duration::from_secs(60),
+        let (stderr, rec) = run_script(
+            &out,
+            &[
+                "--probe",
+                "py:__main__:*@args@ret",
+                "--probe",
+                "py:late_mod:*@args@ret",
+            ],
+            &python,
+            "probed_app.py",
         );
-        run.assert_success();
-        let rec = read_recording(&out.join("rec"));
         let spans = python_spans(&rec);
         let want: BTreeMap<String, usize> = [
             ("__main__.f", 4),
@@ -99,7 +111,7 @@ fn python_spans_are_exact_on_3_12_and_3_13() {
         .into_iter()
         .map(|(f, n)| (f.to_string(), n))
         .collect();
-        assert_eq!(counts(&spans), want, "3.{minor}: {}", run.stderr());
+        assert_eq!(counts(&spans), want, "3.{minor}: {stderr}");
 
         // Values and nesting.
         let f = of(&spans, "__main__.f");
@@ -178,18 +190,12 @@ fn python_before_3_12_gets_one_line_and_the_rest_records() {
             continue;
         };
         let out = scratch_dir(&format!("python-probes-old-3{minor}"));
-        let run = run_agent(
-            Command::new(modelprobe_bin())
-                .args(["run", "-o"])
-                .arg(out.join("rec"))
-                .args(["--probe", "py:__main__:f"])
-                .arg("--")
-                .arg(&python)
-                .arg(fixtures().join("probed_app.py")),
-            Duration::from_secs(60),
+        let (err, rec) = run_script(
+            &out,
+            &["--probe", "py:__main__:f"],
+            &python,
+            "probed_app.py",
         );
-        run.assert_success();
-        let err = run.stderr();
         let line = err
             .lines()
             .find(|l| l.contains("Python probes off"))
@@ -199,7 +205,6 @@ fn python_before_3_12_gets_one_line_and_the_rest_records() {
                 && line.contains(&format!("runs 3.{minor}.")),
             "{line}"
         );
-        let rec = read_recording(&out.join("rec"));
         assert!(python_spans(&rec).is_empty());
         assert!(
             rec["events"]
@@ -383,17 +388,7 @@ fn pytorch_pack_names_modules_by_path_and_no_packs_turns_it_off() {
     }
     let _bpf = bpf_lock();
     let out = scratch_dir("python-probes-torch");
-    let run = run_agent(
-        Command::new(modelprobe_bin())
-            .args(["run", "-o"])
-            .arg(out.join("rec"))
-            .arg("--")
-            .arg(python312())
-            .arg(fixtures().join("torch_model.py")),
-        Duration::from_secs(60),
-    );
-    run.assert_success();
-    let rec = read_recording(&out.join("rec"));
+    let (stderr, rec) = run_script(&out, &[], &python312(), "torch_model.py");
     let spans = python_spans(&rec);
     let mut want: BTreeMap<String, usize> = BTreeMap::new();
     for name in [
@@ -408,7 +403,7 @@ fn pytorch_pack_names_modules_by_path_and_no_packs_turns_it_off() {
     ] {
         want.insert(name.to_string(), 3);
     }
-    assert_eq!(counts(&spans), want, "{}", run.stderr());
+    assert_eq!(counts(&spans), want, "{stderr}");
     let attn = of(&spans, "model.layers.1.self_attn (Attention)")[0];
     let layer = of(&spans, "model.layers.1 (Layer)")[0];
     assert_eq!(
@@ -425,18 +420,9 @@ fn pytorch_pack_names_modules_by_path_and_no_packs_turns_it_off() {
     assert_eq!(row(&layers, "model.layers.0.mlp (MLP)")[1], 3);
 
     let off = scratch_dir("python-probes-torch-off");
-    let run = run_agent(
-        Command::new(modelprobe_bin())
-            .args(["run", "--no-packs", "-o"])
-            .arg(off.join("rec"))
-            .arg("--")
-            .arg(python312())
-            .arg(fixtures().join("torch_model.py")),
-        Duration::from_secs(60),
-    );
-    run.assert_success();
-    assert!(!run.stderr().contains("Python probes"), "{}", run.stderr());
-    assert!(python_spans(&read_recording(&off.join("rec"))).is_empty());
+    let (stderr, rec) = run_script(&off, &["--no-packs"], &python312(), "torch_model.py");
+    assert!(!stderr.contains("Python probes"), "{stderr}");
+    assert!(python_spans(&rec).is_empty());
 }
 
 #[test]
@@ -446,17 +432,7 @@ fn transformers_pack_times_generate_and_counts_tokens() {
     }
     let _bpf = bpf_lock();
     let out = scratch_dir("python-probes-transformers");
-    let run = run_agent(
-        Command::new(modelprobe_bin())
-            .args(["run", "-o"])
-            .arg(out.join("rec"))
-            .arg("--")
-            .arg(python312())
-            .arg(fixtures().join("transformers_app.py")),
-        Duration::from_secs(60),
-    );
-    run.assert_success();
-    let rec = read_recording(&out.join("rec"));
+    let (stderr, rec) = run_script(&out, &[], &python312(), "transformers_app.py");
     let spans = python_spans(&rec);
     let names: Vec<&str> = spans.iter().map(|(f, _)| f.as_str()).collect();
     assert_eq!(
@@ -469,8 +445,7 @@ fn transformers_pack_times_generate_and_counts_tokens() {
             "Tiny",
             "transformers.tokenization_utils_base.PreTrainedTokenizerBase.decode",
         ],
-        "{}",
-        run.stderr()
+        "{stderr}"
     );
     assert_eq!(spans[0].1["attrs"]["return"], "len=5", "tokens encoded");
     assert_eq!(
@@ -498,17 +473,7 @@ fn transformers_pack_times_generate_and_counts_tokens() {
 
     // vLLM's engine steps, with the batch each returned.
     let vllm = scratch_dir("python-probes-vllm");
-    let run = run_agent(
-        Command::new(modelprobe_bin())
-            .args(["run", "-o"])
-            .arg(vllm.join("rec"))
-            .arg("--")
-            .arg(python312())
-            .arg(fixtures().join("vllm_app.py")),
-        Duration::from_secs(60),
-    );
-    run.assert_success();
-    let rec = read_recording(&vllm.join("rec"));
+    let (_, rec) = run_script(&vllm, &[], &python312(), "vllm_app.py");
     let steps: Vec<(String, Value)> = python_spans(&rec);
     let batches: Vec<&Value> = steps.iter().map(|(_, s)| &s["attrs"]["return"]).collect();
     assert_eq!(batches, ["len=3", "len=2", "len=1"], "{steps:?}");

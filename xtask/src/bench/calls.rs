@@ -10,6 +10,26 @@ use serde_json::{json, Value};
 
 use super::*;
 
+/// `mp-workload --tight N` (N calls of `mp_tiny`) under `modelprobe run --probe mp_tiny`: its
+/// own elapsed ms.
+pub(super) fn tiny_probed(agent: &Path, out: &Path, workload: &Path, n: &str) -> Result<f64> {
+    elapsed(
+        Command::new(agent)
+            .args([
+                "run",
+                "-q",
+                "--no-logs",
+                "--probe",
+                "mp-workload:mp_tiny",
+                "-o",
+            ])
+            .arg(out)
+            .arg("--")
+            .arg(workload)
+            .args(["--tight", n]),
+    )
+}
+
 /// Cost per call of a probed function: `modelprobe --probe` (entry + return) against no probe,
 /// a bpftrace uprobe counting calls, and a bpftrace uprobe + uretprobe pair (the same work).
 pub(super) fn probe_cost(root: &Path, runs: usize, report: &mut Report) -> Result<()> {
@@ -34,21 +54,7 @@ pub(super) fn probe_cost(root: &Path, runs: usize, report: &mut Report) -> Resul
         rows[0]
             .1
             .push(elapsed(Command::new(&workload).args(["--tight", &n]))?);
-        rows[1].1.push(elapsed(
-            Command::new(&agent)
-                .args([
-                    "run",
-                    "-q",
-                    "--no-logs",
-                    "--probe",
-                    "mp-workload:mp_tiny",
-                    "-o",
-                ])
-                .arg(&out)
-                .arg("--")
-                .arg(&workload)
-                .args(["--tight", &n]),
-        )?);
+        rows[1].1.push(tiny_probed(&agent, &out, &workload, &n)?);
         if bpftrace {
             rows[2].1.push(elapsed(Command::new("bpftrace").args([
                 "-q",

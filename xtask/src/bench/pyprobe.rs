@@ -86,21 +86,9 @@ pub(super) fn pyprobe(root: &Path, runs: usize, report: &mut Report) -> Result<(
         rows[6]
             .1
             .push(elapsed(Command::new(&workload).args(["--tight", &n]))?);
-        rows[7].1.push(elapsed(
-            Command::new(&agent)
-                .args([
-                    "run",
-                    "-q",
-                    "--no-logs",
-                    "--probe",
-                    "mp-workload:mp_tiny",
-                    "-o",
-                ])
-                .arg(&out)
-                .arg("--")
-                .arg(&workload)
-                .args(["--tight", &n]),
-        )?);
+        rows[7]
+            .1
+            .push(super::calls::tiny_probed(&agent, &out, &workload, &n)?);
     }
     report.table(
         "python_probe_cost",

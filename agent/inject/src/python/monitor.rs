@@ -196,6 +196,13 @@ unsafe fn with_probes(f: impl FnOnce(&mut Probes)) -> Obj {
 }
 
 impl Probes {
+    /// The entry of `code` when it is a probed function (not one only seen on a stack).
+    fn probed_code(&self, code: Obj) -> Option<&Code> {
+        self.codes
+            .get(&(code as usize))
+            .filter(|c| c.flags & flags::PROBED != 0)
+    }
+
     /// The id of a code object, registering it (names sent, a reference kept) on first sight.
     unsafe fn code_id(&mut self, code: Obj) -> u32 {
         if let Some(c) = self.codes.get(&(code as usize)) {
@@ -362,10 +369,14 @@ impl Probes {
                 }
             }
         }
-        if out.len() > TEXT_MAX {
-            let (kept, _) = cut(out);
-            let n = kept.len();
-            out.truncate(n);
+        self.cut_text(out);
+    }
+
+    /// `text` cut to [`TEXT_MAX`] bytes (counted).
+    fn cut_text(&self, text: &mut Vec<u8>) {
+        if text.len() > TEXT_MAX {
+            let n = cut(text).0.len();
+            text.truncate(n);
             self.ring.count_truncated();
         }
     }
@@ -402,12 +413,9 @@ unsafe fn enter(args: *const Obj, nargs: isize, fl: u16) -> Obj {
     // SAFETY: GIL held.
     unsafe {
         with_probes(|p| {
-            let Some(c) = p.codes.get(&(code as usize)) else {
+            let Some(c) = p.probed_code(code) else {
                 return;
             };
-            if c.flags & flags::PROBED == 0 {
-                return;
-            }
             let (id, cflags, want_args, arg_mode) = (c.id, c.flags, !c.args.is_empty(), c.arg_mode);
             if !c.sent {
                 p.send_code(code);
@@ -465,11 +473,7 @@ unsafe fn enter(args: *const Obj, nargs: isize, fl: u16) -> Obj {
                         (api.Py_DecRef)(v);
                     }
                 }
-                if text.len() > TEXT_MAX {
-                    let n = cut(&text).0.len();
-                    text.truncate(n);
-                    p.ring.count_truncated();
-                }
+                p.cut_text(&mut text);
             }
             let has_text = if want_args && fl & flags::RESUMED == 0 {
                 flags::HAS_TEXT
@@ -497,12 +501,9 @@ unsafe fn exit(args: *const Obj, nargs: isize, fl: u16) -> Obj {
     // SAFETY: GIL held.
     unsafe {
         with_probes(|p| {
-            let Some(c) = p.codes.get(&(code as usize)) else {
+            let Some(c) = p.probed_code(code) else {
                 return;
             };
-            if c.flags & flags::PROBED == 0 {
-                return;
-            }
             let (id, ret) = (c.id, c.ret);
             let time_ns = now_ns();
             let api = p.api.clone();
@@ -524,11 +525,7 @@ unsafe fn exit(args: *const Obj, nargs: isize, fl: u16) -> Obj {
                         (api.Py_DecRef)(o);
                     }
                 }
-                if text.len() > TEXT_MAX {
-                    let n = cut(&text).0.len();
-                    text.truncate(n);
-                    p.ring.count_truncated();
-                }
+                p.cut_text(&mut text);
             } else if fl & flags::YIELDED == 0 && ret != RetMode::None && !value.is_null() {
                 p.describe(value, ret, &mut text);
             }
