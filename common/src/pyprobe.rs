@@ -421,9 +421,9 @@ pub fn decode(b: &[u8]) -> Option<Record<'_>> {
 
 /// `key=value` lines of the config text, in order (`probe` and `pack` repeat).
 ///
-/// Keys: `token` (decimal u64), `agent_pid` (a launched command's parent: only that process
-/// sets probes up), `probe` (`MODULE:QUALNAME[@args[=N]][,ret]`), `pack` (`pytorch`,
-/// `transformers`, `vllm`), `gil_wait_ms`.
+/// Keys: `token` (decimal u64), `probe` (`MODULE\tQUALNAME\tARGS\tRET`: globs, arguments
+/// kept, 1 to keep the return value), `pack` (`pytorch`, `transformers`, `vllm`),
+/// `gil_wait_ms`.
 pub mod config {
     /// The value of the first line `key=...`.
     pub fn value<'a>(text: &'a str, key: &str) -> Option<&'a str> {

@@ -535,3 +535,42 @@ fn an_interpreter_that_never_gives_the_gil_gets_a_reason_and_the_rest_records() 
         "CPU samples still recorded"
     );
 }
+
+#[test]
+fn every_python_process_of_a_launched_tree_is_probed() {
+    if !require_bpf("every_python_process_of_a_launched_tree_is_probed") {
+        return;
+    }
+    let (Some(py12), Some(py13)) = (pyenv_python(12), pyenv_python(13)) else {
+        return missing("pyenv's CPython 3.12 and 3.13");
+    };
+    let _bpf = bpf_lock();
+    let out = scratch_dir("python-probes-tree");
+    let app = fixtures().join("probed_app.py");
+    let script = format!(
+        "{} {app} && {} {app}",
+        py12.display(),
+        py13.display(),
+        app = app.display()
+    );
+    let run = run_agent(
+        Command::new(modelprobe_bin())
+            .args(["run", "-o"])
+            .arg(out.join("rec"))
+            .args(["--probe", "py:__main__:f", "--", "sh", "-c", &script]),
+        Duration::from_secs(60),
+    );
+    run.assert_success();
+    let rec = read_recording(&out.join("rec"));
+    let mut by_pid: BTreeMap<u64, usize> = BTreeMap::new();
+    for (f, s) in python_spans(&rec) {
+        assert_eq!(f, "__main__.f");
+        *by_pid.entry(s["pid"].as_u64().unwrap()).or_default() += 1;
+    }
+    assert_eq!(
+        by_pid.values().copied().collect::<Vec<_>>(),
+        [4, 4],
+        "both interpreters the shell started: {}",
+        run.stderr()
+    );
+}

@@ -19,12 +19,8 @@ pub const PACKS: &[&str] = &["pytorch", "transformers", "vllm"];
 
 /// The config text the library reads (see `modelprobe_common::pyprobe::config`).
 ///
-/// `agent_pid`: for a launched command, the agent's pid (only its direct child sets probes up).
-pub fn config(token: u64, agent_pid: Option<u32>, specs: &[ProbeSpec], packs: bool) -> String {
+pub fn config(token: u64, specs: &[ProbeSpec], packs: bool) -> String {
     let mut out = format!("token={token}\n");
-    if let Some(pid) = agent_pid {
-        out.push_str(&format!("agent_pid={pid}\n"));
-    }
     for s in specs {
         if let Some((module, qualname)) = s.python_parts() {
             out.push_str(&format!(
@@ -83,10 +79,10 @@ mod tests {
             ProbeSpec::parse("py:app:Model.predict@args=2@ret").unwrap(),
             ProbeSpec::parse("libc.so.6:malloc").unwrap(),
         ];
-        let c = config(9, Some(100), &specs, true);
+        let c = config(9, &specs, true);
         assert_eq!(
             c,
-            "token=9\nagent_pid=100\nprobe=app\tModel.predict\t2\t1\npack=pytorch\npack=transformers\npack=vllm\n"
+            "token=9\nprobe=app\tModel.predict\t2\t1\npack=pytorch\npack=transformers\npack=vllm\n"
         );
         let mut image = vec![7u8; 64];
         image.extend_from_slice(&config_area());

@@ -29,11 +29,19 @@ const STOP_WAIT: Duration = Duration::from_secs(3);
 const GIL_WAIT: Duration = Duration::from_secs(5);
 /// How often the rings are read: a hot probed function fills one in tens of milliseconds.
 const READ_EVERY: Duration = Duration::from_millis(5);
+/// How often a process of a launched tree is searched for a ring, and for how long after it
+/// appeared (a Python process sets up as its main code starts).
+const SEARCH_EVERY: Duration = Duration::from_millis(50);
+const SEARCH_FOR: Duration = Duration::from_secs(10);
 
 /// One process with the library.
 struct Watched {
     pid: u32,
     since: Instant,
+    /// When its descriptors were last searched for a ring.
+    searched: Option<Instant>,
+    /// The library was loaded live (its thread waits for the GIL), not preloaded.
+    loaded_live: bool,
     ring: Option<RingReader>,
     spans: Assembler,
     /// The last state logged.
@@ -43,6 +51,10 @@ struct Watched {
 /// The Python-probe side of one session.
 pub(super) struct PySide {
     token: u64,
+    /// A launched command's tree is watched (each of its processes may set up).
+    tree: bool,
+    /// The launched command.
+    root: Option<u32>,
     watched: Arc<Mutex<Vec<Watched>>>,
     /// The thread reading the rings, and its stop flag.
     reader: Option<(JoinHandle<()>, Arc<AtomicBool>)>,
@@ -86,6 +98,8 @@ impl PySide {
     pub fn new() -> PySide {
         PySide {
             token: new_token(),
+            tree: false,
+            root: None,
             watched: Arc::default(),
             reader: None,
         }
@@ -114,7 +128,7 @@ impl PySide {
             preload.push(" ");
             preload.push(theirs);
         }
-        let config = pyprobe::config(self.token, Some(std::process::id()), &specs, opts.packs);
+        let config = pyprobe::config(self.token, &specs, opts.packs);
         vec![
             ("LD_PRELOAD".into(), preload),
             (CONFIG_ENV.into(), config.into()),
@@ -126,6 +140,8 @@ impl PySide {
     pub fn start(&mut self, opts: &RecordOptions, launched: Option<u32>, running: Option<u32>) {
         if let Some(pid) = launched {
             if !self.launch_env(opts).is_empty() {
+                self.tree = true;
+                self.root = Some(pid);
                 self.watch(pid);
             }
             return;
@@ -137,9 +153,10 @@ impl PySide {
         if specs.is_empty() && !(opts.packs && uses_torch(pid)) {
             return;
         }
-        let image = match library::bytes().map_err(|e| e.to_string()).and_then(|b| {
-            pyprobe::patch_image(b, &pyprobe::config(self.token, None, &specs, opts.packs))
-        }) {
+        let image = match library::bytes()
+            .map_err(|e| e.to_string())
+            .and_then(|b| pyprobe::patch_image(b, &pyprobe::config(self.token, &specs, opts.packs)))
+        {
             Ok(i) => i,
             Err(e) => {
                 log::warn!("Python probes off for pid {pid}: {e}");
@@ -166,10 +183,29 @@ impl PySide {
         }
     }
 
+    /// The live processes of the session: those of a launched tree not watched yet are.
+    pub fn offer(&mut self, pids: &[u32]) {
+        if !self.tree {
+            return;
+        }
+        let new: Vec<u32> = {
+            let watched = self.lock();
+            pids.iter()
+                .copied()
+                .filter(|p| !watched.iter().any(|w| w.pid == *p))
+                .collect()
+        };
+        for pid in new {
+            self.watch(pid);
+        }
+    }
+
     fn watch(&mut self, pid: u32) {
         self.lock().push(Watched {
             pid,
             since: Instant::now(),
+            searched: None,
+            loaded_live: !self.tree,
             ring: None,
             spans: Assembler::default(),
             said: None,
@@ -217,6 +253,15 @@ impl PySide {
     /// Puts the spans, probes, stacks and exception events into `rec`, with what was lost.
     pub fn finish(self, rec: &mut Recording) {
         let watched = std::mem::take(&mut *self.lock());
+        if let Some(root) = self
+            .root
+            .filter(|_| watched.iter().all(|w| w.ring.is_none()))
+        {
+            log::warn!(
+                "Python probes off for pid {root}: no CPython interpreter reported (the command \
+                 is not Python 3, or it ended first)"
+            );
+        }
         finish(watched, rec);
     }
 }
@@ -293,10 +338,9 @@ fn collect_last(watched: &mut [Watched]) {
 fn finish(watched: Vec<Watched>, rec: &mut Recording) {
     for mut w in watched {
         let Some(mut ring) = w.ring.take() else {
-            if w.said.is_none() {
+            if w.loaded_live {
                 log::warn!(
-                    "Python probes off for pid {}: the library never reported (not a CPython \
-                         command run directly, or it ended first)",
+                    "Python probes off for pid {}: the library loaded but never reported",
                     w.pid
                 );
             }

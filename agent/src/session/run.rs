@@ -49,6 +49,7 @@ pub(super) fn run(s: &mut Session<'_>) -> Stopped {
             s.collector.publish();
         }
         s.gpu.poll(&s.collector.live_pids());
+        s.python.offer(&s.collector.live_pids());
         // Libraries loaded from outside any search path (a wheel's RPATH, a ctypes load):
         // found by the rescan, or earlier by a sample landing in them.
         if last_rescan.elapsed() >= Duration::from_secs(1) {

@@ -11,7 +11,8 @@
 //! - **preloaded** (`run`): `LD_PRELOAD` and the config in `MODELPROBE_PY_CONFIG`. The library
 //!   adds a C audit hook before the interpreter starts; at `cpython.run_*` (the main script,
 //!   module or command about to run, GIL held) it sets the probes up, so nothing the script
-//!   does is missed. Only the agent's own child does so, never the processes it starts.
+//!   does is missed. Every Python process of the launched tree does so (each with its ring);
+//!   a child forked without `exec` inherits the probes but writes nothing.
 //!
 //! Either way a thread then waits for the agent's stop request (detach): it takes the GIL,
 //! removes every local event and callback, frees the tool id, takes the import hook out, and
@@ -101,11 +102,9 @@ pub fn on_load() -> bool {
     let Ok(text) = std::env::var(CONFIG_ENV) else {
         return false;
     };
-    // SAFETY: getppid has no preconditions.
-    let parent = unsafe { libc::getppid() } as u64;
-    if config::value(&text, "agent_pid").and_then(|p| p.parse::<u64>().ok()) == Some(parent) {
-        start(text, true);
-    }
+    // Every process of the launched tree that runs Python sets up (workers a launcher or
+    // `multiprocessing` starts with a new interpreter included); the others do nothing.
+    start(text, true);
     true
 }
 
@@ -113,6 +112,12 @@ fn start(text: String, launched: bool) {
     let token = config::value(&text, "token")
         .and_then(|t| t.parse().ok())
         .unwrap_or(0);
+    // No interpreter: no ring either. A launched command may be a wrapper (a pyenv shim, `env`)
+    // that execs Python next, whose own copy reports; the agent says when none ever did.
+    let Some(version) = capi::version_string() else {
+        threads::debug("python probes: no CPython interpreter in this process");
+        return;
+    };
     let ring = match Ring::create(token) {
         Ok(r) => Arc::new(r),
         Err(e) => {
@@ -132,9 +137,6 @@ fn start(text: String, launched: bool) {
         if let Err(e) = threads::spawn_raw(c"modelprobe-py", move || let_go(&ring)) {
             threads::debug(&format!("python probes: no thread: {e}"));
         }
-    };
-    let Some(version) = capi::version_string() else {
-        return fail("no CPython interpreter in this process".into());
     };
     ring.set_facts(capi::version_hex(&version), -1, 0);
     match capi::major_minor(&version) {
