@@ -269,7 +269,9 @@ impl PySide {
 /// Finds rings that appeared, reads what the libraries wrote, and says what they report.
 fn poll(watched: &mut [Watched], token: u64) {
     for w in watched.iter_mut() {
-        if w.ring.is_none() {
+        let due = w.searched.is_none_or(|t| t.elapsed() >= SEARCH_EVERY);
+        if w.ring.is_none() && due && w.since.elapsed() < SEARCH_FOR {
+            w.searched = Some(Instant::now());
             w.ring = RingReader::find(w.pid, token);
         }
         let Some(ring) = w.ring.as_mut() else {
