@@ -509,10 +509,31 @@ unsafe fn exit(args: *const Obj, nargs: isize, fl: u16) -> Obj {
             let api = p.api.clone();
             let mut text = Vec::new();
             let mut exception = 0u64;
+            let mut fl = fl;
             if fl & flags::RAISED != 0 && !value.is_null() {
                 exception = value as u64;
                 let ty = (api.PyObject_Type)(value);
                 let name = (api.PyObject_GetAttrString)(ty, c"__qualname__".as_ptr());
+                if api.utf8(name) == b"GeneratorExit" {
+                    // A suspended generator closed (`close()`, collected after a `break`): how
+                    // generators end, not an error.
+                    fl &= !flags::RAISED;
+                    exception = 0;
+                    for o in [ty, name] {
+                        if !o.is_null() {
+                            (api.Py_DecRef)(o);
+                        }
+                    }
+                    let rec = ExitRecord {
+                        time_ns,
+                        code: id,
+                        flags: fl,
+                        _pad: 0,
+                        exception,
+                    };
+                    p.ring.push(kind::EXIT, tid(), &rec, &[], &[]);
+                    return;
+                }
                 text.extend_from_slice(api.utf8(name));
                 let msg = (api.PyObject_Str)(value);
                 let m = api.utf8(msg);

@@ -5,7 +5,10 @@
 # Globals given by the library: _mp_config (the agent's config text), the callbacks, and
 # _mp_register / _mp_set_label. Results: _mp_tool (the sys.monitoring tool id), _mp_error.
 import sys
-from fnmatch import fnmatchcase
+
+# Nothing imported that the interpreter has not loaded already (no `fnmatch`, `re`): setting
+# up must disturb the host as little as possible, its allocator's state included.
+_external = sys.modules["_frozen_importlib_external"]
 
 _M = sys.monitoring
 _E = _M.events
@@ -48,6 +51,23 @@ def _config():
             _specs.append((module, qual, int(nargs), int(ret), 0, ()))
         elif key == "pack":
             _specs.extend(_PACKS.get(value, ()))
+
+
+def fnmatchcase(text, pattern):
+    """Shell-style `*` and `?` matching, case-sensitive (what `fnmatch.fnmatchcase` does for
+    these two, without importing `re`)."""
+    t, p, star, mark = 0, 0, -1, 0
+    while t < len(text):
+        if p < len(pattern) and pattern[p] in ("?", text[t]):
+            t, p = t + 1, p + 1
+        elif p < len(pattern) and pattern[p] == "*":
+            star, mark, p = p, t, p + 1
+        elif star >= 0:
+            p, mark = star + 1, mark + 1
+            t = mark
+        else:
+            return False
+    return all(c == "*" for c in pattern[p:])
 
 
 def _wanted(name):
@@ -168,9 +188,7 @@ def _label(module):
     return "%s (%s)" % (path, cls) if path else cls
 
 
-import importlib.machinery as _machinery
-
-_PLAIN_LOADERS = (_machinery.SourceFileLoader, _machinery.SourcelessFileLoader)
+_PLAIN_LOADERS = (_external.SourceFileLoader, _external.SourcelessFileLoader)
 
 
 class _Loader:
