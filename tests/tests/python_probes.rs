@@ -227,7 +227,7 @@ fn python_before_3_12_gets_one_line_and_the_rest_records() {
     }
 }
 
-/// The attach target: batches of 200 calls of `work`, each batch's time appended to
+/// The attach target: batches of 1000 calls of `work`, each batch's time appended to
 /// `DIR/times` (`monotonic_ns seconds`); once `DIR/import` exists it imports `late_mod` and
 /// calls `later` each batch; at `DIR/stop` it prints the sys.monitoring tool 4's holder.
 const ATTACH_APP: &str = r#"
@@ -238,7 +238,7 @@ def work(i):
     return i * 2
 def batch():
     t = time.perf_counter()
-    for i in range(200):
+    for i in range(1000):
         work(i)
     return time.perf_counter() - t
 print("ready", flush=True)
@@ -250,7 +250,7 @@ while not os.path.exists(os.path.join(d, "stop")):
     if os.path.exists(os.path.join(d, "import")):
         import late_mod
         late_mod.later(1)
-    time.sleep(0.005)
+    time.sleep(0.02)
 print("tools", [sys.monitoring.get_tool(i) for i in range(6)], flush=True)
 "#;
 
@@ -353,7 +353,7 @@ fn attach_sets_probes_live_and_detach_leaves_the_process_as_it_was() {
     let rec = read_recording(&dir.join("rec"));
     let spans = python_spans(&rec);
     let c = counts(&spans);
-    assert!(c["__main__.work"] >= 200, "{c:?}");
+    assert!(c["__main__.work"] >= 1000, "{c:?}");
     assert!(
         c.keys().all(|f| !f.starts_with("[code")),
         "every code was named, even with records dropped: {c:?}"
@@ -381,12 +381,13 @@ fn attach_sets_probes_live_and_detach_leaves_the_process_as_it_was() {
         phases[phase].push(s);
     }
     let [before, during, after] = phases.map(median);
+    // While probed each call costs several times its own time; after detach, none of that.
     assert!(
-        during > before * 1.5,
+        during > before * 2.0,
         "the probe's cost shows while attached: {before} {during}"
     );
     assert!(
-        after < before * 1.3,
+        after < before * 1.5,
         "after detach work runs at its old speed: before {before}s, after {after}s (during {during}s)"
     );
 }
