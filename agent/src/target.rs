@@ -112,6 +112,18 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     Some(ticks as f64 / hz)
 }
 
+/// True when `pid` maps a file whose name starts with `prefix` (`libcuda.so`,
+/// `libtorch_python.so`).
+pub fn maps_library(pid: u32, prefix: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|maps| {
+        maps.lines().any(|l| {
+            l.rsplit('/')
+                .next()
+                .is_some_and(|name| name.starts_with(prefix))
+        })
+    })
+}
+
 /// The process's command line, arguments joined by spaces.
 pub fn cmdline(pid: u32) -> Option<String> {
     let raw = fs::read(format!("/proc/{pid}/cmdline")).ok()?;

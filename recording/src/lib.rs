@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 mod demangle;
 mod error;
 mod gpu;
+pub mod intern;
 mod io;
 pub mod launch;
 pub mod llm;

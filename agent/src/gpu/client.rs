@@ -162,13 +162,7 @@ pub fn library_listening(pid: u32) -> bool {
 
 /// True when `pid` has the CUDA driver mapped.
 pub fn uses_cuda(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|maps| {
-        maps.lines().any(|l| {
-            l.rsplit('/')
-                .next()
-                .is_some_and(|name| name.starts_with("libcuda.so"))
-        })
-    })
+    crate::target::maps_library(pid, "libcuda.so")
 }
 
 impl GpuClient {

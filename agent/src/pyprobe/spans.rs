@@ -11,7 +11,9 @@ use std::collections::{BTreeMap, HashMap};
 use modelprobe_common::pyprobe::{flags, Record};
 use serde_json::json;
 
-use crate::recording::{Event, EventKind, Frame, FrameKind, ProbeInfo, Recording, Span};
+use crate::recording::{
+    intern::Interner, Event, EventKind, Frame, FrameKind, ProbeInfo, Recording, Span,
+};
 
 /// A code object's names.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -213,6 +215,20 @@ impl Assembler {
         })
     }
 
+    /// Code `id` as a frame of a stack: `qualname (file.py)` (the line being run is not known).
+    fn frame(&self, id: u32) -> Frame {
+        let def = self.code(id);
+        let short = def.file.rsplit('/').next().unwrap_or(&def.file).to_string();
+        Frame {
+            name: format!("{} ({short})", def.qualname),
+            module: None,
+            file: Some(def.file),
+            line: None,
+            kind: FrameKind::Python,
+            inlined: false,
+        }
+    }
+
     /// Calls still running, as spans without an end.
     pub fn close_open(&mut self) {
         for (tid, open) in std::mem::take(&mut self.open) {
@@ -230,7 +246,7 @@ impl Assembler {
         self.close_open();
         let end = rec.meta.end_ns;
         let mut probe_of: HashMap<(u32, u32), u32> = HashMap::new();
-        let mut frames = FrameInterner::new(rec);
+        let mut frames = Interner::new(rec);
         let mut out = Vec::with_capacity(self.spans.len());
         for s in &self.spans {
             let def = self.code(s.code);
@@ -248,7 +264,7 @@ impl Assembler {
                 });
                 (rec.probes.len() - 1) as u32
             });
-            let stack = frames.stack(rec, &self.codes, s.stack.iter().rev().copied());
+            let stack = frames.stack(rec, s.stack.iter().rev().map(|&c| self.frame(c)));
             let mut attrs = BTreeMap::new();
             if !s.args.is_empty() {
                 attrs.insert("args".to_string(), json!(s.args));
@@ -285,7 +301,7 @@ impl Assembler {
             let s = &self.spans[i];
             let def = self.code(s.code);
             let with_self = s.stack.iter().rev().copied().chain(std::iter::once(s.code));
-            let stack = frames.stack(rec, &self.codes, with_self);
+            let stack = frames.stack(rec, with_self.map(|c| self.frame(c)));
             rec.events.push(Event {
                 time_ns,
                 pid,
@@ -330,65 +346,6 @@ fn finished(
         ret,
         error,
         stack: o.stack,
-    }
-}
-
-/// Frames and stacks of the recording, reused where they exist.
-struct FrameInterner {
-    frames: HashMap<Frame, u32>,
-    stacks: HashMap<Vec<u32>, u32>,
-}
-
-impl FrameInterner {
-    fn new(rec: &Recording) -> Self {
-        FrameInterner {
-            frames: rec
-                .frames
-                .iter()
-                .enumerate()
-                .map(|(i, f)| (f.clone(), i as u32))
-                .collect(),
-            stacks: rec
-                .stacks
-                .iter()
-                .enumerate()
-                .map(|(i, s)| (s.clone(), i as u32))
-                .collect(),
-        }
-    }
-
-    /// The stack of these code ids (outermost first).
-    fn stack(
-        &mut self,
-        rec: &mut Recording,
-        codes: &HashMap<u32, CodeDef>,
-        ids: impl Iterator<Item = u32>,
-    ) -> Option<u32> {
-        let mut stack = Vec::new();
-        for id in ids {
-            let def = codes.get(&id).cloned().unwrap_or_default();
-            let short = def.file.rsplit('/').next().unwrap_or(&def.file).to_string();
-            let frame = Frame {
-                name: format!("{} ({short})", def.qualname),
-                module: None,
-                file: Some(def.file.clone()),
-                line: None,
-                kind: FrameKind::Python,
-                inlined: false,
-            };
-            let at = *self.frames.entry(frame.clone()).or_insert_with(|| {
-                rec.frames.push(frame);
-                (rec.frames.len() - 1) as u32
-            });
-            stack.push(at);
-        }
-        if stack.is_empty() {
-            return None;
-        }
-        Some(*self.stacks.entry(stack.clone()).or_insert_with(|| {
-            rec.stacks.push(stack);
-            (rec.stacks.len() - 1) as u32
-        }))
     }
 }
 

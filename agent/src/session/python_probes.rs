@@ -21,6 +21,7 @@ use crate::{
     probes::ProbeSpec,
     pyprobe::{self, ring::RingReader, spans::Assembler},
     recording::Recording,
+    target,
 };
 
 /// How long the end of a recording waits for the libraries to remove their probes.
@@ -82,17 +83,6 @@ fn runs_python(argv: &[OsString]) -> bool {
         .is_some_and(|n| n.starts_with("python"))
 }
 
-/// True when `pid` has PyTorch loaded (the packs' cue for a process loaded live).
-fn uses_torch(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|maps| {
-        maps.lines().any(|l| {
-            l.rsplit('/')
-                .next()
-                .is_some_and(|n| n.starts_with("libtorch_python.so"))
-        })
-    })
-}
-
 impl PySide {
     /// A side with nothing to do (no Python probes, no packs wanted).
     pub fn new() -> PySide {
@@ -108,7 +98,8 @@ impl PySide {
     /// The environment that makes a launched Python command set the probes up before its main
     /// code runs (`LD_PRELOAD` of the library, the settings in `MODELPROBE_PY_CONFIG`); empty
     /// when no Python probe was asked for and the packs are off or the command is not Python.
-    pub fn launch_env(&self, opts: &RecordOptions) -> Vec<(OsString, OsString)> {
+    /// When it is not empty, the launched tree is watched from [`PySide::start`] on.
+    pub fn launch_env(&mut self, opts: &RecordOptions) -> Vec<(OsString, OsString)> {
         let Target::Command(argv) = &opts.target else {
             return Vec::new();
         };
@@ -129,6 +120,7 @@ impl PySide {
             preload.push(theirs);
         }
         let config = pyprobe::config(self.token, &specs, opts.packs);
+        self.tree = true;
         vec![
             ("LD_PRELOAD".into(), preload),
             (CONFIG_ENV.into(), config.into()),
@@ -139,8 +131,8 @@ impl PySide {
     /// loads the library into `running` when it asked for Python probes or uses PyTorch.
     pub fn start(&mut self, opts: &RecordOptions, launched: Option<u32>, running: Option<u32>) {
         if let Some(pid) = launched {
-            if !self.launch_env(opts).is_empty() {
-                self.tree = true;
+            // `launch_env` preloaded the library (or decided not to).
+            if self.tree {
                 self.root = Some(pid);
                 self.watch(pid);
             }
@@ -150,7 +142,7 @@ impl PySide {
             return;
         };
         let specs = python_specs(&opts.probes);
-        if specs.is_empty() && !(opts.packs && uses_torch(pid)) {
+        if specs.is_empty() && !(opts.packs && target::maps_library(pid, "libtorch_python.so")) {
             return;
         }
         let image = match library::bytes()

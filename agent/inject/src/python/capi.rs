@@ -133,18 +133,6 @@ pub fn resolve() -> Option<Api> {
     )
 }
 
-/// True when the process has CPython's audit hooks (any CPython 3.8+), the first thing a
-/// launched command needs; looked up alone because [`resolve`] needs 3.12's functions.
-pub fn add_audit_hook() -> Option<
-    unsafe extern "C" fn(
-        unsafe extern "C" fn(*const c_char, Obj, *mut c_void) -> c_int,
-        *mut c_void,
-    ) -> c_int,
-> {
-    // SAFETY: CPython's `int PySys_AddAuditHook(Py_AuditHookFunction, void *)`.
-    sym(c"PySys_AddAuditHook").map(|p| unsafe { std::mem::transmute(p) })
-}
-
 /// `Py_GetVersion()`'s first word (`3.12.3`), when the process has an interpreter.
 pub fn version_string() -> Option<String> {
     let f = sym(c"Py_GetVersion")?;

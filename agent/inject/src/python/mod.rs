@@ -19,6 +19,7 @@
 //! exits. An interpreter older than 3.12, a process with none, a finalizing one, or a tool id
 //! shortage ends in a one-line reason in the ring's header instead.
 pub mod capi;
+pub mod codes;
 pub mod monitor;
 pub mod ring;
 
@@ -50,7 +51,7 @@ const STOP_POLL: Duration = Duration::from_millis(20);
 /// Longest the interpreter's exit waits for the agent to map the ring.
 const EXIT_WAIT: Duration = Duration::from_secs(2);
 
-static API: OnceLock<Arc<Api>> = OnceLock::new();
+static API: OnceLock<Api> = OnceLock::new();
 /// The ring, until the probes are removed (then unmapped and closed).
 static RING: Mutex<Option<Arc<Ring>>> = Mutex::new(None);
 static CONFIG: OnceLock<String> = OnceLock::new();
@@ -68,7 +69,7 @@ static NAMESPACE: Mutex<usize> = Mutex::new(0);
 
 /// The resolved C API, once known.
 pub(crate) fn api() -> Option<&'static Api> {
-    API.get().map(|a| &**a)
+    API.get()
 }
 
 /// The ring, while there is one.
@@ -153,15 +154,11 @@ fn start(text: String, launched: bool) {
             "CPython {version} lacks a C-API function the probes call"
         ));
     };
-    let api = Arc::new(api);
-    let _ = API.set(api.clone());
+    let api: &'static Api = API.get_or_init(|| api);
     let _ = CONFIG.set(text);
     if launched {
-        let Some(add) = capi::add_audit_hook() else {
-            return fail("no PySys_AddAuditHook".into());
-        };
         // SAFETY: CPython allows adding audit hooks before the interpreter starts.
-        if unsafe { add(audit, std::ptr::null_mut()) } != 0 {
+        if unsafe { (api.PySys_AddAuditHook)(audit, std::ptr::null_mut()) } != 0 {
             return fail("PySys_AddAuditHook refused the hook".into());
         }
     }
@@ -170,14 +167,14 @@ fn start(text: String, launched: bool) {
             .and_then(|v| v.parse().ok())
             .unwrap_or(5000),
     );
-    let spawned = threads::spawn_raw(c"modelprobe-py", move || serve(&api, ring, launched, wait));
+    let spawned = threads::spawn_raw(c"modelprobe-py", move || serve(api, ring, launched, wait));
     if let Err(e) = spawned {
         threads::debug(&format!("python probes: no thread: {e}"));
     }
 }
 
 /// The library's thread: sets up (when loaded live), then waits for a stop request.
-fn serve(api: &Api, ring: Arc<Ring>, launched: bool, wait: Duration) {
+fn serve(api: &'static Api, ring: Arc<Ring>, launched: bool, wait: Duration) {
     let ring = &*ring;
     serve_until_stopped(api, ring, launched, wait);
     if ring.state() != state::ACTIVE {
@@ -195,7 +192,7 @@ fn let_go(ring: &Ring) {
     RING.lock().unwrap_or_else(|p| p.into_inner()).take();
 }
 
-fn serve_until_stopped(api: &Api, ring: &Ring, launched: bool, wait: Duration) {
+fn serve_until_stopped(api: &'static Api, ring: &Ring, launched: bool, wait: Duration) {
     if !launched {
         let deadline = Instant::now() + wait;
         // SAFETY: Py_IsInitialized may be called without the GIL.
@@ -382,11 +379,11 @@ static EXIT_DEF: MethodDef = MethodDef {
 ///
 /// # Safety
 /// GIL held.
-unsafe fn set_up(api: &Api, ring: &Ring) {
+unsafe fn set_up(api: &'static Api, ring: &Ring) {
     let Some(text) = CONFIG.get() else {
         return;
     };
-    let (Some(api_arc), Some(ring_arc)) = (API.get(), self::ring()) else {
+    let Some(ring_arc) = self::ring() else {
         return;
     };
     // SAFETY: GIL held; each new reference is either stored in the dict (and released) or
@@ -418,7 +415,7 @@ unsafe fn set_up(api: &Api, ring: &Ring) {
             (api.PyDict_SetItemString)(ns, name.as_ptr(), f);
             (api.Py_DecRef)(f);
         }
-        monitor::install(api_arc.clone(), ring_arc.clone());
+        monitor::install(api, ring_arc);
         let outcome = run(api, SETUP_PY, ns).and_then(|()| run(api, "_mp_tool = _mp_setup()", ns));
         if let Err(why) = outcome {
             monitor::uninstall();

@@ -122,31 +122,31 @@ def _nested(code, seen):
 
 
 def _probe_module(module):
+    """Sets probes on the functions a loaded module defines."""
     name = getattr(module, "__name__", None)
-    if not isinstance(name, str):
-        return
-    specs = [s for s in _specs if fnmatchcase(name, s[0])]
-    if not specs:
-        return
-    for code in _functions(module, name, set()):
-        for spec in specs:
-            if fnmatchcase(code.co_qualname, spec[1]):
-                _probe(code, name, spec)
-                break
+    if isinstance(name, str):
+        _probe_matching(name, lambda: _functions(module, name, set()))
 
 
 def _probe_code(code, name):
     """Sets probes on the functions of a module's code before it runs (every function's code
     object is a constant of the module's or its class bodies')."""
+    # Not the module's own code nor class bodies: functions have their own locals.
+    _probe_matching(
+        name, lambda: (c for c in _nested(code, set()) if c.co_flags & _CO_NEWLOCALS)
+    )
+
+
+def _probe_matching(name, codes):
+    """Probes each of `codes()` (walked only when a spec names module `name`) that a spec's
+    qualified name matches."""
     specs = [s for s in _specs if fnmatchcase(name, s[0])]
     if not specs:
         return
-    for c in _nested(code, set()):
-        if not c.co_flags & _CO_NEWLOCALS:
-            continue  # the module's own code, class bodies
+    for code in codes():
         for spec in specs:
-            if fnmatchcase(c.co_qualname, spec[1]):
-                _probe(c, name, spec)
+            if fnmatchcase(code.co_qualname, spec[1]):
+                _probe(code, name, spec)
                 break
 
 

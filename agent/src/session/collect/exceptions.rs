@@ -6,7 +6,9 @@
 //! Of a chain ("During handling of the above exception..." / "The above exception was the
 //! direct cause..."), the last traceback is the one that escaped; its causes are named in the
 //! message. A program that replaces the hooks or closes stderr prints nothing to read.
-use crate::recording::{logs::Stream, Event, EventKind, Frame, FrameKind, Recording};
+use crate::recording::{
+    intern::Interner, logs::Stream, Event, EventKind, Frame, FrameKind, Recording,
+};
 
 /// What one traceback says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,6 +139,7 @@ pub fn find(rec: &mut Recording) {
     pids.sort_unstable();
     pids.dedup();
     let mut events = Vec::new();
+    let mut interner = Interner::new(rec);
     for pid in pids {
         // (time, thread, text) of its stderr lines.
         let lines: Vec<(u64, u32, String)> = rec
@@ -172,7 +175,7 @@ pub fn find(rec: &mut Recording) {
             if tb.thread.is_none() && (n + 1 != last || exited_cleanly) {
                 continue;
             }
-            let stack = intern(rec, &tb.frames);
+            let stack = interner.stack(rec, tb.frames.iter().map(frame));
             let (time_ns, tid, _) = lines[at];
             let mut message = describe(&tb);
             match &tb.thread {
@@ -210,39 +213,17 @@ fn describe(tb: &Traceback) -> String {
     }
 }
 
-/// The traceback's frames as a stack of the recording (frames reused where they exist).
-fn intern(rec: &mut Recording, frames: &[(String, String, u32)]) -> Option<u32> {
-    if frames.is_empty() {
-        return None;
+/// A traceback's `(function, file, line)` as a frame of a stack.
+fn frame((func, file, line): &(String, String, u32)) -> Frame {
+    let short = file.rsplit('/').next().unwrap_or(file);
+    Frame {
+        name: format!("{func} ({short}:{line})"),
+        module: None,
+        file: Some(file.clone()),
+        line: Some(*line),
+        kind: FrameKind::Python,
+        inlined: false,
     }
-    let mut ids = Vec::with_capacity(frames.len());
-    for (func, file, line) in frames {
-        let short = file.rsplit('/').next().unwrap_or(file);
-        let frame = Frame {
-            name: format!("{func} ({short}:{line})"),
-            module: None,
-            file: Some(file.clone()),
-            line: Some(*line),
-            kind: FrameKind::Python,
-            inlined: false,
-        };
-        let id = match rec.frames.iter().position(|f| *f == frame) {
-            Some(i) => i,
-            None => {
-                rec.frames.push(frame);
-                rec.frames.len() - 1
-            }
-        };
-        ids.push(id as u32);
-    }
-    let id = match rec.stacks.iter().position(|s| *s == ids) {
-        Some(i) => i,
-        None => {
-            rec.stacks.push(ids);
-            rec.stacks.len() - 1
-        }
-    };
-    Some(id as u32)
 }
 
 #[cfg(test)]
